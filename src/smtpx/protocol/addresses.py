@@ -1,0 +1,270 @@
+"""Mailbox addresses and paths (RFC 5321 section 4.1.2, RFC 6531 section 3.3).
+
+::
+
+    Path          = "<" [ A-d-l ":" ] Mailbox ">"        ; the source route is ignored
+    Mailbox       = Local-part "@" ( Domain / address-literal )
+    Local-part    = Dot-string / Quoted-string           ; RFC 6531 adds UTF-8
+    Domain        = sub-domain *("." sub-domain)         ; RFC 6531 adds U-labels
+    address-literal = "[" ( IPv4 / "IPv6:" IPv6 / tag ":" dcontent ) "]"
+
+:class:`Address` keeps the local part unquoted (its value) and the domain as written.
+Domains compare case-insensitively, local parts case-sensitively (RFC 5321 2.4).
+:class:`Sender` is a reverse-path: an address or the null path ``<>``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from smtpx.errors import ParseError
+from smtpx.protocol import replies
+
+__all__ = ["Address", "Sender", "parse_path"]
+
+# RFC 5322 atext, plus every non-ASCII code point (RFC 6531 section 3.3, UTF8-non-ascii).
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
+_DOT_STRING = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
+# qtextSMTP = %d32-33 / %d35-91 / %d93-126 ; quoted-pairSMTP = "\" %d32-126
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
+_LET_DIG = r"A-Za-z0-9\u0080-\U0010ffff"
+_SUB_DOMAIN = rf"[{_LET_DIG}](?:[{_LET_DIG}\-]*[{_LET_DIG}])?"
+_DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
+_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"  # dcontent, checked further below
+
+_MAILBOX_RE = re.compile(rf"({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})")
+_LOCAL_RE = re.compile(rf"{_DOT_STRING}|{_QUOTED}")
+_DOT_STRING_RE = re.compile(_DOT_STRING)
+_DOMAIN_RE = re.compile(rf"{_DOMAIN}|{_LITERAL}")
+_ADL_RE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+_NEEDS_ESCAPE = re.compile(r'(["\\])')
+
+# RFC 5321 4.5.3.1.2: a domain name is at most 255 octets; 4.5.3.1.3 a path 256.
+MAX_DOMAIN = 255
+MAX_PATH = 256
+
+
+def _ascii(text: str) -> bool:
+    return text.isascii()
+
+
+def _check_literal(literal: str) -> None:
+    inner = literal[1:-1]
+    if inner[:5].upper() == "IPV6:":
+        try:
+            ipaddress.IPv6Address(inner[5:])
+        except ValueError:
+            raise ParseError(f"bad IPv6 address literal {literal}") from None
+        return
+    if ":" in inner:
+        tag, _, content = inner.partition(":")
+        # General-address-literal = Standardized-tag ":" 1*dcontent (RFC 5321 4.1.3)
+        if not tag or not content or not re.fullmatch(r"[A-Za-z0-9-]*[A-Za-z0-9]", tag):
+            raise ParseError(f"bad address literal {literal}")
+        return
+    try:
+        ipaddress.IPv4Address(inner)
+    except ValueError:
+        raise ParseError(f"bad IPv4 address literal {literal}") from None
+
+
+def _check_domain(domain: str) -> None:
+    if domain.startswith("["):
+        _check_literal(domain)
+        return
+    if len(domain.encode("utf-8")) > MAX_DOMAIN:
+        raise ParseError(f"domain longer than {MAX_DOMAIN} octets")
+    if not domain.isascii():
+        try:
+            domain.encode("idna")
+        except UnicodeError as exc:
+            raise ParseError(f"domain {domain!r} is not a valid IDNA name: {exc}") from None
+    elif any(len(label) > 63 for label in domain.split(".")):
+        raise ParseError("domain label longer than 63 octets (RFC 1035 2.3.4)")
+
+
+def _unquote(local: str) -> str:
+    if local.startswith('"'):
+        return _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    return local
+
+
+def _quote_local(local: str) -> str:
+    if local and _DOT_STRING_RE.fullmatch(local):
+        return local
+    return '"' + _NEEDS_ESCAPE.sub(r"\\\1", local) + '"'
+
+
+class Address:
+    """A mailbox ``local@domain``; the local part is held unquoted.
+
+    The special recipient ``<Postmaster>`` (RFC 5321 4.5.1) has an empty domain.
+    """
+
+    __slots__ = ("_key", "domain", "local_part")
+
+    local_part: str
+    domain: str
+    _key: tuple[str, str]
+
+    def __init__(self, local_part: str, domain: str) -> None:
+        object.__setattr__(self, "local_part", local_part)
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "_key", (local_part, domain.lower()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Address is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Address):
+            return NotImplemented
+        return bool(self._key == other._key)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __lt__(self, other: Address) -> bool:
+        return bool(self._key < other._key)
+
+    def __repr__(self) -> str:
+        return f"Address({str(self)!r})"
+
+    def __str__(self) -> str:
+        local = _quote_local(self.local_part)
+        return f"{local}@{self.domain}" if self.domain else local
+
+    def __reduce__(self) -> tuple[type[Address], tuple[str, str]]:
+        return (Address, (self.local_part, self.domain))
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse a bare mailbox ``local@domain`` (no angle brackets)."""
+        match = _MAILBOX_RE.fullmatch(text)
+        if match is None:
+            raise ParseError(f"not a valid mailbox: {text!r}", replies.address_syntax_error())
+        domain = match[2]
+        try:
+            _check_domain(domain)
+        except ParseError as exc:
+            raise ParseError(str(exc), replies.address_syntax_error(str(exc))) from None
+        return cls(_unquote(match[1]), domain)
+
+    @classmethod
+    def postmaster(cls) -> Address:
+        return cls("Postmaster", "")
+
+    @property
+    def is_postmaster(self) -> bool:
+        return not self.domain and self.local_part.lower() == "postmaster"
+
+    @property
+    def is_utf8(self) -> bool:
+        """True when delivering to or from this address needs SMTPUTF8 (RFC 6531).
+
+        A non-ASCII local part always does. A non-ASCII domain alone does not strictly
+        (it can travel as an A-label), but RFC 6531 section 3.2 lets clients send it as
+        UTF-8 only with SMTPUTF8, so it counts too.
+        """
+        return not (self.local_part.isascii() and self.domain.isascii())
+
+    @property
+    def ascii_domain(self) -> str:
+        """The domain with U-labels converted to A-labels (IDNA, via the stdlib codec)."""
+        if self.domain.isascii():
+            return self.domain
+        return self.domain.encode("idna").decode("ascii")
+
+    def to_ascii(self) -> Address:
+        """The same mailbox with an A-label domain; raises if the local part is UTF-8."""
+        if not self.local_part.isascii():
+            raise ParseError(f"{self} has a UTF-8 local part; it cannot be made ASCII")
+        return Address(self.local_part, self.ascii_domain)
+
+    def path(self) -> str:
+        """The address in angle brackets, as it goes on the wire."""
+        return f"<{self}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A reverse-path (RFC 5321 4.1.1.2): an :class:`Address`, or None for the null path ``<>``.
+
+    The null sender is used for bounces and other notifications, which must never be
+    answered by a bounce (RFC 5321 section 4.5.5).
+    """
+
+    address: Address | None = None
+
+    NULL: ClassVar[Sender]
+
+    @property
+    def is_null(self) -> bool:
+        return self.address is None
+
+    @classmethod
+    def of(cls, value: str | Address | Sender | None) -> Sender:
+        if isinstance(value, Sender):
+            return value
+        if value is None:
+            return cls.NULL
+        if isinstance(value, Address):
+            return cls(value)
+        return cls.parse(value)
+
+    @classmethod
+    def parse(cls, text: str) -> Sender:
+        """Parse ``<>``, ``<local@domain>`` (with an optional source route) or a bare address."""
+        address = parse_path(text.strip(), allow_null=True)
+        return cls.NULL if address is None else cls(address)
+
+    def path(self) -> str:
+        return "<>" if self.address is None else self.address.path()
+
+    def __str__(self) -> str:
+        return self.path()
+
+
+Sender.NULL = Sender(None)
+
+
+def parse_path(
+    text: str, *, allow_null: bool = False, allow_postmaster: bool = False
+) -> Address | None:
+    """Parse a path from a MAIL or RCPT command.
+
+    Accepts ``<mailbox>``, ``<@relay,@relay:mailbox>`` (the source route is dropped, as
+    RFC 5321 section 4.1.1.3 says it SHOULD be), and, for old clients, a bare mailbox
+    without brackets. Returns None for ``<>`` when ``allow_null``.
+    """
+    if text.startswith("<"):
+        if not text.endswith(">"):
+            raise ParseError(
+                f"unbalanced angle brackets in {text!r}", replies.address_syntax_error()
+            )
+        inner = text[1:-1]
+        if not inner:
+            if allow_null:
+                return None
+            raise ParseError(
+                "the null path <> is not allowed here",
+                replies.address_syntax_error("Null path not allowed here"),
+            )
+        if inner.startswith("@"):
+            adl = _ADL_RE.match(inner)
+            if adl is None:
+                raise ParseError(f"bad source route in {text!r}", replies.address_syntax_error())
+            inner = inner[adl.end() :]
+    else:
+        inner = text
+    if len(inner.encode("utf-8")) > MAX_PATH:
+        raise ParseError(
+            f"path longer than {MAX_PATH} octets (RFC 5321 4.5.3.1.3)",
+            replies.address_syntax_error("Path too long"),
+        )
+    if allow_postmaster and inner.lower() == "postmaster":
+        return Address(inner, "")
+    return Address.parse(inner)

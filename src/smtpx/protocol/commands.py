@@ -1,0 +1,353 @@
+"""SMTP commands (RFC 5321 section 4.1.1, plus STARTTLS, AUTH and BDAT).
+
+Each command is a frozen record. :func:`parse_command` reads a command line the way real
+clients write it (verbs in any case, ``MAIL FROM: <a@b>`` with a space, a bare address from
+an old client, trailing blanks); :meth:`Command.to_bytes` writes the RFC 5321 form
+(``MAIL FROM:<a@b> SIZE=123``). A line that cannot be understood raises
+:class:`~smtpx.errors.ParseError` whose ``reply`` is the reply the server should send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from smtpx.errors import ParseError
+from smtpx.protocol import replies
+from smtpx.protocol.addresses import Address, Sender, parse_path
+from smtpx.protocol.params import MailParams, RcptParams
+
+__all__ = [
+    "Auth",
+    "Bdat",
+    "Command",
+    "Data",
+    "Ehlo",
+    "Expn",
+    "Helo",
+    "Help",
+    "Mail",
+    "Noop",
+    "Quit",
+    "Rcpt",
+    "Rset",
+    "StartTls",
+    "Vrfy",
+    "parse_command",
+]
+
+
+class Command:
+    """Base of every command record."""
+
+    __slots__ = ()
+    verb: ClassVar[str]
+
+    def argument(self) -> str:
+        """The text after the verb (empty when there is none)."""
+        return ""
+
+    def __str__(self) -> str:
+        arg = self.argument()
+        return f"{self.verb} {arg}" if arg else self.verb
+
+    def to_bytes(self) -> bytes:
+        return (str(self) + "\r\n").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Helo(Command):
+    domain: str
+    verb: ClassVar[str] = "HELO"
+
+    def argument(self) -> str:
+        return self.domain
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo(Command):
+    domain: str
+    verb: ClassVar[str] = "EHLO"
+
+    def argument(self) -> str:
+        return self.domain
+
+
+@dataclass(frozen=True, slots=True)
+class Mail(Command):
+    sender: Sender
+    params: MailParams = field(default_factory=MailParams)
+    verb: ClassVar[str] = "MAIL"
+
+    def __str__(self) -> str:
+        params = str(self.params)
+        return f"MAIL FROM:{self.sender.path()}{' ' + params if params else ''}"
+
+    def argument(self) -> str:
+        return str(self)[5:]
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt(Command):
+    recipient: Address
+    params: RcptParams = field(default_factory=RcptParams)
+    verb: ClassVar[str] = "RCPT"
+
+    def __str__(self) -> str:
+        params = str(self.params)
+        return f"RCPT TO:{self.recipient.path()}{' ' + params if params else ''}"
+
+    def argument(self) -> str:
+        return str(self)[5:]
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Command):
+    verb: ClassVar[str] = "DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Command):
+    """``BDAT size [LAST]`` (RFC 3030); ``size`` octets of message data follow the line."""
+
+    size: int
+    last: bool = False
+    verb: ClassVar[str] = "BDAT"
+
+    def argument(self) -> str:
+        return f"{self.size} LAST" if self.last else str(self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Rset(Command):
+    verb: ClassVar[str] = "RSET"
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(Command):
+    text: str = ""
+    verb: ClassVar[str] = "NOOP"
+
+    def argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    verb: ClassVar[str] = "QUIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Vrfy(Command):
+    text: str
+    verb: ClassVar[str] = "VRFY"
+
+    def argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Expn(Command):
+    text: str
+    verb: ClassVar[str] = "EXPN"
+
+    def argument(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Help(Command):
+    topic: str = ""
+    verb: ClassVar[str] = "HELP"
+
+    def argument(self) -> str:
+        return self.topic
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls(Command):
+    verb: ClassVar[str] = "STARTTLS"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Command):
+    """``AUTH mechanism [initial-response]`` (RFC 4954 section 4).
+
+    ``initial_response`` is the base64 text as sent (``"="`` stands for an empty response),
+    or None when the client sent none. Decoding is the SASL driver's job.
+    """
+
+    mechanism: str
+    initial_response: str | None = None
+    verb: ClassVar[str] = "AUTH"
+
+    def argument(self) -> str:
+        if self.initial_response is None:
+            return self.mechanism
+        return f"{self.mechanism} {self.initial_response}"
+
+    def __repr__(self) -> str:
+        # Never show credentials in logs or tracebacks.
+        hidden = None if self.initial_response is None else "<hidden>"
+        return f"Auth(mechanism={self.mechanism!r}, initial_response={hidden!r})"
+
+
+# -------------------------------------------------------------------------------------
+# Parsing
+# -------------------------------------------------------------------------------------
+
+_DATA = Data()
+_RSET = Rset()
+_QUIT = Quit()
+_STARTTLS = StartTls()
+_NOOP = Noop()
+_HELP = Help()
+
+
+def _syntax(text: str) -> ParseError:
+    return ParseError(text, replies.syntax_error(text))
+
+
+def _no_args(command: Command, verb: str, arg: str) -> Command:
+    if arg:
+        raise _syntax(f"{verb} takes no parameters")
+    return command
+
+
+def _parse_helo(arg: str, cls: type[Helo] | type[Ehlo]) -> Command:
+    if not arg or " " in arg:
+        raise _syntax(f"{cls.verb} needs one domain or address literal")
+    return cls(arg)
+
+
+def _split_path(arg: str, prefix: str, verb: str) -> tuple[str, str]:
+    """Split ``FROM:<path> params`` into path and parameter text."""
+    if arg[: len(prefix)].upper() != prefix:
+        raise _syntax(f"Syntax: {verb} {prefix}<address>")
+    rest = arg[len(prefix) :].lstrip(" ")
+    if not rest:
+        raise ParseError(
+            f"{verb} needs an address",
+            replies.address_syntax_error(f"Syntax: {verb} {prefix}<address>"),
+        )
+    if rest[0] == "<":
+        end = rest.find(">")
+        if end < 0:
+            raise ParseError("unbalanced angle brackets", replies.address_syntax_error())
+        # Quoted local parts may hold '>' (RFC 5321 4.1.2); find the real end of the path.
+        if '"' in rest[:end]:
+            end = _path_end(rest)
+        path, params = rest[: end + 1], rest[end + 1 :]
+        if params and params[0] != " ":
+            raise ParseError("junk after the address", replies.address_syntax_error())
+        return path, params.strip(" ")
+    path, _, params = rest.partition(" ")
+    return path, params.strip(" ")
+
+
+def _path_end(text: str) -> int:
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    raise ParseError("unbalanced angle brackets", replies.address_syntax_error())
+
+
+def _parse_mail(arg: str) -> Command:
+    path, params = _split_path(arg, "FROM:", "MAIL")
+    address = parse_path(path, allow_null=True)
+    return Mail(Sender.NULL if address is None else Sender(address), MailParams.parse(params))
+
+
+def _parse_rcpt(arg: str) -> Command:
+    path, params = _split_path(arg, "TO:", "RCPT")
+    address = parse_path(path, allow_postmaster=True)
+    assert address is not None
+    return Rcpt(address, RcptParams.parse(params))
+
+
+def _parse_bdat(arg: str) -> Command:
+    words = arg.split(" ")
+    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20:
+        raise _syntax("Syntax: BDAT <size> [LAST] (RFC 3030)")
+    if len(words) == 2 and words[1].upper() != "LAST":
+        raise _syntax("Syntax: BDAT <size> [LAST] (RFC 3030)")
+    return Bdat(int(words[0]), len(words) == 2)
+
+
+def _parse_auth(arg: str) -> Command:
+    mechanism, _, initial = arg.partition(" ")
+    if not mechanism or " " in initial:
+        raise _syntax("Syntax: AUTH <mechanism> [initial-response]")
+    # RFC 4422 section 3.1: mechanism names are 1-20 of A-Z 0-9 - _
+    if (
+        len(mechanism) > 20
+        or not all(c.isalnum() or c in "-_" for c in mechanism)
+        or not mechanism.isascii()
+    ):
+        raise _syntax("Bad SASL mechanism name")
+    return Auth(mechanism.upper(), initial or None)
+
+
+def _required(arg: str, verb: str) -> str:
+    if not arg:
+        raise _syntax(f"{verb} needs an argument")
+    return arg
+
+
+_PARSERS: dict[str, Callable[[str], Command]] = {
+    "HELO": lambda a: _parse_helo(a, Helo),
+    "EHLO": lambda a: _parse_helo(a, Ehlo),
+    "MAIL": _parse_mail,
+    "RCPT": _parse_rcpt,
+    "DATA": lambda a: _no_args(_DATA, "DATA", a),
+    "BDAT": _parse_bdat,
+    "RSET": lambda a: _no_args(_RSET, "RSET", a),
+    "NOOP": lambda a: Noop(a) if a else _NOOP,
+    "QUIT": lambda a: _no_args(_QUIT, "QUIT", a),
+    "VRFY": lambda a: Vrfy(_required(a, "VRFY")),
+    "EXPN": lambda a: Expn(_required(a, "EXPN")),
+    "HELP": lambda a: Help(a) if a else _HELP,
+    "STARTTLS": lambda a: _no_args(_STARTTLS, "STARTTLS", a),
+    "AUTH": _parse_auth,
+}
+
+VERBS = frozenset(_PARSERS)
+
+
+def parse_command(line: bytes | str) -> Command:
+    """Parse one command line (without its CRLF).
+
+    Raises :class:`ParseError` with ``reply`` set: 500 for an unknown verb or a line that is
+    not UTF-8 or holds control characters, 501 (or 501 5.1.3 for addresses) for bad
+    arguments.
+    """
+    if isinstance(line, bytes):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError(
+                "command line is not UTF-8", replies.syntax_error("Command line is not valid UTF-8")
+            ) from None
+    else:
+        text = line
+    text = text.rstrip(" \t")
+    verb, _, arg = text.partition(" ")
+    parser = _PARSERS.get(verb.upper())
+    if parser is None:
+        shown = verb[:20].encode("ascii", "replace").decode("ascii")
+        raise ParseError(f"unknown command {shown!r}", replies.command_unrecognized(shown))
+    if not text.isprintable():
+        # CR, LF, NUL and other controls have no place in a command (RFC 5321 4.1.1).
+        raise ParseError(
+            "control character in command",
+            replies.syntax_error("Control characters are not allowed in commands"),
+        )
+    return parser(arg.lstrip(" "))

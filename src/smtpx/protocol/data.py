@@ -1,0 +1,242 @@
+"""DATA framing: dot-stuffing both ways and the end-of-data terminator.
+
+RFC 5321 section 4.5.2: the sender doubles a leading ``.`` on every line, and the content
+ends with ``CRLF.CRLF``; the receiver removes the doubled dot. Section 2.3.8: lines end
+with CRLF, never a bare CR or LF.
+
+SMTP smuggling (CVE-2023-51764 and its family) abuses receivers that also accept
+``LF.LF``, ``CR.CR`` or ``LF.CRLF`` as the end of data. :class:`DataReader` recognises
+only ``CRLF.CRLF``, and by default refuses any message that holds a bare CR or LF
+(``BareNewlines.REJECT``); ``NORMALIZE`` accepts such a message and turns every bare CR
+and LF into CRLF instead. Either way, what follows a fake terminator stays inside the
+one message.
+
+All the work is done on whole chunks with ``bytes`` methods (find, count, replace), never
+by a Python loop per line.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from smtpx.protocol import replies
+from smtpx.protocol.replies import Reply
+
+__all__ = [
+    "BareNewlines",
+    "DataReader",
+    "DotStuffer",
+    "dot_stuff",
+    "dot_unstuff",
+    "normalize_newlines",
+]
+
+CRLF = b"\r\n"
+TERMINATOR = b"\r\n.\r\n"
+
+# RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including the CRLF.
+MAX_TEXT_LINE = 1000
+# Without a line limit, a line with no LF is still handed on in pieces of this size.
+_PIECE = 1 << 16
+
+
+class BareNewlines(enum.Enum):
+    """What to do with a bare CR or LF inside message content."""
+
+    REJECT = "reject"  # refuse the message (after its real end) with 500 5.5.2
+    NORMALIZE = "normalize"  # make every bare CR or LF a CRLF, accept the message
+
+
+def has_bare_newline(data: bytes | bytearray) -> bool:
+    """True if ``data`` has a CR not followed by LF or an LF not preceded by CR."""
+    crlf = data.count(CRLF)
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """Make every line ending CRLF: CRLF stays, a bare LF or bare CR becomes CRLF."""
+    if not has_bare_newline(data):
+        return data
+    return data.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
+
+
+def _lines_fit(data: bytes | bytearray, limit: int) -> bool:
+    """True if every line of ``data`` (starting at a line start) has at most ``limit``
+    octets before its LF. Jumps from the last LF of one window to the next, so the Python
+    loop runs once per ``limit`` octets, not once per line."""
+    end = len(data)
+    pos = 0
+    while end - pos > limit:
+        lf = data.rfind(b"\n", pos, pos + limit + 1)
+        if lf < 0:
+            return False
+        pos = lf + 1
+    return True
+
+
+def dot_unstuff(data: bytes, *, at_line_start: bool = True) -> bytes:
+    """Remove the leading dot of every line that starts with one (RFC 5321 4.5.2)."""
+    if at_line_start and data[:1] == b".":
+        data = data[1:]
+    return data.replace(b"\r\n.", CRLF) if b"\r\n." in data else data
+
+
+def dot_stuff(body: bytes) -> bytes:
+    """Encode a whole message for DATA: CRLF line endings, dots doubled, terminator added."""
+    stuffer = DotStuffer()
+    return stuffer.encode(body) + stuffer.end()
+
+
+class DotStuffer:
+    """Streaming encoder for DATA content (the client side).
+
+    Feed any chunks; the output never holds a bare CR or LF (they become CRLF), every line
+    that starts with a dot gets a second one, and :meth:`end` closes the content with a
+    final CRLF if needed and the ``.CRLF`` terminator.
+    """
+
+    __slots__ = ("_at_line_start", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._at_line_start = True  # the output so far is empty or ends with CRLF
+        self._pending_cr = False  # the last chunk ended with CR; its LF may come next
+
+    def encode(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        if not chunk:
+            return b""
+        chunk = normalize_newlines(chunk)
+        if b"\r\n." in chunk:
+            chunk = chunk.replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and chunk[:1] == b".":
+            chunk = b"." + chunk
+        self._at_line_start = chunk[-2:] == CRLF
+        return chunk
+
+    def end(self) -> bytes:
+        """The bytes that finish the content: a held CR as CRLF, a final CRLF, ``.CRLF``."""
+        out = b".\r\n" if self._at_line_start and not self._pending_cr else b"\r\n.\r\n"
+        self._at_line_start = True
+        self._pending_cr = False
+        return out
+
+    def note_external(self, *, ends_with_crlf: bool) -> None:
+        """Record that encoded content was written around this encoder (``sendfile``)."""
+        self._at_line_start = ends_with_crlf
+        self._pending_cr = False
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._at_line_start and not self._pending_cr
+
+
+class DataReader:
+    """Incremental decoder of DATA content (the server side).
+
+    :meth:`read` takes bytes from the front of the connection's buffer and returns the
+    decoded content it could take, and whether the terminator was seen. When the content
+    breaks a rule (a bare CR or LF under ``REJECT``, a line over ``max_line``, more than
+    ``max_size`` octets), the reader keeps consuming until the real terminator but returns
+    no more content; ``error`` then holds the reply to send once the data has ended.
+    """
+
+    __slots__ = (
+        "_line_start",
+        "_prev_crlf",
+        "bare_newlines",
+        "error",
+        "max_line",
+        "max_size",
+        "size",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_line: int | None = MAX_TEXT_LINE,
+        max_size: int | None = None,
+        bare_newlines: BareNewlines = BareNewlines.REJECT,
+    ) -> None:
+        self.max_line = max_line
+        self.max_size = max_size
+        self.bare_newlines = bare_newlines
+        self.size = 0  # decoded octets so far
+        self.error: Reply | None = None
+        # The DATA command line ended with CRLF: ".CRLF" right away is an empty message.
+        self._prev_crlf = True
+        self._line_start = True
+
+    def read(self, buf: bytearray) -> tuple[bytes, bool]:
+        """Consume from ``buf``; return (decoded content, finished)."""
+        if self.error is not None:
+            return b"", self._discard(buf)
+        if self._prev_crlf and buf[:3] == b".\r\n":
+            del buf[:3]
+            return b"", True
+        end = buf.find(TERMINATOR)
+        if end >= 0:
+            raw = bytes(buf[: end + 2])
+            del buf[: end + 5]
+            finished = True
+        else:
+            cut = buf.rfind(b"\n") + 1
+            rest = len(buf) - cut
+            if self.max_line is not None and rest >= self.max_line:
+                # The unfinished last line is already too long. The buffer still starts
+                # where the content so far ended, so the terminator state is unchanged.
+                self.error = replies.line_too_long()
+                return b"", self._discard(buf)
+            if cut == 0:
+                if self.max_line is not None or rest < _PIECE:
+                    return b"", False
+                # No line limit and a very long line: hand on what we have, but never
+                # split a CR from the LF that may follow it.
+                cut = rest - 1 if buf[-1] == 13 else rest
+            raw = bytes(buf[:cut])
+            del buf[:cut]
+            finished = False
+        return self._decode(raw, finished, buf)
+
+    def _decode(self, raw: bytes, finished: bool, buf: bytearray) -> tuple[bytes, bool]:
+        if raw:
+            # Whether the buffer now starts after a real CRLF, judged on the bytes as
+            # received: a bare LF that NORMALIZE turns into CRLF must never complete a
+            # terminator (the "\n.\r\n" smuggling variant).
+            self._prev_crlf = raw[-2:] == CRLF
+        if self.max_line is not None and not _lines_fit(raw, self.max_line - 1):
+            return self._failed(replies.line_too_long(), finished, buf)
+        if has_bare_newline(raw):
+            if self.bare_newlines is BareNewlines.REJECT:
+                return self._failed(replies.bare_line_ending(), finished, buf)
+            raw = raw.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
+        content = dot_unstuff(raw, at_line_start=self._line_start)
+        if raw:
+            self._line_start = raw[-1:] == b"\n"
+        self.size += len(content)
+        if self.max_size is not None and self.size > self.max_size:
+            return self._failed(replies.message_too_big(), finished, buf)
+        return content, finished
+
+    def _failed(self, reply: Reply, finished: bool, buf: bytearray) -> tuple[bytes, bool]:
+        self.error = reply
+        return b"", finished or self._discard(buf)
+
+    def _discard(self, buf: bytearray) -> bool:
+        """Drop content up to and including the terminator; True once it was seen."""
+        if self._prev_crlf and buf[:3] == b".\r\n":
+            del buf[:3]
+            return True
+        end = buf.find(TERMINATOR)
+        if end >= 0:
+            del buf[: end + 5]
+            return True
+        if len(buf) > 4:
+            # Keep the last four octets: they may begin the terminator.
+            self._prev_crlf = buf[-6:-4] == CRLF
+            del buf[:-4]
+        return False
