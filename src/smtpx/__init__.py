@@ -4,6 +4,7 @@ The public API is re-exported here; deeper modules are stable too but this is th
 curated surface (a test checks that every name listed resolves).
 """
 
+from smtpx._version import __version__
 from smtpx.errors import (
     LocalProtocolError,
     ParseError,
@@ -23,8 +24,6 @@ from smtpx.protocol import (
     ServerConnection,
     replies,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Address",

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from smtpx import __version__
+from smtpx._version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

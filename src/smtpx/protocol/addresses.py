@@ -76,6 +76,8 @@ def _check_domain(domain: str) -> None:
     if domain.startswith("["):
         _check_literal(domain)
         return
+    if domain.isascii() and len(domain) <= 63:
+        return  # the regex already checked the characters; no label can be too long
     if len(domain.encode("utf-8")) > MAX_DOMAIN:
         raise ParseError(f"domain longer than {MAX_DOMAIN} octets")
     if not domain.isascii():

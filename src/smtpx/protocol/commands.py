@@ -342,7 +342,8 @@ def parse_command(line: bytes | str) -> Command:
     verb, _, arg = text.partition(" ")
     parser = _PARSERS.get(verb.upper())
     if parser is None:
-        shown = verb[:20].encode("ascii", "replace").decode("ascii")
+        # Echo the verb only as printable ASCII: a reply must not carry CR, LF or controls.
+        shown = "".join(c if c.isascii() and c.isprintable() else "?" for c in verb[:20])
         raise ParseError(f"unknown command {shown!r}", replies.command_unrecognized(shown))
     if not text.isprintable():
         # CR, LF, NUL and other controls have no place in a command (RFC 5321 4.1.1).

@@ -441,10 +441,8 @@ class ServerConnection:
             self._closed()
             return
         code = reply.code
-        if 300 <= code < 400 and not _INTERMEDIATE_OK.get(kind, False):
+        if code < 400 and code not in _POSITIVE.get(kind, _ANY_COMPLETION):
             raise LocalProtocolError(f"a {code} reply does not answer {kind}")
-        if kind == "DATA" and code < 300:
-            raise LocalProtocolError("DATA is answered with 354 or an error, not 2xx")
         command = self._pending_command
         self._out.append(reply.to_bytes())
         self._pending = None
@@ -513,8 +511,17 @@ _PARAM_EXTENSION = {
     "ORCPT": "DSN",
 }
 
-# Which kinds may be answered with a 3xx.
-_INTERMEDIATE_OK = {"DATA": True, "AUTH": True, AUTH_RESPONSE: True}
+# The positive replies each kind may get (RFC 5321 4.3.2; RFC 3207; RFC 4954); any kind
+# may get a 4xx or 5xx. Everything else takes any 2xx.
+_ANY_COMPLETION = frozenset(range(200, 300))
+_POSITIVE = {
+    CONNECT: frozenset({220}),
+    "STARTTLS": frozenset({220}),
+    "DATA": frozenset({354}),
+    "QUIT": frozenset({221}),
+    "AUTH": frozenset({235, 334}),
+    AUTH_RESPONSE: frozenset({235, 334}),
+}
 
 # Commands after which a client must wait for the reply before sending more: the framing
 # of what follows depends on it (RFC 2920 section 3.1; RFC 3207 for STARTTLS).

@@ -47,10 +47,14 @@ class BareNewlines(enum.Enum):
     NORMALIZE = "normalize"  # make every bare CR or LF a CRLF, accept the message
 
 
+_NOT_CR_OR_LF = bytes(i for i in range(256) if i not in (10, 13))
+
+
 def has_bare_newline(data: bytes | bytearray) -> bool:
     """True if ``data`` has a CR not followed by LF or an LF not preceded by CR."""
-    crlf = data.count(CRLF)
-    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+    # Keep only the CRs and LFs (one C pass); clean data leaves exactly "\r\n" repeated.
+    ends = data.translate(None, _NOT_CR_OR_LF)
+    return ends != CRLF * (len(ends) >> 1)
 
 
 def normalize_newlines(data: bytes) -> bytes:
@@ -79,6 +83,23 @@ def dot_unstuff(data: bytes, *, at_line_start: bool = True) -> bytes:
     if at_line_start and data[:1] == b".":
         data = data[1:]
     return data.replace(b"\r\n.", CRLF) if b"\r\n." in data else data
+
+
+def _drop(raw: bytes, dots: list[int], *, at_line_start: bool) -> bytes:
+    """``raw`` without the octets at the offsets in ``dots`` (those past its end ignored),
+    and without a leading dot when it starts a line: dot-unstuffing when the stuffed dots'
+    places are already known."""
+    start = 1 if at_line_start and raw[:1] == b"." else 0
+    end = len(raw)
+    cuts = [d for d in dots if d < end] if dots else dots
+    if not cuts:
+        return raw[start:] if start else raw
+    pieces = []
+    for dot in cuts:
+        pieces.append(raw[start:dot])
+        start = dot + 1
+    pieces.append(raw[start:])
+    return b"".join(pieces)
 
 
 def dot_stuff(body: bytes) -> bytes:
@@ -178,7 +199,13 @@ class DataReader:
         if self._prev_crlf and buf[:3] == b".\r\n":
             del buf[:3]
             return b"", True
-        end = buf.find(TERMINATOR)
+        # One scan finds both the terminator and the dot-stuffed lines: each "\r\n." is
+        # either "\r\n.\r\n" (the end) or the start of a line whose dot must go.
+        end = buf.find(b"\r\n.")
+        dots: list[int] = []
+        while end >= 0 and buf[end + 3 : end + 5] != CRLF:
+            dots.append(end + 2)  # the offset of a stuffed dot
+            end = buf.find(b"\r\n.", end + 3)
         if end >= 0:
             raw = bytes(buf[: end + 2])
             del buf[: end + 5]
@@ -200,9 +227,11 @@ class DataReader:
             raw = bytes(buf[:cut])
             del buf[:cut]
             finished = False
-        return self._decode(raw, finished, buf)
+        return self._decode(raw, finished, buf, dots)
 
-    def _decode(self, raw: bytes, finished: bool, buf: bytearray) -> tuple[bytes, bool]:
+    def _decode(
+        self, raw: bytes, finished: bool, buf: bytearray, dots: list[int]
+    ) -> tuple[bytes, bool]:
         if raw:
             # Whether the buffer now starts after a real CRLF, judged on the bytes as
             # received: a bare LF that NORMALIZE turns into CRLF must never complete a
@@ -214,7 +243,10 @@ class DataReader:
             if self.bare_newlines is BareNewlines.REJECT:
                 return self._failed(replies.bare_line_ending(), finished, buf)
             raw = raw.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
-        content = dot_unstuff(raw, at_line_start=self._line_start)
+            # Lines that began after a bare LF may start with a dot too: unstuff by search.
+            content = dot_unstuff(raw, at_line_start=self._line_start)
+        else:
+            content = _drop(raw, dots, at_line_start=self._line_start)
         if raw:
             self._line_start = raw[-1:] == b"\n"
         self.size += len(content)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smtpx.errors import ParseError
 
@@ -84,6 +84,9 @@ class Reply:
     code: int
     lines: tuple[str, ...] = ("",)
     enhanced: EnhancedStatus | None = None
+    # The wire form, made on first use (replies are immutable, and servers send the same
+    # few replies over and over).
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -156,6 +159,13 @@ class Reply:
     # -- formatting ------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = self._format()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _format(self) -> bytes:
         code = str(self.code)
         prefix = f"{self.enhanced} " if self.enhanced is not None else ""
         last = len(self.lines) - 1

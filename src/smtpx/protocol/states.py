@@ -33,6 +33,10 @@ class State(enum.Enum):
     AUTH = "auth"  # inside an AUTH exchange: every line is a SASL response
     CLOSED = "closed"
 
+    # Members are singletons: identity hashing is exact, and much faster than Enum's
+    # Python-level __hash__ on this hot path (every command looks a state up).
+    __hash__ = object.__hash__
+
 
 CONNECT = "CONNECT"
 END_OF_DATA = "."

@@ -1,0 +1,1029 @@
+"""Envelopes: who a message is from, who it goes to, and the message itself.
+
+This is a pure data module (stdlib only, no I/O). The records follow ``async_smtp``
+(features F1-F6 of ``reference/async_smtp.md``):
+
+* :class:`EnvelopeId` - unique, time-sortable, URL-safe identifier of an envelope.
+* :class:`EnvelopeInfo` - the SMTP envelope: sender, MAIL parameters, recipients,
+  rejected recipients, route and id. Equality and hash ignore the id (F1).
+* :class:`Envelope` - info plus the raw RFC 5322 message (CRLF line endings), with
+  header helpers that never touch the body bytes (F3) and :meth:`Envelope.of_email` (F2).
+* :class:`EnvelopeBodiless` - info plus the raw header block only; the body travels apart
+  so several envelopes can share it (F3, F4).
+* :class:`HostPort`, :class:`RetryInterval`, :class:`RoutedEnvelope`,
+  :class:`RoutedBodiless` and :class:`Batch` - where to deliver and when to retry (F4, F5).
+
+:class:`~smtpx.protocol.addresses.Sender` and :class:`~smtpx.protocol.addresses.Address`
+are re-exported from here; :class:`~smtpx.protocol.params.MailParams` is the type of the
+sender arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import ipaddress
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Self
+
+from smtpx.errors import ParseError
+from smtpx.protocol.addresses import Address, Sender, parse_path
+from smtpx.protocol.params import MailParams
+
+__all__ = [
+    "Address",
+    "Batch",
+    "Envelope",
+    "EnvelopeBodiless",
+    "EnvelopeId",
+    "EnvelopeIdGenerator",
+    "EnvelopeInfo",
+    "HostPort",
+    "RetryInterval",
+    "RoutedBodiless",
+    "RoutedEnvelope",
+    "Sender",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Envelope ids
+
+
+# 64 URL-safe characters in ASCII order, so that comparing two encoded numbers of the
+# same width as strings gives the same answer as comparing the numbers (unlike standard
+# base64, whose alphabet is not sorted).
+_ID_ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_ID_DIGIT = {char: value for value, char in enumerate(_ID_ALPHABET)}
+_ID_TIME_CHARS = 10  # 60 bits of microseconds: good until the year 38 000 or so
+_ID_RANDOM_CHARS = 6  # 36 random bits tell apart ids made in the same microsecond elsewhere
+_ID_LENGTH = _ID_TIME_CHARS + _ID_RANDOM_CHARS
+_ID_MAX_MICROS = 64**_ID_TIME_CHARS - 1
+
+
+def _encode64(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, digit = divmod(value, 64)
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def _decode64(text: str) -> int:
+    value = 0
+    for char in text:
+        value = value * 64 + _ID_DIGIT[char]
+    return value
+
+
+_SYSTEM_RANDOM = random.SystemRandom()
+
+
+class EnvelopeIdGenerator:
+    """Makes envelope ids from one clock, strictly increasing.
+
+    The generator remembers the last timestamp it used: when its clock has not moved past
+    it (a burst within one microsecond, or a clock stepped back), the timestamp is bumped
+    by one microsecond, so an id's :attr:`EnvelopeId.timestamp` may run slightly ahead of
+    the clock. Tests give a generator a fake clock and a seeded ``random.Random``.
+    """
+
+    def __init__(
+        self, now_ns: Callable[[], int] = time.time_ns, rng: random.Random | None = None
+    ) -> None:
+        self._now_ns = now_ns
+        self._rng = rng if rng is not None else _SYSTEM_RANDOM
+        self._last = -1
+        self._lock = threading.Lock()  # ids may be made from spool worker threads
+
+    def __call__(self) -> EnvelopeId:
+        micros = self._now_ns() // 1000
+        if micros < 0:
+            raise ValueError("the clock reads a time before the Unix epoch")
+        with self._lock:
+            micros = self._last = max(micros, self._last + 1)
+        if micros > _ID_MAX_MICROS:
+            raise OverflowError("the clock reads a time too far in the future for an id")
+        noise = self._rng.getrandbits(6 * _ID_RANDOM_CHARS)
+        return EnvelopeId(_encode64(micros, _ID_TIME_CHARS) + _encode64(noise, _ID_RANDOM_CHARS))
+
+
+class EnvelopeId(str):
+    """A unique, time-sortable, URL-safe envelope id (16 characters).
+
+    Layout: 10 characters of microseconds since the Unix epoch, then 6 random
+    characters, all from the sorted alphabet ``-0-9A-Z_a-z``. Hence:
+
+    * string order is creation order (to the microsecond across processes, and exactly
+      within one process: ids made from one clock get strictly increasing timestamps,
+      even when the clock stands still or steps back);
+    * ids may appear in file names and URLs unescaped.
+
+    Constructing an ``EnvelopeId`` from a string validates it like :meth:`parse`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> Self:
+        if len(text) != _ID_LENGTH:
+            raise ParseError(f"envelope id must be {_ID_LENGTH} characters long: {text!r}")
+        if any(char not in _ID_DIGIT for char in text):
+            raise ParseError(f"envelope id has characters outside [-0-9A-Z_a-z]: {text!r}")
+        return super().__new__(cls, text)
+
+    @classmethod
+    def parse(cls, text: str) -> EnvelopeId:
+        """Validate ``text`` (length and alphabet) and return it as an id."""
+        return cls(text)
+
+    @classmethod
+    def create(cls, generator: EnvelopeIdGenerator | None = None) -> EnvelopeId:
+        """A fresh id from ``generator`` (by default the process's, on the system clock)."""
+        return (generator or _DEFAULT_GENERATOR)()
+
+    @property
+    def timestamp(self) -> float:
+        """Creation time in seconds since the epoch, as encoded in the id."""
+        return _decode64(self[:_ID_TIME_CHARS]) / 1_000_000
+
+    def __repr__(self) -> str:
+        return f"EnvelopeId({str(self)!r})"
+
+
+_DEFAULT_GENERATOR = EnvelopeIdGenerator()
+
+
+# ---------------------------------------------------------------------------------------
+# Retry intervals and next hops
+
+
+_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_DURATION = rf"({_NUMBER})\s*([dhms]?)"
+_INTERVAL_RE = re.compile(rf"\s*{_DURATION}\s*(?:~\s*{_DURATION}\s*)?")
+
+
+def _format_seconds(seconds: float) -> str:
+    # The largest unit that divides the value exactly. fmod is exact for floats, and then
+    # so are the division here and the multiplication in parse: str and parse round-trip.
+    for unit, size in _UNIT_SECONDS.items():
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    # repr is the shortest text that reads back as the same float.
+    return f"{seconds!r}s"
+
+
+def _check_seconds(what: str, seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {seconds!r}")
+    # -0.0 prints as "0s" and reads back as 0.0, so store 0.0.
+    return float(seconds) + 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryInterval:
+    """How long to wait before the next delivery attempt (F5).
+
+    ``span`` and ``jitter`` are seconds, both >= 0. :meth:`to_span` spreads retries over
+    ``span ± jitter`` so that a backlog does not retry in lockstep. Text form: a duration
+    (``30s``, ``5m``, ``2h``, ``1d``, ``1.5h``, or bare seconds), optionally followed by
+    ``~`` and the jitter (``5m~30s``).
+    """
+
+    span: float
+    jitter: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span", _check_seconds("span", self.span))
+        if self.jitter is not None:
+            object.__setattr__(self, "jitter", _check_seconds("jitter", self.jitter))
+
+    @classmethod
+    def parse(cls, text: str) -> RetryInterval:
+        """Read the form written by :meth:`__str__` (and the shorthands listed above)."""
+        match = _INTERVAL_RE.fullmatch(text)
+        if match is None:
+            raise ParseError(f"not a retry interval (like 5m or 5m~30s): {text!r}")
+        span_number, span_unit, jitter_number, jitter_unit = match.groups()
+        try:
+            span = float(span_number) * _UNIT_SECONDS[span_unit or "s"]
+            jitter = (
+                None
+                if jitter_number is None
+                else float(jitter_number) * _UNIT_SECONDS[jitter_unit or "s"]
+            )
+            return cls(span=span, jitter=jitter)
+        except ValueError as exc:  # an overflow to infinity, like 1e400s
+            raise ParseError(f"bad retry interval {text!r}: {exc}") from None
+
+    def to_span(self, rng: random.Random | None = None) -> float:
+        """A delay in seconds drawn uniformly from ``[span - jitter, span + jitter]``.
+
+        The lower end is raised to 0 when the jitter exceeds the span (the draw stays
+        uniform over what remains). Without jitter this is ``span``.
+        """
+        if not self.jitter:
+            return self.span
+        low = max(0.0, self.span - self.jitter)
+        high = self.span + self.jitter
+        # uniform() may round a hair past its ends; clamp to keep the contract.
+        return min(high, max(low, (rng or random).uniform(low, high)))
+
+    def __str__(self) -> str:
+        text = _format_seconds(self.span)
+        if self.jitter is not None:
+            text += "~" + _format_seconds(self.jitter)
+        return text
+
+
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+# Characters that would make ``host:port`` ambiguous or are never part of a host name.
+_BAD_HOST_RE = re.compile(r"[\x00-\x20\x7f\[\]/@,<>]")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPort:
+    """A next hop: a host name or IP address, and a TCP port (default 25, RFC 5321 4.5.4).
+
+    ``host`` never carries brackets; an IPv6 address is written ``[::1]:25`` by
+    :meth:`__str__`, which :meth:`parse` reads back.
+    """
+
+    host: str
+    port: int = 25
+
+    def __post_init__(self) -> None:
+        if not self.host or _BAD_HOST_RE.search(self.host):
+            raise ValueError(f"not a host name or address: {self.host!r}")
+        if ":" in self.host and not _is_ipv6(self.host):
+            raise ValueError(f"a host with ':' must be an IPv6 address: {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError(f"port must be an int, not {type(self.port).__name__}")
+        if not 1 <= self.port <= 65_535:
+            raise ValueError(f"port must be in 1..65535, not {self.port}")
+
+    @classmethod
+    def parse(cls, text: str, *, default_port: int = 25) -> HostPort:
+        """Read ``host``, ``host:port``, ``[ipv6]``, ``[ipv6]:port`` or a bare IPv6 address."""
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or not _is_ipv6(host):
+                raise ParseError(f"bad bracketed IPv6 address in {text!r}")
+            if rest and not rest.startswith(":"):
+                raise ParseError(f"unexpected text after ']' in {text!r}")
+            port_text: str | None = rest[1:] if rest else None
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            # No colon, or several: the latter is only valid as an IPv6 address without a
+            # port, which __post_init__ checks.
+            host, port_text = text, None
+        if port_text is None:
+            port = default_port
+        elif _PORT_RE.fullmatch(port_text):
+            port = int(port_text)
+        else:
+            raise ParseError(f"bad port in {text!r}")
+        try:
+            return cls(host=host, port=port)
+        except ValueError as exc:
+            raise ParseError(f"bad next hop {text!r}: {exc}") from None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+# ---------------------------------------------------------------------------------------
+# Envelope info
+
+
+_NO_PARAMS = MailParams()
+
+
+def _to_sender(value: Sender | Address | str) -> Sender:
+    if not isinstance(value, Sender | Address | str):
+        raise TypeError(f"sender must be a Sender, Address or str, not {type(value).__name__}")
+    return Sender.of(value)
+
+
+def _to_address(value: Address | str) -> Address:
+    if isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"recipient must be an Address or str, not {type(value).__name__}")
+    # parse_path takes both <a@b> and a bare a@b, and the special <Postmaster>.
+    address = parse_path(value.strip(), allow_postmaster=True)
+    assert address is not None  # only None for <>, which allow_null=False rejects
+    return address
+
+
+def _to_addresses(values: Iterable[Address | str]) -> tuple[Address, ...]:
+    if isinstance(values, str | bytes):
+        # A lone string would otherwise be read one character at a time.
+        raise TypeError("recipients must be a collection of addresses, not a single string")
+    return tuple(_to_address(value) for value in values)
+
+
+def _to_params(value: MailParams | str) -> MailParams:
+    return MailParams.parse(value) if isinstance(value, str) else value
+
+
+def _to_id(value: EnvelopeId | str | None) -> EnvelopeId:
+    if value is None:
+        return EnvelopeId.create()
+    return value if isinstance(value, EnvelopeId) else EnvelopeId.parse(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeInfo:
+    """The SMTP envelope (F1): everything about a message that is not the message.
+
+    ``recipients`` are the accepted recipients, ``rejected_recipients`` those the
+    receiving server refused (kept for reporting). ``route`` is free text naming the way
+    the message should go, for a routing policy to read. ``id`` is fresh by default.
+
+    Equality and hash ignore ``id``: two envelopes with the same sender, arguments,
+    recipients and route are the same envelope, whenever they were made.
+    """
+
+    sender: Sender
+    sender_args: MailParams = _NO_PARAMS
+    recipients: tuple[Address, ...]
+    rejected_recipients: tuple[Address, ...] = ()
+    route: str | None = None
+    id: EnvelopeId = field(default_factory=EnvelopeId.create, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sender, Sender):
+            raise TypeError(f"sender must be a Sender, not {type(self.sender).__name__}")
+        if not isinstance(self.sender_args, MailParams):
+            raise TypeError("sender_args must be MailParams")
+        if not isinstance(self.id, EnvelopeId):
+            raise TypeError("id must be an EnvelopeId")
+        # Lists are accepted for convenience and frozen here, so that the record stays
+        # hashable and nobody can change it behind its back.
+        for name in ("recipients", "rejected_recipients"):
+            values = tuple(getattr(self, name))
+            if not all(isinstance(value, Address) for value in values):
+                raise TypeError(f"{name} must hold Address values (use create() for strings)")
+            object.__setattr__(self, name, values)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        sender: Sender | Address | str,
+        recipients: Iterable[Address | str],
+        sender_args: MailParams | str = _NO_PARAMS,
+        rejected_recipients: Iterable[Address | str] = (),
+        route: str | None = None,
+        id: EnvelopeId | str | None = None,
+    ) -> EnvelopeInfo:
+        """Build an info from parsed values or text.
+
+        Text is parsed the way the SMTP commands carry it: the sender with
+        :meth:`Sender.parse` (``<>`` is the null sender), recipients as paths (``<a@b>``
+        or ``a@b``), the arguments with :meth:`MailParams.parse`. Bad text raises
+        :class:`~smtpx.errors.ParseError`.
+        """
+        return cls(
+            sender=_to_sender(sender),
+            sender_args=_to_params(sender_args),
+            recipients=_to_addresses(recipients),
+            rejected_recipients=_to_addresses(rejected_recipients),
+            route=route,
+            id=_to_id(id),
+        )
+
+    def with_sender(self, sender: Sender | Address | str) -> EnvelopeInfo:
+        return dataclasses.replace(self, sender=_to_sender(sender))
+
+    def with_sender_args(self, sender_args: MailParams | str) -> EnvelopeInfo:
+        return dataclasses.replace(self, sender_args=_to_params(sender_args))
+
+    def with_recipients(self, recipients: Iterable[Address | str]) -> EnvelopeInfo:
+        return dataclasses.replace(self, recipients=_to_addresses(recipients))
+
+    def with_rejected_recipients(self, rejected: Iterable[Address | str]) -> EnvelopeInfo:
+        return dataclasses.replace(self, rejected_recipients=_to_addresses(rejected))
+
+    def with_route(self, route: str | None) -> EnvelopeInfo:
+        return dataclasses.replace(self, route=route)
+
+    def with_id(self, id: EnvelopeId | str | None = None) -> EnvelopeInfo:
+        """The same info under ``id``, or under a fresh id when ``id`` is None."""
+        return dataclasses.replace(self, id=_to_id(id))
+
+
+# ---------------------------------------------------------------------------------------
+# Raw header blocks
+#
+# Edits work on the raw bytes of the header block so that the body, and every header
+# field that is not edited, stays byte-identical (a DKIM signature over them survives).
+# Only the split into fields is done here (RFC 5322 2.2.3: a field is a line plus the
+# lines after it that start with white space); reading a whole message, folding new
+# fields and RFC 2047 are left to the stdlib ``email`` package.
+
+_BLANK_LINES = (b"\r\n", b"\n")
+# RFC 5322 2.2: field-name = 1*ftext, ftext = %d33-57 / %d59-126. White space before the
+# colon is the obsolete syntax of RFC 5322 4.5.8, still seen in the wild.
+_FIELD_NAME_RE = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_FIELD_NAME_BYTES_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Unfolding (RFC 5322 2.2.3) removes a line break that is followed by white space.
+_FOLD_RE = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def _split_message(message: bytes) -> tuple[bytes, bytes]:
+    """Split at the first empty line: (header block including that line, body).
+
+    Without an empty line the whole message is the header block and the body is empty.
+    """
+    pos = 0
+    while pos < len(message):
+        end = message.find(b"\n", pos)
+        if end < 0:
+            break
+        if message[pos : end + 1] in _BLANK_LINES:
+            return message[: end + 1], message[end + 1 :]
+        pos = end + 1
+    return message, b""
+
+
+class _Field(NamedTuple):
+    """One header field as it stands in the source, line break(s) included.
+
+    ``name`` is None for a line that is not a field (no colon, or a stray continuation
+    line at the top); such lines are kept as they are but not reported as headers.
+    """
+
+    name: str | None
+    raw: bytes
+
+    @property
+    def value(self) -> str:
+        """The unfolded value, without the white space after the colon or the line break.
+
+        Bytes are read as UTF-8 (RFC 6532); invalid bytes are kept as surrogate escapes,
+        so that the value can be written back unchanged.
+        """
+        _, _, value = self.raw.partition(b":")
+        unfolded = _FOLD_RE.sub(b"", value).lstrip(b" \t").rstrip(b"\r\n")
+        return unfolded.decode("utf-8", "surrogateescape")
+
+
+class _HeaderBlock(NamedTuple):
+    fields: list[_Field]
+    end: bytes  # the empty line that ends the block, and anything after it
+
+    @classmethod
+    def parse(cls, block: bytes) -> _HeaderBlock:
+        fields: list[_Field] = []
+        pos = 0
+        while pos < len(block):
+            newline = block.find(b"\n", pos)
+            end = len(block) if newline < 0 else newline + 1
+            line = block[pos:end]
+            if line in _BLANK_LINES:
+                return cls(fields, block[pos:])
+            if line[:1] in (b" ", b"\t") and fields:
+                name, raw = fields[-1]
+                fields[-1] = _Field(name, raw + line)
+            else:
+                match = _FIELD_NAME_BYTES_RE.match(line)
+                fields.append(_Field(match[1].decode("ascii") if match else None, line))
+            pos = end
+        return cls(fields, b"")
+
+    def to_bytes(self) -> bytes:
+        return b"".join(raw for _, raw in self.fields) + self.end
+
+
+def _check_name(name: str) -> None:
+    if not _FIELD_NAME_RE.fullmatch(name):
+        raise ValueError(f"not a header field name (RFC 5322 2.2): {name!r}")
+
+
+def _fold(
+    policy: email.policy.EmailPolicy[email.message.EmailMessage], name: str, value: str
+) -> bytes:
+    """The bytes of a new field ``name: value``, folded and encoded by the stdlib."""
+    _check_name(name)
+    if "\r" in value or "\n" in value:
+        # A line break in a value would start a new field: header injection.
+        raise ValueError(f"header value must not contain CR or LF: {value!r}")
+    if value.isascii() or policy.utf8:
+        return policy.fold_binary(name, value)
+    # Given a plain str, fold_binary writes short non-ASCII values out as they are and
+    # then fails to encode them as ASCII; a header object is folded with RFC 2047
+    # encoded-words instead.
+    return policy.fold_binary(name, policy.header_factory(name, value))
+
+
+def _same_name(a: str | None, b: str) -> bool:
+    # Field names are ASCII and compare case-insensitively (RFC 5322 1.2.2).
+    return a is not None and a.lower() == b.lower()
+
+
+class _HeaderOps:
+    """Header helpers shared by :class:`Envelope` and :class:`EnvelopeBodiless` (F3).
+
+    Every helper that changes headers returns a new object; fields it does not touch, and
+    the body, keep their exact bytes. New fields are folded by the stdlib, with
+    :data:`email.policy.SMTPUTF8` when the envelope says SMTPUTF8 and with
+    :data:`email.policy.SMTP` (RFC 2047 encoded-words for non-ASCII text) otherwise.
+    """
+
+    __slots__ = ()
+
+    info: EnvelopeInfo
+
+    def _header_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def _with_header_bytes(self, block: bytes) -> Self:
+        raise NotImplementedError
+
+    # -- forwarding to info ------------------------------------------------------------
+
+    @property
+    def sender(self) -> Sender:
+        return self.info.sender
+
+    @property
+    def sender_args(self) -> MailParams:
+        return self.info.sender_args
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.info.recipients
+
+    @property
+    def rejected_recipients(self) -> tuple[Address, ...]:
+        return self.info.rejected_recipients
+
+    @property
+    def route(self) -> str | None:
+        return self.info.route
+
+    @property
+    def id(self) -> EnvelopeId:
+        return self.info.id
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _block(self) -> _HeaderBlock:
+        return _HeaderBlock.parse(self._header_bytes())
+
+    def _policy(self) -> email.policy.EmailPolicy[email.message.EmailMessage]:
+        return email.policy.SMTPUTF8 if self.info.sender_args.smtputf8 else email.policy.SMTP
+
+    def header_list(self) -> list[tuple[str, str]]:
+        """Every header field in order, as (name as written, unfolded raw value).
+
+        Values are not RFC 2047 decoded; see :meth:`subject_decoded` and
+        :meth:`Envelope.email` for decoded views. (On :class:`Envelope` this is also
+        :meth:`Envelope.headers`; on :class:`EnvelopeBodiless` ``headers`` is the raw block.)
+        """
+        return [(f.name, f.value) for f in self._block().fields if f.name is not None]
+
+    def find_all_headers(self, name: str) -> list[str]:
+        """The values of every field called ``name`` (any case), in order."""
+        return [f.value for f in self._block().fields if _same_name(f.name, name)]
+
+    def last_header(self, name: str) -> str | None:
+        """The value of the last field called ``name`` (any case), or None."""
+        values = self.find_all_headers(name)
+        return values[-1] if values else None
+
+    def subject_decoded(self) -> str | None:
+        """The last ``Subject`` with RFC 2047 encoded-words decoded, or None if absent."""
+        subject = self.last_header("Subject")
+        if subject is None:
+            return None
+        return str(email.policy.default.header_factory("Subject", subject))
+
+    # -- editing -----------------------------------------------------------------------
+
+    def _with_fields(self, fields: list[_Field], end: bytes) -> Self:
+        return self._with_header_bytes(_HeaderBlock(fields, end).to_bytes())
+
+    def add_header(self, name: str, value: str) -> Self:
+        """Add ``name: value`` above every other field (where trace fields go, RFC 5321 4.4)."""
+        block = self._block()
+        new = _Field(name, _fold(self._policy(), name, value))
+        return self._with_fields([new, *block.fields], block.end)
+
+    def add_header_at_bottom(self, name: str, value: str) -> Self:
+        """Add ``name: value`` after every other field."""
+        block = self._block()
+        new = _Field(name, _fold(self._policy(), name, value))
+        fields = list(block.fields)
+        if fields and not fields[-1].raw.endswith(b"\n"):
+            # Only the last line of a message without a body can lack its line break.
+            fields[-1] = _Field(fields[-1].name, fields[-1].raw + b"\r\n")
+        return self._with_fields([*fields, new], block.end)
+
+    def _set(self, name: str, value: str, *, at_bottom: bool) -> Self:
+        block = self._block()
+        if not any(_same_name(f.name, name) for f in block.fields):
+            if at_bottom:
+                return self.add_header_at_bottom(name, value)
+            return self.add_header(name, value)
+        new = _Field(name, _fold(self._policy(), name, value))
+        fields: list[_Field] = []
+        placed = False
+        for f in block.fields:
+            if not _same_name(f.name, name):
+                fields.append(f)
+            elif not placed:
+                fields.append(new)
+                placed = True
+        return self._with_fields(fields, block.end)
+
+    def set_header(self, name: str, value: str) -> Self:
+        """Make ``name: value`` the only field called ``name``.
+
+        It takes the place of the first existing one (the others are removed), or goes
+        at the top when there is none.
+        """
+        return self._set(name, value, at_bottom=False)
+
+    def set_header_at_bottom(self, name: str, value: str) -> Self:
+        """Like :meth:`set_header`, but a field that did not exist goes at the bottom."""
+        return self._set(name, value, at_bottom=True)
+
+    def filter_headers(self, keep: Callable[[str, str], bool]) -> Self:
+        """Keep the fields for which ``keep(name, value)`` is true; drop the others."""
+        block = self._block()
+        fields = [f for f in block.fields if f.name is None or keep(f.name, f.value)]
+        return self._with_fields(fields, block.end)
+
+    def map_headers(self, change: Callable[[str, str], str]) -> Self:
+        """Replace each value by ``change(name, value)``; unchanged fields keep their bytes."""
+        block = self._block()
+        policy = self._policy()
+        fields: list[_Field] = []
+        for f in block.fields:
+            if f.name is not None:
+                value = f.value
+                new_value = change(f.name, value)
+                if new_value != value:
+                    f = _Field(f.name, _fold(policy, f.name, new_value))  # noqa: PLW2901
+            fields.append(f)
+        return self._with_fields(fields, block.end)
+
+
+# ---------------------------------------------------------------------------------------
+# Envelopes
+
+
+_BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+
+
+def _message_bytes(message: bytes | bytearray | memoryview | str | email.message.Message) -> bytes:
+    if isinstance(message, email.message.Message):
+        # Keep the message's own policy (compat32 or an EmailPolicy), but write CRLF and
+        # leave "From " lines alone: the mbox ">From" mangling has no place in SMTP.
+        policy = message.policy.clone(linesep="\r\n", mangle_from_=False)
+        data = message.as_bytes(policy=policy)
+    elif isinstance(message, str):
+        # surrogateescape gives back bytes that were decoded with it (as email does).
+        data = message.encode("utf-8", "surrogateescape")
+    elif isinstance(message, bytes | bytearray | memoryview):
+        data = bytes(message)
+    else:
+        raise TypeError(f"message must be bytes, str or an email Message, not {type(message)}")
+    # RFC 5322 2.3 and RFC 5321 2.3.8: lines end in CRLF on the wire.
+    return _BARE_LF_RE.sub(b"\r\n", data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Envelope(_HeaderOps):
+    """An envelope and its message (F1).
+
+    ``message`` is the raw RFC 5322 message, header block and body, with CRLF line
+    endings and *not* dot-stuffed. The constructor stores it as given;
+    :meth:`create` normalises bare LF to CRLF.
+    """
+
+    info: EnvelopeInfo
+    message: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.info, EnvelopeInfo):
+            raise TypeError("info must be an EnvelopeInfo")
+        if isinstance(self.message, bytearray | memoryview):
+            object.__setattr__(self, "message", bytes(self.message))
+        elif not isinstance(self.message, bytes):
+            raise TypeError("message must be bytes (use Envelope.create for str or Message)")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        sender: Sender | Address | str,
+        recipients: Iterable[Address | str],
+        message: bytes | str | email.message.Message,
+        sender_args: MailParams | str = _NO_PARAMS,
+        rejected_recipients: Iterable[Address | str] = (),
+        route: str | None = None,
+        id: EnvelopeId | str | None = None,
+    ) -> Envelope:
+        """Build an envelope; text is parsed as in :meth:`EnvelopeInfo.create`.
+
+        ``message`` may be bytes, text (encoded as UTF-8) or a stdlib
+        :class:`email.message.Message`; bare LF line endings become CRLF.
+        """
+        info = EnvelopeInfo.create(
+            sender=sender,
+            recipients=recipients,
+            sender_args=sender_args,
+            rejected_recipients=rejected_recipients,
+            route=route,
+            id=id,
+        )
+        return cls(info=info, message=_message_bytes(message))
+
+    @classmethod
+    def of_email(
+        cls,
+        message: bytes | str | email.message.Message,
+        *,
+        ignore_unparseable_recipient_header: bool = False,
+    ) -> Envelope:
+        """Build an envelope from a message's own headers (F2).
+
+        The sender is the single address of the single ``From`` field: no ``From``, more
+        than one, or a ``From`` that is not exactly one valid address raises
+        :class:`~smtpx.errors.ParseError`. The recipients are the addresses of every
+        ``To``, then ``Cc``, then ``Bcc`` field, in order, each once. A recipient address
+        that does not parse raises ParseError, unless
+        ``ignore_unparseable_recipient_header`` is true, in which case it is skipped.
+        """
+        data = _message_bytes(message)
+        header_bytes, _ = _split_message(data)
+        fields = _HeaderBlock.parse(header_bytes).fields
+
+        def values(name: str) -> list[str]:
+            return [f.value for f in fields if _same_name(f.name, name)]
+
+        from_values = values("From")
+        if len(from_values) != 1:
+            raise ParseError(
+                f"need exactly one From header to find the sender, not {len(from_values)}"
+            )
+        # ('', '') is what getaddresses makes of an empty list item or an empty group.
+        senders = [pair for pair in email.utils.getaddresses(from_values) if pair != ("", "")]
+        if len(senders) != 1:
+            raise ParseError(f"the From header must hold exactly one address: {from_values[0]!r}")
+        try:
+            sender = Sender(Address.parse(senders[0][1]))
+        except ParseError as exc:
+            raise ParseError(f"bad sender address in the From header: {exc}") from None
+
+        recipients: dict[Address, None] = {}  # a dict keeps the order and drops repeats
+        for header in ("To", "Cc", "Bcc"):
+            for value in values(header):
+                for display_name, addr in email.utils.getaddresses([value]):
+                    if (display_name, addr) == ("", ""):
+                        continue
+                    try:
+                        recipients.setdefault(Address.parse(addr), None)
+                    except ParseError:
+                        if ignore_unparseable_recipient_header:
+                            continue
+                        raise ParseError(
+                            f"unparseable address {addr or display_name!r} in {header} header"
+                        ) from None
+        info = EnvelopeInfo(sender=sender, recipients=tuple(recipients))
+        return cls(info=info, message=data)
+
+    @classmethod
+    def of_bodiless(cls, bodiless: EnvelopeBodiless, body: bytes) -> Envelope:
+        """Join what :meth:`split_bodiless` split; the result is byte-identical."""
+        return cls(info=bodiless.info, message=bodiless.headers + body)
+
+    def split_bodiless(self) -> tuple[EnvelopeBodiless, bytes]:
+        """Split at the first empty line: (info and header block, raw body)."""
+        headers, body = _split_message(self.message)
+        return EnvelopeBodiless(info=self.info, headers=headers), body
+
+    @property
+    def body(self) -> bytes:
+        """The raw body: everything after the first empty line."""
+        return _split_message(self.message)[1]
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header field in order, as (name as written, unfolded raw value)."""
+        return self.header_list()
+
+    def with_info(self, info: EnvelopeInfo) -> Envelope:
+        return dataclasses.replace(self, info=info)
+
+    def email(self) -> email.message.EmailMessage:
+        """The message parsed by the stdlib with :data:`email.policy.SMTP` (a fresh copy)."""
+        parsed = email.parser.BytesParser(policy=email.policy.SMTP).parsebytes(self.message)
+        assert isinstance(parsed, email.message.EmailMessage)  # what EmailPolicy builds
+        return parsed
+
+    def _header_bytes(self) -> bytes:
+        return _split_message(self.message)[0]
+
+    def _with_header_bytes(self, block: bytes) -> Self:
+        return dataclasses.replace(self, message=block + _split_message(self.message)[1])
+
+    def __repr__(self) -> str:
+        return f"Envelope(info={self.info!r}, message=<{len(self.message)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeBodiless(_HeaderOps):
+    """An envelope with its header block but not its body (F3).
+
+    ``headers`` is the raw header block including the empty line that ends it (or the
+    whole message when it has no empty line). Several bodiless envelopes can share one
+    body (:class:`Batch`); :meth:`Envelope.of_bodiless` puts them back together.
+    """
+
+    info: EnvelopeInfo
+    headers: bytes  # the raw block; header_list() is the parsed view
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.info, EnvelopeInfo):
+            raise TypeError("info must be an EnvelopeInfo")
+        if not isinstance(self.headers, bytes):
+            raise TypeError("headers must be bytes")
+
+    def with_info(self, info: EnvelopeInfo) -> EnvelopeBodiless:
+        return dataclasses.replace(self, info=info)
+
+    def _header_bytes(self) -> bytes:
+        return self.headers
+
+    def _with_header_bytes(self, block: bytes) -> Self:
+        return dataclasses.replace(self, headers=block)
+
+
+# ---------------------------------------------------------------------------------------
+# Routed envelopes and batches
+
+
+def _to_hops(hops: Iterable[HostPort | str]) -> tuple[HostPort, ...]:
+    if isinstance(hops, str):
+        raise TypeError("next_hop_choices must be a collection of hops, not a single string")
+    return tuple(hop if isinstance(hop, HostPort) else HostPort.parse(hop) for hop in hops)
+
+
+def _to_intervals(intervals: Iterable[RetryInterval | str]) -> tuple[RetryInterval, ...]:
+    if isinstance(intervals, str):
+        raise TypeError("retry_intervals must be a collection of intervals, not a single string")
+    return tuple(
+        interval if isinstance(interval, RetryInterval) else RetryInterval.parse(interval)
+        for interval in intervals
+    )
+
+
+def _freeze_routing(record: RoutedEnvelope | RoutedBodiless) -> None:
+    # Lists are accepted and frozen into tuples, as in EnvelopeInfo.
+    hops = tuple(record.next_hop_choices)
+    intervals = tuple(record.retry_intervals)
+    if not all(isinstance(hop, HostPort) for hop in hops):
+        raise TypeError("next_hop_choices must hold HostPort values (use create() for strings)")
+    if not all(isinstance(interval, RetryInterval) for interval in intervals):
+        raise TypeError("retry_intervals must hold RetryInterval values (use create() for strings)")
+    object.__setattr__(record, "next_hop_choices", hops)
+    object.__setattr__(record, "retry_intervals", intervals)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutedEnvelope:
+    """An envelope with where to send it and when to retry (F4).
+
+    ``next_hop_choices`` are tried in order: if the first fails, the next. After a failed
+    round the spool waits ``retry_intervals[0]``, then ``[1]``, and so on; when they run
+    out the message has failed for good.
+    """
+
+    envelope: Envelope
+    next_hop_choices: tuple[HostPort, ...] = ()
+    retry_intervals: tuple[RetryInterval, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.envelope, Envelope):
+            raise TypeError("envelope must be an Envelope")
+        _freeze_routing(self)
+
+    @classmethod
+    def create(
+        cls,
+        envelope: Envelope,
+        *,
+        next_hop_choices: Iterable[HostPort | str] = (),
+        retry_intervals: Iterable[RetryInterval | str] = (),
+    ) -> RoutedEnvelope:
+        """Route ``envelope``; hops and intervals may be given as text (``mx:25``, ``5m~30s``)."""
+        return cls(
+            envelope=envelope,
+            next_hop_choices=_to_hops(next_hop_choices),
+            retry_intervals=_to_intervals(retry_intervals),
+        )
+
+    @property
+    def info(self) -> EnvelopeInfo:
+        return self.envelope.info
+
+    @property
+    def id(self) -> EnvelopeId:
+        return self.envelope.info.id
+
+    def split_bodiless(self) -> tuple[RoutedBodiless, bytes]:
+        """The routed header part and the raw body; see :meth:`Envelope.split_bodiless`."""
+        bodiless, body = self.envelope.split_bodiless()
+        routed = RoutedBodiless(
+            bodiless=bodiless,
+            next_hop_choices=self.next_hop_choices,
+            retry_intervals=self.retry_intervals,
+        )
+        return routed, body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutedBodiless:
+    """A bodiless envelope with its routing, as it sits in a :class:`Batch` (F4)."""
+
+    bodiless: EnvelopeBodiless
+    next_hop_choices: tuple[HostPort, ...] = ()
+    retry_intervals: tuple[RetryInterval, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bodiless, EnvelopeBodiless):
+            raise TypeError("bodiless must be an EnvelopeBodiless")
+        _freeze_routing(self)
+
+    @property
+    def info(self) -> EnvelopeInfo:
+        return self.bodiless.info
+
+    def with_body(self, body: bytes) -> RoutedEnvelope:
+        """The full routed envelope with ``body`` put back under the headers."""
+        return RoutedEnvelope(
+            envelope=Envelope.of_bodiless(self.bodiless, body),
+            next_hop_choices=self.next_hop_choices,
+            retry_intervals=self.retry_intervals,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Batch:
+    """Envelopes that share one body (F4).
+
+    Each member may have its own info, header block and routing; the body is stored
+    once. This is how a message is kept when it goes to several destinations that need
+    different headers (or were split by next hop).
+    """
+
+    envelopes: tuple[RoutedBodiless, ...]
+    body: bytes
+
+    def __post_init__(self) -> None:
+        members = tuple(self.envelopes)
+        if not all(isinstance(member, RoutedBodiless) for member in members):
+            raise TypeError("envelopes must hold RoutedBodiless values")
+        object.__setattr__(self, "envelopes", members)
+        if isinstance(self.body, bytearray | memoryview):
+            object.__setattr__(self, "body", bytes(self.body))
+        elif not isinstance(self.body, bytes):
+            raise TypeError("body must be bytes")
+
+    @classmethod
+    def single_envelope(cls, routed: RoutedEnvelope) -> Batch:
+        """A batch of one, split at the first empty line of the message."""
+        member, body = routed.split_bodiless()
+        return cls(envelopes=(member,), body=body)
+
+    def to_envelopes(self) -> list[RoutedEnvelope]:
+        """Every member joined with the shared body, in order."""
+        return [member.with_body(self.body) for member in self.envelopes]
+
+    def __repr__(self) -> str:
+        return f"Batch(envelopes={self.envelopes!r}, body=<{len(self.body)} bytes>)"

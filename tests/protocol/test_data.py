@@ -1,0 +1,284 @@
+"""DATA framing: dot-stuffing both ways, the terminator, bare CR/LF, limits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpx.protocol.data import (
+    BareNewlines,
+    DataReader,
+    DotStuffer,
+    dot_stuff,
+    dot_unstuff,
+    has_bare_newline,
+    normalize_newlines,
+)
+
+
+def decode_all(
+    wire: bytes,
+    step: int | None = None,
+    *,
+    max_line: int | None = 1000,
+    max_size: int | None = None,
+    bare_newlines: BareNewlines = BareNewlines.REJECT,
+) -> tuple[bytes, bool, DataReader, bytes]:
+    """Feed ``wire`` to a DataReader, whole or ``step`` bytes at a time, until it finishes.
+
+    Returns (content, finished, reader, bytes not consumed).
+    """
+    reader = DataReader(max_line=max_line, max_size=max_size, bare_newlines=bare_newlines)
+    buf = bytearray()
+    out: list[bytes] = []
+    size = step or max(len(wire), 1)
+    pos = 0
+    finished = False
+    while pos < len(wire) and not finished:
+        buf += wire[pos : pos + size]
+        pos += size
+        while True:
+            content, finished = reader.read(buf)
+            out.append(content)
+            if finished or not content:
+                break
+    return b"".join(out), finished, reader, bytes(buf) + wire[pos:]
+
+
+# Bodies as a client would hand them over: text lines ending in CRLF.
+lines = st.lists(
+    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=60)
+    .map(lambda s: s.encode("utf-8"))
+    .map(lambda b: b[:990]),
+    max_size=30,
+)
+crlf_bodies = lines.map(lambda ls: b"".join(line + b"\r\n" for line in ls))
+
+
+@given(crlf_bodies, st.sampled_from([None, 1, 2, 3, 7, 64]))
+@settings(max_examples=200)
+def test_stuff_then_read_round_trips(body: bytes, step: int | None) -> None:
+    wire = dot_stuff(body)
+    content, finished, reader, rest = decode_all(wire, step)
+    assert finished
+    assert reader.error is None
+    assert content == body
+    assert rest == b""
+    assert reader.size == len(body)
+
+
+@given(st.binary(max_size=300), st.binary(max_size=3))
+@settings(max_examples=300)
+def test_stuffer_output_is_clean_and_reads_back_normalized(body: bytes, split: bytes) -> None:
+    """Any bytes at all: the encoder never emits a bare CR or LF, and what the server reads
+    back is the body with its line endings made CRLF (and a final CRLF)."""
+    stuffer = DotStuffer()
+    cut = len(body) // 2 + len(split)
+    wire = stuffer.encode(body[:cut]) + stuffer.encode(body[cut:]) + stuffer.end()
+    assert not has_bare_newline(wire)
+    content, finished, reader, rest = decode_all(wire, max_line=None)
+    assert finished and rest == b"" and reader.error is None
+    expected = normalize_newlines(body)
+    if expected and not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert content == expected
+
+
+@given(crlf_bodies, st.binary(max_size=40))
+@settings(max_examples=100)
+def test_bytes_after_the_terminator_stay_in_the_buffer(body: bytes, trailing: bytes) -> None:
+    wire = dot_stuff(body)
+    reader = DataReader()
+    buf = bytearray(wire + trailing)
+    out = []
+    while True:
+        content, finished = reader.read(buf)
+        out.append(content)
+        if finished:
+            break
+    assert b"".join(out) == body
+    assert bytes(buf) == trailing
+
+
+def test_empty_message_right_after_data() -> None:
+    content, finished, reader, rest = decode_all(b".\r\nQUIT\r\n")
+    assert (content, finished, rest) == (b"", True, b"QUIT\r\n")
+    assert reader.size == 0
+
+
+def test_dot_lines_are_unstuffed() -> None:
+    wire = b"..leading\r\nmiddle\r\n...two\r\n.\r\n"
+    content, finished, _, _ = decode_all(wire, step=1)
+    assert finished
+    assert content == b".leading\r\nmiddle\r\n..two\r\n"
+
+
+def test_unstuffed_single_dot_from_sloppy_client_loses_its_dot() -> None:
+    # RFC 5321 4.5.2: the receiver deletes the first dot of any line that starts with one.
+    assert dot_unstuff(b".x\r\n.y\r\n") == b"x\r\ny\r\n"
+
+
+def test_reference_body_round_trips_with_leading_and_trailing_newlines() -> None:
+    # Reference 3.1: "Simple NON SSL round trip test\n" and "\nSimple NON SSL round trip test\n"
+    for text in (b"Simple NON SSL round trip test\n", b"\nSimple NON SSL round trip test\n"):
+        wire = dot_stuff(text)
+        assert wire.endswith(b"\r\n.\r\n")
+        content, finished, _, _ = decode_all(wire)
+        assert finished
+        assert content == normalize_newlines(text)
+
+
+def test_stuffer_handles_cr_split_from_lf_across_chunks() -> None:
+    stuffer = DotStuffer()
+    wire = (
+        stuffer.encode(b"a\r") + stuffer.encode(b"\n.b\r") + stuffer.encode(b"\n") + stuffer.end()
+    )
+    assert wire == b"a\r\n..b\r\n.\r\n"
+
+
+def test_stuffer_end_adds_missing_crlf() -> None:
+    stuffer = DotStuffer()
+    assert stuffer.encode(b"no newline") + stuffer.end() == b"no newline\r\n.\r\n"
+    stuffer = DotStuffer()
+    assert stuffer.end() == b".\r\n"  # an empty body
+
+
+# --- SMTP smuggling (CVE-2023-51764 family) ------------------------------------------
+
+SMUGGLING_ENDINGS = [
+    b"\n.\n",
+    b"\r.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\n.\r",
+    b"\r\n\x00.\r\n",
+]
+
+
+@pytest.mark.parametrize("fake_end", SMUGGLING_ENDINGS)
+@pytest.mark.parametrize("step", [None, 1, 5])
+def test_smuggled_terminator_never_ends_the_data_reject(fake_end: bytes, step: int | None) -> None:
+    smuggled = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
+    wire = b"Subject: one\r\n\r\nbody" + fake_end + smuggled + b"spoofed\r\n.\r\nQUIT\r\n"
+    content, finished, reader, rest = decode_all(wire, step)
+    assert finished
+    # Everything up to the real CRLF.CRLF was one message; what follows is the next command.
+    assert rest == b"QUIT\r\n"
+    if b"\x00" in fake_end:
+        assert reader.error is None
+        assert smuggled in content
+    else:
+        assert reader.error is not None
+        assert reader.error.code == 500
+        assert str(reader.error.enhanced) == "5.5.2"
+        # Content before the bad line may have been handed on already (the server drops it
+        # when the refusal comes); nothing after it ever is.
+        assert smuggled not in content
+        assert b"Subject: one\r\n\r\nbody\r\n".startswith(content)
+
+
+@pytest.mark.parametrize("fake_end", SMUGGLING_ENDINGS)
+def test_smuggled_terminator_never_ends_the_data_normalize(fake_end: bytes) -> None:
+    smuggled = b"MAIL FROM:<evil@example.com>\r\n"
+    wire = b"body" + fake_end + smuggled + b".\r\nQUIT\r\n"
+    content, finished, reader, rest = decode_all(wire, bare_newlines=BareNewlines.NORMALIZE)
+    assert finished
+    assert reader.error is None
+    assert rest == b"QUIT\r\n"
+    assert smuggled in content
+    assert not has_bare_newline(content)
+
+
+def test_bare_lf_line_in_normalize_mode_is_unstuffed() -> None:
+    content, finished, _, _ = decode_all(b"a\n..b\r\n.\r\n", bare_newlines=BareNewlines.NORMALIZE)
+    assert finished
+    assert content == b"a\r\n.b\r\n"
+
+
+# --- limits ------------------------------------------------------------------------
+
+
+def test_line_limit_counts_crlf() -> None:
+    ok = b"x" * 998 + b"\r\n"
+    content, finished, reader, _ = decode_all(ok + b".\r\n", step=100)
+    assert finished and reader.error is None and content == ok
+    too_long = b"x" * 999 + b"\r\n"
+    content, finished, reader, rest = decode_all(too_long + b".\r\nNEXT\r\n", step=100)
+    assert finished and rest == b"NEXT\r\n"
+    assert reader.error is not None and reader.error.code == 500
+    assert content == b""
+
+
+def test_long_line_still_arriving_is_refused_and_drained() -> None:
+    reader = DataReader(max_line=100)
+    buf = bytearray(b"y" * 150)
+    assert reader.read(buf) == (b"", False)
+    assert reader.error is not None
+    assert len(buf) <= 4  # drained, not accumulated
+    buf += b"z" * 10_000 + b"\r\n.\r\nRSET\r\n"
+    assert reader.read(buf) == (b"", True)
+    assert bytes(buf) == b"RSET\r\n"
+
+
+def test_no_line_limit_passes_huge_lines_in_pieces() -> None:
+    line = b"q" * 300_000 + b"\r\n"
+    content, finished, reader, _ = decode_all(line + b".\r\n", step=70_000, max_line=None)
+    assert finished and reader.error is None and content == line
+
+
+def test_size_limit() -> None:
+    body = b"0123456789\r\n" * 10  # 120 octets
+    content, finished, reader, _ = decode_all(dot_stuff(body), max_size=120)
+    assert finished and reader.error is None and content == body
+    content, finished, reader, rest = decode_all(dot_stuff(body) + b"X", step=13, max_size=119)
+    assert finished and rest == b"X"
+    assert reader.error is not None and reader.error.code == 552
+    assert str(reader.error.enhanced) == "5.3.4"
+
+
+def test_discarding_keeps_memory_bounded() -> None:
+    reader = DataReader(max_size=10)
+    buf = bytearray()
+    for _ in range(100):
+        buf += b"a" * 900 + b"\r\n"
+        assert reader.read(buf) == (b"", False)
+        assert len(buf) <= 1000
+    buf += b".\r\n"
+    assert reader.read(buf) == (b"", True)
+
+
+def test_terminator_split_across_discard_boundary() -> None:
+    reader = DataReader(max_size=0)
+    buf = bytearray(b"abc\r\n")
+    assert reader.read(buf) == (b"", False)
+    results = []
+    for byte in b".\r\n":
+        buf.append(byte)
+        results.append(reader.read(buf))
+    assert results == [(b"", False), (b"", False), (b"", True)]
+    assert reader.error is not None and reader.error.code == 552
+
+
+@given(st.binary(max_size=200), st.integers(1, 9))
+@settings(max_examples=300)
+def test_arbitrary_bytes_never_crash_and_never_end_early(junk: bytes, step: int) -> None:
+    """Whatever the content, the reader only stops at a real CRLF.CRLF (or the start)."""
+    reader = DataReader()
+    buf = bytearray()
+    consumed = 0
+    for i in range(0, len(junk), step):
+        buf += junk[i : i + step]
+        while True:
+            before = len(buf)
+            content, finished = reader.read(buf)
+            consumed += before - len(buf)
+            if finished:
+                seen = junk[:consumed]
+                assert seen.endswith(b"\r\n.\r\n") or seen == b".\r\n"
+                return
+            if not content:
+                break
+    assert b"\r\n.\r\n" not in junk and not junk.startswith(b".\r\n")
