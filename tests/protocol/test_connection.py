@@ -785,3 +785,81 @@ def test_client_send_encoded_content() -> None:
     client.send_encoded_content(100, ends_with_crlf=True)
     client.send(EndOfData())
     assert client.data_to_send() == b".\r\n"
+
+
+# --- whole, byte by byte, and with trailing bytes --------------------------------------
+
+SESSION_INPUT = (
+    b"EHLO c.example\r\n"
+    b"MAIL FROM:<a@b.example> SIZE=40 BODY=8BITMIME\r\n"
+    b"RCPT TO:<c@d.example> NOTIFY=FAILURE\r\n"
+    b"DATA\r\n"
+    b"Subject: x\r\n\r\n..one\r\ntwo\r\n.\r\n"
+    b"MAIL FROM:<>\r\nRCPT TO:<e@d.example>\r\n"
+    b"BDAT 7\r\nchunk\r\nBDAT 3 LAST\r\nend"
+    b"AUTH LOGIN\r\ndXNlcg==\r\nb2s=\r\n"
+    b"NOOP\r\n"
+)
+
+
+def run_in_steps(data: bytes, step: int) -> tuple[list[object], bytes]:
+    d = Driver(responder=auth_responder)
+    out = b""
+    for i in range(0, len(data), step):
+        d.conn.receive_data(data[i : i + step])
+        d.run()
+        out += d.conn.data_to_send()
+    return d.events, out
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 64])
+def test_server_gives_the_same_events_whole_and_in_pieces(step: int) -> None:
+    whole_events, whole_out = run_in_steps(SESSION_INPUT, len(SESSION_INPUT))
+    events, out = run_in_steps(SESSION_INPUT, step)
+    assert out == whole_out
+
+    def joined(evs: list[object]) -> list[object]:
+        # Content may arrive in more, smaller chunks; join adjacent chunks to compare.
+        merged: list[object] = []
+        for e in evs:
+            if isinstance(e, DataChunk) and merged and isinstance(merged[-1], DataChunk):
+                merged[-1] = DataChunk(merged[-1].data + e.data)
+            else:
+                merged.append(e)
+        return merged
+
+    assert joined(events) == joined(whole_events)
+    assert [r.code for r in parse_replies(out)] == [
+        250, 250, 250, 354, 250, 250, 250, 250, 250, 334, 334, 235, 250,
+    ]  # fmt: skip
+
+
+def test_trailing_partial_command_waits() -> None:
+    d = ehlo_driver()
+    assert d.codes(b"NOOP\r\nRSET\r\nMAIL FROM:<a@b") == [250, 250]
+    assert d.conn.buffered_input == len(b"MAIL FROM:<a@b")
+    assert d.codes(b".example>\r\n") == [250]
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 1000])
+def test_client_parses_replies_in_any_pieces(step: int) -> None:
+    client = ClientConnection()
+    wire = (
+        b"220-mx first\r\n220 mx second\r\n"
+        + replies.ehlo_ok("mx", "hi", ALL_EXTENSIONS.to_lines()).to_bytes()
+        + b"250 2.0.0 ok\r\n"
+    )
+    client.send(Ehlo("c"))
+    client.send(Noop())
+    got: list[Response] = []
+    for i in range(0, len(wire), step):
+        client.receive_data(wire[i : i + step])
+        while isinstance(event := client.next_event(), Response):
+            got.append(event)
+    assert [(str(r.command) if r.command else None, r.reply.code) for r in got] == [
+        (None, 220),
+        ("EHLO c", 250),
+        ("NOOP", 250),
+    ]
+    assert got[0].reply.lines == ("mx first", "mx second")
+    assert client.extensions == ALL_EXTENSIONS
