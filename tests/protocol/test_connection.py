@@ -275,7 +275,7 @@ def test_bare_lf_in_command_line() -> None:
 
 def test_bare_cr_in_command_line_is_refused() -> None:
     d = ehlo_driver(Limits(bare_newlines=BareNewlines.NORMALIZE))
-    assert d.codes(b"NOOP a\rb\r\n") == [501]
+    assert d.codes(b"NOOP a\rb\r\n") == [500]
 
 
 # --- extensions in effect --------------------------------------------------------------

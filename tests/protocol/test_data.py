@@ -48,7 +48,7 @@ def decode_all(
 
 # Bodies as a client would hand them over: text lines ending in CRLF.
 lines = st.lists(
-    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=60)
+    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=60)
     .map(lambda s: s.encode("utf-8"))
     .map(lambda b: b[:990]),
     max_size=30,

@@ -23,7 +23,7 @@ from typing import ClassVar
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
 
-__all__ = ["Address", "Sender", "parse_path"]
+__all__ = ["Address", "Sender", "match_path", "parse_path"]
 
 # RFC 5322 atext, plus every non-ASCII code point (RFC 6531 section 3.3, UTF8-non-ascii).
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
@@ -39,7 +39,10 @@ _MAILBOX_RE = re.compile(rf"({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})")
 _LOCAL_RE = re.compile(rf"{_DOT_STRING}|{_QUOTED}")
 _DOT_STRING_RE = re.compile(_DOT_STRING)
 _DOMAIN_RE = re.compile(rf"{_DOMAIN}|{_LITERAL}")
-_ADL_RE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
+_ADL = rf"@{_DOMAIN}(?:,@{_DOMAIN})*"
+_PATH_RE = re.compile(
+    rf"<(?:{_ADL}:)?({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})>|<>|<(?i:postmaster)>"
+)
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _NEEDS_ESCAPE = re.compile(r'(["\\])')
 
@@ -55,6 +58,8 @@ def _ascii(text: str) -> bool:
 def _check_literal(literal: str) -> None:
     inner = literal[1:-1]
     if inner[:5].upper() == "IPV6:":
+        if "%" in inner:
+            raise ParseError(f"zone ids are not allowed in address literals: {literal}")
         try:
             ipaddress.IPv6Address(inner[5:])
         except ValueError:
@@ -233,40 +238,61 @@ class Sender:
 Sender.NULL = Sender(None)
 
 
-def parse_path(
+def match_path(
     text: str, *, allow_null: bool = False, allow_postmaster: bool = False
-) -> Address | None:
-    """Parse a path from a MAIL or RCPT command.
+) -> tuple[Address | None, int]:
+    """Read the path at the start of ``text``; return (address, where the path ends).
 
     Accepts ``<mailbox>``, ``<@relay,@relay:mailbox>`` (the source route is dropped, as
-    RFC 5321 section 4.1.1.3 says it SHOULD be), and, for old clients, a bare mailbox
-    without brackets. Returns None for ``<>`` when ``allow_null``.
+    RFC 5321 section 4.1.1.3 says it SHOULD be), ``<>`` (None) when ``allow_null``,
+    ``<Postmaster>`` when ``allow_postmaster``, and, for old clients, a bare mailbox
+    without brackets (up to the first space). The grammar finds the closing bracket, so a
+    ``>`` inside a quoted local part or an address literal does not end the path.
     """
     if text.startswith("<"):
-        if not text.endswith(">"):
-            raise ParseError(
-                f"unbalanced angle brackets in {text!r}", replies.address_syntax_error()
-            )
-        inner = text[1:-1]
-        if not inner:
-            if allow_null:
-                return None
-            raise ParseError(
-                "the null path <> is not allowed here",
-                replies.address_syntax_error("Null path not allowed here"),
-            )
-        if inner.startswith("@"):
-            adl = _ADL_RE.match(inner)
-            if adl is None:
-                raise ParseError(f"bad source route in {text!r}", replies.address_syntax_error())
-            inner = inner[adl.end() :]
+        match = _PATH_RE.match(text)
+        if match is None:
+            raise ParseError(f"bad path {text[:80]!r}", replies.address_syntax_error())
+        end = match.end()
+        local, domain = match.group(1), match.group(2)
+        if local is None:
+            if match.group(0) == "<>":
+                if not allow_null:
+                    raise ParseError(
+                        "the null path <> is not allowed here",
+                        replies.address_syntax_error("Null path not allowed here"),
+                    )
+                return None, end
+            if not allow_postmaster:
+                raise ParseError("<Postmaster> is only a recipient", replies.address_syntax_error())
+            return Address(match.group(0)[1:-1], ""), end
     else:
-        inner = text
-    if len(inner.encode("utf-8")) > MAX_PATH:
+        end = text.find(" ")
+        end = len(text) if end < 0 else end
+        match = _MAILBOX_RE.fullmatch(text, 0, end)
+        if match is None:
+            if allow_postmaster and text[:end].lower() == "postmaster":
+                return Address(text[:end], ""), end
+            raise ParseError(f"not a valid mailbox: {text[:80]!r}", replies.address_syntax_error())
+        local, domain = match.group(1), match.group(2)
+    # RFC 5321 4.5.3.1.3: a path is at most 256 octets, its punctuation included.
+    if end > MAX_PATH // 4 and len(text[:end].encode("utf-8")) > MAX_PATH:
         raise ParseError(
             f"path longer than {MAX_PATH} octets (RFC 5321 4.5.3.1.3)",
             replies.address_syntax_error("Path too long"),
         )
-    if allow_postmaster and inner.lower() == "postmaster":
-        return Address(inner, "")
-    return Address.parse(inner)
+    try:
+        _check_domain(domain)
+    except ParseError as exc:
+        raise ParseError(str(exc), replies.address_syntax_error(str(exc))) from None
+    return Address(_unquote(local), domain), end
+
+
+def parse_path(
+    text: str, *, allow_null: bool = False, allow_postmaster: bool = False
+) -> Address | None:
+    """Parse a whole path (see :func:`match_path` for the forms accepted)."""
+    address, end = match_path(text, allow_null=allow_null, allow_postmaster=allow_postmaster)
+    if end != len(text):
+        raise ParseError(f"junk after the path in {text[:80]!r}", replies.address_syntax_error())
+    return address

@@ -9,13 +9,14 @@ an old client, trailing blanks); :meth:`Command.to_bytes` writes the RFC 5321 fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
-from smtpx.protocol.addresses import Address, Sender, parse_path
+from smtpx.protocol.addresses import Address, Sender, match_path
 from smtpx.protocol.params import MailParams, RcptParams
 
 __all__ = [
@@ -197,6 +198,7 @@ class Auth(Command):
 # Parsing
 # -------------------------------------------------------------------------------------
 
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() takes any script
 _DATA = Data()
 _RSET = Rset()
 _QUIT = Quit()
@@ -221,61 +223,40 @@ def _parse_helo(arg: str, cls: type[Helo] | type[Ehlo]) -> Command:
     return cls(arg)
 
 
-def _split_path(arg: str, prefix: str, verb: str) -> tuple[str, str]:
-    """Split ``FROM:<path> params`` into path and parameter text."""
+def _path_and_params(
+    arg: str, prefix: str, verb: str, *, allow_null: bool = False, allow_postmaster: bool = False
+) -> tuple[Address | None, str]:
+    """Read ``FROM:<path> params``: the path's address and the parameter text."""
     if arg[: len(prefix)].upper() != prefix:
         raise _syntax(f"Syntax: {verb} {prefix}<address>")
+    # Real clients write "MAIL FROM: <a@b>" (a space after the colon); accept it.
     rest = arg[len(prefix) :].lstrip(" ")
     if not rest:
         raise ParseError(
             f"{verb} needs an address",
             replies.address_syntax_error(f"Syntax: {verb} {prefix}<address>"),
         )
-    if rest[0] == "<":
-        end = rest.find(">")
-        if end < 0:
-            raise ParseError("unbalanced angle brackets", replies.address_syntax_error())
-        # Quoted local parts may hold '>' (RFC 5321 4.1.2); find the real end of the path.
-        if '"' in rest[:end]:
-            end = _path_end(rest)
-        path, params = rest[: end + 1], rest[end + 1 :]
-        if params and params[0] != " ":
-            raise ParseError("junk after the address", replies.address_syntax_error())
-        return path, params.strip(" ")
-    path, _, params = rest.partition(" ")
-    return path, params.strip(" ")
-
-
-def _path_end(text: str) -> int:
-    quoted = escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == ">" and not quoted:
-            return i
-    raise ParseError("unbalanced angle brackets", replies.address_syntax_error())
+    address, end = match_path(rest, allow_null=allow_null, allow_postmaster=allow_postmaster)
+    params = rest[end:]
+    if params and params[0] != " ":
+        raise ParseError("junk after the address", replies.address_syntax_error())
+    return address, params.strip(" ")
 
 
 def _parse_mail(arg: str) -> Command:
-    path, params = _split_path(arg, "FROM:", "MAIL")
-    address = parse_path(path, allow_null=True)
+    address, params = _path_and_params(arg, "FROM:", "MAIL", allow_null=True)
     return Mail(Sender.NULL if address is None else Sender(address), MailParams.parse(params))
 
 
 def _parse_rcpt(arg: str) -> Command:
-    path, params = _split_path(arg, "TO:", "RCPT")
-    address = parse_path(path, allow_postmaster=True)
+    address, params = _path_and_params(arg, "TO:", "RCPT", allow_postmaster=True)
     assert address is not None
     return Rcpt(address, RcptParams.parse(params))
 
 
 def _parse_bdat(arg: str) -> Command:
     words = arg.split(" ")
-    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20:
+    if not 1 <= len(words) <= 2 or not _DIGITS.fullmatch(words[0]):
         raise _syntax("Syntax: BDAT <size> [LAST] (RFC 3030)")
     if len(words) == 2 and words[1].upper() != "LAST":
         raise _syntax("Syntax: BDAT <size> [LAST] (RFC 3030)")
@@ -334,7 +315,8 @@ def parse_command(line: bytes | str) -> Command:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise ParseError(
-                "command line is not UTF-8", replies.syntax_error("Command line is not valid UTF-8")
+                "command line is not UTF-8",
+                replies.bad_characters("Command line is not valid UTF-8"),
             ) from None
     else:
         text = line
@@ -349,6 +331,6 @@ def parse_command(line: bytes | str) -> Command:
         # CR, LF, NUL and other controls have no place in a command (RFC 5321 4.1.1).
         raise ParseError(
             "control character in command",
-            replies.syntax_error("Control characters are not allowed in commands"),
+            replies.bad_characters("Control characters are not allowed in commands"),
         )
     return parser(arg.lstrip(" "))

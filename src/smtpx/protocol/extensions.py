@@ -68,7 +68,7 @@ class Extensions:
             if keyword in _FLAGS:
                 values[_FLAGS[keyword]] = True
             elif keyword == "SIZE":
-                if len(words) > 1 and words[1].isdigit():
+                if len(words) > 1 and words[1].isascii() and words[1].isdigit():
                     values["size"] = int(words[1])
                 elif len(words) == 1:
                     values["size"] = 0

@@ -31,6 +31,7 @@ __all__ = [
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
 _HEX = re.compile(r"[0-9A-Fa-f]{2}")
+_DIGITS = re.compile(r"[0-9]{1,20}")  # RFC 1870: 1*20DIGIT, ASCII only
 BODY_TYPES = ("7BIT", "8BITMIME", "BINARYMIME")
 NOTIFY_VALUES = ("SUCCESS", "FAILURE", "DELAY")
 MAX_ENVID = 100  # RFC 3461 section 4.4
@@ -75,7 +76,9 @@ def split_params(text: str) -> list[tuple[str, str | None]]:
     """Split ``KEY=VALUE KEY`` into (upper-cased keyword, value or None) pairs."""
     pairs: list[tuple[str, str | None]] = []
     seen: set[str] = set()
-    for token in text.split():
+    # Parameters are separated by SP (RFC 5321 4.1.2), not by any Unicode space: a UTF-8
+    # value (RFC 6531) may hold a no-break space.
+    for token in filter(None, text.split(" ")):
         key, eq, value = token.partition("=")
         if not _KEYWORD.fullmatch(key):
             raise _syntax(f"Bad parameter keyword: {key[:40]}")
@@ -91,6 +94,13 @@ def split_params(text: str) -> list[tuple[str, str | None]]:
 
 def _format_extra(extra: tuple[tuple[str, str | None], ...]) -> list[str]:
     return [key if value is None else f"{key}={value}" for key, value in extra]
+
+
+def _xtext(key: str, value: str) -> str:
+    try:
+        return xtext_decode(value)
+    except ParseError as exc:
+        raise _syntax(f"Bad xtext in {key}: {exc}") from None
 
 
 def _need_value(key: str, value: str | None) -> str:
@@ -130,7 +140,7 @@ class MailParams:
         for key, value in split_params(text):
             if key == "SIZE":
                 digits = _need_value(key, value)
-                if not digits.isdigit() or len(digits) > 20:
+                if not _DIGITS.fullmatch(digits):
                     raise _syntax("SIZE takes a number of octets (RFC 1870)")
                 size = int(digits)
             elif key == "BODY":
@@ -141,13 +151,13 @@ class MailParams:
                 _no_value(key, value)
                 smtputf8 = True
             elif key == "AUTH":
-                auth = xtext_decode(_need_value(key, value))
+                auth = _xtext(key, _need_value(key, value))
             elif key == "RET":
                 ret = _need_value(key, value).upper()
                 if ret not in ("FULL", "HDRS"):
                     raise _syntax("RET must be FULL or HDRS (RFC 3461)")
             elif key == "ENVID":
-                envid = xtext_decode(_need_value(key, value))
+                envid = _xtext(key, _need_value(key, value))
                 if len(envid) > MAX_ENVID:
                     raise _syntax("ENVID longer than 100 characters (RFC 3461 4.4)")
             else:

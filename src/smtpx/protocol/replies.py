@@ -198,17 +198,18 @@ class ReplyParser:
     the code must be ``-`` (more lines follow), a space, or nothing (the last line).
     """
 
-    __slots__ = ("_buf", "_code", "_lines")
+    __slots__ = ("_buf", "_code", "_lines", "_raw")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._lines: list[str] = []
+        self._raw = bytearray()  # the received lines of the reply in progress
         self._code = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received that are not part of a returned reply."""
-        return len(self._buf) + sum(len(x) for x in self._lines)
+        return len(self._buf) + len(self._raw)
 
     @property
     def in_progress(self) -> bool:
@@ -218,9 +219,12 @@ class ReplyParser:
         self._buf += data
 
     def take_buffer(self) -> bytes:
-        """Remove and return the bytes not yet part of a reply."""
-        data = bytes(self._buf)
+        """Remove and return the bytes not yet part of a returned reply (a reply's first
+        lines included); the parser starts afresh."""
+        data = bytes(self._raw + self._buf)
         self._buf.clear()
+        self._raw.clear()
+        self._lines = []
         return data
 
     def next_reply(self) -> Reply | None:
@@ -235,6 +239,7 @@ class ReplyParser:
             if end + 1 > MAX_REPLY_LINE:
                 raise ParseError(f"reply line longer than {MAX_REPLY_LINE} octets")
             line = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end])
+            self._raw += buf[: end + 1]
             del buf[: end + 1]
             code, more, text = _split_reply_line(line)
             if self._lines and code != self._code:
@@ -247,6 +252,7 @@ class ReplyParser:
                 raise ParseError(f"reply has more than {MAX_REPLY_LINES} lines")
             if not more:
                 lines, self._lines = self._lines, []
+                self._raw.clear()
                 return _make_reply(code, lines)
 
     def __iter__(self) -> Iterator[Reply]:
@@ -267,7 +273,10 @@ def _split_reply_line(line: bytes) -> tuple[int, bool, str]:
         more = False
     else:
         raise ParseError(f"reply code must be followed by '-' or a space: {line[:40]!r}")
-    return code, more, line[4:].decode("utf-8", "surrogateescape")
+    text = line[4:].decode("utf-8", "surrogateescape")
+    if "\r" in text:
+        raise ParseError(f"bare CR inside a reply line: {line[:40]!r}")
+    return code, more, text
 
 
 def _make_reply(code: int, lines: list[str]) -> Reply:
@@ -313,8 +322,10 @@ def service_ready(domain: str, text: str = "ESMTP smtpx") -> Reply:
 
 
 def service_refused(domain: str, text: str = "No SMTP service here") -> Reply:
-    """554 greeting: the server will answer every command but QUIT with 503."""
-    return _r(554, "5.3.2", f"{domain} {text}".strip())
+    """554 greeting: the server will answer every command but QUIT with 503.
+
+    No enhanced status code: greetings carry none (RFC 2034 section 4)."""
+    return _r(554, None, f"{domain} {text}".strip())
 
 
 def closing(text: str = "Bye") -> Reply:
@@ -437,6 +448,11 @@ def line_too_long() -> Reply:
 def bare_line_ending() -> Reply:
     """Bare CR or LF (RFC 5321 section 2.3.8); the SMTP smuggling defence."""
     return _r(500, "5.5.2", "Bare CR or LF not allowed; lines end with CRLF (RFC 5321 2.3.8)")
+
+
+def bad_characters(text: str = "Invalid character in command") -> Reply:
+    """500 5.5.2: a command line that is not UTF-8 or holds control characters."""
+    return _r(500, "5.5.2", text)
 
 
 def syntax_error(text: str = "Syntax error in parameters or arguments") -> Reply:
