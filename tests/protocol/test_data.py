@@ -101,6 +101,34 @@ def test_bytes_after_the_terminator_stay_in_the_buffer(body: bytes, trailing: by
     assert bytes(buf) == trailing
 
 
+@pytest.mark.parametrize(
+    ("data", "bare"),
+    [
+        (b"", False),
+        (b"a\r\nb\r\n", False),
+        (b"\r\n\r\n", False),
+        (b"\r.\n", True),  # a CR and an LF, but not next to each other
+        (b"\r\x00\x00\n", True),
+        (b"\n\r", True),
+        (b"a\r", True),
+        (b"\nb", True),
+        (b"\r\r\n", True),
+        (b"\r\n\n", True),
+    ],
+)
+def test_has_bare_newline(data: bytes, bare: bool) -> None:
+    assert has_bare_newline(data) is bare
+
+
+@given(st.binary(max_size=50))
+def test_has_bare_newline_matches_its_definition(data: bytes) -> None:
+    expected = any(
+        (byte == 13 and data[i + 1 : i + 2] != b"\n") or (byte == 10 and data[i - 1 : i] != b"\r")
+        for i, byte in enumerate(data)
+    )
+    assert has_bare_newline(data) is expected
+
+
 def test_empty_message_right_after_data() -> None:
     content, finished, reader, rest = decode_all(b".\r\nQUIT\r\n")
     assert (content, finished, rest) == (b"", True, b"QUIT\r\n")

@@ -52,9 +52,10 @@ _NOT_CR_OR_LF = bytes(i for i in range(256) if i not in (10, 13))
 
 def has_bare_newline(data: bytes | bytearray) -> bool:
     """True if ``data`` has a CR not followed by LF or an LF not preceded by CR."""
-    # Keep only the CRs and LFs (one C pass); clean data leaves exactly "\r\n" repeated.
-    ends = data.translate(None, _NOT_CR_OR_LF)
-    return ends != CRLF * (len(ends) >> 1)
+    # Clean data has exactly two line-ending octets per CRLF pair (CRLF pairs never
+    # overlap). Both counts are single C passes.
+    ends = len(data.translate(None, _NOT_CR_OR_LF))
+    return ends != 2 * data.count(CRLF)
 
 
 def normalize_newlines(data: bytes) -> bytes:
