@@ -29,6 +29,7 @@ RANK = {
     "io": 4,
     "client": 5,
     "server": 5,
+    "simplemail": 6,
     "spool": 6,
     "testing": 7,
     "mta": 7,

@@ -7,13 +7,42 @@ each one says whose fault it is::
     SMTPXError
     ├── ParseError (also ValueError)      a value (address, command, reply, parameter,
     │                                     config text) does not follow its grammar
-    └── ProtocolError                     the SMTP dialogue itself went wrong
-        ├── RemoteProtocolError           the peer broke the protocol; .reply is the reply
-        │                                 to send back (server) or the one received (client)
-        └── LocalProtocolError            our own code asked for something the protocol
-                                          forbids in the current state (a bug in the caller)
+    ├── ProtocolError                     the SMTP dialogue itself went wrong
+    │   ├── RemoteProtocolError           the peer broke the protocol; .reply is the reply
+    │   │                                 to send back (server) or the one received (client)
+    │   └── LocalProtocolError            our own code asked for something the protocol
+    │                                     forbids in the current state (a bug in the caller)
+    ├── AuthError                         SASL authentication (smtpx.auth) did not succeed
+    │   ├── NoCommonMechanism             client: the server offers no mechanism that the
+    │   │                                 credentials allow, and they do not allow going on
+    │   │                                 unauthenticated (the user's configuration, or the
+    │   │                                 server's); .client_mechanisms, .server_mechanisms
+    │   ├── AuthFailed                    the exchange ended in a rejection; .reply is the
+    │   │   │                             reply received (client) or the one to send (server)
+    │   │   └── AuthCancelled             server: the client cancelled the exchange with "*"
+    │   ├── AuthProtocolError             client: the server broke the SASL exchange (a
+    │   │                                 challenge that is not base64, a challenge where the
+    │   │                                 mechanism allows none): the server's fault
+    │   └── AuthFlowError                 a mechanism misused its exchange callback (never
+    │                                     called it, called it after the end, START_AUTH
+    │                                     twice, returned before the end): a bug in the
+    │                                     mechanism, not the peer's fault
+    └── ClientError                       the client could not carry a session through
+        ├── ConnectError                  no address of the host accepted a connection;
+        │                                 .failures lists each address with its error
+        ├── ConnectionLost                the server closed the connection mid-session
+        ├── ReplyTimeout (also TimeoutError) the server did not answer in time
+        ├── SessionError                  the server refused the session itself (greeting,
+        │                                 EHLO, STARTTLS, a failed TLS handshake); .reply
+        ├── TlsRequiredError              TLS is required for the destination, and the
+        │                                 server did not offer it: our policy, its lack
+        ├── NoHopAvailable                connection cache: every next hop failed to open;
+        │                                 .failures
+        ├── GaveUpWaiting                 connection cache: every usable hop stayed at its
+        │                                 connection limit until the deadline
+        └── CacheClosed                   connection cache: closed, no new sessions
 
-Later layers add their own branches (transport, auth, spool, config) under SMTPXError.
+Later layers add their own branches (transport, spool, config) under SMTPXError.
 """
 
 from __future__ import annotations
@@ -24,11 +53,26 @@ if TYPE_CHECKING:
     from smtpx.protocol.replies import Reply
 
 __all__ = [
+    "AuthCancelled",
+    "AuthError",
+    "AuthFailed",
+    "AuthFlowError",
+    "AuthProtocolError",
+    "CacheClosed",
+    "ClientError",
+    "ConnectError",
+    "ConnectionLost",
+    "GaveUpWaiting",
     "LocalProtocolError",
+    "NoCommonMechanism",
+    "NoHopAvailable",
     "ParseError",
     "ProtocolError",
     "RemoteProtocolError",
+    "ReplyTimeout",
     "SMTPXError",
+    "SessionError",
+    "TlsRequiredError",
 ]
 
 
@@ -68,3 +112,130 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """Our side asked for something the protocol forbids (a caller bug, not the peer's)."""
+
+
+class AuthError(SMTPXError):
+    """SASL authentication (:mod:`smtpx.auth`) did not succeed."""
+
+
+class NoCommonMechanism(AuthError):
+    """The client found no mechanism that both the credentials and the server allow.
+
+    Raised by :meth:`smtpx.auth.Credentials.select` when the credentials do not include
+    anonymous access (which would let the session go on unauthenticated).
+    ``client_mechanisms`` are the mechanisms the credentials offered (under the TLS state
+    at the time), ``server_mechanisms`` the ones the server advertised, in its order.
+    """
+
+    def __init__(
+        self, *, client_mechanisms: tuple[str, ...], server_mechanisms: tuple[str, ...]
+    ) -> None:
+        client = " ".join(client_mechanisms) or "none"
+        server = " ".join(server_mechanisms) or "none"
+        super().__init__(
+            "No common auth mechanism available and ANON authentication not allowed by client"
+            f" (client mechanisms: {client}; server mechanisms: {server})"
+        )
+        self.client_mechanisms = client_mechanisms
+        self.server_mechanisms = server_mechanisms
+
+
+class AuthFailed(AuthError):
+    """The AUTH exchange ended in a rejection.
+
+    Client side: ``reply`` is the reply the server sent (``535 5.7.8 ...`` for bad
+    credentials); the message is ``AUTH failed: <reply>``.
+
+    Server side: a server mechanism raises it to reject the client; ``reply`` is the reply
+    to send, and None stands for the default ``535 5.7.8 Authentication credentials
+    invalid`` (RFC 4954 section 6), which :func:`smtpx.auth.run_server_mechanism` fills in.
+    """
+
+    def __init__(self, reply: Reply | None = None, message: str | None = None) -> None:
+        if message is None:
+            message = (
+                f"AUTH failed: {reply}"
+                if reply is not None
+                else "AUTH failed: authentication credentials invalid"
+            )
+        super().__init__(message)
+        self.reply = reply
+
+
+class AuthCancelled(AuthFailed):
+    """Server side: the client cancelled the exchange with ``*`` (RFC 4954 section 4);
+    ``reply`` is ``501 5.7.0``."""
+
+
+class AuthProtocolError(AuthError):
+    """Client side: the server broke the SASL exchange (its fault, not the credentials').
+
+    For example a 334 whose text is not base64, or a challenge to a PLAIN initial response.
+    ``reply`` is the offending reply when there is one.
+    """
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class AuthFlowError(AuthError):
+    """A SASL mechanism misused its exchange callback: it never called it, called it after
+    the exchange ended or while another call was in progress, sent ``START_AUTH`` after the
+    exchange had started, or returned before the exchange completed ("AUTH flow
+    incomplete"). A bug in the mechanism, not the peer's fault."""
+
+
+class ClientError(SMTPXError):
+    """The client could not carry a session through."""
+
+
+class ConnectError(ClientError, OSError):
+    """No address of ``host`` accepted a connection. ``failures`` lists (address, error)."""
+
+    def __init__(self, host: str, port: int, failures: list[tuple[str, BaseException]]) -> None:
+        detail = "; ".join(
+            f"{address}: {error or type(error).__name__}" for address, error in failures
+        )
+        super().__init__(f"cannot connect to {host}:{port}: {detail or 'no address'}")
+        self.host = host
+        self.port = port
+        self.failures = failures
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """The server closed the connection in the middle of the session."""
+
+
+class ReplyTimeout(ClientError, TimeoutError):
+    """The server did not answer (or take our data) in time."""
+
+
+class SessionError(ClientError):
+    """The server refused the session: a bad greeting, EHLO and HELO refused, STARTTLS
+    refused, or a failed TLS handshake. ``reply`` is the server's reply, if any."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class TlsRequiredError(ClientError):
+    """The policy for this destination requires TLS, and it could not be negotiated."""
+
+
+class NoHopAvailable(ClientError):
+    """Every next hop failed to open. ``failures`` lists (hop, error)."""
+
+    def __init__(self, failures: list[tuple[object, BaseException]]) -> None:
+        detail = "; ".join(f"{hop}: {error}" for hop, error in failures)
+        super().__init__(f"no next hop could be reached: {detail or 'no next hops given'}")
+        self.failures = failures
+
+
+class GaveUpWaiting(ClientError):
+    """Every usable next hop stayed at its connection limit until the deadline."""
+
+
+class CacheClosed(ClientError):
+    """The connection cache is closed and hands out no more sessions."""

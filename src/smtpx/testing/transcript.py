@@ -120,6 +120,8 @@ class Handler:
         )
     )
     auth: dict[str, str] = field(default_factory=dict)
+    tls: bool = False  # offer and accept STARTTLS (the server needs a TLS context)
+    tls_active: bool = False
     messages: list[ReceivedMessage] = field(default_factory=list)
     errors: list[RemoteProtocolError] = field(default_factory=list)
     _mail: Mail | None = None
@@ -134,6 +136,8 @@ class Handler:
         ext = self.extensions
         if self.auth:
             ext = dataclasses.replace(ext, auth=("PLAIN", "LOGIN"))
+        if self.tls and not self.tls_active:
+            ext = dataclasses.replace(ext, starttls=True)
         return replies.ehlo_ok(SERVER_NAME, "greets " + command.domain, ext.to_lines())
 
     def helo(self, command: Helo) -> Reply:
@@ -185,7 +189,10 @@ class Handler:
         if isinstance(command, Help):
             return replies.help_text()
         if isinstance(command, StartTls):
-            return replies.tls_not_available()
+            if not self.tls:
+                return replies.tls_not_available()
+            self.tls_active = True
+            return replies.ready_to_start_tls()
         if isinstance(command, Auth):
             return self.auth_start(command)
         return replies.command_unrecognized(command.verb)

@@ -1,0 +1,568 @@
+"""One SMTP client session: connect, greet, STARTTLS, AUTH, send envelopes, QUIT.
+
+::
+
+    async with connect("mx.example.org", 25) as client:
+        status = await client.send(envelope)
+
+The session drives a :class:`~smtpx.protocol.ClientConnection` over a
+:class:`~smtpx.io.Stream`. With PIPELINING, MAIL, every RCPT and DATA go out in one
+write (RFC 2920), so an envelope costs two round trips whatever its recipient count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterable, Generator, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import IO, Any, TypeAlias
+
+from smtpx.auth import Credentials, run_client_mechanism
+from smtpx.client.config import ClientConfig, TlsMode
+from smtpx.client.status import (
+    Accepted,
+    EnvelopeStatus,
+    RejectedAllRecipients,
+    RejectedBody,
+    RejectedSender,
+    RejectedSenderAndRecipients,
+    Unsendable,
+)
+from smtpx.envelope import Envelope, EnvelopeInfo
+from smtpx.errors import (
+    ConnectionLost,
+    RemoteProtocolError,
+    ReplyTimeout,
+    SessionError,
+    TlsRequiredError,
+)
+from smtpx.io.resolve import Resolver, connect_first
+from smtpx.io.stream import Stream
+from smtpx.protocol import replies
+from smtpx.protocol.addresses import Address, Sender
+from smtpx.protocol.commands import (
+    Auth,
+    Command,
+    Data,
+    Ehlo,
+    Helo,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+)
+from smtpx.protocol.connection import ClientConnection
+from smtpx.protocol.events import AuthResponse, DataChunk, EndOfData, Response
+from smtpx.protocol.extensions import Extensions
+from smtpx.protocol.params import RcptParams
+from smtpx.protocol.replies import Reply
+from smtpx.protocol.states import State
+
+__all__ = ["Client", "WireFile", "connect"]
+
+log = logging.getLogger("smtpx.client")
+
+# Replies to EHLO after which HELO is worth a try (RFC 5321 4.1.4 / 3.2: old servers).
+_EHLO_FALLBACK = frozenset({500, 502, 504, 550})
+# Replies to an unadvertised STARTTLS that mean "not here": go on in plaintext.
+_NO_STARTTLS = frozenset({500, 502, 504, 454})
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WireFile:
+    """A message already encoded for DATA (CRLF line endings, dots doubled, no final
+    ``.CRLF``), as the spool stores it: sent with ``sendfile``, without being read."""
+
+    path: str | os.PathLike[str]
+    size: int | None = None
+
+
+Body: TypeAlias = bytes | IO[bytes] | os.PathLike[str] | AsyncIterable[bytes] | WireFile
+
+
+class Client:
+    """An established SMTP session (greeted, TLS and AUTH done as configured).
+
+    Made by :func:`connect`; also an async context manager that QUITs on exit.
+    Peer information: ``greeting``, ``ehlo_reply``, ``extensions``, ``is_using_tls``,
+    ``remote_address``, ``local_address``.
+    """
+
+    def __init__(self, stream: Stream, *, host: str, port: int, config: ClientConfig) -> None:
+        self._stream = stream
+        self._conn = ClientConnection()
+        self.host = host
+        self.port = port
+        self.config = config
+        self.tls_config = config.tls_for(host)
+        self.greeting: Reply | None = None
+        self.envelopes_sent = 0
+        self._closed = False
+
+    # -- peer information -----------------------------------------------------------
+
+    @property
+    def extensions(self) -> Extensions:
+        return self._conn.extensions
+
+    @property
+    def ehlo_reply(self) -> Reply | None:
+        return self._conn.ehlo_reply
+
+    @property
+    def is_using_tls(self) -> bool:
+        return self._stream.tls
+
+    @property
+    def authenticated(self) -> bool:
+        return self._conn.authenticated
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return self._stream.peername()
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return self._stream.sockname()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or self._conn.state is State.CLOSED
+
+    def supports(self, keyword: str) -> bool:
+        return self._conn.extensions.supports(keyword)
+
+    def __repr__(self) -> str:
+        state = self._conn.state.value
+        return f"<Client {self.host}:{self.port} tls={self.is_using_tls} state={state}>"
+
+    # -- the wire ---------------------------------------------------------------------
+
+    def _send(self, item: Command | DataChunk | EndOfData | AuthResponse) -> None:
+        self._conn.send(item)
+
+    async def _flush(self, timeout: float | None = None) -> None:
+        data = self._conn.data_to_send()
+        if data:
+            self._stream.write(data)
+            try:
+                async with asyncio.timeout(timeout or self.config.command_timeout):
+                    await self._stream.drain()
+            except TimeoutError:
+                raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
+            except OSError as exc:
+                raise ConnectionLost(f"{self.host} closed the connection: {exc}") from exc
+
+    async def _receive(self, timeout: float) -> Response:
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            if isinstance(event, Response):
+                return event
+            if conn.state is State.CLOSED:
+                raise ConnectionLost(f"{self.host} closed the connection")
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self._stream.read()
+            except TimeoutError:
+                raise ReplyTimeout(
+                    f"Timeout {timeout}s waiting for a reply from {self.host}"
+                ) from None
+            except OSError as exc:
+                raise ConnectionLost(f"{self.host}: {exc}") from exc
+            conn.receive_data(data)
+
+    async def _command(self, command: Command, timeout: float | None = None) -> Reply:
+        self._send(command)
+        await self._flush()
+        return (await self._receive(timeout or self.config.command_timeout)).reply
+
+    async def command(self, command: Command) -> Reply:
+        """Send one command and return its reply (a low-level escape hatch)."""
+        return await self._command(command)
+
+    # -- session setup ----------------------------------------------------------------
+
+    async def _setup(self, credentials: Credentials | None) -> None:
+        greeting = (await self._receive(self.config.greeting_timeout)).reply
+        self.greeting = greeting
+        if greeting.code != 220:
+            raise SessionError(f"{self.host} greeted with {greeting}", greeting)
+        await self._hello()
+        await self._maybe_starttls()
+        if credentials is not None:
+            await self._authenticate(credentials)
+
+    async def _hello(self) -> None:
+        name = self.config.helo_name
+        reply = await self._command(Ehlo(name))
+        if reply.code in _EHLO_FALLBACK:
+            reply = await self._command(Helo(name))
+        if reply.code != 250:
+            raise SessionError(f"{self.host} refused EHLO/HELO: {reply}", reply)
+
+    async def _maybe_starttls(self) -> None:
+        tls = self.tls_config
+        if self.is_using_tls or tls.mode in (TlsMode.NONE, TlsMode.IMPLICIT):
+            return
+        advertised = self._conn.extensions.starttls
+        if tls.mode is TlsMode.IF_AVAILABLE and not advertised:
+            return
+        reply = await self._command(StartTls())
+        if reply.code == 220:
+            try:
+                discarded = await self._stream.start_tls(
+                    tls.context(),
+                    server_hostname=tls.server_name or self.host,
+                    timeout=self.config.command_timeout,
+                )
+            except (OSError, ValueError) as exc:
+                raise SessionError(f"TLS handshake with {self.host} failed: {exc}", None) from exc
+            if discarded:
+                raise RemoteProtocolError(
+                    "data arrived with the 220 to STARTTLS (response injection)",
+                    replies.local_error("STARTTLS response injection"),
+                    fatal=True,
+                )
+            await self._hello()
+        elif reply.code in _NO_STARTTLS and tls.mode is not TlsMode.IF_AVAILABLE:
+            log.info("%s refused STARTTLS (%s); continuing in plaintext", self.host, reply)
+        else:
+            raise SessionError(f"{self.host} refused STARTTLS: {reply}", reply)
+        if tls.mode is TlsMode.REQUIRED and not self.is_using_tls:
+            raise TlsRequiredError(f"TLS required for {self.host}:{self.port} but not negotiated")
+
+    async def _authenticate(self, credentials: Credentials) -> None:
+        mechanism = credentials.select(self._conn.extensions.auth, tls=self.is_using_tls)
+        if mechanism is None:
+            return
+
+        async def exchange(item: Auth | AuthResponse) -> Reply:
+            self._send(item)
+            await self._flush()
+            return (await self._receive(self.config.command_timeout)).reply
+
+        await run_client_mechanism(
+            mechanism, exchange=exchange, log=log, remote=f"{self.host}:{self.port}"
+        )
+
+    # -- envelopes --------------------------------------------------------------------
+
+    async def send(self, envelope: Envelope) -> EnvelopeStatus:
+        """Send an :class:`~smtpx.envelope.Envelope` (its info and message)."""
+        return await self.send_envelope(envelope.info, envelope.message)
+
+    async def send_envelope(
+        self, info: EnvelopeInfo, body: Body, *, size: int | None = None
+    ) -> EnvelopeStatus:
+        """Send one envelope; the outcome is a value (see :mod:`smtpx.client.status`).
+
+        ``body`` is the message: ``bytes``, a binary file, a path, an async iterator of
+        chunks (all encoded on the way), or a :class:`WireFile` (sent as is). ``size``
+        (octets) is announced with SIZE when known; for bytes and files it is found.
+        """
+        if size is None:
+            size = _size_of(body)
+        mail, problem = self._mail_command(info, size, body)
+        if problem is not None:
+            return problem
+        assert mail is not None
+        rcpt_params = self._rcpt_params(info)
+        recipients = [self._recipient(r) for r in info.recipients]
+        conn = self._conn
+        # A transaction left open (a refusal mid-envelope) is closed first (RFC 5321 4.1.1.5).
+        reset = conn.state is not State.READY
+        pipelining = self.config.pipelining and conn.extensions.pipelining
+        if pipelining:
+            if reset:
+                self._send(Rset())
+            self._send(mail)
+            for recipient in recipients:
+                self._send(Rcpt(recipient, rcpt_params))
+            self._send(Data())
+            await self._flush()
+            if reset:
+                await self._receive(self.config.command_timeout)
+            return await self._pipelined_replies(info, recipients, body)
+        if reset:
+            await self._command(Rset())
+        return await self._lockstep(mail, recipients, rcpt_params, info, body)
+
+    async def _pipelined_replies(
+        self, info: EnvelopeInfo, recipients: Sequence[Address], body: Body
+    ) -> EnvelopeStatus:
+        timeout = self.config.command_timeout
+        mail_reply = (await self._receive(timeout)).reply
+        rejected: list[tuple[Address, Reply]] = []
+        for recipient in recipients:
+            reply = (await self._receive(timeout)).reply
+            if reply.code >= 300:
+                rejected.append((recipient, reply))
+        data_reply = (await self._receive(self.config.data_start_timeout)).reply
+        failed = mail_reply.code >= 300 or len(rejected) == len(recipients)
+        if data_reply.code == 354 and failed:
+            # A server that says 354 with nobody to deliver to: end the content at once.
+            self._send(EndOfData())
+            await self._flush()
+            await self._receive(self.config.final_reply_timeout)
+        if mail_reply.code >= 300:
+            return RejectedSender(mail_reply, rejected=tuple(rejected))
+        if len(rejected) == len(recipients):
+            return RejectedAllRecipients(rejected[0][1], rejected=tuple(rejected))
+        if data_reply.code != 354:
+            return RejectedSenderAndRecipients(data_reply, rejected=tuple(rejected))
+        return await self._content(body, tuple(rejected))
+
+    async def _lockstep(
+        self,
+        mail: Mail,
+        recipients: Sequence[Address],
+        rcpt_params: RcptParams,
+        info: EnvelopeInfo,
+        body: Body,
+    ) -> EnvelopeStatus:
+        reply = await self._command(mail)
+        if reply.code >= 300:
+            return RejectedSender(reply)
+        rejected: list[tuple[Address, Reply]] = []
+        for recipient in recipients:
+            reply = await self._command(Rcpt(recipient, rcpt_params))
+            if reply.code >= 300:
+                rejected.append((recipient, reply))
+        if len(rejected) == len(recipients):
+            return RejectedAllRecipients(rejected[0][1], rejected=tuple(rejected))
+        reply = await self._command(Data(), self.config.data_start_timeout)
+        if reply.code != 354:
+            return RejectedSenderAndRecipients(reply, rejected=tuple(rejected))
+        return await self._content(body, tuple(rejected))
+
+    async def _content(
+        self, body: Body, rejected: tuple[tuple[Address, Reply], ...]
+    ) -> EnvelopeStatus:
+        block = self.config.data_block_timeout
+        if isinstance(body, bytes):
+            for start in range(0, len(body), _CHUNK):
+                self._send(DataChunk(body[start : start + _CHUNK]))
+                if len(body) > _CHUNK:
+                    await self._flush(block)
+        elif isinstance(body, WireFile):
+            await self._flush(block)
+            with open(body.path, "rb") as file:
+                sent = await self._stream.sendfile(file)
+                ends_with_crlf = _ends_with_crlf(file, sent)
+            self._conn.send_encoded_content(sent, ends_with_crlf=ends_with_crlf)
+        elif isinstance(body, os.PathLike):
+            with open(body, "rb") as file:
+                await self._stream_file(file, block)
+        elif isinstance(body, AsyncIterable):
+            async for chunk in body:
+                self._send(DataChunk(chunk))
+                await self._flush(block)
+        else:
+            await self._stream_file(body, block)
+        self._send(EndOfData())
+        await self._flush(block)
+        final = (await self._receive(self.config.final_reply_timeout)).reply
+        self.envelopes_sent += 1
+        if final.code >= 300:
+            return RejectedBody(final, rejected=rejected)
+        return Accepted(final, rejected=rejected)
+
+    async def _stream_file(self, file: IO[bytes], timeout: float) -> None:
+        while chunk := file.read(_CHUNK):
+            self._send(DataChunk(chunk))
+            await self._flush(timeout)
+
+    # -- parameters -------------------------------------------------------------------
+
+    def _mail_command(
+        self, info: EnvelopeInfo, size: int | None, body: Body
+    ) -> tuple[Mail | None, Unsendable | None]:
+        """MAIL FROM with the parameters this server can take, or why it can't be sent."""
+        ext = self._conn.extensions
+        params = info.sender_args
+        needs_utf8 = (
+            params.smtputf8
+            or _utf8_local_part(info.sender.address)
+            or any(_utf8_local_part(r) for r in info.recipients)
+        )
+        if needs_utf8 and not ext.smtputf8:
+            return None, Unsendable(
+                Reply.of(
+                    553, f"{self.host} does not support SMTPUTF8, which this message needs", "5.6.7"
+                )
+            )
+        if size is not None and ext.size and size > ext.size:
+            return None, Unsendable(
+                Reply.of(
+                    552,
+                    f"Message of {size} octets is over {self.host}'s limit of {ext.size}",
+                    "5.3.4",
+                )
+            )
+        body_type = params.body
+        if body_type is None and isinstance(body, bytes) and not body.isascii():
+            body_type = "8BITMIME"
+        keep_dsn = ext.dsn
+        new = replace(
+            params,
+            size=size if ext.size is not None and size is not None else None,
+            body=body_type if body_type in ("7BIT", "8BITMIME") and ext.eightbitmime else None,
+            smtputf8=needs_utf8,
+            auth=params.auth if ext.auth and self._conn.authenticated else None,
+            ret=params.ret if keep_dsn else None,
+            envid=params.envid if keep_dsn else None,
+            extra=tuple((k, v) for k, v in params.extra if ext.supports(k)),
+        )
+        sender = info.sender
+        if sender.address is not None and not needs_utf8 and not sender.address.domain.isascii():
+            sender = Sender(sender.address.to_ascii())
+        return Mail(sender, new), None
+
+    def _rcpt_params(self, info: EnvelopeInfo) -> RcptParams:
+        return RcptParams()
+
+    def _recipient(self, address: Address) -> Address:
+        # A UTF-8 domain alone travels as an A-label when the server lacks SMTPUTF8.
+        if not self._conn.extensions.smtputf8 and address.local_part.isascii():
+            return address.to_ascii()
+        return address
+
+    # -- other commands ---------------------------------------------------------------
+
+    async def noop(self) -> Reply:
+        return await self._command(Noop())
+
+    async def rset(self) -> Reply:
+        return await self._command(Rset())
+
+    async def quit(self) -> None:
+        """Say QUIT (a closed connection counts as its 221) and close the stream."""
+        if self._closed:
+            return
+        try:
+            if self._conn.state not in (State.CLOSED, State.DATA, State.AUTH):
+                self._send(Quit())
+                await self._flush(self.config.command_timeout)
+                reply = (await self._receive(self.config.command_timeout)).reply
+                if reply.code != 221:
+                    log.info("%s answered QUIT with %s", self.host, reply)
+        except (ConnectionLost, ReplyTimeout, OSError) as exc:
+            log.debug("QUIT to %s: %s", self.host, exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection without QUIT."""
+        self._closed = True
+        self._stream.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.quit()
+
+
+def _size_of(body: Body) -> int | None:
+    if isinstance(body, bytes):
+        return len(body)
+    if isinstance(body, WireFile):
+        return body.size if body.size is not None else os.stat(body.path).st_size
+    if isinstance(body, os.PathLike):
+        return os.stat(body).st_size
+    if hasattr(body, "fileno"):
+        try:
+            return os.fstat(body.fileno()).st_size
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def _utf8_local_part(address: Address | None) -> bool:
+    return address is not None and not address.local_part.isascii()
+
+
+def _ends_with_crlf(file: IO[bytes], size: int) -> bool:
+    if size < 2:
+        return size == 0
+    file.seek(size - 2)
+    return file.read(2) == b"\r\n"
+
+
+class _Connect:
+    """The result of :func:`connect`: await it, or use it with ``async with``."""
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._coro.__await__()  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._coro
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.quit()
+
+
+def connect(
+    host: str,
+    port: int = 25,
+    *,
+    config: ClientConfig | None = None,
+    credentials: Credentials | None = None,
+    resolver: Resolver | None = None,
+    stream: Stream | None = None,
+) -> _Connect:
+    """Open a session with ``host:port``: resolve (A and AAAA), connect to the first
+    address that answers, read the greeting, EHLO (HELO as fallback), STARTTLS per
+    ``config.tls_for(host)``, AUTH with ``credentials``.
+
+    ``stream`` skips the connecting (an in-memory stream in tests, say). On any failure
+    after the connection is up, QUIT is sent and the connection closed before the error
+    is raised.
+    """
+    return _Connect(_open(host, port, config or ClientConfig(), credentials, resolver, stream))
+
+
+async def _open(  # noqa: PLR0917 - private, called from one place
+    host: str,
+    port: int,
+    config: ClientConfig,
+    credentials: Credentials | None,
+    resolver: Resolver | None,
+    stream: Stream | None,
+) -> Client:
+    tls = config.tls_for(host)
+    if stream is None:
+        context = tls.context() if tls.mode is TlsMode.IMPLICIT else None
+        stream = await connect_first(
+            host, port, resolver=resolver, timeout=config.connect_timeout, ssl_context=context
+        )
+    client = Client(stream, host=host, port=port, config=config)
+    try:
+        await client._setup(credentials)
+    except BaseException:
+        await client.quit()
+        raise
+    return client

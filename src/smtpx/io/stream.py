@@ -1,0 +1,442 @@
+"""Byte streams for the SMTP client and server: over asyncio transports, or in memory.
+
+A :class:`Stream` reads whatever bytes have arrived (``b""`` at end of stream), writes
+with backpressure, upgrades to TLS in place, and can ``sendfile`` a wire-ready message.
+:class:`TransportStream` is the real one, built on an :class:`asyncio.Protocol` (leaner
+than asyncio's StreamReader/StreamWriter: one buffer, no line splitting, since the
+protocol core does the framing). :func:`memory_pair` gives two connected in-memory
+streams for tests; their TLS upgrade is emulated.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from typing import IO, Any
+
+__all__ = ["MemoryStream", "Stream", "TransportStream", "memory_pair", "open_stream"]
+
+# Stop reading from the socket when this much has arrived unread (the session is busy,
+# say waiting on a plugin): a client cannot make us buffer without bound.
+_HIGH_WATER = 256 * 1024
+
+
+class Stream(abc.ABC):
+    """A bidirectional byte stream."""
+
+    tls: bool = False
+
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """The bytes that have arrived (waiting for some), or ``b""`` at end of stream."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Queue bytes; call :meth:`drain` to wait until the peer keeps up."""
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+
+    @abc.abstractmethod
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Upgrade to TLS in place. Plaintext received but not yet read is discarded (it
+        must not be taken as if it came over TLS: CVE-2011-0411); the number of discarded
+        octets is returned so a client can refuse injected data."""
+
+    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
+        """Send ``count`` octets of ``file`` from ``offset`` (zero-copy where possible)."""
+        file.seek(offset)
+        sent = 0
+        while count is None or sent < count:
+            chunk = file.read(65536 if count is None else min(65536, count - sent))
+            if not chunk:
+                break
+            self.write(chunk)
+            await self.drain()
+            sent += len(chunk)
+        return sent
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close without waiting."""
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    @abc.abstractmethod
+    def is_closing(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def has_input(self) -> bool:
+        """True when bytes or the end of stream have arrived and not been read. On an
+        idle client connection this means the server spoke unasked (a 421 before closing):
+        the connection is not fit for reuse."""
+
+    def peername(self) -> tuple[str, int] | None:
+        return None
+
+    def sockname(self) -> tuple[str, int] | None:
+        return None
+
+    def tls_version(self) -> str | None:
+        return None
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return None
+
+
+class _Protocol(asyncio.Protocol):
+    """Buffers what arrives and wakes the one reader; tracks write flow control."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self.reading_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.buffered += len(data)
+        if self.buffered > _HIGH_WATER and not self.reading_paused and self.transport:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake(self) -> None:
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self) -> bytes:
+        data = self.buffer[0] if len(self.buffer) == 1 else b"".join(self.buffer)
+        self.buffer.clear()
+        self.buffered = 0
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait_readable(self) -> None:
+        assert self._read_waiter is None, "only one reader at a time"
+        waiter = asyncio.get_running_loop().create_future()
+        self._read_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._read_waiter = None
+
+    async def wait_writable(self) -> None:
+        if not self._writing_paused:
+            return
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = waiter
+        await waiter
+
+
+class TransportStream(Stream):
+    """A :class:`Stream` over an asyncio transport."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._peer: tuple[str, int] | None = _address(transport.get_extra_info("peername"))
+        self._sock: tuple[str, int] | None = _address(transport.get_extra_info("sockname"))
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        local_address: tuple[str, int] | None = None,
+    ) -> TransportStream:
+        """Open a TCP connection (with TLS from the start when ``ssl_context`` is given)."""
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            _Protocol,
+            host,
+            port,
+            ssl=ssl_context,
+            server_hostname=server_hostname if ssl_context is not None else None,
+            local_addr=local_address,
+        )
+        stream = cls(transport, protocol)
+        stream.tls = ssl_context is not None
+        return stream
+
+    async def read(self) -> bytes:
+        protocol = self._protocol
+        while not protocol.buffer:
+            if protocol.eof:
+                return b""
+            await protocol.wait_readable()
+        return protocol.take()
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        if self._protocol.error is not None:
+            raise ConnectionResetError(f"connection lost: {self._protocol.error}")
+        await self._protocol.wait_writable()
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        discarded = self._protocol.buffered
+        if discarded:
+            self._protocol.take()
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(
+            self._transport,
+            self._protocol,
+            context,
+            server_side=server_side,
+            server_hostname=None if server_side else server_hostname,
+            ssl_handshake_timeout=timeout,
+        )
+        if transport is None:  # the connection was closed during the handshake
+            raise ConnectionResetError("connection closed during the TLS handshake")
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._protocol.transport = transport
+        self.tls = True
+        return discarded
+
+    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS.
+        return await loop.sendfile(self._transport, file, offset, count, fallback=True)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    async def aclose(self) -> None:
+        self._transport.close()
+        # Give the transport one loop turn to flush and call connection_lost.
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(0)
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def has_input(self) -> bool:
+        return bool(self._protocol.buffer) or self._protocol.eof
+
+    @property
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def peername(self) -> tuple[str, int] | None:
+        return self._peer
+
+    def sockname(self) -> tuple[str, int] | None:
+        return self._sock
+
+    def tls_version(self) -> str | None:
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        return None if ssl_object is None else str(ssl_object.version())
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        cert = self._transport.get_extra_info("peercert")
+        return cert if isinstance(cert, dict) else None
+
+
+def _address(value: object) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return None
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Stream:
+    """Connect to ``host:port`` (an IP address: name resolution is the caller's business)."""
+    return await TransportStream.connect(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname
+    )
+
+
+def protocol_factory() -> _Protocol:
+    """For servers: ``loop.create_server(protocol_factory, ...)``; wrap each connection
+    with :func:`stream_for`."""
+    return _Protocol()
+
+
+def stream_for(protocol: asyncio.BaseProtocol) -> TransportStream:
+    assert isinstance(protocol, _Protocol)
+    assert protocol.transport is not None
+    return TransportStream(protocol.transport, protocol)
+
+
+# ---------------------------------------------------------------------------------------
+# In memory
+# ---------------------------------------------------------------------------------------
+
+
+class MemoryStream(Stream):
+    """One end of an in-memory connection (see :func:`memory_pair`).
+
+    ``start_tls`` is emulated: no handshake, but the same rules (unread plaintext is
+    discarded) and ``tls`` becomes True on this end.
+    """
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self.peer: MemoryStream | None = None
+        self._buffer: list[bytes] = []
+        self._eof = False
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.on_write: Callable[[bytes], None] | None = None  # a tap, for transcripts
+
+    async def read(self) -> bytes:
+        while not self._buffer:
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def _deliver(self, data: bytes) -> None:
+        if data:
+            self._buffer.append(data)
+        else:
+            self._eof = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionResetError(f"{self.name}: stream is closed")
+        if data and self.peer is not None:
+            if self.on_write is not None:
+                self.on_write(data)
+            self.peer._deliver(data)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionResetError(f"{self.name}: stream is closed")
+        await asyncio.sleep(0)
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        discarded = sum(map(len, self._buffer))
+        self._buffer.clear()
+        self.tls = True
+        return discarded
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._eof = True
+            if self.peer is not None:
+                self.peer._deliver(b"")
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closed
+
+    @property
+    def has_input(self) -> bool:
+        return bool(self._buffer) or self._eof
+
+    def peername(self) -> tuple[str, int] | None:
+        return ("127.0.0.1", 25)
+
+    def sockname(self) -> tuple[str, int] | None:
+        return ("127.0.0.1", 2525)
+
+    def tls_version(self) -> str | None:
+        return "emulated" if self.tls else None
+
+
+def memory_pair(
+    tap: Callable[[str, bytes], None] | None = None,
+) -> tuple[MemoryStream, MemoryStream]:
+    """Two connected in-memory streams: (client end, server end).
+
+    ``tap(who, data)`` sees every write, with ``who`` "C" or "S".
+    """
+    client, server = MemoryStream("client"), MemoryStream("server")
+    client.peer, server.peer = server, client
+    if tap is not None:
+        client.on_write = lambda data: tap("C", data)
+        server.on_write = lambda data: tap("S", data)
+    return client, server
