@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,3 +30,25 @@ def require_tool(name: str) -> str:
             pytest.fail(message + " (SMTPX_REQUIRE_INTEROP=1)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def ca() -> Any:
+    """A throwaway certificate authority (trustme): no key is ever committed."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def server_tls_context(ca: Any, *names: str) -> ssl.SSLContext:
+    """A server context with a certificate for ``names`` issued by ``ca``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(*names).configure_cert(context)
+    return context

@@ -352,6 +352,7 @@ class MemoryStream(Stream):
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self.on_write: Callable[[bytes], None] | None = None  # a tap, for transcripts
+        self._tls_started = asyncio.Event()
 
     async def read(self) -> bytes:
         while not self._buffer:
@@ -395,8 +396,15 @@ class MemoryStream(Stream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> int:
+        # Unread plaintext goes, as over a real connection. Then wait for the peer to
+        # start too, standing in for the handshake: without it, bytes the peer sends just
+        # after its upgrade could land here before ours and be thrown away.
         discarded = sum(map(len, self._buffer))
         self._buffer.clear()
+        self._tls_started.set()
+        if self.peer is not None:
+            async with asyncio.timeout(timeout):
+                await self.peer._tls_started.wait()
         self.tls = True
         return discarded
 

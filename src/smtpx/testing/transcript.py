@@ -120,6 +120,7 @@ class Handler:
         )
     )
     auth: dict[str, str] = field(default_factory=dict)
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")  # advertised when ``auth`` is set
     tls: bool = False  # offer and accept STARTTLS (the server needs a TLS context)
     tls_active: bool = False
     messages: list[ReceivedMessage] = field(default_factory=list)
@@ -135,7 +136,7 @@ class Handler:
     def ehlo(self, command: Ehlo) -> Reply:
         ext = self.extensions
         if self.auth:
-            ext = dataclasses.replace(ext, auth=("PLAIN", "LOGIN"))
+            ext = dataclasses.replace(ext, auth=self.auth_mechanisms)
         if self.tls and not self.tls_active:
             ext = dataclasses.replace(ext, starttls=True)
         return replies.ehlo_ok(SERVER_NAME, "greets " + command.domain, ext.to_lines())

@@ -1,0 +1,65 @@
+"""Shared helpers for client tests: in-memory sessions with a transcript."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from smtpx.auth import Credentials
+from smtpx.client import Client, ClientConfig, connect
+from smtpx.io import memory_pair
+from smtpx.testing import Handler, Transcript, serve_stream
+
+T = TypeVar("T")
+
+# MemoryStream emulates TLS, so the server needs a context object but never uses it.
+EMULATED_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+
+@dataclass
+class Run:
+    """What happened in one in-memory client session."""
+
+    transcript: Transcript = field(default_factory=Transcript)
+    error: BaseException | None = None
+
+    def text(self) -> str:
+        self.transcript.flush()
+        return self.transcript.text()
+
+    def lines(self) -> list[str]:
+        self.transcript.flush()
+        return list(self.transcript.lines)
+
+
+async def in_memory(
+    handler: Handler,
+    use: Callable[[Client], Awaitable[T]] | None = None,
+    *,
+    config: ClientConfig | None = None,
+    credentials: Credentials | None = None,
+    host: str = "mx.test",
+) -> Run:
+    """Connect a client to ``handler`` through memory, run ``use``, QUIT; record it all."""
+    run = Run()
+    client_stream, server_stream = memory_pair(tap=run.transcript.record)
+    server = asyncio.get_running_loop().create_task(
+        serve_stream(server_stream, handler, tls_context=EMULATED_TLS)
+    )
+    try:
+        async with connect(
+            host,
+            25,
+            config=config or ClientConfig.for_testing(),
+            credentials=credentials,
+            stream=client_stream,
+        ) as client:
+            if use is not None:
+                await use(client)
+    except Exception as exc:
+        run.error = exc
+    await asyncio.wait_for(server, 5)
+    return run
