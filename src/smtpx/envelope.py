@@ -260,7 +260,7 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class HostPort:
     """A next hop: a host name or IP address, and a TCP port (default 25, RFC 5321 4.5.4).
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from smtpx.auth import Credentials
@@ -30,9 +30,14 @@ from smtpx.errors import CacheClosed, GaveUpWaiting, NoHopAvailable, SMTPXError
 from smtpx.io.resolve import Resolver
 from smtpx.protocol.states import State
 
-__all__ = ["CacheConfig", "CacheKey", "ConnectionCache"]
+__all__ = ["CacheConfig", "CacheKey", "ConnectionCache", "Opener"]
 
 log = logging.getLogger("smtpx.client.cache")
+
+
+# How a new session is opened: (destination, credentials) -> ready client. The default
+# connects over TCP; tests pass one that uses in-memory streams.
+Opener = Callable[[HostPort, Credentials | None], Awaitable[Client]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,10 +85,12 @@ class ConnectionCache:
         client_config: ClientConfig | None = None,
         *,
         resolver: Resolver | None = None,
+        opener: Opener | None = None,
     ) -> None:
         self.config = config or CacheConfig()
         self.client_config = client_config or ClientConfig()
         self.resolver = resolver
+        self._opener = opener or self._connect
         self._pools: dict[CacheKey, _Pool] = {}
         self._open = 0
         self._changed = asyncio.Condition()
@@ -185,7 +192,10 @@ class ConnectionCache:
 
     async def _open_session(self, address: HostPort, credentials: Credentials | None) -> Client:
         async with asyncio.timeout(self.config.open_timeout):
-            return await connect(
+            return await self._opener(address, credentials)
+
+    async def _connect(self, address: HostPort, credentials: Credentials | None) -> Client:
+        return await connect(
                 address.host,
                 address.port,
                 config=self.client_config,
