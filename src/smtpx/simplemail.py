@@ -71,6 +71,7 @@ __all__ = [
     "alternatives",
     "build",
     "custom",
+    "guess_type",
     "html",
     "mixed",
     "of_file",
@@ -98,7 +99,6 @@ HeadersLike: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 _ASCII_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 _UTF8_POLICY = email.policy.SMTPUTF8.clone(cte_type="7bit")
 
-_MULTIPART_SUBTYPES = frozenset({"mixed", "alternative", "related"})
 _DEFAULT_TYPE = "application/octet-stream"
 # mimetypes reports compression as an "encoding" (a.tar.gz is application/x-tar + gzip);
 # the file as a whole is the compressed type.

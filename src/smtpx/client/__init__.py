@@ -8,6 +8,7 @@
         status = await client.send(envelope)
 """
 
+from smtpx.client.bsmtp import bsmtp_bytes, write_bsmtp
 from smtpx.client.cache import CacheConfig, CacheKey, ConnectionCache
 from smtpx.client.config import CertificateCheck, ClientConfig, TlsConfig, TlsMode
 from smtpx.client.session import Client, WireFile, connect
@@ -40,5 +41,7 @@ __all__ = [
     "TlsMode",
     "Unsendable",
     "WireFile",
+    "bsmtp_bytes",
     "connect",
+    "write_bsmtp",
 ]

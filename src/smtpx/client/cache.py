@@ -196,12 +196,12 @@ class ConnectionCache:
 
     async def _connect(self, address: HostPort, credentials: Credentials | None) -> Client:
         return await connect(
-                address.host,
-                address.port,
-                config=self.client_config,
-                credentials=credentials,
-                resolver=self.resolver,
-            )
+            address.host,
+            address.port,
+            config=self.client_config,
+            credentials=credentials,
+            resolver=self.resolver,
+        )
 
     async def _release(self, key: CacheKey, slot: _Slot, failed: bool) -> None:
         pool = self._pools[key]

@@ -12,7 +12,6 @@ write (RFC 2920), so an envelope costs two round trips whatever its recipient co
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterable, Generator, Sequence
@@ -152,8 +151,7 @@ class Client:
         if data:
             self._stream.write(data)
             try:
-                async with asyncio.timeout(timeout or self.config.command_timeout):
-                    await self._stream.drain()
+                await self._stream.drain(timeout or self.config.command_timeout)
             except TimeoutError:
                 raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
             except OSError as exc:
@@ -168,8 +166,7 @@ class Client:
             if conn.state is State.CLOSED:
                 raise ConnectionLost(f"{self.host} closed the connection")
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self._stream.read()
+                data = await self._stream.read(timeout)
             except TimeoutError:
                 raise ReplyTimeout(
                     f"Timeout {timeout}s waiting for a reply from {self.host}"

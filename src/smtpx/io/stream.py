@@ -30,16 +30,20 @@ class Stream(abc.ABC):
     tls: bool = False
 
     @abc.abstractmethod
-    async def read(self) -> bytes:
-        """The bytes that have arrived (waiting for some), or ``b""`` at end of stream."""
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The bytes that have arrived (waiting for some), or ``b""`` at end of stream.
+
+        Raises :class:`TimeoutError` when nothing arrives within ``timeout`` seconds.
+        """
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
         """Queue bytes; call :meth:`drain` to wait until the peer keeps up."""
 
     @abc.abstractmethod
-    async def drain(self) -> None:
-        """Wait until the write buffer is below its high-water mark."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the write buffer is below its high-water mark (TimeoutError after
+        ``timeout`` seconds)."""
 
     @abc.abstractmethod
     async def start_tls(
@@ -163,23 +167,41 @@ class _Protocol(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    async def wait_readable(self) -> None:
+    async def wait_readable(self, timeout: float | None) -> None:
         assert self._read_waiter is None, "only one reader at a time"
         waiter = asyncio.get_running_loop().create_future()
         self._read_waiter = waiter
         try:
-            await waiter
+            await _wait(waiter, timeout)
         finally:
             self._read_waiter = None
 
-    async def wait_writable(self) -> None:
+    async def wait_writable(self, timeout: float | None) -> None:
         if not self._writing_paused:
             return
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection lost")
         waiter = asyncio.get_running_loop().create_future()
         self._drain_waiter = waiter
+        await _wait(waiter, timeout)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """Await ``waiter``, failing with TimeoutError after ``timeout`` seconds. Cheaper than
+    ``asyncio.timeout()`` on this hot path (one timer, no task cancellation)."""
+    if timeout is None:
         await waiter
+        return
+    handle = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
 
 
 class TransportStream(Stream):
@@ -215,22 +237,22 @@ class TransportStream(Stream):
         stream.tls = ssl_context is not None
         return stream
 
-    async def read(self) -> bytes:
+    async def read(self, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         while not protocol.buffer:
             if protocol.eof:
                 return b""
-            await protocol.wait_readable()
+            await protocol.wait_readable(timeout)
         return protocol.take()
 
     def write(self, data: bytes) -> None:
         if data:
             self._transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         if self._protocol.error is not None:
             raise ConnectionResetError(f"connection lost: {self._protocol.error}")
-        await self._protocol.wait_writable()
+        await self._protocol.wait_writable(timeout)
 
     async def start_tls(
         self,
@@ -354,13 +376,13 @@ class MemoryStream(Stream):
         self.on_write: Callable[[bytes], None] | None = None  # a tap, for transcripts
         self._tls_started = asyncio.Event()
 
-    async def read(self) -> bytes:
+    async def read(self, timeout: float | None = None) -> bytes:
         while not self._buffer:
             if self._eof:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await _wait(self._waiter, timeout)
             finally:
                 self._waiter = None
         data = b"".join(self._buffer)
@@ -383,7 +405,7 @@ class MemoryStream(Stream):
                 self.on_write(data)
             self.peer._deliver(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         if self._closed:
             raise ConnectionResetError(f"{self.name}: stream is closed")
         await asyncio.sleep(0)

@@ -189,6 +189,8 @@ class Address:
         """The same mailbox with an A-label domain; raises if the local part is UTF-8."""
         if not self.local_part.isascii():
             raise ParseError(f"{self} has a UTF-8 local part; it cannot be made ASCII")
+        if self.domain.isascii():
+            return self
         return Address(self.local_part, self.ascii_domain)
 
     def path(self) -> str:

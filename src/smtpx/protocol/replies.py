@@ -18,6 +18,7 @@ speaks with the same words and the same status codes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _ENHANCED_PREFIX = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
 
+@functools.lru_cache(maxsize=512)
 def _status(text: str) -> EnhancedStatus:
+    # Few distinct codes exist and EnhancedStatus is immutable: share the instances.
     k, s, d = text.split(".")
     return EnhancedStatus(int(k), int(s), int(d))
 
