@@ -438,3 +438,22 @@ async def test_command_escape_hatch() -> None:
 
     run = await in_memory(Handler(), use)
     assert run.error is None and "C: HELO again.example" in run.lines()
+
+
+def test_runs_on_uvloop() -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the streams must not care."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[bytes]:
+        async with (
+            ScriptedServer(Handler) as server,
+            connect("127.0.0.1", server.port, config=ClientConfig.for_testing()) as client,
+        ):
+            assert (await client.send(ENVELOPE)).ok
+        return server.messages()
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == [BODY]
+    finally:
+        loop.close()

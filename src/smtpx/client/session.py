@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterable, Generator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import IO, Any, TypeAlias
@@ -83,6 +83,22 @@ class WireFile:
 
 
 Body: TypeAlias = bytes | IO[bytes] | os.PathLike[str] | AsyncIterable[bytes] | WireFile
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """An envelope whose commands are out: what its replies and content need."""
+
+    recipients: list[Address]
+    body: Body
+    reset: bool
+    rejected: tuple[tuple[Address, Reply], ...] = ()
+
+
+def _split(item: Envelope | tuple[EnvelopeInfo, Body]) -> tuple[EnvelopeInfo, Body]:
+    if isinstance(item, Envelope):
+        return item.info, item.message
+    return item
 
 
 class Client:
@@ -264,89 +280,155 @@ class Client:
         chunks (all encoded on the way), or a :class:`WireFile` (sent as is). ``size``
         (octets) is announced with SIZE when known; for bytes and files it is found.
         """
+        if not (self.config.pipelining and self._conn.extensions.pipelining):
+            return await self._lockstep(info, body, size)
+        tx = self._begin(info, body, size)
+        if isinstance(tx, Unsendable):
+            return tx
+        await self._flush()
+        status = await self._answers(tx)
+        if status is not None:
+            return status
+        await self._write_content(tx.body)
+        await self._flush(self.config.data_block_timeout)
+        return await self._final(tx)
+
+    async def send_many(
+        self, envelopes: Iterable[Envelope | tuple[EnvelopeInfo, Body]]
+    ) -> AsyncIterator[EnvelopeStatus]:
+        """Send several envelopes, yielding each outcome in order.
+
+        With PIPELINING, each message's content and terminator leave in the same write as
+        the next envelope's MAIL, RCPTs and DATA (RFC 2920 section 3.1 lets the content
+        open a group), so a batch costs one round trip per message instead of two. If the
+        session breaks, the exception comes after the outcomes already known.
+        """
+        if not (self.config.pipelining and self._conn.extensions.pipelining):
+            for item in envelopes:
+                info, body = _split(item)
+                yield await self._lockstep(info, body, None)
+            return
+        pending: _Transaction | None = None  # content and "." queued, final reply unread
+        for item in envelopes:
+            info, body = _split(item)
+            tx = self._begin(info, body, None)
+            if isinstance(tx, Unsendable):
+                if pending is not None:
+                    await self._flush(self.config.data_block_timeout)
+                    yield await self._final(pending)
+                    pending = None
+                yield tx
+                continue
+            await self._flush(self.config.data_block_timeout)
+            if pending is not None:
+                yield await self._final(pending)
+                pending = None
+            status = await self._answers(tx)
+            if status is not None:
+                yield status
+                continue
+            await self._write_content(tx.body)
+            pending = tx
+        if pending is not None:
+            await self._flush(self.config.data_block_timeout)
+            yield await self._final(pending)
+
+    def _begin(self, info: EnvelopeInfo, body: Body, size: int | None) -> _Transaction | Unsendable:
+        """Queue (not send) RSET if a transaction is open, MAIL, every RCPT and DATA."""
         if size is None:
             size = _size_of(body)
         mail, problem = self._mail_command(info, size, body)
         if problem is not None:
             return problem
         assert mail is not None
-        rcpt_params = self._rcpt_params(info)
-        recipients = [self._recipient(r) for r in info.recipients]
-        conn = self._conn
-        # A transaction left open (a refusal mid-envelope) is closed first (RFC 5321 4.1.1.5).
-        reset = conn.state is not State.READY
-        pipelining = self.config.pipelining and conn.extensions.pipelining
-        if pipelining:
-            if reset:
-                self._send(Rset())
-            self._send(mail)
-            for recipient in recipients:
-                self._send(Rcpt(recipient, rcpt_params))
-            self._send(Data())
-            await self._flush()
-            if reset:
-                await self._receive(self.config.command_timeout)
-            return await self._pipelined_replies(info, recipients, body)
+        # A transaction left open by a refusal is closed first (RFC 5321 4.1.1.5). In DATA,
+        # the terminator has been queued: the final reply will end that transaction.
+        reset = self._conn.state not in (State.READY, State.DATA)
         if reset:
-            await self._command(Rset())
-        return await self._lockstep(mail, recipients, rcpt_params, info, body)
+            self._send(Rset())
+        self._send(mail)
+        recipients = [self._recipient(r) for r in info.recipients]
+        rcpt_params = self._rcpt_params(info)
+        for recipient in recipients:
+            self._send(Rcpt(recipient, rcpt_params))
+        self._send(Data())
+        return _Transaction(recipients, body, reset)
 
-    async def _pipelined_replies(
-        self, info: EnvelopeInfo, recipients: Sequence[Address], body: Body
-    ) -> EnvelopeStatus:
+    async def _answers(self, tx: _Transaction) -> EnvelopeStatus | None:
+        """Read the replies to :meth:`_begin`'s commands: the outcome if the envelope
+        failed, or None after a 354 (the content is to be sent)."""
         timeout = self.config.command_timeout
+        if tx.reset:
+            await self._receive(timeout)
         mail_reply = (await self._receive(timeout)).reply
         rejected: list[tuple[Address, Reply]] = []
-        for recipient in recipients:
+        for recipient in tx.recipients:
             reply = (await self._receive(timeout)).reply
             if reply.code >= 300:
                 rejected.append((recipient, reply))
+        tx.rejected = tuple(rejected)
         data_reply = (await self._receive(self.config.data_start_timeout)).reply
-        failed = mail_reply.code >= 300 or len(rejected) == len(recipients)
+        failed = mail_reply.code >= 300 or len(rejected) == len(tx.recipients)
         if data_reply.code == 354 and failed:
             # A server that says 354 with nobody to deliver to: end the content at once.
             self._send(EndOfData())
             await self._flush()
             await self._receive(self.config.final_reply_timeout)
         if mail_reply.code >= 300:
-            return RejectedSender(mail_reply, rejected=tuple(rejected))
-        if len(rejected) == len(recipients):
-            return RejectedAllRecipients(rejected[0][1], rejected=tuple(rejected))
+            return RejectedSender(mail_reply, rejected=tx.rejected)
+        if failed:
+            return RejectedAllRecipients(rejected[0][1], rejected=tx.rejected)
         if data_reply.code != 354:
-            return RejectedSenderAndRecipients(data_reply, rejected=tuple(rejected))
-        return await self._content(body, tuple(rejected))
+            return RejectedSenderAndRecipients(data_reply, rejected=tx.rejected)
+        return None
 
-    async def _lockstep(
-        self,
-        mail: Mail,
-        recipients: Sequence[Address],
-        rcpt_params: RcptParams,
-        info: EnvelopeInfo,
-        body: Body,
-    ) -> EnvelopeStatus:
+    async def _final(self, tx: _Transaction) -> EnvelopeStatus:
+        final = (await self._receive(self.config.final_reply_timeout)).reply
+        self.envelopes_sent += 1
+        if final.code >= 300:
+            return RejectedBody(final, rejected=tx.rejected)
+        return Accepted(final, rejected=tx.rejected)
+
+    async def _lockstep(self, info: EnvelopeInfo, body: Body, size: int | None) -> EnvelopeStatus:
+        """Without PIPELINING: one command, one reply."""
+        if size is None:
+            size = _size_of(body)
+        mail, problem = self._mail_command(info, size, body)
+        if problem is not None:
+            return problem
+        assert mail is not None
+        if self._conn.state is not State.READY:
+            await self._command(Rset())
         reply = await self._command(mail)
         if reply.code >= 300:
             return RejectedSender(reply)
         rejected: list[tuple[Address, Reply]] = []
+        recipients = [self._recipient(r) for r in info.recipients]
+        rcpt_params = self._rcpt_params(info)
         for recipient in recipients:
             reply = await self._command(Rcpt(recipient, rcpt_params))
             if reply.code >= 300:
                 rejected.append((recipient, reply))
+        tx = _Transaction(recipients, body, False, tuple(rejected))
         if len(rejected) == len(recipients):
-            return RejectedAllRecipients(rejected[0][1], rejected=tuple(rejected))
+            return RejectedAllRecipients(rejected[0][1], rejected=tx.rejected)
         reply = await self._command(Data(), self.config.data_start_timeout)
         if reply.code != 354:
-            return RejectedSenderAndRecipients(reply, rejected=tuple(rejected))
-        return await self._content(body, tuple(rejected))
+            return RejectedSenderAndRecipients(reply, rejected=tx.rejected)
+        await self._write_content(body)
+        await self._flush(self.config.data_block_timeout)
+        return await self._final(tx)
 
-    async def _content(
-        self, body: Body, rejected: tuple[tuple[Address, Reply], ...]
-    ) -> EnvelopeStatus:
+    async def _write_content(self, body: Body) -> None:
+        """Queue the content and the terminator; large or streamed content is written out
+        (with backpressure) as it goes, small bytes wait for the next flush."""
         block = self.config.data_block_timeout
         if isinstance(body, bytes):
-            for start in range(0, len(body), _CHUNK):
-                self._send(DataChunk(body[start : start + _CHUNK]))
-                if len(body) > _CHUNK:
+            if len(body) <= _CHUNK:
+                self._send(DataChunk(body))
+            else:
+                for start in range(0, len(body), _CHUNK):
+                    self._send(DataChunk(body[start : start + _CHUNK]))
                     await self._flush(block)
         elif isinstance(body, WireFile):
             await self._flush(block)
@@ -364,12 +446,6 @@ class Client:
         else:
             await self._stream_file(body, block)
         self._send(EndOfData())
-        await self._flush(block)
-        final = (await self._receive(self.config.final_reply_timeout)).reply
-        self.envelopes_sent += 1
-        if final.code >= 300:
-            return RejectedBody(final, rejected=rejected)
-        return Accepted(final, rejected=rejected)
 
     async def _stream_file(self, file: IO[bytes], timeout: float) -> None:
         while chunk := file.read(_CHUNK):

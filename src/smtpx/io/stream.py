@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 __all__ = ["MemoryStream", "Stream", "TransportStream", "memory_pair", "open_stream"]
 
@@ -117,8 +117,8 @@ class _Protocol(asyncio.Protocol):
         self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer.append(data)
@@ -276,9 +276,8 @@ class TransportStream(Stream):
         )
         if transport is None:  # the connection was closed during the handshake
             raise ConnectionResetError("connection closed during the TLS handshake")
-        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._protocol.transport = transport
+        self._protocol.transport = self._transport
         self.tls = True
         return discarded
 

@@ -193,6 +193,12 @@ class Reply:
         return Reply(self.code, tuple(text.split("\n")) if text else ("",), self.enhanced)
 
 
+# Parsed one-line replies by their bytes. Replies are immutable, so parsers share them;
+# the table is small and stops growing when full (a server echoing ids never floods it).
+_SINGLE_LINE: dict[bytes, Reply] = {}
+_SINGLE_LINE_MAX = 1024
+
+
 class ReplyParser:
     """Incremental reply reader: feed bytes, take whole replies out.
 
@@ -242,6 +248,10 @@ class ReplyParser:
             if end + 1 > MAX_REPLY_LINE:
                 raise ParseError(f"reply line longer than {MAX_REPLY_LINE} octets")
             line = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end])
+            if not self._lines and (cached := _SINGLE_LINE.get(line)) is not None:
+                # A one-line reply seen before (servers repeat "250 2.1.5 Ok" endlessly).
+                del buf[: end + 1]
+                return cached
             self._raw += buf[: end + 1]
             del buf[: end + 1]
             code, more, text = _split_reply_line(line)
@@ -254,9 +264,13 @@ class ReplyParser:
             if len(self._lines) > MAX_REPLY_LINES:
                 raise ParseError(f"reply has more than {MAX_REPLY_LINES} lines")
             if not more:
+                single = len(self._lines) == 1
                 lines, self._lines = self._lines, []
                 self._raw.clear()
-                return _make_reply(code, lines)
+                reply = _make_reply(code, lines)
+                if single and len(_SINGLE_LINE) < _SINGLE_LINE_MAX and len(line) < 128:
+                    _SINGLE_LINE[line] = reply
+                return reply
 
     def __iter__(self) -> Iterator[Reply]:
         while (reply := self.next_reply()) is not None:
