@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.interop.conftest import CoreServer
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+BLOCKS: list[str] = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
 def block(containing: str) -> str:
@@ -34,7 +34,7 @@ def test_the_five_line_send_example_sends() -> None:
 
 def test_the_protocol_core_example_runs() -> None:
     namespace: dict[str, object] = {}
-    exec(block("conn.receive_data(b\"EHLO client.example"), namespace)
+    exec(block('conn.receive_data(b"EHLO client.example'), namespace)
     assert "conn" in namespace
 
 
