@@ -17,7 +17,14 @@ import ssl
 from collections.abc import Callable
 from typing import IO, Any, cast
 
-__all__ = ["MemoryStream", "Stream", "TransportStream", "memory_pair", "open_stream"]
+__all__ = [
+    "MemoryStream",
+    "Stream",
+    "TransportStream",
+    "memory_pair",
+    "open_stream",
+    "server_protocol_factory",
+]
 
 # Stop reading from the socket when this much has arrived unread (the session is busy,
 # say waiting on a plugin): a client cannot make us buffer without bound.
@@ -81,6 +88,11 @@ class Stream(abc.ABC):
     @property
     @abc.abstractmethod
     def is_closing(self) -> bool: ...
+
+    @abc.abstractmethod
+    def interrupt(self, exc: BaseException) -> None:
+        """Make a :meth:`read` that is waiting raise ``exc`` (a server shutting down wakes
+        its idle sessions this way); without a waiting read, nothing happens."""
 
     @property
     @abc.abstractmethod
@@ -299,6 +311,11 @@ class TransportStream(Stream):
     def abort(self) -> None:
         self._transport.abort()
 
+    def interrupt(self, exc: BaseException) -> None:
+        waiter = self._protocol._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
     @property
     def has_input(self) -> bool:
         return bool(self._protocol.buffer) or self._protocol.eof
@@ -341,16 +358,26 @@ async def open_stream(
     )
 
 
-def protocol_factory() -> _Protocol:
-    """For servers: ``loop.create_server(protocol_factory, ...)``; wrap each connection
-    with :func:`stream_for`."""
-    return _Protocol()
+class _ServerProtocol(_Protocol):
+    def __init__(self, on_stream: Callable[[TransportStream], None], tls: bool) -> None:
+        super().__init__()
+        self._on_stream = on_stream
+        self._tls = tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        stream = TransportStream(self.transport, self)
+        stream.tls = self._tls
+        self._on_stream(stream)
 
 
-def stream_for(protocol: asyncio.BaseProtocol) -> TransportStream:
-    assert isinstance(protocol, _Protocol)
-    assert protocol.transport is not None
-    return TransportStream(protocol.transport, protocol)
+def server_protocol_factory(
+    on_stream: Callable[[TransportStream], None], *, tls: bool = False
+) -> Callable[[], asyncio.Protocol]:
+    """For ``loop.create_server``: each accepted connection is handed to ``on_stream`` as a
+    :class:`TransportStream` (``tls`` for implicit-TLS listeners)."""
+    return lambda: _ServerProtocol(on_stream, tls)
 
 
 # ---------------------------------------------------------------------------------------
@@ -445,6 +472,10 @@ class MemoryStream(Stream):
     @property
     def has_input(self) -> bool:
         return bool(self._buffer) or self._eof
+
+    def interrupt(self, exc: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
 
     def peername(self) -> tuple[str, int] | None:
         return ("127.0.0.1", 25)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from smtpx.errors import RemoteProtocolError
-from smtpx.io.stream import Stream, TransportStream, protocol_factory, stream_for
+from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
 from smtpx.protocol.commands import StartTls
 from smtpx.protocol.connection import Limits, ServerConnection
 from smtpx.protocol.events import NEED_DATA, PAUSED, ConnectionClosed
@@ -101,7 +101,7 @@ class ScriptedServer:
     async def __aenter__(self) -> ScriptedServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._connection,
+            server_protocol_factory(self._on_stream, tls=self.implicit_tls),
             "127.0.0.1",
             0,
             ssl=self.tls_context if self.implicit_tls else None,
@@ -109,24 +109,14 @@ class ScriptedServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    def _connection(self) -> asyncio.Protocol:
-        protocol = protocol_factory()
-        original = protocol.connection_made
-
-        def made(transport: asyncio.BaseTransport) -> None:
-            original(transport)
-            stream: TransportStream = stream_for(protocol)
-            stream.tls = self.implicit_tls
-            handler = self.handler_factory()
-            self.handlers.append(handler)
-            task = asyncio.get_running_loop().create_task(
-                serve_stream(stream, handler, limits=self.limits, tls_context=self.tls_context)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        protocol.connection_made = made  # type: ignore[method-assign]
-        return protocol
+    def _on_stream(self, stream: TransportStream) -> None:
+        handler = self.handler_factory()
+        self.handlers.append(handler)
+        task = asyncio.get_running_loop().create_task(
+            serve_stream(stream, handler, limits=self.limits, tls_context=self.tls_context)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None

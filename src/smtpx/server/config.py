@@ -1,0 +1,102 @@
+"""Server configuration: listeners, TLS, limits, timeouts."""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from smtpx.io.tls import server_context
+from smtpx.protocol.data import BareNewlines
+
+__all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    """One listening socket.
+
+    ``host`` is an address ("0.0.0.0" or "::" for every interface, "127.0.0.1", "::1", a
+    given IP); ``port`` 0 lets the OS choose (see :attr:`Server.ports`). ``implicit_tls``
+    makes it an SMTPS listener (TLS from the first byte, port 465, RFC 8314).
+    ``max_sessions`` caps concurrent sessions: one more gets ``421 4.7.0`` and is closed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    implicit_tls: bool = False
+    max_sessions: int | None = 1000
+    name: str = ""
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.name or f"{host}:{self.port}{' (tls)' if self.implicit_tls else ''}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerTls:
+    """The server's certificate; enables STARTTLS (and implicit-TLS listeners)."""
+
+    cert_file: str
+    key_file: str | None = None
+    ca_file: str | None = None
+    min_version: str | None = None
+    ciphers: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        return server_context(
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            ca_file=self.ca_file,
+            min_version=self.min_version,
+            ciphers=self.ciphers,
+        )
+
+
+class MalformedMessages(enum.Enum):
+    """What to do with content that is not an RFC 5322 message (F26)."""
+
+    REJECT = "reject"  # 550 5.6.0
+    WRAP = "wrap"  # accept it wrapped as text/plain, with an X-Smtpx-Parse-Error header
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """How the server behaves. Limits cite their RFC; timeouts are seconds.
+
+    * ``max_message_size``: advertised with SIZE and enforced while reading (RFC 1870).
+    * ``max_recipients``: per transaction; more get ``452 4.5.3`` (RFC 5321 4.5.3.1.10).
+    * ``max_errors``: refused commands per session before ``421`` and a hang-up.
+    * ``max_auth_failures``: failed AUTH attempts per session before ``421``.
+    * ``auth_without_tls``: offer AUTH on a plaintext connection (RFC 4954 section 4 says
+      a server SHOULD NOT accept plaintext passwords without TLS).
+    * ``command_timeout`` / ``data_timeout``: waiting for a command / for content
+      (RFC 5321 4.5.3.2.7 asks servers to wait at least 5 and 3 minutes).
+    * ``close_timeout``: once :meth:`Server.close` has begun, how long a session may
+      still take to finish its transaction.
+    """
+
+    listeners: Sequence[Listener] = (Listener(),)
+    hostname: str | None = None  # default: the plugin's hostname
+    tls: ServerTls | None = None
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False)
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 1000
+    max_errors: int = 20
+    max_auth_failures: int = 3
+    max_command_line: int = 2048
+    max_text_line: int | None = 1000
+    bare_newlines: BareNewlines = BareNewlines.REJECT
+    malformed: MalformedMessages = MalformedMessages.REJECT
+    require_helo: bool = False
+    auth_without_tls: bool = False
+    dsn: bool = False  # advertise DSN (the plugin then honours NOTIFY/RET/ENVID/ORCPT)
+    command_timeout: float = 300.0
+    data_timeout: float = 300.0
+    close_timeout: float = 10.0
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_context is not None:
+            return self.tls_context
+        return None if self.tls is None else self.tls.context()

@@ -1,0 +1,174 @@
+"""Server plugins: typed async hooks with a do-nothing base class.
+
+Subclass :class:`Plugin` and override what you need::
+
+    class Relay(Plugin):
+        async def rcpt_to(self, session, transaction, recipient, params):
+            if recipient.domain.lower() not in LOCAL_DOMAINS and not session.authenticated:
+                raise Reject(replies.relay_denied())
+
+        async def process(self, session, transaction, envelope):
+            queue_id = await spool.add(envelope)      # durable before the 250
+            return f"Ok: queued as {queue_id}"
+
+A hook refuses by raising :class:`Reject` with the reply to send. Any other exception is
+logged and answered with ``451 4.3.0`` (the client will retry); it never ends the server.
+After a refused or failed ``connect`` or ``helo``, the session ends; after any other
+hook, it goes on. ``disconnect`` is called exactly once for every session that
+``connect`` let in.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from smtpx.auth import LoginServer, PlainServer, ServerMechanism
+from smtpx.envelope import Envelope, EnvelopeId
+from smtpx.errors import SMTPXError
+from smtpx.protocol.addresses import Address, Sender
+from smtpx.protocol.params import MailParams, RcptParams
+from smtpx.protocol.replies import Reply
+
+__all__ = [
+    "Offer",
+    "Plugin",
+    "Reject",
+    "Session",
+    "Transaction",
+    "password_mechanisms",
+]
+
+
+class Reject(SMTPXError):
+    """Raised by a plugin hook to answer with ``reply`` instead of going on."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(eq=False)
+class Session:
+    """One client connection, as the server sees it. Plugins may keep their own state in
+    ``data``."""
+
+    id: str
+    local: tuple[str, int] | None
+    remote: tuple[str, int] | None
+    listener: str = ""
+    helo: str | None = None
+    esmtp: bool = False
+    tls: bool = False
+    tls_version: str | None = None
+    authenticated: bool = False
+    user: str | None = None  # who authenticated (set by the mechanism's on_success)
+    data: dict[str, object] = field(default_factory=dict)
+
+    def login(self, user: str) -> Session:
+        """Record a successful authentication (an ``on_success`` for server mechanisms)."""
+        self.authenticated = True
+        self.user = user
+        return self
+
+    @property
+    def remote_ip(self) -> str | None:
+        return None if self.remote is None else self.remote[0]
+
+
+@dataclass(eq=False)
+class Transaction:
+    """The mail transaction being built (MAIL FROM to the end of the data)."""
+
+    id: EnvelopeId
+    sender: Sender
+    params: MailParams
+    recipients: list[Address] = field(default_factory=list)
+    recipient_params: list[RcptParams] = field(default_factory=list)
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a session is offered in the EHLO reply, beyond the server's own extensions.
+
+    ``starttls`` only counts when the server has a TLS certificate; ``auth`` lists the
+    SASL mechanisms (their order is the order advertised).
+    """
+
+    starttls: bool = True
+    auth: Sequence[ServerMechanism[Session]] = ()
+
+
+PasswordCheck = Callable[[Session, str, str], "bool | Awaitable[bool]"]
+
+
+def password_mechanisms(check: PasswordCheck) -> list[ServerMechanism[Session]]:
+    """PLAIN and LOGIN over one ``check(session, username, password)``; a successful
+    login is recorded on the session (``session.user``). PLAIN's authorization identity
+    is refused unless it is the username itself."""
+
+    async def plain(
+        session: Session, username: str, password: str, on_behalf_of: str | None
+    ) -> bool:
+        if on_behalf_of is not None and on_behalf_of != username:
+            return False
+        result = check(session, username, password)
+        return bool(await result) if not isinstance(result, bool) else result
+
+    async def login(session: Session, username: str, password: str) -> bool:
+        result = check(session, username, password)
+        return bool(await result) if not isinstance(result, bool) else result
+
+    return [
+        PlainServer(plain, on_success=Session.login),
+        LoginServer(login, on_success=Session.login),
+    ]
+
+
+class Plugin:
+    """The do-nothing plugin: every hook accepts. Override hooks to decide."""
+
+    hostname: str = socket.getfqdn()
+
+    # -- session ---------------------------------------------------------------------
+
+    async def connect(self, session: Session) -> None:
+        """A client connected (raise :class:`Reject` to turn it away with that reply)."""
+
+    def greeting(self, session: Session) -> str:
+        """The text of the 220 greeting (after the host name)."""
+        return "ESMTP smtpx"
+
+    async def helo(self, session: Session, name: str) -> None:
+        """HELO or EHLO ``name`` (``session.esmtp`` tells which)."""
+
+    def extensions(self, session: Session) -> Offer:
+        """What to offer now: STARTTLS and AUTH mechanisms (asked at every EHLO)."""
+        return Offer()
+
+    async def disconnect(self, session: Session) -> None:
+        """The session ended (always called once; errors here are only logged)."""
+
+    # -- envelope ----------------------------------------------------------------------
+
+    async def mail_from(self, session: Session, transaction: Transaction) -> None:
+        """MAIL FROM (``transaction.sender`` and ``.params`` are set)."""
+
+    async def rcpt_to(
+        self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
+    ) -> None:
+        """RCPT TO; on success the recipient is added to the transaction."""
+
+    async def accept_data(self, session: Session, transaction: Transaction) -> None:
+        """DATA (or the first BDAT), before the server takes the content."""
+
+    async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
+        """The whole message arrived. Return the text of the ``250`` reply once the
+        message is safe (spooled, relayed...).
+
+        The default refuses (``554 5.3.3``): a server must never say 250 for mail it
+        drops. A plugin that really wants to discard says so by overriding this.
+        """
+        raise Reject(Reply.of(554, "Message processing not implemented", "5.3.3"))

@@ -1,0 +1,176 @@
+"""The SMTP server: listeners, sessions, graceful close.
+
+::
+
+    server = Server(MyPlugin(), ServerConfig(listeners=[Listener(host="127.0.0.1", port=2525)]))
+    async with server:
+        print(server.ports)
+        await server.serve_forever()
+
+Each accepted connection becomes a :class:`~smtpx.server.session.SessionRunner` task. A
+listener at its ``max_sessions`` answers one more connection with ``421 4.7.0`` and closes
+it. :meth:`Server.close` stops listening, ends the sessions that wait for a command, lets
+the others finish their transaction for ``close_timeout`` seconds, then ends the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import ssl
+from collections import Counter
+
+from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
+from smtpx.protocol import replies
+from smtpx.protocol.connection import Limits
+from smtpx.server.config import Listener, ServerConfig
+from smtpx.server.events import EnvelopeReceived, EventBus
+from smtpx.server.plugin import Plugin
+from smtpx.server.session import SessionRunner
+
+__all__ = ["Server"]
+
+log = logging.getLogger("smtpx.server")
+
+
+class Server:
+    """An SMTP server running ``plugin``; an async context manager (start, then close)."""
+
+    def __init__(self, plugin: Plugin, config: ServerConfig | None = None) -> None:
+        self.plugin = plugin
+        self.config = config or ServerConfig()
+        self.limits = Limits(
+            max_command_line=self.config.max_command_line,
+            max_text_line=self.config.max_text_line,
+            max_message_size=self.config.max_message_size,
+            max_recipients=self.config.max_recipients,
+            bare_newlines=self.config.bare_newlines,
+            require_helo=self.config.require_helo,
+        )
+        self.tls_context: ssl.SSLContext | None = self.config.ssl_context()
+        self.events: EventBus[EnvelopeReceived] = EventBus()
+        self.stats: Counter[str] = Counter()
+        self.closing = False
+        self._servers: list[tuple[Listener, asyncio.Server]] = []
+        self._runners: dict[asyncio.Task[None], SessionRunner] = {}
+        self._per_listener: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}"
+
+    def new_session_id(self) -> str:
+        return f"{self._id_prefix}.{next(self._ids)}"
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.config.listeners:
+            if listener.implicit_tls and self.tls_context is None:
+                raise ValueError(
+                    f"listener {listener} wants implicit TLS but no certificate is set"
+                )
+            server = await loop.create_server(
+                server_protocol_factory(
+                    functools.partial(self._accept, listener=listener),
+                    tls=listener.implicit_tls,
+                ),
+                listener.host,
+                listener.port,
+                ssl=self.tls_context if listener.implicit_tls else None,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append((listener, server))
+            log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound port of each listener, in configuration order (port 0 resolved)."""
+        return [int(server.sockets[0].getsockname()[1]) for _, server in self._servers]
+
+    @property
+    def sessions(self) -> int:
+        return len(self._runners)
+
+    async def serve_forever(self) -> None:
+        await asyncio.gather(*(server.serve_forever() for _, server in self._servers))
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting, end idle sessions with ``421``, give the busy ones up to
+        ``timeout`` (default ``config.close_timeout``) to finish, then end them.
+
+        Returns False if sessions had to be cut off.
+        """
+        self.closing = True
+        for _, server in self._servers:
+            server.close()
+        for runner in list(self._runners.values()):
+            runner.interrupt()
+        tasks = list(self._runners)
+        clean = True
+        if tasks:
+            _, pending = await asyncio.wait(
+                tasks, timeout=self.config.close_timeout if timeout is None else timeout
+            )
+            if pending:
+                clean = False
+                log.warning("close: cutting off %d sessions still busy", len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        return clean
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def serve_stream(self, stream: Stream, listener: str = "stream") -> None:
+        """Run one session over any stream (an in-memory one in tests, say) until it
+        ends. Listener limits do not apply."""
+        runner = SessionRunner(self, stream, listener)
+        task = asyncio.current_task()
+        assert task is not None
+        self._runners[task] = runner
+        try:
+            await runner.run()
+        finally:
+            self._runners.pop(task, None)
+
+    def _accept(self, stream: TransportStream, *, listener: Listener) -> None:
+        key = str(listener)
+        limit = listener.max_sessions
+        if self.closing or (limit is not None and self._per_listener[key] >= limit):
+            reply = replies.shutting_down() if self.closing else replies.too_many_connections()
+            stream.write(reply.to_bytes())
+            stream.close()
+            self.stats["refused_connections"] += 1
+            return
+        self._per_listener[key] += 1
+        runner = SessionRunner(self, stream, key)
+        task = asyncio.get_running_loop().create_task(runner.run())
+        self._runners[task] = runner
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._runners.pop(task, None)
+            self._per_listener[key] -= 1
+            if not task.cancelled() and task.exception() is not None:
+                log.error("session task failed", exc_info=task.exception())
+
+        task.add_done_callback(done)
+
+
+def _where(sock: object) -> str:
+    name = sock.getsockname()  # type: ignore[attr-defined]
+    return f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}"

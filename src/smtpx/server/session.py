@@ -1,0 +1,498 @@
+"""One server session: the loop that drives a ServerConnection over a stream and calls the
+plugin's hooks.
+
+The protocol core decides everything about syntax, sequence and limits (it raises
+``RemoteProtocolError`` with the reply to send); this loop adds the I/O (timeouts,
+STARTTLS, flushing replies once per batch of pipelined commands), the plugin hooks, AUTH,
+message assembly and the error budget.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import logging
+import re
+import time
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+from smtpx.auth import run_server_mechanism
+from smtpx.envelope import Envelope, EnvelopeId, EnvelopeInfo
+from smtpx.errors import RemoteProtocolError
+from smtpx.io.stream import Stream
+from smtpx.protocol import replies
+from smtpx.protocol.commands import (
+    Auth,
+    Bdat,
+    Command,
+    Data,
+    Ehlo,
+    Expn,
+    Helo,
+    Help,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from smtpx.protocol.connection import ServerConnection
+from smtpx.protocol.events import (
+    NEED_DATA,
+    AuthResponse,
+    ConnectionClosed,
+    DataChunk,
+    EndOfChunk,
+    EndOfData,
+)
+from smtpx.protocol.extensions import Extensions
+from smtpx.protocol.replies import Reply
+from smtpx.protocol.states import State
+from smtpx.server.config import MalformedMessages, ServerConfig
+from smtpx.server.events import EnvelopeReceived
+from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction
+
+if TYPE_CHECKING:
+    from smtpx.auth import ServerMechanism
+    from smtpx.server.server import Server
+
+__all__ = ["SessionRunner"]
+
+log = logging.getLogger("smtpx.server")
+
+# A header field, or the continuation of one (RFC 5322 2.2 and 2.2.3).
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|[ \t]")
+
+
+class _Closing(Exception):
+    """The server is shutting down: a session waiting for a command ends now."""
+
+
+class _Hangup(Exception):
+    """End the session (its last reply, if any, has been queued)."""
+
+
+class SessionRunner:
+    """Runs one session; :meth:`run` returns when it is over."""
+
+    def __init__(self, server: Server, stream: Stream, listener: str) -> None:
+        self.server = server
+        self.plugin: Plugin = server.plugin
+        self.config: ServerConfig = server.config
+        self.stream = stream
+        self.conn = ServerConnection(server.limits)
+        self.session = Session(
+            id=server.new_session_id(),
+            local=stream.sockname(),
+            remote=stream.peername(),
+            listener=listener,
+            tls=stream.tls,
+            tls_version=stream.tls_version(),
+        )
+        self.transaction: Transaction | None = None
+        self.chunks: list[bytes] = []
+        self.chunk_error: Reply | None = None
+        self.errors = 0
+        self.auth_failures = 0
+        self.waiting_for_command = False
+        self._mechanisms: dict[str, ServerMechanism[Session]] = {}
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        session = self.session
+        try:
+            try:
+                await self.plugin.connect(session)
+            except Reject as reject:
+                self._write(reject.reply)
+                return
+            except Exception:
+                log.exception("plugin connect failed (session %s)", session.id)
+                self._write(replies.service_unavailable())
+                return
+            self.server.stats["sessions"] += 1
+            try:
+                self.conn.send(
+                    replies.service_ready(self._hostname(), self.plugin.greeting(session))
+                )
+                await self._loop()
+            finally:
+                try:
+                    await self.plugin.disconnect(session)
+                except Exception:
+                    log.exception("plugin disconnect failed (session %s)", session.id)
+        except (ConnectionError, OSError) as exc:
+            log.debug("session %s: connection lost: %s", session.id, exc)
+        finally:
+            self.stream.close()
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as error:
+                if self._count_error():
+                    return
+                conn.send(error.reply)
+                continue
+            if event is NEED_DATA:
+                if not await self._read():
+                    return
+                continue
+            if isinstance(event, ConnectionClosed):
+                self._flush()
+                return
+            try:
+                await self._dispatch(event)
+            except _Hangup:
+                self._flush()
+                return
+
+    def _count_error(self) -> bool:
+        """Count a refused command; True when the budget is spent (421 queued)."""
+        self.errors += 1
+        if self.errors >= self.config.max_errors:
+            self.conn.send(replies.too_many_errors())
+            self._flush()
+            return True
+        return False
+
+    async def _read(self) -> bool:
+        """Flush the replies, wait for more input; False when the session must end."""
+        self._flush()
+        conn = self.conn
+        if conn.state is State.CLOSED:
+            return False
+        in_data = conn.state is State.DATA or bool(self.chunks)
+        idle = conn.state is State.READY
+        if self.server.closing and idle:
+            self._say_closing()
+            return False
+        timeout = self.config.data_timeout if in_data else self.config.command_timeout
+        if self.server.closing:
+            timeout = min(timeout, self.config.close_timeout)
+        self.waiting_for_command = idle
+        try:
+            data = await self.stream.read(timeout)
+        except TimeoutError:
+            conn.send(replies.data_timeout() if in_data else replies.command_timeout())
+            self._flush()
+            return False
+        except _Closing:
+            self._say_closing()
+            return False
+        finally:
+            self.waiting_for_command = False
+        conn.receive_data(data)
+        return True
+
+    def interrupt(self) -> None:
+        """The server is closing: end now if waiting for a command between transactions."""
+        if self.waiting_for_command:
+            self.stream.interrupt(_Closing())
+
+    def _say_closing(self) -> None:
+        if self.conn.state is not State.CLOSED:
+            self.conn.send(replies.shutting_down())
+            self._flush()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.stream.is_closing:
+            self.stream.write(data)
+
+    def _write(self, reply: Reply) -> None:
+        if not self.stream.is_closing:
+            self.stream.write(reply.to_bytes())
+
+    def _hostname(self) -> str:
+        return self.config.hostname or self.plugin.hostname
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _dispatch(self, event: object) -> None:
+        # Ordered by how often each comes.
+        if isinstance(event, DataChunk):
+            if self.chunk_error is None:
+                self.chunks.append(event.data)
+            return
+        if isinstance(event, Mail):
+            await self._mail(event)
+        elif isinstance(event, Rcpt):
+            await self._rcpt(event)
+        elif isinstance(event, Data):
+            await self._data()
+        elif isinstance(event, EndOfData):
+            await self._message()
+        elif isinstance(event, Bdat):
+            await self._bdat()
+        elif isinstance(event, EndOfChunk):
+            await self._end_of_chunk(event.last)
+        elif isinstance(event, Rset):
+            self._end_transaction()
+            self.conn.send(replies.ok())
+        elif isinstance(event, (Ehlo, Helo)):
+            await self._helo(event)
+        elif isinstance(event, Quit):
+            self.conn.send(replies.closing())
+            raise _Hangup
+        elif isinstance(event, Noop):
+            self.conn.send(replies.ok())
+        elif isinstance(event, StartTls):
+            await self._starttls()
+        elif isinstance(event, Auth):
+            await self._auth(event)
+        elif isinstance(event, Vrfy):
+            self.conn.send(replies.cannot_verify())
+        elif isinstance(event, Expn):
+            self.conn.send(replies.not_implemented("EXPN"))
+        elif isinstance(event, Help):
+            self.conn.send(replies.help_text())
+        elif isinstance(event, Command):  # pragma: no cover - every verb is handled above
+            self.conn.send(replies.command_unrecognized(event.verb))
+
+    async def _hook_failed(self, hook: str, exc: BaseException) -> Reply:
+        if isinstance(exc, Reject):
+            log.info("session %s: plugin %s refused: %s", self.session.id, hook, exc.reply)
+            return exc.reply
+        log.error("session %s: plugin %s failed", self.session.id, hook, exc_info=exc)
+        self.server.stats["plugin_errors"] += 1
+        return replies.local_error()
+
+    async def _helo(self, command: Ehlo | Helo) -> None:
+        session = self.session
+        session.helo = command.domain
+        session.esmtp = isinstance(command, Ehlo)
+        try:
+            await self.plugin.helo(session, command.domain)
+        except Exception as exc:
+            # A refused or failed HELO ends the session (F38).
+            self.conn.send(await self._hook_failed("helo", exc))
+            raise _Hangup from None
+        self._end_transaction()
+        if isinstance(command, Helo):
+            self.conn.send(replies.helo_ok(self._hostname()))
+            return
+        self.conn.send(
+            replies.ehlo_ok(self._hostname(), f"greets {command.domain}", self._extensions())
+        )
+
+    def _extensions(self) -> list[str]:
+        session, config = self.session, self.config
+        try:
+            offer = self.plugin.extensions(session)
+        except Exception:
+            log.exception("plugin extensions failed (session %s)", session.id)
+            offer = Offer(starttls=False)
+        starttls = offer.starttls and not session.tls and self.server.tls_context is not None
+        auth_ok = session.tls or config.auth_without_tls
+        self._mechanisms = (
+            {m.mechanism.upper(): m for m in offer.auth}
+            if auth_ok and not session.authenticated
+            else {}
+        )
+        return Extensions(
+            pipelining=True,
+            size=config.max_message_size,
+            eightbitmime=True,
+            smtputf8=True,
+            enhancedstatuscodes=True,
+            chunking=True,
+            dsn=config.dsn,
+            starttls=starttls,
+            auth=tuple(self._mechanisms),
+        ).to_lines()
+
+    def _end_transaction(self) -> None:
+        self.transaction = None
+        self.chunks = []
+        self.chunk_error = None
+
+    async def _mail(self, command: Mail) -> None:
+        transaction = Transaction(
+            id=EnvelopeId.create(), sender=command.sender, params=command.params
+        )
+        try:
+            await self.plugin.mail_from(self.session, transaction)
+        except Exception as exc:
+            self.conn.send(await self._hook_failed("mail_from", exc))
+            return
+        self.transaction = transaction
+        self.conn.send(replies.sender_ok())
+
+    async def _rcpt(self, command: Rcpt) -> None:
+        transaction = self.transaction
+        assert transaction is not None  # the core allows RCPT only after MAIL
+        try:
+            await self.plugin.rcpt_to(self.session, transaction, command.recipient, command.params)
+        except Exception as exc:
+            self.conn.send(await self._hook_failed("rcpt_to", exc))
+            return
+        transaction.recipients.append(command.recipient)
+        transaction.recipient_params.append(command.params)
+        self.conn.send(replies.recipient_ok())
+
+    async def _accept_data(self) -> Reply | None:
+        assert self.transaction is not None
+        try:
+            await self.plugin.accept_data(self.session, self.transaction)
+        except Exception as exc:
+            return await self._hook_failed("accept_data", exc)
+        return None
+
+    async def _data(self) -> None:
+        refusal = await self._accept_data()
+        if refusal is not None:
+            self.conn.send(refusal)
+            return
+        self.chunks = []
+        self.conn.send(replies.start_mail_input())
+
+    async def _bdat(self) -> None:
+        # The first chunk of a transaction asks the plugin, as DATA does; a refusal is sent
+        # once the chunk has been read (the core reads it whatever the answer).
+        if self.transaction is not None and not self.chunks and self.chunk_error is None:
+            self.chunk_error = await self._accept_data()
+
+    async def _end_of_chunk(self, last: bool) -> None:
+        if self.chunk_error is not None:
+            self.conn.send(self.chunk_error)
+            return
+        if not last:
+            self.conn.send(replies.chunk_ok(sum(map(len, self.chunks))))
+            return
+        await self._message()
+
+    async def _message(self) -> None:
+        transaction = self.transaction
+        assert transaction is not None
+        data = b"".join(self.chunks)
+        self.chunks = []
+        self.transaction = None
+        problem = _malformed(data)
+        if problem is not None:
+            if self.config.malformed is MalformedMessages.REJECT:
+                self.conn.send(Reply.of(550, f"Not an RFC 5322 message: {problem}", "5.6.0"))
+                return
+            data = _wrap(data, problem)
+        info = EnvelopeInfo(
+            sender=transaction.sender,
+            sender_args=transaction.params,
+            recipients=tuple(transaction.recipients),
+            id=transaction.id,
+        )
+        envelope = Envelope(info=info, message=data)
+        self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, len(data)))
+        try:
+            text = await self.plugin.process(self.session, transaction, envelope)
+        except Exception as exc:
+            self.conn.send(await self._hook_failed("process", exc))
+            return
+        self.server.stats["messages"] += 1
+        self.conn.send(replies.ok(text))
+
+    # -- STARTTLS and AUTH ------------------------------------------------------------------
+
+    async def _starttls(self) -> None:
+        context = self.server.tls_context
+        session = self.session
+        if context is None:
+            self.conn.send(replies.tls_not_available())
+            return
+        self.conn.send(replies.ready_to_start_tls())
+        self._flush()
+        try:
+            await self.stream.start_tls(
+                context, server_side=True, timeout=self.config.command_timeout
+            )
+        except (OSError, ValueError, TimeoutError) as exc:
+            log.info("session %s: TLS handshake failed: %s", session.id, exc)
+            self.server.stats["tls_failures"] += 1
+            raise _Hangup from None
+        self.server.stats["tls_sessions"] += 1
+        session.tls = True
+        session.tls_version = self.stream.tls_version()
+        session.helo = None
+        session.esmtp = False
+        session.authenticated = False
+        session.user = None
+        self._mechanisms = {}
+        self._end_transaction()
+
+    async def _auth(self, command: Auth) -> None:
+        mechanism = self._mechanisms.get(command.mechanism)
+        if mechanism is None:
+            self.conn.send(replies.unrecognized_auth_mechanism(command.mechanism))
+            return
+
+        async def exchange(reply: Reply) -> AuthResponse:
+            self.conn.send(reply)
+            while True:
+                try:
+                    event = self.conn.next_event()
+                except RemoteProtocolError as error:
+                    # A line the core refused (too long, not ASCII) ends the exchange; its
+                    # reply is owed, and the AUTH counts as failed.
+                    self.conn.send(error.reply)
+                    raise _AuthAborted from None
+                if isinstance(event, AuthResponse):
+                    return event
+                if isinstance(event, ConnectionClosed):
+                    raise ConnectionResetError("client left during AUTH")
+                if not await self._read():
+                    raise _Hangup
+
+        try:
+            _, reply = await run_server_mechanism(
+                mechanism,
+                session=self.session,
+                initial_response=command.initial_response,
+                exchange=exchange,
+                log=log,
+            )
+        except _AuthAborted:
+            reply = None
+        if reply is not None:
+            self.conn.send(reply)
+        if reply is not None and reply.code == 235:
+            self.session.authenticated = True
+            self._mechanisms = {}
+            self.server.stats["auth_successes"] += 1
+            return
+        self.server.stats["auth_failures"] += 1
+        self.auth_failures += 1
+        if self.auth_failures >= self.config.max_auth_failures:
+            self.conn.send(replies.too_many_errors())
+            raise _Hangup
+
+
+class _AuthAborted(Exception):
+    pass
+
+
+def _malformed(data: bytes) -> str | None:
+    """Why ``data`` is not an RFC 5322 message, or None. Only the header section is
+    checked: each line up to the first empty one must be a field or a continuation."""
+    end = data.find(b"\r\n\r\n")
+    header = data if end < 0 else data[:end]
+    if not header:
+        return None
+    for line in header.split(b"\r\n"):
+        if not _FIELD.match(line):
+            shown = line[:40].decode("ascii", "replace")
+            return f"bad header line {shown!r}"
+    if header[:1] in (b" ", b"\t"):
+        return "the message starts with a continuation line"
+    return None
+
+
+def _wrap(data: bytes, problem: str) -> bytes:
+    """The raw content as a text/plain message that says what was wrong (F26 ``Wrap``)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["X-Smtpx-Parse-Error"] = problem
+    message.set_content(data, maintype="text", subtype="plain")
+    return message.as_bytes()
