@@ -72,6 +72,12 @@ class Subscription(Generic[T]):
     def close(self) -> None:
         self._bus._subscribers.discard(self.queue)
 
+    def __enter__(self) -> Subscription[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     async def __aenter__(self) -> Subscription[T]:
         return self
 
