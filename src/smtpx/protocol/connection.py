@@ -126,8 +126,12 @@ class ServerConnection:
     content read in it).
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, assume: Extensions | None = None) -> None:
+        """``assume``: check MAIL/RCPT parameters against these extensions whatever the
+        client said (HELO, or no greeting at all). For reading BSMTP files, where no
+        server ever advertised anything."""
         self.limits = limits if limits is not None else Limits()
+        self._assume = assume
         self.state = State.GREETING
         self.helo: Helo | Ehlo | None = None
         self.extensions = _NO_EXTENSIONS
@@ -318,8 +322,15 @@ class ServerConnection:
             return None
         return None
 
+    def _in_effect(self) -> Extensions | None:
+        """The extensions MAIL and RCPT parameters are checked against."""
+        if self._assume is not None:
+            return self._assume
+        return self.extensions if isinstance(self.helo, Ehlo) else None
+
     def _unadvertised(self, keyword: str) -> Reply | None:
-        if isinstance(self.helo, Ehlo) and self.extensions.supports(keyword):
+        ext = self._in_effect()
+        if ext is not None and ext.supports(keyword):
             return None
         return replies.parameters_not_recognized(
             f"{keyword} parameter not recognized (not an advertised extension)"
@@ -327,7 +338,7 @@ class ServerConnection:
 
     def _check_mail(self, command: Mail) -> Reply | None:
         params = command.params
-        ext = self.extensions
+        ext = self._in_effect() or _NO_EXTENSIONS
         for keyword in params.keywords():
             needs = _PARAM_EXTENSION.get(keyword, keyword)
             if (problem := self._unadvertised(needs)) is not None:
@@ -362,7 +373,8 @@ class ServerConnection:
         self._chunk_error = None
         self._chunk_command = command
         problem: Reply | None = None
-        if not (isinstance(self.helo, Ehlo) and self.extensions.chunking):
+        in_effect = self._in_effect()
+        if in_effect is None or not in_effect.chunking:
             problem = replies.not_implemented("BDAT")
         elif kind not in ALLOWED[self.state]:
             problem = refusal(self.state, kind)
