@@ -43,3 +43,29 @@ def test_the_in_memory_session_example_runs() -> None:
     exec(block("from smtpx.testing import Session"), namespace)
     session = namespace["session"]
     assert len(session.handler.messages) == 1  # type: ignore[attr-defined]
+
+
+async def test_the_plugin_example_works() -> None:
+    from smtpx.client import ClientConfig, RejectedAllRecipients, connect
+    from smtpx.envelope import Envelope
+    from smtpx.server import Listener, Server, ServerConfig
+
+    namespace: dict[str, object] = {}
+    exec(block("class Inbox(Plugin)"), namespace)
+    plugin = namespace["Inbox"]()  # type: ignore[operator]
+    config = ServerConfig(listeners=[Listener(port=0)])
+    local = Envelope.create(
+        sender="a@example.net", recipients=["b@example.org"], message=b"S: x\r\n\r\n.\r\n"
+    )
+    relay = Envelope.create(
+        sender="a@example.net", recipients=["c@elsewhere.test"], message=b"S: x\r\n\r\n"
+    )
+    async with (
+        Server(plugin, config) as server,
+        connect("127.0.0.1", server.ports[0], config=ClientConfig.for_testing()) as client,
+    ):
+        assert (await client.send(local)).ok
+        refused = await client.send(relay)
+        assert isinstance(refused, RejectedAllRecipients)
+        assert str(refused.reply) == "550 5.7.1 Relay access denied"
+    assert [m.recipients for m in plugin.messages] == [local.recipients]
