@@ -1,0 +1,1 @@
+"""The durable spool: journal storage, delivery with retries, bounces."""
