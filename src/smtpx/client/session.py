@@ -76,10 +76,15 @@ _CHUNK = 256 * 1024
 @dataclass(frozen=True, slots=True)
 class WireFile:
     """A message already encoded for DATA (CRLF line endings, dots doubled, no final
-    ``.CRLF``), as the spool stores it: sent with ``sendfile``, without being read."""
+    ``.CRLF``), as the spool stores it: sent with ``sendfile``, without being read.
+
+    ``offset`` and ``size`` select a part of the file (a body inside a journal segment);
+    without ``size`` the rest of the file is sent.
+    """
 
     path: str | os.PathLike[str]
     size: int | None = None
+    offset: int = 0
 
 
 Body: TypeAlias = bytes | IO[bytes] | os.PathLike[str] | AsyncIterable[bytes] | WireFile
@@ -433,8 +438,8 @@ class Client:
         elif isinstance(body, WireFile):
             await self._flush(block)
             with open(body.path, "rb") as file:
-                sent = await self._stream.sendfile(file)
-                ends_with_crlf = _ends_with_crlf(file, sent)
+                sent = await self._stream.sendfile(file, body.offset, body.size)
+                ends_with_crlf = _ends_with_crlf(file, body.offset, sent)
             self._conn.send_encoded_content(sent, ends_with_crlf=ends_with_crlf)
         elif isinstance(body, os.PathLike):
             with open(body, "rb") as file:
@@ -552,7 +557,9 @@ def _size_of(body: Body) -> int | None:
     if isinstance(body, bytes):
         return len(body)
     if isinstance(body, WireFile):
-        return body.size if body.size is not None else os.stat(body.path).st_size
+        if body.size is not None:
+            return body.size
+        return os.stat(body.path).st_size - body.offset
     if isinstance(body, os.PathLike):
         return os.stat(body).st_size
     if hasattr(body, "fileno"):
@@ -567,10 +574,12 @@ def _utf8_local_part(address: Address | None) -> bool:
     return address is not None and not address.local_part.isascii()
 
 
-def _ends_with_crlf(file: IO[bytes], size: int) -> bool:
+def _ends_with_crlf(file: IO[bytes], offset: int, size: int) -> bool:
+    """Whether the ``size`` octets at ``offset`` end with CRLF (nothing at all counts as
+    ending a line)."""
     if size < 2:
         return size == 0
-    file.seek(size - 2)
+    file.seek(offset + size - 2)
     return file.read(2) == b"\r\n"
 
 

@@ -1,14 +1,19 @@
-"""Public test helpers: the in-memory transcript harness and a scriptable server."""
+"""Public test helpers: transcripts, a scriptable server, an in-memory network, a virtual clock."""
 
+from smtpx.testing.clock import VirtualClockLoop, run_virtual
+from smtpx.testing.network import MemoryNetwork
 from smtpx.testing.server import Hangup, ScriptedServer, serve_stream
 from smtpx.testing.transcript import Handler, ReceivedMessage, Session, Transcript
 
 __all__ = [
     "Handler",
     "Hangup",
+    "MemoryNetwork",
     "ReceivedMessage",
     "ScriptedServer",
     "Session",
     "Transcript",
+    "VirtualClockLoop",
+    "run_virtual",
     "serve_stream",
 ]

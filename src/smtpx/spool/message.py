@@ -1,0 +1,159 @@
+"""A spooled message: its state in memory, and its versioned metadata on disk (F81, F98).
+
+Metadata is JSON with a version number ``v``; :meth:`SpooledMessage.from_meta` reads every
+version so far (old spools keep loading). The body never lives in memory: the entry knows
+its :class:`~smtpx.spool.journal.Location` in the journal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtpx.envelope import EnvelopeInfo, HostPort, RetryInterval
+from smtpx.protocol.addresses import Address, Sender
+from smtpx.protocol.params import MailParams
+from smtpx.spool.journal import Location
+
+__all__ = ["META_VERSION", "SpooledMessage", "Status"]
+
+META_VERSION = 1
+MAX_ATTEMPTS_KEPT = 5
+
+
+class Status(enum.Enum):
+    """Where a message stands (F98). ``queue`` groups them the way an operator thinks."""
+
+    SEND_NOW = "send_now"
+    SEND_AT = "send_at"
+    SENDING = "sending"
+    FROZEN = "frozen"
+    REMOVED = "removed"
+    QUARANTINED = "quarantined"
+    DELIVERED = "delivered"
+
+    @property
+    def queue(self) -> str:
+        return {
+            "send_now": "active",
+            "send_at": "active",
+            "sending": "active",
+            "frozen": "frozen",
+            "removed": "removed",
+            "quarantined": "quarantine",
+            "delivered": "delivered",
+        }[self.value]
+
+
+@dataclass(slots=True, eq=False)
+class SpooledMessage:
+    """One message in the spool, for one destination (a batch makes several)."""
+
+    id: str
+    parent_id: str
+    spool_date: float
+    status: Status
+    sender: str  # the reverse-path as written: "<a@b.example>" or "<>"
+    recipients: list[str]  # still to deliver
+    location: Location
+    sender_args: str = ""  # MAIL FROM parameters as written (SIZE=... BODY=...)
+    next_attempt: float | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (recipient, reply text)
+    next_hops: tuple[str, ...] = ()  # "host:port" choices; empty: route by ``route``
+    route: str | None = None  # the destination domain (or another route key)
+    retry_intervals: list[str] = field(default_factory=list)  # the ones left, as text
+    attempts: list[tuple[float, str]] = field(default_factory=list)  # newest last
+    attempt_count: int = 0
+    quarantine_reason: str | None = None
+    related: tuple[str, ...] = ()  # the other messages of the same batch
+
+    # -- typed views ------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.location.length
+
+    @property
+    def queue(self) -> str:
+        return self.status.queue
+
+    def info(self) -> EnvelopeInfo:
+        """The envelope still to deliver (remaining recipients)."""
+        return EnvelopeInfo(
+            sender=Sender.parse(self.sender),
+            sender_args=MailParams.parse(self.sender_args),
+            recipients=tuple(Address.parse(r) for r in self.recipients),
+        )
+
+    def hops(self) -> tuple[HostPort, ...]:
+        return tuple(HostPort.parse(h) for h in self.next_hops)
+
+    def intervals(self) -> list[RetryInterval]:
+        return [RetryInterval.parse(text) for text in self.retry_intervals]
+
+    @property
+    def last_attempt(self) -> tuple[float, str] | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def record_attempt(self, when: float, error: str) -> None:
+        self.attempts.append((when, error))
+        del self.attempts[:-MAX_ATTEMPTS_KEPT]
+        self.attempt_count += 1
+
+    # -- metadata ---------------------------------------------------------------------
+
+    def to_meta(self) -> dict[str, Any]:
+        """Everything but the body location, for a MESSAGE record."""
+        return {
+            "v": META_VERSION,
+            "id": self.id,
+            "parent": self.parent_id,
+            "date": self.spool_date,
+            "sender": self.sender,
+            "args": self.sender_args,
+            "related": list(self.related),
+            **self.state_meta(),
+        }
+
+    def state_meta(self) -> dict[str, Any]:
+        """The fields that change over a message's life, for an UPDATE record."""
+        return {
+            "v": META_VERSION,
+            "id": self.id,
+            "status": self.status.value if self.status is not Status.SENDING else "send_now",
+            "at": self.next_attempt,
+            "rcpts": self.recipients,
+            "failed": [list(pair) for pair in self.failed],
+            "hops": list(self.next_hops),
+            "route": self.route,
+            "retry": self.retry_intervals,
+            "attempts": [list(pair) for pair in self.attempts],
+            "tries": self.attempt_count,
+            "quarantine": self.quarantine_reason,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], location: Location) -> SpooledMessage:
+        version = meta.get("v", 1)
+        if version > META_VERSION:
+            raise ValueError(f"metadata version {version} is newer than this smtpx knows")
+        return cls(
+            id=meta["id"],
+            parent_id=meta.get("parent", meta["id"]),
+            spool_date=float(meta["date"]),
+            status=Status(meta["status"]),
+            sender=meta["sender"],
+            sender_args=meta.get("args", ""),
+            recipients=list(meta["rcpts"]),
+            location=location,
+            next_attempt=meta.get("at"),
+            failed=[(r, text) for r, text in meta.get("failed", [])],
+            next_hops=tuple(meta.get("hops", ())),
+            route=meta.get("route"),
+            retry_intervals=list(meta.get("retry", [])),
+            attempts=[(float(t), text) for t, text in meta.get("attempts", [])],
+            attempt_count=int(meta.get("tries", 0)),
+            quarantine_reason=meta.get("quarantine"),
+            related=tuple(meta.get("related", ())),
+        )

@@ -1,0 +1,844 @@
+"""The spool: durable intake, scheduled delivery with retries, bounces, admin operations.
+
+::
+
+    async with Spool(SpoolConfig(directory="var/spool"), router=router) as spool:
+        ids = await spool.add([Delivery(envelope, route="example.org")])   # durable now
+        ...
+        await spool.freeze(ids); await spool.send(ids)
+
+Delivery (F85-F88): due messages are grouped by destination; a worker takes a group, asks
+``presend`` about each message, routes the group once (``router``), and sends it over one
+pooled connection (``send_many``: one round trip per message). Each refusal is judged by
+``on_error`` (default: 5xx fails permanently, anything else is tried later); recipients
+that are done leave the message, failed ones are bounced (RFC 3464) and remembered, and
+the rest wait for the next retry interval (with jitter). When the intervals run out, what
+is left fails too: bounced, and the message is frozen for an operator.
+
+Concurrency: at most ``max_deliveries`` workers in all and ``max_per_destination`` per
+destination. State changes are journal records; acceptance is durable before ``add``
+returns, deliveries are recorded without waiting (a crash may repeat a delivery, never lose
+one: at-least-once, as Postfix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import heapq
+import logging
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from smtpx.auth import Credentials
+from smtpx.client import (
+    Accepted,
+    CacheConfig,
+    ClientConfig,
+    ConnectionCache,
+    EnvelopeStatus,
+    RejectedAllRecipients,
+    WireFile,
+)
+from smtpx.client.cache import Opener
+from smtpx.envelope import Envelope, EnvelopeId, HostPort, RetryInterval
+from smtpx.errors import SMTPXError
+from smtpx.protocol.addresses import Address
+from smtpx.protocol.data import dot_stuff, dot_unstuff
+from smtpx.protocol.replies import Reply
+from smtpx.server.events import EventBus
+from smtpx.spool.journal import (
+    FsyncPolicy,
+    Journal,
+    JournalProblem,
+    Location,
+    Record,
+    RecordKind,
+)
+from smtpx.spool.message import SpooledMessage, Status
+
+__all__ = [
+    "DEFAULT_RETRY_INTERVALS",
+    "Delivery",
+    "EventKind",
+    "Hops",
+    "Local",
+    "LocalAgent",
+    "Outcome",
+    "Presend",
+    "RouteLater",
+    "Spool",
+    "SpoolConfig",
+    "SpoolError",
+    "SpoolEvent",
+    "Unroutable",
+]
+
+log = logging.getLogger("smtpx.spool")
+
+DEFAULT_RETRY_INTERVALS = tuple(
+    RetryInterval.parse(text)
+    for text in (
+        "1m~10s",
+        "5m~1m",
+        "15m~3m",
+        "30m~5m",
+        "1h~10m",
+        "2h~20m",
+        "4h~30m",
+        "8h~1h",
+        "16h~2h",
+    )
+)
+
+
+class SpoolError(SMTPXError):
+    """An admin request the spool cannot carry out (unknown id, wrong state...)."""
+
+
+class Outcome(enum.Enum):
+    """What ``on_error`` decides about a refusal (F87)."""
+
+    DONE = "done"  # stop trying this recipient (someone else handles it)
+    FAIL_PERMANENTLY = "fail_permanently"
+    TRY_LATER = "try_later"
+    TRY_LATER_RATE_LIMITED = "try_later_rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Presend:
+    """What the ``presend`` hook decides before an attempt (F85): one of
+    ``Presend.send_now()``, ``Presend.send_at(when)``, ``Presend.freeze()``,
+    ``Presend.remove()``."""
+
+    action: str  # "send_now" | "send_at" | "freeze" | "remove"
+    at: float | None = None
+
+    @classmethod
+    def send_now(cls) -> Presend:
+        return _SEND_NOW
+
+    @classmethod
+    def send_at(cls, when: float) -> Presend:
+        return cls("send_at", when)
+
+    @classmethod
+    def freeze(cls) -> Presend:
+        return cls("freeze")
+
+    @classmethod
+    def remove(cls) -> Presend:
+        return cls("remove")
+
+
+_SEND_NOW = Presend("send_now")
+
+
+# -- where a message goes (the router's answers) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hops:
+    """Send over SMTP to the first of ``hops`` that answers."""
+
+    hops: tuple[HostPort, ...]
+    key: str = ""
+    credentials: Credentials | None = None
+
+
+class LocalAgent(Protocol):
+    async def deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+        """Deliver ``content`` (the raw message) to each remaining recipient; one reply
+        each (2xx: delivered)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    agent: LocalAgent
+
+
+@dataclass(frozen=True, slots=True)
+class Unroutable:
+    """No route will ever exist (null MX, no such domain): a permanent failure."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLater:
+    """No route now (a DNS timeout): try later."""
+
+    reason: str
+
+
+Destination = Hops | Local | Unroutable | RouteLater
+Router = Callable[[SpooledMessage], Awaitable[Destination]]
+PresendHook = Callable[[SpooledMessage], Awaitable[Presend]]
+OnError = Callable[[SpooledMessage, Reply], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message to spool: the envelope, and where it goes (explicit next hops, or a route
+    key, usually the recipients' domain, for the router). Retry intervals default to the
+    spool's."""
+
+    envelope: Envelope
+    next_hops: tuple[HostPort, ...] = ()
+    route: str | None = None
+    retry_intervals: tuple[RetryInterval, ...] | None = None
+
+
+class EventKind(enum.Enum):
+    SPOOLED = "spooled"
+    PRESEND = "presend"
+    DELIVERED = "delivered"
+    DELAYED = "delayed"
+    DELAYED_RATE_LIMITED = "delayed_rate_limited"
+    FROZEN = "frozen"
+    UNFROZEN = "unfrozen"
+    REMOVED = "removed"
+    RECOVERED = "recovered"
+    QUARANTINED = "quarantined"
+    BOUNCED = "bounced"
+    PING = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEvent:
+    time: float
+    kind: EventKind
+    id: str = ""
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolConfig:
+    directory: str | Path = "var/spool"
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    segment_size: int = 64 * 1024 * 1024
+    max_deliveries: int = 100
+    max_per_destination: int = 10
+    batch_size: int = 20  # messages sent over one connection in a row (send_many)
+    retry_intervals: tuple[RetryInterval, ...] = DEFAULT_RETRY_INTERVALS
+    bounce: bool = True
+    freeze_failed: bool = True  # keep a message whose recipients all failed, frozen
+    reporting_mta: str = "localhost"
+    ping_interval: float = 30.0
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+async def _default_presend(message: SpooledMessage) -> Presend:
+    return _SEND_NOW
+
+
+async def _default_on_error(message: SpooledMessage, reply: Reply) -> Outcome:
+    return Outcome.FAIL_PERMANENTLY if reply.is_permanent else Outcome.TRY_LATER
+
+
+class Spool:
+    """The spool service; an async context manager."""
+
+    def __init__(
+        self,
+        config: SpoolConfig | None = None,
+        *,
+        client_config: ClientConfig | None = None,
+        router: Router | None = None,
+        presend: PresendHook | None = None,
+        on_error: OnError | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        opener: Opener | None = None,
+    ) -> None:
+        self.config = config or SpoolConfig()
+        self.journal = Journal(
+            self.config.directory, fsync=self.config.fsync, segment_size=self.config.segment_size
+        )
+        self.cache = ConnectionCache(self.config.cache, client_config, opener=opener)
+        self.router = router or _hops_only
+        self.presend = presend or _default_presend
+        self.on_error = on_error or _default_on_error
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.events: EventBus[SpoolEvent] = EventBus()
+        self.problems: list[JournalProblem] = []
+        self.messages: dict[str, SpooledMessage] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._ready: dict[str, deque[str]] = defaultdict(deque)
+        self._active: dict[str, int] = defaultdict(int)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._killed = False
+        self.stats: dict[str, int] = defaultdict(int)
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Spool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill_and_flush()
+
+    async def start(self) -> None:
+        """Open the journal, reload every message, schedule what is due (F83)."""
+        replay = await asyncio.get_running_loop().run_in_executor(None, self.journal.open)
+        self.problems = replay.problems
+        for meta, location in replay.messages.values():
+            try:
+                message = SpooledMessage.from_meta(meta, location)
+            except (KeyError, ValueError, TypeError) as exc:
+                self.problems.append(
+                    JournalProblem(location.segment, location.offset, f"unreadable entry: {exc}")
+                )
+                continue
+            self.messages[message.id] = message
+            if message.status in (Status.SEND_NOW, Status.SENDING):
+                message.status = Status.SEND_NOW
+                self._make_ready(message)
+            elif message.status is Status.SEND_AT:
+                self._schedule(message)
+        await self.cache.__aenter__()
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._scheduler()), loop.create_task(self._pinger())]
+        log.info(
+            "spool %s: %d messages (%d records in %d segments)",
+            self.config.directory,
+            len(self.messages),
+            replay.records,
+            replay.segments,
+        )
+
+    async def kill_and_flush(self, timeout: float | None = None) -> bool:
+        """Start no new deliveries, wait (up to ``timeout``) for the running ones, close
+        the connection cache and the journal (F94). False when workers had to be cut off."""
+        self._killed = True
+        self._wake.set()
+        clean = True
+        if self._workers:
+            _, pending = await asyncio.wait(list(self._workers), timeout=timeout)
+            for task in pending:
+                clean = False
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        await self.cache.close()
+        await self.journal.aclose()
+        return clean
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def add(self, deliveries: Sequence[Delivery], *, frozen: bool = False) -> list[str]:
+        """Spool ``deliveries``; return their ids once they are durable (F84).
+
+        Messages of one call share a parent id and know of each other (``related``).
+        """
+        status = Status.FROZEN if frozen else Status.SEND_NOW
+        entries = await self._write(deliveries, status)
+        for entry in entries:
+            self._emit(EventKind.SPOOLED, entry)
+            if not frozen:
+                self._make_ready(entry)
+        self.stats["spooled"] += len(entries)
+        return [entry.id for entry in entries]
+
+    async def quarantine(self, deliveries: Sequence[Delivery], reason: str) -> list[str]:
+        """Keep ``deliveries`` on disk, never sent unless recovered (F93)."""
+        entries = await self._write(deliveries, Status.QUARANTINED, quarantine=reason)
+        for entry in entries:
+            self._emit(EventKind.QUARANTINED, entry, reason)
+        return [entry.id for entry in entries]
+
+    async def _write(
+        self, deliveries: Sequence[Delivery], status: Status, quarantine: str | None = None
+    ) -> list[SpooledMessage]:
+        now = self.clock()
+        entries: list[SpooledMessage] = []
+        records: list[Record] = []
+        ids = [str(EnvelopeId.create()) for _ in deliveries]
+        for delivery, message_id in zip(deliveries, ids, strict=True):
+            envelope = delivery.envelope
+            intervals = (
+                self.config.retry_intervals
+                if delivery.retry_intervals is None
+                else delivery.retry_intervals
+            )
+            entry = SpooledMessage(
+                id=message_id,
+                parent_id=str(envelope.id),
+                spool_date=now,
+                status=status,
+                sender=envelope.sender.path(),
+                sender_args=str(envelope.info.sender_args),
+                recipients=[str(r) for r in envelope.recipients],
+                location=_NOWHERE,
+                next_hops=tuple(str(h) for h in delivery.next_hops),
+                route=delivery.route,
+                retry_intervals=[str(i) for i in intervals],
+                quarantine_reason=quarantine,
+                related=tuple(i for i in ids if i != message_id) if len(ids) > 1 else (),
+            )
+            entries.append(entry)
+            # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF".
+            records.append(
+                Record(RecordKind.MESSAGE, entry.to_meta(), dot_stuff(envelope.message)[:-3])
+            )
+        locations = await self.journal.append(records)
+        for entry, location in zip(entries, locations, strict=True):
+            assert location is not None
+            entry.location = location
+            self.messages[entry.id] = entry
+        return entries
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _schedule(self, entry: SpooledMessage) -> None:
+        assert entry.next_attempt is not None
+        self._seq += 1
+        heapq.heappush(self._heap, (entry.next_attempt, self._seq, entry.id))
+        self._wake.set()
+
+    async def _scheduler(self) -> None:
+        while not self._killed:
+            now = self.clock()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, message_id = heapq.heappop(self._heap)
+                entry = self.messages.get(message_id)
+                # A stale heap entry (rescheduled, frozen, delivered since) is skipped.
+                if (
+                    entry is not None
+                    and entry.status is Status.SEND_AT
+                    and entry.next_attempt == due
+                ):
+                    entry.status = Status.SEND_NOW
+                    self._make_ready(entry)
+            self._wake.clear()
+            delay = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _make_ready(self, entry: SpooledMessage) -> None:
+        key = _destination_key(entry)
+        self._ready[key].append(entry.id)
+        self._kick(key)
+
+    def _kick(self, key: str | None = None) -> None:
+        if self._killed:
+            return
+        keys = [key] if key is not None else list(self._ready)
+        batch, per_destination = self.config.batch_size, self.config.max_per_destination
+        for k in keys:
+            queue = self._ready.get(k)
+            if not queue:
+                continue
+            # Enough workers for the queue in batches, within both limits.
+            wanted = min(per_destination, -(-len(queue) // batch))
+            while self._active[k] < wanted and len(self._workers) < self.config.max_deliveries:
+                self._active[k] += 1
+                task = asyncio.get_running_loop().create_task(self._worker(k))
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
+
+    async def _worker(self, key: str) -> None:
+        try:
+            while not self._killed:
+                batch = self._take(key)
+                if not batch:
+                    return
+                await self._attempt(batch)
+        except Exception:
+            log.exception("delivery worker for %s failed", key)
+        finally:
+            self._active[key] -= 1
+            if not self._active[key]:
+                del self._active[key]
+            if not self._ready.get(key):
+                self._ready.pop(key, None)
+            self._kick()
+
+    def _take(self, key: str) -> list[SpooledMessage]:
+        queue = self._ready.get(key)
+        batch: list[SpooledMessage] = []
+        while queue and len(batch) < self.config.batch_size:
+            entry = self.messages.get(queue.popleft())
+            if entry is not None and entry.status is Status.SEND_NOW:
+                entry.status = Status.SENDING
+                batch.append(entry)
+        return batch
+
+    # -- delivery -----------------------------------------------------------------------
+
+    async def _attempt(self, batch: list[SpooledMessage]) -> None:
+        to_send = []
+        for entry in batch:
+            decision = await self._ask_presend(entry)
+            if decision.action == "send_now":
+                to_send.append(entry)
+            elif decision.action == "send_at" and decision.at is not None:
+                entry.status = Status.SEND_AT
+                entry.next_attempt = decision.at
+                self._schedule(entry)
+                self._update(entry)
+            elif decision.action == "freeze":
+                await self._set_status(entry, Status.FROZEN, EventKind.FROZEN, "presend")
+            else:
+                await self._set_status(entry, Status.REMOVED, EventKind.REMOVED, "presend")
+        if not to_send:
+            return
+        try:
+            destination = await self.router(to_send[0])
+        except Exception as exc:
+            log.exception("router failed")
+            destination = RouteLater(f"router failed: {type(exc).__name__}: {exc}")
+        if isinstance(destination, Unroutable):
+            for entry in to_send:
+                await self._settle(entry, dict.fromkeys(entry.recipients, destination.reply), None)
+        elif isinstance(destination, RouteLater):
+            for entry in to_send:
+                await self._settle(entry, {}, destination.reason)
+        elif isinstance(destination, Local):
+            for entry in to_send:
+                await self._deliver_locally(destination.agent, entry)
+        else:
+            await self._deliver(destination, to_send)
+
+    async def _ask_presend(self, entry: SpooledMessage) -> Presend:
+        try:
+            decision = await self.presend(entry)
+        except Exception:
+            log.exception("presend hook failed for %s", entry.id)
+            decision = _SEND_NOW
+        if decision.action != "send_now":
+            self._emit(EventKind.PRESEND, entry, decision.action)
+        return decision
+
+    async def _deliver(self, destination: Hops, batch: list[SpooledMessage]) -> None:
+        results: dict[str, EnvelopeStatus] = {}
+        error: str | None = None
+        try:
+            async with self.cache.connection(
+                destination.hops, credentials=destination.credentials, route=destination.key or None
+            ) as (hop, client):
+                items = [(entry.info(), self._wire(entry)) for entry in batch]
+                with contextlib.ExitStack() as pins:
+                    for entry in batch:
+                        pins.enter_context(self.journal.pinned(entry.location.segment))
+                    index = 0
+                    async for outcome in client.send_many(items):
+                        results[batch[index].id] = outcome
+                        index += 1
+                remote = hop.host
+        except (SMTPXError, OSError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            remote = None
+        for entry in batch:
+            result = results.get(entry.id)
+            if result is None:
+                await self._settle(entry, {}, error or "not attempted", remote)
+            else:
+                await self._settle_status(entry, result, remote)
+
+    def _wire(self, entry: SpooledMessage) -> WireFile:
+        path = self.journal.segment_path(entry.location.segment)
+        return WireFile(path, entry.location.length, entry.location.offset)
+
+    async def _deliver_locally(self, agent: LocalAgent, entry: SpooledMessage) -> None:
+        content = dot_unstuff(self.journal.read_body(entry.location))
+        try:
+            results = await agent.deliver(entry, content)
+        except Exception as exc:
+            log.exception("local delivery of %s failed", entry.id)
+            await self._settle(entry, {}, f"local delivery failed: {exc}")
+            return
+        await self._settle(
+            entry, {rcpt: reply for rcpt, reply in results if not reply.is_completion}, None
+        )
+
+    async def _settle_status(
+        self, entry: SpooledMessage, status: EnvelopeStatus, remote: str | None
+    ) -> None:
+        """Turn a client status into per-recipient refusals (empty: all accepted)."""
+        if isinstance(status, Accepted | RejectedAllRecipients):
+            refused = {str(address): reply for address, reply in status.rejected}
+        else:
+            refused = dict.fromkeys(entry.recipients, status.reply)
+        await self._settle(entry, refused, None, remote)
+
+    async def _settle(
+        self,
+        entry: SpooledMessage,
+        refused: dict[str, Reply],
+        error: str | None,
+        remote: str | None = None,
+    ) -> None:
+        """Apply one attempt's result. ``error``: the attempt did not happen (a
+        connection problem, no route now): everything is tried later. Otherwise each
+        recipient in ``refused`` is judged by ``on_error``, the others were accepted."""
+        now = self.clock()
+        failures: list[tuple[str, Reply]] = []
+        rate_limited = False
+        if error is not None:
+            entry.record_attempt(now, error)
+            later = list(entry.recipients)
+        else:
+            later = []
+            judged: dict[Reply, Outcome] = {}
+            for recipient in entry.recipients:
+                reply = refused.get(recipient)
+                if reply is None:
+                    continue  # accepted
+                outcome = judged.get(reply)
+                if outcome is None:
+                    outcome = await self._judge(entry, reply)
+                    judged[reply] = outcome
+                if outcome is Outcome.FAIL_PERMANENTLY:
+                    failures.append((recipient, reply))
+                elif outcome in (Outcome.TRY_LATER, Outcome.TRY_LATER_RATE_LIMITED):
+                    later.append(recipient)
+                    rate_limited |= outcome is Outcome.TRY_LATER_RATE_LIMITED
+            if refused:
+                entry.record_attempt(now, "; ".join(sorted({str(r) for r in refused.values()})))
+        delivered = len(entry.recipients) - len(later) - len(failures)
+        self.stats["delivered_recipients"] += delivered
+        entry.recipients = later
+        if later and not entry.retry_intervals:
+            # Out of retries: what is left fails now (RFC 3463 4.4.7: delivery time expired).
+            last = entry.last_attempt[1] if entry.last_attempt else "no attempt succeeded"
+            expired = Reply.of(554, f"Delivery time expired; last error: {last}", "5.4.7")
+            failures.extend((r, refused.get(r, expired)) for r in later)
+            entry.recipients = later = []
+        if failures:
+            entry.failed.extend((r, str(reply)) for r, reply in failures)
+            await self._bounce(entry, failures, remote)
+        operator_state = entry.status in (Status.FROZEN, Status.REMOVED)
+        if later:
+            if operator_state:
+                self._update(entry)
+                return
+            interval = RetryInterval.parse(entry.retry_intervals.pop(0))
+            entry.next_attempt = now + interval.to_span(self.rng)
+            entry.status = Status.SEND_AT
+            self._schedule(entry)
+            self._update(entry)
+            kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
+            self._emit(kind, entry, f"until {entry.next_attempt:.0f}")
+            return
+        if entry.failed and self.config.freeze_failed:
+            if not operator_state:
+                entry.status = Status.FROZEN
+                self._emit(EventKind.FROZEN, entry, "recipients failed")
+            self._update(entry)
+            return
+        # Everything delivered (or handed to a bounce): the message leaves the spool.
+        entry.status = Status.DELIVERED
+        del self.messages[entry.id]
+        self._append_nowait([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
+        self.stats["delivered"] += 1
+        self._emit(EventKind.DELIVERED, entry)
+        self._collect_segments()
+
+    async def _judge(self, entry: SpooledMessage, reply: Reply) -> Outcome:
+        try:
+            return await self.on_error(entry, reply)
+        except Exception:
+            log.exception("on_error hook failed for %s", entry.id)
+            return Outcome.TRY_LATER
+
+    async def _bounce(
+        self, entry: SpooledMessage, failures: list[tuple[str, Reply]], remote: str | None
+    ) -> None:
+        if not self.config.bounce or entry.sender == "<>":
+            return
+        from smtpx.spool.bounce import RecipientFailure, build_bounce  # noqa: PLC0415
+
+        original = Envelope.create(
+            sender=entry.sender,
+            recipients=[r for r, _ in failures],
+            message=dot_unstuff(self.journal.read_body(entry.location)),
+            sender_args=entry.sender_args,
+        )
+        notice = build_bounce(
+            original,
+            [RecipientFailure(Address.parse(r), reply, remote_mta=remote) for r, reply in failures],
+            reporting_mta=self.config.reporting_mta,
+            arrival_date=entry.spool_date,
+            now=self.clock(),
+        )
+        if notice is None:
+            return
+        sender_domain = original.sender.address.domain if original.sender.address else None
+        await self.add([Delivery(notice, route=sender_domain)])
+        self.stats["bounces"] += 1
+        self._emit(EventKind.BOUNCED, entry, ", ".join(r for r, _ in failures))
+
+    # -- state records ------------------------------------------------------------------
+
+    def _update(self, entry: SpooledMessage) -> None:
+        self._append_nowait([Record(RecordKind.UPDATE, entry.state_meta())])
+
+    def _append_nowait(self, records: list[Record]) -> None:
+        task = asyncio.get_running_loop().create_task(self.journal.append(records))
+        task.add_done_callback(_log_failure)
+
+    async def _set_status(
+        self, entry: SpooledMessage, status: Status, kind: EventKind, detail: str = ""
+    ) -> None:
+        entry.status = status
+        if status is not Status.SEND_AT:
+            entry.next_attempt = None
+        await self.journal.append([Record(RecordKind.UPDATE, entry.state_meta())])
+        self._emit(kind, entry, detail)
+
+    def _emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
+        when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
+        self.events.publish(SpoolEvent(when, kind, entry.id, detail))
+
+    def _collect_segments(self) -> None:
+        live = {entry.location.segment for entry in self.messages.values()}
+        dead = self.journal.removable_segments(live)
+        if dead:
+            self.journal.delete_segments(dead)
+
+    async def _pinger(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.ping_interval)
+            self.events.publish(SpoolEvent(self.clock(), EventKind.PING))
+
+    # -- admin (F89-F92) ----------------------------------------------------------------
+
+    def get(self, message_id: str) -> SpooledMessage:
+        try:
+            return self.messages[message_id]
+        except KeyError:
+            raise SpoolError(f"{message_id}: not found") from None
+
+    def status(self) -> list[SpooledMessage]:
+        """Every message known, oldest first (no content is ever read)."""
+        return sorted(self.messages.values(), key=lambda m: (m.spool_date, m.id))
+
+    def read_message(self, message_id: str) -> bytes:
+        """The message as received (for ``show``)."""
+        return dot_unstuff(self.journal.read_body(self.get(message_id).location))
+
+    async def freeze(self, ids: Iterable[str]) -> None:
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status in (Status.REMOVED, Status.QUARANTINED):
+                raise SpoolError(f"{message_id}: is {entry.status.value}; recover it first")
+            if entry.status is not Status.FROZEN:
+                await self._set_status(entry, Status.FROZEN, EventKind.FROZEN, "by request")
+
+    async def send(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        frozen_only: bool = False,
+        retry_intervals: Sequence[RetryInterval] = (),
+    ) -> int:
+        """Send now: the given messages, or (``ids`` None) every frozen and waiting one,
+        or with ``frozen_only`` every frozen one (F90). Given retry intervals come first;
+        failed recipients are tried again. Returns how many were released."""
+        if ids is None:
+            wanted = [
+                m
+                for m in self.messages.values()
+                if m.status is Status.FROZEN or (m.status is Status.SEND_AT and not frozen_only)
+            ]
+        else:
+            wanted = [self.get(i) for i in ids]
+        released = 0
+        for entry in wanted:
+            if entry.status not in (Status.FROZEN, Status.SEND_AT):
+                continue
+            was_frozen = entry.status is Status.FROZEN
+            entry.retry_intervals = [str(i) for i in retry_intervals] + entry.retry_intervals
+            entry.recipients = entry.recipients + [r for r, _ in entry.failed]
+            entry.failed = []
+            entry.status = Status.SEND_NOW
+            entry.next_attempt = None
+            await self.journal.append([Record(RecordKind.UPDATE, entry.state_meta())])
+            if was_frozen:
+                self._emit(EventKind.UNFROZEN, entry)
+            self._make_ready(entry)
+            released += 1
+        return released
+
+    async def remove(self, ids: Iterable[str]) -> None:
+        """Only frozen messages can be removed (F91); removed ones can be recovered."""
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status is not Status.FROZEN:
+                state = entry.status.value
+                raise SpoolError(f"{message_id}: only frozen messages can be removed ({state})")
+            await self._set_status(entry, Status.REMOVED, EventKind.REMOVED)
+
+    async def recover(self, ids: Iterable[str], *, from_: str = "removed") -> None:
+        """Bring removed (``from_="removed"``) or quarantined messages back, frozen (F92)."""
+        source = {"removed": Status.REMOVED, "quarantine": Status.QUARANTINED}[from_]
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status is not source:
+                raise SpoolError(f"{message_id}: is not {source.value}")
+            entry.quarantine_reason = None
+            await self._set_status(entry, Status.FROZEN, EventKind.RECOVERED, f"from {from_}")
+
+    # -- offline -------------------------------------------------------------------------
+
+    @staticmethod
+    def status_from_disk(directory: str | Path) -> list[SpooledMessage]:
+        """Read the spool's journal without taking its lock (a live spool may be
+        appending: its newest records may be missed, never misread)."""
+        replay = Journal(directory).replay_readonly()
+        messages = []
+        for meta, location in replay.messages.values():
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                messages.append(SpooledMessage.from_meta(meta, location))
+        return sorted(messages, key=lambda m: (m.spool_date, m.id))
+
+    @staticmethod
+    def count_from_disk(directory: str | Path) -> int:
+        return sum(
+            1
+            for m in Spool.status_from_disk(directory)
+            if m.status in (Status.SEND_NOW, Status.SEND_AT, Status.SENDING, Status.FROZEN)
+        )
+
+
+_NOWHERE = Location(0, 0, 0)  # an entry's location until its record is written
+
+
+def _destination_key(entry: SpooledMessage) -> str:
+    if entry.next_hops:
+        return "hops:" + ",".join(entry.next_hops)
+    if entry.route:
+        return "route:" + entry.route.lower()
+    domains = {r.rpartition("@")[2].lower() for r in entry.recipients}
+    return "route:" + ",".join(sorted(domains))
+
+
+async def _hops_only(message: SpooledMessage) -> Destination:
+    """Without a router, a message must carry its next hops (the reference's model)."""
+    if message.next_hops:
+        return Hops(message.hops(), "hops:" + ",".join(message.next_hops))
+    return Unroutable(Reply.of(554, "No route: the message has no next hops", "5.4.4"))
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("journal append failed", exc_info=task.exception())

@@ -1,0 +1,328 @@
+"""The spool engine: delivery, retries on a virtual clock, partial failures, admin, restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from smtpx.protocol import Rcpt, Reply
+from smtpx.spool.journal import SpoolLocked
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.spool import (
+    EventKind,
+    Hops,
+    Outcome,
+    Presend,
+    RouteLater,
+    Spool,
+    SpoolError,
+    Unroutable,
+)
+from smtpx.testing import Handler, MemoryNetwork
+from tests.spool.helpers import EPOCH, MX, delivery, make_spool, settle, virtual
+
+
+class Refuses(Handler):
+    """Refuses the recipients in ``codes`` with the given reply codes."""
+
+    codes: dict[str, int] = {}
+
+    def rcpt(self, command: Rcpt) -> Reply:
+        code = self.codes.get(str(command.recipient))
+        if code is not None:
+            return Reply.of(code, "refused for the test", f"{code // 100}.1.1")
+        return super().rcpt(command)
+
+
+def refusing(codes: dict[str, int]) -> type[Handler]:
+    return type("R", (Refuses,), {"codes": codes})
+
+
+def test_add_is_durable_then_delivered_and_forgotten(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network) as spool:
+            events = spool.events.subscribe()
+            ids = await spool.add([delivery(1), delivery(2)])
+            assert len(ids) == 2 and len(spool.messages) == 2
+            await settle()
+            assert spool.messages == {}
+            kinds = [events.queue.get_nowait().kind for _ in range(events.queue.qsize())]
+            assert kinds.count(EventKind.SPOOLED) == 2 and kinds.count(EventKind.DELIVERED) == 2
+        received = network.received("mx.test")
+        assert [m.data for m in received] == [
+            delivery(1).envelope.message,
+            delivery(2).envelope.message,
+        ]
+        # Both went over one connection (send_many).
+        assert len(network.sessions["mx.test"]) == 1
+        assert Spool.status_from_disk(tmp_path) == []
+
+    virtual(scenario)
+
+
+def test_retry_schedule_with_jitter_then_bounce_and_freeze(tmp_path: Path) -> None:
+    network = MemoryNetwork(default=refusing({"r1@example.org": 451}))
+
+    async def scenario() -> SpooledMessage:
+        loop = asyncio.get_running_loop()
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1m", "5m~30s"])])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.status is Status.SEND_AT
+            assert entry.next_attempt == pytest.approx(EPOCH + loop.time() + 60, abs=1)
+            assert entry.retry_intervals == ["5m~30s"]
+            await settle(61)
+            assert len(network.sessions["mx.test"]) == 2
+            assert entry.status is Status.SEND_AT
+            delay = entry.next_attempt - (EPOCH + loop.time())  # type: ignore[operator]
+            assert 270 <= delay <= 330  # 5 minutes, 30 seconds of jitter either way
+            await settle(331)
+            # Out of retry intervals: the recipient fails, the message is frozen.
+            assert entry.status is Status.FROZEN
+            assert entry.recipients == []
+            assert entry.failed[0][0] == "r1@example.org" and "451" in entry.failed[0][1]
+            assert entry.attempt_count == 3
+            return entry
+
+    virtual(scenario)
+
+
+def test_partial_recipient_failures(tmp_path: Path) -> None:
+    codes = {"gone@example.org": 550, "busy@example.org": 452}
+    network = MemoryNetwork(default=refusing(codes))
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            recipients = ["ok@example.org", "gone@example.org", "busy@example.org"]
+            (message_id,) = await spool.add([delivery(1, recipients=recipients, retry=["10m"])])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.recipients == ["busy@example.org"]  # tried later
+            assert [r for r, _ in entry.failed] == ["gone@example.org"]  # failed for good
+            assert entry.status is Status.SEND_AT
+            (first,) = network.received("mx.test")
+            assert [str(r.recipient) for r in first.recipients] == ["ok@example.org"]
+            # The busy recipient's mailbox frees up; the retry delivers only to it.
+            codes.pop("busy@example.org")
+            await settle(601)
+            second = network.received("mx.test")[1]
+            assert [str(r.recipient) for r in second.recipients] == ["busy@example.org"]
+            assert entry.status is Status.FROZEN  # gone@ failed: kept for an operator
+
+    virtual(scenario)
+
+
+def test_a_released_message_that_fails_again_gets_its_retry(tmp_path: Path) -> None:
+    codes = {"r1@example.org": 451}
+    network = MemoryNetwork(default=refusing(codes))
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1m"])], frozen=True)
+            entry = spool.get(message_id)
+            assert entry.status is Status.FROZEN
+            await settle(120)
+            assert "mx.test" not in network.sessions  # frozen: never tried
+            assert await spool.send([message_id]) == 1
+            await settle()
+            assert entry.status is Status.SEND_AT  # failed again and got its timer
+            codes.clear()
+            await settle(61)
+            assert message_id not in spool.messages
+            assert len(network.received("mx.test")) == 1
+
+    virtual(scenario)
+
+
+def test_send_prepends_retry_intervals_and_retries_failed_recipients(tmp_path: Path) -> None:
+    network = MemoryNetwork(default=refusing({"r1@example.org": 550}))
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1h"])])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.status is Status.FROZEN and entry.failed
+            from smtpx.envelope import RetryInterval
+
+            await spool.send(frozen_only=True, retry_intervals=[RetryInterval.parse("2m")])
+            assert entry.retry_intervals == ["2m", "1h"]
+            await settle()
+            assert entry.status is Status.FROZEN
+            assert len(network.sessions["mx.test"]) == 2
+
+    virtual(scenario)
+
+
+def test_admin_freeze_remove_recover_quarantine(tmp_path: Path) -> None:
+    network = MemoryNetwork(down={"mx.test"})
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1h"])])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.status is Status.SEND_AT
+            assert (
+                "ConnectionRefusedError" in entry.attempts[-1][1]
+                or "no next hop" in entry.attempts[-1][1]
+            )
+            with pytest.raises(SpoolError, match="only frozen"):
+                await spool.remove([message_id])
+            await spool.freeze([message_id])
+            assert entry.status is Status.FROZEN and entry.next_attempt is None
+            await spool.remove([message_id])
+            assert entry.status is Status.REMOVED and entry.queue == "removed"
+            await spool.recover([message_id], from_="removed")
+            assert entry.status is Status.FROZEN
+            (quarantined,) = await spool.quarantine([delivery(2)], "virus found")
+            assert spool.get(quarantined).status is Status.QUARANTINED
+            await settle(7200)
+            assert spool.get(quarantined).status is Status.QUARANTINED  # never sent
+            with pytest.raises(SpoolError, match="not found"):
+                await spool.freeze(["nope"])
+            await spool.recover([quarantined], from_="quarantine")
+            assert spool.get(quarantined).status is Status.FROZEN
+        on_disk = {m.id: m.status for m in Spool.status_from_disk(tmp_path)}
+        assert on_disk == {message_id: Status.FROZEN, quarantined: Status.FROZEN}
+        assert Spool.count_from_disk(tmp_path) == 2
+
+    virtual(scenario)
+
+
+def test_restart_reloads_and_rearms(tmp_path: Path) -> None:
+    network = MemoryNetwork(down={"mx.test"})
+
+    async def first() -> tuple[str, str, float]:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            waiting, frozen = await spool.add([delivery(1, retry=["1h"]), delivery(2)])
+            await spool.freeze([frozen])
+            await settle()
+            entry = spool.get(waiting)
+            assert entry.next_attempt is not None
+            return waiting, frozen, entry.next_attempt
+
+    waiting, frozen, due = virtual(first)
+    network.down.clear()
+
+    async def second() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            assert spool.get(waiting).status is Status.SEND_AT
+            assert spool.get(waiting).next_attempt == due
+            assert spool.get(frozen).status is Status.FROZEN
+            await settle(3700)
+            assert waiting not in spool.messages
+            assert spool.get(frozen).status is Status.FROZEN
+
+    virtual(second)
+    assert len(network.received("mx.test")) == 1
+
+
+def test_a_second_process_cannot_open_the_spool(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_spool(tmp_path, MemoryNetwork()):
+            with pytest.raises(SpoolLocked, match="in use by another process"):
+                await make_spool(tmp_path, MemoryNetwork()).start()
+
+    virtual(scenario)
+
+
+def test_presend_decisions(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    decisions = {"r1@example.org": Presend.freeze(), "r2@example.org": Presend.remove()}
+
+    async def presend(message: SpooledMessage) -> Presend:
+        return decisions.get(message.recipients[0], Presend.send_now())
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, presend=presend) as spool:
+            a, b, c = await spool.add([delivery(1), delivery(2), delivery(3)])
+            await settle()
+            assert spool.get(a).status is Status.FROZEN
+            assert spool.get(b).status is Status.REMOVED
+            assert c not in spool.messages
+        assert len(network.received("mx.test")) == 1
+
+    virtual(scenario)
+
+
+def test_on_error_decides(tmp_path: Path) -> None:
+    network = MemoryNetwork(default=refusing({"r1@example.org": 550}))
+
+    async def on_error(message: SpooledMessage, reply: Reply) -> Outcome:
+        return Outcome.TRY_LATER_RATE_LIMITED
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, on_error=on_error, bounce=False) as spool:
+            events = spool.events.subscribe()
+            (message_id,) = await spool.add([delivery(1, retry=["1m"])])
+            await settle()
+            assert spool.get(message_id).status is Status.SEND_AT
+            kinds = [events.queue.get_nowait().kind for _ in range(events.queue.qsize())]
+            assert EventKind.DELAYED_RATE_LIMITED in kinds
+
+    virtual(scenario)
+
+
+def test_routes_unroutable_and_later(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+
+    async def router(message: SpooledMessage) -> Hops | Unroutable | RouteLater:
+        domain = message.route or ""
+        if domain == "nullmx.example":
+            return Unroutable(Reply.of(556, "Domain does not accept mail", "5.1.10"))
+        if domain == "slowdns.example":
+            return RouteLater("DNS timeout")
+        return Hops((MX,), "mx")
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, router=router, bounce=False) as spool:
+            dead, later, fine = await spool.add(
+                [
+                    delivery(1, next_hops=(), route="nullmx.example"),
+                    delivery(2, next_hops=(), route="slowdns.example", retry=["1m"]),
+                    delivery(3, next_hops=(), route="example.org"),
+                ]
+            )
+            await settle()
+            assert spool.get(dead).status is Status.FROZEN
+            assert "556" in spool.get(dead).failed[0][1]
+            assert spool.get(later).status is Status.SEND_AT
+            assert spool.get(later).attempts[-1][1] == "DNS timeout"
+            assert fine not in spool.messages
+
+    virtual(scenario)
+
+
+def test_per_destination_concurrency_limit(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, max_per_destination=2, batch_size=1) as spool:
+            await spool.add([delivery(i) for i in range(10)])
+            await settle(1)
+            assert spool.messages == {}
+        assert network.most_open["mx.test"] <= 2
+        assert len(network.received("mx.test")) == 10
+
+    virtual(scenario)
+
+
+def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, segment_size=512) as spool:
+            for i in range(5):
+                await spool.add([delivery(i)])
+            assert len(spool.journal.segment_numbers()) >= 3
+            await settle()
+            assert spool.messages == {}
+            assert spool.journal.segment_numbers() == [spool.journal.current_segment]
+
+    virtual(scenario)
