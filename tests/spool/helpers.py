@@ -23,7 +23,9 @@ def envelope(
     return Envelope.create(
         sender=sender,
         recipients=recipients or [f"r{n}@example.org"],
-        message=f"From: {sender}\r\nSubject: {n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\n.body {n}\r\n".encode(),
+        message=(
+            f"From: {sender}\r\nSubject: {n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\n.body {n}\r\n"
+        ).encode(),
     )
 
 

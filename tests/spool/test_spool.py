@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,7 +28,7 @@ from tests.spool.helpers import EPOCH, MX, delivery, make_spool, settle, virtual
 class Refuses(Handler):
     """Refuses the recipients in ``codes`` with the given reply codes."""
 
-    codes: dict[str, int] = {}
+    codes: ClassVar[dict[str, int]] = {}
 
     def rcpt(self, command: Rcpt) -> Reply:
         code = self.codes.get(str(command.recipient))
