@@ -327,3 +327,53 @@ def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
             assert spool.journal.segment_numbers() == [spool.journal.current_segment]
 
     virtual(scenario)
+
+
+def test_permanent_failure_bounces_to_the_sender(tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    network = MemoryNetwork(default=refusing({"gone@example.org": 550}))
+
+    async def router(message: SpooledMessage) -> Hops:
+        return Hops((MX,), "mx")
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, router=router, reporting_mta="mx.test") as spool:
+            (message_id,) = await spool.add(
+                [delivery(1, recipients=["gone@example.org", "ok@example.org"], next_hops=())]
+            )
+            await settle()
+            assert spool.get(message_id).status is Status.FROZEN
+            assert spool.stats["bounces"] == 1
+        received = network.received("mx.test")
+        # The original to ok@, then the bounce to the sender, from <>.
+        assert [str(r.recipient) for r in received[0].recipients] == ["ok@example.org"]
+        bounce = received[1]
+        assert bounce.mail.sender.is_null
+        assert [str(r.recipient) for r in bounce.recipients] == ["sender@example.com"]
+        report = email.message_from_bytes(bounce.data, policy=email.policy.default)
+        assert report.get_content_type() == "multipart/report"
+        assert report.get_param("report-type") == "delivery-status"
+        status = report.get_payload()[1]
+        assert status.get_content_type() == "message/delivery-status"
+        per_recipient = status.get_payload()[1]
+        assert per_recipient["Final-Recipient"] == "rfc822; gone@example.org"
+        assert per_recipient["Action"] == "failed"
+        assert per_recipient["Status"] == "5.1.1"
+        assert "550" in per_recipient["Diagnostic-Code"]
+
+    virtual(scenario)
+
+
+def test_a_bounce_is_never_bounced(tmp_path: Path) -> None:
+    network = MemoryNetwork(default=refusing({"r1@example.org": 550}))
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network) as spool:
+            await spool.add([delivery(1, sender="<>")])
+            await settle()
+            assert spool.stats["bounces"] == 0
+        assert network.received("mx.test") == []
+
+    virtual(scenario)

@@ -53,6 +53,7 @@ from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import dot_stuff, dot_unstuff
 from smtpx.protocol.replies import Reply
 from smtpx.server.events import EventBus
+from smtpx.spool.bounce import RecipientFailure, build_bounce
 from smtpx.spool.journal import (
     FsyncPolicy,
     Journal,
@@ -665,8 +666,6 @@ class Spool:
     ) -> None:
         if not self.config.bounce or entry.sender == "<>":
             return
-        from smtpx.spool.bounce import RecipientFailure, build_bounce  # noqa: PLC0415
-
         original = Envelope.create(
             sender=entry.sender,
             recipients=[r for r, _ in failures],
