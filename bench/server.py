@@ -1,0 +1,352 @@
+"""Server throughput and idle-session memory: smtpx.server vs aiosmtpd, one run.
+
+    .venv/bin/python bench/server.py [--messages 10000] [--size 4096] [--sessions 20]
+                                     [--idle 1000] [--rounds 3] [--uvloop] [--quick]
+
+Throughput: Postfix's ``smtp-source`` (``-s 20 -m 10000 -l 4096``, the same sender,
+recipient and flags for both) against (a) an ``smtpx.server.Server`` whose plugin accepts
+and discards (``process`` returns "Ok") and (b) aiosmtpd (a ``Controller`` whose handler's
+``handle_DATA`` returns "250 OK"). It runs twice per server: with connections kept
+(``-d``, each session sends its share of messages over one connection) and with a new
+connection per message (smtp-source's default), ``--rounds`` times, alternating the two
+servers; the table shows the median run of each case. Each server runs in its own child process
+(``bench/server.py --serve smtpx|aiosmtpd --port N``), so the load generator and the
+server share the machine but not an event loop. Both servers answer with the same host
+name, take up to 35 MiB messages, cap nothing else and have 300 s timeouts. The wall time
+of smtp-source gives messages/s; the child's user+system CPU time (from /proc) gives its
+CPU cost per message; the child's own count confirms every message arrived.
+
+Memory: a fresh child of each server is warmed up with a few short sessions, then the
+parent opens ``--idle`` TCP connections (reads the greeting, sends EHLO, reads the reply)
+and holds them. The child's VmRSS (``/proc/<pid>/status``) before and after gives KB per
+idle session (target for smtpx: <= 30 KB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+SENDER = "bench@example.com"
+RECIPIENT = "sink@example.org"
+HOSTNAME = "bench.local"
+MAX_MESSAGE = 35 * 1024 * 1024
+TIMEOUT = 300.0
+SERVERS = ("smtpx", "aiosmtpd")
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- child mode: one server ------------------------------------------------------------------
+
+
+def serve_smtpx(port: int, use_uvloop: bool) -> None:
+    from smtpx.envelope import Envelope
+    from smtpx.server import Listener, Plugin, Server, ServerConfig, Session, Transaction
+
+    class Discard(Plugin):
+        hostname = HOSTNAME
+
+        async def process(
+            self, session: Session, transaction: Transaction, envelope: Envelope
+        ) -> str:
+            return "Ok"
+
+    config = ServerConfig(
+        listeners=[Listener(host="127.0.0.1", port=port, max_sessions=None)],
+        hostname=HOSTNAME,
+        max_message_size=MAX_MESSAGE,
+        command_timeout=TIMEOUT,
+        data_timeout=TIMEOUT,
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        async with Server(Discard(), config) as server:
+            print(f"port {server.ports[0]}", flush=True)
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if not line:
+                    break
+                print(f"messages {server.stats['messages']}", flush=True)
+            await server.close(timeout=0)
+
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+
+
+def serve_aiosmtpd(port: int, use_uvloop: bool) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Discard:
+        def __init__(self) -> None:
+            self.messages = 0
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            self.messages += 1
+            return "250 OK"
+
+    handler = Discard()
+    loop: asyncio.AbstractEventLoop
+    if use_uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    controller = Controller(
+        handler,
+        loop=loop,
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname=HOSTNAME,
+        data_size_limit=MAX_MESSAGE,
+        timeout=TIMEOUT,
+    )
+    controller.start()
+    try:
+        print(f"port {port}", flush=True)
+        for _ in sys.stdin:
+            print(f"messages {handler.messages}", flush=True)
+    finally:
+        controller.stop()
+
+
+# --- parent: driving the children -------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A server in a child process, with a line protocol on its stdin/stdout."""
+
+    name: str
+    process: subprocess.Popen[str]
+    port: int
+
+    def messages(self) -> int:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("stats\n")
+        self.process.stdin.flush()
+        words = self.process.stdout.readline().split()
+        return int(words[1])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the child (all its threads)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        # Fields 14 and 15 (utime, stime), counted from 1 with the pid and the name cut off.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc status")
+
+
+@contextlib.contextmanager
+def child(name: str, use_uvloop: bool, files: int) -> Iterator[Child]:
+    argv = [sys.executable, os.path.abspath(__file__), "--serve", name]
+    argv += ["--port", str(0 if name == "smtpx" else free_port()), "--files", str(files)]
+    if use_uvloop:
+        argv.append("--uvloop")
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline().split()
+        if len(ready) != 2 or ready[0] != "port":
+            raise RuntimeError(f"{name} server did not start (said {ready!r})")
+        yield Child(name, process, int(ready[1]))
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Throughput:
+    rate: float  # messages/s
+    cpu_us: float  # server CPU microseconds per message
+
+
+def smtp_source(
+    source: str, server: Child, *, messages: int, size: int, sessions: int, reuse: bool
+) -> Throughput:
+    argv = [source, "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    argv += ["-f", SENDER, "-t", RECIPIENT]
+    if reuse:
+        argv.append("-d")
+    argv.append(f"127.0.0.1:{server.port}")
+    before, cpu_before = server.messages(), server.cpu_seconds()
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    elapsed = time.perf_counter() - start
+    cpu = server.cpu_seconds() - cpu_before
+    if result.returncode != 0:
+        raise RuntimeError(f"smtp-source against {server.name} failed: {result.stderr.strip()}")
+    got = server.messages() - before
+    if got != messages:
+        raise RuntimeError(f"{server.name} received {got} of {messages} messages")
+    return Throughput(messages / elapsed, cpu / messages * 1e6)
+
+
+def median(results: list[Throughput]) -> Throughput:
+    ordered = sorted(results, key=lambda r: r.rate)
+    return ordered[len(ordered) // 2]
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Read one (possibly multi-line) reply; enough for a greeting and an EHLO answer."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"server closed the connection after {data!r}")
+        data += chunk
+        last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+        if data.endswith(b"\r\n") and last[3:4] == b" ":
+            return data
+
+
+def open_idle(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        if not read_reply(sock).startswith(b"220"):
+            raise RuntimeError("no greeting")
+        sock.sendall(b"EHLO idle.example\r\n")
+        if not read_reply(sock).startswith(b"250"):
+            raise RuntimeError("EHLO refused")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def idle_memory(server: Child, count: int) -> float:
+    """KB of server RSS per idle session (greeted, EHLO answered, held open)."""
+    for _ in range(20):  # warm up: first-use allocations are not per-session costs
+        with open_idle(server.port) as sock:
+            sock.sendall(b"QUIT\r\n")
+            read_reply(sock)
+    server.messages()  # a round trip through the child: it has settled
+    before = server.rss_kb()
+    socks = [open_idle(server.port) for _ in range(count)]
+    try:
+        server.messages()
+        after = server.rss_kb()
+    finally:
+        for sock in socks:
+            sock.close()
+    return (after - before) / count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--idle", type=int, default=1000, help="idle sessions to hold")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per case (the median)")
+    parser.add_argument("--uvloop", action="store_true", help="run both servers on uvloop")
+    parser.add_argument("--quick", action="store_true", help="1,000 messages, 200 idle, 1 round")
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--files", type=int, default=4096, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        raise_open_files(args.files)
+        (serve_smtpx if args.serve == "smtpx" else serve_aiosmtpd)(args.port, args.uvloop)
+        return 0
+
+    source = shutil.which("smtp-source") or shutil.which("smtp-source", path="/usr/sbin")
+    if source is None:
+        sys.exit("smtp-source not found: install Debian's postfix package (see .ci/run)")
+    total = 1_000 if args.quick else args.messages
+    idle = 200 if args.quick else args.idle
+    rounds = 1 if args.quick else args.rounds
+    files = idle + args.sessions + 256
+    if raise_open_files(files) < files:
+        sys.exit(f"cannot raise the open-file limit to {files} (ulimit -Hn)")
+    loop_name = "uvloop" if args.uvloop else "asyncio"
+    print(
+        f"server benchmark: smtp-source -s {args.sessions} -m {total} -l {args.size} "
+        f"(median of {rounds}), python {platform.python_version()}, {loop_name}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    modes = (("kept (-d)", True), ("new per message", False))
+    runs: dict[tuple[str, str], list[Throughput]] = {}
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(child(name, args.uvloop, files)) for name in SERVERS]
+        # Rounds alternate the servers, so a slow spell of the machine hits both alike.
+        for _ in range(rounds):
+            for mode, reuse in modes:
+                for server in servers:
+                    result = smtp_source(
+                        source,
+                        server,
+                        messages=total,
+                        size=args.size,
+                        sessions=args.sessions,
+                        reuse=reuse,
+                    )
+                    runs.setdefault((server.name, mode), []).append(result)
+    rates = {key: median(results) for key, results in runs.items()}
+    memory: dict[str, float] = {}
+    for name in SERVERS:
+        with child(name, args.uvloop, files) as server:
+            memory[name] = idle_memory(server, idle)
+
+    print(f"{'server':<10}{'connections':<18}{'msg/s':>10}{'server CPU/msg':>17}")
+    for name in SERVERS:
+        for mode, _ in modes:
+            result = rates[(name, mode)]
+            print(f"{name:<10}{mode:<18}{result.rate:>10,.0f}{result.cpu_us:>14,.0f} us")
+    for mode, _ in modes:
+        ratio = rates[("smtpx", mode)].rate / rates[("aiosmtpd", mode)].rate
+        print(f"smtpx / aiosmtpd, {mode:<18}{ratio:>6.2f}x")
+    print(f"idle sessions ({idle}, greeted + EHLO), server RSS per session:")
+    for name in SERVERS:
+        print(f"{name:<10}{memory[name]:>8.1f} KB")
+    verdict = "met" if memory["smtpx"] <= 30 else "NOT MET"
+    print(f"smtpx: target (<= 30 KB per idle session) {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
