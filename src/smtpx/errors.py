@@ -27,22 +27,25 @@ each one says whose fault it is::
     │                                     called it, called it after the end, START_AUTH
     │                                     twice, returned before the end): a bug in the
     │                                     mechanism, not the peer's fault
-    └── ClientError                       the client could not carry a session through
-        ├── ConnectError                  no address of the host accepted a connection;
-        │                                 .failures lists each address with its error
-        ├── ConnectionLost                the server closed the connection mid-session
-        ├── ReplyTimeout (also TimeoutError) the server did not answer in time
-        ├── SessionError                  the server refused the session itself (greeting,
-        │                                 EHLO, STARTTLS, a failed TLS handshake); .reply
-        ├── TlsRequiredError              TLS is required for the destination, and the
-        │                                 server did not offer it: our policy, its lack
-        ├── NoHopAvailable                connection cache: every next hop failed to open;
-        │                                 .failures
-        ├── GaveUpWaiting                 connection cache: every usable hop stayed at its
-        │                                 connection limit until the deadline
-        └── CacheClosed                   connection cache: closed, no new sessions
+    ├── ClientError                       the client could not carry a session through
+    │   ├── ConnectError                  no address of the host accepted a connection;
+    │   │                                 .failures lists each address with its error
+    │   ├── ConnectionLost                the server closed the connection mid-session
+    │   ├── ReplyTimeout (also TimeoutError) the server did not answer in time
+    │   ├── SessionError                  the server refused the session itself (greeting,
+    │   │                                 EHLO, STARTTLS, a failed TLS handshake); .reply
+    │   ├── TlsRequiredError              TLS is required for the destination, and the
+    │   │                                 server did not offer it: our policy, its lack
+    │   ├── NoHopAvailable                connection cache: every next hop failed to open;
+    │   │                                 .failures
+    │   ├── GaveUpWaiting                 connection cache: every usable hop stayed at its
+    │   │                                 connection limit until the deadline
+    │   └── CacheClosed                   connection cache: closed, no new sessions
+    └── ConfigError                       a configuration value is missing, of the wrong
+                                          type or out of range: the operator's to fix;
+                                          .key is the key path (spool.retry_intervals[2])
 
-Later layers add their own branches (transport, spool, config) under SMTPXError.
+Later layers add their own branches (transport, spool) under SMTPXError.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ __all__ = [
     "AuthProtocolError",
     "CacheClosed",
     "ClientError",
+    "ConfigError",
     "ConnectError",
     "ConnectionLost",
     "GaveUpWaiting",
@@ -239,3 +243,23 @@ class GaveUpWaiting(ClientError):
 
 class CacheClosed(ClientError):
     """The connection cache is closed and hands out no more sessions."""
+
+
+class ConfigError(SMTPXError):
+    """A configuration value is missing, of the wrong type or out of range: the operator's
+    to fix, not a bug.
+
+    ``key`` is the path of the offending key (``spool.retry_intervals[2]``,
+    ``routing.routes."example.com"``) when one applies, ``problem`` the message without
+    it, and ``file`` the file read, when there is one. The message is
+    ``[file: ][key: ]problem``.
+    """
+
+    def __init__(self, problem: str, *, key: str | None = None, file: str | None = None) -> None:
+        message = f"{key}: {problem}" if key else problem
+        if file:
+            message = f"{file}: {message}"
+        super().__init__(message)
+        self.problem = problem
+        self.key = key
+        self.file = file

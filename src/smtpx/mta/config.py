@@ -1,0 +1,1201 @@
+"""The relay MTA's configuration: immutable records with defaults, loaded from TOML.
+
+:class:`MtaConfig` holds one record per TOML section (``[server]``, ``[tls]``,
+``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[control]``,
+``[log]``) plus the top-level ``hostname``. :data:`DEFAULT_TOML` is a documented file
+holding every default; it loads to the same config as :meth:`MtaConfig.default`.
+
+Loading validates everything up front. Every problem raises
+:class:`~smtpx.errors.ConfigError` whose message starts with the key path, for example
+``spool.retry_intervals[2]: not a duration: '5q' ...`` or
+``routing.routes."example.com"[0]: not a host:port: ...``; an unknown key is an error
+too, with a "did you mean" suggestion. Value forms:
+
+* sizes: ``"35M"``, ``"512K"``, ``"1G"`` (binary multiples) or a number of bytes;
+* durations: ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds; retry
+  intervals may add a jitter, ``"5m~30s"`` (:class:`~smtpx.envelope.RetryInterval`);
+* addresses: ``"host:port"``, IPv6 as ``"[::1]:2525"``;
+* paths: relative ones are relative to the config file's directory (or to the current
+  directory for :meth:`MtaConfig.default` and text without a file), and are stored
+  absolute.
+
+Domains (local domains, route keys) are stored in their A-label form, lower case
+(IDNA, see :func:`a_label`), so that lookups match whatever form a recipient used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ipaddress
+import math
+import re
+import socket
+import tomllib
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+
+from smtpx.auth.credentials import Credentials
+from smtpx.client.config import CertificateCheck, ClientConfig, TlsConfig, TlsMode
+from smtpx.envelope import HostPort, RetryInterval
+from smtpx.errors import ConfigError, ParseError
+from smtpx.protocol.data import BareNewlines
+from smtpx.server.config import Listener, ServerConfig, ServerTls
+
+__all__ = [
+    "DEFAULT_TOML",
+    "AuthSettings",
+    "ControlSettings",
+    "FsyncPolicy",
+    "HostCredentials",
+    "ListenAddress",
+    "ListenerKind",
+    "LocalSettings",
+    "LogSettings",
+    "MtaConfig",
+    "RelaySettings",
+    "RoutingSettings",
+    "ServerSettings",
+    "SpoolSettings",
+    "TlsSettings",
+    "a_label",
+    "listener_kind",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Domains
+
+
+# RFC 1035 2.3.4: labels of 63 octets at most, names of 255 octets on the wire, which is
+# 253 characters of text without the final dot. Underscores are tolerated (they occur in
+# real host names even though the LDH rule of RFC 5321 4.1.2 leaves them out).
+_LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_MAX_DOMAIN = 253
+# IDNA (RFC 3490 3.1) treats these as label separators too.
+_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def a_label(domain: str) -> str:
+    """``domain`` in lower-case A-label form, without a final dot.
+
+    U-labels are converted with dnspython's IDNA codec (IDNA 2008 with UTS 46 mapping when
+    the ``idna`` package is installed, else IDNA 2003): the form the DNS holds, so routing
+    and lookups agree with the resolver. Raises :class:`ValueError` when ``domain`` is not
+    a domain name.
+    """
+    text = domain.translate(_IDNA_DOTS)
+    if text.endswith("."):
+        text = text[:-1]
+    if not text:
+        raise ValueError("empty domain name")
+    labels = text.split(".")
+    if not text.isascii():
+        codec = dns.name.IDNA_DEFAULT
+        converted = []
+        for label in labels:
+            if label.isascii():
+                converted.append(label)
+                continue
+            try:
+                converted.append(codec.encode(label).decode("ascii"))
+            except (dns.exception.DNSException, UnicodeError) as exc:
+                raise ValueError(f"not a valid IDNA label: {label!r} ({exc})") from None
+        labels = converted
+    labels = [label.lower() for label in labels]
+    for label in labels:
+        if not _LABEL_RE.fullmatch(label):
+            raise ValueError(f"bad label {label!r}")
+    name = ".".join(labels)
+    if len(name) > _MAX_DOMAIN:
+        raise ValueError(f"longer than {_MAX_DOMAIN} characters")
+    return name
+
+
+def _host_key(host: str) -> str:
+    """A host name or IP address as a lookup key: lower case, A-labels, no brackets."""
+    text = host.strip().strip("[]")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return a_label(text)
+    except ValueError:
+        return text.lower().rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------
+# Records
+
+
+class FsyncPolicy(enum.Enum):
+    """When the spool makes accepted messages durable (issue 5)."""
+
+    ALWAYS = "always"  # one flush per message before its 250
+    BATCH = "batch"  # concurrent messages share one flush (group commit) before their 250s
+    NEVER = "never"  # no flush at all: tests and benchmarks only
+
+
+class ListenerKind(enum.Enum):
+    """What a listener of :meth:`MtaConfig.server_config` is for (see :func:`listener_kind`)."""
+
+    SMTP = "smtp"  # relay and inbound mail; STARTTLS offered when a certificate is set
+    SMTPS = "smtps"  # implicit TLS (RFC 8314)
+    SUBMISSION = "submission"  # STARTTLS and AUTH required before MAIL (RFC 6409)
+
+
+def listener_kind(name: str) -> ListenerKind | None:
+    """The kind of listener a session arrived on, from
+    :attr:`smtpx.server.Session.listener` (the listener names that
+    :meth:`MtaConfig.server_config` sets), or None for a listener it did not make."""
+    kind, _, _ = name.partition(" ")
+    try:
+        return ListenerKind(kind)
+    except ValueError:
+        return None
+
+
+_LISTEN_PORT_RE = re.compile(r"[0-9]{1,5}")
+_LISTEN_HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenAddress:
+    """An address to listen on. Port 0 lets the operating system choose (tests)."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if ":" in self.host:
+            ipaddress.IPv6Address(self.host)  # raises ValueError
+        elif not _LISTEN_HOST_RE.fullmatch(self.host):
+            raise ValueError(f"not a host name or address: {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError(f"port must be an int, not {type(self.port).__name__}")
+        if not 0 <= self.port <= 65_535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+
+    @classmethod
+    def parse(cls, text: str, *, default_port: int) -> ListenAddress:
+        """Read ``host``, ``host:port``, ``[ipv6]`` or ``[ipv6]:port``."""
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"bad bracketed IPv6 address in {text!r}")
+            port_text: str | None = rest[1:] if rest else None
+        elif ":" in text:
+            host, _, port_text = text.rpartition(":")
+            if ":" in host:
+                raise ValueError("write an IPv6 address in brackets")
+        else:
+            host, port_text = text, None
+        if port_text is not None and not _LISTEN_PORT_RE.fullmatch(port_text):
+            raise ValueError(f"bad port {port_text!r}")
+        port = default_port if port_text is None else int(port_text)
+        return cls(host=host, port=port)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _default_listen() -> tuple[ListenAddress, ...]:
+    return (ListenAddress(host="127.0.0.1", port=2525),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """``[server]``: listeners, limits and timeouts of the receiving side.
+
+    * ``listen``: plain SMTP listeners (STARTTLS offered when ``[tls]`` has a certificate).
+    * ``smtps``: implicit-TLS listeners (RFC 8314).
+    * ``submission``: listeners where STARTTLS and AUTH are required before MAIL
+      (RFC 6409 section 4.3 lets a submission server require authentication).
+    * ``max_message_size``: advertised with SIZE and enforced (RFC 1870).
+    * ``max_recipients``: per transaction; RFC 5321 4.5.3.1.8 asks for at least 100.
+    * ``command_timeout`` / ``data_timeout``: seconds (RFC 5321 4.5.3.2.7: at least 5 and
+      3 minutes).
+    """
+
+    listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
+    smtps: tuple[ListenAddress, ...] = ()
+    submission: tuple[ListenAddress, ...] = ()
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 1000
+    max_sessions_per_listener: int = 1000
+    command_timeout: float = 300.0
+    data_timeout: float = 300.0
+    bare_newlines: BareNewlines = BareNewlines.REJECT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """``[tls]``: the server's certificate. With ``cert_file`` set, STARTTLS is offered
+    and ``smtps``/``submission`` listeners may be used. ``key_file`` may be left out when
+    the key is in ``cert_file``."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    min_version: str | None = None  # "TLSv1.2" (the default) or "TLSv1.3"
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _default_networks() -> tuple[IPNetwork, ...]:
+    return (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelaySettings:
+    """``[relay]``: whose mail is accepted for which recipients.
+
+    Mail for ``local_domains`` is always accepted (and delivered to the maildir). Mail for
+    any other domain is relayed only for clients in ``trusted_networks`` or, with
+    ``relay_for_authenticated``, clients that authenticated; everyone else gets
+    ``550 5.7.1`` (never an open relay).
+    """
+
+    local_domains: tuple[str, ...] = ("localhost",)
+    trusted_networks: tuple[IPNetwork, ...] = field(default_factory=_default_networks)
+    relay_for_authenticated: bool = True
+
+    def is_local(self, domain: str) -> bool:
+        """Whether ``domain`` (any case, U- or A-labels) is one of the local domains."""
+        return _host_key(domain) in self.local_domains
+
+    def is_trusted(self, address: str) -> bool:
+        """Whether the client IP ``address`` is inside a trusted network."""
+        try:
+            ip = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
+        return any(ip in network for network in self.trusted_networks)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    """``[auth]``: submission users (see :mod:`smtpx.mta.users`).
+
+    ``allow_plaintext`` offers AUTH on connections without TLS (RFC 4954 section 4: a
+    server SHOULD NOT accept plaintext passwords without TLS).
+    """
+
+    users_file: Path | None = None
+    allow_plaintext: bool = False
+
+
+def _default_retry_intervals() -> tuple[RetryInterval, ...]:
+    return tuple(
+        RetryInterval.parse(text)
+        for text in ("1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSettings:
+    """``[spool]``: the durable queue and its delivery.
+
+    * ``retry_intervals``: the waits between attempts; when they run out the message is
+      frozen and, with ``bounce``, a bounce goes to the sender.
+    * ``max_deliveries``: concurrent delivery attempts overall; ``max_per_destination``:
+      per route (:attr:`smtpx.mta.routing.Route.name`).
+    * ``delay_warning_after``: seconds after which the sender is told that the message is
+      still queued (None: never).
+    """
+
+    dir: Path = Path("var/spool")
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    retry_intervals: tuple[RetryInterval, ...] = field(default_factory=_default_retry_intervals)
+    max_deliveries: int = 100
+    max_per_destination: int = 10
+    bounce: bool = True
+    delay_warning_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalSettings:
+    """``[local]``: where mail for the local domains is delivered (a maildir)."""
+
+    maildir: Path = Path("var/mail")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class HostCredentials:
+    """A username and password for one outbound host (``[routing.credentials]``).
+
+    The repr hides the password.
+    """
+
+    username: str
+    password: str
+
+    def credentials(self) -> Credentials:
+        return Credentials.login(self.username, self.password)
+
+    def __repr__(self) -> str:
+        return f"HostCredentials(username={self.username!r}, password=<hidden>)"
+
+
+def _default_client_tls() -> tuple[tuple[str, TlsConfig], ...]:
+    return (("", TlsConfig(mode=TlsMode.IF_AVAILABLE, certificate=CertificateCheck.IGNORE)),)
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingSettings:
+    """``[routing]``: where outbound mail goes (see :class:`smtpx.mta.routing.Router`).
+
+    * ``smarthost``: every non-local domain without an explicit route goes there.
+    * ``routes``: domain (A-label) -> next hops, tried in order; a route also covers the
+      domain's subdomains, the longest match winning.
+    * ``tls``: (host suffix, settings) pairs, the first match winning, as in
+      :attr:`smtpx.client.ClientConfig.tls`. The default is opportunistic TLS without
+      certificate checks (RFC 7435).
+    * ``credentials``: host (lower case, A-labels) -> the login to use with it.
+    """
+
+    smarthost: HostPort | None = None
+    routes: Mapping[str, tuple[HostPort, ...]] = field(default_factory=_empty_mapping)
+    tls: tuple[tuple[str, TlsConfig], ...] = field(default_factory=_default_client_tls)
+    credentials: Mapping[str, HostCredentials] = field(default_factory=_empty_mapping)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlSettings:
+    """``[control]``: the admin control plane: a unix socket, and optionally HTTP on a
+    loopback address; ``token_file`` holds the bearer token HTTP clients must present."""
+
+    socket: Path = Path("var/control.sock")
+    http: ListenAddress | None = None
+    token_file: Path | None = None
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("plain", "json")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    """``[log]``: ``level`` is one of debug, info, warning, error, critical; ``format`` is
+    plain (human-readable lines) or json (one object per line)."""
+
+    level: str = "info"
+    format: str = "plain"
+
+
+# ---------------------------------------------------------------------------------------
+# The default file
+
+
+DEFAULT_TOML = """\
+# smtpx relay MTA configuration (smtpx serve --config FILE.toml).
+#
+# Every key is optional: the values below are the defaults, which `smtpx serve` uses
+# when it is given no file. Relative paths are relative to this file's directory.
+# Sizes: "35M", "512K", "1G" or a number of bytes. Durations: "30s", "5m", "2h", "1d"
+# or a number of seconds.
+
+# The name this MTA uses in its greeting, in EHLO and in Received: headers.
+# Default: the machine's fully qualified name.
+# hostname = "mx.example.com"
+
+[server]
+# Plain SMTP listeners, "host:port" (IPv6 as "[::1]:2525"). STARTTLS is offered when
+# [tls] has a certificate.
+listen = ["127.0.0.1:2525"]
+# Implicit-TLS listeners (RFC 8314, usually port 465). They need tls.cert_file.
+smtps = []
+# Submission listeners (RFC 6409, usually port 587): STARTTLS and AUTH are required
+# before MAIL. They need tls.cert_file and auth.users_file.
+submission = []
+max_message_size = "35M"
+max_recipients = 1000
+max_sessions_per_listener = 1000
+command_timeout = "5m"
+data_timeout = "5m"
+# A bare CR or LF inside a message: "reject" it (500 5.5.2) or "normalize" it to CRLF.
+bare_newlines = "reject"
+
+[tls]
+# The server certificate (PEM). When set, STARTTLS is offered.
+# cert_file = "tls/cert.pem"
+# key_file = "tls/key.pem"      # leave out when the key is in cert_file
+# min_version = "TLSv1.2"       # or "TLSv1.3"
+
+[relay]
+# Mail for these domains is delivered locally (to [local] maildir).
+local_domains = ["localhost"]
+# Clients in these networks may relay to any domain.
+trusted_networks = ["127.0.0.0/8", "::1/128"]
+# Clients that authenticated may relay to any domain. Everyone else: 550 5.7.1.
+relay_for_authenticated = true
+
+[auth]
+# Submission users, one "name:scrypt$..." line each (smtpx users add).
+# users_file = "users"
+# Offer AUTH without TLS (RFC 4954 says a server SHOULD NOT).
+allow_plaintext = false
+
+[spool]
+dir = "./var/spool"
+# Make accepted mail durable before the 250: "always" (a flush per message), "batch"
+# (concurrent messages share flushes) or "never" (tests and benchmarks only).
+fsync = "batch"
+# Waits between delivery attempts; "5m~30s" adds up to 30s of random jitter. When they
+# run out, the message is frozen (and bounced, with bounce = true).
+retry_intervals = ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h"]
+# Concurrent deliveries overall, and per destination.
+max_deliveries = 100
+max_per_destination = 10
+# Send a delivery status notification (RFC 3464) when a message fails for good.
+bounce = true
+# Tell the sender when a message is still queued after this long.
+# delay_warning_after = "4h"
+
+[local]
+# Mail for the local domains is delivered into this maildir.
+maildir = "./var/mail"
+
+[routing]
+# Without a smarthost or a route, mail goes to the domain's MX hosts (or its A/AAAA
+# records when it has no MX, RFC 5321 section 5.1).
+# smarthost = "smtp.example.com:587"
+
+# Explicit next hops per domain (also used for its subdomains), tried in order.
+[routing.routes]
+# "example.com" = ["mx1.internal:25", "[2001:db8::25]:25"]
+
+# TLS towards destinations: the first entry whose suffix matches the host wins ("" matches
+# every host). mode: "none", "if_available", "always_try", "required" or "implicit";
+# certificate: "verify" or "ignore".
+[[routing.tls]]
+suffix = ""
+mode = "if_available"
+certificate = "ignore"
+# ca_file = "ca.pem"
+
+# Logins for outbound hosts: password, or password_file (its first line).
+[routing.credentials]
+# "smtp.example.com" = { username = "relay", password_file = "smarthost.password" }
+
+[control]
+# The admin control plane's unix socket.
+socket = "./var/control.sock"
+# Also serve it over HTTP on a loopback address, with a bearer token.
+# http = "127.0.0.1:8025"
+# token_file = "control.token"
+
+[log]
+level = "info"          # debug, info, warning, error or critical
+format = "plain"        # or "json"
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# Value readers
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key_text(key: str) -> str:
+    return key if _BARE_KEY_RE.fullmatch(key) else '"' + key.replace('"', '\\"') + '"'
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{_key_text(key)}" if path else _key_text(key)
+
+
+def _describe(value: object) -> str:
+    """A value as the TOML author wrote it: "the string 'x'", "the integer 5"."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the float {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _expected(what: str, value: object, key: str) -> ConfigError:
+    return ConfigError(f"expected {what}, got {_describe(value)}", key=key)
+
+
+def _string(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise _expected("a string", value, key)
+    return value
+
+
+def _nonempty_string(value: object, key: str) -> str:
+    text = _string(value, key)
+    if not text.strip():
+        raise ConfigError("must not be empty", key=key)
+    return text
+
+
+def _boolean(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _expected("a boolean (true or false)", value, key)
+    return value
+
+
+def _positive_int(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected("an integer", value, key)
+    if value < 1:
+        raise ConfigError(f"must be at least 1, got {value}", key=key)
+    return value
+
+
+def _array(value: object, key: str) -> list[object]:
+    if not isinstance(value, list):
+        raise _expected("an array", value, key)
+    return value
+
+
+def _table(value: object, key: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise _expected("a table", value, key)
+    return value
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _choice(enum_type: type[E], value: object, key: str) -> E:
+    names = ", ".join(repr(member.value) for member in enum_type)
+    if isinstance(value, str):
+        for member in enum_type:
+            if member.value == value.lower():
+                return member
+    raise ConfigError(f"expected one of {names}, got {_describe(value)}", key=key)
+
+
+def _word(choices: Sequence[str], value: object, key: str) -> str:
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    names = ", ".join(repr(choice) for choice in choices)
+    raise ConfigError(f"expected one of {names}, got {_describe(value)}", key=key)
+
+
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?)(?:i?B)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _expected("a size (like 35M, 512K or a number of bytes)", value, key)
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.fullmatch(value)
+        if match is None:
+            raise ConfigError(
+                f"not a size: {value!r} (use 35M, 512K, 1G or a number of bytes)", key=key
+            )
+        size = int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    if size < 1:
+        raise ConfigError(f"must be at least 1 byte, got {value!r}", key=key)
+    return size
+
+
+_DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([dhms]?)\s*")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_HINT = "use 30s, 5m, 2h, 1d or a number of seconds"
+
+
+def _duration(value: object, key: str) -> float:
+    """A positive number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _expected(f"a duration ({_DURATION_HINT})", value, key)
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value)
+        if match is None:
+            raise ConfigError(f"not a duration: {value!r} ({_DURATION_HINT})", key=key)
+        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"must be more than 0 seconds, got {value!r}", key=key)
+    return seconds
+
+
+def _retry_interval(value: object, key: str) -> RetryInterval:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _expected("a duration (like 5m, or 5m~30s with jitter)", value, key)
+    try:
+        if isinstance(value, str):
+            return RetryInterval.parse(value)
+        return RetryInterval(span=float(value))
+    except (ParseError, ValueError):
+        raise ConfigError(
+            f"not a duration: {value!r} (use 30s, 5m, 2h, 1d, seconds, or 5m~30s for jitter)",
+            key=key,
+        ) from None
+
+
+def _domain(value: object, key: str) -> str:
+    text = _string(value, key)
+    try:
+        return a_label(text)
+    except ValueError as exc:
+        raise ConfigError(f"not a domain name: {text!r} ({exc})", key=key) from None
+
+
+def _network(value: object, key: str) -> IPNetwork:
+    text = _string(value, key)
+    try:
+        return ipaddress.ip_network(text.strip())
+    except ValueError as exc:
+        detail = f" ({exc})" if "host bits set" in str(exc) else ""
+        raise ConfigError(f"not an IP network: {text!r}{detail}", key=key) from None
+
+
+def _hostport(value: object, key: str) -> HostPort:
+    text = _string(value, key)
+    try:
+        hop = HostPort.parse(text.strip())
+    except ParseError:
+        raise ConfigError(
+            f"not a host:port: {text!r} (like mx.example.com:25 or [2001:db8::1]:25)", key=key
+        ) from None
+    if ":" in hop.host or _is_ip(hop.host):
+        return hop
+    try:
+        return HostPort(a_label(hop.host), hop.port)
+    except ValueError as exc:
+        raise ConfigError(f"not a host:port: {text!r} ({exc})", key=key) from None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host(value: object, key: str) -> str:
+    """A host name (as an A-label) or an IP address (brackets allowed)."""
+    text = _string(value, key).strip()
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        return a_label(text)
+    except ValueError as exc:
+        raise ConfigError(f"not a host name or IP address: {text!r} ({exc})", key=key) from None
+
+
+def _listen(value: object, key: str, default_port: int) -> ListenAddress:
+    text = _string(value, key)
+    try:
+        return ListenAddress.parse(text.strip(), default_port=default_port)
+    except ValueError as exc:
+        raise ConfigError(
+            f"not a listen address: {text!r} ({exc}; like 127.0.0.1:2525 or [::1]:2525)",
+            key=key,
+        ) from None
+
+
+_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
+def _tls_version(value: object, key: str) -> str:
+    if isinstance(value, str):
+        for version in _TLS_VERSIONS:
+            if value.lower() in (version.lower(), version[4:]):
+                return version
+    raise ConfigError(f"expected 'TLSv1.2' or 'TLSv1.3', got {_describe(value)}", key=key)
+
+
+def _items(value: object, key: str, read: Callable[[object, str], Any]) -> tuple[Any, ...]:
+    return tuple(read(item, f"{key}[{index}]") for index, item in enumerate(_array(value, key)))
+
+
+def _check_keys(table: Mapping[str, object], path: str, known: Iterable[str]) -> None:
+    known = list(known)
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        elif known:
+            hint = f" (known keys: {', '.join(known)})"
+        else:
+            hint = ""
+        raise ConfigError(f"unknown key{hint}", key=_join(path, key))
+
+
+T = TypeVar("T")
+
+
+class _Loader:
+    """Turns the TOML document (a dict) into an :class:`MtaConfig`, naming key paths."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def path(self, value: object, key: str) -> Path:
+        text = _nonempty_string(value, key)
+        return self.base / Path(text).expanduser()
+
+    def build(
+        self,
+        cls: type[T],
+        table: Mapping[str, object],
+        path: str,
+        readers: Mapping[str, Callable[[object, str], object]],
+    ) -> T:
+        """``cls`` from the keys of ``table`` that ``readers`` knows; absent keys keep
+        the field default; relative default paths are resolved against the base."""
+        _check_keys(table, path, readers)
+        values = {
+            name: read(table[name], _join(path, name))
+            for name, read in readers.items()
+            if name in table
+        }
+        record = cls(**values)
+        updates = {}
+        for f in fields(record):  # type: ignore[arg-type]
+            current = getattr(record, f.name)
+            if isinstance(current, Path) and not current.is_absolute():
+                updates[f.name] = self.base / current
+        return replace(record, **updates) if updates else record  # type: ignore[type-var]
+
+    def section(self, document: Mapping[str, object], name: str) -> dict[str, object]:
+        return _table(document.get(name, {}), name)
+
+    # -- sections ------------------------------------------------------------------------
+
+    def config(self, document: Mapping[str, object], source: Path | None) -> MtaConfig:
+        sections = {
+            "server": self.server,
+            "tls": self.tls,
+            "relay": self.relay,
+            "auth": self.auth,
+            "spool": self.spool,
+            "local": self.local,
+            "routing": self.routing,
+            "control": self.control,
+            "log": self.log,
+        }
+        _check_keys(document, "", ["hostname", *sections])
+        values: dict[str, Any] = {
+            name: read(self.section(document, name)) for name, read in sections.items()
+        }
+        if "hostname" in document:
+            values["hostname"] = _domain(document["hostname"], "hostname")
+        config = MtaConfig(**values, source=source)
+        self.check_consistency(config)
+        return config
+
+    def server(self, table: dict[str, object]) -> ServerSettings:
+        return self.build(
+            ServerSettings,
+            table,
+            "server",
+            {
+                "listen": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
+                "smtps": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 465)),
+                "submission": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 587)),
+                "max_message_size": _size,
+                "max_recipients": _positive_int,
+                "max_sessions_per_listener": _positive_int,
+                "command_timeout": _duration,
+                "data_timeout": _duration,
+                "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
+            },
+        )
+
+    def tls(self, table: dict[str, object]) -> TlsSettings:
+        return self.build(
+            TlsSettings,
+            table,
+            "tls",
+            {"cert_file": self.path, "key_file": self.path, "min_version": _tls_version},
+        )
+
+    def relay(self, table: dict[str, object]) -> RelaySettings:
+        return self.build(
+            RelaySettings,
+            table,
+            "relay",
+            {
+                "local_domains": lambda v, k: tuple(dict.fromkeys(_items(v, k, _domain))),
+                "trusted_networks": lambda v, k: _items(v, k, _network),
+                "relay_for_authenticated": _boolean,
+            },
+        )
+
+    def auth(self, table: dict[str, object]) -> AuthSettings:
+        return self.build(
+            AuthSettings,
+            table,
+            "auth",
+            {"users_file": self.path, "allow_plaintext": _boolean},
+        )
+
+    def spool(self, table: dict[str, object]) -> SpoolSettings:
+        return self.build(
+            SpoolSettings,
+            table,
+            "spool",
+            {
+                "dir": self.path,
+                "fsync": lambda v, k: _choice(FsyncPolicy, v, k),
+                "retry_intervals": lambda v, k: _items(v, k, _retry_interval),
+                "max_deliveries": _positive_int,
+                "max_per_destination": _positive_int,
+                "bounce": _boolean,
+                "delay_warning_after": _duration,
+            },
+        )
+
+    def local(self, table: dict[str, object]) -> LocalSettings:
+        return self.build(LocalSettings, table, "local", {"maildir": self.path})
+
+    def routing(self, table: dict[str, object]) -> RoutingSettings:
+        return self.build(
+            RoutingSettings,
+            table,
+            "routing",
+            {
+                "smarthost": _hostport,
+                "routes": self.routes,
+                "tls": self.client_tls,
+                "credentials": self.credentials,
+            },
+        )
+
+    def routes(self, value: object, key: str) -> Mapping[str, tuple[HostPort, ...]]:
+        routes: dict[str, tuple[HostPort, ...]] = {}
+        first_key: dict[str, str] = {}
+        for domain_text, hops_value in _table(value, key).items():
+            entry = _join(key, domain_text)
+            domain = _domain(domain_text, entry)
+            if domain in routes:
+                raise ConfigError(f"the same domain as {first_key[domain]}", key=entry)
+            hops = _items(hops_value, entry, _hostport)
+            if not hops:
+                raise ConfigError("needs at least one next hop", key=entry)
+            routes[domain] = hops
+            first_key[domain] = entry
+        return types.MappingProxyType(routes)
+
+    def client_tls(self, value: object, key: str) -> tuple[tuple[str, TlsConfig], ...]:
+        entries: list[tuple[str, TlsConfig]] = []
+        seen: dict[str, str] = {}
+        for index, item in enumerate(_array(value, key)):
+            entry = f"{key}[{index}]"
+            table = _table(item, entry)
+            _check_keys(table, entry, ["suffix", "mode", "certificate", "ca_file", "min_version"])
+            if "suffix" not in table:
+                raise ConfigError('required ("" matches every host)', key=f"{entry}.suffix")
+            suffix = _string(table["suffix"], f"{entry}.suffix").strip().lower()
+            if suffix.strip("."):
+                try:
+                    suffix = ("." if suffix.startswith(".") else "") + a_label(suffix.lstrip("."))
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"not a domain suffix: {table['suffix']!r} ({exc})", key=f"{entry}.suffix"
+                    ) from None
+            else:
+                suffix = ""
+            if suffix in seen:
+                raise ConfigError(
+                    f"the same suffix as {seen[suffix]}, which wins", key=f"{entry}.suffix"
+                )
+            seen[suffix] = f"{entry}.suffix"
+            settings = TlsConfig(
+                mode=_choice(TlsMode, table.get("mode", "if_available"), f"{entry}.mode"),
+                certificate=_choice(
+                    CertificateCheck, table.get("certificate", "ignore"), f"{entry}.certificate"
+                ),
+                ca_file=(
+                    str(self.path(table["ca_file"], f"{entry}.ca_file"))
+                    if "ca_file" in table
+                    else None
+                ),
+                min_version=(
+                    _tls_version(table["min_version"], f"{entry}.min_version")
+                    if "min_version" in table
+                    else None
+                ),
+            )
+            entries.append((suffix, settings))
+        return tuple(entries)
+
+    def credentials(self, value: object, key: str) -> Mapping[str, HostCredentials]:
+        result: dict[str, HostCredentials] = {}
+        first_key: dict[str, str] = {}
+        for host_text, item in _table(value, key).items():
+            entry = _join(key, host_text)
+            host = _host(host_text, entry)
+            if host in result:
+                raise ConfigError(f"the same host as {first_key[host]}", key=entry)
+            table = _table(item, entry)
+            _check_keys(table, entry, ["username", "password", "password_file"])
+            if "username" not in table:
+                raise ConfigError("required", key=f"{entry}.username")
+            username = _nonempty_string(table["username"], f"{entry}.username")
+            if "password" in table and "password_file" in table:
+                raise ConfigError("set password or password_file, not both", key=entry)
+            if "password" in table:
+                password = _string(table["password"], f"{entry}.password")
+            elif "password_file" in table:
+                password = self.password_file(table["password_file"], f"{entry}.password_file")
+            else:
+                raise ConfigError("needs password or password_file", key=entry)
+            try:
+                Credentials.login(username, password)
+            except ValueError as exc:
+                raise ConfigError(f"unusable login: {exc}", key=entry) from None
+            result[host] = HostCredentials(username=username, password=password)
+            first_key[host] = entry
+        return types.MappingProxyType(result)
+
+    def password_file(self, value: object, key: str) -> str:
+        path = self.path(value, key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"cannot read {str(path)!r}: {detail}", key=key) from None
+        password = text.splitlines()[0] if text else ""
+        if not password:
+            raise ConfigError(f"{str(path)!r}: the first line (the password) is empty", key=key)
+        return password
+
+    def control(self, table: dict[str, object]) -> ControlSettings:
+        return self.build(
+            ControlSettings,
+            table,
+            "control",
+            {"socket": self.path, "http": self.control_http, "token_file": self.path},
+        )
+
+    def control_http(self, value: object, key: str) -> ListenAddress:
+        address = _listen(value, key, 8025)
+        if not address.is_loopback:
+            raise ConfigError(
+                f"must be a loopback address (like 127.0.0.1:8025), got {value!r}", key=key
+            )
+        return address
+
+    def log(self, table: dict[str, object]) -> LogSettings:
+        return self.build(
+            LogSettings,
+            table,
+            "log",
+            {
+                "level": lambda v, k: _word(LOG_LEVELS, v, k),
+                "format": lambda v, k: _word(LOG_FORMATS, v, k),
+            },
+        )
+
+    # -- across sections -----------------------------------------------------------------
+
+    def check_consistency(self, config: MtaConfig) -> None:
+        server = config.server
+        if config.tls.key_file is not None and config.tls.cert_file is None:
+            raise ConfigError("set, but tls.cert_file is not", key="tls.key_file")
+        if server.smtps and not config.tls.enabled:
+            raise ConfigError("implicit-TLS listeners need tls.cert_file", key="server.smtps")
+        if server.submission and not config.tls.enabled:
+            raise ConfigError(
+                "submission listeners need tls.cert_file (STARTTLS is required there)",
+                key="server.submission",
+            )
+        if server.submission and config.auth.users_file is None:
+            raise ConfigError(
+                "submission listeners need auth.users_file (AUTH is required there)",
+                key="server.submission",
+            )
+        if not (server.listen or server.smtps or server.submission):
+            raise ConfigError(
+                "no listeners: server.listen, server.smtps and server.submission are all empty",
+                key="server.listen",
+            )
+        seen: dict[tuple[str, int], str] = {}
+        for kind in ("listen", "smtps", "submission"):
+            addresses: tuple[ListenAddress, ...] = getattr(server, kind)
+            for index, address in enumerate(addresses):
+                key = f"server.{kind}[{index}]"
+                where = (address.host, address.port)
+                if address.port != 0 and where in seen:
+                    raise ConfigError(f"{address} is already {seen[where]}", key=key)
+                seen[where] = key
+
+
+# ---------------------------------------------------------------------------------------
+# The configuration
+
+
+def _fqdn() -> str:
+    return socket.getfqdn()  # looked up at each call, so that tests can replace it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtaConfig:
+    """Everything ``smtpx serve`` needs to know (see the module docstring).
+
+    Build it with :meth:`load`, :meth:`from_toml`, :meth:`from_dict` or :meth:`default`:
+    they validate and make paths absolute. ``source`` is the file it was read from.
+    """
+
+    hostname: str = field(default_factory=_fqdn)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: Path | None = field(default=None, compare=False)
+
+    # -- named constructors --------------------------------------------------------------
+
+    @classmethod
+    def default(cls, *, base_dir: Path | str | None = None) -> MtaConfig:
+        """The embedded defaults (:data:`DEFAULT_TOML`): listen on 127.0.0.1:2525, spool
+        under ``./var/spool``, deliver by MX. Paths are relative to ``base_dir`` (by
+        default the current directory)."""
+        return cls.from_dict({}, base_dir=base_dir)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, object],
+        *,
+        base_dir: Path | str | None = None,
+        source: Path | None = None,
+    ) -> MtaConfig:
+        """Validate a parsed TOML document. Relative paths are relative to ``base_dir``
+        (by default the current directory). Raises :class:`~smtpx.errors.ConfigError`."""
+        base = Path.cwd() if base_dir is None else Path(base_dir).expanduser().absolute()
+        return _Loader(base).config(data, source)
+
+    @classmethod
+    def from_toml(cls, text: str, *, base_dir: Path | str | None = None) -> MtaConfig:
+        """Parse and validate TOML text (see :meth:`from_dict`)."""
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}") from None
+        return cls.from_dict(document, base_dir=base_dir)
+
+    @classmethod
+    def load(cls, path: Path | str) -> MtaConfig:
+        """Read a TOML file; relative paths in it are relative to its directory. Errors
+        name the file, then the key path."""
+        file = Path(path).expanduser().absolute()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"cannot read the config file: {detail}", file=str(file)) from None
+        try:
+            document = tomllib.loads(text)
+            return cls.from_dict(document, base_dir=file.parent, source=file)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", file=str(file)) from None
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, key=exc.key, file=str(file)) from None
+
+    # -- the lower layers' objects -------------------------------------------------------
+
+    def server_tls(self) -> ServerTls | None:
+        """The server certificate settings, or None when no certificate is set."""
+        if self.tls.cert_file is None:
+            return None
+        return ServerTls(
+            cert_file=str(self.tls.cert_file),
+            key_file=None if self.tls.key_file is None else str(self.tls.key_file),
+            min_version=self.tls.min_version,
+        )
+
+    def listeners(self) -> tuple[Listener, ...]:
+        """One :class:`~smtpx.server.Listener` per address of ``listen``, ``smtps`` and
+        ``submission``, in that order, named ``"<kind> <host:port>"`` (see
+        :func:`listener_kind`)."""
+        kinds = (
+            (ListenerKind.SMTP, self.server.listen),
+            (ListenerKind.SMTPS, self.server.smtps),
+            (ListenerKind.SUBMISSION, self.server.submission),
+        )
+        return tuple(
+            Listener(
+                host=address.host,
+                port=address.port,
+                implicit_tls=kind is ListenerKind.SMTPS,
+                max_sessions=self.server.max_sessions_per_listener,
+                name=f"{kind.value} {address}",
+            )
+            for kind, addresses in kinds
+            for address in addresses
+        )
+
+    def server_config(self) -> ServerConfig:
+        """The receiving side's :class:`~smtpx.server.ServerConfig`: listeners, TLS,
+        limits and timeouts."""
+        return ServerConfig(
+            listeners=self.listeners(),
+            hostname=self.hostname,
+            tls=self.server_tls(),
+            max_message_size=self.server.max_message_size,
+            max_recipients=self.server.max_recipients,
+            bare_newlines=self.server.bare_newlines,
+            auth_without_tls=self.auth.allow_plaintext,
+            command_timeout=self.server.command_timeout,
+            data_timeout=self.server.data_timeout,
+        )
+
+    def client_config(self) -> ClientConfig:
+        """The sending side's :class:`~smtpx.client.ClientConfig`: our name in EHLO and
+        the TLS policy per destination."""
+        return ClientConfig(helo_name=self.hostname, tls=self.routing.tls)
+
+    def credentials_for(self, host: str) -> Credentials | None:
+        """The login for the outbound ``host`` (exact host match, any case, U- or
+        A-labels, brackets around an IP allowed), or None."""
+        found = self.routing.credentials.get(_host_key(host))
+        return None if found is None else found.credentials()
