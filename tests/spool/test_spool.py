@@ -355,9 +355,13 @@ def test_permanent_failure_bounces_to_the_sender(tmp_path: Path) -> None:
         report = email.message_from_bytes(bounce.data, policy=email.policy.default)
         assert report.get_content_type() == "multipart/report"
         assert report.get_param("report-type") == "delivery-status"
-        status = report.get_payload()[1]
+        parts = report.get_payload()
+        assert isinstance(parts, list)
+        status = parts[1]
         assert status.get_content_type() == "message/delivery-status"
-        per_recipient = status.get_payload()[1]
+        blocks = status.get_payload()
+        assert isinstance(blocks, list)
+        per_recipient = blocks[1]
         assert per_recipient["Final-Recipient"] == "rfc822; gone@example.org"
         assert per_recipient["Action"] == "failed"
         assert per_recipient["Status"] == "5.1.1"
