@@ -331,6 +331,7 @@ def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
 
 def test_permanent_failure_bounces_to_the_sender(tmp_path: Path) -> None:
     import email
+    import email.message
     import email.policy
 
     network = MemoryNetwork(default=refusing({"gone@example.org": 550}))
@@ -358,10 +359,12 @@ def test_permanent_failure_bounces_to_the_sender(tmp_path: Path) -> None:
         parts = report.get_payload()
         assert isinstance(parts, list)
         status = parts[1]
+        assert isinstance(status, email.message.Message)
         assert status.get_content_type() == "message/delivery-status"
         blocks = status.get_payload()
         assert isinstance(blocks, list)
         per_recipient = blocks[1]
+        assert isinstance(per_recipient, email.message.Message)
         assert per_recipient["Final-Recipient"] == "rfc822; gone@example.org"
         assert per_recipient["Action"] == "failed"
         assert per_recipient["Status"] == "5.1.1"
