@@ -329,7 +329,10 @@ def parse_replies(data: bytes) -> list[Reply]:
 # ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def _r(code: int, enhanced: str | None, text: str) -> Reply:
+    # Replies are immutable and servers send the same few over and over: share them (and
+    # their cached wire form).
     return Reply(code, tuple(text.split("\n")), _status(enhanced) if enhanced else None)
 
 

@@ -97,6 +97,7 @@ class SessionRunner:
         self.errors = 0
         self.auth_failures = 0
         self.waiting_for_command = False
+        self.deadline: float | None = None  # loop time by which the pending read must end
         self._mechanisms: dict[str, ServerMechanism[Session]] = {}
 
     # -- the loop ------------------------------------------------------------------------
@@ -176,8 +177,10 @@ class SessionRunner:
         if self.server.closing:
             timeout = min(timeout, self.config.close_timeout)
         self.waiting_for_command = idle
+        # No timer per read: the server's sweeper interrupts reads past their deadline.
+        self.deadline = self.server.loop_time() + timeout
         try:
-            data = await self.stream.read(timeout)
+            data = await self.stream.read()
         except TimeoutError:
             conn.send(replies.data_timeout() if in_data else replies.command_timeout())
             self._flush()
@@ -187,6 +190,7 @@ class SessionRunner:
             return False
         finally:
             self.waiting_for_command = False
+            self.deadline = None
         conn.receive_data(data)
         return True
 
