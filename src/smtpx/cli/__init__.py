@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import sys
+from pathlib import Path
 
 import click
 
 from smtpx._version import __version__
+from smtpx.errors import ConfigError, SMTPXError
+
+__all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,12 +23,83 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-def serve(config: str | None) -> None:
-    """Run the relay MTA (listens on 127.0.0.1:2525 by default)."""
-    click.echo(
-        "smtpx serve: the relay MTA is not built yet. The protocol core is in place; the\n"
-        "server, spool and relay arrive with issues #4 and #5. Run `make test` to see what works.",
-        err=True,
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="TOML configuration (default: the embedded one: 127.0.0.1:2525, ./var/spool, MX).",
+)
+@click.option(
+    "--spool-dir", type=click.Path(file_okay=False), help="Spool directory (overrides the config)."
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Listen here instead of the configured [server] listen addresses (repeatable).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level (overrides the config).",
+)
+def serve(
+    config_file: str | None, spool_dir: str | None, listen: tuple[str, ...], log_level: str | None
+) -> None:
+    """Run the relay MTA until SIGTERM or SIGINT."""
+    from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415 - keep --help fast
+
+    try:
+        config = MtaConfig.load(config_file) if config_file else MtaConfig.default()
+        if spool_dir is not None:
+            spool = dataclasses.replace(config.spool, dir=Path(spool_dir).absolute())
+            config = dataclasses.replace(config, spool=spool)
+        if listen:
+            addresses = tuple(ListenAddress.parse(text, default_port=25) for text in listen)
+            config = dataclasses.replace(
+                config, server=dataclasses.replace(config.server, listen=addresses)
+            )
+    except (ConfigError, ValueError) as exc:
+        click.echo(f"smtpx serve: configuration error: {exc}", err=True)
+        sys.exit(2)
+    level = (log_level or config.log.level).upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    sys.exit(1)
+    try:
+        asyncio.run(_serve(config))
+    except SMTPXError as exc:
+        click.echo(f"smtpx serve: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"smtpx serve: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _serve(config: object) -> None:
+    from smtpx.mta.app import Mta  # noqa: PLC0415
+    from smtpx.mta.config import MtaConfig  # noqa: PLC0415
+
+    assert isinstance(config, MtaConfig)
+    async with Mta(config) as mta:
+        ports = mta.server.ports
+        where = ", ".join(
+            f"{listener.name or listener} (port {port})"
+            for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+        )
+        click.echo(f"smtpx {__version__}: listening on {where}", err=True)
+        click.echo(
+            f"  spool {config.spool.dir} ({len(mta.spool.messages)} queued); "
+            f"local domains: {', '.join(config.relay.local_domains)} -> {config.local.maildir}",
+            err=True,
+        )
+        first = config.server.listen[0] if config.server.listen else None
+        if first is not None:
+            click.echo(
+                f"  try: swaks --server {first.host}:{ports[0]} --to postmaster@localhost",
+                err=True,
+            )
+        await mta.wait_for_signal()
+        click.echo("smtpx: shutting down (finishing sessions and deliveries)", err=True)

@@ -47,6 +47,7 @@ from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.data import BareNewlines
 from smtpx.server.config import Listener, ServerConfig, ServerTls
+from smtpx.spool.journal import FsyncPolicy
 
 __all__ = [
     "DEFAULT_TOML",
@@ -133,14 +134,6 @@ def _host_key(host: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Records
-
-
-class FsyncPolicy(enum.Enum):
-    """When the spool makes accepted messages durable (issue 5)."""
-
-    ALWAYS = "always"  # one flush per message before its 250
-    BATCH = "batch"  # concurrent messages share one flush (group commit) before their 250s
-    NEVER = "never"  # no flush at all: tests and benchmarks only
 
 
 class ListenerKind(enum.Enum):

@@ -1,0 +1,135 @@
+"""The relay MTA: server -> spool -> client, composed from a :class:`MtaConfig`.
+
+::
+
+    async with Mta(MtaConfig.load("smtpx.toml")) as mta:
+        await mta.wait_for_signal()     # SIGTERM or SIGINT: a clean shutdown
+
+Shutting down stops accepting connections, lets sessions finish their transaction, lets
+running deliveries finish, and closes the journal. Mail that was accepted but not yet
+delivered stays in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from smtpx.auth import Credentials
+from smtpx.envelope import HostPort
+from smtpx.io.resolve import Resolver
+from smtpx.mta.config import MtaConfig
+from smtpx.mta.local import MaildirAgent
+from smtpx.mta.relay import RelayPlugin
+from smtpx.mta.routing import Dns, DnsPythonResolver, NoRoute, Route, Router
+from smtpx.mta.routing import RouteLater as RouteLaterResult
+from smtpx.mta.users import Users
+from smtpx.server import Server
+from smtpx.spool.message import SpooledMessage
+from smtpx.spool.spool import (
+    Destination,
+    Hops,
+    Local,
+    RouteLater,
+    Spool,
+    SpoolConfig,
+    Unroutable,
+)
+
+__all__ = ["Mta"]
+
+log = logging.getLogger("smtpx.mta")
+
+
+class Mta:
+    """The relay: an async context manager that runs the server and the spool."""
+
+    def __init__(
+        self,
+        config: MtaConfig,
+        *,
+        dns: Dns | None = None,
+        resolver: Resolver | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.router = Router(config, dns or DnsPythonResolver())
+        self.local = MaildirAgent(config.local.maildir, config.hostname)
+        self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
+        settings = config.spool
+        client_config = config.client_config()
+        self.spool = Spool(
+            SpoolConfig(
+                directory=settings.dir,
+                fsync=settings.fsync,
+                retry_intervals=settings.retry_intervals,
+                max_deliveries=settings.max_deliveries,
+                max_per_destination=settings.max_per_destination,
+                bounce=settings.bounce,
+                reporting_mta=config.hostname,
+            ),
+            client_config=client_config,
+            router=self._route,
+        )
+        if resolver is not None:
+            self.spool.cache.resolver = resolver
+        self.server = Server(RelayPlugin(config, self.spool, self.users), config.server_config())
+        self.shutdown_timeout = shutdown_timeout
+        self._stop = asyncio.Event()
+
+    async def __aenter__(self) -> Mta:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.spool.start()
+        for problem in self.spool.problems:
+            log.warning("spool: %s", problem.description)
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.spool.kill_and_flush(0)
+            raise
+
+    async def close(self) -> None:
+        """Stop taking mail, finish sessions and deliveries, close the spool."""
+        await self.server.close()
+        await self.spool.kill_and_flush(self.shutdown_timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_for_signal(self) -> None:
+        """Run until SIGTERM or SIGINT (or :meth:`stop`)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def _route(self, message: SpooledMessage) -> Destination:
+        if message.next_hops:
+            return Hops(message.hops(), "hops:" + ",".join(message.next_hops))
+        domain = message.route or message.recipients[0].rpartition("@")[2]
+        result = await self.router.route(domain)
+        if isinstance(result, Route):
+            if result.local:
+                return Local(self.local)
+            return Hops(result.hops, result.name, self._credentials(result.hops))
+        if isinstance(result, NoRoute):
+            return Unroutable(result.reply)
+        assert isinstance(result, RouteLaterResult)
+        return RouteLater(result.reason)
+
+    def _credentials(self, hops: tuple[HostPort, ...]) -> Credentials | None:
+        return self.config.credentials_for(hops[0].host) if hops else None

@@ -1,0 +1,73 @@
+"""Local delivery into maildirs: ``<root>/<domain>/<local part>/new/``.
+
+Each message is written to ``tmp/``, flushed, and renamed into ``new/`` (the maildir
+protocol), with ``Return-Path`` and ``Delivered-To`` added on top (RFC 5321 4.4: the
+final delivery MTA records the envelope sender). Files use LF line endings, as maildir
+readers expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from smtpx.protocol import replies
+from smtpx.protocol.replies import Reply
+from smtpx.spool.message import SpooledMessage
+
+__all__ = ["MaildirAgent"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+class MaildirAgent:
+    """A :class:`~smtpx.spool.spool.LocalAgent` that writes maildirs under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str], hostname: str | None = None) -> None:
+        self.root = Path(root)
+        self.hostname = _SAFE.sub("_", hostname or socket.gethostname())
+        self._counter = itertools.count()
+
+    def mailbox(self, recipient: str) -> Path:
+        """The maildir of ``recipient``: its domain and local part, lower-cased, made safe
+        for file names (no path can escape ``root``)."""
+        local, _, domain = recipient.rpartition("@")
+        if not local:
+            local, domain = domain, "localhost"  # <Postmaster>
+        return self.root / _SAFE.sub("_", domain.lower()) / _SAFE.sub("_", local.lower())
+
+    async def deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+        return await asyncio.to_thread(self._deliver, message, content)
+
+    def _deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+        body = content.replace(b"\r\n", b"\n")
+        results = []
+        for recipient in message.recipients:
+            headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
+            try:
+                path = self._write(self.mailbox(recipient), headers + body)
+            except OSError as exc:
+                results.append(
+                    (recipient, replies.local_error(f"Cannot write the mailbox: {exc.strerror}"))
+                )
+                continue
+            results.append((recipient, replies.ok(f"Delivered to {path.name}")))
+        return results
+
+    def _write(self, mailbox: Path, data: bytes) -> Path:
+        for sub in ("tmp", "new", "cur"):
+            (mailbox / sub).mkdir(parents=True, exist_ok=True)
+        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._counter)}.{self.hostname}"
+        temporary = mailbox / "tmp" / name
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        final = mailbox / "new" / name
+        os.rename(temporary, final)
+        return final

@@ -1,0 +1,151 @@
+"""The relay policy plugin: who may send where, and where accepted mail goes (the spool).
+
+Rules (never an open relay):
+
+* mail for a local domain is taken from anyone;
+* mail for elsewhere is taken from trusted networks, and from authenticated users
+  (``relay.relay_for_authenticated``); anyone else gets ``550 5.7.1``;
+* on a submission listener, STARTTLS and AUTH come before MAIL (``530 5.7.0``).
+
+Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
+destination domain, one spool message per domain, all written durably before the 250.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from smtpx.envelope import Envelope, EnvelopeInfo
+from smtpx.mta.config import ListenerKind, MtaConfig, a_label, listener_kind
+from smtpx.mta.users import Users
+from smtpx.protocol import replies
+from smtpx.protocol.addresses import Address
+from smtpx.protocol.params import RcptParams
+from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
+from smtpx.spool.spool import Delivery, Spool
+
+__all__ = ["RelayPlugin", "received_header"]
+
+log = logging.getLogger("smtpx.mta")
+
+
+class RelayPlugin(Plugin):
+    def __init__(self, config: MtaConfig, spool: Spool, users: Users | None = None) -> None:
+        self.config = config
+        self.spool = spool
+        self.users = users
+        self.hostname = config.hostname
+        self._mechanisms = password_mechanisms(self._check) if users is not None else []
+
+    async def _check(self, session: Session, username: str, password: str) -> bool:
+        assert self.users is not None
+        return await self.users.check_async(username, password)
+
+    def greeting(self, session: Session) -> str:
+        return "ESMTP smtpx"
+
+    async def connect(self, session: Session) -> None:
+        ip = session.remote_ip
+        session.data["trusted"] = ip is not None and self.config.relay.is_trusted(ip)
+
+    def extensions(self, session: Session) -> Offer:
+        return Offer(starttls=True, auth=self._mechanisms)
+
+    async def mail_from(self, session: Session, transaction: Transaction) -> None:
+        if listener_kind(session.listener) is ListenerKind.SUBMISSION:
+            if not session.tls:
+                raise Reject(replies.starttls_required())
+            if not session.authenticated:
+                raise Reject(replies.auth_required())
+
+    async def rcpt_to(
+        self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
+    ) -> None:
+        if recipient.is_postmaster or self._is_local(recipient):
+            return
+        relay = self.config.relay
+        if session.data.get("trusted") or (session.authenticated and relay.relay_for_authenticated):
+            return
+        raise Reject(replies.relay_denied())
+
+    def _is_local(self, recipient: Address) -> bool:
+        if recipient.domain.startswith("["):
+            return False
+        try:
+            return self.config.relay.is_local(a_label(recipient.domain))
+        except ValueError:
+            return False
+
+    async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
+        trace = received_header(
+            session,
+            self.hostname,
+            str(envelope.id),
+            envelope.recipients,
+            utf8=transaction.params.smtputf8,
+        )
+        message = trace + envelope.message
+        groups: dict[str, list[Address]] = defaultdict(list)
+        for recipient in transaction.recipients:
+            groups[_route_key(recipient)].append(recipient)
+        deliveries = [
+            Delivery(
+                Envelope(
+                    info=EnvelopeInfo(
+                        sender=envelope.sender,
+                        sender_args=envelope.info.sender_args,
+                        recipients=tuple(recipients),
+                        id=envelope.id,
+                    ),
+                    message=message,
+                ),
+                route=route,
+            )
+            for route, recipients in groups.items()
+        ]
+        ids = await self.spool.add(deliveries)
+        return f"Ok: queued as {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
+
+
+def _route_key(recipient: Address) -> str:
+    """The spool's route for a recipient: its domain as an A-label (one spool message
+    per domain)."""
+    if recipient.is_postmaster:
+        return "localhost"
+    domain = recipient.domain
+    if domain.startswith("["):
+        return domain
+    try:
+        return a_label(domain)
+    except ValueError:
+        return domain.lower()
+
+
+def received_header(
+    session: Session,
+    hostname: str,
+    queue_id: str,
+    recipients: Sequence[Address],
+    *,
+    utf8: bool = False,
+) -> bytes:
+    """``Received:`` (RFC 5321 4.4, RFC 5322 3.6.7); the protocol name per RFC 3848
+    (ESMTP, ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 (UTF8SMTP... for SMTPUTF8 mail)."""
+    protocol = "UTF8SMTP" if utf8 else "ESMTP" if session.esmtp else "SMTP"
+    if session.esmtp:
+        protocol += ("S" if session.tls else "") + ("A" if session.authenticated else "")
+    ip = session.remote_ip or "unknown"
+    literal = f"IPv6:{ip}" if ":" in ip else ip
+    helo = session.helo or "unknown"
+    lines = [
+        f"Received: from {helo} ([{literal}])",
+        f"\tby {hostname} (smtpx) with {protocol} id {queue_id}",
+    ]
+    if len(recipients) == 1:
+        lines[-1] += f"\r\n\tfor <{recipients[0]}>"
+    lines[-1] += ";"
+    lines.append("\t" + email.utils.formatdate(usegmt=True))
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
