@@ -1,0 +1,275 @@
+"""The relay MTA end to end on 127.0.0.1: policy, routing into a sink, local delivery,
+submission with STARTTLS and AUTH, retries and bounces, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpx.auth import Credentials
+from smtpx.client import (
+    Accepted,
+    CertificateCheck,
+    ClientConfig,
+    RejectedAllRecipients,
+    RejectedSender,
+    TlsConfig,
+    TlsMode,
+    connect,
+)
+from smtpx.envelope import Envelope, HostPort
+from smtpx.io import StaticResolver
+from smtpx.mta.app import Mta
+from smtpx.mta.config import MtaConfig
+from smtpx.mta.routing import FakeDns, Route, RouteResult
+from smtpx.mta.users import Users
+from smtpx.protocol import Rcpt, Reply
+from smtpx.spool.message import Status
+from smtpx.testing import Handler, ScriptedServer
+
+PLAIN = ClientConfig.for_testing(tls=[("", TlsConfig(mode=TlsMode.NONE))])
+
+
+def config(tmp_path: Path, **sections: Any) -> MtaConfig:
+    document: dict[str, Any] = {
+        "hostname": "mx.test",
+        "server": {"listen": ["127.0.0.1:0"]},
+        "spool": {
+            "dir": str(tmp_path / "spool"),
+            "fsync": "never",
+            "retry_intervals": ["1s", "1s"],
+        },
+        "local": {"maildir": str(tmp_path / "mail")},
+        "relay": {"local_domains": ["example.org", "localhost"]},
+    }
+    for name, values in sections.items():
+        document.setdefault(name, {}).update(values)
+    return MtaConfig.from_dict(document)
+
+
+def message(n: int = 0, *, sender: str = "a@example.com", to: str = "user@example.org") -> Envelope:
+    return Envelope.create(
+        sender=sender,
+        recipients=[to],
+        message=(
+            f"From: {sender}\r\nTo: {to}\r\nSubject: {n}\r\nMessage-ID: <{n}@t>\r\n\r\nbody {n}\r\n"
+        ).encode(),
+    )
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def maildir(tmp_path: Path, address: str) -> list[bytes]:
+    local, _, domain = address.partition("@")
+    new = tmp_path / "mail" / domain / local / "new"
+    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+
+
+async def test_local_domains_are_delivered_to_maildirs(tmp_path: Path) -> None:
+    async with Mta(config(tmp_path), dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            status = await client.send(message(1))
+            assert isinstance(status, Accepted)
+            assert status.remote_id.startswith("Ok: queued as ")
+        await wait_until(lambda: maildir(tmp_path, "user@example.org"))
+    (stored,) = maildir(tmp_path, "user@example.org")
+    assert stored.startswith(
+        b"Return-Path: <a@example.com>\nDelivered-To: user@example.org\nReceived: from "
+    )
+    assert b"by mx.test (smtpx) with ESMTP id" in stored
+    assert stored.endswith(b"\n\nbody 1\n")
+
+
+async def test_relay_is_refused_to_strangers(tmp_path: Path) -> None:
+    cfg = config(tmp_path, relay={"trusted_networks": []})
+    async with (
+        Mta(cfg, dns=FakeDns()) as mta,
+        connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client,
+    ):
+        refused = await client.send(message(2, to="victim@elsewhere.test"))
+        assert isinstance(refused, RejectedAllRecipients)
+        assert str(refused.reply) == "550 5.7.1 Relay access denied"
+        assert (await client.send(message(3))).ok  # local mail is still taken
+    assert mta.spool.stats["spooled"] == 1
+
+
+async def test_trusted_clients_relay_through_routes_into_the_sink(tmp_path: Path) -> None:
+    async with ScriptedServer(Handler) as sink:
+        cfg = config(tmp_path, routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}})
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                for n in range(5):
+                    assert (await client.send(message(n, to=f"u{n}@example.net"))).ok
+            await wait_until(lambda: len(sink.messages()) == 5 and not mta.spool.messages)
+    received = sink.messages()
+    assert all(m.startswith(b"Received: from ") for m in received)
+    assert sorted(m.split(b"Subject: ")[1][:1] for m in received) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+async def test_mx_routing_with_fake_dns(tmp_path: Path) -> None:
+    async with ScriptedServer(Handler) as sink:
+        dns = FakeDns(mx={"example.net": [(10, "mx1.example.net")]})
+        resolver = StaticResolver({"mx1.example.net": ["127.0.0.1"]})
+        # Deliver by MX, but to the sink's port (MX hosts listen on 25; this one is a test).
+        cfg = config(tmp_path)
+        mta = Mta(cfg, dns=dns, resolver=resolver)
+        original = mta.router.route
+
+        async def route(domain: str) -> RouteResult:
+            result = await original(domain)
+            assert isinstance(result, Route)
+            # The MX the router chose, at the sink's port (MX hosts listen on 25).
+            return Route(
+                name=result.name, hops=tuple(HostPort(h.host, sink.port) for h in result.hops)
+            )
+
+        mta.router.route = route  # type: ignore[method-assign]
+        async with mta:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                assert (await client.send(message(1, to="x@example.net"))).ok
+            await wait_until(lambda: len(sink.messages()) == 1)
+    assert dns.queries == ["example.net"]
+
+
+async def test_permanent_failure_bounces_and_null_mx(tmp_path: Path) -> None:
+    class Refuses(Handler):
+        def rcpt(self, command: Rcpt) -> Reply:
+            return Reply.of(550, "no such user", "5.1.1")
+
+    async with ScriptedServer(Refuses) as sink:
+        cfg = config(tmp_path, routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}})
+        dns = FakeDns(mx={"nullmx.example": [(0, ".")]})
+        async with Mta(cfg, dns=dns) as mta:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                assert (
+                    await client.send(message(1, sender="me@example.org", to="gone@example.net"))
+                ).ok
+                assert (
+                    await client.send(message(2, sender="me@example.org", to="x@nullmx.example"))
+                ).ok
+            await wait_until(lambda: len(maildir(tmp_path, "me@example.org")) == 2)
+            frozen = [m for m in mta.spool.status() if m.status is Status.FROZEN]
+            assert len(frozen) == 2
+    bounces = [
+        email.message_from_bytes(b, policy=email.policy.default)
+        for b in maildir(tmp_path, "me@example.org")
+    ]
+    texts = sorted(str(b.get_payload()[1]) for b in bounces)  # type: ignore[index]
+    assert any("5.1.1" in t for t in texts) and any("5.1.10" in t for t in texts)
+
+
+async def test_a_temporary_refusal_is_retried(tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    class BusyOnce(Handler):
+        def rcpt(self, command: Rcpt) -> Reply:
+            attempts.append(1)
+            if len(attempts) == 1:
+                return Reply.of(451, "try again later", "4.3.0")
+            return super().rcpt(command)
+
+    async with ScriptedServer(BusyOnce) as sink:
+        cfg = config(
+            tmp_path,
+            routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}},
+            spool={"retry_intervals": ["1s"]},
+        )
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                assert (await client.send(message(1, to="x@example.net"))).ok
+            await wait_until(lambda: len(sink.messages()) == 1)
+            await wait_until(lambda: not mta.spool.messages)
+    assert len(attempts) == 2
+
+
+async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file: str) -> None:
+    users_file = tmp_path / "users"
+    users = Users()
+    users.add("alice", "wonderland")
+    users.save(users_file)
+    cert = ca.issue_cert("mx.test")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cfg = config(
+        tmp_path,
+        server={"listen": ["127.0.0.1:0"], "submission": ["127.0.0.1:0"]},
+        tls={"cert_file": str(cert_file), "key_file": str(key_file)},
+        auth={"users_file": str(users_file)},
+        relay={"trusted_networks": []},
+    )
+    resolver = StaticResolver({"mx.test": ["127.0.0.1"]})
+    verified = TlsConfig(
+        mode=TlsMode.REQUIRED, certificate=CertificateCheck.VERIFY, ca_file=ca_file
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        submission = mta.server.ports[1]
+        # Without TLS or AUTH: MAIL is refused.
+        async with connect("127.0.0.1", submission, config=PLAIN) as client:
+            assert not client.supports("AUTH")
+            refused = await client.send(message(1))
+            assert isinstance(refused, RejectedSender) and refused.reply.code == 530
+        # With both: the user may relay anywhere.
+        async with connect(
+            "mx.test",
+            submission,
+            config=ClientConfig.for_testing(tls=[("", verified)]),
+            credentials=Credentials.login("alice", "wonderland"),
+            resolver=resolver,
+        ) as client:
+            assert client.is_using_tls and client.authenticated
+            status = await client.send(message(2, to="friend@elsewhere.test"))
+            assert status.ok
+        assert any(m.route == "elsewhere.test" for m in mta.spool.status())
+        stored = mta.spool.read_message(
+            next(m.id for m in mta.spool.status() if m.route == "elsewhere.test")
+        )
+        assert b"with ESMTPSA" in stored
+
+
+async def test_a_restart_delivers_what_was_queued(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        routing={"routes": {"example.net": ["127.0.0.1:9"]}},
+        spool={"retry_intervals": ["1h"]},
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            assert (await client.send(message(1, to="x@example.net"))).ok
+        await wait_until(lambda: any(m.status is Status.SEND_AT for m in mta.spool.status()))
+    async with ScriptedServer(Handler) as sink:
+        cfg = config(
+            tmp_path,
+            routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}},
+            spool={"retry_intervals": ["1h"]},
+        )
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            (entry,) = mta.spool.status()
+            await mta.spool.send([entry.id])
+            await wait_until(lambda: len(sink.messages()) == 1)
+    assert sink.messages()[0].endswith(b"body 1\r\n")
+
+
+def test_a_second_mta_on_the_same_spool_is_refused(tmp_path: Path) -> None:
+    from smtpx.spool.journal import SpoolLocked
+
+    async def scenario() -> None:
+        cfg = config(tmp_path)
+        async with Mta(cfg, dns=FakeDns()):
+            with pytest.raises(SpoolLocked):
+                async with Mta(cfg, dns=FakeDns()):
+                    pass
+
+    asyncio.run(scenario())
