@@ -50,6 +50,7 @@ class CacheConfig:
     idle_timeout: float = 5.0  # close a session unused this long
     open_timeout: float = 10.0  # connect + greeting + EHLO + TLS + AUTH
     give_up_after: float = 120.0  # wait this long at most for a usable destination
+    close_timeout: float = 5.0  # for each QUIT when the cache closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,10 @@ class ConnectionCache:
         for pool in self._pools.values():
             pool.idle.clear()
         self._open -= len(idle)
-        await asyncio.gather(*(client.quit() for client in idle), return_exceptions=True)
+        # A peer that does not answer QUIT must not hold a shutdown up for minutes.
+        await asyncio.gather(
+            *(client.quit(self.config.close_timeout) for client in idle), return_exceptions=True
+        )
         await self._notify()
 
     def status(self) -> dict[str, dict[str, int]]:

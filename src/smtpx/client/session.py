@@ -520,15 +520,17 @@ class Client:
     async def rset(self) -> Reply:
         return await self._command(Rset())
 
-    async def quit(self) -> None:
-        """Say QUIT (a closed connection counts as its 221) and close the stream."""
+    async def quit(self, timeout: float | None = None) -> None:
+        """Say QUIT (a closed connection counts as its 221) and close the stream; wait
+        ``timeout`` seconds at most for the reply (default: the command timeout)."""
         if self._closed:
             return
+        wait = self.config.command_timeout if timeout is None else timeout
         try:
             if self._conn.state not in (State.CLOSED, State.DATA, State.AUTH):
                 self._send(Quit())
-                await self._flush(self.config.command_timeout)
-                reply = (await self._receive(self.config.command_timeout)).reply
+                await self._flush(wait)
+                reply = (await self._receive(wait)).reply
                 if reply.code != 221:
                     log.info("%s answered QUIT with %s", self.host, reply)
         except (ConnectionLost, ReplyTimeout, OSError) as exc:

@@ -85,7 +85,8 @@ async def serve_stream(
 class ScriptedServer:
     """A TCP server on 127.0.0.1 (port chosen by the OS) running one handler per session.
 
-    ``async with ScriptedServer(MyHandler) as server:`` then connect to ``server.port``.
+    ``async with ScriptedServer(MyHandler) as server:`` then connect to ``server.port``
+    (give ``port`` to listen on a chosen one).
     ``handlers`` holds each session's handler, for looking at what was received.
     """
 
@@ -103,7 +104,7 @@ class ScriptedServer:
         self._server = await loop.create_server(
             server_protocol_factory(self._on_stream, tls=self.implicit_tls),
             "127.0.0.1",
-            0,
+            self.port,
             ssl=self.tls_context if self.implicit_tls else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]

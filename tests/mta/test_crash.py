@@ -1,0 +1,185 @@
+"""Crash safety: kill -9 a real ``smtpx serve`` during intake and during delivery, restart
+it, and prove that every message that got a 250 reaches the sink (duplicates are counted
+and allowed: delivery is at-least-once; losses are not)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from smtpx.client import ClientConfig, TlsConfig, TlsMode, connect
+from smtpx.envelope import Envelope
+from smtpx.errors import SMTPXError
+from smtpx.testing import Handler, ScriptedServer
+
+PLAIN = ClientConfig.for_testing(tls=[("", TlsConfig(mode=TlsMode.NONE))], command_timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(tmp_path: Path, listen: int, sink: int) -> Path:
+    path = tmp_path / "smtpx.toml"
+    path.write_text(
+        f"""
+hostname = "mx.test"
+[server]
+listen = ["127.0.0.1:{listen}"]
+[spool]
+dir = "spool"
+fsync = "batch"
+retry_intervals = ["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
+[local]
+maildir = "mail"
+[routing.routes]
+"example.net" = ["127.0.0.1:{sink}"]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Daemon:
+    """A real ``python -m smtpx serve`` process."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smtpx",
+                "serve",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "warning",
+            ],
+            cwd=self.config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.config.parent / "serve.log", "ab"),  # noqa: SIM115
+        )
+        for _ in range(500):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError((self.config.parent / "serve.log").read_text())
+            await asyncio.sleep(0.02)
+        raise RuntimeError("smtpx serve did not start listening")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    async def terminate(self) -> int:
+        """SIGTERM, then wait without blocking the loop (the sink lives on it and must
+        answer the daemon's QUITs)."""
+        assert self.process is not None
+        self.process.terminate()
+        return await asyncio.to_thread(self.process.wait, 30)
+
+
+def message(n: int) -> Envelope:
+    return Envelope.create(
+        sender="a@example.com",
+        recipients=["x@example.net"],
+        message=(
+            f"Message-ID: <{n}@crash.test>\r\nSubject: {n}\r\n\r\n{'body ' * 50}{n}\r\n"
+        ).encode(),
+    )
+
+
+async def send_until_stopped(port: int, numbers: range, acknowledged: set[int]) -> None:
+    """Send each message once; remember which got a 250. Stops quietly at the crash."""
+    with contextlib.suppress(OSError, SMTPXError):
+        async with connect("127.0.0.1", port, config=PLAIN) as client:
+            for n in numbers:
+                status = await client.send(message(n))
+                if status.ok:
+                    acknowledged.add(n)
+
+
+def delivered(sink: ScriptedServer) -> Counter[int]:
+    seen: Counter[int] = Counter()
+    for data in sink.messages():
+        start = data.index(b"Message-ID: <") + len(b"Message-ID: <")
+        seen[int(data[start : data.index(b"@", start)])] += 1
+    return seen
+
+
+async def wait_for(sink: ScriptedServer, wanted: set[int], timeout: float = 60) -> Counter[int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = delivered(sink)
+        if wanted <= set(seen) or loop.time() > deadline:
+            return seen
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+async def test_kill_during_intake_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    async with ScriptedServer(Handler) as sink:
+        port = free_port()
+        daemon = Daemon(write_config(tmp_path, port, sink.port), port)
+        await daemon.start()
+        acknowledged: set[int] = set()
+        senders = [
+            asyncio.create_task(send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged))
+            for k in range(10)
+        ]
+        while len(acknowledged) < 200:
+            await asyncio.sleep(0.005)
+        daemon.kill()  # in the middle of intake (and of delivery: both run at once)
+        await asyncio.gather(*senders)
+        assert 200 <= len(acknowledged) < 500
+        await daemon.start()
+        seen = await wait_for(sink, acknowledged)
+        assert await daemon.terminate() == 0
+    lost = acknowledged - set(seen)
+    assert not lost, f"{len(lost)} acknowledged messages lost: {sorted(lost)[:10]}"
+    duplicates = sum(count - 1 for count in seen.values())
+    print(f"acknowledged {len(acknowledged)}, delivered {len(seen)}, duplicates {duplicates}")
+
+
+@pytest.mark.timeout(180)
+async def test_kill_during_delivery_loses_nothing(tmp_path: Path) -> None:
+    sink_port = free_port()
+    port = free_port()
+    daemon = Daemon(write_config(tmp_path, port, sink_port), port)
+    await daemon.start()
+    acknowledged: set[int] = set()
+    # The destination is down while 500 messages are accepted: they wait in the spool.
+    await asyncio.gather(
+        *(send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged) for k in range(10))
+    )
+    assert len(acknowledged) == 500
+    async with ScriptedServer(Handler, port=sink_port) as sink:
+        while len(sink.messages()) < 150:
+            await asyncio.sleep(0.005)
+        daemon.kill()  # in the middle of delivery
+        assert len(sink.messages()) < 500
+        await daemon.start()
+        seen = await wait_for(sink, acknowledged)
+        assert await daemon.terminate() == 0
+    lost = acknowledged - set(seen)
+    assert not lost, f"{len(lost)} messages lost after the crash: {sorted(lost)[:10]}"
+    print(f"delivered {len(seen)}, duplicates {sum(c - 1 for c in seen.values())}")
