@@ -384,3 +384,41 @@ def test_a_bounce_is_never_bounced(tmp_path: Path) -> None:
         assert network.received("mx.test") == []
 
     virtual(scenario)
+
+
+def test_a_delay_warning_goes_to_the_sender_once(tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    refuse = refusing({"late@example.org": 451})
+    network = MemoryNetwork(default=refuse)
+
+    async def router(message: SpooledMessage) -> Hops:
+        return Hops((MX,), "mx")
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, delay_warning_after=3600, router=router) as spool:
+            (message_id,) = await spool.add(
+                [
+                    delivery(
+                        1,
+                        recipients=["late@example.org"],
+                        retry=["30m", "30m", "30m", "30m"],
+                        next_hops=(),
+                    )
+                ]
+            )
+            await settle()
+            assert spool.stats["delay_warnings"] == 0  # not waited long enough yet
+            await settle(1801)
+            await settle(1801)
+            assert spool.stats["delay_warnings"] == 1
+            await settle(1801)
+            assert spool.stats["delay_warnings"] == 1  # once only
+            assert spool.get(message_id).warned
+        warnings = [m for m in network.received("mx.test") if m.mail.sender.is_null]
+        assert len(warnings) == 1
+        report = email.message_from_bytes(warnings[0].data, policy=email.policy.default)
+        assert "Action: delayed" in report.as_string()
+
+    virtual(scenario)

@@ -69,6 +69,7 @@ class Mta:
                 max_per_destination=settings.max_per_destination,
                 bounce=settings.bounce,
                 reporting_mta=config.hostname,
+                delay_warning_after=settings.delay_warning_after,
             ),
             client_config=client_config,
             router=self._route,

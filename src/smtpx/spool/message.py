@@ -67,6 +67,7 @@ class SpooledMessage:
     attempt_count: int = 0
     quarantine_reason: str | None = None
     related: tuple[str, ...] = ()  # the other messages of the same batch
+    warned: bool = False  # a delay warning went to the sender
 
     # -- typed views ------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class SpooledMessage:
             "attempts": [list(pair) for pair in self.attempts],
             "tries": self.attempt_count,
             "quarantine": self.quarantine_reason,
+            "warned": self.warned,
         }
 
     @classmethod
@@ -156,4 +158,5 @@ class SpooledMessage:
             attempt_count=int(meta.get("tries", 0)),
             quarantine_reason=meta.get("quarantine"),
             related=tuple(meta.get("related", ())),
+            warned=bool(meta.get("warned", False)),
         )

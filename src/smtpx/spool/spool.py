@@ -53,7 +53,7 @@ from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import dot_stuff, dot_unstuff
 from smtpx.protocol.replies import Reply
 from smtpx.server.events import EventBus
-from smtpx.spool.bounce import RecipientFailure, build_bounce
+from smtpx.spool.bounce import RecipientFailure, build_bounce, build_delay_warning
 from smtpx.spool.journal import (
     FsyncPolicy,
     Journal,
@@ -235,6 +235,7 @@ class SpoolConfig:
     bounce: bool = True
     freeze_failed: bool = True  # keep a message whose recipients all failed, frozen
     reporting_mta: str = "localhost"
+    delay_warning_after: float | None = None  # tell the sender once a message waits this long
     ping_interval: float = 30.0
     cache: CacheConfig = field(default_factory=CacheConfig)
 
@@ -635,6 +636,7 @@ class Spool:
             interval = RetryInterval.parse(entry.retry_intervals.pop(0))
             entry.next_attempt = now + interval.to_span(self.rng)
             entry.status = Status.SEND_AT
+            await self._maybe_warn(entry, later, refused, remote, now)
             self._schedule(entry)
             self._update(entry)
             kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
@@ -654,6 +656,44 @@ class Spool:
         self._emit(EventKind.DELIVERED, entry)
         self._collect_segments()
 
+    async def _maybe_warn(
+        self,
+        entry: SpooledMessage,
+        waiting: list[str],
+        refused: dict[str, Reply],
+        remote: str | None,
+        now: float,
+    ) -> None:
+        """Once a message has waited ``delay_warning_after``, tell its sender (once) that
+        it is still being retried (RFC 3464 ``Action: delayed``)."""
+        after = self.config.delay_warning_after
+        if after is None or entry.warned or entry.sender == "<>" or now - entry.spool_date < after:
+            return
+        entry.warned = True
+        original = self._original(entry, waiting)
+        notice = build_delay_warning(
+            original,
+            [
+                RecipientFailure(Address.parse(r), refused.get(r), remote_mta=remote)
+                for r in waiting
+            ],
+            reporting_mta=self.config.reporting_mta,
+            arrival_date=entry.spool_date,
+            now=now,
+            will_retry_until=now + sum(i.span for i in entry.intervals()),
+        )
+        if notice is not None:
+            await self.add([Delivery(notice, route=_domain(original))])
+            self.stats["delay_warnings"] += 1
+
+    def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
+        return Envelope.create(
+            sender=entry.sender,
+            recipients=recipients,
+            message=dot_unstuff(self.journal.read_body(entry.location)),
+            sender_args=entry.sender_args,
+        )
+
     async def _judge(self, entry: SpooledMessage, reply: Reply) -> Outcome:
         try:
             return await self.on_error(entry, reply)
@@ -666,12 +706,7 @@ class Spool:
     ) -> None:
         if not self.config.bounce or entry.sender == "<>":
             return
-        original = Envelope.create(
-            sender=entry.sender,
-            recipients=[r for r, _ in failures],
-            message=dot_unstuff(self.journal.read_body(entry.location)),
-            sender_args=entry.sender_args,
-        )
+        original = self._original(entry, [r for r, _ in failures])
         notice = build_bounce(
             original,
             [RecipientFailure(Address.parse(r), reply, remote_mta=remote) for r, reply in failures],
@@ -681,8 +716,7 @@ class Spool:
         )
         if notice is None:
             return
-        sender_domain = original.sender.address.domain if original.sender.address else None
-        await self.add([Delivery(notice, route=sender_domain)])
+        await self.add([Delivery(notice, route=_domain(original))])
         self.stats["bounces"] += 1
         self._emit(EventKind.BOUNCED, entry, ", ".join(r for r, _ in failures))
 
@@ -820,6 +854,12 @@ class Spool:
 
 
 _NOWHERE = Location(0, 0, 0)  # an entry's location until its record is written
+
+
+def _domain(original: Envelope) -> str | None:
+    """Where a notice about ``original`` goes: its sender's domain."""
+    address = original.sender.address
+    return None if address is None else address.domain.lower()
 
 
 def _destination_key(entry: SpooledMessage) -> str:
