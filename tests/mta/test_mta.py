@@ -22,59 +22,15 @@ from smtpx.client import (
     TlsMode,
     connect,
 )
-from smtpx.envelope import Envelope, HostPort
+from smtpx.envelope import HostPort
 from smtpx.io import StaticResolver
 from smtpx.mta.app import Mta
-from smtpx.mta.config import MtaConfig
 from smtpx.mta.routing import FakeDns, Route, RouteResult
 from smtpx.mta.users import Users
 from smtpx.protocol import Rcpt, Reply
 from smtpx.spool.message import Status
 from smtpx.testing import Handler, ScriptedServer
-
-PLAIN = ClientConfig.for_testing(tls=[("", TlsConfig(mode=TlsMode.NONE))])
-
-
-def config(tmp_path: Path, **sections: Any) -> MtaConfig:
-    document: dict[str, Any] = {
-        "hostname": "mx.test",
-        "server": {"listen": ["127.0.0.1:0"]},
-        "spool": {
-            "dir": str(tmp_path / "spool"),
-            "fsync": "never",
-            "retry_intervals": ["1s", "1s"],
-        },
-        "local": {"maildir": str(tmp_path / "mail")},
-        "relay": {"local_domains": ["example.org", "localhost"]},
-    }
-    for name, values in sections.items():
-        document.setdefault(name, {}).update(values)
-    return MtaConfig.from_dict(document)
-
-
-def message(n: int = 0, *, sender: str = "a@example.com", to: str = "user@example.org") -> Envelope:
-    return Envelope.create(
-        sender=sender,
-        recipients=[to],
-        message=(
-            f"From: {sender}\r\nTo: {to}\r\nSubject: {n}\r\nMessage-ID: <{n}@t>\r\n\r\nbody {n}\r\n"
-        ).encode(),
-    )
-
-
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
-def maildir(tmp_path: Path, address: str) -> list[bytes]:
-    local, _, domain = address.partition("@")
-    new = tmp_path / "mail" / domain / local / "new"
-    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+from tests.mta.helpers import PLAIN, config, maildir, message, wait_until
 
 
 async def test_local_domains_are_delivered_to_maildirs(tmp_path: Path) -> None:

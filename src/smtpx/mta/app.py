@@ -21,6 +21,7 @@ from smtpx.auth import Credentials
 from smtpx.envelope import HostPort
 from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig
+from smtpx.mta.control import ControlPlane
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.routing import Dns, DnsPythonResolver, NoRoute, Route, Router
@@ -79,6 +80,16 @@ class Mta:
         self.server = Server(RelayPlugin(config, self.spool, self.users), config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
+        control = config.control
+        token = (
+            control.token_file.read_text(encoding="utf-8").strip() if control.token_file else None
+        )
+        self.control = ControlPlane(
+            self,
+            socket_path=control.socket,
+            http=None if control.http is None else (control.http.host, control.http.port),
+            token=token,
+        )
 
     async def __aenter__(self) -> Mta:
         await self.start()
@@ -93,7 +104,9 @@ class Mta:
             log.warning("spool: %s", problem.description)
         try:
             await self.server.start()
+            await self.control.start()
         except BaseException:
+            await self.server.close(0)
             await self.spool.kill_and_flush(0)
             raise
 
@@ -101,9 +114,21 @@ class Mta:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
+        await self.control.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def reload_tls(self) -> None:
+        """Read the certificate and key files again. New handshakes (STARTTLS and implicit
+        TLS listeners alike) use them; sessions already encrypted keep theirs."""
+        context = self.server.tls_context
+        settings = self.config.tls
+        if context is None or settings.cert_file is None:
+            raise ValueError("TLS is not configured ([tls] cert_file)")
+        context.load_cert_chain(
+            str(settings.cert_file), None if settings.key_file is None else str(settings.key_file)
+        )
 
     async def wait_for_signal(self) -> None:
         """Run until SIGTERM or SIGINT (or :meth:`stop`)."""

@@ -218,6 +218,7 @@ class SpoolEvent:
     kind: EventKind
     id: str = ""
     detail: str = ""
+    spool_date: float | None = None  # when the message was accepted
 
     def __str__(self) -> str:
         return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()
@@ -639,6 +640,7 @@ class Spool:
             await self._maybe_warn(entry, later, refused, remote, now)
             self._schedule(entry)
             self._update(entry)
+            self.stats["deferred"] += 1
             kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
             self._emit(kind, entry, f"until {entry.next_attempt:.0f}")
             return
@@ -740,7 +742,7 @@ class Spool:
 
     def _emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
-        self.events.publish(SpoolEvent(when, kind, entry.id, detail))
+        self.events.publish(SpoolEvent(when, kind, entry.id, detail, entry.spool_date))
 
     def _collect_segments(self) -> None:
         live = {entry.location.segment for entry in self.messages.values()}

@@ -1,0 +1,478 @@
+"""The control plane: HTTP + JSON for operators, on a unix socket (mode 0600) and optionally
+on a loopback TCP port with a bearer token. Also ``/metrics`` (Prometheus) and ``/healthz``.
+
+Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 400, 401,
+404 or 409):
+
+=====================================  ============================================
+``GET  /healthz``                      ``{"status": "ok", "version", "uptime"}``
+``GET  /metrics``                      Prometheus text exposition
+``GET  /v1/spool/messages``            ``{"messages": [message...]}``; filters below
+``GET  /v1/spool/count``               ``{"count": n, "by_status": {...}}``; filters
+``GET  /v1/spool/messages/{id}``       one message, plus ``headers``; ``?raw=1``: the
+                                       message itself (``message/rfc822``)
+``POST /v1/spool/freeze``              ``{"ids": [...]}``
+``POST /v1/spool/send``                ``{"ids": [...]}`` or ``{"all": true}`` or
+                                       ``{"frozen": true}``; ``"retry_intervals": [...]``
+``POST /v1/spool/remove``              ``{"ids": [...]}`` (frozen messages only)
+``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
+``GET  /v1/spool/events``              NDJSON stream of spool events, with pings
+``GET  /v1/cache``                     connection cache status
+``GET  /v1/server``                    server statistics, listeners and ports
+``POST /v1/tls/reload``                reload the TLS certificate from its files
+=====================================  ============================================
+
+Filters (query parameters, combined with AND): ``sender``, ``recipient``, ``next_hop``
+(regular expressions, any case; a message matches if any of its values does),
+``status`` (a status or a queue: active, frozen, removed, quarantine), ``older`` and
+``younger`` (durations like ``10m``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from smtpx._version import __version__
+from smtpx.envelope import Envelope, RetryInterval
+from smtpx.errors import ParseError
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.spool import EventKind, SpoolError, SpoolEvent
+
+if TYPE_CHECKING:
+    from smtpx.mta.app import Mta
+
+__all__ = ["ControlPlane", "MessageFilter", "message_json"]
+
+log = logging.getLogger("smtpx.control")
+
+PING_SECONDS = 10.0
+
+
+# -- JSON shapes ---------------------------------------------------------------------------
+
+
+def message_json(message: SpooledMessage) -> dict[str, Any]:
+    """A spooled message for the API (no content: status never shows what mail says)."""
+    return {
+        "id": message.id,
+        "parent_id": message.parent_id,
+        "status": message.status.value,
+        "queue": message.queue,
+        "sender": message.sender,
+        "recipients": list(message.recipients),
+        "failed": [{"recipient": r, "reply": reply} for r, reply in message.failed],
+        "next_hops": list(message.next_hops),
+        "route": message.route,
+        "spool_date": message.spool_date,
+        "next_attempt": message.next_attempt,
+        "attempts": [{"time": t, "error": e} for t, e in message.attempts],
+        "attempt_count": message.attempt_count,
+        "size": message.size,
+        "related": list(message.related),
+        "quarantine_reason": message.quarantine_reason,
+    }
+
+
+class MessageFilter:
+    """The ``status`` filters of the API and the CLI (ANDed; within a field, any value)."""
+
+    def __init__(
+        self,
+        *,
+        sender: str | None = None,
+        recipient: str | None = None,
+        next_hop: str | None = None,
+        status: str | None = None,
+        older: float | None = None,
+        younger: float | None = None,
+    ) -> None:
+        self.sender = _regex(sender, "sender")
+        self.recipient = _regex(recipient, "recipient")
+        self.next_hop = _regex(next_hop, "next_hop")
+        if status is not None and status not in _STATUS_WORDS:
+            raise ValueError(f"status: one of {', '.join(sorted(_STATUS_WORDS))}")
+        self.status = status
+        self.older = older
+        self.younger = younger
+
+    @classmethod
+    def from_query(cls, query: Any) -> MessageFilter:
+        def duration(name: str) -> float | None:
+            text = query.get(name)
+            if text is None:
+                return None
+            try:
+                return RetryInterval.parse(text).span
+            except ParseError:
+                raise ValueError(f"{name}: not a duration: {text!r}") from None
+
+        return cls(
+            sender=query.get("sender"),
+            recipient=query.get("recipient"),
+            next_hop=query.get("next_hop"),
+            status=query.get("status"),
+            older=duration("older"),
+            younger=duration("younger"),
+        )
+
+    def __call__(self, message: SpooledMessage, now: float) -> bool:
+        if self.sender and not self.sender.search(message.sender):
+            return False
+        if self.recipient and not any(
+            self.recipient.search(r) for r in (*message.recipients, *(f for f, _ in message.failed))
+        ):
+            return False
+        if self.next_hop and not any(
+            self.next_hop.search(h) for h in (*message.next_hops, message.route or "")
+        ):
+            return False
+        if self.status and self.status not in (message.status.value, message.queue):
+            return False
+        age = now - message.spool_date
+        if self.older is not None and age < self.older:
+            return False
+        return not (self.younger is not None and age > self.younger)
+
+    def select(self, messages: Iterable[SpooledMessage], now: float) -> list[SpooledMessage]:
+        return [m for m in messages if self(m, now)]
+
+
+_STATUS_WORDS = {s.value for s in Status} | {s.queue for s in Status}
+
+
+def _regex(pattern: str | None, name: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"{name}: not a regular expression: {exc}") from None
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+class _MtaCollector(Collector):
+    """Reads the MTA's counters at scrape time: nothing is counted twice on hot paths."""
+
+    def __init__(self, mta: Mta) -> None:
+        self.mta = mta
+
+    def collect(self) -> Iterable[Any]:
+        server, spool = self.mta.server, self.mta.spool
+        counters = {
+            "smtpx_messages_received_total": (
+                "Messages accepted (250 after DATA)",
+                server.stats["messages"],
+            ),
+            "smtpx_messages_delivered_total": (
+                "Messages fully delivered",
+                spool.stats["delivered"],
+            ),
+            "smtpx_messages_deferred_total": (
+                "Delivery attempts deferred to a retry",
+                spool.stats["deferred"],
+            ),
+            "smtpx_messages_bounced_total": (
+                "Bounces sent for failed recipients",
+                spool.stats["bounces"],
+            ),
+            "smtpx_sessions_total": ("SMTP sessions accepted", server.stats["sessions"]),
+            "smtpx_connections_refused_total": (
+                "Connections refused (session caps)",
+                server.stats["refused_connections"],
+            ),
+        }
+        for name, (text, value) in counters.items():
+            family = CounterMetricFamily(name.removesuffix("_total"), text)
+            family.add_metric([], value)
+            yield family
+        tls = CounterMetricFamily("smtpx_tls_handshakes", "STARTTLS handshakes", labels=["outcome"])
+        tls.add_metric(["ok"], server.stats["tls_sessions"])
+        tls.add_metric(["failed"], server.stats["tls_failures"])
+        yield tls
+        auth = CounterMetricFamily("smtpx_auth_attempts", "AUTH attempts", labels=["outcome"])
+        auth.add_metric(["ok"], server.stats["auth_successes"])
+        auth.add_metric(["failed"], server.stats["auth_failures"])
+        yield auth
+        active = GaugeMetricFamily("smtpx_sessions_active", "SMTP sessions open now")
+        active.add_metric([], server.sessions)
+        yield active
+        queue = GaugeMetricFamily(
+            "smtpx_queue_messages", "Messages in the spool", labels=["status"]
+        )
+        counts = {status.value: 0 for status in Status if status is not Status.DELIVERED}
+        for message in spool.messages.values():
+            counts[message.status.value] = counts.get(message.status.value, 0) + 1
+        for status, count in counts.items():
+            queue.add_metric([status], count)
+        yield queue
+
+
+# -- the application -----------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ControlPlane:
+    """The operators' API for one :class:`~smtpx.mta.app.Mta`."""
+
+    def __init__(
+        self,
+        mta: Mta,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        http: tuple[str, int] | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.mta = mta
+        self.socket_path = Path(socket_path) if socket_path is not None else None
+        self.http = http
+        self.token = token
+        self.started = time.time()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_MtaCollector(mta))
+        self.latency = Histogram(
+            "smtpx_delivery_latency_seconds",
+            "From acceptance to full delivery",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+            registry=self.registry,
+        )
+        self.app = self._build()
+        self._runner: web.AppRunner | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.http_port: int | None = None
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.add_routes(
+            [
+                web.get("/healthz", self.healthz),
+                web.get("/metrics", self.metrics),
+                web.get("/v1/spool/messages", self.list_messages),
+                web.get("/v1/spool/count", self.count),
+                web.get("/v1/spool/messages/{id}", self.show),
+                web.post("/v1/spool/freeze", self.freeze),
+                web.post("/v1/spool/send", self.send),
+                web.post("/v1/spool/remove", self.remove),
+                web.post("/v1/spool/recover", self.recover),
+                web.get("/v1/spool/events", self.events),
+                web.get("/v1/cache", self.cache),
+                web.get("/v1/server", self.server),
+                web.post("/v1/tls/reload", self.reload_tls),
+            ]
+        )
+        return app
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        self._runner = runner
+        if self.socket_path is not None:
+            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+            # Created 0600 from the start: no moment where others could connect.
+            old = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(self.socket_path)).start()
+            finally:
+                os.umask(old)
+        if self.http is not None:
+            if not self.token:
+                raise ValueError("the HTTP control listener needs a token (control.token_file)")
+            await web.TCPSite(runner, self.http[0], self.http[1]).start()
+            ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
+            self.http_port = int(ports[0]) if ports else self.http[1]
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+
+    async def _watch_deliveries(self) -> None:
+        with self.mta.spool.events.subscribe() as events:
+            async for event in events:
+                if event.kind is EventKind.DELIVERED and event.spool_date is not None:
+                    self.latency.observe(max(0.0, event.time - event.spool_date))
+
+    # -- security -----------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Requests over TCP need the bearer token; the unix socket is guarded by its
+        file mode. Errors become JSON."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if isinstance(peer, tuple):  # TCP; a unix socket's peer name is a str (or None)
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.token}" if self.token else None
+            if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, "a valid bearer token is required")
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except SpoolError as exc:
+            status = 404 if "not found" in str(exc) else 409
+            return _error(status, str(exc))
+        except (ValueError, KeyError, TypeError, ParseError) as exc:
+            return _error(400, str(exc))
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "version": __version__, "uptime": time.time() - self.started}
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
+
+    def _selected(self, request: web.Request) -> list[SpooledMessage]:
+        chosen = MessageFilter.from_query(request.query)
+        return chosen.select(self.mta.spool.status(), time.time())
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        return web.json_response({"messages": [message_json(m) for m in self._selected(request)]})
+
+    async def count(self, request: web.Request) -> web.Response:
+        messages = self._selected(request)
+        by_status: dict[str, int] = {}
+        for message in messages:
+            by_status[message.status.value] = by_status.get(message.status.value, 0) + 1
+        return web.json_response({"count": len(messages), "by_status": by_status})
+
+    async def show(self, request: web.Request) -> web.StreamResponse:
+        spool = self.mta.spool
+        message = spool.get(request.match_info["id"])
+        content = spool.read_message(message.id)
+        if request.query.get("raw"):
+            return web.Response(body=content, content_type="message/rfc822")
+        headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
+        return web.json_response({**message_json(message), "headers": [list(h) for h in headers]})
+
+    async def _ids(self, request: web.Request) -> tuple[list[str], dict[str, Any]]:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        ids = body.get("ids", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("ids: a list of message ids")
+        return ids, body
+
+    async def freeze(self, request: web.Request) -> web.Response:
+        ids, _ = await self._ids(request)
+        await self.mta.spool.freeze(ids)
+        return web.json_response({"frozen": ids})
+
+    async def send(self, request: web.Request) -> web.Response:
+        ids, body = await self._ids(request)
+        intervals = [RetryInterval.parse(text) for text in body.get("retry_intervals", [])]
+        if body.get("all") or body.get("frozen"):
+            if ids:
+                raise ValueError("give ids, or all, or frozen: not several")
+            released = await self.mta.spool.send(
+                None, frozen_only=bool(body.get("frozen")), retry_intervals=intervals
+            )
+        else:
+            if not ids:
+                raise ValueError("give ids, or all, or frozen")
+            released = await self.mta.spool.send(ids, retry_intervals=intervals)
+        return web.json_response({"released": released})
+
+    async def remove(self, request: web.Request) -> web.Response:
+        ids, _ = await self._ids(request)
+        await self.mta.spool.remove(ids)
+        return web.json_response({"removed": ids})
+
+    async def recover(self, request: web.Request) -> web.Response:
+        ids, body = await self._ids(request)
+        source = body.get("from")
+        if source not in ("removed", "quarantine"):
+            raise ValueError('from: "removed" or "quarantine"')
+        await self.mta.spool.recover(ids, from_=source)
+        return web.json_response({"recovered": ids})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        with self.mta.spool.events.subscribe() as events:
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.__anext__(), PING_SECONDS)
+                except TimeoutError:
+                    event = SpoolEvent(time.time(), EventKind.PING)
+                line = {
+                    "time": event.time,
+                    "kind": event.kind.value,
+                    "id": event.id,
+                    "detail": event.detail,
+                }
+                try:
+                    await response.write(json.dumps(line).encode() + b"\n")
+                except (ConnectionError, RuntimeError):
+                    break
+        return response
+
+    async def cache(self, request: web.Request) -> web.Response:
+        cache = self.mta.spool.cache
+        return web.json_response(
+            {
+                "open": cache.open_connections,
+                "opened": cache.opened,
+                "reused": cache.reused,
+                "destinations": cache.status(),
+            }
+        )
+
+    async def server(self, request: web.Request) -> web.Response:
+        server = self.mta.server
+        return web.json_response(
+            {
+                "version": __version__,
+                "hostname": self.mta.config.hostname,
+                "sessions": server.sessions,
+                "stats": dict(server.stats),
+                "spool": dict(self.mta.spool.stats),
+                "listeners": [
+                    {"name": listener.name or str(listener), "port": port}
+                    for listener, port in zip(server.config.listeners, server.ports, strict=True)
+                ],
+            }
+        )
+
+    async def reload_tls(self, request: web.Request) -> web.Response:
+        self.mta.reload_tls()
+        return web.json_response({"reloaded": self.mta.server.tls_context is not None})
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)

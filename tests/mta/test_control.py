@@ -1,0 +1,189 @@
+"""The control plane through aiohttp's test client, over its unix socket, and over TCP with
+a bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from smtpx.client import connect
+from smtpx.mta import control as control_module
+from smtpx.mta.app import Mta
+from smtpx.mta.routing import FakeDns
+from tests.mta.helpers import PLAIN, config, message, wait_until
+
+
+@pytest.fixture
+async def mta(tmp_path: Path) -> AsyncIterator[Mta]:
+    # Mail for example.net goes nowhere (port 9 is closed): it waits in the spool.
+    cfg = config(
+        tmp_path,
+        routing={"routes": {"example.net": ["127.0.0.1:9"]}},
+        spool={"retry_intervals": ["1h"]},
+    )
+    async with Mta(cfg, dns=FakeDns()) as running:
+        async with connect("127.0.0.1", running.server.ports[0], config=PLAIN) as client:
+            for n in range(3):
+                assert (await client.send(message(n, to=f"u{n}@example.net"))).ok
+            assert (
+                await client.send(message(9, sender="boss@corp.example", to="x@example.net"))
+            ).ok
+        await wait_until(lambda: all(m.attempt_count for m in running.spool.status()))
+        yield running
+
+
+@pytest.fixture
+async def api(mta: Mta) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(mta.control.app)) as client:
+        # The test client speaks TCP: present the token the plane would demand.
+        mta.control.token = "secret"
+        client.session.headers["Authorization"] = "Bearer secret"
+        yield client
+
+
+async def test_health_and_listing(api: TestClient[Any, Any]) -> None:
+    health = await (await api.get("/healthz")).json()
+    assert health["status"] == "ok"
+    listing = await (await api.get("/v1/spool/messages")).json()
+    assert len(listing["messages"]) == 4
+    first = listing["messages"][0]
+    assert first["status"] == "send_at" and first["queue"] == "active"
+    assert first["attempts"] and "body" not in json.dumps(first).lower().replace("body_", "")
+
+
+@pytest.mark.parametrize(
+    ("query", "count"),
+    [
+        ("", 4),
+        ("?sender=boss", 1),
+        ("?sender=^<a@", 3),
+        ("?recipient=u1@", 1),
+        ("?next_hop=example\\.net", 4),
+        ("?status=active", 4),
+        ("?status=frozen", 0),
+        ("?younger=1h", 4),
+        ("?older=1h", 0),
+        ("?sender=boss&recipient=u1", 0),
+    ],
+)
+async def test_filters(api: TestClient[Any, Any], query: str, count: int) -> None:
+    result = await (await api.get("/v1/spool/count" + query)).json()
+    assert result["count"] == count
+
+
+async def test_bad_filters_are_400(api: TestClient[Any, Any]) -> None:
+    for query in ("?status=bogus", "?older=5q", "?sender=("):
+        response = await api.get("/v1/spool/messages" + query)
+        assert response.status == 400
+        assert "error" in await response.json()
+
+
+async def test_show_headers_and_raw(api: TestClient[Any, Any], mta: Mta) -> None:
+    message_id = mta.spool.status()[0].id
+    shown = await (await api.get(f"/v1/spool/messages/{message_id}")).json()
+    names = [name for name, _ in shown["headers"]]
+    assert names[0] == "Received" and "Subject" in names
+    raw = await (await api.get(f"/v1/spool/messages/{message_id}?raw=1")).read()
+    assert raw.startswith(b"Received: from ") and raw.endswith(b"body 0\r\n")
+    missing = await api.get("/v1/spool/messages/nope")
+    assert missing.status == 404
+
+
+async def test_freeze_send_remove_recover(api: TestClient[Any, Any], mta: Mta) -> None:
+    message_id = mta.spool.status()[0].id
+    assert (await api.post("/v1/spool/remove", json={"ids": [message_id]})).status == 409
+    assert (await api.post("/v1/spool/freeze", json={"ids": [message_id]})).status == 200
+    frozen = await (await api.get("/v1/spool/count?status=frozen")).json()
+    assert frozen["count"] == 1
+    assert (await api.post("/v1/spool/remove", json={"ids": [message_id]})).status == 200
+    assert (await (await api.get("/v1/spool/count?status=removed")).json())["count"] == 1
+    recovered = await api.post("/v1/spool/recover", json={"ids": [message_id], "from": "removed"})
+    assert recovered.status == 200
+    sent = await (
+        await api.post("/v1/spool/send", json={"frozen": True, "retry_intervals": ["2h"]})
+    ).json()
+    assert sent == {"released": 1}
+    assert mta.spool.get(message_id).retry_intervals[0] == "2h"
+    bad = await api.post("/v1/spool/send", json={"ids": [message_id], "all": True})
+    assert bad.status == 400
+
+
+async def test_events_stream_with_pings(
+    api: TestClient[Any, Any], mta: Mta, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_module, "PING_SECONDS", 0.05)
+    message_id = mta.spool.status()[0].id
+    response = await api.get("/v1/spool/events")
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    await api.post("/v1/spool/freeze", json={"ids": [message_id]})
+    kinds: list[tuple[str, str]] = []
+    while len(kinds) < 2:
+        line = await asyncio.wait_for(response.content.readline(), 5)
+        event = json.loads(line)
+        kinds.append((event["kind"], event["id"]))
+    assert ("frozen", message_id) in kinds
+    line = await asyncio.wait_for(response.content.readline(), 5)
+    assert json.loads(line)["kind"] in ("ping", "frozen")
+    response.close()
+
+
+async def test_cache_and_server(api: TestClient[Any, Any]) -> None:
+    cache = await (await api.get("/v1/cache")).json()
+    assert set(cache) == {"open", "opened", "reused", "destinations"}
+    server = await (await api.get("/v1/server")).json()
+    assert server["stats"]["messages"] == 4 and server["hostname"] == "mx.test"
+    assert server["listeners"][0]["port"] > 0
+
+
+async def test_metrics_parse(api: TestClient[Any, Any]) -> None:
+    text = await (await api.get("/metrics")).text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    received = families["smtpx_messages_received"].samples
+    assert [s.value for s in received if s.name.endswith("_total")] == [4.0]
+    queue = {s.labels["status"]: s.value for s in families["smtpx_queue_messages"].samples}
+    assert queue["send_at"] == 4.0 and queue["frozen"] == 0.0
+    assert "smtpx_delivery_latency_seconds" in families
+    assert "smtpx_sessions_active" in families and "smtpx_tls_handshakes" in families
+
+
+async def test_tls_reload_without_tls_is_400(api: TestClient[Any, Any]) -> None:
+    response = await api.post("/v1/tls/reload")
+    assert response.status == 400
+
+
+async def test_unix_socket_is_private(mta: Mta) -> None:
+    path = mta.control.socket_path
+    assert path is not None and path.exists()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    connector = aiohttp.UnixConnector(path=str(path))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://smtpx/v1/spool/count") as response,
+    ):
+        assert (await response.json())["count"] == 4  # no token needed on the socket
+
+
+async def test_tcp_needs_the_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    cfg = config(tmp_path, control={"http": "127.0.0.1:0", "token_file": str(token_file)})
+    async with Mta(cfg, dns=FakeDns()) as running:
+        port = running.control.http_port
+        url = f"http://127.0.0.1:{port}/v1/spool/count"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as response:
+                assert response.status == 401
+            async with session.get(url, headers={"Authorization": "Bearer wrong"}) as response:
+                assert response.status == 401
+            async with session.get(url, headers={"Authorization": "Bearer s3cret"}) as response:
+                assert response.status == 200
