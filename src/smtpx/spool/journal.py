@@ -85,11 +85,13 @@ class RecordKind(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """Where a body lies: segment number, offset of its first octet, length."""
+    """Where a body lies: segment number, offset of its first octet, length; ``crc`` is
+    the body's CRC32 from its record header, when replay read it."""
 
     segment: int
     offset: int
     length: int
+    crc: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +249,8 @@ class Journal:
                 if len(header) < HEADER.size:
                     problem = "record header cut short"
                 else:
-                    magic, kind, _version, _, meta_len, body_len, meta_crc, _ = HEADER.unpack(
-                        header
-                    )
+                    fields = HEADER.unpack(header)
+                    magic, kind, _version, _, meta_len, body_len, meta_crc, body_crc = fields
                     end = offset + HEADER.size + meta_len + body_len
                     if magic != MAGIC or kind not in (1, 2, 3):
                         problem = "not a record header"
@@ -273,7 +274,8 @@ class Journal:
                     return
                 body_at = offset + HEADER.size + meta_len
                 if kind == RecordKind.MESSAGE:
-                    replay.messages[meta["id"]] = (meta, Location(number, body_at, body_len))
+                    location = Location(number, body_at, body_len, body_crc)
+                    replay.messages[meta["id"]] = (meta, location)
                 elif kind == RecordKind.UPDATE:
                     known = replay.messages.get(meta["id"])
                     if known is not None:

@@ -1,0 +1,109 @@
+"""Checking a spool directory (the journal's counterpart of the reference's multispool
+monitor, F103): read-only, safe to run next to a live ``smtpx serve``.
+
+It reports:
+
+* damaged records (cut short, bad checksums) found by replaying the journal;
+* files kept in ``corrupt/`` (torn tails moved aside at an earlier start);
+* bodies whose checksum no longer matches (``--verify-bodies``: reads every body);
+* messages that point outside their segment, or at a segment that is gone;
+* stray files in ``journal/``;
+* messages stuck: due for longer than ``max_due_age`` without being tried, or frozen for
+  longer than ``max_frozen_age`` (both optional).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from smtpx.spool.journal import SEGMENT_SUFFIX, Journal, Location
+from smtpx.spool.message import SpooledMessage, Status
+
+__all__ = ["Problem", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str  # "damaged" | "corrupt-file" | "bad-body" | "missing-body" | "stray-file" | "too-old"
+    where: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.where}: {self.description}"
+
+
+def check(
+    directory: str | Path,
+    *,
+    verify_bodies: bool = False,
+    max_due_age: float | None = None,
+    max_frozen_age: float | None = None,
+    now: float | None = None,
+) -> list[Problem]:
+    """Every problem found in the spool at ``directory`` (an empty list: all is well)."""
+    root = Path(directory)
+    journal = Journal(root)
+    problems: list[Problem] = []
+    if not journal.journal_dir.is_dir():
+        return [Problem("missing", str(root), "not a spool: no journal/ directory")]
+    replay = journal.replay_readonly()
+    for damage in replay.problems:
+        problems.append(Problem("damaged", f"segment {damage.segment}", damage.description))
+    corrupt = root / "corrupt"
+    if corrupt.is_dir():
+        for path in sorted(corrupt.iterdir()):
+            problems.append(
+                Problem(
+                    "corrupt-file", str(path), f"{path.stat().st_size} octets kept for inspection"
+                )
+            )
+    for path in sorted(journal.journal_dir.iterdir()):
+        if path.suffix != SEGMENT_SUFFIX or not path.stem.isdigit():
+            problems.append(Problem("stray-file", str(path), "not a journal segment"))
+    sizes = {n: journal.segment_path(n).stat().st_size for n in journal.segment_numbers()}
+    moment = time.time() if now is None else now
+    for meta, location in replay.messages.values():
+        message_id = str(meta.get("id"))
+        size = sizes.get(location.segment)
+        if size is None or location.offset + location.length > size:
+            problems.append(
+                Problem(
+                    "missing-body", message_id, f"its body is not in segment {location.segment}"
+                )
+            )
+            continue
+        if verify_bodies and not _body_ok(journal, location):
+            problems.append(Problem("bad-body", message_id, "the body does not match its checksum"))
+        try:
+            message = SpooledMessage.from_meta(meta, location)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(Problem("damaged", message_id, f"unreadable metadata: {exc}"))
+            continue
+        problems.extend(_age_problems(message, moment, max_due_age, max_frozen_age))
+    return problems
+
+
+def _body_ok(journal: Journal, location: Location) -> bool:
+    with open(journal.segment_path(location.segment), "rb") as file:
+        file.seek(location.offset)
+        return zlib.crc32(file.read(location.length)) == location.crc
+
+
+def _age_problems(
+    message: SpooledMessage, now: float, max_due_age: float | None, max_frozen_age: float | None
+) -> list[Problem]:
+    found = []
+    if max_due_age is not None and message.status in (Status.SEND_NOW, Status.SEND_AT):
+        due = message.next_attempt if message.next_attempt is not None else message.spool_date
+        if now - due > max_due_age:
+            found.append(
+                Problem("too-old", message.id, f"due for {now - due:.0f}s and not attempted")
+            )
+    if max_frozen_age is not None and message.status is Status.FROZEN:
+        age = now - message.spool_date
+        if age > max_frozen_age:
+            found.append(Problem("too-old", message.id, f"frozen, {age:.0f}s on the spool"))
+    return found
