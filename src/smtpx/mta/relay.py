@@ -103,6 +103,7 @@ class RelayPlugin(Plugin):
                     message=message,
                 ),
                 route=route,
+                flows=transaction.flows,
             )
             for route, recipients in groups.items()
         ]

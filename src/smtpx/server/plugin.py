@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from smtpx.auth import LoginServer, PlainServer, ServerMechanism
 from smtpx.envelope import Envelope, EnvelopeId
 from smtpx.errors import SMTPXError
+from smtpx.maillog import Flows
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams, RcptParams
 from smtpx.protocol.replies import Reply
@@ -65,6 +66,7 @@ class Session:
     authenticated: bool = False
     user: str | None = None  # who authenticated (set by the mechanism's on_success)
     data: dict[str, object] = field(default_factory=dict)
+    flows: Flows = field(default_factory=Flows)  # a ``srv##`` id for the mail log
 
     def login(self, user: str) -> Session:
         """Record a successful authentication (an ``on_success`` for server mechanisms)."""
@@ -87,6 +89,7 @@ class Transaction:
     recipients: list[Address] = field(default_factory=list)
     recipient_params: list[RcptParams] = field(default_factory=list)
     data: dict[str, object] = field(default_factory=dict)
+    flows: Flows = field(default_factory=Flows)  # the session's flows plus an ``in##`` id
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,9 @@ class Server:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._runners or not self.closing:
+        # Runs while sessions exist (or, for a listening server, until close()); started
+        # again by the next session that needs it.
+        while self._runners or (self._servers and not self.closing):
             await asyncio.sleep(self.SWEEP_PERIOD)
             now = loop.time()
             for runner in list(self._runners.values()):

@@ -20,6 +20,7 @@ from smtpx.auth import run_server_mechanism
 from smtpx.envelope import Envelope, EnvelopeId, EnvelopeInfo
 from smtpx.errors import RemoteProtocolError
 from smtpx.io.stream import Stream
+from smtpx.maillog import Flows, MailLog
 from smtpx.protocol import replies
 from smtpx.protocol.commands import (
     Auth,
@@ -90,7 +91,9 @@ class SessionRunner:
             listener=listener,
             tls=stream.tls,
             tls_version=stream.tls_version(),
+            flows=Flows.create("srv"),
         )
+        self.mail = MailLog("smtp-server/session", self.session.flows)
         self.transaction: Transaction | None = None
         self.chunks: list[bytes] = []
         self.chunk_error: Reply | None = None
@@ -115,6 +118,13 @@ class SessionRunner:
                 self._write(replies.service_unavailable())
                 return
             self.server.stats["sessions"] += 1
+            self.mail.debug(
+                "connected",
+                session_marker="connected",
+                remote_ip=session.remote_ip,
+                local_ip=session.local[0] if session.local else None,
+                listener=session.listener,
+            )
             try:
                 self.conn.send(
                     replies.service_ready(self._hostname(), self.plugin.greeting(session))
@@ -125,6 +135,7 @@ class SessionRunner:
                     await self.plugin.disconnect(session)
                 except Exception:
                     log.exception("plugin disconnect failed (session %s)", session.id)
+                self.mail.debug("disconnected", errors=self.errors)
         except (ConnectionError, OSError) as exc:
             log.debug("session %s: connection lost: %s", session.id, exc)
         finally:
@@ -261,7 +272,9 @@ class SessionRunner:
 
     async def _hook_failed(self, hook: str, exc: BaseException) -> Reply:
         if isinstance(exc, Reject):
-            log.info("session %s: plugin %s refused: %s", self.session.id, hook, exc.reply)
+            self.mail.info(
+                "refused", command=hook, reply=str(exc.reply), remote_ip=self.session.remote_ip
+            )
             return exc.reply
         log.error("session %s: plugin %s failed", self.session.id, hook, exc_info=exc)
         self.server.stats["plugin_errors"] += 1
@@ -318,7 +331,10 @@ class SessionRunner:
 
     async def _mail(self, command: Mail) -> None:
         transaction = Transaction(
-            id=EnvelopeId.create(), sender=command.sender, params=command.params
+            id=EnvelopeId.create(),
+            sender=command.sender,
+            params=command.params,
+            flows=self.session.flows.extend("in"),
         )
         try:
             await self.plugin.mail_from(self.session, transaction)
@@ -397,7 +413,20 @@ class SessionRunner:
             self.conn.send(await self._hook_failed("process", exc))
             return
         self.server.stats["messages"] += 1
-        self.conn.send(replies.ok(text))
+        reply = replies.ok(text)
+        self.conn.send(reply)
+        if self.mail.enabled():
+            self.mail.with_flows(transaction.flows).info(
+                "accepted",
+                session_marker="data",
+                remote_ip=self.session.remote_ip,
+                sender=str(transaction.sender),
+                recipients=[str(r) for r in transaction.recipients],
+                message_size=len(data),
+                rfc822_id=_message_id(data),
+                local_id=str(transaction.id),
+                reply=str(reply),
+            )
 
     # -- STARTTLS and AUTH ------------------------------------------------------------------
 
@@ -500,3 +529,13 @@ def _wrap(data: bytes, problem: str) -> bytes:
     message["X-Smtpx-Parse-Error"] = problem
     message.set_content(data, maintype="text", subtype="plain")
     return message.as_bytes()
+
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _message_id(data: bytes) -> str | None:
+    """The Message-ID header's value, for the mail log (headers only are searched)."""
+    end = data.find(b"\r\n\r\n")
+    match = _MESSAGE_ID.search(data, 0, end if end >= 0 else len(data))
+    return match[1].decode("ascii", "replace").strip() if match else None

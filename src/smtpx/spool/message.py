@@ -68,6 +68,7 @@ class SpooledMessage:
     quarantine_reason: str | None = None
     related: tuple[str, ...] = ()  # the other messages of the same batch
     warned: bool = False  # a delay warning went to the sender
+    flows: tuple[str, ...] = ()  # mail log flow ids (the session's, the envelope's, ours)
 
     # -- typed views ------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class SpooledMessage:
             "sender": self.sender,
             "args": self.sender_args,
             "related": list(self.related),
+            "flows": list(self.flows),
             **self.state_meta(),
         }
 
@@ -159,4 +161,5 @@ class SpooledMessage:
             quarantine_reason=meta.get("quarantine"),
             related=tuple(meta.get("related", ())),
             warned=bool(meta.get("warned", False)),
+            flows=tuple(meta.get("flows", ())),
         )

@@ -49,6 +49,7 @@ from smtpx.client import (
 from smtpx.client.cache import Opener
 from smtpx.envelope import Envelope, EnvelopeId, HostPort, RetryInterval
 from smtpx.errors import SMTPXError
+from smtpx.maillog import Flows, MailLog
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import dot_stuff, dot_unstuff
 from smtpx.protocol.replies import Reply
@@ -195,6 +196,7 @@ class Delivery:
     next_hops: tuple[HostPort, ...] = ()
     route: str | None = None
     retry_intervals: tuple[RetryInterval, ...] | None = None
+    flows: Flows = field(default_factory=Flows)  # mail log flows; an ``out##`` id is added
 
 
 class EventKind(enum.Enum):
@@ -275,6 +277,7 @@ class Spool:
         self.clock = clock
         self.rng = rng or random.Random()
         self.events: EventBus[SpoolEvent] = EventBus()
+        self.mail = MailLog("spool")
         self.problems: list[JournalProblem] = []
         self.messages: dict[str, SpooledMessage] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -356,6 +359,9 @@ class Spool:
         entries = await self._write(deliveries, status)
         for entry in entries:
             self._emit(EventKind.SPOOLED, entry)
+            self._log(entry).debug(
+                "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
+            )
             if not frozen:
                 self._make_ready(entry)
         self.stats["spooled"] += len(entries)
@@ -396,6 +402,7 @@ class Spool:
                 retry_intervals=[str(i) for i in intervals],
                 quarantine_reason=quarantine,
                 related=tuple(i for i in ids if i != message_id) if len(ids) > 1 else (),
+                flows=delivery.flows.extend("out").ids,
             )
             entries.append(entry)
             # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF".
@@ -619,6 +626,16 @@ class Spool:
                 entry.record_attempt(now, "; ".join(sorted({str(r) for r in refused.values()})))
         delivered = len(entry.recipients) - len(later) - len(failures)
         self.stats["delivered_recipients"] += delivered
+        if delivered and self.mail.enabled():
+            done = [r for r in entry.recipients if r not in later and r not in dict(failures)]
+            self._log(entry).info(
+                "delivered",
+                session_marker="delivered",
+                spool_id=entry.id,
+                recipients=done,
+                relay=remote or "local",
+                delay=round(now - entry.spool_date, 3),
+            )
         entry.recipients = later
         if later and not entry.retry_intervals:
             # Out of retries: what is left fails now (RFC 3463 4.4.7: delivery time expired).
@@ -641,6 +658,15 @@ class Spool:
             self._schedule(entry)
             self._update(entry)
             self.stats["deferred"] += 1
+            self._log(entry).info(
+                "deferred",
+                session_marker="deferred",
+                spool_id=entry.id,
+                recipients=later,
+                relay=remote,
+                reply=entry.last_attempt[1] if entry.last_attempt else error,
+                next_attempt=round(entry.next_attempt, 3),
+            )
             kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
             self._emit(kind, entry, f"until {entry.next_attempt:.0f}")
             return
@@ -648,6 +674,12 @@ class Spool:
             if not operator_state:
                 entry.status = Status.FROZEN
                 self._emit(EventKind.FROZEN, entry, "recipients failed")
+                self._log(entry).info(
+                    "frozen",
+                    session_marker="frozen",
+                    spool_id=entry.id,
+                    recipients=[r for r, _ in entry.failed],
+                )
             self._update(entry)
             return
         # Everything delivered (or handed to a bounce): the message leaves the spool.
@@ -718,8 +750,15 @@ class Spool:
         )
         if notice is None:
             return
-        await self.add([Delivery(notice, route=_domain(original))])
+        await self.add([Delivery(notice, route=_domain(original), flows=Flows(entry.flows))])
         self.stats["bounces"] += 1
+        self._log(entry).info(
+            "bounced",
+            session_marker="bounced",
+            spool_id=entry.id,
+            recipients=[r for r, _ in failures],
+            reply=str(failures[0][1]),
+        )
         self._emit(EventKind.BOUNCED, entry, ", ".join(r for r, _ in failures))
 
     # -- state records ------------------------------------------------------------------
@@ -739,6 +778,9 @@ class Spool:
             entry.next_attempt = None
         await self.journal.append([Record(RecordKind.UPDATE, entry.state_meta())])
         self._emit(kind, entry, detail)
+
+    def _log(self, entry: SpooledMessage) -> MailLog:
+        return self.mail.with_flows(Flows(entry.flows))
 
     def _emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()

@@ -1,0 +1,206 @@
+"""The mail log: structured log lines with flows, components and standard tags (F112-F116).
+
+A **flow** is a set of causal ids, each ``kind##id``: ``srv`` (a server session), ``in``
+(an inbound envelope, from MAIL FROM), ``out`` (a spooled message), ``cli`` (a client
+session), ``conn`` (a pooled connection). Lines that share an id belong to one story:
+follow a message from the session that received it to the attempts that delivered it.
+
+A **component** is a path such as ``smtp-server/session``. **Tags** are the standard fields
+below (anything else is allowed too). Lines go through the stdlib :mod:`logging` (logger
+``smtpx.mail``), so any handler works; :class:`JsonFormatter` writes one JSON object per
+line, :class:`PlainFormatter` a readable ``key=value`` line.
+
+Standard tags: ``session_marker`` (connected, mail_from, rcpt_to, data, sending,
+delivered, deferred, bounced, frozen), ``local_ip``, ``remote_ip``, ``remote_address``,
+``rfc822_id`` (Message-ID), ``local_id`` (envelope id), ``spool_id``, ``message_size``,
+``sender``, ``recipients``, ``command``, ``reply``, ``relay``, ``delay``.
+
+With ``redact=True`` the local parts of addresses are masked (``a***@example.org``).
+Credentials never appear in the mail log: nothing passes AUTH payloads to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Flows",
+    "JsonFormatter",
+    "MailLog",
+    "PlainFormatter",
+    "configure_logging",
+    "redact_address",
+]
+
+KINDS = ("srv", "in", "out", "cli", "conn")
+_ADDRESS_TAGS = frozenset({"sender", "recipient", "recipients"})
+
+
+@dataclass(frozen=True, slots=True)
+class Flows:
+    """A set of flow ids, newest first."""
+
+    ids: tuple[str, ...] = ()
+
+    @classmethod
+    def create(cls, kind: str) -> Flows:
+        return cls((_new_id(kind),))
+
+    def extend(self, kind: str) -> Flows:
+        """These flows plus a new id of ``kind``."""
+        return Flows((_new_id(kind), *self.ids))
+
+    def union(self, other: Flows) -> Flows:
+        return Flows(tuple(dict.fromkeys((*self.ids, *other.ids))))
+
+    def are_related(self, other: Flows) -> bool:
+        return not set(self.ids).isdisjoint(other.ids)
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [i for i in self.ids if i.startswith(kind + "##")]
+
+    def __str__(self) -> str:
+        return " ".join(self.ids)
+
+
+def _new_id(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"flow kind must be one of {KINDS}, not {kind!r}")
+    return f"{kind}##{secrets.token_hex(6)}"
+
+
+def redact_address(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address[:1] + "***"
+    prefix = "<" if local.startswith("<") else ""
+    bare = local.removeprefix("<")
+    return f"{prefix}{bare[:1]}***@{domain}"
+
+
+class MailLog:
+    """Where one component writes mail log lines, with its flows."""
+
+    __slots__ = ("component", "flows", "logger", "redact")
+
+    def __init__(
+        self,
+        component: str = "",
+        flows: Flows = Flows(),
+        *,
+        logger: logging.Logger | None = None,
+        redact: bool = False,
+    ) -> None:
+        self.logger = logger or logging.getLogger("smtpx.mail")
+        self.component = component
+        self.flows = flows
+        self.redact = redact
+
+    def child(self, component: str) -> MailLog:
+        path = f"{self.component}/{component}" if self.component else component
+        return MailLog(path, self.flows, logger=self.logger, redact=self.redact)
+
+    def with_flows(self, flows: Flows) -> MailLog:
+        return MailLog(self.component, flows, logger=self.logger, redact=self.redact)
+
+    def enabled(self, level: int = logging.INFO) -> bool:
+        return self.logger.isEnabledFor(level)
+
+    def log(self, level: int, message: str, **tags: Any) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        if self.redact:
+            tags = {k: _redacted(k, v) for k, v in tags.items()}
+        self.logger.log(
+            level,
+            message,
+            extra={"mail": {"component": self.component, "flows": list(self.flows.ids), **tags}},
+        )
+
+    def debug(self, message: str, **tags: Any) -> None:
+        self.log(logging.DEBUG, message, **tags)
+
+    def info(self, message: str, **tags: Any) -> None:
+        self.log(logging.INFO, message, **tags)
+
+    def warning(self, message: str, **tags: Any) -> None:
+        self.log(logging.WARNING, message, **tags)
+
+    def error(self, message: str, **tags: Any) -> None:
+        self.log(logging.ERROR, message, **tags)
+
+
+def _redacted(key: str, value: Any) -> Any:
+    if key not in _ADDRESS_TAGS:
+        return value
+    if isinstance(value, str):
+        return redact_address(value)
+    if isinstance(value, Iterable):
+        return [redact_address(str(v)) for v in value]
+    return value
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    fields = getattr(record, "mail", None)
+    return fields if isinstance(fields, Mapping) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the mail fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_fields(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class PlainFormatter(logging.Formatter):
+    """``2026-11-24T04:30:00Z info component message key=value ... [flows]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        fields = dict(_fields(record))
+        component = fields.pop("component", "") or record.name
+        flows = fields.pop("flows", [])
+        parts = [f"{stamp}Z", record.levelname.lower(), component, record.getMessage()]
+        parts.extend(f"{key}={_plain(value)}" for key, value in fields.items())
+        if flows:
+            parts.append("[" + " ".join(flows) + "]")
+        text = " ".join(parts)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    text = str(value)
+    return json.dumps(text) if " " in text or not text else text
+
+
+def configure_logging(level: str = "info", fmt: str = "plain", stream: Any = None) -> None:
+    """Send every log line (the mail log included) to ``stream`` (stderr by default), as
+    ``plain`` text or ``json`` lines, from ``level`` up."""
+    import sys  # noqa: PLC0415 - only the CLI calls this
+
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
