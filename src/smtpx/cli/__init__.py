@@ -11,6 +11,9 @@ from pathlib import Path
 import click
 
 from smtpx._version import __version__
+from smtpx.cli import send as _send
+from smtpx.cli import spool as _spool
+from smtpx.cli import tools as _tools
 from smtpx.errors import ConfigError, SMTPXError
 
 __all__ = ["main"]
@@ -19,7 +22,29 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smtpx")
 def main() -> None:
-    """smtpx: an asyncio SMTP toolkit and mail transfer agent."""
+    """smtpx: an asyncio SMTP toolkit and mail transfer agent.
+
+    \b
+    smtpx serve --config smtpx.toml          run the MTA
+    smtpx spool status                       what is queued (table, exim, json, ids)
+    smtpx spool freeze|send|remove|recover   operate the queue
+    smtpx spool events --follow              watch deliveries as they happen
+    smtpx send / smtpx sendmail -t           send mail from the command line
+
+    The spool commands talk to smtpx serve through its control socket
+    (./var/control.sock, or the [control] socket of --config).
+
+    \b
+    Exit status:
+      0  success
+      1  the operation failed, or problems were found (fsck, bsmtp refusals)
+      2  usage or configuration error (bad option, bad config file, refused token)
+      3  cannot reach smtpx serve (control socket or URL) or the SMTP server
+
+    \b
+    Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
+      eval "$(_SMTPX_COMPLETE=bash_source smtpx)"
+    """
 
 
 @main.command()
@@ -103,3 +128,11 @@ async def _serve(config: object) -> None:
             )
         await mta.wait_for_signal()
         click.echo("smtpx: shutting down (finishing sessions and deliveries)", err=True)
+
+
+# The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
+main.add_command(_spool.spool)
+main.add_command(_send.send)
+main.add_command(_send.sendmail)
+main.add_command(_tools.bsmtp)
+main.add_command(_tools.stress_test)

@@ -1,0 +1,704 @@
+"""``smtpx spool ...``: inspect and operate the queue of a running ``smtpx serve`` (F124).
+
+Every command talks to the daemon's control plane (:mod:`smtpx.mta.control`); ``status``,
+``count`` and ``show`` can also read the spool directory itself (``--offline``: read-only,
+safe while the daemon runs, though its newest records may not be seen yet), and ``fsck``
+always does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import click
+
+from smtpx.cli.common import (
+    EXIT_FAILURE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    DurationType,
+    Failure,
+    RetryIntervalType,
+    console,
+    load_config,
+    read_secret,
+    run,
+)
+
+if TYPE_CHECKING:
+    from smtpx.cli.client import ControlClient, Target
+
+__all__ = ["spool"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("table", "exim", "json", "ids")  # smtpx.cli.render.FORMATS, without importing rich
+# The status words and queues of smtpx.spool.message.Status (what MessageFilter takes).
+STATUS_WORDS = (
+    "active",
+    "frozen",
+    "removed",
+    "quarantine",
+    "send_now",
+    "send_at",
+    "sending",
+    "quarantined",
+    "delivered",
+)
+CHUNK = 200  # ids per request for freeze/send/remove/recover
+_META = "smtpx.connection"
+
+
+# -- message ids as arguments -------------------------------------------------------------
+
+# Spool ids are envelope ids (smtpx.envelope.EnvelopeId): 16 characters of the sorted
+# alphabet -0-9A-Z_a-z whose first ones encode the time, so today every id starts with "-"
+# and would read as an option. IdsCommand takes such words as ids (after the options).
+_ID_RE = re.compile(r"-[-0-9A-Za-z_]{15}")
+
+
+class IdsCommand(click.Command):
+    """A command whose arguments are message ids, which may start with ``-``: they need no
+    ``--`` in front of them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        known = {name for p in options for name in (*p.opts, *p.secondary_opts)}
+        with_value = {name for p in options if not (p.is_flag or p.count) for name in p.opts}
+        kept: list[str] = []
+        ids: list[str] = []
+        value_next = False
+        for index, word in enumerate(args):
+            if value_next:
+                kept.append(word)
+                value_next = False
+            elif word == "--":
+                ids.extend(args[index + 1 :])
+                break
+            elif _ID_RE.fullmatch(word) and word not in known:
+                ids.append(word)
+            else:
+                kept.append(word)
+                value_next = word in with_value
+        return super().parse_args(ctx, [*kept, "--", *ids] if ids else kept)
+
+
+# -- where the spool is ------------------------------------------------------------------
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_META, {})[param.name] = value
+    return value
+
+
+def _option(*names: str, **attrs: Any) -> Callable[[F], F]:
+    return click.option(*names, expose_value=False, callback=_remember, **attrs)
+
+
+def connection_options(*, offline: bool) -> Callable[[F], F]:
+    """The options that say where the daemon (or, with ``offline``, the spool) is."""
+    options = [
+        _option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, exists=True),
+            envvar="SMTPX_CONFIG",
+            help="The smtpx serve configuration: its [control] socket (or http address and "
+            "token_file, with --tcp) and its spool dir. Env: SMTPX_CONFIG.",
+        ),
+        _option(
+            "--socket",
+            "socket_path",
+            type=click.Path(dir_okay=False),
+            envvar="SMTPX_SOCKET",
+            help="The control socket (default: from --config, else ./var/control.sock). "
+            "Env: SMTPX_SOCKET.",
+        ),
+        _option(
+            "--url",
+            metavar="http://127.0.0.1:PORT",
+            help="The control plane over HTTP instead of the socket (needs a token).",
+        ),
+        _option(
+            "--token-file",
+            type=click.Path(dir_okay=False),
+            help="The bearer token for --url/--tcp (default: control.token_file of --config).",
+        ),
+        _option(
+            "--tcp",
+            is_flag=True,
+            help="With --config: use its control.http address and token instead of the socket.",
+        ),
+    ]
+    if offline:
+        options += [
+            _option(
+                "--offline",
+                is_flag=True,
+                help="Read the spool directory instead of asking the daemon (read-only).",
+            ),
+            _option(
+                "--spool-dir",
+                type=click.Path(file_okay=False),
+                help="The spool directory to read (implies --offline; default: spool.dir of "
+                "--config, else ./var/spool).",
+            ),
+        ]
+
+    def decorate(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def spool_dir_options(function: F) -> F:
+    """``--config`` and ``--spool-dir`` for commands that only read the directory."""
+    function = _option(
+        "--spool-dir",
+        type=click.Path(file_okay=False),
+        help="The spool directory (default: spool.dir of --config, else ./var/spool).",
+    )(function)
+    return _option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, exists=True),
+        envvar="SMTPX_CONFIG",
+        help="The smtpx serve configuration (for its spool dir). Env: SMTPX_CONFIG.",
+    )(function)
+
+
+def _spool_dir(options: dict[str, Any]) -> Path:
+    if options.get("spool_dir"):
+        return Path(options["spool_dir"]).absolute()
+    if options.get("config_file"):
+        return load_config(options["config_file"]).spool.dir
+    return Path("var/spool").absolute()
+
+
+def _source(ctx: click.Context) -> Target | Path:
+    """The daemon to ask, or (offline) the spool directory to read."""
+    from smtpx.cli.client import Target  # noqa: PLC0415 - aiohttp only when needed
+
+    options: dict[str, Any] = ctx.meta.get(_META, {})
+    socket_path = options.get("socket_path")
+    url = options.get("url")
+    token_file = options.get("token_file")
+    tcp = bool(options.get("tcp"))
+    if options.get("offline") or options.get("spool_dir"):
+        if socket_path or url or token_file or tcp:
+            raise click.UsageError(
+                "--offline reads the spool directory: it takes no --socket, --url, "
+                "--token-file or --tcp"
+            )
+        return _spool_dir(options)
+    config = load_config(options["config_file"]) if options.get("config_file") else None
+    if socket_path and (url or tcp):
+        raise click.UsageError("give --socket, or --url/--tcp: not both")
+    if url and tcp:
+        raise click.UsageError("give --url or --tcp: not both")
+    if url or tcp:
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise click.BadParameter(
+                    f"not an http:// URL: {url!r}", ctx=ctx, param_hint="'--url'"
+                )
+        else:
+            if config is None:
+                raise click.UsageError("--tcp needs --config")
+            address = config.control.http
+            if address is None or address.port == 0:
+                raise Failure(
+                    f"{config.source}: [control] has no http address with a port", EXIT_USAGE
+                )
+            url = f"http://{address}"
+        if token_file:
+            token: str | None = read_secret(token_file, "token")
+        elif config is not None and config.control.token_file is not None:
+            token = read_secret(config.control.token_file, "token")
+        else:
+            token = None
+        return Target(url=url, token=token)
+    if token_file:
+        raise click.UsageError("--token-file goes with --url or --tcp")
+    if socket_path:
+        path = Path(socket_path)
+    elif config is not None:
+        path = config.control.socket
+    else:
+        path = Path("var/control.sock")
+    return Target(socket=path.absolute())
+
+
+def _online(ctx: click.Context) -> Target:
+    source = _source(ctx)
+    assert not isinstance(source, Path)
+    return source
+
+
+# -- filters -------------------------------------------------------------------------------
+
+
+def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise click.BadParameter(f"not a regular expression: {exc}", ctx, param) from None
+    return value
+
+
+def filter_options(function: F) -> F:
+    """The status filters (ANDed; for multi-valued fields any value may match)."""
+    options = [
+        click.option(
+            "--sender", metavar="RE", callback=_check_regex, help="Sender matches (any case)."
+        ),
+        click.option(
+            "--recipient",
+            metavar="RE",
+            callback=_check_regex,
+            help="A recipient (still to deliver, or failed) matches.",
+        ),
+        click.option(
+            "--next-hop",
+            metavar="RE",
+            callback=_check_regex,
+            help="A next hop (or the route) matches.",
+        ),
+        click.option(
+            "--status",
+            type=click.Choice(STATUS_WORDS),
+            help="A status, or a queue (active, frozen, removed, quarantine).",
+        ),
+        click.option(
+            "--older", type=DurationType(), help="Longer than this on the spool (like 10m)."
+        ),
+        click.option(
+            "--younger", type=DurationType(), help="Shorter than this on the spool (like 1h)."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _query(filters: dict[str, Any]) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for name in ("sender", "recipient", "next_hop", "status"):
+        if filters.get(name) is not None:
+            query[name] = str(filters[name])
+    for name in ("older", "younger"):
+        if filters.get(name) is not None:
+            query[name] = f"{float(filters[name])!r}s"
+    return query
+
+
+def _offline_messages(directory: Path, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    from smtpx.mta.control import MessageFilter, message_json  # noqa: PLC0415
+    from smtpx.spool.spool import Spool  # noqa: PLC0415
+
+    if not (directory / "journal").is_dir():
+        raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+    chosen = MessageFilter(**{k: v for k, v in filters.items() if v is not None})
+    return [message_json(m) for m in chosen.select(Spool.status_from_disk(directory), time.time())]
+
+
+async def _ask(target: Target, request: Callable[[ControlClient], Any]) -> Any:
+    from smtpx.cli.client import ControlClient  # noqa: PLC0415
+
+    async with ControlClient(target) as client:
+        return await request(client)
+
+
+# -- the group -------------------------------------------------------------------------------
+
+
+@click.group()
+def spool() -> None:
+    """Inspect and operate the spool of a running smtpx serve.
+
+    Commands reach the daemon through its control socket (--socket, default
+    ./var/control.sock, or the [control] socket of --config), or over HTTP with a bearer
+    token (--url and --token-file, or --tcp with --config). status, count and show also
+    work --offline on the spool directory; fsck always does.
+
+    Message ids start with "-" (their first characters encode the time): give them as
+    they are, no "--" needed. Many ids at once: smtpx spool status --format ids
+    --status frozen | xargs smtpx spool remove
+    """
+
+
+@spool.command()
+@connection_options(offline=True)
+@filter_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table (ages coloured), exim (like exim -bp), json, or ids (one per line).",
+)
+@click.pass_context
+def status(ctx: click.Context, /, *, fmt: str, **filters: Any) -> None:
+    """List the messages on the spool, oldest first."""
+    from smtpx.cli import render  # noqa: PLC0415
+
+    source = _source(ctx)
+    if isinstance(source, Path):
+        messages = _offline_messages(source, filters)
+    else:
+        query = _query(filters)
+        body = run(_ask(source, lambda c: c.get_json("v1/spool/messages", query)))
+        messages = body["messages"]
+    shown = render.render_status(messages, fmt, time.time())
+    if isinstance(shown, str):
+        click.echo(shown, nl=False)
+    else:
+        console(width=render.TABLE_WIDTH).print(shown)
+
+
+@spool.command()
+@connection_options(offline=True)
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "by_status": {...}}.')
+@click.pass_context
+def count(ctx: click.Context, /, *, as_json: bool, **filters: Any) -> None:
+    """Count the messages on the spool (the same filters as status)."""
+    source = _source(ctx)
+    if isinstance(source, Path):
+        by_status: dict[str, int] = {}
+        for message in _offline_messages(source, filters):
+            by_status[message["status"]] = by_status.get(message["status"], 0) + 1
+        result = {"count": sum(by_status.values()), "by_status": by_status}
+    else:
+        query = _query(filters)
+        result = run(_ask(source, lambda c: c.get_json("v1/spool/count", query)))
+    click.echo(json.dumps(result) if as_json else str(result["count"]))
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+async def _for_ids(
+    target: Target, path: str, ids: list[str], extra: dict[str, Any], verb: str
+) -> list[Any]:
+    """POST ``ids`` in chunks, with a progress bar when there are several chunks."""
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from smtpx.cli.client import ControlClient  # noqa: PLC0415
+
+    chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
+    err = console(stderr=True)
+    results: list[Any] = []
+    done = 0
+    async with ControlClient(target) as client:
+        quiet = len(chunks) < 2 or not err.is_terminal
+        with Progress(console=err, transient=True, disable=quiet) as progress:
+            task = progress.add_task(verb, total=len(ids))
+            for chunk in chunks:
+                try:
+                    results.append(await client.post_json(path, {"ids": chunk, **extra}))
+                except Failure as exc:
+                    # The API goes through the ids in order and stops at the first it
+                    # cannot handle, which its error names first.
+                    failed = exc.message.split(":", 1)[0]
+                    before = ids.index(failed) if failed in ids else done
+                    if before:
+                        n = f"{before} id{'' if before == 1 else 's'}"
+                        raise Failure(
+                            f"{exc.message} (the {n} before it were done)", exc.exit_code
+                        ) from None
+                    raise
+                done += len(chunk)
+                progress.advance(task, len(chunk))
+    return results
+
+
+def _plural(n: int) -> str:
+    return f"{n} message{'' if n == 1 else 's'}"
+
+
+@spool.command(cls=IdsCommand)
+@connection_options(offline=False)
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
+    """Freeze messages: they stay on the spool, untried, until sent."""
+    wanted = _unique(ids)
+    run(_for_ids(_online(ctx), "v1/spool/freeze", wanted, {}, "freezing"))
+    click.echo(f"frozen: {_plural(len(wanted))}")
+
+
+@spool.command("send", cls=IdsCommand)
+@connection_options(offline=False)
+@click.option("--all", "send_all", is_flag=True, help="Every frozen and waiting message.")
+@click.option("--frozen", is_flag=True, help="Every frozen message.")
+@click.option(
+    "--retry-interval",
+    "retry_intervals",
+    multiple=True,
+    type=RetryIntervalType(),
+    help="Retry intervals to use first if this attempt fails (repeatable; like 5m or 5m~30s).",
+)
+@click.argument("ids", nargs=-1, metavar="[ID...]")
+@click.pass_context
+def send_command(
+    ctx: click.Context,
+    /,
+    *,
+    send_all: bool,
+    frozen: bool,
+    retry_intervals: tuple[str, ...],
+    ids: tuple[str, ...],
+) -> None:
+    """Try messages now: the given ids, or --all, or --frozen (unfreezing them)."""
+    if ids and (send_all or frozen):
+        raise click.UsageError("give message ids, or --all, or --frozen: not several")
+    if send_all and frozen:
+        raise click.UsageError("give --all or --frozen: not both")
+    if not (ids or send_all or frozen):
+        raise click.UsageError("give message ids, or --all, or --frozen")
+    target = _online(ctx)
+    extra: dict[str, Any] = {"retry_intervals": list(retry_intervals)}
+    if ids:
+        results = run(_for_ids(target, "v1/spool/send", _unique(ids), extra, "sending"))
+        released = sum(int(r.get("released", 0)) for r in results)
+    else:
+        body = {**extra, ("all" if send_all else "frozen"): True}
+        err = console(stderr=True)
+        spinner = err.status("smtpx serve is releasing messages...")
+        with spinner if err.is_terminal else contextlib.nullcontext():
+            result = run(_ask(target, lambda c: c.post_json("v1/spool/send", body)))
+        released = int(result.get("released", 0))
+    click.echo(f"released: {_plural(released)}")
+
+
+@spool.command(cls=IdsCommand)
+@connection_options(offline=False)
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def remove(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
+    """Remove frozen messages (they can be recovered with recover --from removed)."""
+    wanted = _unique(ids)
+    run(_for_ids(_online(ctx), "v1/spool/remove", wanted, {}, "removing"))
+    click.echo(f"removed: {_plural(len(wanted))}")
+
+
+@spool.command(cls=IdsCommand)
+@connection_options(offline=False)
+@click.option(
+    "--from",
+    "source",
+    type=click.Choice(["removed", "quarantine"]),
+    required=True,
+    help="Where the messages are now.",
+)
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def recover(ctx: click.Context, /, *, source: str, ids: tuple[str, ...]) -> None:
+    """Bring removed or quarantined messages back, frozen (then use send)."""
+    wanted = _unique(ids)
+    run(_for_ids(_online(ctx), "v1/spool/recover", wanted, {"from": source}, "recovering"))
+    click.echo(f"recovered (frozen): {_plural(len(wanted))}")
+
+
+@spool.command(cls=IdsCommand)
+@connection_options(offline=True)
+@click.option("--raw", is_flag=True, help="Print the message itself, as received.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON of the control plane.")
+@click.argument("message_id", metavar="ID")
+@click.pass_context
+def show(ctx: click.Context, /, *, raw: bool, as_json: bool, message_id: str) -> None:
+    """Show one message: envelope, state, attempts and header fields."""
+    from smtpx.cli import render  # noqa: PLC0415
+
+    if raw and as_json:
+        raise click.UsageError("give --raw or --json: not both")
+    source = _source(ctx)
+    if isinstance(source, Path):
+        message, content = _offline_show(source, message_id, with_content=True)
+        if raw:
+            click.echo(content, nl=False)
+            return
+    else:
+        path = f"v1/spool/messages/{quote(message_id, safe='')}"
+        if raw:
+            data = run(_ask(source, lambda c: c.get_bytes(path, {"raw": "1"})))
+            click.echo(data, nl=False)
+            return
+        message = run(_ask(source, lambda c: c.get_json(path)))
+    if as_json:
+        click.echo(json.dumps(message, indent=2))
+    else:
+        render.render_message(message, console(width=render.TABLE_WIDTH), time.time())
+
+
+def _offline_show(
+    directory: Path, message_id: str, *, with_content: bool
+) -> tuple[dict[str, Any], bytes]:
+    from smtpx.envelope import Envelope  # noqa: PLC0415
+    from smtpx.mta.control import message_json  # noqa: PLC0415
+    from smtpx.protocol import dot_unstuff  # noqa: PLC0415
+    from smtpx.spool.journal import Journal  # noqa: PLC0415
+    from smtpx.spool.spool import Spool  # noqa: PLC0415
+
+    if not (directory / "journal").is_dir():
+        raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+    found = [m for m in Spool.status_from_disk(directory) if m.id == message_id]
+    if not found:
+        raise Failure(f"{message_id}: not found", EXIT_FAILURE)
+    spooled = found[0]
+    try:
+        content = dot_unstuff(Journal(directory).read_body(spooled.location))
+    except OSError as exc:
+        raise Failure(f"{message_id}: cannot read its body: {exc}", EXIT_FAILURE) from None
+    headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
+    return {**message_json(spooled), "headers": [list(h) for h in headers]}, content
+
+
+@spool.command()
+@connection_options(offline=False)
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until interrupted (Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print the NDJSON lines as they come.")
+@click.option(
+    "--timeout",
+    type=DurationType(),
+    default="5s",
+    show_default=True,
+    help="Without --follow: stop after this long (or at the first ping).",
+)
+@click.pass_context
+def events(ctx: click.Context, /, *, follow: bool, as_json: bool, timeout: float) -> None:
+    """Print spool events as they happen (spooled, delivered, delayed, frozen...).
+
+    Without --follow: until the daemon's next ping or --timeout, whichever comes first.
+    """
+    target = _online(ctx)
+    try:
+        run(_events(target, follow=follow, as_json=as_json, timeout=timeout))
+    except KeyboardInterrupt:
+        return
+
+
+async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float) -> None:
+    import aiohttp  # noqa: PLC0415
+
+    from smtpx.cli import render  # noqa: PLC0415
+    from smtpx.cli.client import ControlClient  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    deadline = None if follow else loop.time() + timeout
+    out = console()
+    async with ControlClient(target) as client, client.stream("v1/spool/events") as content:
+        how = "until interrupted" if follow else f"for up to {timeout:g}s"
+        click.echo(f"watching spool events of {target.describe()} {how}", err=True)
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            try:
+                line = await asyncio.wait_for(content.readline(), remaining)
+            except TimeoutError:
+                return
+            except aiohttp.ClientError as exc:
+                raise Failure(
+                    f"lost the connection to {target.describe()} ({exc})", EXIT_UNREACHABLE
+                ) from None
+            if not line:
+                raise Failure(
+                    f"{target.describe()} closed the event stream (is smtpx serve stopping?)",
+                    EXIT_UNREACHABLE,
+                )
+            text = line.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = {"kind": "?", "detail": text}
+            kind = event.get("kind") if isinstance(event, dict) else None
+            if as_json:
+                click.echo(text)
+            elif kind != "ping" and isinstance(event, dict):
+                out.print(render.render_event(event), soft_wrap=True)
+            if kind == "ping" and not follow:
+                return
+
+
+@spool.command()
+@spool_dir_options
+@click.option("--verify-bodies", is_flag=True, help="Read every body and check its checksum.")
+@click.option(
+    "--max-frozen-age",
+    type=DurationType(),
+    help="Report messages frozen for longer than this (like 7d).",
+)
+@click.option(
+    "--max-due-age",
+    type=DurationType(),
+    help="Report messages due for longer than this without an attempt (like 1h).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+@click.pass_context
+def fsck(
+    ctx: click.Context,
+    /,
+    *,
+    verify_bodies: bool,
+    max_frozen_age: float | None,
+    max_due_age: float | None,
+    as_json: bool,
+) -> None:
+    """Check the spool directory (read-only; safe while smtpx serve runs).
+
+    Reports damaged records, files kept in corrupt/, bodies that fail their checksum
+    (--verify-bodies), bodies missing from their segment, stray files, and messages stuck
+    too long. Exit status 0: clean; 1: problems found.
+    """
+    from smtpx.spool.fsck import check  # noqa: PLC0415
+
+    directory = _spool_dir(ctx.meta.get(_META, {}))
+    problems = check(
+        directory,
+        verify_bodies=verify_bodies,
+        max_due_age=max_due_age,
+        max_frozen_age=max_frozen_age,
+    )
+    if any(p.kind == "missing" for p in problems):
+        raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "spool": str(directory),
+                    "problems": [
+                        {"kind": p.kind, "where": p.where, "description": p.description}
+                        for p in problems
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        n = len(problems)
+        summary = f"{directory}: " + (
+            "clean" if not n else f"{n} problem{'' if n == 1 else 's'} found"
+        )
+        click.secho(summary, fg="green" if not n else "red")
+    if problems:
+        ctx.exit(EXIT_FAILURE)

@@ -1,0 +1,193 @@
+"""``smtpx bsmtp parse`` (F123) and ``smtpx stress-test`` (F125)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import IO, Any
+
+import click
+
+from smtpx.cli.common import EXIT_FAILURE, EXIT_USAGE, Failure, console, run
+
+__all__ = ["bsmtp", "stress_test"]
+
+
+@click.group()
+def bsmtp() -> None:
+    """Batch SMTP (RFC 2442) transcripts."""
+
+
+@bsmtp.command("parse")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.argument("source", required=False, type=click.File("rb"), default="-", metavar="[FILE]")
+def bsmtp_parse(as_json: bool, source: IO[bytes]) -> None:
+    """Read a BSMTP transcript (FILE, or stdin) and print each message's envelope.
+
+    Commands a server would refuse are printed as refusals; the exit status is then 1.
+    """
+    from smtpx.envelope import Envelope  # noqa: PLC0415
+    from smtpx.server.bsmtp import read_bsmtp  # noqa: PLC0415
+
+    refusals = 0
+    messages = 0
+    for item in read_bsmtp(source):
+        if isinstance(item, Envelope):
+            messages += 1
+            record: dict[str, Any] = {
+                "type": "envelope",
+                "sender": str(item.sender),
+                "recipients": [str(r) for r in item.recipients],
+                "size": len(item.message),
+                "subject": item.subject_decoded(),
+            }
+            if as_json:
+                click.echo(json.dumps(record))
+            else:
+                click.echo(f"message {messages}")
+                click.echo(f"  sender:     {record['sender']}")
+                click.echo(f"  recipients: {', '.join(record['recipients']) or '-'}")
+                click.echo(f"  size:       {record['size']} octets")
+                click.echo(f"  subject:    {record['subject'] or '-'}")
+        else:
+            refusals += 1
+            if as_json:
+                click.echo(json.dumps({"type": "refusal", "code": item.code, "reply": str(item)}))
+            else:
+                click.echo(f"refused: {item}")
+    if not as_json:
+        click.echo(
+            f"{messages} message{'' if messages == 1 else 's'}, "
+            f"{refusals} refusal{'' if refusals == 1 else 's'}",
+            err=True,
+        )
+    if refusals:
+        sys.exit(EXIT_FAILURE)
+
+
+@click.command("stress-test")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen on this address.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=2525,
+    show_default=True,
+    help="Listen on this port (0: any free one).",
+)
+@click.option(
+    "-n",
+    "--send-n-messages",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Stop once this many messages were received.",
+)
+@click.option(
+    "--num-copies",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Copies of the message in circulation.",
+)
+@click.option(
+    "--concurrent-senders",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Client sessions sending at the same time.",
+)
+@click.option(
+    "--message-from-stdin",
+    is_flag=True,
+    help="Circulate the messages of a BSMTP transcript read from stdin (default: a generated one).",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="STARTTLS with a certificate made at run time (the client requires and verifies it).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log to stderr at this level.",
+)
+def stress_test(
+    *,
+    host: str,
+    port: int,
+    send_n_messages: int,
+    num_copies: int,
+    concurrent_senders: int,
+    message_from_stdin: bool,
+    tls: bool,
+    log_level: str | None,
+) -> None:
+    """Measure messages per second through smtpx's own client and server.
+
+    A server listens on --host/--port; whatever it receives it sends back to itself, until
+    -n messages went round.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from smtpx.cli.stress import StressTest, generated_message  # noqa: PLC0415
+    from smtpx.envelope import Envelope  # noqa: PLC0415
+    from smtpx.server.bsmtp import read_bsmtp  # noqa: PLC0415
+
+    if log_level:
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    if tls:
+        try:
+            import trustme  # noqa: F401, PLC0415
+        except ImportError:
+            raise Failure(
+                "--tls needs the trustme package (pip install trustme)", EXIT_USAGE
+            ) from None
+    if message_from_stdin:
+        items = list(read_bsmtp(sys.stdin.buffer))
+        messages = [item for item in items if isinstance(item, Envelope)]
+        if not messages:
+            raise Failure("no message in the BSMTP read from stdin", EXIT_USAGE)
+    else:
+        messages = [generated_message()]
+    err = console(stderr=True)
+    progress = Progress(
+        TextColumn("messages"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("messages", total=send_n_messages)
+    test = StressTest(
+        host=host,
+        port=port,
+        messages=messages,
+        send_n_messages=send_n_messages,
+        num_copies=num_copies,
+        concurrent_senders=concurrent_senders,
+        tls=tls,
+        on_listening=lambda bound: click.echo(
+            f"stress test: listening on {host}:{bound}{' (STARTTLS)' if tls else ''}", err=True
+        ),
+        on_progress=lambda received: progress.update(task, completed=received),
+    )
+    try:
+        with progress:
+            result = run(test.run())
+    except OSError as exc:
+        raise Failure(f"cannot listen on {host}:{port}: {exc}", EXIT_FAILURE) from None
+    rate = f"{result.rate:.1f} messages/s"
+    click.echo(f"{result.received} messages in {result.seconds:.2f}s: {rate}")
+    if result.errors:
+        for error in result.errors[:5]:
+            click.echo(f"  error: {error}", err=True)
+    if result.received < send_n_messages:
+        raise Failure(
+            f"stopped after {result.received} of {send_n_messages} messages "
+            f"({len(result.errors)} errors)",
+            EXIT_FAILURE,
+        )

@@ -1,0 +1,147 @@
+"""``smtpx bsmtp parse``, ``smtpx stress-test``, the help text and shell completion."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from smtpx.client import bsmtp_bytes
+from smtpx.envelope import Envelope
+from tests.cli.helpers import free_port, invoke
+
+
+def _envelopes() -> list[Envelope]:
+    return [
+        Envelope.create(
+            sender="a@example.org",
+            recipients=["b@example.net", "c@example.net"],
+            message="Subject: first\r\n\r\n.leading dot\r\nbody\r\n",
+        ),
+        Envelope.create(
+            sender="<>",
+            recipients=["d@example.net"],
+            message="Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nsecond\r\n",
+        ),
+    ]
+
+
+def test_bsmtp_parse_file_and_json(tmp_path: Path) -> None:
+    path = tmp_path / "batch.bsmtp"
+    path.write_bytes(bsmtp_bytes(_envelopes()))
+    result = invoke("bsmtp", "parse", str(path))
+    assert result.exit_code == 0, result.output
+    assert "sender:     <a@example.org>" in result.stdout
+    assert "recipients: b@example.net, c@example.net" in result.stdout
+    assert "subject:    first" in result.stdout and "subject:    café" in result.stdout
+    assert "2 messages, 0 refusals" in result.stderr
+    lines = invoke("bsmtp", "parse", "--json", str(path)).stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0] == {
+        "type": "envelope",
+        "sender": "<a@example.org>",
+        "recipients": ["b@example.net", "c@example.net"],
+        "size": len(_envelopes()[0].message),
+        "subject": "first",
+    }
+    assert records[1]["sender"] == "<>"
+    # stdin works too
+    piped = invoke("bsmtp", "parse", "--json", input=path.read_bytes())
+    assert piped.stdout.splitlines() == lines
+
+
+def test_bsmtp_parse_refusals() -> None:
+    transcript = b"HELO x\r\nRCPT TO:<b@example.net>\r\nMAIL FROM:<a@example.org>\r\n"
+    transcript += b"RCPT TO:<b@example.net>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\n"
+    result = invoke("bsmtp", "parse", "--json", input=transcript)
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0]["type"] == "refusal" and records[0]["code"] == 503
+    assert records[1]["type"] == "envelope" and records[1]["subject"] == "s"
+    missing = invoke("bsmtp", "parse", "/nonexistent.bsmtp")
+    assert missing.exit_code == 2
+
+
+RATE = re.compile(r"^(\d+) messages in [\d.]+s: ([\d.]+) messages/s$", re.MULTILINE)
+
+
+def test_stress_test() -> None:
+    result = invoke("stress-test", "--port", "0", "-n", "200")
+    assert result.exit_code == 0, result.output
+    match = RATE.search(result.stdout)
+    assert match is not None and int(match[1]) == 200 and float(match[2]) > 0
+    assert "listening on 127.0.0.1:" in result.stderr
+
+
+def test_stress_test_tls_copies_and_senders() -> None:
+    result = invoke(
+        "stress-test",
+        "--port",
+        "0",
+        "-n",
+        "200",
+        "--tls",
+        "--num-copies",
+        "3",
+        "--concurrent-senders",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    match = RATE.search(result.stdout)
+    assert match is not None and int(match[1]) == 200
+    assert "(STARTTLS)" in result.stderr
+
+
+def test_stress_test_message_from_stdin() -> None:
+    result = invoke(
+        "stress-test",
+        "--port",
+        "0",
+        "-n",
+        "50",
+        "--message-from-stdin",
+        input=bsmtp_bytes(_envelopes()),
+    )
+    assert result.exit_code == 0, result.output
+    assert RATE.search(result.stdout)
+    nothing = invoke("stress-test", "--port", "0", "--message-from-stdin", input=b"")
+    assert nothing.exit_code == 2 and "no message" in nothing.stderr
+
+
+def test_stress_test_port_in_use() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("stress-test", "--port", str(port), "-n", "10")
+    assert result.exit_code == 1 and "cannot listen" in result.stderr
+
+
+def test_help_documents_exit_codes_and_completion() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    text = result.stdout
+    for line in ("0  success", "1  the operation failed", "2  usage", "3  cannot reach"):
+        assert line in text
+    assert 'eval "$(_SMTPX_COMPLETE=bash_source smtpx)"' in text
+    for command in ("serve", "spool", "send", "sendmail", "bsmtp", "stress-test"):
+        assert command in text
+    for group in (["spool"], ["bsmtp"]):
+        assert invoke(*group, "--help").exit_code == 0
+
+
+def test_shell_completion() -> None:
+    script = invoke(_SMTPX_COMPLETE="bash_source")
+    assert script.exit_code == 0 and "_smtpx_completion" in script.stdout
+    words = invoke(_SMTPX_COMPLETE="bash_complete", COMP_WORDS="smtpx spool st", COMP_CWORD="2")
+    assert "plain,status" in words.stdout.splitlines()
+    formats = invoke(
+        _SMTPX_COMPLETE="bash_complete",
+        COMP_WORDS="smtpx spool status --format ",
+        COMP_CWORD="4",
+    )
+    assert {"plain,table", "plain,exim", "plain,json", "plain,ids"} <= set(
+        formats.stdout.splitlines()
+    )
