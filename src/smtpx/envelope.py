@@ -59,10 +59,11 @@ __all__ = [
 # Envelope ids
 
 
-# 64 URL-safe characters in ASCII order, so that comparing two encoded numbers of the
-# same width as strings gives the same answer as comparing the numbers (unlike standard
-# base64, whose alphabet is not sorted).
-_ID_ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+# 64 URL-safe characters (RFC 3986 unreserved) in ASCII order, so that comparing two
+# encoded numbers of the same width as strings gives the same answer as comparing the
+# numbers (unlike standard base64, whose alphabet is not sorted). None is "-": an id must
+# never look like a command-line option.
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _ID_DIGIT = {char: value for value, char in enumerate(_ID_ALPHABET)}
 _ID_TIME_CHARS = 10  # 60 bits of microseconds: good until the year 38 000 or so
 _ID_RANDOM_CHARS = 6  # 36 random bits tell apart ids made in the same microsecond elsewhere
@@ -126,7 +127,7 @@ class EnvelopeId(str):
     """A unique, time-sortable, URL-safe envelope id (16 characters).
 
     Layout: 10 characters of microseconds since the Unix epoch, then 6 random
-    characters, all from the sorted alphabet ``-0-9A-Z_a-z``. Hence:
+    characters, all from the sorted alphabet ``0-9A-Z_a-z~``. Hence:
 
     * string order is creation order (to the microsecond across processes, and exactly
       within one process: ids made from one clock get strictly increasing timestamps,
@@ -142,7 +143,7 @@ class EnvelopeId(str):
         if len(text) != _ID_LENGTH:
             raise ParseError(f"envelope id must be {_ID_LENGTH} characters long: {text!r}")
         if any(char not in _ID_DIGIT for char in text):
-            raise ParseError(f"envelope id has characters outside [-0-9A-Z_a-z]: {text!r}")
+            raise ParseError(f"envelope id has characters outside [0-9A-Z_a-z~]: {text!r}")
         return super().__new__(cls, text)
 
     @classmethod

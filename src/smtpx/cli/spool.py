@@ -57,40 +57,6 @@ CHUNK = 200  # ids per request for freeze/send/remove/recover
 _META = "smtpx.connection"
 
 
-# -- message ids as arguments -------------------------------------------------------------
-
-# Spool ids are envelope ids (smtpx.envelope.EnvelopeId): 16 characters of the sorted
-# alphabet -0-9A-Z_a-z whose first ones encode the time, so today every id starts with "-"
-# and would read as an option. IdsCommand takes such words as ids (after the options).
-_ID_RE = re.compile(r"-[-0-9A-Za-z_]{15}")
-
-
-class IdsCommand(click.Command):
-    """A command whose arguments are message ids, which may start with ``-``: they need no
-    ``--`` in front of them."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        options = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
-        known = {name for p in options for name in (*p.opts, *p.secondary_opts)}
-        with_value = {name for p in options if not (p.is_flag or p.count) for name in p.opts}
-        kept: list[str] = []
-        ids: list[str] = []
-        value_next = False
-        for index, word in enumerate(args):
-            if value_next:
-                kept.append(word)
-                value_next = False
-            elif word == "--":
-                ids.extend(args[index + 1 :])
-                break
-            elif _ID_RE.fullmatch(word) and word not in known:
-                ids.append(word)
-            else:
-                kept.append(word)
-                value_next = word in with_value
-        return super().parse_args(ctx, [*kept, "--", *ids] if ids else kept)
-
-
 # -- where the spool is ------------------------------------------------------------------
 
 
@@ -305,7 +271,7 @@ def _query(filters: dict[str, Any]) -> dict[str, str]:
 
 
 def _offline_messages(directory: Path, filters: dict[str, Any]) -> list[dict[str, Any]]:
-    from smtpx.mta.control import MessageFilter, message_json  # noqa: PLC0415
+    from smtpx.spool.filter import MessageFilter, message_json  # noqa: PLC0415
     from smtpx.spool.spool import Spool  # noqa: PLC0415
 
     if not (directory / "journal").is_dir():
@@ -333,9 +299,7 @@ def spool() -> None:
     token (--url and --token-file, or --tcp with --config). status, count and show also
     work --offline on the spool directory; fsck always does.
 
-    Message ids start with "-" (their first characters encode the time): give them as
-    they are, no "--" needed. Many ids at once: smtpx spool status --format ids
-    --status frozen | xargs smtpx spool remove
+    Many ids at once: smtpx spool status --format ids --status frozen | xargs smtpx spool remove
     """
 
 
@@ -431,7 +395,7 @@ def _plural(n: int) -> str:
     return f"{n} message{'' if n == 1 else 's'}"
 
 
-@spool.command(cls=IdsCommand)
+@spool.command()
 @connection_options(offline=False)
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context
@@ -442,7 +406,7 @@ def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
     click.echo(f"frozen: {_plural(len(wanted))}")
 
 
-@spool.command("send", cls=IdsCommand)
+@spool.command("send")
 @connection_options(offline=False)
 @click.option("--all", "send_all", is_flag=True, help="Every frozen and waiting message.")
 @click.option("--frozen", is_flag=True, help="Every frozen message.")
@@ -486,7 +450,7 @@ def send_command(
     click.echo(f"released: {_plural(released)}")
 
 
-@spool.command(cls=IdsCommand)
+@spool.command()
 @connection_options(offline=False)
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context
@@ -497,7 +461,7 @@ def remove(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
     click.echo(f"removed: {_plural(len(wanted))}")
 
 
-@spool.command(cls=IdsCommand)
+@spool.command()
 @connection_options(offline=False)
 @click.option(
     "--from",
@@ -515,7 +479,7 @@ def recover(ctx: click.Context, /, *, source: str, ids: tuple[str, ...]) -> None
     click.echo(f"recovered (frozen): {_plural(len(wanted))}")
 
 
-@spool.command(cls=IdsCommand)
+@spool.command()
 @connection_options(offline=True)
 @click.option("--raw", is_flag=True, help="Print the message itself, as received.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON of the control plane.")
@@ -550,8 +514,8 @@ def _offline_show(
     directory: Path, message_id: str, *, with_content: bool
 ) -> tuple[dict[str, Any], bytes]:
     from smtpx.envelope import Envelope  # noqa: PLC0415
-    from smtpx.mta.control import message_json  # noqa: PLC0415
     from smtpx.protocol import dot_unstuff  # noqa: PLC0415
+    from smtpx.spool.filter import message_json  # noqa: PLC0415
     from smtpx.spool.journal import Journal  # noqa: PLC0415
     from smtpx.spool.spool import Spool  # noqa: PLC0415
 
@@ -602,7 +566,9 @@ async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float
     loop = asyncio.get_running_loop()
     deadline = None if follow else loop.time() + timeout
     out = console()
-    async with ControlClient(target) as client, client.stream("v1/spool/events") as content:
+    # Without --follow, ask for a ping soon: the first one ends the listing.
+    path = "v1/spool/events" if follow else f"v1/spool/events?ping={max(0.1, timeout / 2):g}"
+    async with ControlClient(target) as client, client.stream(path) as content:
         how = "until interrupted" if follow else f"for up to {timeout:g}s"
         click.echo(f"watching spool events of {target.describe()} {how}", err=True)
         while True:

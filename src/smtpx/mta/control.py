@@ -16,7 +16,8 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
                                        ``{"frozen": true}``; ``"retry_intervals": [...]``
 ``POST /v1/spool/remove``              ``{"ids": [...]}`` (frozen messages only)
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
-``GET  /v1/spool/events``              NDJSON stream of spool events, with pings
+``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
+                                       every ``?ping=`` seconds (default 10)
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -36,7 +37,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -50,118 +50,18 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.spool.filter import MessageFilter, message_json
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, SpoolError, SpoolEvent
 
 if TYPE_CHECKING:
     from smtpx.mta.app import Mta
 
-__all__ = ["ControlPlane", "MessageFilter", "message_json"]
+__all__ = ["ControlPlane"]
 
 log = logging.getLogger("smtpx.control")
 
 PING_SECONDS = 10.0
-
-
-# -- JSON shapes ---------------------------------------------------------------------------
-
-
-def message_json(message: SpooledMessage) -> dict[str, Any]:
-    """A spooled message for the API (no content: status never shows what mail says)."""
-    return {
-        "id": message.id,
-        "parent_id": message.parent_id,
-        "status": message.status.value,
-        "queue": message.queue,
-        "sender": message.sender,
-        "recipients": list(message.recipients),
-        "failed": [{"recipient": r, "reply": reply} for r, reply in message.failed],
-        "next_hops": list(message.next_hops),
-        "route": message.route,
-        "spool_date": message.spool_date,
-        "next_attempt": message.next_attempt,
-        "attempts": [{"time": t, "error": e} for t, e in message.attempts],
-        "attempt_count": message.attempt_count,
-        "size": message.size,
-        "related": list(message.related),
-        "quarantine_reason": message.quarantine_reason,
-    }
-
-
-class MessageFilter:
-    """The ``status`` filters of the API and the CLI (ANDed; within a field, any value)."""
-
-    def __init__(
-        self,
-        *,
-        sender: str | None = None,
-        recipient: str | None = None,
-        next_hop: str | None = None,
-        status: str | None = None,
-        older: float | None = None,
-        younger: float | None = None,
-    ) -> None:
-        self.sender = _regex(sender, "sender")
-        self.recipient = _regex(recipient, "recipient")
-        self.next_hop = _regex(next_hop, "next_hop")
-        if status is not None and status not in _STATUS_WORDS:
-            raise ValueError(f"status: one of {', '.join(sorted(_STATUS_WORDS))}")
-        self.status = status
-        self.older = older
-        self.younger = younger
-
-    @classmethod
-    def from_query(cls, query: Any) -> MessageFilter:
-        def duration(name: str) -> float | None:
-            text = query.get(name)
-            if text is None:
-                return None
-            try:
-                return RetryInterval.parse(text).span
-            except ParseError:
-                raise ValueError(f"{name}: not a duration: {text!r}") from None
-
-        return cls(
-            sender=query.get("sender"),
-            recipient=query.get("recipient"),
-            next_hop=query.get("next_hop"),
-            status=query.get("status"),
-            older=duration("older"),
-            younger=duration("younger"),
-        )
-
-    def __call__(self, message: SpooledMessage, now: float) -> bool:
-        if self.sender and not self.sender.search(message.sender):
-            return False
-        if self.recipient and not any(
-            self.recipient.search(r) for r in (*message.recipients, *(f for f, _ in message.failed))
-        ):
-            return False
-        if self.next_hop and not any(
-            self.next_hop.search(h) for h in (*message.next_hops, message.route or "")
-        ):
-            return False
-        if self.status and self.status not in (message.status.value, message.queue):
-            return False
-        age = now - message.spool_date
-        if self.older is not None and age < self.older:
-            return False
-        return not (self.younger is not None and age > self.younger)
-
-    def select(self, messages: Iterable[SpooledMessage], now: float) -> list[SpooledMessage]:
-        return [m for m in messages if self(m, now)]
-
-
-_STATUS_WORDS = {s.value for s in Status} | {s.queue for s in Status}
-
-
-def _regex(pattern: str | None, name: str) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"{name}: not a regular expression: {exc}") from None
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -424,10 +324,13 @@ class ControlPlane:
     async def events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
+        ping = float(request.query.get("ping", PING_SECONDS))
+        if not 0 < ping <= 3600:
+            raise ValueError("ping: seconds between 0 and 3600")
         with self.mta.spool.events.subscribe() as events:
             while True:
                 try:
-                    event = await asyncio.wait_for(events.__anext__(), PING_SECONDS)
+                    event = await asyncio.wait_for(events.__anext__(), ping)
                 except TimeoutError:
                     event = SpoolEvent(time.time(), EventKind.PING)
                 line = {

@@ -1,0 +1,113 @@
+"""Selecting and showing spooled messages: the filters and the JSON shape that the control
+plane, the CLI and offline tools share (kept free of HTTP so offline commands load fast).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from smtpx.envelope import RetryInterval
+from smtpx.errors import ParseError
+from smtpx.spool.message import SpooledMessage, Status
+
+__all__ = ["STATUS_WORDS", "MessageFilter", "message_json"]
+
+
+def message_json(message: SpooledMessage) -> dict[str, Any]:
+    """A spooled message for the API (no content: status never shows what mail says)."""
+    return {
+        "id": message.id,
+        "parent_id": message.parent_id,
+        "status": message.status.value,
+        "queue": message.queue,
+        "sender": message.sender,
+        "recipients": list(message.recipients),
+        "failed": [{"recipient": r, "reply": reply} for r, reply in message.failed],
+        "next_hops": list(message.next_hops),
+        "route": message.route,
+        "spool_date": message.spool_date,
+        "next_attempt": message.next_attempt,
+        "attempts": [{"time": t, "error": e} for t, e in message.attempts],
+        "attempt_count": message.attempt_count,
+        "size": message.size,
+        "related": list(message.related),
+        "quarantine_reason": message.quarantine_reason,
+    }
+
+
+class MessageFilter:
+    """The ``status`` filters of the API and the CLI (ANDed; within a field, any value)."""
+
+    def __init__(
+        self,
+        *,
+        sender: str | None = None,
+        recipient: str | None = None,
+        next_hop: str | None = None,
+        status: str | None = None,
+        older: float | None = None,
+        younger: float | None = None,
+    ) -> None:
+        self.sender = _regex(sender, "sender")
+        self.recipient = _regex(recipient, "recipient")
+        self.next_hop = _regex(next_hop, "next_hop")
+        if status is not None and status not in STATUS_WORDS:
+            raise ValueError(f"status: one of {', '.join(sorted(STATUS_WORDS))}")
+        self.status = status
+        self.older = older
+        self.younger = younger
+
+    @classmethod
+    def from_query(cls, query: Any) -> MessageFilter:
+        def duration(name: str) -> float | None:
+            text = query.get(name)
+            if text is None:
+                return None
+            try:
+                return RetryInterval.parse(text).span
+            except ParseError:
+                raise ValueError(f"{name}: not a duration: {text!r}") from None
+
+        return cls(
+            sender=query.get("sender"),
+            recipient=query.get("recipient"),
+            next_hop=query.get("next_hop"),
+            status=query.get("status"),
+            older=duration("older"),
+            younger=duration("younger"),
+        )
+
+    def __call__(self, message: SpooledMessage, now: float) -> bool:
+        if self.sender and not self.sender.search(message.sender):
+            return False
+        if self.recipient and not any(
+            self.recipient.search(r) for r in (*message.recipients, *(f for f, _ in message.failed))
+        ):
+            return False
+        if self.next_hop and not any(
+            self.next_hop.search(h) for h in (*message.next_hops, message.route or "")
+        ):
+            return False
+        if self.status and self.status not in (message.status.value, message.queue):
+            return False
+        age = now - message.spool_date
+        if self.older is not None and age < self.older:
+            return False
+        return not (self.younger is not None and age > self.younger)
+
+    def select(self, messages: Iterable[SpooledMessage], now: float) -> list[SpooledMessage]:
+        return [m for m in messages if self(m, now)]
+
+
+STATUS_WORDS = {s.value for s in Status} | {s.queue for s in Status}
+
+
+def _regex(pattern: str | None, name: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"{name}: not a regular expression: {exc}") from None
