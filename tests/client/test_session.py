@@ -440,20 +440,24 @@ async def test_command_escape_hatch() -> None:
     assert run.error is None and "C: HELO again.example" in run.lines()
 
 
-def test_runs_on_uvloop() -> None:
+def test_runs_on_uvloop(tmp_path: Path) -> None:
     """uvloop's transports are not asyncio.Transport subclasses; the streams must not care."""
     uvloop = pytest.importorskip("uvloop")
 
-    async def scenario() -> list[bytes]:
+    async def scenario(wire: Path) -> list[bytes]:
         async with (
             ScriptedServer(Handler) as server,
             connect("127.0.0.1", server.port, config=ClientConfig.for_testing()) as client,
         ):
             assert (await client.send(ENVELOPE)).ok
+            # uvloop has no loop.sendfile: the stream falls back to plain writes.
+            assert (await client.send_envelope(ENVELOPE.info, WireFile(wire, offset=3))).ok
         return server.messages()
 
+    wire = tmp_path / "wire"
+    wire.write_bytes(b"xyz" + dot_stuff(BODY)[:-3])
     loop = uvloop.new_event_loop()
     try:
-        assert loop.run_until_complete(scenario()) == [BODY]
+        assert loop.run_until_complete(scenario(wire)) == [BODY, BODY]
     finally:
         loop.close()

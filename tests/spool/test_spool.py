@@ -422,3 +422,20 @@ def test_a_delay_warning_goes_to_the_sender_once(tmp_path: Path) -> None:
         assert "Action: delayed" in report.as_string()
 
     virtual(scenario)
+
+
+def test_a_bug_during_delivery_does_not_strand_messages(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+
+    async def broken_router(message: SpooledMessage) -> Hops:
+        return Hops(("not a HostPort",), "broken")  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, router=broken_router, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1m"], next_hops=())])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.status is Status.SEND_AT  # not stuck in "sending"
+            assert entry.attempts[-1][1].startswith("internal error: ")
+
+    virtual(scenario)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
@@ -68,8 +67,19 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log level (overrides the config).",
 )
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop when installed (the uvloop extra), else asyncio.",
+)
 def serve(
-    config_file: str | None, spool_dir: str | None, listen: tuple[str, ...], log_level: str | None
+    config_file: str | None,
+    spool_dir: str | None,
+    listen: tuple[str, ...],
+    log_level: str | None,
+    loop: str,
 ) -> None:
     """Run the relay MTA until SIGTERM or SIGINT."""
     from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415 - keep --help fast
@@ -87,12 +97,13 @@ def serve(
     except (ConfigError, ValueError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
-    level = (log_level or config.log.level).upper()
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from smtpx.maillog import configure_logging  # noqa: PLC0415
+
+    configure_logging(log_level or config.log.level, config.log.format)
+    if loop == "uvloop" or (loop == "auto" and _have_uvloop()):
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         asyncio.run(_serve(config))
     except SMTPXError as exc:
@@ -101,6 +112,14 @@ def serve(
     except OSError as exc:
         click.echo(f"smtpx serve: {exc}", err=True)
         sys.exit(1)
+
+
+def _have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 async def _serve(config: object) -> None:

@@ -297,7 +297,11 @@ class TransportStream(Stream):
         await self.drain()
         loop = asyncio.get_running_loop()
         # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS.
-        return await loop.sendfile(self._transport, file, offset, count, fallback=True)
+        try:
+            return await loop.sendfile(self._transport, file, offset, count, fallback=True)
+        except NotImplementedError:
+            # uvloop has no loop.sendfile: copy through the write buffer instead.
+            return await super().sendfile(file, offset, count)
 
     def close(self) -> None:
         self._transport.close()

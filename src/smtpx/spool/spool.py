@@ -471,9 +471,14 @@ class Spool:
                 batch = self._take(key)
                 if not batch:
                     return
-                await self._attempt(batch)
-        except Exception:
-            log.exception("delivery worker for %s failed", key)
+                try:
+                    await self._attempt(batch)
+                except Exception as exc:
+                    # A bug must not strand messages in "sending": they are tried again.
+                    log.exception("delivery to %s failed unexpectedly", key)
+                    for entry in batch:
+                        if entry.status is Status.SENDING:
+                            await self._settle(entry, {}, f"internal error: {type(exc).__name__}")
         finally:
             self._active[key] -= 1
             if not self._active[key]:
