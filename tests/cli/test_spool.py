@@ -19,7 +19,7 @@ from smtpx.spool.journal import Journal
 from smtpx.spool.spool import Spool
 from tests.cli.helpers import Daemon, Lines, inject_in_background, invoke, smtpx_process
 
-ID_LINE = re.compile(r"^-?[-0-9A-Za-z_]{15,16}$")
+ID_LINE = re.compile(r"^[0-9A-Za-z_~]{16}$")
 
 
 @pytest.fixture(scope="module")
