@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from smtpx._version import __version__
+from smtpx.cli import daemon as _daemon
 from smtpx.cli import send as _send
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
@@ -23,26 +24,27 @@ __all__ = ["main"]
 def main() -> None:
     """smtpx: an asyncio SMTP toolkit and mail transfer agent.
 
-    \b
-    smtpx serve --config smtpx.toml          run the MTA
-    smtpx spool status                       what is queued (table, exim, json, ids)
-    smtpx spool freeze|send|remove|recover   operate the queue
-    smtpx spool events --follow              watch deliveries as they happen
-    smtpx send / smtpx sendmail -t           send mail from the command line
+      \b
+      smtpx serve --config smtpx.toml          run the MTA
+      smtpx spool status                       what is queued (table, exim, json, ids)
+      smtpx spool freeze|send|remove|recover   operate the queue
+      smtpx spool events --follow              watch deliveries as they happen
+    smtpx daemon status|cache|reload-tls     the running MTA itself
+      smtpx send / smtpx sendmail -t           send mail from the command line
 
-    The spool commands talk to smtpx serve through its control socket
-    (./var/control.sock, or the [control] socket of --config).
+      The spool commands talk to smtpx serve through its control socket
+      (./var/control.sock, or the [control] socket of --config).
 
-    \b
-    Exit status:
-      0  success
-      1  the operation failed, or problems were found (fsck, bsmtp refusals)
-      2  usage or configuration error (bad option, bad config file, refused token)
-      3  cannot reach smtpx serve (control socket or URL) or the SMTP server
+      \b
+      Exit status:
+        0  success
+        1  the operation failed, or problems were found (fsck, bsmtp refusals)
+        2  usage or configuration error (bad option, bad config file, refused token)
+        3  cannot reach smtpx serve (control socket or URL) or the SMTP server
 
-    \b
-    Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
-      eval "$(_SMTPX_COMPLETE=bash_source smtpx)"
+      \b
+      Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
+        eval "$(_SMTPX_COMPLETE=bash_source smtpx)"
     """
 
 
@@ -151,6 +153,7 @@ async def _serve(config: object) -> None:
 
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
 main.add_command(_spool.spool)
+main.add_command(_daemon.daemon)
 main.add_command(_send.send)
 main.add_command(_send.sendmail)
 main.add_command(_tools.bsmtp)
