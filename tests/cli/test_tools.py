@@ -126,7 +126,7 @@ def test_help_documents_exit_codes_and_completion() -> None:
     for line in ("0  success", "1  the operation failed", "2  usage", "3  cannot reach"):
         assert line in text
     assert 'eval "$(_SMTPX_COMPLETE=bash_source smtpx)"' in text
-    for command in ("serve", "spool", "send", "sendmail", "bsmtp", "stress-test"):
+    for command in ("serve", "spool", "daemon", "send", "sendmail", "bsmtp", "stress-test"):
         assert command in text
     for group in (["spool"], ["bsmtp"]):
         assert invoke(*group, "--help").exit_code == 0
@@ -145,3 +145,17 @@ def test_shell_completion() -> None:
     assert {"plain,table", "plain,exim", "plain,json", "plain,ids"} <= set(
         formats.stdout.splitlines()
     )
+
+
+def test_serve_refuses_a_missing_certificate_before_binding(tmp_path: Path) -> None:
+    config = tmp_path / "smtpx.toml"
+    config.write_text(
+        '[server]\nlisten = ["127.0.0.1:0"]\n'
+        '[tls]\ncert_file = "nope.pem"\nkey_file = "nope.key"\n',
+        encoding="utf-8",
+    )
+    result = invoke("serve", "--config", str(config))
+    assert result.exit_code == 2, result.output
+    assert "configuration error" in result.stderr
+    assert "tls.cert_file" in result.stderr and "nope.pem" in result.stderr
+    assert "Traceback" not in result.output

@@ -588,6 +588,10 @@ BAD_DOCUMENTS = [
     ('[control]\nhttp = "localhost:x"', "control.http: not a listen address: 'localhost:x'"),
     ("[control]\ntoken_file = true", "control.token_file: expected a string"),
     (
+        '[control]\nhttp = "127.0.0.1:8025"',
+        "control.http: the HTTP control listener needs control.token_file",
+    ),
+    (
         '[log]\nlevel = "verbose"',
         "log.level: expected one of 'debug', 'info', 'warning', 'error', 'critical', got",
     ),
@@ -788,3 +792,27 @@ def test_users_file_is_not_read_by_the_config(tmp_path: Path) -> None:
     config = MtaConfig.from_dict({"auth": {"users_file": "absent"}}, base_dir=tmp_path)
     assert config.auth.users_file == tmp_path / "absent"
     assert not os.path.exists(tmp_path / "absent")
+
+
+def test_check_files_names_the_unreadable_file(tmp_path: Path) -> None:
+    config = MtaConfig.from_dict(
+        {
+            "tls": {"cert_file": "cert.pem", "key_file": "key.pem"},
+            "control": {"http": "127.0.0.1:0", "token_file": "token"},
+        },
+        base_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.check_files()
+    assert caught.value.key == "tls.cert_file"
+    assert str(tmp_path / "cert.pem") in str(caught.value)
+    (tmp_path / "cert.pem").write_text("cert")
+    (tmp_path / "key.pem").write_text("key")
+    with pytest.raises(ConfigError) as caught:
+        config.check_files()
+    assert caught.value.key == "control.token_file"
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        config.check_files()
+    (tmp_path / "token").write_text("s3cret\n")
+    config.check_files()

@@ -24,27 +24,27 @@ __all__ = ["main"]
 def main() -> None:
     """smtpx: an asyncio SMTP toolkit and mail transfer agent.
 
-      \b
-      smtpx serve --config smtpx.toml          run the MTA
-      smtpx spool status                       what is queued (table, exim, json, ids)
-      smtpx spool freeze|send|remove|recover   operate the queue
-      smtpx spool events --follow              watch deliveries as they happen
+    \b
+    smtpx serve --config smtpx.toml          run the MTA
+    smtpx spool status                       what is queued (table, exim, json, ids)
+    smtpx spool freeze|send|remove|recover   operate the queue
+    smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself
-      smtpx send / smtpx sendmail -t           send mail from the command line
+    smtpx send / smtpx sendmail -t           send mail from the command line
 
-      The spool commands talk to smtpx serve through its control socket
-      (./var/control.sock, or the [control] socket of --config).
+    The spool commands talk to smtpx serve through its control socket
+    (./var/control.sock, or the [control] socket of --config).
 
-      \b
-      Exit status:
-        0  success
-        1  the operation failed, or problems were found (fsck, bsmtp refusals)
-        2  usage or configuration error (bad option, bad config file, refused token)
-        3  cannot reach smtpx serve (control socket or URL) or the SMTP server
+    \b
+    Exit status:
+      0  success
+      1  the operation failed, or problems were found (fsck, bsmtp refusals)
+      2  usage or configuration error (bad option, bad config file, refused token)
+      3  cannot reach smtpx serve (control socket or URL) or the SMTP server
 
-      \b
-      Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
-        eval "$(_SMTPX_COMPLETE=bash_source smtpx)"
+    \b
+    Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
+      eval "$(_SMTPX_COMPLETE=bash_source smtpx)"
     """
 
 
@@ -96,6 +96,7 @@ def serve(
             config = dataclasses.replace(
                 config, server=dataclasses.replace(config.server, listen=addresses)
             )
+        config.check_files()
     except (ConfigError, ValueError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)

@@ -299,7 +299,7 @@ def spool() -> None:
     token (--url and --token-file, or --tcp with --config). status, count and show also
     work --offline on the spool directory; fsck always does.
 
-    Many ids at once: smtpx spool status --format ids --status frozen | xargs smtpx spool remove
+    Many ids at once: smtpx spool status --format ids --status frozen | xargs -r smtpx spool remove
     """
 
 

@@ -451,7 +451,7 @@ trusted_networks = ["127.0.0.0/8", "::1/128"]
 relay_for_authenticated = true
 
 [auth]
-# Submission users, one "name:scrypt$..." line each (smtpx users add).
+# Submission users, one "name:scrypt$..." line each (smtpx users add NAME --file FILE).
 # users_file = "users"
 # Offer AUTH without TLS (RFC 4954 says a server SHOULD NOT).
 allow_plaintext = false
@@ -1046,6 +1046,11 @@ class _Loader:
                 "no listeners: server.listen, server.smtps and server.submission are all empty",
                 key="server.listen",
             )
+        if config.control.http is not None and config.control.token_file is None:
+            raise ConfigError(
+                "the HTTP control listener needs control.token_file (a bearer token)",
+                key="control.http",
+            )
         seen: dict[tuple[str, int], str] = {}
         for kind in ("listen", "smtps", "submission"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
@@ -1135,6 +1140,27 @@ class MtaConfig:
             raise ConfigError(exc.problem, key=exc.key, file=str(file)) from None
 
     # -- the lower layers' objects -------------------------------------------------------
+
+    def check_files(self) -> None:
+        """Check that the files the server reads at start exist and are readable (TLS
+        certificate and key, users file, control token); raise ConfigError naming the key.
+        Loading a config does not require them, so configs can be checked before deployment."""
+        files = (
+            ("tls.cert_file", self.tls.cert_file),
+            ("tls.key_file", self.tls.key_file),
+            ("auth.users_file", self.auth.users_file),
+            ("control.token_file", self.control.token_file),
+        )
+        for key, path in files:
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as file:
+                    content = file.read(65536)
+            except OSError as exc:
+                raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+            if key == "control.token_file" and not content.strip():
+                raise ConfigError(f"{path} is empty (it must hold the bearer token)", key=key)
 
     def server_tls(self) -> ServerTls | None:
         """The server certificate settings, or None when no certificate is set."""
