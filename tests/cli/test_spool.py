@@ -170,6 +170,20 @@ def test_config_and_tcp_with_token(daemon: Daemon, queued: dict[str, list[str]])
 # -- operations ----------------------------------------------------------------------------
 
 
+def test_purge(daemon: Daemon) -> None:
+    (message_id,) = daemon.inject("purge@example.com", ["x@example.net"])
+    refused = daemon.cli("spool", "purge", "--yes", message_id)
+    assert refused.exit_code == 1 and "only removed or quarantined" in refused.stderr
+    daemon.cli("spool", "freeze", message_id)
+    daemon.cli("spool", "remove", message_id)
+    declined = daemon.cli("spool", "purge", message_id, input="n\n")
+    assert declined.exit_code == 1 and "Delete 1 message for good?" in declined.stderr
+    assert [m["status"] for m in daemon.messages("--sender", "^<purge@")] == ["removed"]
+    purged = daemon.cli("spool", "purge", message_id, input="y\n")
+    assert purged.exit_code == 0 and "purged: 1 message" in purged.stdout
+    assert daemon.messages("--sender", "^<purge@") == []
+
+
 def test_freeze_remove_recover_send(daemon: Daemon) -> None:
     ids = daemon.inject("ops@example.com", ["x@example.net"], count=3)
     only = ["--sender", "^<ops@"]
@@ -196,6 +210,8 @@ def test_freeze_remove_recover_send(daemon: Daemon) -> None:
         "spool", "status", "--format", "ids", "--status", "removed", *only
     ).stdout == (ids[0] + "\n")
 
+    not_sent = daemon.cli("spool", "send", ids[0])
+    assert not_sent.exit_code == 1 and "recover it first" in not_sent.stderr
     recovered = daemon.cli("spool", "recover", "--from", "removed", ids[0])
     assert recovered.exit_code == 0
     assert statuses() == ["frozen", "frozen", "send_at"]

@@ -107,6 +107,8 @@ async def test_freeze_send_remove_recover(api: TestClient[Any, Any], mta: Mta) -
     assert frozen["count"] == 1
     assert (await api.post("/v1/spool/remove", json={"ids": [message_id]})).status == 200
     assert (await (await api.get("/v1/spool/count?status=removed")).json())["count"] == 1
+    refused = await api.post("/v1/spool/send", json={"ids": [message_id]})
+    assert refused.status == 409 and "recover it first" in (await refused.json())["error"]
     recovered = await api.post("/v1/spool/recover", json={"ids": [message_id], "from": "removed"})
     assert recovered.status == 200
     sent = await (
@@ -116,6 +118,16 @@ async def test_freeze_send_remove_recover(api: TestClient[Any, Any], mta: Mta) -
     assert mta.spool.get(message_id).retry_intervals[0] == "2h"
     bad = await api.post("/v1/spool/send", json={"ids": [message_id], "all": True})
     assert bad.status == 400
+
+
+async def test_purge(api: TestClient[Any, Any], mta: Mta) -> None:
+    message_id = mta.spool.status()[0].id
+    assert (await api.post("/v1/spool/purge", json={"ids": [message_id]})).status == 409
+    await api.post("/v1/spool/freeze", json={"ids": [message_id]})
+    await api.post("/v1/spool/remove", json={"ids": [message_id]})
+    purged = await api.post("/v1/spool/purge", json={"ids": [message_id]})
+    assert await purged.json() == {"purged": [message_id]}
+    assert (await api.get(f"/v1/spool/messages/{message_id}")).status == 404
 
 
 async def test_events_stream_with_pings(

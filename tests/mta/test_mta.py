@@ -4,8 +4,10 @@ submission with STARTTLS and AUTH, retries and bounces, restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,18 @@ async def test_local_domains_are_delivered_to_maildirs(tmp_path: Path) -> None:
     )
     assert b"by mx.test (smtpx) with ESMTP id" in stored
     assert stored.endswith(b"\n\nbody 1\n")
+
+
+async def test_bare_postmaster_reaches_the_first_local_domain(tmp_path: Path) -> None:
+    # Accepted from anyone (RFC 5321 4.5.1), and spooled as postmaster@example.org so the
+    # maildir, the mail log and any bounce see an ordinary mailbox.
+    cfg = config(tmp_path, relay={"trusted_networks": []})
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            assert isinstance(await client.send(message(1, to="<Postmaster>")), Accepted)
+        await wait_until(lambda: maildir(tmp_path, "postmaster@example.org"))
+    (stored,) = maildir(tmp_path, "postmaster@example.org")
+    assert b"Delivered-To: postmaster@example.org\n" in stored
 
 
 async def test_relay_is_refused_to_strangers(tmp_path: Path) -> None:
@@ -193,6 +207,48 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
             next(m.id for m in mta.spool.status() if m.route == "elsewhere.test")
         )
         assert b"with ESMTPSA" in stored
+
+
+async def test_reload_tls_swaps_the_certificate_and_keeps_it_on_bad_files(
+    tmp_path: Path, ca: Any, ca_file: str
+) -> None:
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+
+    def install(name: str) -> None:
+        cert = ca.issue_cert(name)
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+
+    async def presented_name(port: int) -> str:
+        context = ssl.create_default_context(cafile=ca_file)
+        context.check_hostname = False
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        peer = writer.get_extra_info("peercert")
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+        return str(peer["subjectAltName"][0][1])
+
+    install("old.test")
+    cfg = config(
+        tmp_path,
+        server={"listen": ["127.0.0.1:0"], "smtps": ["127.0.0.1:0"]},
+        tls={"cert_file": str(cert_file), "key_file": str(key_file)},
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        smtps = mta.server.ports[1]
+        assert await presented_name(smtps) == "old.test"
+        install("new.test")
+        mta.reload_tls()
+        assert await presented_name(smtps) == "new.test"
+        # A key that does not match, then a missing file: refused, the old pair stays.
+        ca.issue_cert("other.test").private_key_pem.write_to_path(str(key_file))
+        with pytest.raises(ValueError, match="previous certificate stays in use"):
+            mta.reload_tls()
+        key_file.unlink()
+        with pytest.raises(ValueError, match="previous certificate stays in use"):
+            mta.reload_tls()
+        assert await presented_name(smtps) == "new.test"
 
 
 async def test_a_restart_delivers_what_was_queued(tmp_path: Path) -> None:

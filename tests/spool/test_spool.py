@@ -179,6 +179,11 @@ def test_admin_freeze_remove_recover_quarantine(tmp_path: Path) -> None:
             assert entry.status is Status.FROZEN and entry.next_attempt is None
             await spool.remove([message_id])
             assert entry.status is Status.REMOVED and entry.queue == "removed"
+            with pytest.raises(SpoolError, match="is removed; recover it first"):
+                await spool.send([message_id])
+            with pytest.raises(SpoolError, match="x: not found"):
+                await spool.purge([message_id, "x"])  # checked before anything is purged
+            assert spool.get(message_id) is entry
             await spool.recover([message_id], from_="removed")
             assert entry.status is Status.FROZEN
             (quarantined,) = await spool.quarantine([delivery(2)], "virus found")
@@ -194,6 +199,36 @@ def test_admin_freeze_remove_recover_quarantine(tmp_path: Path) -> None:
         assert Spool.count_from_disk(tmp_path) == 2
 
     virtual(scenario)
+
+
+def test_purge_forgets_removed_and_quarantined_mail_for_good(tmp_path: Path) -> None:
+    network = MemoryNetwork(down={"mx.test"})
+
+    async def scenario() -> str:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            kept, removed = await spool.add([delivery(1), delivery(2)], frozen=True)
+            (quarantined,) = await spool.quarantine([delivery(3)], "virus found")
+            with pytest.raises(SpoolError, match="only removed or quarantined"):
+                await spool.purge([kept])
+            await spool.remove([removed])
+            with spool.events.subscribe() as events:
+                await spool.purge([removed, quarantined, removed])
+                kinds = [events.queue.get_nowait().kind for _ in range(events.queue.qsize())]
+            assert kinds == [EventKind.PURGED, EventKind.PURGED]
+            assert [m.id for m in spool.status()] == [kept]
+            with pytest.raises(SpoolError, match="not found"):
+                await spool.recover([removed])
+            return kept
+
+    kept = virtual(scenario)
+    # Forgotten on disk too: a restart does not bring them back.
+    assert [m.id for m in Spool.status_from_disk(tmp_path)] == [kept]
+
+    async def again() -> None:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            assert [m.id for m in spool.status()] == [kept]
+
+    virtual(again)
 
 
 def test_restart_reloads_and_rearms(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from smtpx.cli import daemon as _daemon
 from smtpx.cli import send as _send
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
+from smtpx.cli import users as _users
 from smtpx.errors import ConfigError, SMTPXError
 
 __all__ = ["main"]
@@ -30,6 +31,7 @@ def main() -> None:
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself
+    smtpx users add|remove|list              submission users (auth.users_file)
     smtpx send / smtpx sendmail -t           send mail from the command line
 
     The spool commands talk to smtpx serve through its control socket
@@ -155,6 +157,7 @@ async def _serve(config: object) -> None:
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
 main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
+main.add_command(_users.users)
 main.add_command(_send.send)
 main.add_command(_send.sendmail)
 main.add_command(_tools.bsmtp)

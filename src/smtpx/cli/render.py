@@ -256,6 +256,7 @@ EVENT_STYLES = {
     "unfrozen": "blue",
     "removed": "red",
     "recovered": "magenta",
+    "purged": "red",
     "quarantined": "red",
     "bounced": "red",
     "ping": "dim",

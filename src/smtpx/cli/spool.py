@@ -480,6 +480,20 @@ def recover(ctx: click.Context, /, *, source: str, ids: tuple[str, ...]) -> None
 
 
 @spool.command()
+@connection_options(offline=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def purge(ctx: click.Context, /, *, yes: bool, ids: tuple[str, ...]) -> None:
+    """Delete removed or quarantined messages for good (no recover after this)."""
+    wanted = _unique(ids)
+    if not yes:
+        click.confirm(f"Delete {_plural(len(wanted))} for good?", abort=True, err=True)
+    run(_for_ids(_online(ctx), "v1/spool/purge", wanted, {}, "purging"))
+    click.echo(f"purged: {_plural(len(wanted))}")
+
+
+@spool.command()
 @connection_options(offline=True)
 @click.option("--raw", is_flag=True, help="Print the message itself, as received.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON of the control plane.")

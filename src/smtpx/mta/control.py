@@ -16,6 +16,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
                                        ``{"frozen": true}``; ``"retry_intervals": [...]``
 ``POST /v1/spool/remove``              ``{"ids": [...]}`` (frozen messages only)
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
+``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
                                        every ``?ping=`` seconds (default 10)
 ``GET  /v1/cache``                     connection cache status
@@ -171,6 +172,7 @@ class ControlPlane:
                 web.post("/v1/spool/send", self.send),
                 web.post("/v1/spool/remove", self.remove),
                 web.post("/v1/spool/recover", self.recover),
+                web.post("/v1/spool/purge", self.purge),
                 web.get("/v1/spool/events", self.events),
                 web.get("/v1/cache", self.cache),
                 web.get("/v1/server", self.server),
@@ -320,6 +322,11 @@ class ControlPlane:
             raise ValueError('from: "removed" or "quarantine"')
         await self.mta.spool.recover(ids, from_=source)
         return web.json_response({"recovered": ids})
+
+    async def purge(self, request: web.Request) -> web.Response:
+        ids, _ = await self._ids(request)
+        await self.mta.spool.purge(ids)
+        return web.json_response({"purged": ids})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

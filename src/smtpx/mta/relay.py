@@ -38,6 +38,8 @@ class RelayPlugin(Plugin):
         self.spool = spool
         self.users = users
         self.hostname = config.hostname
+        local_domains = config.relay.local_domains
+        self._postmaster_domain = local_domains[0] if local_domains else "localhost"
         self._mechanisms = password_mechanisms(self._check) if users is not None else []
 
     async def _check(self, session: Session, username: str, password: str) -> bool:
@@ -89,7 +91,12 @@ class RelayPlugin(Plugin):
         )
         message = trace + envelope.message
         groups: dict[str, list[Address]] = defaultdict(list)
-        for recipient in transaction.recipients:
+        for given in transaction.recipients:
+            # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so
+            # the spool, the maildir and any bounce see an ordinary mailbox.
+            recipient = (
+                Address("postmaster", self._postmaster_domain) if given.is_postmaster else given
+            )
             groups[_route_key(recipient)].append(recipient)
         deliveries = [
             Delivery(
@@ -114,8 +121,6 @@ class RelayPlugin(Plugin):
 def _route_key(recipient: Address) -> str:
     """The spool's route for a recipient: its domain as an A-label (one spool message
     per domain)."""
-    if recipient.is_postmaster:
-        return "localhost"
     domain = recipient.domain
     if domain.startswith("["):
         return domain

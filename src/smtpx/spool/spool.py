@@ -209,6 +209,7 @@ class EventKind(enum.Enum):
     UNFROZEN = "unfrozen"
     REMOVED = "removed"
     RECOVERED = "recovered"
+    PURGED = "purged"
     QUARANTINED = "quarantined"
     BOUNCED = "bounced"
     PING = "ping"
@@ -844,6 +845,10 @@ class Spool:
             ]
         else:
             wanted = [self.get(i) for i in ids]
+            for entry in wanted:
+                if entry.status in (Status.REMOVED, Status.QUARANTINED):
+                    state = entry.status.value
+                    raise SpoolError(f"{entry.id}: is {state}; recover it first")
         released = 0
         for entry in wanted:
             if entry.status not in (Status.FROZEN, Status.SEND_AT):
@@ -879,6 +884,23 @@ class Spool:
                 raise SpoolError(f"{message_id}: is not {source.value}")
             entry.quarantine_reason = None
             await self._set_status(entry, Status.FROZEN, EventKind.RECOVERED, f"from {from_}")
+
+    async def purge(self, ids: Iterable[str]) -> None:
+        """Forget removed or quarantined messages for good: their journal space can then be
+        reclaimed. Nothing else can be purged (remove it first)."""
+        entries = [self.get(message_id) for message_id in ids]
+        for entry in entries:
+            if entry.status not in (Status.REMOVED, Status.QUARANTINED):
+                state = entry.status.value
+                raise SpoolError(
+                    f"{entry.id}: only removed or quarantined messages can be purged ({state})"
+                )
+        for entry in entries:
+            if self.messages.pop(entry.id, None) is None:
+                continue  # named twice
+            await self.journal.append([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
+            self._emit(EventKind.PURGED, entry)
+        self._collect_segments()
 
     # -- offline -------------------------------------------------------------------------
 
