@@ -154,6 +154,7 @@ async def test_implicit_tls_listener(ca: Any, ca_file: str) -> None:
         assert not client.supports("STARTTLS")
         assert (await client.send(ENVELOPE)).ok
     assert len(plugin.kept) == 1
+    assert server.stats["tls_sessions"] == 1
 
 
 async def test_graceful_close_ends_idle_sessions_and_lets_busy_ones_finish() -> None:

@@ -103,7 +103,11 @@ class _MtaCollector(Collector):
             family = CounterMetricFamily(name.removesuffix("_total"), text)
             family.add_metric([], value)
             yield family
-        tls = CounterMetricFamily("smtpx_tls_handshakes", "STARTTLS handshakes", labels=["outcome"])
+        tls = CounterMetricFamily(
+            "smtpx_tls_handshakes",
+            "Server TLS handshakes (STARTTLS; implicit TLS counts successes only)",
+            labels=["outcome"],
+        )
         tls.add_metric(["ok"], server.stats["tls_sessions"])
         tls.add_metric(["failed"], server.stats["tls_failures"])
         yield tls

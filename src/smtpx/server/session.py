@@ -93,6 +93,8 @@ class SessionRunner:
             tls_version=stream.tls_version(),
             flows=Flows.create("srv"),
         )
+        if stream.tls:
+            server.stats["tls_sessions"] += 1  # implicit TLS: the handshake is done
         self.mail = MailLog("smtp-server/session", self.session.flows)
         self.transaction: Transaction | None = None
         self.chunks: list[bytes] = []
