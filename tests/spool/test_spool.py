@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from smtpx.envelope import HostPort
+from smtpx.maillog import Flows
 from smtpx.protocol import Rcpt, Reply
 from smtpx.spool.journal import SpoolLocked
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import (
+    Delivery,
     EventKind,
     Hops,
     Outcome,
@@ -455,6 +459,44 @@ def test_a_delay_warning_goes_to_the_sender_once(tmp_path: Path) -> None:
         assert len(warnings) == 1
         report = email.message_from_bytes(warnings[0].data, policy=email.policy.default)
         assert "Action: delayed" in report.as_string()
+
+    virtual(scenario)
+
+
+def test_a_delay_warning_after_connection_failures_says_what_failed(tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    network = MemoryNetwork(down={"mx.test"})
+    senders_mx = HostPort("example.com.test", 25)
+
+    async def router(message: SpooledMessage) -> Hops:
+        return Hops((senders_mx,) if message.sender == "<>" else (MX,), "r")
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network, delay_warning_after=3600, router=router) as spool:
+            await spool.add(
+                [delivery(1, retry=["1h", "1h"], next_hops=(), flows=Flows(("srv#7",)))]
+            )
+            added: list[Delivery] = []
+            add = spool.add
+
+            async def spy(deliveries: Sequence[Delivery], *, frozen: bool = False) -> list[str]:
+                added.extend(deliveries)
+                return await add(deliveries, frozen=frozen)
+
+            spool.add = spy  # type: ignore[method-assign]
+            await settle()
+            await settle(3601)
+            assert spool.stats["delay_warnings"] == 1
+            # The warning carries the original's flows: the mail log links the two.
+            (warning,) = added
+            assert "srv#7" in warning.flows.ids
+        (notice,) = network.received("example.com.test")
+        report = email.message_from_bytes(notice.data, policy=email.policy.default)
+        text = report.as_string()
+        assert "Action: delayed" in text and "Status: 4.4.1" in text
+        assert "ConnectionRefusedError" in text or "down" in text.lower()
 
     virtual(scenario)
 

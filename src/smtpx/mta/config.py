@@ -315,7 +315,8 @@ class SpoolSettings:
     * ``retry_intervals``: the waits between attempts; when they run out the message is
       frozen and, with ``bounce``, a bounce goes to the sender.
     * ``max_deliveries``: concurrent delivery attempts overall; ``max_per_destination``:
-      per route (:attr:`smtpx.mta.routing.Route.name`).
+      per recipient domain (each domain's messages are spooled apart), even when several
+      domains share a route or the smarthost.
     * ``delay_warning_after``: seconds after which the sender is told that the message is
       still queued (None: never).
     """

@@ -16,7 +16,9 @@ the rest wait for the next retry interval (with jitter). When the intervals run 
 is left fails too: bounced, and the message is frozen for an operator.
 
 Concurrency: at most ``max_deliveries`` workers in all and ``max_per_destination`` per
-destination. State changes are journal records; acceptance is durable before ``add``
+destination key: the message's explicit next hops when it has them, else its route (the
+recipient domain the MTA spooled it under), so two domains that share a smarthost are
+counted apart. State changes are journal records; acceptance is durable before ``add``
 returns, deliveries are recorded without waiting (a crash may repeat a delivery, never lose
 one: at-least-once, as Postfix).
 """
@@ -711,19 +713,29 @@ class Spool:
             return
         entry.warned = True
         original = self._original(entry, waiting)
+        # A recipient without a reply was not reached at all (a connection or DNS
+        # problem): say what went wrong, as RFC 3463 4.4.1 (no answer from host).
+        error = entry.last_attempt[1] if entry.last_attempt else "not attempted yet"
+        failures = []
+        for recipient in waiting:
+            reply = refused.get(recipient)
+            failures.append(
+                RecipientFailure(Address.parse(recipient), reply, remote_mta=remote)
+                if reply is not None
+                else RecipientFailure(
+                    Address.parse(recipient), None, status="4.4.1", diagnostic=error
+                )
+            )
         notice = build_delay_warning(
             original,
-            [
-                RecipientFailure(Address.parse(r), refused.get(r), remote_mta=remote)
-                for r in waiting
-            ],
+            failures,
             reporting_mta=self.config.reporting_mta,
             arrival_date=entry.spool_date,
             now=now,
             will_retry_until=now + sum(i.span for i in entry.intervals()),
         )
         if notice is not None:
-            await self.add([Delivery(notice, route=_domain(original))])
+            await self.add([Delivery(notice, route=_domain(original), flows=Flows(entry.flows))])
             self.stats["delay_warnings"] += 1
 
     def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
