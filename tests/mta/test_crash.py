@@ -89,6 +89,11 @@ class Daemon:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def cleanup(self) -> None:
+        """Kill the daemon if a failed test left it running (never leak a server)."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
     async def terminate(self) -> int:
         """SIGTERM, then wait without blocking the loop (the sink lives on it and must
         answer the daemon's QUITs)."""
@@ -140,20 +145,25 @@ async def test_kill_during_intake_loses_nothing_acknowledged(tmp_path: Path) -> 
     async with ScriptedServer(Handler) as sink:
         port = free_port()
         daemon = Daemon(write_config(tmp_path, port, sink.port), port)
-        await daemon.start()
-        acknowledged: set[int] = set()
-        senders = [
-            asyncio.create_task(send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged))
-            for k in range(10)
-        ]
-        while len(acknowledged) < 200:
-            await asyncio.sleep(0.005)
-        daemon.kill()  # in the middle of intake (and of delivery: both run at once)
-        await asyncio.gather(*senders)
-        assert 200 <= len(acknowledged) < 500
-        await daemon.start()
-        seen = await wait_for(sink, acknowledged)
-        assert await daemon.terminate() == 0
+        try:
+            await daemon.start()
+            acknowledged: set[int] = set()
+            senders = [
+                asyncio.create_task(
+                    send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged)
+                )
+                for k in range(10)
+            ]
+            while len(acknowledged) < 200:
+                await asyncio.sleep(0.005)
+            daemon.kill()  # in the middle of intake (and of delivery: both run at once)
+            await asyncio.gather(*senders)
+            assert 200 <= len(acknowledged) < 500
+            await daemon.start()
+            seen = await wait_for(sink, acknowledged)
+            assert await daemon.terminate() == 0
+        finally:
+            daemon.cleanup()
     lost = acknowledged - set(seen)
     assert not lost, f"{len(lost)} acknowledged messages lost: {sorted(lost)[:10]}"
     duplicates = sum(count - 1 for count in seen.values())
@@ -165,21 +175,24 @@ async def test_kill_during_delivery_loses_nothing(tmp_path: Path) -> None:
     sink_port = free_port()
     port = free_port()
     daemon = Daemon(write_config(tmp_path, port, sink_port), port)
-    await daemon.start()
-    acknowledged: set[int] = set()
-    # The destination is down while 500 messages are accepted: they wait in the spool.
-    await asyncio.gather(
-        *(send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged) for k in range(10))
-    )
-    assert len(acknowledged) == 500
-    async with ScriptedServer(Handler, port=sink_port) as sink:
-        while len(sink.messages()) < 150:
-            await asyncio.sleep(0.005)
-        daemon.kill()  # in the middle of delivery
-        assert len(sink.messages()) < 500
+    try:
         await daemon.start()
-        seen = await wait_for(sink, acknowledged)
-        assert await daemon.terminate() == 0
+        acknowledged: set[int] = set()
+        # The destination is down while 500 messages are accepted: they wait in the spool.
+        await asyncio.gather(
+            *(send_until_stopped(port, range(k * 50, k * 50 + 50), acknowledged) for k in range(10))
+        )
+        assert len(acknowledged) == 500
+        async with ScriptedServer(Handler, port=sink_port) as sink:
+            while len(sink.messages()) < 150:
+                await asyncio.sleep(0.005)
+            daemon.kill()  # in the middle of delivery
+            assert len(sink.messages()) < 500
+            await daemon.start()
+            seen = await wait_for(sink, acknowledged)
+            assert await daemon.terminate() == 0
+    finally:
+        daemon.cleanup()
     lost = acknowledged - set(seen)
     assert not lost, f"{len(lost)} messages lost after the crash: {sorted(lost)[:10]}"
     print(f"delivered {len(seen)}, duplicates {sum(c - 1 for c in seen.values())}")
