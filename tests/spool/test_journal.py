@@ -1,10 +1,13 @@
-"""The journal: records, replay, torn tails cut at every octet, corruption, the lock."""
+"""The journal: records, replay, torn tails cut at every octet, corruption and resync past
+damage in the middle of the log, the lock."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -197,3 +200,323 @@ def test_bodies_round_trip(bodies: list[bytes]) -> None:
             assert journal.read_body(replay.messages[str(i)][1]) == body
             assert replay.messages[str(i)][1] == locations[i]
         journal.close()
+
+
+# -- damage in the middle of the log: replay resynchronises on the next whole record ----
+
+
+def record_offsets(data: bytes) -> list[int]:
+    """Where each record of a sound segment starts."""
+    offsets, offset = [], 0
+    while offset < len(data):
+        offsets.append(offset)
+        _, _, _, _, meta_len, body_len, _, _ = HEADER.unpack_from(data, offset)
+        offset += HEADER.size + meta_len + body_len
+    return offsets
+
+
+def two_segments(directory: Path, first: list[Record], second: list[Record]) -> None:
+    """``first`` in segment 1 (sealed), ``second`` in segment 2 (the last)."""
+
+    async def run() -> None:
+        journal = Journal(directory, fsync=FsyncPolicy.NEVER, segment_size=1)
+        journal.open()
+        await journal.append(first)
+        await journal.append(second)  # segment 1 is over its size: this rolls
+        await journal.aclose()
+
+    asyncio.run(run())
+    assert Journal(directory).segment_numbers() == [1, 2]
+
+
+def ids(*numbers: int) -> set[str]:
+    return {f"m{n}" for n in numbers}
+
+
+def damaged_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in (directory / "corrupt").glob("*.damaged"))
+
+
+def test_damaged_metadata_in_a_sealed_segment_costs_one_record(tmp_path: Path) -> None:
+    two_segments(tmp_path, [message(n) for n in range(1, 6)], [message(6)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    data[offsets[1] + HEADER.size + 3] ^= 0x40  # inside record 2's metadata
+    segment.write_bytes(bytes(data))
+
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 3, 4, 5, 6)
+    assert replay.records == 5
+    (problem,) = replay.problems
+    assert (problem.segment, problem.offset) == (1, offsets[1])
+    assert "metadata checksum mismatch" in problem.description
+    assert f"segment 1 offset {offsets[1]}" in problem.description
+    assert f"resumed at offset {offsets[2]}" in problem.description
+    saved = tmp_path / "corrupt" / f"00000001.sxj-{offsets[1]}.damaged"
+    assert problem.saved == str(saved)
+    assert saved.read_bytes() == data[offsets[1] : offsets[2]]
+    assert segment.read_bytes() == data  # a sealed segment is never cut
+    # The records after the damage are read where they are.
+    for n in (3, 4, 5):
+        assert journal.read_body(replay.messages[f"m{n}"][1]) == f"body {n}\r\n".encode()
+
+    async def append_more() -> None:
+        await journal.append([message(7)])
+        await journal.aclose()
+
+    asyncio.run(append_more())
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 3, 4, 5, 6, 7)
+    assert journal.read_body(replay.messages["m7"][1]) == b"body 7\r\n"
+    assert len(replay.problems) == 1
+    journal.close()
+
+
+def corrupt_magic(data: bytearray, at: int) -> None:
+    data[at] ^= 0xFF
+
+
+def corrupt_kind(data: bytearray, at: int) -> None:
+    data[at + 4] = 9
+
+
+def corrupt_meta_length(data: bytearray, at: int) -> None:
+    data[at + 11] = 0x7F  # about 2 GiB of metadata: longer than the segment
+
+
+def corrupt_body_length(data: bytearray, at: int) -> None:
+    data[at + 15] = 0x7F
+
+
+def corrupt_meta_crc(data: bytearray, at: int) -> None:
+    data[at + 16] ^= 0x01
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (corrupt_magic, "not a record header"),
+        (corrupt_kind, "not a record header"),
+        (corrupt_meta_length, "record cut short"),
+        (corrupt_body_length, "record cut short"),
+        (corrupt_meta_crc, "metadata checksum mismatch"),
+    ],
+)
+def test_damage_in_the_middle_of_the_last_segment_is_not_a_torn_tail(
+    tmp_path: Path, corrupt: Callable[[bytearray, int], None], reason: str
+) -> None:
+    write(tmp_path, [message(n) for n in range(1, 6)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    corrupt(data, offsets[2])  # record 3 of 5
+    segment.write_bytes(bytes(data))
+
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 2, 4, 5)
+    (problem,) = replay.problems
+    assert problem.offset == offsets[2] and reason in problem.description
+    assert "unacknowledged tail" not in problem.description
+    assert segment.read_bytes() == data  # records 4 and 5 were not cut off
+    assert damaged_files(tmp_path) == [f"00000001.sxj-{offsets[2]}.damaged"]
+    journal.close()
+
+    write(tmp_path, [message(6)])
+    replay = Journal(tmp_path).replay_readonly()
+    assert set(replay.messages) == ids(1, 2, 4, 5, 6)
+
+
+def test_a_damaged_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    write(tmp_path, [message(n) for n in range(1, 6)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    data[offsets[4] + HEADER.size + 1] ^= 0x02  # record 5's metadata
+    segment.write_bytes(bytes(data))
+
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 2, 3, 4)
+    (problem,) = replay.problems
+    assert problem.offset == offsets[4]
+    assert "unacknowledged tail" in problem.description
+    assert problem.saved is not None
+    assert Path(problem.saved).read_bytes() == data[offsets[4] :]
+    assert segment.stat().st_size == offsets[4]  # cut at the damage
+    assert damaged_files(tmp_path) == []
+    journal.close()
+
+    write(tmp_path, [message(6)])
+    journal = Journal(tmp_path)
+    replay = journal.open()  # a restart
+    assert set(replay.messages) == ids(1, 2, 3, 4, 6)
+    assert replay.problems == []
+    assert journal.read_body(replay.messages["m6"][1]) == b"body 6\r\n"
+    journal.close()
+
+
+GARBAGE = (
+    b"\x00" * 17
+    + b"SXJ1"  # a stray magic with nothing sound after it
+    + HEADER.pack(b"SXJ1", 1, 1, 0, 4, 0, 0xDEAD, 0)  # a header whose metadata fails
+    + b'{"id":"fake"}'
+    + b"SXJ"  # a magic cut short, right before the next record
+)
+
+
+def test_garbage_between_records_is_skipped(tmp_path: Path) -> None:
+    write(tmp_path, [message(n) for n in range(1, 6)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = segment.read_bytes()
+    offsets = record_offsets(data)
+    segment.write_bytes(data[: offsets[2]] + GARBAGE + data[offsets[2] :])
+
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 2, 3, 4, 5)
+    assert replay.records == 5
+    (problem,) = replay.problems
+    assert problem.offset == offsets[2]
+    assert "not a record header" in problem.description
+    assert problem.saved is not None and Path(problem.saved).read_bytes() == GARBAGE
+    location = replay.messages["m3"][1]
+    assert location.offset == offsets[2] + len(GARBAGE) + HEADER.size + 17
+    assert journal.read_body(location) == b"body 3\r\n"
+    journal.close()
+
+
+def test_replay_after_replay_keeps_one_copy_of_the_damage(tmp_path: Path) -> None:
+    two_segments(tmp_path, [message(n) for n in range(1, 6)], [message(6)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    data[offsets[1] + HEADER.size] ^= 0x01
+    segment.write_bytes(bytes(data))
+    name = f"00000001.sxj-{offsets[1]}.damaged"
+
+    descriptions = []
+    for _ in range(3):
+        journal = Journal(tmp_path)
+        replay = journal.open()
+        assert set(replay.messages) == ids(1, 3, 4, 5, 6)
+        (problem,) = replay.problems
+        descriptions.append(problem.description)
+        assert problem.saved == str(tmp_path / "corrupt" / name)
+        journal.close()
+    assert sorted(p.name for p in (tmp_path / "corrupt").iterdir()) == [name]
+    assert (tmp_path / "corrupt" / name).read_bytes() == data[offsets[1] : offsets[2]]
+    assert "; kept in" in descriptions[0]
+    assert all("already kept in" in d for d in descriptions[1:])
+
+
+def test_damage_to_the_end_of_a_sealed_segment_is_kept_once_and_not_cut(tmp_path: Path) -> None:
+    two_segments(tmp_path, [message(n) for n in range(1, 4)], [message(4)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    data[offsets[2] + HEADER.size] ^= 0x01  # the sealed segment's last record
+    segment.write_bytes(bytes(data))
+    for _ in range(2):
+        journal = Journal(tmp_path)
+        replay = journal.open()
+        assert set(replay.messages) == ids(1, 2, 4)
+        (problem,) = replay.problems
+        assert "nothing readable follows" in problem.description
+        assert "unacknowledged tail" not in problem.description
+        journal.close()
+    assert segment.read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "corrupt").iterdir()) == [
+        f"00000001.sxj-{offsets[2]}.damaged"
+    ]
+
+
+def test_a_false_magic_in_a_damaged_records_body_does_not_fool_resync(tmp_path: Path) -> None:
+    """Resync stops only where a metadata checksum holds, so a body that looks like the
+    start of a record (here: record 2's, whose own header is damaged) is passed over."""
+    fake = HEADER.pack(b"SXJ1", 1, 1, 0, 13, 0, 12345, 0) + b'{"id":"fake"}'
+    body = b"SXJ1SXJ1" + fake + b"\r\nSXJ1 again\r\n"
+    two_segments(tmp_path, [message(1), message(2, body), message(3)], [message(4)])
+    segment = Journal(tmp_path).segment_path(1)
+    data = bytearray(segment.read_bytes())
+    offsets = record_offsets(bytes(data))
+    assert data.count(b"SXJ1") == 3 + 4
+    data[offsets[1]] ^= 0xFF  # record 2's magic
+    segment.write_bytes(bytes(data))
+
+    replay = Journal(tmp_path).replay_readonly()
+    assert set(replay.messages) == ids(1, 3, 4)
+    assert replay.records == 3
+    (problem,) = replay.problems
+    assert problem.offset == offsets[1] and f"resumed at offset {offsets[2]}" in problem.description
+    assert not (tmp_path / "corrupt").exists()  # read-only: nothing copied
+
+    journal = Journal(tmp_path)
+    replay = journal.open()
+    assert set(replay.messages) == ids(1, 3, 4)
+    assert replay.problems[0].saved is not None
+    assert Path(replay.problems[0].saved).read_bytes() == data[offsets[1] : offsets[2]]
+    journal.close()
+
+
+def test_every_damaged_octet_of_a_records_magic_and_metadata(tmp_path: Path) -> None:
+    """Whichever octet of record 2's magic, lengths, metadata checksum or metadata is
+    damaged, exactly record 2 is lost and everything after it replays."""
+    base = tmp_path / "base"
+    two_segments(base, [message(n) for n in range(1, 6)], [message(6)])
+    whole = Journal(base).segment_path(1).read_bytes()
+    last = Journal(base).segment_path(2).read_bytes()
+    offsets = record_offsets(whole)
+    meta_end = whole.index(b"body 2\r\n", offsets[1]) - offsets[1]
+    covered = [*range(4), *range(8, 12), *range(16, 20), *range(HEADER.size, meta_end)]
+    assert len(covered) == 12 + len(b'{"id":"m2","n":2}')
+    for relative in covered:
+        at = offsets[1] + relative
+        data = bytearray(whole)
+        data[at] ^= 0xFF
+        directory = tmp_path / f"at{at}"
+        (directory / "journal").mkdir(parents=True)
+        (directory / "journal" / "00000001.sxj").write_bytes(bytes(data))
+        (directory / "journal" / "00000002.sxj").write_bytes(last)
+        journal = Journal(directory)
+        replay = journal.open()
+        assert set(replay.messages) == ids(1, 3, 4, 5, 6), at
+        (problem,) = replay.problems
+        assert (problem.segment, problem.offset) == (1, offsets[1]), at
+        assert problem.saved is not None
+        assert Path(problem.saved).read_bytes() == data[offsets[1] : offsets[2]], at
+        journal.close()
+
+
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=40), st.just(b"SXJ1"), st.just(b"SXJ1\x01\x01")),
+        min_size=1,
+        max_size=10,
+    ).map(b"".join),
+    st.sampled_from([5, 8, 64, 4096]),
+)
+@settings(max_examples=60, deadline=None)
+def test_any_garbage_between_records_with_any_scan_chunk(garbage: bytes, chunk: int) -> None:
+    """The scan for the next record reads in chunks; a magic that straddles two chunks
+    (here: chunks as small as 5 octets) is still found."""
+    import tempfile
+
+    from smtpx.spool import journal as journal_module
+
+    with tempfile.TemporaryDirectory() as name, patch.object(journal_module, "_CHUNK", chunk):
+        directory = Path(name)
+        write(directory, [message(n) for n in range(1, 6)], fsync=FsyncPolicy.NEVER)
+        segment = Journal(directory).segment_path(1)
+        data = segment.read_bytes()
+        offsets = record_offsets(data)
+        segment.write_bytes(data[: offsets[3]] + garbage + data[offsets[3] :])
+        replay = Journal(directory).replay_readonly()
+        assert set(replay.messages) == ids(1, 2, 3, 4, 5)
+        if garbage:
+            (problem,) = replay.problems
+            assert problem.offset == offsets[3]
+            assert f"resumed at offset {offsets[3] + len(garbage)}" in problem.description

@@ -24,9 +24,17 @@ A record is a 24-octet header, then JSON metadata, then the body::
 3 (forget: the message is gone, delivered or purged). Bodies are stored wire-ready (CRLF
 line endings, dot-stuffed, no final ``.CRLF``) so delivery can ``sendfile`` them straight
 from the segment. Replay reads every segment in order; the last record for an id wins.
-A record that is cut short or fails its checksum ends the replay of its segment: for the
-last segment that is the tail of a batch that was never acknowledged (a crash before its
-fsync); it is moved to ``corrupt/`` and reported, never silently dropped.
+
+A damaged record (not a header, an impossible length, a metadata checksum that fails)
+does not end the replay of its segment: replay resynchronises on the next offset that
+holds a whole record (the magic, a sound header and metadata whose checksum matches) and
+goes on from there, so one bad sector costs the records it hit and no more. The damaged
+octets are copied to ``corrupt/<segment file>-<offset>.damaged`` (once: a later replay
+finds the copy and leaves it) and reported. Only when nothing readable follows the damage
+in the last segment is it a torn tail, the end of a batch that was never acknowledged (a
+crash before its fsync): it is moved to ``corrupt/`` and cut off so appends go on from a
+record boundary; reported, never silently dropped. Bodies are not read at replay: only
+``fsck --verify-bodies`` checks them against their checksums.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from smtpx.errors import SMTPXError
 
@@ -65,6 +73,7 @@ MAGIC = b"SXJ1"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHIIII")
 SEGMENT_SUFFIX = ".sxj"
+_CHUNK = 1 << 20  # octets read at a time when scanning or copying damage
 
 
 class SpoolLocked(SMTPXError):
@@ -244,39 +253,29 @@ class Journal:
         with open(path, "rb") as file:
             offset = 0
             while offset < size:
-                problem = None
-                header = file.read(HEADER.size)
-                if len(header) < HEADER.size:
-                    problem = "record header cut short"
-                else:
-                    fields = HEADER.unpack(header)
-                    magic, kind, _version, _, meta_len, body_len, meta_crc, body_crc = fields
-                    end = offset + HEADER.size + meta_len + body_len
-                    if magic != MAGIC or kind not in (1, 2, 3):
-                        problem = "not a record header"
-                    elif end > size:
-                        problem = "record cut short"
-                    else:
-                        meta_bytes = file.read(meta_len)
-                        if zlib.crc32(meta_bytes) != meta_crc:
-                            problem = "metadata checksum mismatch"
-                        else:
-                            try:
-                                meta = json.loads(meta_bytes)
-                            except ValueError:
-                                problem = "metadata is not JSON"
-                if problem is not None:
-                    if repair:
-                        damage = self._save_damage(path, number, offset, size, problem, last=last)
-                    else:
-                        damage = JournalProblem(number, offset, f"segment {number}: {problem}")
+                parsed = _parse_record(file, offset, size)
+                if isinstance(parsed, str):
+                    resume = _resynchronise(file, offset + 1, size)
+                    damage = self._damage(
+                        path,
+                        number,
+                        offset,
+                        resume,
+                        size=size,
+                        problem=parsed,
+                        last=last,
+                        repair=repair,
+                    )
                     replay.problems.append(damage)
-                    return
-                body_at = offset + HEADER.size + meta_len
-                if kind == RecordKind.MESSAGE:
-                    location = Location(number, body_at, body_len, body_crc)
+                    if resume is None:
+                        return
+                    offset = resume
+                    continue
+                meta = parsed.meta
+                if parsed.kind == RecordKind.MESSAGE:
+                    location = Location(number, parsed.body_at, parsed.body_len, parsed.body_crc)
                     replay.messages[meta["id"]] = (meta, location)
-                elif kind == RecordKind.UPDATE:
+                elif parsed.kind == RecordKind.UPDATE:
                     known = replay.messages.get(meta["id"])
                     if known is not None:
                         merged = {**known[0], **meta}
@@ -284,28 +283,63 @@ class Journal:
                 else:
                     replay.messages.pop(meta["id"], None)
                 replay.records += 1
-                file.seek(body_len, os.SEEK_CUR)
-                offset = end
+                offset = parsed.end
 
-    def _save_damage(
-        self, path: Path, number: int, offset: int, size: int, problem: str, *, last: bool
+    def _damage(
+        self,
+        path: Path,
+        number: int,
+        offset: int,
+        resume: int | None,
+        *,
+        size: int,
+        problem: str,
+        last: bool,
+        repair: bool,
     ) -> JournalProblem:
-        """Keep the damaged bytes in corrupt/; cut them from the last segment so appends
-        go on from a sound record boundary."""
+        """Report the damage from ``offset`` to ``resume`` (None: to the end of the
+        segment); when repairing, keep its octets in corrupt/ and cut a torn tail."""
+        end = size if resume is None else resume
+        where = f"segment {number} offset {offset}: {problem}; {end - offset} octets"
+        if resume is None:
+            where += " to the end of the segment (nothing readable follows)"
+        else:
+            where += f" skipped, replay resumed at offset {resume}"
+        if not repair:
+            return JournalProblem(number, offset, where)
+        if resume is None and last:
+            return self._save_tail(path, number, offset, size, where)
+        saved, copied = self._keep_damaged(path, offset, end)
+        description = f"{where}; {'kept' if copied else 'already kept'} in {saved}"
+        log.warning("spool replay: %s", description)
+        return JournalProblem(number, offset, description, str(saved))
+
+    def _keep_damaged(self, path: Path, start: int, end: int) -> tuple[Path, bool]:
+        """Copy the damaged octets to corrupt/ under a name fixed by the segment and the
+        offset, unless an earlier replay already did (a sealed segment's damage is met
+        again at every start). True when copied now."""
+        self.corrupt_dir.mkdir(exist_ok=True)
+        saved = self.corrupt_dir / f"{path.name}-{start}.damaged"
+        if saved.exists():
+            return saved, False
+        partial = saved.with_name(saved.name + ".partial")
+        _copy_range(path, start, end, partial, sync=self.fsync is not FsyncPolicy.NEVER)
+        os.replace(partial, saved)  # a crash mid-copy leaves no short .damaged behind
+        return saved, True
+
+    def _save_tail(
+        self, path: Path, number: int, offset: int, size: int, where: str
+    ) -> JournalProblem:
+        """Keep a torn tail in corrupt/ and cut it from the last segment so appends go on
+        from a sound record boundary. The name carries the time: after the cut, the next
+        torn tail may well start at the same offset, and must not be lost."""
         self.corrupt_dir.mkdir(exist_ok=True)
         saved = self.corrupt_dir / f"{path.stem}-{offset}-{int(time.time())}.tail"
-        with open(path, "rb") as source:
-            source.seek(offset)
-            saved.write_bytes(source.read())
-        if last:
-            with open(path, "r+b") as target:
-                target.truncate(offset)
-                os.fsync(target.fileno())
-        description = (
-            f"segment {number} offset {offset}: {problem}; {size - offset} octets "
-            + ("(an unacknowledged tail) " if last else "")
-            + f"moved to {saved}"
-        )
+        _copy_range(path, offset, size, saved, sync=True)  # kept before it is cut
+        with open(path, "r+b") as target:
+            target.truncate(offset)
+            os.fsync(target.fileno())
+        description = f"{where} (an unacknowledged tail) moved to {saved}"
         log.warning("spool replay: %s", description)
         return JournalProblem(number, offset, description, str(saved))
 
@@ -447,6 +481,80 @@ class Journal:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    kind: RecordKind
+    meta: dict[str, Any]
+    body_at: int
+    body_len: int
+    body_crc: int
+    end: int
+
+
+def _parse_record(file: BinaryIO, offset: int, size: int) -> _Parsed | str:
+    """The record at ``offset`` of a segment of ``size`` octets, or what is wrong there.
+    The body is not read (nor its checksum checked)."""
+    file.seek(offset)
+    header = file.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return "record header cut short"
+    magic, kind, _version, _, meta_len, body_len, meta_crc, body_crc = HEADER.unpack(header)
+    if magic != MAGIC or kind not in (1, 2, 3):
+        return "not a record header"
+    body_at = offset + HEADER.size + meta_len
+    end = body_at + body_len
+    if end > size:
+        return "record cut short"
+    meta_bytes = file.read(meta_len)
+    if len(meta_bytes) < meta_len:  # the file shrank under a read-only replay
+        return "record cut short"
+    if zlib.crc32(meta_bytes) != meta_crc:
+        return "metadata checksum mismatch"
+    try:
+        meta = json.loads(meta_bytes)
+    except ValueError:
+        return "metadata is not JSON"
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+        return "metadata without an id"
+    return _Parsed(RecordKind(kind), meta, body_at, body_len, body_crc, end)
+
+
+def _resynchronise(file: BinaryIO, start: int, size: int) -> int | None:
+    """The first offset from ``start`` on that holds a whole record, or None. Only
+    offsets where the magic occurs are tried, so a stray magic (in a body, or in the
+    damage itself) is passed over unless a sound header and metadata checksum follow."""
+    position = start
+    while position < size:
+        file.seek(position)
+        chunk = file.read(_CHUNK)
+        if not chunk:
+            return None
+        at = chunk.find(MAGIC)
+        while at != -1:
+            if not isinstance(_parse_record(file, position + at, size), str):
+                return position + at
+            at = chunk.find(MAGIC, at + 1)
+        # A magic split across chunks starts in the last len(MAGIC) - 1 octets: read
+        # those again with the next chunk.
+        position += max(len(chunk) - (len(MAGIC) - 1), 1)
+    return None
+
+
+def _copy_range(source_path: Path, start: int, end: int, target_path: Path, *, sync: bool) -> None:
+    with open(source_path, "rb") as source, open(target_path, "wb") as target:
+        source.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = source.read(min(remaining, _CHUNK))
+            if not chunk:
+                break
+            target.write(chunk)
+            remaining -= len(chunk)
+        if sync:
+            target.flush()
+            os.fsync(target.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
