@@ -159,3 +159,17 @@ def test_serve_refuses_a_missing_certificate_before_binding(tmp_path: Path) -> N
     assert "configuration error" in result.stderr
     assert "tls.cert_file" in result.stderr and "nope.pem" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_serve_check(tmp_path: Path) -> None:
+    config = tmp_path / "smtpx.toml"
+    config.write_text('[auth]\nusers_file = "users"\n', encoding="utf-8")
+    (tmp_path / "users").write_text("alice:scrypt$3$8$1$AAAA$BBBB\n", encoding="utf-8")
+    bad = invoke("serve", "--check", "--config", str(config))
+    assert bad.exit_code == 2, bad.output
+    assert "configuration error" in bad.stderr and "users:1:" in bad.stderr
+    (tmp_path / "users").write_text("# nobody yet\n", encoding="utf-8")
+    good = invoke("serve", "--check", "--config", str(config))
+    assert good.exit_code == 0, good.output
+    assert "configuration ok" in good.stdout
+    assert not (tmp_path / "var").exists()  # checking creates nothing

@@ -794,7 +794,7 @@ def test_users_file_is_not_read_by_the_config(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "absent")
 
 
-def test_check_files_names_the_unreadable_file(tmp_path: Path) -> None:
+def test_check_files_names_the_unreadable_file(tmp_path: Path, ca: Any) -> None:
     config = MtaConfig.from_dict(
         {
             "tls": {"cert_file": "cert.pem", "key_file": "key.pem"},
@@ -808,6 +808,15 @@ def test_check_files_names_the_unreadable_file(tmp_path: Path) -> None:
     assert str(tmp_path / "cert.pem") in str(caught.value)
     (tmp_path / "cert.pem").write_text("cert")
     (tmp_path / "key.pem").write_text("key")
+    with pytest.raises(ConfigError, match=r"cannot load the certificate .*cert\.pem with the key"):
+        config.check_files()
+    issued = ca.issue_cert("mx.test")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.issue_cert("other.test").private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    with pytest.raises(ConfigError) as caught:
+        config.check_files()
+    assert caught.value.key == "tls.cert_file"  # a key that does not match
+    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     with pytest.raises(ConfigError) as caught:
         config.check_files()
     assert caught.value.key == "control.token_file"

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
 from smtpx.cli import users as _users
 from smtpx.errors import ConfigError, SMTPXError
+
+if TYPE_CHECKING:
+    from smtpx.mta.app import Mta
 
 __all__ = ["main"]
 
@@ -78,15 +82,26 @@ def main() -> None:
     show_default=True,
     help="Event loop: uvloop when installed (the uvloop extra), else asyncio.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the configuration, the files it names (certificate and key, users, "
+    "token) and exit: 0 when all is well, 2 otherwise.",
+)
 def serve(
+    *,
     config_file: str | None,
     spool_dir: str | None,
     listen: tuple[str, ...],
     log_level: str | None,
     loop: str,
+    check: bool,
 ) -> None:
     """Run the relay MTA until SIGTERM or SIGINT."""
-    from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415 - keep --help fast
+    import ssl  # noqa: PLC0415
+
+    from smtpx.mta.app import Mta  # noqa: PLC0415 - keep --help fast
+    from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415
 
     try:
         config = MtaConfig.load(config_file) if config_file else MtaConfig.default()
@@ -99,9 +114,15 @@ def serve(
                 config, server=dataclasses.replace(config.server, listen=addresses)
             )
         config.check_files()
-    except (ConfigError, ValueError) as exc:
+        # Building the MTA reads the users file and loads the certificate: a bad one is
+        # a configuration error, reported before anything listens.
+        mta = Mta(config)
+    except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
+    if check:
+        click.echo(f"smtpx serve: configuration ok ({config_file or 'the embedded default'})")
+        return
     from smtpx.maillog import configure_logging  # noqa: PLC0415
 
     configure_logging(log_level or config.log.level, config.log.format)
@@ -110,7 +131,7 @@ def serve(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(mta))
     except SMTPXError as exc:
         click.echo(f"smtpx serve: {exc}", err=True)
         sys.exit(1)
@@ -127,12 +148,9 @@ def _have_uvloop() -> bool:
     return True
 
 
-async def _serve(config: object) -> None:
-    from smtpx.mta.app import Mta  # noqa: PLC0415
-    from smtpx.mta.config import MtaConfig  # noqa: PLC0415
-
-    assert isinstance(config, MtaConfig)
-    async with Mta(config) as mta:
+async def _serve(mta: Mta) -> None:
+    config = mta.config
+    async with mta:
         ports = mta.server.ports
         where = ", ".join(
             f"{listener.name or listener} (port {port})"

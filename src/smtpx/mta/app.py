@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 
 from smtpx.auth import Credentials
 from smtpx.envelope import HostPort
@@ -127,18 +126,14 @@ class Mta:
         settings = self.config.tls
         if context is None or settings.cert_file is None:
             raise ValueError("TLS is not configured ([tls] cert_file)")
-        cert_file = str(settings.cert_file)
-        key_file = None if settings.key_file is None else str(settings.key_file)
         # Try the files on a scratch context first: a failed load_cert_chain on the live
         # one could leave it with the new certificate and the old key.
         try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(
-                f"cannot load {cert_file} / {key_file or cert_file}: {exc}; "
-                "the previous certificate stays in use"
-            ) from None
-        context.load_cert_chain(cert_file, key_file)
+            settings.check_pair()
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the previous certificate stays in use") from None
+        key_file = None if settings.key_file is None else str(settings.key_file)
+        context.load_cert_chain(str(settings.cert_file), key_file)
 
     async def wait_for_signal(self) -> None:
         """Run until SIGTERM or SIGINT (or :meth:`stop`)."""

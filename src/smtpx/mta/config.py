@@ -31,6 +31,7 @@ import ipaddress
 import math
 import re
 import socket
+import ssl
 import tomllib
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -251,6 +252,21 @@ class TlsSettings:
     @property
     def enabled(self) -> bool:
         return self.cert_file is not None
+
+    def check_pair(self) -> None:
+        """Load the certificate and key into a scratch context: ValueError (naming the
+        files) when they are unreadable, not PEM, or do not match."""
+        if self.cert_file is None:
+            raise ValueError("TLS is not configured ([tls] cert_file)")
+        cert_file = str(self.cert_file)
+        key_file = None if self.key_file is None else str(self.key_file)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"cannot load the certificate {cert_file} with the key {key_file or cert_file}:"
+                f" {exc}"
+            ) from None
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -1149,10 +1165,16 @@ class MtaConfig:
         files = (
             ("tls.cert_file", self.tls.cert_file),
             ("tls.key_file", self.tls.key_file),
+            ("tls", None),  # the pair loads together
             ("auth.users_file", self.auth.users_file),
             ("control.token_file", self.control.token_file),
         )
         for key, path in files:
+            if key == "tls" and self.tls.cert_file is not None:
+                try:
+                    self.tls.check_pair()
+                except ValueError as exc:
+                    raise ConfigError(str(exc), key="tls.cert_file") from None
             if path is None:
                 continue
             try:
