@@ -34,8 +34,11 @@ def test_damage_and_corrupt_files_and_strays(tmp_path: Path) -> None:
     segment = Journal(tmp_path).segment_path(1)
     segment.write_bytes(segment.read_bytes()[:-5])  # a torn tail
     (tmp_path / "journal" / "notes.txt").write_text("hello")
-    kinds = sorted(p.kind for p in check(tmp_path))
-    assert kinds == ["damaged", "stray-file"]
+    found = check(tmp_path)
+    assert sorted(p.kind for p in found) == ["damaged", "stray-file"]
+    (damaged,) = [p for p in found if p.kind == "damaged"]
+    assert damaged.where.startswith(f"{segment} offset ")
+    assert "segment 1" not in damaged.description  # said once, in where
     spool_with(tmp_path, 0)  # a start moves the torn tail to corrupt/
     kinds = sorted(p.kind for p in check(tmp_path))
     assert kinds == ["corrupt-file", "stray-file"]

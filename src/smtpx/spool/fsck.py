@@ -51,7 +51,10 @@ def check(
         return [Problem("missing", str(root), "not a spool: no journal/ directory")]
     replay = journal.replay_readonly()
     for damage in replay.problems:
-        problems.append(Problem("damaged", f"segment {damage.segment}", damage.description))
+        prefix = f"segment {damage.segment} offset {damage.offset}: "
+        description = damage.description.removeprefix(prefix)
+        where = f"{journal.segment_path(damage.segment)} offset {damage.offset}"
+        problems.append(Problem("damaged", where, description))
     corrupt = root / "corrupt"
     if corrupt.is_dir():
         for path in sorted(corrupt.iterdir()):
