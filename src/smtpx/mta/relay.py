@@ -114,7 +114,7 @@ class RelayPlugin(Plugin):
             )
             for route, recipients in groups.items()
         ]
-        ids = await self.spool.add(deliveries)
+        ids = await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         return f"Ok: queued as {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
 
 

@@ -49,7 +49,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -166,6 +166,9 @@ class Journal:
         self.directory = Path(directory)
         self.fsync = fsync
         self.segment_size = segment_size
+        # Called (on the event loop) after an append opened a new segment: the old one is
+        # sealed and may now be deleted.
+        self.on_new_segment: Callable[[], None] | None = None
         self.journal_dir = self.directory / "journal"
         self.corrupt_dir = self.directory / "corrupt"
         self._lock_fd: int | None = None
@@ -378,6 +381,7 @@ class Journal:
             else:
                 groups = [batch]
             for group in groups:
+                segment = self._segment
                 try:
                     results = await loop.run_in_executor(None, self._write_group, group)
                 except BaseException as exc:
@@ -390,6 +394,8 @@ class Journal:
                 for pending, locations in zip(group, results, strict=True):
                     if not pending.future.done():
                         pending.future.set_result(locations)
+                if self._segment != segment and self.on_new_segment is not None:
+                    self.on_new_segment()
 
     def _write_group(self, group: list[_Pending]) -> list[list[Location | None]]:
         """In a worker thread: append the group to the current segment and sync it."""
@@ -446,12 +452,21 @@ class Journal:
     # -- compaction ---------------------------------------------------------------------
 
     def removable_segments(self, live: set[int]) -> list[int]:
-        """Sealed segments that hold no live message body and no open reader."""
-        return [
-            number
-            for number in self.segment_numbers()
-            if number != self._segment and number not in live and number not in self._pins
-        ]
+        """The oldest segments, in a row, that are sealed, hold no live message body and
+        no open reader.
+
+        Only a prefix may go: a later segment can hold the update or forget records of a
+        message whose body lives in an earlier, kept segment, and deleting them would
+        bring an old state (or a delivered message) back at the next replay. A segment
+        in the prefix can only hold records about messages that started in the prefix,
+        and those are all dead. (The spool copies live messages forward so that the
+        prefix keeps moving: :meth:`smtpx.spool.spool.Spool.compact`.)"""
+        removable = []
+        for number in self.segment_numbers():
+            if number == self._segment or number in live or number in self._pins:
+                break
+            removable.append(number)
+        return removable
 
     def delete_segments(self, numbers: list[int]) -> None:
         for number in numbers:

@@ -36,7 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from smtpx.auth import Credentials
 from smtpx.client import (
@@ -85,6 +85,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("smtpx.spool")
+
+COMPACTION_BATCH = 256  # messages copied forward per journal append
 
 DEFAULT_RETRY_INTERVALS = tuple(
     RetryInterval.parse(text)
@@ -273,6 +275,7 @@ class Spool:
         self.journal = Journal(
             self.config.directory, fsync=self.config.fsync, segment_size=self.config.segment_size
         )
+        self.journal.on_new_segment = self._on_new_segment
         self.cache = ConnectionCache(self.config.cache, client_config, opener=opener)
         self.router = router or _hops_only
         self.presend = presend or _default_presend
@@ -283,6 +286,9 @@ class Spool:
         self.mail = MailLog("spool")
         self.problems: list[JournalProblem] = []
         self.messages: dict[str, SpooledMessage] = {}
+        # Live message bodies per journal segment (count, octets): what keeps it on disk.
+        self._live: dict[int, list[int]] = {}
+        self._compaction: asyncio.Task[int] | None = None
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._ready: dict[str, deque[str]] = defaultdict(deque)
@@ -315,6 +321,7 @@ class Spool:
                 )
                 continue
             self.messages[message.id] = message
+            self._hold(location)
             if message.status in (Status.SEND_NOW, Status.SENDING):
                 message.status = Status.SEND_NOW
                 self._make_ready(message)
@@ -323,6 +330,7 @@ class Spool:
         await self.cache.__aenter__()
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(self._scheduler()), loop.create_task(self._pinger())]
+        self._collect_segments()
         log.info(
             "spool %s: %d messages (%d records in %d segments)",
             self.config.directory,
@@ -345,7 +353,11 @@ class Spool:
             await asyncio.gather(*pending, return_exceptions=True)
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        tasks: list[asyncio.Task[Any]] = [*self._background]
+        if self._compaction is not None:
+            self._compaction.cancel()
+            tasks.append(self._compaction)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._background = []
         await self.cache.close()
         await self.journal.aclose()
@@ -353,13 +365,17 @@ class Spool:
 
     # -- intake -------------------------------------------------------------------------
 
-    async def add(self, deliveries: Sequence[Delivery], *, frozen: bool = False) -> list[str]:
+    async def add(
+        self, deliveries: Sequence[Delivery], *, frozen: bool = False, set_related: bool = False
+    ) -> list[str]:
         """Spool ``deliveries``; return their ids once they are durable (F84).
 
-        Messages of one call share a parent id and know of each other (``related``).
+        With ``set_related``, each message records the ids of the others of this call
+        (``related``; the metadata grows with the square of the call's size, so keep it
+        for small calls, like one SMTP transaction split by domain).
         """
         status = Status.FROZEN if frozen else Status.SEND_NOW
-        entries = await self._write(deliveries, status)
+        entries = await self._write(deliveries, status, set_related=set_related)
         for entry in entries:
             self._emit(EventKind.SPOOLED, entry)
             self._log(entry).debug(
@@ -378,7 +394,12 @@ class Spool:
         return [entry.id for entry in entries]
 
     async def _write(
-        self, deliveries: Sequence[Delivery], status: Status, quarantine: str | None = None
+        self,
+        deliveries: Sequence[Delivery],
+        status: Status,
+        quarantine: str | None = None,
+        *,
+        set_related: bool = False,
     ) -> list[SpooledMessage]:
         now = self.clock()
         entries: list[SpooledMessage] = []
@@ -404,7 +425,7 @@ class Spool:
                 route=delivery.route,
                 retry_intervals=[str(i) for i in intervals],
                 quarantine_reason=quarantine,
-                related=tuple(i for i in ids if i != message_id) if len(ids) > 1 else (),
+                related=tuple(i for i in ids if i != message_id) if set_related else (),
                 flows=delivery.flows.extend("out").ids,
             )
             entries.append(entry)
@@ -417,6 +438,7 @@ class Spool:
             assert location is not None
             entry.location = location
             self.messages[entry.id] = entry
+            self._hold(location)
         return entries
 
     # -- scheduling ---------------------------------------------------------------------
@@ -696,7 +718,8 @@ class Spool:
         self._append_nowait([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
         self.stats["delivered"] += 1
         self._emit(EventKind.DELIVERED, entry)
-        self._collect_segments()
+        if self._release(entry.location):
+            self._collect_segments()
 
     async def _maybe_warn(
         self,
@@ -804,11 +827,98 @@ class Spool:
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
         self.events.publish(SpoolEvent(when, kind, entry.id, detail, entry.spool_date))
 
+    # -- disk space ---------------------------------------------------------------------
+
+    def _hold(self, location: Location) -> None:
+        held = self._live.setdefault(location.segment, [0, 0])
+        held[0] += 1
+        held[1] += location.length
+
+    def _release(self, location: Location) -> bool:
+        """Forget one live body; True when its segment holds no live body any more."""
+        held = self._live.get(location.segment)
+        if held is None:
+            return False
+        held[0] -= 1
+        held[1] -= location.length
+        if held[0] > 0:
+            return False
+        del self._live[location.segment]
+        return True
+
+    def _on_new_segment(self) -> None:
+        if not self._killed:
+            self._collect_segments()
+
     def _collect_segments(self) -> None:
-        live = {entry.location.segment for entry in self.messages.values()}
-        dead = self.journal.removable_segments(live)
+        """Delete the segments nothing needs any more; start a compaction when most of
+        what the kept ones hold is dead."""
+        dead = self.journal.removable_segments(set(self._live))
         if dead:
             self.journal.delete_segments(dead)
+        if self._killed or (self._compaction is not None and not self._compaction.done()):
+            return
+        if self._worth_compacting():
+            self._compaction = asyncio.get_running_loop().create_task(self.compact())
+            self._compaction.add_done_callback(_log_failure)
+
+    def _worth_compacting(self) -> bool:
+        """At least two sealed segments, more than half of them dead: one old message
+        (frozen, say) must not keep gigabytes of delivered mail on disk."""
+        sealed = [n for n in self.journal.segment_numbers() if n != self.journal.current_segment]
+        if len(sealed) < 2:
+            return False
+        size = 0
+        for number in sealed:
+            with contextlib.suppress(FileNotFoundError):
+                size += self.journal.segment_path(number).stat().st_size
+        live = sum(self._live.get(number, (0, 0))[1] for number in sealed)
+        return live * 2 < size
+
+    def _read_bodies(self, entries: list[SpooledMessage]) -> list[bytes]:
+        return [self.journal.read_body(entry.location) for entry in entries]
+
+    async def compact(self) -> int:
+        """Copy the live messages of the oldest sealed segment to the end of the journal
+        (a new message record with their current state), so that it, and the dead
+        segments behind it, can be deleted. Returns how many messages were copied.
+
+        Safe against everything running meanwhile: a message delivered before its copy is
+        appended is not copied; one delivered after has its forget record after the copy.
+        """
+        sealed = [n for n in self.journal.segment_numbers() if n != self.journal.current_segment]
+        if not sealed:
+            return 0
+        oldest = sealed[0]
+        entries = [e for e in self.messages.values() if e.location.segment == oldest]
+        copied = 0
+        for start in range(0, len(entries), COMPACTION_BATCH):
+            chunk = entries[start : start + COMPACTION_BATCH]
+            with self.journal.pinned(oldest):
+                bodies = await asyncio.to_thread(self._read_bodies, chunk)
+            # No await between this check and the append call: the journal's order is
+            # the order of these lines.
+            kept = [
+                (entry, body)
+                for entry, body in zip(chunk, bodies, strict=True)
+                if self.messages.get(entry.id) is entry and entry.location.segment == oldest
+            ]
+            if not kept:
+                continue
+            locations = await self.journal.append(
+                [Record(RecordKind.MESSAGE, entry.to_meta(), body) for entry, body in kept]
+            )
+            for (entry, _), location in zip(kept, locations, strict=True):
+                assert location is not None
+                if self.messages.get(entry.id) is entry:
+                    self._release(entry.location)
+                    entry.location = location
+                    self._hold(location)
+            copied += len(kept)
+        self.stats["compacted"] += copied
+        log.info("spool: compaction copied %d messages out of segment %d", copied, oldest)
+        self._collect_segments()
+        return copied
 
     async def _pinger(self) -> None:
         while True:
@@ -910,6 +1020,7 @@ class Spool:
         for entry in entries:
             if self.messages.pop(entry.id, None) is None:
                 continue  # named twice
+            self._release(entry.location)
             await self.journal.append([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
             self._emit(EventKind.PURGED, entry)
         self._collect_segments()
