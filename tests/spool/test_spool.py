@@ -236,6 +236,36 @@ def test_purge_forgets_removed_and_quarantined_mail_for_good(tmp_path: Path) -> 
     virtual(again)
 
 
+def test_restart_reports_unreadable_entries_and_loads_the_rest(tmp_path: Path) -> None:
+    from smtpx.spool.journal import Journal, Record, RecordKind
+
+    network = MemoryNetwork(down={"mx.test"})
+
+    async def first() -> tuple[str, str]:
+        async with make_spool(tmp_path, network) as spool:
+            good, future = await spool.add([delivery(1), delivery(2)], frozen=True)
+            await spool.freeze([good])
+            # A newer smtpx wrote an update this one cannot read (a downgrade).
+            meta = {**spool.get(future).state_meta(), "v": 99}
+            await spool.journal.append([Record(RecordKind.UPDATE, meta)])
+            return good, future
+
+    good, future = virtual(first)
+
+    async def second() -> None:
+        async with make_spool(tmp_path, network) as spool:
+            assert set(spool.messages) == {good}
+            assert spool.get(good).status is Status.FROZEN
+            (problem,) = spool.problems
+            assert f"unreadable entry {future}: metadata version 99" in problem.description
+            # Its body is held: compaction and cleanup keep its segment for a newer smtpx.
+            assert spool.journal.segment_numbers()[0] in spool._live
+
+    virtual(second)
+    assert [m.id for m in Spool.status_from_disk(tmp_path)] == [good]
+    assert Journal(tmp_path).replay_readonly().messages.keys() == {good, future}
+
+
 def test_restart_reloads_and_rearms(tmp_path: Path) -> None:
     network = MemoryNetwork(down={"mx.test"})
 

@@ -122,12 +122,27 @@ class JournalProblem:
 
 @dataclass
 class Replay:
-    """What replay found: the latest metadata and body location of every live message."""
+    """What replay found: the latest metadata and body location of every live message.
+
+    Replay calls :meth:`message`, :meth:`update` and :meth:`forget` for the records in
+    journal order. A subclass may keep something leaner than the metadata dicts (the
+    spool builds its entries as it goes, so that 100,000 dicts never exist at once)."""
 
     messages: dict[str, tuple[dict[str, Any], Location]] = field(default_factory=dict)
     problems: list[JournalProblem] = field(default_factory=list)
     records: int = 0
     segments: int = 0
+
+    def message(self, meta: dict[str, Any], location: Location) -> None:
+        self.messages[meta["id"]] = (meta, location)
+
+    def update(self, meta: dict[str, Any]) -> None:
+        known = self.messages.get(meta["id"])
+        if known is not None:
+            self.messages[meta["id"]] = ({**known[0], **meta}, known[1])
+
+    def forget(self, message_id: str) -> None:
+        self.messages.pop(message_id, None)
 
 
 def encode_record(record: Record) -> tuple[bytes, int]:
@@ -184,12 +199,13 @@ class Journal:
 
     # -- opening ----------------------------------------------------------------------
 
-    def open(self) -> Replay:
-        """Take the lock, replay every segment, open the last one for appending."""
+    def open(self, replay: Replay | None = None) -> Replay:
+        """Take the lock, replay every segment into ``replay`` (a new :class:`Replay` by
+        default), open the last one for appending."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.journal_dir.mkdir(exist_ok=True)
         self._take_lock()
-        replay = Replay()
+        replay = Replay() if replay is None else replay
         segments = self.segment_numbers()
         for i, number in enumerate(segments):
             self._replay_segment(number, replay, last=i == len(segments) - 1)
@@ -198,10 +214,10 @@ class Journal:
         self._open_segment(self._segment if segments else 1)
         return replay
 
-    def replay_readonly(self) -> Replay:
+    def replay_readonly(self, replay: Replay | None = None) -> Replay:
         """Replay without the lock and without repairing anything (for inspecting a spool
         that a running process owns: its newest records may be missed, never misread)."""
-        replay = Replay()
+        replay = Replay() if replay is None else replay
         if not self.journal_dir.is_dir():
             return replay
         segments = self.segment_numbers()
@@ -277,14 +293,11 @@ class Journal:
                 meta = parsed.meta
                 if parsed.kind == RecordKind.MESSAGE:
                     location = Location(number, parsed.body_at, parsed.body_len, parsed.body_crc)
-                    replay.messages[meta["id"]] = (meta, location)
+                    replay.message(meta, location)
                 elif parsed.kind == RecordKind.UPDATE:
-                    known = replay.messages.get(meta["id"])
-                    if known is not None:
-                        merged = {**known[0], **meta}
-                        replay.messages[meta["id"]] = (merged, known[1])
+                    replay.update(meta)
                 else:
-                    replay.messages.pop(meta["id"], None)
+                    replay.forget(meta["id"])
                 replay.records += 1
                 offset = parsed.end
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from smtpx.envelope import EnvelopeInfo, HostPort, RetryInterval
@@ -139,27 +140,53 @@ class SpooledMessage:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], location: Location) -> SpooledMessage:
-        version = meta.get("v", 1)
-        if version > META_VERSION:
-            raise ValueError(f"metadata version {version} is newer than this smtpx knows")
-        return cls(
+        _check_version(meta)
+        entry = cls(
             id=meta["id"],
             parent_id=meta.get("parent", meta["id"]),
             spool_date=float(meta["date"]),
             status=Status(meta["status"]),
-            sender=meta["sender"],
-            sender_args=meta.get("args", ""),
+            sender=intern(meta["sender"]),
+            sender_args=intern(meta.get("args", "")),
             recipients=list(meta["rcpts"]),
             location=location,
-            next_attempt=meta.get("at"),
-            failed=[(r, text) for r, text in meta.get("failed", [])],
-            next_hops=tuple(meta.get("hops", ())),
-            route=meta.get("route"),
-            retry_intervals=list(meta.get("retry", [])),
-            attempts=[(float(t), text) for t, text in meta.get("attempts", [])],
-            attempt_count=int(meta.get("tries", 0)),
-            quarantine_reason=meta.get("quarantine"),
             related=tuple(meta.get("related", ())),
-            warned=bool(meta.get("warned", False)),
             flows=tuple(meta.get("flows", ())),
         )
+        entry.apply_state(meta)
+        return entry
+
+    def apply_state(self, meta: dict[str, Any]) -> None:
+        """Take the state fields of ``meta`` (an UPDATE record's, or a whole message's);
+        the ones it lacks keep their value. Repeated texts (routes, retry intervals) are
+        interned: 100,000 queued messages share one copy of each."""
+        _check_version(meta)
+        if "status" in meta:
+            self.status = Status(meta["status"])
+        if "at" in meta:
+            self.next_attempt = meta["at"]
+        if "rcpts" in meta:
+            self.recipients = list(meta["rcpts"])
+        if "failed" in meta:
+            self.failed = [(r, text) for r, text in meta["failed"]]
+        if "hops" in meta:
+            self.next_hops = tuple(intern(h) for h in meta["hops"])
+        if "route" in meta:
+            route = meta["route"]
+            self.route = None if route is None else intern(route)
+        if "retry" in meta:
+            self.retry_intervals = [intern(text) for text in meta["retry"]]
+        if "attempts" in meta:
+            self.attempts = [(float(t), text) for t, text in meta["attempts"]]
+        if "tries" in meta:
+            self.attempt_count = int(meta["tries"])
+        if "quarantine" in meta:
+            self.quarantine_reason = meta["quarantine"]
+        if "warned" in meta:
+            self.warned = bool(meta["warned"])
+
+
+def _check_version(meta: dict[str, Any]) -> None:
+    version = meta.get("v", 1)
+    if not isinstance(version, int) or version > META_VERSION:
+        raise ValueError(f"metadata version {version} is newer than this smtpx knows")

@@ -36,6 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import Any, Protocol
 
 from smtpx.auth import Credentials
@@ -64,6 +65,7 @@ from smtpx.spool.journal import (
     Location,
     Record,
     RecordKind,
+    Replay,
 )
 from smtpx.spool.message import SpooledMessage, Status
 
@@ -310,18 +312,14 @@ class Spool:
 
     async def start(self) -> None:
         """Open the journal, reload every message, schedule what is due (F83)."""
-        replay = await asyncio.get_running_loop().run_in_executor(None, self.journal.open)
+        replay = _EntryReplay()
+        await asyncio.get_running_loop().run_in_executor(None, self.journal.open, replay)
         self.problems = replay.problems
-        for meta, location in replay.messages.values():
-            try:
-                message = SpooledMessage.from_meta(meta, location)
-            except (KeyError, ValueError, TypeError) as exc:
-                self.problems.append(
-                    JournalProblem(location.segment, location.offset, f"unreadable entry: {exc}")
-                )
-                continue
-            self.messages[message.id] = message
-            self._hold(location)
+        self.messages, replay.entries = replay.entries, {}
+        for location in replay.unreadable.values():
+            self._hold(location)  # never deleted: a newer smtpx may read it
+        for message in self.messages.values():
+            self._hold(message.location)
             if message.status in (Status.SEND_NOW, Status.SENDING):
                 message.status = Status.SEND_NOW
                 self._make_ready(message)
@@ -417,13 +415,13 @@ class Spool:
                 parent_id=str(envelope.id),
                 spool_date=now,
                 status=status,
-                sender=envelope.sender.path(),
-                sender_args=str(envelope.info.sender_args),
+                sender=intern(envelope.sender.path()),
+                sender_args=intern(str(envelope.info.sender_args)),
                 recipients=[str(r) for r in envelope.recipients],
                 location=_NOWHERE,
-                next_hops=tuple(str(h) for h in delivery.next_hops),
-                route=delivery.route,
-                retry_intervals=[str(i) for i in intervals],
+                next_hops=tuple(intern(str(h)) for h in delivery.next_hops),
+                route=None if delivery.route is None else intern(delivery.route),
+                retry_intervals=[intern(str(i)) for i in intervals],
                 quarantine_reason=quarantine,
                 related=tuple(i for i in ids if i != message_id) if set_related else (),
                 flows=delivery.flows.extend("out").ids,
@@ -917,7 +915,8 @@ class Spool:
             copied += len(kept)
         self.stats["compacted"] += copied
         log.info("spool: compaction copied %d messages out of segment %d", copied, oldest)
-        self._collect_segments()
+        if copied:  # (else what holds it cannot move: messages a newer smtpx wrote)
+            self._collect_segments()
         return copied
 
     async def _pinger(self) -> None:
@@ -1031,12 +1030,9 @@ class Spool:
     def status_from_disk(directory: str | Path) -> list[SpooledMessage]:
         """Read the spool's journal without taking its lock (a live spool may be
         appending: its newest records may be missed, never misread)."""
-        replay = Journal(directory).replay_readonly()
-        messages = []
-        for meta, location in replay.messages.values():
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                messages.append(SpooledMessage.from_meta(meta, location))
-        return sorted(messages, key=lambda m: (m.spool_date, m.id))
+        replay = _EntryReplay()
+        Journal(directory).replay_readonly(replay)
+        return sorted(replay.entries.values(), key=lambda m: (m.spool_date, m.id))
 
     @staticmethod
     def count_from_disk(directory: str | Path) -> int:
@@ -1045,6 +1041,45 @@ class Spool:
             for m in Spool.status_from_disk(directory)
             if m.status in (Status.SEND_NOW, Status.SEND_AT, Status.SENDING, Status.FROZEN)
         )
+
+
+@dataclass
+class _EntryReplay(Replay):
+    """Builds the spool's entries record by record (no metadata dict outlives its
+    record: the peak memory of a restart is the entries themselves)."""
+
+    entries: dict[str, SpooledMessage] = field(default_factory=dict)
+    # Messages this version cannot read (written by a newer one): not loaded, but their
+    # bodies stay on disk (the spool holds these locations) for a version that can.
+    unreadable: dict[str, Location] = field(default_factory=dict)
+
+    def message(self, meta: dict[str, Any], location: Location) -> None:
+        message_id = meta["id"]
+        self.unreadable.pop(message_id, None)
+        try:
+            self.entries[message_id] = SpooledMessage.from_meta(meta, location)
+        except (KeyError, ValueError, TypeError) as exc:
+            self.entries.pop(message_id, None)
+            self._unreadable(message_id, location, exc)
+
+    def update(self, meta: dict[str, Any]) -> None:
+        entry = self.entries.get(meta["id"])
+        if entry is None:
+            return
+        try:
+            entry.apply_state(meta)
+        except (KeyError, ValueError, TypeError) as exc:
+            del self.entries[entry.id]
+            self._unreadable(entry.id, entry.location, exc)
+
+    def forget(self, message_id: str) -> None:
+        self.entries.pop(message_id, None)
+        self.unreadable.pop(message_id, None)
+
+    def _unreadable(self, message_id: str, location: Location, exc: Exception) -> None:
+        self.unreadable[message_id] = location
+        description = f"unreadable entry {message_id}: {exc} (kept on disk, not delivered)"
+        self.problems.append(JournalProblem(location.segment, location.offset, description))
 
 
 _NOWHERE = Location(0, 0, 0)  # an entry's location until its record is written
