@@ -1,0 +1,979 @@
+"""Relay MTA benchmark: ``smtpx serve`` against Postfix as the same relay, one run.
+
+    .venv/bin/python bench/relay.py [--messages 10000] [--size 4096] [--sessions 20]
+                                    [--queued 100000] [--fsync batch|always]
+                                    [--loop auto|asyncio|uvloop] [--quick] [--keep]
+                                    [--no-postfix]
+
+Both MTAs relay everything from 127.0.0.0/8 to one next hop on 127.0.0.1 and make mail
+durable before their 250 (smtpx: ``[spool] fsync``, default "batch": concurrent messages
+share one fdatasync of the journal; Postfix: a file per message, fsynced by cleanup). Each
+runs as its own processes: ``smtpx serve --config FILE --loop L`` in a child (``--loop``
+as smtpx serve's default: uvloop when installed, else asyncio), and a private
+Postfix instance (``postfix -c DIR``) with its own main.cf, master.cf, queue and data
+directories under a temporary directory (chroot off, logging to a file there; each case
+on a fresh queue directory). Both log every message (smtpx at its default level, info).
+The two MTAs take turns case by case (smtpx, then Postfix), so a busy spell of a shared
+machine hits both. Cases:
+
+1. Intake with delivery paused: ``smtp-source -s 20 -m 10000 -l 4096 -d`` (each session
+   keeps its connection); messages/s is smtp-source's wall time. Delivery is paused the
+   same way for both: smtpx routes to a port where nothing listens with retry intervals
+   of 1h, Postfix has ``defer_transports = smtp``. Every message is counted in the queue
+   afterwards (smtpx: ``Spool.count_from_disk``; Postfix: files in its queue).
+2. End-to-end relay into ``smtp-sink -M 10000`` (which exits after the 10,000th message):
+   the same load; messages/s from the start of smtp-source until smtp-sink exits.
+3. 100,000 queued messages of the same size:
+   - smtpx, in-process (``smtpx.spool.spool.Spool`` with the same fsync policy, in child
+     processes so RSS is clean): ``add`` of frozen messages, 1,000 concurrent one-message
+     calls at a time (group commit, as concurrent sessions), then VmRSS growth per message;
+     then a fresh ``Spool(...).start()`` on that directory: its wall time and the RSS it
+     holds afterwards, per message.
+   - Both MTAs whole: the time from starting the MTA on a spool/queue of 100,000 to the
+     first 220 greeting on its port, and the RSS (all its processes) 1 s later, against the
+     same MTA started on an empty queue. Postfix's 100,000 arrive through smtp-source with
+     delivery paused (case 1's 10,000 are the first of them) and are all deferred before
+     it is stopped; its start runs postsuper's queue check. smtpx serve starts on the
+     spool the in-process run filled.
+
+Alongside: the MTA's CPU time per message (smtpx serve's process with its threads;
+Postfix's master, the children it reaped and the live ones; not smtp-source or smtp-sink),
+the disk's fsync latency measured at the start, and the load average (this machine may be
+shared: other work slows both MTAs and the ratios move from run to run).
+
+Issue #5 targets: intake >= 2x Postfix's messages/s, relay >= 1.5x, <= 2 KB resident
+memory per queued message (checked after adding and after a restart), restart with 100,000
+queued <= 10 s (checked for Spool.start and for smtpx serve's first 220). When Postfix
+cannot be set up (not root, no postfix user, a failing command), the smtpx half still runs
+and a "postfix unavailable" line says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SENDER = "bench@bench.local"
+RECIPIENT = "sink@example.net"
+HOSTNAME = "bench.local"
+TIMEOUT = 600.0  # for any one step
+SEP = "-" * 88
+STARTED = time.monotonic()
+
+
+def note(text: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if found is None:
+        sys.exit(f"{name} not found: install Debian's postfix package (see .ci/run)")
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def message(size: int) -> bytes:
+    """A message of about ``size`` octets (headers and 72-octet lines), CRLF endings."""
+    head = (
+        f"From: {SENDER}\r\nTo: {RECIPIENT}\r\nSubject: benchmark\r\n"
+        f"Message-ID: <bench@{HOSTNAME}>\r\n\r\n"
+    ).encode()
+    line = b"x" * 70 + b"\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+# --- machine measurements -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time of a process (all its threads); with ``reaped``, also that of
+    the children it has waited for."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    # Fields 14-17 (utime, stime, cutime, cstime), counted from 1, name and pid cut off.
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+CpuMeter = Callable[[], float]  # CPU seconds used so far by all of one MTA's processes
+
+
+def fsync_latency(directory: Path, rounds: int = 200) -> tuple[float, float]:
+    """p50 in ms of (a) a 4 KiB append + fdatasync to one file (a journal, smtpx) and
+    (b) creating a 4 KiB file + fsync + close (a file per message, Postfix)."""
+    block = b"x" * 4096
+    appends, creates = [], []
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            appends.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+    path.unlink()
+    for i in range(rounds):
+        name = directory / f"fsync-probe-{i}"
+        start = time.perf_counter()
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, block)
+        os.fsync(fd)
+        os.close(fd)
+        creates.append(time.perf_counter() - start)
+    for i in range(rounds):
+        (directory / f"fsync-probe-{i}").unlink()
+    return statistics.median(appends) * 1e3, statistics.median(creates) * 1e3
+
+
+# --- SMTP helpers ----------------------------------------------------------------------------
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {data!r}")
+        data += chunk
+        last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+        if data.endswith(b"\r\n") and last[3:4] == b" ":
+            return data
+
+
+def wait_for_greeting(
+    port: int, timeout: float = TIMEOUT, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll until a connection to ``port`` gets a 220 greeting (then QUIT)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                greeting = read_reply(sock)
+                if not greeting.startswith(b"220"):
+                    raise RuntimeError(f"port {port} greeted with {greeting!r}")
+                sock.sendall(b"QUIT\r\n")
+                with contextlib.suppress(OSError):
+                    read_reply(sock)
+                return
+        except (ConnectionRefusedError, ConnectionResetError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answered on port {port} in {timeout:.0f} s") from None
+            time.sleep(0.005)
+
+
+@dataclass(frozen=True)
+class Load:
+    messages: int
+    size: int
+    sessions: int
+
+    def argv(self, port: int, messages: int | None = None) -> list[str]:
+        argv = [tool("smtp-source"), "-s", str(self.sessions), "-m", str(messages or self.messages)]
+        argv += ["-l", str(self.size), "-d", "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
+        return argv
+
+
+def smtp_source(load: Load, port: int, messages: int | None = None) -> None:
+    result = subprocess.run(
+        load.argv(port, messages), capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"smtp-source failed ({result.returncode}): {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def smtp_sink(port: int, count: int) -> Iterator[subprocess.Popen[bytes]]:
+    """smtp-sink on ``port`` that exits after ``count`` messages."""
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    argv = [tool("smtp-sink"), *user, "-M", str(count), f"127.0.0.1:{port}", "256"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1000):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.01)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(10)
+
+
+@dataclass(frozen=True)
+class Intake:
+    rate: float  # messages/s (smtp-source wall time)
+    cpu_us: float  # the MTA's CPU time per message (all its processes and threads)
+
+
+@dataclass(frozen=True)
+class Relay:
+    rate: float  # messages/s, until smtp-sink has all of them
+    intake: float  # messages/s, smtp-source's own wall time
+    cpu_us: float
+
+
+def timed_intake(load: Load, port: int, cpu: CpuMeter) -> Intake:
+    cpu_before = cpu()
+    start = time.perf_counter()
+    smtp_source(load, port)
+    elapsed = time.perf_counter() - start
+    return Intake(load.messages / elapsed, (cpu() - cpu_before) / load.messages * 1e6)
+
+
+def timed_relay(load: Load, port: int, sink: subprocess.Popen[bytes], cpu: CpuMeter) -> Relay:
+    cpu_before = cpu()
+    start = time.perf_counter()
+    smtp_source(load, port)
+    accepted = time.perf_counter() - start
+    patience = 30 + load.messages / 100  # far below any relay worth measuring
+    try:
+        sink.wait(patience)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"smtp-sink did not get {load.messages} messages in {patience:.0f} s "
+            "(run with --keep and read the MTA's log)"
+        ) from None
+    elapsed = time.perf_counter() - start
+    return Relay(
+        load.messages / elapsed,
+        load.messages / accepted,
+        (cpu() - cpu_before) / load.messages * 1e6,
+    )
+
+
+# --- smtpx ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Smtpx:
+    """``smtpx serve`` in a child process, on a config file written for the case."""
+
+    workdir: Path
+    fsync: str
+    loop: str  # "asyncio" or "uvloop" (smtpx serve --loop)
+
+    def config(self, name: str, port: int, spool: Path, next_hop: int, *, paused: bool) -> Path:
+        retry = 'retry_intervals = ["1h"]\n' if paused else ""
+        text = (
+            f'hostname = "{HOSTNAME}"\n'
+            f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
+            f'[spool]\ndir = "{spool}"\nfsync = "{self.fsync}"\n{retry}'
+            f'[routing]\nsmarthost = "127.0.0.1:{next_hop}"\n'
+            '[[routing.tls]]\nsuffix = ""\nmode = "none"\n'
+            f'[control]\nsocket = "{self.workdir / (name + ".sock")}"\n'
+        )
+        path = self.workdir / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    @contextlib.contextmanager
+    def serve(self, config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+        log_path = config.with_suffix(".log")
+        argv = [sys.executable, "-m", "smtpx", "serve", "--config", str(config)]
+        argv += ["--loop", self.loop]
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(argv, stdout=log_file, stderr=log_file)
+        try:
+            try:
+                wait_for_greeting(port, process=process)
+            except RuntimeError as exc:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"smtpx serve: {exc}\n{tail}") from None
+            yield process
+        finally:
+            stop(process, 120)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def smtpx_queued(spool: Path) -> int:
+    from smtpx.spool.spool import Spool
+
+    return Spool.count_from_disk(spool)
+
+
+def spool_child(mode: str, directory: Path, count: int, size: int, mta: Smtpx) -> dict[str, float]:
+    """Run ``--child fill|restart`` in a fresh interpreter; its one JSON line."""
+    argv = [sys.executable, os.path.abspath(__file__), "--child", mode, "--dir", str(directory)]
+    argv += ["--queued", str(count), "--size", str(size), "--fsync", mta.fsync]
+    argv += ["--loop", mta.loop]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"spool {mode} child failed: {result.stderr.strip()[-2000:]}")
+    values: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return values
+
+
+def run_on(loop: str, main: Coroutine[None, None, dict[str, float]]) -> dict[str, float]:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def child_fill(directory: Path, count: int, size: int, fsync: str, loop: str) -> dict[str, float]:
+    """In this process: add ``count`` frozen messages, 1,000 concurrent calls at a time."""
+    import gc
+
+    from smtpx.envelope import Envelope
+    from smtpx.spool.journal import FsyncPolicy
+    from smtpx.spool.spool import Delivery, Spool, SpoolConfig
+
+    body = message(size)
+
+    async def run() -> dict[str, float]:
+        spool = Spool(SpoolConfig(directory=directory, fsync=FsyncPolicy(fsync)))
+        await spool.start()
+        gc.collect()
+        before = rss_kb(os.getpid())
+        start = time.perf_counter()
+        done = 0
+        while done < count:
+            n = min(1000, count - done)
+            # One call per message, as concurrent SMTP sessions do (a call of many would make
+            # them one batch whose members all list each other as "related").
+            await asyncio.gather(
+                *(
+                    spool.add(
+                        [
+                            Delivery(
+                                Envelope.create(
+                                    sender=SENDER, recipients=[RECIPIENT], message=body
+                                ),
+                                route="example.net",
+                            )
+                        ],
+                        frozen=True,
+                    )
+                    for _ in range(n)
+                )
+            )
+            done += n
+        elapsed = time.perf_counter() - start
+        gc.collect()
+        after = rss_kb(os.getpid())
+        fsyncs = spool.journal.fsyncs
+        await spool.kill_and_flush()
+        return {
+            "seconds": elapsed,
+            "kb_per_message": (after - before) / count,
+            "fsyncs": fsyncs,
+            "bytes": sum(p.stat().st_size for p in (directory / "journal").iterdir()),
+        }
+
+    return run_on(loop, run())
+
+
+def child_restart(directory: Path, fsync: str, loop: str) -> dict[str, float]:
+    """In this process: time ``Spool.start()`` on a filled spool, and the RSS it keeps."""
+    import gc
+
+    from smtpx.spool.journal import FsyncPolicy
+    from smtpx.spool.spool import Spool, SpoolConfig
+
+    async def run() -> dict[str, float]:
+        gc.collect()
+        before = rss_kb(os.getpid())
+        start = time.perf_counter()
+        spool = Spool(SpoolConfig(directory=directory, fsync=FsyncPolicy(fsync)))
+        await spool.start()
+        elapsed = time.perf_counter() - start
+        gc.collect()
+        after = rss_kb(os.getpid())
+        count = len(spool.messages)
+        await spool.kill_and_flush()
+        return {
+            "seconds": elapsed,
+            "messages": count,
+            "kb_per_message": (after - before) / max(count, 1),
+        }
+
+    return run_on(loop, run())
+
+
+# --- Postfix -----------------------------------------------------------------------------------
+
+
+class PostfixUnavailable(Exception):
+    """A private Postfix instance could not be set up or started (the message says why)."""
+
+
+class Postfix:
+    """A private Postfix instance under ``root``: its own config, queue, data and log."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.conf = root / "conf"
+        self.queue = root / "queue-paused"
+        self.data = root / "data"
+        self.maillog = root / "maillog"
+        self.running = False
+        self.postfix = tool("postfix")
+        if os.geteuid() != 0:
+            raise PostfixUnavailable(
+                "a private Postfix instance needs root (its master runs as root)"
+            )
+        try:
+            owner = pwd.getpwnam("postfix")
+        except KeyError:
+            raise PostfixUnavailable("no 'postfix' user") from None
+        master_cf = Path("/etc/postfix/master.cf")
+        if not master_cf.exists():
+            raise PostfixUnavailable(f"{master_cf} not found")
+        for directory in (self.conf, self.data):
+            directory.mkdir(parents=True)
+        os.chown(self.data, owner.pw_uid, owner.pw_gid)
+        self.maillog.touch()
+        os.chown(self.maillog, owner.pw_uid, owner.pw_gid)
+        (self.conf / "master.cf").write_text(self._master_cf(master_cf.read_text()))
+        self.configure("queue-paused", relay_port=0, paused=True)
+        self._run([self.postfix, "-c", str(self.conf), "check"])  # creates the queue tree
+
+    def _master_cf(self, text: str) -> str:
+        """Debian's master.cf with smtpd on 127.0.0.1:port and chroot off everywhere (the
+        queue lives in a temporary directory without the files a chroot needs)."""
+        lines = []
+        for line in text.splitlines():
+            fields = line.split()
+            if line[:1].isalnum() and len(fields) >= 8:
+                if fields[0] == "smtp" and fields[1] == "inet":
+                    fields[0] = f"127.0.0.1:{self.port}"
+                fields[4] = "n"
+                lines.append("  ".join(fields))
+            else:
+                lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def configure(self, queue: str, *, relay_port: int, paused: bool) -> None:
+        """Write main.cf (Postfix stopped). Each case gets its own queue directory (the
+        start creates its tree), so nothing has to be emptied in between."""
+        self.queue = self.root / queue
+        self.queue.mkdir(exist_ok=True)
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.queue),
+            "data_directory": str(self.data),
+            "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": str(self.root),
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": HOSTNAME,
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "relayhost": f"[127.0.0.1]:{relay_port or 9}",
+            "defer_transports": "smtp" if paused else "",
+            "alias_maps": "",
+            "alias_database": "",
+            "smtpd_client_restrictions": "",
+            "smtpd_peername_lookup": "no",
+            "smtpd_tls_security_level": "none",
+            "smtp_tls_security_level": "none",
+        }
+        text = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        (self.conf / "main.cf").write_text(text)
+
+    def _run(self, argv: list[str]) -> str:
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PostfixUnavailable(f"{' '.join(argv)}: {exc}") from None
+        if result.returncode != 0:
+            said = (result.stdout + result.stderr).strip()[-1500:]
+            with contextlib.suppress(OSError):  # the reason is often only in the log
+                said += " | maillog: " + " / ".join(
+                    self.maillog.read_text(errors="replace").splitlines()[-4:]
+                )
+            raise PostfixUnavailable(f"{' '.join(argv)} exited with {result.returncode}: {said}")
+        return result.stdout + result.stderr
+
+    def start(self) -> None:
+        self._run([self.postfix, "-c", str(self.conf), "start"])
+        self.running = True
+        try:
+            wait_for_greeting(self.port, timeout=60)
+        except RuntimeError as exc:
+            raise PostfixUnavailable(f"postfix started but smtpd did not answer: {exc}") from None
+
+    def stop(self) -> None:
+        if self.running:
+            self._run([self.postfix, "-c", str(self.conf), "stop"])
+            self.running = False  # postfix stop returns once the master has gone
+
+    def queued(self, *queues: str) -> int:
+        names = queues or ("incoming", "active", "deferred", "hold", "maildrop")
+        return sum(len(files) for name in names for _, _, files in os.walk(self.queue / name))
+
+    def settle(self, expected: int) -> None:
+        """Wait until every message has left incoming and active (all deferred)."""
+        deadline = time.monotonic() + TIMEOUT
+        while self.queued("incoming", "active") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = self.queued()
+        if got != expected:
+            raise RuntimeError(f"Postfix holds {got} messages, not {expected}")
+
+    def master_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.queue / "pid" / "master.pid").read_text().split()[0])
+            os.kill(pid, 0)
+            return pid
+        return None
+
+    def pids(self) -> list[int]:
+        """The master and its children."""
+        master = self.master_pid()
+        return [] if master is None else [master, *children(master)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the master, of the children it has reaped, and of the live ones:
+        the difference of two readings is what the whole instance used in between."""
+        master = self.master_pid()
+        if master is None:
+            return 0.0
+        used = cpu_seconds(master, reaped=True)
+        return used + sum(cpu_seconds(pid) for pid in children(master))
+
+    def rss_kb(self) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, RuntimeError):
+                total += rss_kb(pid)
+        return total
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Queued:
+    fill_rate: float | None = None
+    kb_after_fill: float | None = None
+    restart_s: float | None = None  # in-process Spool.start()
+    kb_after_restart: float | None = None
+    to_greeting_s: float | None = None  # whole MTA: start to the first 220
+    kb_whole: float | None = None  # whole MTA: RSS over an empty start, per message
+    disk_bytes: float | None = None  # per message
+
+
+def smtpx_intake(mta: Smtpx, load: Load) -> Intake:
+    """Intake with delivery paused: the next hop is a port where nothing listens."""
+    port = free_port()
+    spool = mta.workdir / "smtpx-intake"
+    config = mta.config("intake", port, spool, free_port(), paused=True)
+    with mta.serve(config, port) as process:
+        intake = timed_intake(load, port, lambda: cpu_seconds(process.pid))
+    got = smtpx_queued(spool)
+    if got != load.messages:
+        raise RuntimeError(f"smtpx spooled {got} of {load.messages} messages")
+    shutil.rmtree(spool)
+    return intake
+
+
+def smtpx_relay(mta: Smtpx, load: Load) -> Relay:
+    port, sink_port = free_port(), free_port()
+    spool = mta.workdir / "smtpx-relay"
+    config = mta.config("relay", port, spool, sink_port, paused=False)
+    with mta.serve(config, port) as process, smtp_sink(sink_port, load.messages) as sink:
+        relay = timed_relay(load, port, sink, lambda: cpu_seconds(process.pid))
+    shutil.rmtree(spool)
+    return relay
+
+
+def smtpx_queued_cases(mta: Smtpx, load: Load, queued: int) -> Queued:
+    """100,000 queued: in-process, then the whole MTA restarting on that spool."""
+    result = Queued()
+    spool = mta.workdir / "smtpx-queue"
+    fill = spool_child("fill", spool, queued, load.size, mta)
+    result.fill_rate = queued / fill["seconds"]
+    result.kb_after_fill = fill["kb_per_message"]
+    result.disk_bytes = fill["bytes"] / queued
+    restart = spool_child("restart", spool, queued, load.size, mta)
+    if restart["messages"] != queued:
+        raise RuntimeError(f"smtpx restarted with {restart['messages']:.0f} of {queued}")
+    result.restart_s = restart["seconds"]
+    result.kb_after_restart = restart["kb_per_message"]
+    port = free_port()
+    config = mta.config("empty", port, mta.workdir / "smtpx-empty", free_port(), paused=True)
+    with mta.serve(config, port) as process:
+        time.sleep(1)
+        empty_kb = rss_kb(process.pid)
+    config = mta.config("restart", port, spool, free_port(), paused=True)
+    start = time.perf_counter()
+    with mta.serve(config, port) as process:
+        result.to_greeting_s = time.perf_counter() - start
+        time.sleep(1)
+        result.kb_whole = (rss_kb(process.pid) - empty_kb) / queued
+    shutil.rmtree(spool)
+    return result
+
+
+def postfix_intake(postfix: Postfix, load: Load) -> tuple[Intake, int]:
+    """Intake with delivery paused (defer_transports = smtp) on an empty queue, whose
+    messages stay: they are the first of the queued ones. Also the RSS of the empty
+    instance (master, qmgr, pickup and the smtpd that greeted)."""
+    postfix.configure("queue-paused", relay_port=0, paused=True)
+    postfix.start()
+    try:
+        time.sleep(1)
+        empty_kb = postfix.rss_kb()
+        intake = timed_intake(load, postfix.port, postfix.cpu_seconds)
+        postfix.settle(load.messages)
+    finally:
+        postfix.stop()
+    return intake, empty_kb
+
+
+def postfix_relay(postfix: Postfix, load: Load) -> Relay:
+    sink_port = free_port()
+    postfix.configure("queue-relay", relay_port=sink_port, paused=False)
+    with smtp_sink(sink_port, load.messages) as sink:
+        postfix.start()
+        try:
+            relay = timed_relay(load, postfix.port, sink, postfix.cpu_seconds)
+        finally:
+            postfix.stop()
+    return relay
+
+
+def postfix_queued_cases(postfix: Postfix, load: Load, queued: int, empty_kb: int) -> Queued:
+    """Fill the intake's queue up to 100,000 (all deferred), stop, and time a start."""
+    result = Queued()
+    postfix.configure("queue-paused", relay_port=0, paused=True)
+    postfix.start()
+    try:
+        more = queued - load.messages
+        if more:
+            start = time.perf_counter()
+            smtp_source(load, postfix.port, more)
+            result.fill_rate = more / (time.perf_counter() - start)
+        postfix.settle(queued)
+    finally:
+        postfix.stop()
+    result.disk_bytes = (
+        sum(
+            os.path.getsize(os.path.join(folder, name))
+            for queue in ("deferred", "defer")
+            for folder, _, names in os.walk(postfix.queue / queue)
+            for name in names
+        )
+        / queued
+    )
+    start = time.perf_counter()
+    postfix.start()  # runs postsuper (a queue structure check) and postfix-script's checks
+    try:
+        result.to_greeting_s = time.perf_counter() - start
+        time.sleep(1)
+        result.kb_whole = (postfix.rss_kb() - empty_kb) / queued
+    finally:
+        postfix.stop()
+    return result
+
+
+def run_child(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    if args.child == "fill":
+        values = child_fill(directory, args.queued, args.size, args.fsync, args.loop)
+    else:
+        values = child_restart(directory, args.fsync, args.loop)
+    print(json.dumps(values))
+    return 0
+
+
+def cell(value: float | None, fmt: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--queued", type=int, default=100_000, help="messages for memory/restart")
+    parser.add_argument("--fsync", choices=("always", "batch"), default="batch", help="smtpx's")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="smtpx's event loop (smtpx serve --loop; auto: uvloop when installed)",
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 messages, 5,000 queued")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--no-postfix", action="store_true", help="measure smtpx only")
+    parser.add_argument("--child", choices=("fill", "restart"), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+
+    tool("smtp-source")
+    tool("smtp-sink")
+    loop = args.loop
+    if loop == "auto":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            loop = "asyncio"
+        else:
+            loop = "uvloop"
+    load = Load(1_000 if args.quick else args.messages, args.size, args.sessions)
+    queued = 5_000 if args.quick else args.queued
+    if queued < load.messages:
+        parser.error("--queued must be at least --messages")
+    work = Path(tempfile.mkdtemp(prefix="smtpx-relay-bench-", dir="/tmp"))
+    os.chmod(work, 0o755)  # Postfix's unprivileged daemons work under it
+    postfix: Postfix | None = None
+    unavailable: str | None = "not measured (--no-postfix)" if args.no_postfix else None
+    try:
+        append_ms, create_ms = fsync_latency(work)
+        print(
+            f"relay benchmark: smtp-source -s {load.sessions} -m {load.messages} "
+            f"-l {load.size} -d; {queued:,} queued; python {platform.python_version()}, "
+            f"smtpx on {loop}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        print(
+            f"durability: smtpx fsync={args.fsync} (journal, group commit), Postfix fsync per "
+            f"queue file; disk here: 4 KiB append+fdatasync p50 {append_ms:.2f} ms, "
+            f"create+write+fsync p50 {create_ms:.2f} ms",
+            flush=True,
+        )
+        # The two MTAs take turns case by case, so a busy spell of the machine hits both.
+        mta = Smtpx(work, args.fsync, loop)
+        pf_intake: Intake | None = None
+        pf_relay: Relay | None = None
+        pf_queued = Queued()
+        empty_kb = 0
+
+        def postfix_step(name: str, step: Callable[[Postfix], None]) -> None:
+            nonlocal postfix, unavailable
+            if unavailable is not None:
+                return
+            note(f"postfix: {name}")
+            try:
+                if postfix is None:
+                    postfix = Postfix(work / "postfix", free_port())
+                step(postfix)
+            except PostfixUnavailable as exc:
+                unavailable = str(exc)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # A broken Postfix run must not cost the smtpx half: say what happened.
+                unavailable = f"the Postfix run failed ({name}): {type(exc).__name__}: {exc}"
+
+        def pf_intake_step(pf: Postfix) -> None:
+            nonlocal pf_intake, empty_kb
+            pf_intake, empty_kb = postfix_intake(pf, load)
+
+        def pf_relay_step(pf: Postfix) -> None:
+            nonlocal pf_relay
+            pf_relay = postfix_relay(pf, load)
+
+        def pf_queued_step(pf: Postfix) -> None:
+            nonlocal pf_queued
+            pf_queued = postfix_queued_cases(pf, load, queued, empty_kb)
+
+        note("smtpx: intake, delivery paused")
+        sx_intake = smtpx_intake(mta, load)
+        postfix_step("intake, delivery paused", pf_intake_step)
+        note("smtpx: relay into smtp-sink")
+        sx_relay = smtpx_relay(mta, load)
+        postfix_step("relay into smtp-sink", pf_relay_step)
+        note(f"smtpx: {queued:,} queued (in-process, then smtpx serve)")
+        sx_queued = smtpx_queued_cases(mta, load, queued)
+        postfix_step(f"filling to {queued:,} queued, restart", pf_queued_step)
+        note(f"done; load average {os.getloadavg()[0]:.2f}")
+    finally:
+        if postfix is not None:
+            with contextlib.suppress(PostfixUnavailable):
+                postfix.stop()
+        if args.keep:
+            note(f"kept {work}")
+        else:
+            note("removing the temporary directory")
+            shutil.rmtree(work, ignore_errors=True)
+
+    def ratio(ours: float | None, theirs: float | None) -> float | None:
+        return None if ours is None or theirs is None else ours / theirs
+
+    def verdict(ok: bool | None) -> str:
+        return "" if ok is None else "met" if ok else "NOT MET"
+
+    intake_ratio = ratio(sx_intake.rate, pf_intake.rate if pf_intake else None)
+    relay_ratio = ratio(sx_relay.rate, pf_relay.rate if pf_relay else None)
+    memory = max(sx_queued.kb_after_fill or 0.0, sx_queued.kb_after_restart or 0.0)
+    restart = max(sx_queued.restart_s or 0.0, sx_queued.to_greeting_s or 0.0)
+    rows: list[tuple[str, str, str, str, str]] = [
+        (
+            "intake, delivery paused (msg/s)",
+            cell(sx_intake.rate, ",.0f"),
+            cell(pf_intake.rate if pf_intake else None, ",.0f"),
+            cell(intake_ratio, ".2f", "x"),
+            ">= 2x " + verdict(None if intake_ratio is None else intake_ratio >= 2),
+        ),
+        (
+            "  MTA CPU per message",
+            cell(sx_intake.cpu_us, ",.0f", " us"),
+            cell(pf_intake.cpu_us if pf_intake else None, ",.0f", " us"),
+            "",
+            "",
+        ),
+        (
+            "relay end to end (msg/s)",
+            cell(sx_relay.rate, ",.0f"),
+            cell(pf_relay.rate if pf_relay else None, ",.0f"),
+            cell(relay_ratio, ".2f", "x"),
+            ">= 1.5x " + verdict(None if relay_ratio is None else relay_ratio >= 1.5),
+        ),
+        (
+            "  intake while relaying (msg/s)",
+            cell(sx_relay.intake, ",.0f"),
+            cell(pf_relay.intake if pf_relay else None, ",.0f"),
+            "",
+            "",
+        ),
+        (
+            "  MTA CPU per message",
+            cell(sx_relay.cpu_us, ",.0f", " us"),
+            cell(pf_relay.cpu_us if pf_relay else None, ",.0f", " us"),
+            "",
+            "",
+        ),
+        (
+            f"{queued:,} queued: filling (msg/s)",
+            cell(sx_queued.fill_rate, ",.0f"),
+            cell(pf_queued.fill_rate, ",.0f"),
+            "",
+            "smtpx: in-process add",
+        ),
+        (
+            "  disk per message",
+            cell(
+                None if sx_queued.disk_bytes is None else sx_queued.disk_bytes / 1024, ".1f", " KB"
+            ),
+            cell(
+                None if pf_queued.disk_bytes is None else pf_queued.disk_bytes / 1024, ".1f", " KB"
+            ),
+            "",
+            "file sizes",
+        ),
+        (
+            "  spool RSS per msg, after adding",
+            cell(sx_queued.kb_after_fill, ".2f", " KB"),
+            "",
+            "",
+            "<= 2 KB " + verdict((sx_queued.kb_after_fill or 0.0) <= 2),
+        ),
+        (
+            "  spool RSS per msg, after restart",
+            cell(sx_queued.kb_after_restart, ".2f", " KB"),
+            "",
+            "",
+            "<= 2 KB " + verdict((sx_queued.kb_after_restart or 0.0) <= 2),
+        ),
+        (
+            "  spool restart (Spool.start)",
+            cell(sx_queued.restart_s, ".2f", " s"),
+            "",
+            "",
+            "<= 10 s " + verdict((sx_queued.restart_s or 0.0) <= 10),
+        ),
+        (
+            "  MTA start to first 220",
+            cell(sx_queued.to_greeting_s, ".2f", " s"),
+            cell(pf_queued.to_greeting_s, ".2f", " s"),
+            "",
+            "<= 10 s " + verdict((sx_queued.to_greeting_s or 0.0) <= 10),
+        ),
+        (
+            "  MTA RSS per msg over empty start",
+            cell(sx_queued.kb_whole, ".2f", " KB"),
+            cell(pf_queued.kb_whole, ".2f", " KB"),
+            "",
+            "all processes",
+        ),
+    ]
+    print(SEP)
+    print(f"{'case':<36}{'smtpx':>12}{'postfix':>12}{'ratio':>8}  target")
+    for label, ours, theirs, times, target in rows:
+        print(f"{label:<36}{ours:>12}{theirs:>12}{times:>8}  {target}")
+    print(SEP)
+    if unavailable is not None:
+        print(f"postfix unavailable: {unavailable}")
+    targets = [
+        ("intake >= 2x Postfix", None if intake_ratio is None else intake_ratio >= 2),
+        ("relay >= 1.5x Postfix", None if relay_ratio is None else relay_ratio >= 1.5),
+        ("<= 2 KB per queued message", memory <= 2),
+        (f"restart with {queued:,} queued <= 10 s", restart <= 10),
+    ]
+    print(
+        "smtpx targets: "
+        + "; ".join(f"{name} {verdict(ok) or 'not measured'}" for name, ok in targets)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
