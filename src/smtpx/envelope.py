@@ -27,6 +27,7 @@ import email.policy
 import email.utils
 import ipaddress
 import math
+import os
 import random
 import re
 import threading
@@ -91,7 +92,8 @@ def _decode64(text: str) -> int:
     return value
 
 
-_SYSTEM_RANDOM = random.SystemRandom()
+_RANDOM = random.Random()  # seeded from the OS
+os.register_at_fork(after_in_child=_RANDOM.seed)  # a forked child must not repeat ids
 
 
 class EnvelopeIdGenerator:
@@ -107,7 +109,10 @@ class EnvelopeIdGenerator:
         self, now_ns: Callable[[], int] = time.time_ns, rng: random.Random | None = None
     ) -> None:
         self._now_ns = now_ns
-        self._rng = rng if rng is not None else _SYSTEM_RANDOM
+        # The random part only tells apart ids made elsewhere in the same microsecond: the
+        # random module's generator (seeded from the OS, reseeded in forked children) is
+        # enough, and costs no system call per id.
+        self._rng = rng if rng is not None else _RANDOM
         self._last = -1
         self._lock = threading.Lock()  # ids may be made from spool worker threads
 
@@ -120,7 +125,8 @@ class EnvelopeIdGenerator:
         if micros > _ID_MAX_MICROS:
             raise OverflowError("the clock reads a time too far in the future for an id")
         noise = self._rng.getrandbits(6 * _ID_RANDOM_CHARS)
-        return EnvelopeId(_encode64(micros, _ID_TIME_CHARS) + _encode64(noise, _ID_RANDOM_CHARS))
+        text = _encode64(micros, _ID_TIME_CHARS) + _encode64(noise, _ID_RANDOM_CHARS)
+        return str.__new__(EnvelopeId, text)  # valid by construction: no check
 
 
 class EnvelopeId(str):

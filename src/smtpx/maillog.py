@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -72,7 +72,9 @@ class Flows:
 def _new_id(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"flow kind must be one of {KINDS}, not {kind!r}")
-    return f"{kind}##{secrets.token_hex(6)}"
+    # Unique, not secret: the random module (reseeded in forked children) needs no
+    # system call per id, unlike secrets.
+    return f"{kind}##{random.getrandbits(48):012x}"
 
 
 def redact_address(address: str) -> str:
@@ -170,8 +172,15 @@ class JsonFormatter(logging.Formatter):
 class PlainFormatter(logging.Formatter):
     """``2026-11-24T04:30:00Z info component message key=value ... [flows]``."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        second = int(record.created)
+        if second != self._second:  # one strftime per second, not per line
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        stamp = self._stamp
         fields = dict(_fields(record))
         component = fields.pop("component", "") or record.name
         flows = fields.pop("flows", [])

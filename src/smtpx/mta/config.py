@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import ipaddress
 import math
 import re
@@ -84,8 +85,10 @@ _MAX_DOMAIN = 253
 _IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
+@functools.lru_cache(maxsize=4096)
 def a_label(domain: str) -> str:
-    """``domain`` in lower-case A-label form, without a final dot.
+    """``domain`` in lower-case A-label form, without a final dot (cached: the relay asks
+    for every recipient).
 
     U-labels are converted with dnspython's IDNA codec (IDNA 2008 with UTS 46 mapping when
     the ``idna`` package is installed, else IDNA 2003): the form the DNS holds, so routing
