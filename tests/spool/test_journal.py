@@ -295,14 +295,21 @@ def corrupt_meta_crc(data: bytearray, at: int) -> None:
     data[at + 16] ^= 0x01
 
 
+def shorten_body_length(data: bytearray, at: int) -> None:
+    # Still inside the segment, so only the header check can tell (version 1 records
+    # would have their end misplaced and swallow the next ones).
+    data[at + 12] ^= 0x01
+
+
 @pytest.mark.parametrize(
     ("corrupt", "reason"),
     [
         (corrupt_magic, "not a record header"),
         (corrupt_kind, "not a record header"),
-        (corrupt_meta_length, "record cut short"),
-        (corrupt_body_length, "record cut short"),
-        (corrupt_meta_crc, "metadata checksum mismatch"),
+        (corrupt_meta_length, "header checksum mismatch"),
+        (corrupt_body_length, "header checksum mismatch"),
+        (corrupt_meta_crc, "header checksum mismatch"),
+        (shorten_body_length, "header checksum mismatch"),
     ],
 )
 def test_damage_in_the_middle_of_the_last_segment_is_not_a_torn_tail(
@@ -520,3 +527,18 @@ def test_any_garbage_between_records_with_any_scan_chunk(garbage: bytes, chunk: 
             (problem,) = replay.problems
             assert problem.offset == offsets[3]
             assert f"resumed at offset {offsets[3] + len(garbage)}" in problem.description
+
+
+def test_version_1_records_without_a_header_check_still_load(tmp_path: Path) -> None:
+    from smtpx.spool.journal import encode_record
+
+    write(tmp_path, [message(1)])
+    segment = Journal(tmp_path).segment_path(1)
+    data, _ = encode_record(message(2))
+    old = bytearray(data)
+    old[5] = 1  # version 1
+    old[6:8] = b"\0\0"  # which had no header check
+    with open(segment, "ab") as file:
+        file.write(bytes(old))
+    replay = Journal(tmp_path).replay_readonly()
+    assert set(replay.messages) == ids(1, 2) and not replay.problems

@@ -17,8 +17,13 @@ On disk (``<spool>/``)::
 
 A record is a 24-octet header, then JSON metadata, then the body::
 
-    magic "SXJ1" | kind u8 | version u8 | reserved u16 | meta_len u32 | body_len u32 |
+    magic "SXJ1" | kind u8 | version u8 | header_check u16 | meta_len u32 | body_len u32 |
     meta_crc u32 | body_crc u32
+
+``header_check`` (version 2) is the low 16 bits of the CRC32 of the header with that field
+zero: a flipped bit in a length or the kind would otherwise make replay swallow the
+records that follow, or read a new message as a forget. Version 1 records (no check)
+still load.
 
 ``kind`` is 1 (a message, with its body), 2 (an update: the message's new state) or
 3 (forget: the message is gone, delivered or purged). Bodies are stored wire-ready (CRLF
@@ -70,7 +75,7 @@ __all__ = [
 log = logging.getLogger("smtpx.spool")
 
 MAGIC = b"SXJ1"
-VERSION = 1
+VERSION = 2  # 1: no header check (still read)
 HEADER = struct.Struct("<4sBBHIIII")
 SEGMENT_SUFFIX = ".sxj"
 _CHUNK = 1 << 20  # octets read at a time when scanning or copying damage
@@ -148,17 +153,15 @@ class Replay:
 def encode_record(record: Record) -> tuple[bytes, int]:
     """The record's bytes, and the offset of its body within them."""
     meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    header = HEADER.pack(
-        MAGIC,
-        int(record.kind),
-        VERSION,
-        0,
-        len(meta),
-        len(record.body),
-        zlib.crc32(meta),
-        zlib.crc32(record.body),
-    )
+    fields = (len(meta), len(record.body), zlib.crc32(meta), zlib.crc32(record.body))
+    unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
+    header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
     return header + meta + record.body, HEADER.size + len(meta)
+
+
+def _header_check(header: bytes) -> int:
+    """The check of a header whose check field is zero."""
+    return zlib.crc32(header) & 0xFFFF
 
 
 @dataclass
@@ -528,9 +531,11 @@ def _parse_record(file: BinaryIO, offset: int, size: int) -> _Parsed | str:
     header = file.read(HEADER.size)
     if len(header) < HEADER.size:
         return "record header cut short"
-    magic, kind, _version, _, meta_len, body_len, meta_crc, body_crc = HEADER.unpack(header)
-    if magic != MAGIC or kind not in (1, 2, 3):
+    magic, kind, version, check, meta_len, body_len, meta_crc, body_crc = HEADER.unpack(header)
+    if magic != MAGIC or kind not in (1, 2, 3) or version not in (1, 2):
         return "not a record header"
+    if version == 2 and check != _header_check(header[:6] + b"\0\0" + header[8:]):
+        return "header checksum mismatch"
     body_at = offset + HEADER.size + meta_len
     end = body_at + body_len
     if end > size:
