@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +30,7 @@ from contextlib import contextmanager
 
 import aiosmtplib
 
+from benchlib import free_port, tool, wait_listening
 from smtpx.client import ClientConfig, TlsConfig, TlsMode, connect
 from smtpx.envelope import Envelope
 
@@ -47,20 +46,11 @@ def message(size: int) -> bytes:
 
 @contextmanager
 def smtp_sink() -> Iterator[int]:
-    sink = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin")
-    if sink is None:
-        sys.exit("smtp-sink not found: install Debian's postfix package (see .ci/run)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    process = subprocess.Popen([sink, *user, f"127.0.0.1:{port}", "256"])
+    process = subprocess.Popen([tool("smtp-sink"), *user, f"127.0.0.1:{port}", "256"])
     try:
-        for _ in range(500):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.01)
+        wait_listening(port)
         yield port
     finally:
         process.terminate()

@@ -69,6 +69,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlib import free_port, read_reply, rss_kb, tool, wait_listening
+
 SENDER = "bench@bench.local"
 RECIPIENT = "sink@example.net"
 HOSTNAME = "bench.local"
@@ -80,27 +82,6 @@ STARTED = time.monotonic()
 def note(text: str) -> None:
     """Progress on stderr (the table goes to stdout)."""
     print(f"[{time.monotonic() - STARTED:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
-    if found is None:
-        sys.exit(f"{name} not found: install Debian's postfix package (see .ci/run)")
-    return found
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def message(size: int) -> bytes:
@@ -177,18 +158,6 @@ def fsync_latency(directory: Path, rounds: int = 200) -> tuple[float, float]:
 # --- SMTP helpers ----------------------------------------------------------------------------
 
 
-def read_reply(sock: socket.socket) -> bytes:
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"connection closed after {data!r}")
-        data += chunk
-        last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
-        if data.endswith(b"\r\n") and last[3:4] == b" ":
-            return data
-
-
 def wait_for_greeting(
     port: int, timeout: float = TIMEOUT, process: subprocess.Popen[bytes] | None = None
 ) -> None:
@@ -239,11 +208,7 @@ def smtp_sink(port: int, count: int) -> Iterator[subprocess.Popen[bytes]]:
     argv = [tool("smtp-sink"), *user, "-M", str(count), f"127.0.0.1:{port}", "256"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(1000):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.01)
+        wait_listening(port)
         yield process
     finally:
         if process.poll() is None:

@@ -30,7 +30,6 @@ import contextlib
 import os
 import platform
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from benchlib import free_port, read_reply, rss_kb, tool
 
 SENDER = "bench@example.com"
 RECIPIENT = "sink@example.org"
@@ -55,12 +56,6 @@ def raise_open_files(wanted: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- child mode: one server ------------------------------------------------------------------
@@ -169,11 +164,7 @@ class Child:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS in /proc status")
+        return rss_kb(self.process.pid)
 
 
 @contextlib.contextmanager
@@ -231,19 +222,6 @@ def median(results: list[Throughput]) -> Throughput:
     return ordered[len(ordered) // 2]
 
 
-def read_reply(sock: socket.socket) -> bytes:
-    """Read one (possibly multi-line) reply; enough for a greeting and an EHLO answer."""
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"server closed the connection after {data!r}")
-        data += chunk
-        last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
-        if data.endswith(b"\r\n") and last[3:4] == b" ":
-            return data
-
-
 def open_idle(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
@@ -294,9 +272,7 @@ def main() -> int:
         (serve_smtpx if args.serve == "smtpx" else serve_aiosmtpd)(args.port, args.uvloop)
         return 0
 
-    source = shutil.which("smtp-source") or shutil.which("smtp-source", path="/usr/sbin")
-    if source is None:
-        sys.exit("smtp-source not found: install Debian's postfix package (see .ci/run)")
+    source = tool("smtp-source")
     total = 1_000 if args.quick else args.messages
     idle = 200 if args.quick else args.idle
     rounds = 1 if args.quick else args.rounds
