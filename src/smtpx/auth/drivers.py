@@ -87,7 +87,6 @@ class _ClientFlow:
         self.name = name
         self.exchange = exchange
         self.phase = _Phase.NOT_STARTED
-        self.calls = 0
         self.final: Reply | None = None
         self.failure: AuthFailed | None = None
         self.transport_error: BaseException | None = None
@@ -113,7 +112,6 @@ class _ClientFlow:
                 message = AuthResponse(_encode(item.data))
         else:
             raise TypeError(f"expected START_AUTH or Response, not {type(item).__name__}")
-        self.calls += 1
         self.phase = _Phase.WAITING
         try:
             reply = await self.exchange(message)
@@ -196,7 +194,7 @@ async def run_client_mechanism(
     if flow.transport_error is not None:
         # The mechanism swallowed a broken connection: it must not pass for a success.
         raise flow.transport_error
-    if flow.calls == 0:
+    if flow.phase is _Phase.NOT_STARTED:
         raise AuthFlowError(
             f"AUTH {name}: the mechanism never called send_response_and_expect_challenge"
         )
