@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import ssl
 from collections.abc import Callable
-from typing import IO, Any, cast
+from typing import IO, cast
 
 __all__ = [
     "MemoryStream",
     "Stream",
     "TransportStream",
     "memory_pair",
-    "open_stream",
     "server_protocol_factory",
 ]
 
@@ -82,9 +80,6 @@ class Stream(abc.ABC):
     def close(self) -> None:
         """Close without waiting."""
 
-    async def aclose(self) -> None:
-        self.close()
-
     @property
     @abc.abstractmethod
     def is_closing(self) -> bool: ...
@@ -108,9 +103,6 @@ class Stream(abc.ABC):
         return None
 
     def tls_version(self) -> str | None:
-        return None
-
-    def peer_certificate(self) -> dict[str, Any] | None:
         return None
 
 
@@ -233,7 +225,6 @@ class TransportStream(Stream):
         *,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        local_address: tuple[str, int] | None = None,
     ) -> TransportStream:
         """Open a TCP connection (with TLS from the start when ``ssl_context`` is given)."""
         loop = asyncio.get_running_loop()
@@ -243,7 +234,6 @@ class TransportStream(Stream):
             port,
             ssl=ssl_context,
             server_hostname=server_hostname if ssl_context is not None else None,
-            local_addr=local_address,
         )
         stream = cls(transport, protocol)
         stream.tls = ssl_context is not None
@@ -306,15 +296,6 @@ class TransportStream(Stream):
     def close(self) -> None:
         self._transport.close()
 
-    async def aclose(self) -> None:
-        self._transport.close()
-        # Give the transport one loop turn to flush and call connection_lost.
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)
-
-    def abort(self) -> None:
-        self._transport.abort()
-
     def interrupt(self, exc: BaseException) -> None:
         waiter = self._protocol._read_waiter
         if waiter is not None and not waiter.done():
@@ -338,28 +319,11 @@ class TransportStream(Stream):
         ssl_object = self._transport.get_extra_info("ssl_object")
         return None if ssl_object is None else str(ssl_object.version())
 
-    def peer_certificate(self) -> dict[str, Any] | None:
-        cert = self._transport.get_extra_info("peercert")
-        return cert if isinstance(cert, dict) else None
-
 
 def _address(value: object) -> tuple[str, int] | None:
     if isinstance(value, tuple) and len(value) >= 2:
         return str(value[0]), int(value[1])
     return None
-
-
-async def open_stream(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> Stream:
-    """Connect to ``host:port`` (an IP address: name resolution is the caller's business)."""
-    return await TransportStream.connect(
-        host, port, ssl_context=ssl_context, server_hostname=server_hostname
-    )
 
 
 class _ServerProtocol(_Protocol):
