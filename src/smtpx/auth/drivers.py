@@ -75,6 +75,17 @@ class _Phase(enum.Enum):
     BROKEN = "broken"  # the exchange callback raised: the transport's state is unknown
 
 
+def _check_callable(name: str, phase: _Phase) -> None:
+    """Refuse a call of the exchange callback once the exchange is over or while a call is
+    in progress (the seed interface: calling it after the exchange completed is an error)."""
+    if phase is _Phase.COMPLETED:
+        raise AuthFlowError(f"AUTH {name}: exchange called after it completed")
+    if phase in (_Phase.FAILED, _Phase.BROKEN):
+        raise AuthFlowError(f"AUTH {name}: exchange called after it failed")
+    if phase is _Phase.WAITING:
+        raise AuthFlowError(f"AUTH {name}: exchange called while a call is in progress")
+
+
 # ---------------------------------------------------------------------------------------
 # Client
 # ---------------------------------------------------------------------------------------
@@ -93,12 +104,7 @@ class _ClientFlow:
 
     async def send(self, item: StartAuth | Response) -> Challenge | AuthCompleted:
         phase = self.phase
-        if phase is _Phase.COMPLETED:
-            raise AuthFlowError(f"AUTH {self.name}: exchange called after it completed")
-        if phase in (_Phase.FAILED, _Phase.BROKEN):
-            raise AuthFlowError(f"AUTH {self.name}: exchange called after it failed")
-        if phase is _Phase.WAITING:
-            raise AuthFlowError(f"AUTH {self.name}: exchange called while a call is in progress")
+        _check_callable(self.name, phase)
         message: Auth | AuthResponse
         if item is START_AUTH:
             if phase is not _Phase.NOT_STARTED:
@@ -231,13 +237,7 @@ class _ServerFlow:
         return failure
 
     async def send(self, challenge: bytes) -> bytes:
-        phase = self.phase
-        if phase is _Phase.COMPLETED:
-            raise AuthFlowError(f"AUTH {self.name}: exchange called after it completed")
-        if phase in (_Phase.FAILED, _Phase.BROKEN):
-            raise AuthFlowError(f"AUTH {self.name}: exchange called after it failed")
-        if phase is _Phase.WAITING:
-            raise AuthFlowError(f"AUTH {self.name}: exchange called while a call is in progress")
+        _check_callable(self.name, self.phase)
         if self.initial is not None:
             # RFC 4954 section 4: the initial response answers the first challenge, which
             # is then not sent; "=" stands for an empty one.
