@@ -340,12 +340,9 @@ class Client:
 
     def _begin(self, info: EnvelopeInfo, body: Body, size: int | None) -> _Transaction | Unsendable:
         """Queue (not send) RSET if a transaction is open, MAIL, every RCPT and DATA."""
-        if size is None:
-            size = _size_of(body)
-        mail, problem = self._mail_command(info, size, body)
-        if problem is not None:
-            return problem
-        assert mail is not None
+        mail = self._mail_command(info, body, size)
+        if isinstance(mail, Unsendable):
+            return mail
         # A transaction left open by a refusal is closed first (RFC 5321 4.1.1.5). In DATA,
         # the terminator has been queued: the final reply will end that transaction.
         reset = self._conn.state not in (State.READY, State.DATA)
@@ -396,12 +393,9 @@ class Client:
 
     async def _lockstep(self, info: EnvelopeInfo, body: Body, size: int | None) -> EnvelopeStatus:
         """Without PIPELINING: one command, one reply."""
-        if size is None:
-            size = _size_of(body)
-        mail, problem = self._mail_command(info, size, body)
-        if problem is not None:
-            return problem
-        assert mail is not None
+        mail = self._mail_command(info, body, size)
+        if isinstance(mail, Unsendable):
+            return mail
         if self._conn.state is not State.READY:
             await self._command(Rset())
         reply = await self._command(mail)
@@ -459,10 +453,12 @@ class Client:
 
     # -- parameters -------------------------------------------------------------------
 
-    def _mail_command(
-        self, info: EnvelopeInfo, size: int | None, body: Body
-    ) -> tuple[Mail | None, Unsendable | None]:
-        """MAIL FROM with the parameters this server can take, or why it can't be sent."""
+    def _mail_command(self, info: EnvelopeInfo, body: Body, size: int | None) -> Mail | Unsendable:
+        """MAIL FROM with the parameters this server can take, or why it can't be sent.
+
+        ``size`` is the caller's; without it, the size of ``body`` when it can be found."""
+        if size is None:
+            size = _size_of(body)
         ext = self._conn.extensions
         params = info.sender_args
         needs_utf8 = (
@@ -471,13 +467,13 @@ class Client:
             or any(_utf8_local_part(r) for r in info.recipients)
         )
         if needs_utf8 and not ext.smtputf8:
-            return None, Unsendable(
+            return Unsendable(
                 Reply.of(
                     553, f"{self.host} does not support SMTPUTF8, which this message needs", "5.6.7"
                 )
             )
         if size is not None and ext.size and size > ext.size:
-            return None, Unsendable(
+            return Unsendable(
                 Reply.of(
                     552,
                     f"Message of {size} octets is over {self.host}'s limit of {ext.size}",
@@ -501,7 +497,7 @@ class Client:
         sender = info.sender
         if sender.address is not None and not needs_utf8 and not sender.address.domain.isascii():
             sender = Sender(sender.address.to_ascii())
-        return Mail(sender, new), None
+        return Mail(sender, new)
 
     def _rcpt_params(self, info: EnvelopeInfo) -> RcptParams:
         return RcptParams()
