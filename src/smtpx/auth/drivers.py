@@ -8,8 +8,9 @@ coroutine, ``exchange``, that the client or server layer implements on its conne
 * server: ``exchange(Reply) -> AuthResponse`` sends one ``334`` reply and returns the
   client's next line.
 
-Neither driver logs a payload or a credential: only mechanism names, reply codes and the
-fact that an exchange started, succeeded or failed.
+Neither driver logs a payload or a credential: only mechanism names, the peer, the
+replies that end or cancel an exchange, and the type (never the text) of an unexpected
+exception.
 """
 
 from __future__ import annotations
