@@ -147,14 +147,11 @@ class CramMD5Server(BaseServerMechanism[S]):
             raise AuthFailed(malformed("CRAM-MD5", expected))
         secret = await resolve(self.lookup_secret(username))
         wanted = cram_md5_digest(secret if secret is not None else "", challenge)
-        matches = _compare(wanted, digest.lower())
+        # Both are ASCII hex (the regex above), which compare_digest takes as str.
+        matches = hmac.compare_digest(wanted, digest.lower())
         if secret is None or not matches:
             raise AuthFailed()
         return _succeed(self.on_success, session, username)
-
-
-def _compare(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("ascii"), b.encode("ascii"))
 
 
 _DEFAULT_XOAUTH2_ERROR = b'{"status":"401","schemes":"bearer"}'
