@@ -58,7 +58,6 @@ from smtpx.protocol.commands import (
 from smtpx.protocol.connection import ClientConnection
 from smtpx.protocol.events import AuthResponse, DataChunk, EndOfData, Response
 from smtpx.protocol.extensions import Extensions
-from smtpx.protocol.params import RcptParams
 from smtpx.protocol.replies import Reply
 from smtpx.protocol.states import State
 
@@ -122,7 +121,6 @@ class Client:
         self.config = config
         self.tls_config = config.tls_for(host)
         self.greeting: Reply | None = None
-        self.envelopes_sent = 0
         self._closed = False
 
     # -- peer information -----------------------------------------------------------
@@ -350,9 +348,8 @@ class Client:
             self._send(Rset())
         self._send(mail)
         recipients = [self._recipient(r) for r in info.recipients]
-        rcpt_params = self._rcpt_params(info)
         for recipient in recipients:
-            self._send(Rcpt(recipient, rcpt_params))
+            self._send(Rcpt(recipient))
         self._send(Data())
         return _Transaction(recipients, body, reset)
 
@@ -386,7 +383,6 @@ class Client:
 
     async def _final(self, tx: _Transaction) -> EnvelopeStatus:
         final = (await self._receive(self.config.final_reply_timeout)).reply
-        self.envelopes_sent += 1
         if final.code >= 300:
             return RejectedBody(final, rejected=tx.rejected)
         return Accepted(final, rejected=tx.rejected)
@@ -403,9 +399,8 @@ class Client:
             return RejectedSender(reply)
         rejected: list[tuple[Address, Reply]] = []
         recipients = [self._recipient(r) for r in info.recipients]
-        rcpt_params = self._rcpt_params(info)
         for recipient in recipients:
-            reply = await self._command(Rcpt(recipient, rcpt_params))
+            reply = await self._command(Rcpt(recipient))
             if reply.code >= 300:
                 rejected.append((recipient, reply))
         tx = _Transaction(recipients, body, False, tuple(rejected))
@@ -498,9 +493,6 @@ class Client:
         if sender.address is not None and not needs_utf8 and not sender.address.domain.isascii():
             sender = Sender(sender.address.to_ascii())
         return Mail(sender, new)
-
-    def _rcpt_params(self, info: EnvelopeInfo) -> RcptParams:
-        return RcptParams()
 
     def _recipient(self, address: Address) -> Address:
         # A UTF-8 domain alone travels as an A-label when the server lacks SMTPUTF8.
