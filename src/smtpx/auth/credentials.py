@@ -63,8 +63,9 @@ _Element = _Anonymous | _Login | _Custom
 class Credentials:
     """An ordered list of credential elements (see the module docstring).
 
-    ``Credentials()`` is the empty list: no mechanism, and no anonymous fallback, so any
-    server that offers AUTH leads to :class:`~smtpx.errors.NoCommonMechanism`.
+    ``Credentials()`` is the empty list: no mechanism, and no anonymous fallback, so
+    :meth:`select` raises :class:`~smtpx.errors.NoCommonMechanism` whatever the server
+    offers (nothing at all included).
     """
 
     elements: tuple[_Element, ...] = ()

@@ -118,7 +118,7 @@ _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}")
 class CramMD5Server(BaseServerMechanism[S]):
     """CRAM-MD5 (RFC 2195).
 
-    The challenge is ``<{nonce()}@{hostname}>``; ``nonce`` is injected (the server passes
+    The challenge is ``<{nonce()}@{hostname}>``; ``nonce`` is injected (pass
     :func:`secrets.token_hex`; tests pass a constant). ``lookup_secret(username)`` returns
     the shared secret, or None for an unknown user; the digest is then still computed and
     compared (with :func:`hmac.compare_digest`) so that unknown users cost the same time as
