@@ -168,9 +168,10 @@ class Client:
     async def _flush(self, timeout: float | None = None) -> None:
         data = self._conn.data_to_send()
         if data:
+            timeout = timeout or self.config.command_timeout
             self._stream.write(data)
             try:
-                await self._stream.drain(timeout or self.config.command_timeout)
+                await self._stream.drain(timeout)
             except TimeoutError:
                 raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
             except OSError as exc:
