@@ -537,4 +537,14 @@ async def test_the_docstring_example_mechanism() -> None:
 def test_start_auth_is_a_narrowable_sentinel() -> None:
     item: StartAuth | Response = START_AUTH
     assert item is StartAuth.START_AUTH
+
+    # mypy (strict, over tests/) fails here unless ``is START_AUTH`` narrows the union:
+    # ``item.data`` is only valid once ``item`` is known to be a Response.
+    def payload(item: StartAuth | Response) -> bytes | None:
+        if item is START_AUTH:
+            return None
+        return item.data
+
+    assert payload(START_AUTH) is None
+    assert payload(Response(b"x")) == b"x"
     assert repr(START_AUTH) == "START_AUTH" and repr(AUTH_COMPLETED) == "AUTH_COMPLETED"
