@@ -675,20 +675,15 @@ def build(
 
 
 def _wire_bytes(message: EmailMessage | bytes) -> bytes:
-    """The message as it goes into DATA (CRLF, not dot-stuffed), without Bcc fields.
-
-    A message of this module's (or any ``EmailPolicy``) is written with ``policy.SMTP``
-    settings, or ``policy.SMTPUTF8`` ones when its policy allows UTF-8 headers; any other
-    keeps its policy with CRLF line ends.
+    """The message as it goes into DATA (not dot-stuffed; Bcc is left to
+    :func:`_without_bcc`): an ``EmailMessage`` is written with its own policy but CRLF
+    line ends and no ``>From`` mangling; bytes are taken as they are.
     """
     if isinstance(message, EmailMessage):
-        policy = message.policy.clone(linesep="\r\n", mangle_from_=False)
-        data = message.as_bytes(policy=policy)
-    elif isinstance(message, bytes | bytearray | memoryview):
-        data = bytes(message)
-    else:
-        raise TypeError(f"message must be an EmailMessage or bytes, not {type(message).__name__}")
-    return data
+        return message.as_bytes(policy=message.policy.clone(linesep="\r\n", mangle_from_=False))
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message)
+    raise TypeError(f"message must be an EmailMessage or bytes, not {type(message).__name__}")
 
 
 def _without_bcc(envelope: Envelope) -> Envelope:
