@@ -112,21 +112,17 @@ def password_mechanisms(check: PasswordCheck) -> list[ServerMechanism[Session]]:
     login is recorded on the session (``session.user``). PLAIN's authorization identity
     is refused unless it is the username itself."""
 
-    async def plain(
+    # The mechanisms await an awaitable result themselves, and refuse a non-bool one.
+    def plain(
         session: Session, username: str, password: str, on_behalf_of: str | None
-    ) -> bool:
+    ) -> bool | Awaitable[bool]:
         if on_behalf_of is not None and on_behalf_of != username:
             return False
-        result = check(session, username, password)
-        return bool(await result) if not isinstance(result, bool) else result
-
-    async def login(session: Session, username: str, password: str) -> bool:
-        result = check(session, username, password)
-        return bool(await result) if not isinstance(result, bool) else result
+        return check(session, username, password)
 
     return [
         PlainServer(plain, on_success=Session.login),
-        LoginServer(login, on_success=Session.login),
+        LoginServer(check, on_success=Session.login),
     ]
 
 
