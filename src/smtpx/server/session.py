@@ -272,7 +272,7 @@ class SessionRunner:
         elif isinstance(event, Command):  # pragma: no cover - every verb is handled above
             self.conn.send(replies.command_unrecognized(event.verb))
 
-    async def _hook_failed(self, hook: str, exc: BaseException) -> Reply:
+    def _hook_failed(self, hook: str, exc: BaseException) -> Reply:
         if isinstance(exc, Reject):
             self.mail.info(
                 "refused", command=hook, reply=str(exc.reply), remote_ip=self.session.remote_ip
@@ -290,7 +290,7 @@ class SessionRunner:
             await self.plugin.helo(session, command.domain)
         except Exception as exc:
             # A refused or failed HELO ends the session (F38).
-            self.conn.send(await self._hook_failed("helo", exc))
+            self.conn.send(self._hook_failed("helo", exc))
             raise _Hangup from None
         self._end_transaction()
         if isinstance(command, Helo):
@@ -341,7 +341,7 @@ class SessionRunner:
         try:
             await self.plugin.mail_from(self.session, transaction)
         except Exception as exc:
-            self.conn.send(await self._hook_failed("mail_from", exc))
+            self.conn.send(self._hook_failed("mail_from", exc))
             return
         self.transaction = transaction
         self.conn.send(replies.sender_ok())
@@ -352,7 +352,7 @@ class SessionRunner:
         try:
             await self.plugin.rcpt_to(self.session, transaction, command.recipient, command.params)
         except Exception as exc:
-            self.conn.send(await self._hook_failed("rcpt_to", exc))
+            self.conn.send(self._hook_failed("rcpt_to", exc))
             return
         transaction.recipients.append(command.recipient)
         transaction.recipient_params.append(command.params)
@@ -363,7 +363,7 @@ class SessionRunner:
         try:
             await self.plugin.accept_data(self.session, self.transaction)
         except Exception as exc:
-            return await self._hook_failed("accept_data", exc)
+            return self._hook_failed("accept_data", exc)
         return None
 
     async def _data(self) -> None:
@@ -412,7 +412,7 @@ class SessionRunner:
         try:
             text = await self.plugin.process(self.session, transaction, envelope)
         except Exception as exc:
-            self.conn.send(await self._hook_failed("process", exc))
+            self.conn.send(self._hook_failed("process", exc))
             return
         self.server.stats["messages"] += 1
         reply = replies.ok(text)
