@@ -138,6 +138,9 @@ async def converse(
         await asyncio.sleep(0)
         if not server_task.done():
             server_task.cancel()
+    # A cancelled task is only done once it has run again: wait, or result() would raise
+    # InvalidStateError whenever the client stopped before the server had finished.
+    await asyncio.wait([server_task])
     if not server_task.cancelled():
         server_task.result()  # re-raise a server-side surprise
     return outcome
