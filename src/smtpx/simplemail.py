@@ -207,7 +207,8 @@ class _Single(Content):
 
     def _fill(self, part: MIMEPart) -> None:
         data = self.data
-        if self.maintype == "text" and isinstance(data, str):
+        is_text = self.maintype == "text" and isinstance(data, str)
+        if is_text:
             part.set_content(
                 data,
                 subtype=self.subtype,
@@ -228,7 +229,6 @@ class _Single(Content):
                 filename=self.filename,
             )
         # replace=True keeps Content-Type in its place (the stdlib's params= moves it last).
-        is_text = self.maintype == "text" and isinstance(self.data, str)
         for name, value in self.params:
             # Text is encoded here as UTF-8, whatever charset the caller's type named.
             if not (is_text and name.lower() == "charset"):
