@@ -116,8 +116,9 @@ class Challenge:
 
 
 class Logger(Protocol):
-    """What the mechanisms and drivers need of a logger: :class:`logging.Logger`,
-    :class:`logging.LoggerAdapter` and smtpx's mail log all qualify.
+    """What the mechanisms and drivers need of a logger: :class:`logging.Logger` and
+    :class:`logging.LoggerAdapter` qualify (:class:`smtpx.maillog.MailLog` does not: it
+    takes keyword tags, not ``%``-style arguments).
 
     Messages use ``%``-style arguments (``log.debug("AUTH %s started", name)``). Nothing
     in :mod:`smtpx.auth` logs a payload or a credential.
