@@ -36,9 +36,7 @@ _DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"  # dcontent, checked further below
 
 _MAILBOX_RE = re.compile(rf"({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})")
-_LOCAL_RE = re.compile(rf"{_DOT_STRING}|{_QUOTED}")
 _DOT_STRING_RE = re.compile(_DOT_STRING)
-_DOMAIN_RE = re.compile(rf"{_DOMAIN}|{_LITERAL}")
 _ADL = rf"@{_DOMAIN}(?:,@{_DOMAIN})*"
 _PATH_RE = re.compile(
     rf"<(?:{_ADL}:)?({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})>|<>|<(?i:postmaster)>"
@@ -49,10 +47,6 @@ _NEEDS_ESCAPE = re.compile(r'(["\\])')
 # RFC 5321 4.5.3.1.2: a domain name is at most 255 octets; 4.5.3.1.3 a path 256.
 MAX_DOMAIN = 255
 MAX_PATH = 256
-
-
-def _ascii(text: str) -> bool:
-    return text.isascii()
 
 
 def _check_literal(literal: str) -> None:
