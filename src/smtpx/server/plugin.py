@@ -20,6 +20,7 @@ hook, it goes on. ``disconnect`` is called exactly once for every session that
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +130,12 @@ def password_mechanisms(check: PasswordCheck) -> list[ServerMechanism[Session]]:
 class Plugin:
     """The do-nothing plugin: every hook accepts. Override hooks to decide."""
 
-    hostname: str = socket.getfqdn()
+    @functools.cached_property
+    def hostname(self) -> str:
+        """The name in the greeting and the EHLO reply (unless ``ServerConfig.hostname``
+        is set); a subclass or an instance may set it instead. Looked up on first use, not
+        when the module is imported: ``getfqdn`` may wait on DNS."""
+        return socket.getfqdn()
 
     # -- session ---------------------------------------------------------------------
 
