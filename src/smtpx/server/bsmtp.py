@@ -39,13 +39,10 @@ _EVERYTHING = Extensions(
 )
 
 
-def read_bsmtp(
-    source: bytes | IO[bytes], *, limits: Limits | None = None, chunk_size: int = 65536
-) -> Iterator[Envelope | Reply]:
+def read_bsmtp(source: bytes | IO[bytes], *, chunk_size: int = 65536) -> Iterator[Envelope | Reply]:
     """Envelopes and refusals, in the order of the transcript ``source``."""
     conn = ServerConnection(
-        limits or Limits(max_message_size=MAX_MESSAGE_SIZE, max_text_line=None),
-        assume=_EVERYTHING,
+        Limits(max_message_size=MAX_MESSAGE_SIZE, max_text_line=None), assume=_EVERYTHING
     )
     conn.send(replies.service_ready("bsmtp"))
     pieces = _pieces(source, chunk_size)
