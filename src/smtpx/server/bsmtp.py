@@ -9,6 +9,7 @@ no server ever answered the writer's HELO.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import IO
 
@@ -104,9 +105,6 @@ def _answer(command: Command) -> Reply:
 
 
 def _pieces(source: bytes | IO[bytes], size: int) -> Iterator[bytes]:
-    if isinstance(source, bytes):
-        for start in range(0, len(source), size):
-            yield source[start : start + size]
-        return
-    while chunk := source.read(size):
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    while chunk := stream.read(size):
         yield chunk
