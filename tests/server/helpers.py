@@ -9,7 +9,6 @@ from smtpx.envelope import Envelope
 from smtpx.io import MemoryStream, memory_pair
 from smtpx.protocol import Reply, ReplyParser
 from smtpx.server import Plugin, Server, ServerConfig, Session, Transaction
-from smtpx.testing import Transcript
 
 
 class Keep(Plugin):
@@ -38,7 +37,6 @@ class Raw:
 
     stream: MemoryStream
     task: asyncio.Task[None]
-    transcript: Transcript = field(default_factory=Transcript)
     parser: ReplyParser = field(default_factory=ReplyParser)
 
     async def replies(self, count: int) -> list[Reply]:
@@ -76,10 +74,9 @@ class Raw:
 
 async def raw_session(server: Server) -> Raw:
     """Start a session with ``server`` over memory; the greeting is read already."""
-    record = Transcript()
-    client, server_end = memory_pair(tap=record.record)
+    client, server_end = memory_pair()
     task = asyncio.get_running_loop().create_task(server.serve_stream(server_end))
-    raw = Raw(client, task, record)
+    raw = Raw(client, task)
     (greeting,) = await raw.replies(1)
     assert greeting.code == 220, greeting
     return raw

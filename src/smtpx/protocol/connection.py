@@ -322,15 +322,14 @@ class ServerConnection:
             return None
         return None
 
-    def _in_effect(self) -> Extensions | None:
-        """The extensions MAIL and RCPT parameters are checked against."""
+    def _in_effect(self) -> Extensions:
+        """The extensions MAIL and RCPT parameters are checked against (none after HELO)."""
         if self._assume is not None:
             return self._assume
-        return self.extensions if isinstance(self.helo, Ehlo) else None
+        return self.extensions if isinstance(self.helo, Ehlo) else _NO_EXTENSIONS
 
     def _unadvertised(self, keyword: str) -> Reply | None:
-        ext = self._in_effect()
-        if ext is not None and ext.supports(keyword):
+        if self._in_effect().supports(keyword):
             return None
         return replies.parameters_not_recognized(
             f"{keyword} parameter not recognized (not an advertised extension)"
@@ -338,7 +337,7 @@ class ServerConnection:
 
     def _check_mail(self, command: Mail) -> Reply | None:
         params = command.params
-        ext = self._in_effect() or _NO_EXTENSIONS
+        ext = self._in_effect()
         for keyword in params.keywords():
             needs = _PARAM_EXTENSION.get(keyword, keyword)
             if (problem := self._unadvertised(needs)) is not None:
@@ -373,8 +372,7 @@ class ServerConnection:
         self._chunk_error = None
         self._chunk_command = command
         problem: Reply | None = None
-        in_effect = self._in_effect()
-        if in_effect is None or not in_effect.chunking:
+        if not self._in_effect().chunking:
             problem = replies.not_implemented("BDAT")
         elif kind not in ALLOWED[self.state]:
             problem = refusal(self.state, kind)
