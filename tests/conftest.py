@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import ssl
-from typing import Any
+import subprocess
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,16 +23,45 @@ settings.load_profile(
 REQUIRE_INTEROP = os.environ.get("SMTPX_REQUIRE_INTEROP", "") not in ("", "0")
 
 
-def require_tool(name: str) -> str:
-    """The path of a peer tool; skip the test when it is missing, or fail under
-    SMTPX_REQUIRE_INTEROP=1 (as .ci/run sets), so CI never passes by skipping."""
+def require_tool(name: str, *needs: str) -> str:
+    """The path of a peer tool that has every capability in ``needs``; skip the test when
+    the tool or a capability is missing, or fail under SMTPX_REQUIRE_INTEROP=1 (as .ci/run
+    sets), so CI never passes by skipping. A binary is not enough: swaks without Net::SSLeay
+    runs, but cannot STARTTLS."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
     if path is None:
-        message = f"interop peer {name!r} is not installed"
-        if REQUIRE_INTEROP:
-            pytest.fail(message + " (SMTPX_REQUIRE_INTEROP=1)")
-        pytest.skip(message)
+        _missing(f"interop peer {name!r} is not installed")
+    lacking = [need for need in needs if need not in tool_capabilities(path)]
+    if lacking:
+        _missing(f"interop peer {name!r} ({path}) lacks {', '.join(lacking)}")
     return path
+
+
+def _missing(message: str) -> NoReturn:
+    if REQUIRE_INTEROP:
+        pytest.fail(message + " (SMTPX_REQUIRE_INTEROP=1)")
+    pytest.skip(message)
+
+
+@functools.cache
+def tool_capabilities(path: str) -> frozenset[str]:
+    """What a peer tool says it can do: swaks's ``--support`` lines ("=== TLS supported"),
+    curl's protocols and features (``smtps``, ``SSL``); nothing for other tools."""
+    name = os.path.basename(path)
+    if name == "swaks":
+        run = subprocess.run([path, "--support"], capture_output=True, text=True, check=False)
+        lines = (run.stdout + run.stderr).splitlines()
+        found = (re.fullmatch(r"=== (.+) supported", line.strip()) for line in lines)
+        return frozenset(match.group(1) for match in found if match)
+    if name == "curl":
+        run = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+        words: set[str] = set()
+        for line in run.stdout.splitlines():
+            label, _, rest = line.partition(":")
+            if label in ("Protocols", "Features"):
+                words.update(rest.split())
+        return frozenset(words)
+    return frozenset()
 
 
 @pytest.fixture(scope="session")
