@@ -378,7 +378,7 @@ async def test_aiosmtplib_implicit_tls(ca: Any, ca_file: str) -> None:
 async def test_swaks_tls_auth_pipeline_8bit(
     ca: Any, ca_file: str, tmp_path: Path, mechanism: str, verify: bool
 ) -> None:
-    swaks = require_tool("swaks")
+    swaks = require_tool("swaks", "TLS", "Basic AUTH")
     data = tmp_path / "data.eml"
     # swaks ends the content with CRLF "." CRLF itself (an extra CRLF if the file has one).
     data.write_bytes(EIGHT_BIT.removesuffix(b"\r\n"))
@@ -419,7 +419,7 @@ async def test_swaks_tls_auth_pipeline_8bit(
 
 
 async def test_swaks_refused_password(ca: Any) -> None:
-    swaks = require_tool("swaks")
+    swaks = require_tool("swaks", "TLS", "Basic AUTH")
     async with serve(ca) as running:
         process = await asyncio.create_subprocess_exec(
             swaks,
@@ -451,7 +451,7 @@ async def test_swaks_refused_password(ca: Any) -> None:
 
 @pytest.mark.parametrize("mechanism", ["default", "PLAIN", "LOGIN"])
 async def test_curl_starttls_auth(ca: Any, ca_file: str, tmp_path: Path, mechanism: str) -> None:
-    curl = require_tool("curl")
+    curl = require_tool("curl", "smtp", "smtps", "SSL")
     upload = tmp_path / "message.eml"
     upload.write_bytes(MESSAGE)
     login = [] if mechanism == "default" else ["--login-options", f"AUTH={mechanism}"]
@@ -490,7 +490,7 @@ async def test_curl_starttls_auth(ca: Any, ca_file: str, tmp_path: Path, mechani
 
 
 async def test_curl_implicit_tls_by_ip_address(ca: Any, ca_file: str, tmp_path: Path) -> None:
-    curl = require_tool("curl")
+    curl = require_tool("curl", "smtp", "smtps", "SSL")
     upload = tmp_path / "message.eml"
     upload.write_bytes(MESSAGE)
     async with serve(ca, implicit_tls=True) as running:

@@ -294,6 +294,26 @@ def test_restart_reloads_and_rearms(tmp_path: Path) -> None:
     assert len(network.received("mx.test")) == 1
 
 
+def test_a_state_record_queued_without_waiting_keeps_its_place(tmp_path: Path) -> None:
+    # A delivery records its outcome without waiting; an admin freeze right after it
+    # (same loop turn) must land after it in the journal, or a restart undoes the freeze.
+    network = MemoryNetwork(down={"mx.test"})
+
+    async def scenario() -> str:
+        async with make_spool(tmp_path, network, bounce=False) as spool:
+            (message_id,) = await spool.add([delivery(1, retry=["1h"])])
+            await settle()
+            entry = spool.get(message_id)
+            assert entry.status is Status.SEND_AT
+            spool._update(entry)  # as _settle does
+            await spool.freeze([message_id])
+            return message_id
+
+    message_id = virtual(scenario)
+    (on_disk,) = Spool.status_from_disk(tmp_path)
+    assert (on_disk.id, on_disk.status) == (message_id, Status.FROZEN)
+
+
 def test_a_second_process_cannot_open_the_spool(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with make_spool(tmp_path, MemoryNetwork()):

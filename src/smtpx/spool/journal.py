@@ -367,6 +367,11 @@ class Journal:
     async def append(self, records: list[Record]) -> list[Location | None]:
         """Append ``records`` in order; return once durable (per the fsync policy). The
         result gives each MESSAGE record's body location (None for the others)."""
+        return await self.append_nowait(records)
+
+    def append_nowait(self, records: list[Record]) -> asyncio.Future[list[Location | None]]:
+        """Queue ``records`` now, in the order of the calls (a later :meth:`append` lands
+        after them); the future is done once they are durable."""
         chunks = []
         bodies: list[tuple[int, int] | None] = []
         position = 0
@@ -380,7 +385,7 @@ class Journal:
         pending = _Pending(b"".join(chunks), bodies, loop.create_future())
         self._queue.append(pending)
         self._start_writer()
-        return await pending.future
+        return pending.future
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():

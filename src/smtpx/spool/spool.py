@@ -806,8 +806,9 @@ class Spool:
         self._append_nowait([Record(RecordKind.UPDATE, entry.state_meta())])
 
     def _append_nowait(self, records: list[Record]) -> None:
-        task = asyncio.get_running_loop().create_task(self.journal.append(records))
-        task.add_done_callback(_log_failure)
+        # Queued now, not in a task of its own: a record written later (an admin freeze
+        # in the same loop turn) must land after it, or a restart would undo it.
+        self.journal.append_nowait(records).add_done_callback(_log_failure)
 
     async def _set_status(
         self, entry: SpooledMessage, status: Status, kind: EventKind, detail: str = ""
@@ -1107,6 +1108,6 @@ async def _hops_only(message: SpooledMessage) -> Destination:
     return Unroutable(Reply.of(554, "No route: the message has no next hops", "5.4.4"))
 
 
-def _log_failure(task: asyncio.Task[object]) -> None:
+def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("journal append failed", exc_info=task.exception())
