@@ -372,11 +372,14 @@ def test_fsck_clean_and_damaged(
         invoke("spool", "fsck", "--spool-dir", str(copy), "--verify-bodies", "--json").stdout
     )
     assert {p["kind"] for p in as_json["problems"]} == {"bad-body", "stray-file"}
-    # without --verify-bodies the rotten body goes unnoticed; age limits add problems
-    unverified = invoke("spool", "fsck", "--spool-dir", str(copy))
+    # bodies are verified by default; --no-verify-bodies reads metadata only
+    assert "bad-body" in invoke("spool", "fsck", "--spool-dir", str(copy)).stdout
+    unverified = invoke("spool", "fsck", "--spool-dir", str(copy), "--no-verify-bodies")
     assert unverified.exit_code == 1 and "bad-body" not in unverified.stdout
     time.sleep(1.1)
-    aged = invoke("spool", "fsck", "--spool-dir", str(copy), "--max-frozen-age", "1s")
+    aged = invoke(
+        "spool", "fsck", "--spool-dir", str(copy), "--no-verify-bodies", "--max-frozen-age", "1s"
+    )
     assert aged.exit_code == 1 and f"too-old: {frozen[0]}: frozen" in aged.stdout
     assert "bad-body" not in aged.stdout
     not_a_spool = invoke("spool", "fsck", "--spool-dir", str(tmp_path / "nothing"))

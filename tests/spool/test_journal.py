@@ -512,9 +512,9 @@ def test_any_garbage_between_records_with_any_scan_chunk(garbage: bytes, chunk: 
     (here: chunks as small as 5 octets) is still found."""
     import tempfile
 
-    from smtpx.spool import journal as journal_module
+    from smtpx.spool import records as records_module
 
-    with tempfile.TemporaryDirectory() as name, patch.object(journal_module, "_CHUNK", chunk):
+    with tempfile.TemporaryDirectory() as name, patch.object(records_module, "CHUNK", chunk):
         directory = Path(name)
         write(directory, [message(n) for n in range(1, 6)], fsync=FsyncPolicy.NEVER)
         segment = Journal(directory).segment_path(1)

@@ -620,7 +620,12 @@ async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float
 
 @spool.command()
 @spool_dir_options
-@click.option("--verify-bodies", is_flag=True, help="Read every body and check its checksum.")
+@click.option(
+    "--verify-bodies/--no-verify-bodies",
+    default=True,
+    show_default=True,
+    help="Read every body and check its checksum (--no-verify-bodies: metadata only).",
+)
 @click.option(
     "--max-frozen-age",
     type=DurationType(),
@@ -644,9 +649,10 @@ def fsck(
 ) -> None:
     """Check the spool directory (read-only; safe while smtpx serve runs).
 
-    Reports damaged records, files kept in corrupt/, bodies that fail their checksum
-    (--verify-bodies), bodies missing from their segment, stray files, and messages stuck
-    too long. Exit status 0: clean; 1: problems found.
+    Reports damaged records, missing or truncated journal segments, messages whose records
+    were lost, files kept in corrupt/, bodies that fail their checksum, bodies missing from
+    their segment, stray files, and messages stuck too long. Exit status 0: clean; 1:
+    problems found.
     """
     from smtpx.spool.fsck import check  # noqa: PLC0415
 
@@ -657,7 +663,7 @@ def fsck(
         max_due_age=max_due_age,
         max_frozen_age=max_frozen_age,
     )
-    if any(p.kind == "missing" for p in problems):
+    if any(p.kind == "not-a-spool" for p in problems):
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
     if as_json:
         click.echo(

@@ -3,9 +3,12 @@ monitor, F103): read-only, safe to run next to a live ``smtpx serve``.
 
 It reports:
 
-* damaged records (cut short, bad checksums) found by replaying the journal;
+* what replaying the journal finds (:mod:`smtpx.spool.replay`): damaged records, missing
+  or truncated segments (checked against the manifest), messages whose records were lost,
+  torn tails and void octets;
 * files kept in ``corrupt/`` (torn tails moved aside at an earlier start);
-* bodies whose checksum no longer matches (``--verify-bodies``: reads every body);
+* bodies whose checksum no longer matches (every body is read, unless
+  ``verify_bodies=False``);
 * messages that point outside their segment, or at a segment that is gone;
 * stray files in ``journal/``;
 * messages stuck: due for longer than ``max_due_age`` without being tried, or frozen for
@@ -15,11 +18,11 @@ It reports:
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpx.spool.journal import SEGMENT_SUFFIX, Journal, Location
+from smtpx.spool.journal import SEGMENT_SUFFIX, BodyDamaged, Journal, Location
+from smtpx.spool.manifest import MANIFEST_NAME
 from smtpx.spool.message import SpooledMessage, Status
 
 __all__ = ["Problem", "check"]
@@ -27,7 +30,9 @@ __all__ = ["Problem", "check"]
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    kind: str  # "damaged" | "corrupt-file" | "bad-body" | "missing-body" | "stray-file" | "too-old"
+    # "not-a-spool" | "corrupt-file" | "bad-body" | "missing-body" | "stray-file" |
+    # "too-old" | a replay problem's kind ("damaged", "missing-segment", "lost-records"...)
+    kind: str
     where: str
     description: str
 
@@ -38,7 +43,7 @@ class Problem:
 def check(
     directory: str | Path,
     *,
-    verify_bodies: bool = False,
+    verify_bodies: bool = True,
     max_due_age: float | None = None,
     max_frozen_age: float | None = None,
     now: float | None = None,
@@ -48,13 +53,16 @@ def check(
     journal = Journal(root)
     problems: list[Problem] = []
     if not journal.journal_dir.is_dir():
-        return [Problem("missing", str(root), "not a spool: no journal/ directory")]
+        return [Problem("not-a-spool", str(root), "not a spool: no journal/ directory")]
     replay = journal.replay_readonly()
     for damage in replay.problems:
         prefix = f"segment {damage.segment} offset {damage.offset}: "
         description = damage.description.removeprefix(prefix)
-        where = f"{journal.segment_path(damage.segment)} offset {damage.offset}"
-        problems.append(Problem("damaged", where, description))
+        if damage.segment:
+            where = f"{journal.segment_path(damage.segment)} offset {damage.offset}"
+        else:
+            where = str(journal.journal_dir)
+        problems.append(Problem(damage.kind, where, description))
     corrupt = root / "corrupt"
     if corrupt.is_dir():
         for path in sorted(corrupt.iterdir()):
@@ -64,6 +72,8 @@ def check(
                 )
             )
     for path in sorted(journal.journal_dir.iterdir()):
+        if path.name == MANIFEST_NAME:
+            continue
         if path.suffix != SEGMENT_SUFFIX or not path.stem.isdigit():
             problems.append(Problem("stray-file", str(path), "not a journal segment"))
     sizes = {n: journal.segment_path(n).stat().st_size for n in journal.segment_numbers()}
@@ -90,9 +100,11 @@ def check(
 
 
 def _body_ok(journal: Journal, location: Location) -> bool:
-    with open(journal.segment_path(location.segment), "rb") as file:
-        file.seek(location.offset)
-        return zlib.crc32(file.read(location.length)) == location.crc
+    try:
+        journal.check_body(location)
+    except BodyDamaged:
+        return False
+    return True
 
 
 def _age_problems(

@@ -12,34 +12,21 @@ are on disk (``fsync="always"`` or ``"batch"``), so a server that awaits it befo
 On disk (``<spool>/``)::
 
     lock                     held with flock while a process uses the spool
+    journal/manifest.json    which segments must exist, where each sealed one ends
     journal/00000001.sxj     segments, appended to in order, rolled at ``segment_size``
-    corrupt/                 torn tails and unreadable data, kept for inspection
+    corrupt/                 torn tails, void octets and damage, kept for inspection
 
-A record is a 24-octet header, then JSON metadata, then the body::
+The record format is in :mod:`smtpx.spool.records`, the manifest in
+:mod:`smtpx.spool.manifest`, reading a journal back in :mod:`smtpx.spool.replay`.
 
-    magic "SXJ1" | kind u8 | version u8 | header_check u16 | meta_len u32 | body_len u32 |
-    meta_crc u32 | body_crc u32
-
-``header_check`` (version 2) is the low 16 bits of the CRC32 of the header with that field
-zero: a flipped bit in a length or the kind would otherwise make replay swallow the
-records that follow, or read a new message as a forget. Version 1 records (no check)
-still load.
-
-``kind`` is 1 (a message, with its body), 2 (an update: the message's new state) or
-3 (forget: the message is gone, delivered or purged). Bodies are stored wire-ready (CRLF
-line endings, dot-stuffed, no final ``.CRLF``) so delivery can ``sendfile`` them straight
-from the segment. Replay reads every segment in order; the last record for an id wins.
-
-A damaged record (not a header, an impossible length, a metadata checksum that fails)
-does not end the replay of its segment: replay resynchronises on the next offset that
-holds a whole record (the magic, a sound header and metadata whose checksum matches) and
-goes on from there, so one bad sector costs the records it hit and no more. The damaged
-octets are copied to ``corrupt/<segment file>-<offset>.damaged`` (once: a later replay
-finds the copy and leaves it) and reported. Only when nothing readable follows the damage
-in the last segment is it a torn tail, the end of a batch that was never acknowledged (a
-crash before its fsync): it is moved to ``corrupt/`` and cut off so appends go on from a
-record boundary; reported, never silently dropped. Bodies are not read at replay: only
-``fsck --verify-bodies`` checks them against their checksums.
+Faults: an append whose write or fsync fails leaves the journal as if it had never been
+made, and all its waiters get :class:`JournalWriteError` (the server answers 4xx). A failed
+write is cut off again; a failed fsync is never retried on the same file (after an fsync
+error the kernel may have dropped the dirty pages and cleared the error): the segment is
+sealed in the manifest before the failed group, and appends go on in a new segment. For
+``RETRY_AFTER`` seconds after a failure appends are refused at once
+(:class:`JournalUnavailable`); then the next one tries the disk again, so the spool
+recovers by itself when space comes back.
 """
 
 from __future__ import annotations
@@ -47,42 +34,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import fcntl
-import json
 import logging
 import os
-import struct
-import time
-import zlib
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import NoReturn
 
 from smtpx.errors import SMTPXError
+from smtpx.spool import records
+from smtpx.spool.manifest import MANIFEST_NAME, Manifest, fsync_directory, store_manifest
+from smtpx.spool.records import (
+    HEADER,
+    BodyDamaged,
+    Location,
+    Record,
+    RecordKind,
+    encode_record,
+)
+from smtpx.spool.replay import (
+    SEGMENT_SUFFIX,
+    JournalProblem,
+    Replay,
+    Replayer,
+    segment_numbers,
+    segment_path,
+)
 
 __all__ = [
+    "HEADER",
+    "SEGMENT_SUFFIX",
+    "BodyDamaged",
+    "DiskOps",
     "FsyncPolicy",
     "Journal",
     "JournalProblem",
+    "JournalUnavailable",
+    "JournalWriteError",
     "Location",
     "Record",
     "RecordKind",
     "Replay",
     "SpoolLocked",
+    "encode_record",
 ]
 
 log = logging.getLogger("smtpx.spool")
 
-MAGIC = b"SXJ1"
-VERSION = 2  # 1: no header check (still read)
-HEADER = struct.Struct("<4sBBHIIII")
-SEGMENT_SUFFIX = ".sxj"
-_CHUNK = 1 << 20  # octets read at a time when scanning or copying damage
-
 
 class SpoolLocked(SMTPXError):
     """Another process holds the spool's lock."""
+
+
+class JournalWriteError(SMTPXError):
+    """Records could not be made durable; none of them is in the journal."""
+
+
+class JournalUnavailable(JournalWriteError):
+    """Refused without trying: a write failed moments ago (see ``Journal.RETRY_AFTER``)."""
 
 
 class FsyncPolicy(enum.Enum):
@@ -91,88 +103,36 @@ class FsyncPolicy(enum.Enum):
     NEVER = "never"  # no fsync at all: tests and benchmarks only
 
 
-class RecordKind(enum.IntEnum):
-    MESSAGE = 1
-    UPDATE = 2
-    FORGET = 3
+class DiskOps:
+    """The system calls the journal writes through. Tests replace them to inject the
+    faults a real disk has (ENOSPC, EIO on fsync) on every platform."""
 
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where a body lies: segment number, offset of its first octet, length; ``crc`` is
-    the body's CRC32 from its record header, when replay read it."""
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
 
-    segment: int
-    offset: int
-    length: int
-    crc: int | None = field(default=None, compare=False)
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    kind: RecordKind
-    meta: dict[str, Any]
-    body: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class JournalProblem:
-    """Something replay found wrong; ``saved`` is where the damaged bytes were kept."""
-
-    segment: int
-    offset: int
-    description: str
-    saved: str | None = None
-
-
-@dataclass
-class Replay:
-    """What replay found: the latest metadata and body location of every live message.
-
-    Replay calls :meth:`message`, :meth:`update` and :meth:`forget` for the records in
-    journal order. A subclass may keep something leaner than the metadata dicts (the
-    spool builds its entries as it goes, so that 100,000 dicts never exist at once)."""
-
-    messages: dict[str, tuple[dict[str, Any], Location]] = field(default_factory=dict)
-    problems: list[JournalProblem] = field(default_factory=list)
-    records: int = 0
-    segments: int = 0
-
-    def message(self, meta: dict[str, Any], location: Location) -> None:
-        self.messages[meta["id"]] = (meta, location)
-
-    def update(self, meta: dict[str, Any]) -> None:
-        known = self.messages.get(meta["id"])
-        if known is not None:
-            self.messages[meta["id"]] = ({**known[0], **meta}, known[1])
-
-    def forget(self, message_id: str) -> None:
-        self.messages.pop(message_id, None)
-
-
-def encode_record(record: Record) -> tuple[bytes, int]:
-    """The record's bytes, and the offset of its body within them."""
-    meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    fields = (len(meta), len(record.body), zlib.crc32(meta), zlib.crc32(record.body))
-    unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
-    header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
-    return header + meta + record.body, HEADER.size + len(meta)
-
-
-def _header_check(header: bytes) -> int:
-    """The check of a header whose check field is zero."""
-    return zlib.crc32(header) & 0xFFFF
+    def store_manifest(self, directory: Path, manifest: Manifest, *, sync: bool) -> None:
+        store_manifest(directory, manifest, sync=sync)
 
 
 @dataclass
 class _Pending:
     data: bytes
-    bodies: list[tuple[int, int] | None]  # (offset within data, length) per record
+    bodies: list[tuple[int, int, int] | None]  # (offset within data, length, crc) per record
     future: asyncio.Future[list[Location | None]]
 
 
 class Journal:
     """The segment files of one spool directory (one process at a time)."""
+
+    # After a failed write, appends are refused at once for this long (seconds): no disk
+    # work, and at most a few new segments a second while a disk is full or failing.
+    RETRY_AFTER = 0.5
 
     def __init__(
         self,
@@ -180,10 +140,12 @@ class Journal:
         *,
         fsync: FsyncPolicy = FsyncPolicy.BATCH,
         segment_size: int = 64 * 1024 * 1024,
+        ops: DiskOps | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
         self.segment_size = segment_size
+        self.ops = ops or DiskOps()
         # Called (on the event loop) after an append opened a new segment: the old one is
         # sealed and may now be deleted.
         self.on_new_segment: Callable[[], None] | None = None
@@ -193,12 +155,19 @@ class Journal:
         self._fd: int | None = None
         self._segment = 0
         self._size = 0
+        self._suspect: int | None = None  # the current segment is sealed at this length
+        self._manifest = Manifest()
+        self._manifest_lock = threading.Lock()  # the writer thread and the loop share it
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Event | None = None
         self._pins: dict[int, int] = {}  # segment -> open readers
-        self.fsyncs = 0  # counters, for status and benchmarks
+        self._failing_until = float("-inf")  # loop time
+        self.failure: str | None = None  # the last write failure, until a write succeeds
+        self.fsyncs = 0  # counters, for status, metrics and benchmarks
         self.appended = 0
+        self.write_errors = 0
+        self.fsync_errors = 0
+        self.refused = 0
 
     # -- opening ----------------------------------------------------------------------
 
@@ -209,24 +178,26 @@ class Journal:
         self.journal_dir.mkdir(exist_ok=True)
         self._take_lock()
         replay = Replay() if replay is None else replay
-        segments = self.segment_numbers()
-        for i, number in enumerate(segments):
-            self._replay_segment(number, replay, last=i == len(segments) - 1)
-        replay.segments = len(segments)
-        self._segment = segments[-1] if segments else 0
-        self._open_segment(self._segment if segments else 1)
+        sync = self.fsync is not FsyncPolicy.NEVER
+        manifest = Replayer(self.journal_dir, self.corrupt_dir, replay, True, sync).run()
+        self._manifest = manifest
+        current = self.segment_path(manifest.current)
+        fresh = replay.segments == 0 and not (self.journal_dir / MANIFEST_NAME).exists()
+        if fresh or (current.exists() and manifest.current not in manifest.sealed):
+            self._fd, self._segment, self._size = self._open_segment(manifest.current)
+            self._store_manifest()
+        else:
+            # The current segment is lost (reported) or sealed: never append to it.
+            self._segment = manifest.current
+            self._roll()
         return replay
 
     def replay_readonly(self, replay: Replay | None = None) -> Replay:
         """Replay without the lock and without repairing anything (for inspecting a spool
         that a running process owns: its newest records may be missed, never misread)."""
         replay = Replay() if replay is None else replay
-        if not self.journal_dir.is_dir():
-            return replay
-        segments = self.segment_numbers()
-        for number in segments:
-            self._replay_segment(number, replay, last=False, repair=False)
-        replay.segments = len(segments)
+        if self.journal_dir.is_dir():
+            Replayer(self.journal_dir, self.corrupt_dir, replay, False).run()
         return replay
 
     def _take_lock(self) -> None:
@@ -245,147 +216,67 @@ class Journal:
         self._lock_fd = fd
 
     def segment_numbers(self) -> list[int]:
-        numbers = []
-        for path in self.journal_dir.glob(f"*{SEGMENT_SUFFIX}"):
-            with contextlib.suppress(ValueError):
-                numbers.append(int(path.stem))
-        return sorted(numbers)
+        return segment_numbers(self.journal_dir)
 
     def segment_path(self, number: int) -> Path:
-        return self.journal_dir / f"{number:08d}{SEGMENT_SUFFIX}"
+        return segment_path(self.journal_dir, number)
 
-    def _open_segment(self, number: int) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
+    def _open_segment(self, number: int) -> tuple[int, int, int]:
+        """Open (creating it, durably) segment ``number`` for appending: fd, number, size."""
         path = self.segment_path(number)
         created = not path.exists()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self._segment = number
-        self._size = os.fstat(self._fd).st_size
-        if created and self.fsync is not FsyncPolicy.NEVER:
-            _fsync_dir(self.journal_dir)  # the new name must survive a crash too
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            if created and self.fsync is not FsyncPolicy.NEVER:
+                fsync_directory(self.journal_dir)  # the new name must survive a crash too
+            return fd, number, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
 
-    # -- replay -------------------------------------------------------------------------
-
-    def _replay_segment(
-        self, number: int, replay: Replay, *, last: bool, repair: bool = True
-    ) -> None:
-        path = self.segment_path(number)
-        size = path.stat().st_size
-        with open(path, "rb") as file:
-            offset = 0
-            while offset < size:
-                parsed = _parse_record(file, offset, size)
-                if isinstance(parsed, str):
-                    resume = _resynchronise(file, offset + 1, size)
-                    damage = self._damage(
-                        path,
-                        number,
-                        offset,
-                        resume,
-                        size=size,
-                        problem=parsed,
-                        last=last,
-                        repair=repair,
-                    )
-                    replay.problems.append(damage)
-                    if resume is None:
-                        return
-                    offset = resume
-                    continue
-                meta = parsed.meta
-                if parsed.kind == RecordKind.MESSAGE:
-                    location = Location(number, parsed.body_at, parsed.body_len, parsed.body_crc)
-                    replay.message(meta, location)
-                elif parsed.kind == RecordKind.UPDATE:
-                    replay.update(meta)
-                else:
-                    replay.forget(meta["id"])
-                replay.records += 1
-                offset = parsed.end
-
-    def _damage(
-        self,
-        path: Path,
-        number: int,
-        offset: int,
-        resume: int | None,
-        *,
-        size: int,
-        problem: str,
-        last: bool,
-        repair: bool,
-    ) -> JournalProblem:
-        """Report the damage from ``offset`` to ``resume`` (None: to the end of the
-        segment); when repairing, keep its octets in corrupt/ and cut a torn tail."""
-        end = size if resume is None else resume
-        where = f"segment {number} offset {offset}: {problem}; {end - offset} octets"
-        if resume is None:
-            where += " to the end of the segment (nothing readable follows)"
-        else:
-            where += f" skipped, replay resumed at offset {resume}"
-        if not repair:
-            return JournalProblem(number, offset, where)
-        if resume is None and last:
-            return self._save_tail(path, number, offset, size, where)
-        saved, copied = self._keep_damaged(path, offset, end)
-        description = f"{where}; {'kept' if copied else 'already kept'} in {saved}"
-        log.warning("spool replay: %s", description)
-        return JournalProblem(number, offset, description, str(saved))
-
-    def _keep_damaged(self, path: Path, start: int, end: int) -> tuple[Path, bool]:
-        """Copy the damaged octets to corrupt/ under a name fixed by the segment and the
-        offset, unless an earlier replay already did (a sealed segment's damage is met
-        again at every start). True when copied now."""
-        self.corrupt_dir.mkdir(exist_ok=True)
-        saved = self.corrupt_dir / f"{path.name}-{start}.damaged"
-        if saved.exists():
-            return saved, False
-        partial = saved.with_name(saved.name + ".partial")
-        _copy_range(path, start, end, partial, sync=self.fsync is not FsyncPolicy.NEVER)
-        os.replace(partial, saved)  # a crash mid-copy leaves no short .damaged behind
-        return saved, True
-
-    def _save_tail(
-        self, path: Path, number: int, offset: int, size: int, where: str
-    ) -> JournalProblem:
-        """Keep a torn tail in corrupt/ and cut it from the last segment so appends go on
-        from a sound record boundary. The name carries the time: after the cut, the next
-        torn tail may well start at the same offset, and must not be lost."""
-        self.corrupt_dir.mkdir(exist_ok=True)
-        saved = self.corrupt_dir / f"{path.stem}-{offset}-{int(time.time())}.tail"
-        _copy_range(path, offset, size, saved, sync=True)  # kept before it is cut
-        with open(path, "r+b") as target:
-            target.truncate(offset)
-            os.fsync(target.fileno())
-        description = f"{where} (an unacknowledged tail) moved to {saved}"
-        log.warning("spool replay: %s", description)
-        return JournalProblem(number, offset, description, str(saved))
+    def _store_manifest(self) -> None:
+        sync = self.fsync is not FsyncPolicy.NEVER
+        self.ops.store_manifest(self.journal_dir, self._manifest, sync=sync)
 
     # -- appending ----------------------------------------------------------------------
 
     async def append(self, records: list[Record]) -> list[Location | None]:
         """Append ``records`` in order; return once durable (per the fsync policy). The
-        result gives each MESSAGE record's body location (None for the others)."""
+        result gives each MESSAGE record's body location (None for the others).
+
+        Raises :class:`JournalWriteError` when the records could not be made durable:
+        then none of them is in the journal (and none comes back at a restart)."""
         return await self.append_nowait(records)
 
     def append_nowait(self, records: list[Record]) -> asyncio.Future[list[Location | None]]:
         """Queue ``records`` now, in the order of the calls (a later :meth:`append` lands
         after them); the future is done once they are durable."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Location | None]] = loop.create_future()
+        if loop.time() < self._failing_until:
+            self.refused += 1
+            future.set_exception(JournalUnavailable(f"the spool cannot write: {self.failure}"))
+            return future
         chunks = []
-        bodies: list[tuple[int, int] | None] = []
+        bodies: list[tuple[int, int, int] | None] = []
         position = 0
         for record in records:
             data, body_offset = encode_record(record)
             chunks.append(data)
-            is_message = record.kind == RecordKind.MESSAGE
-            bodies.append((position + body_offset, len(record.body)) if is_message else None)
+            if record.kind == RecordKind.MESSAGE:
+                crc = _body_crc(data)
+                bodies.append((position + body_offset, len(record.body), crc))
+            else:
+                bodies.append(None)
             position += len(data)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(b"".join(chunks), bodies, loop.create_future())
-        self._queue.append(pending)
+        self._queue.append(_Pending(b"".join(chunks), bodies, future))
         self._start_writer()
-        return pending.future
+        return future
+
+    @property
+    def failing(self) -> bool:
+        """The last write failed (and none succeeded since)."""
+        return self.failure is not None
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():
@@ -406,12 +297,15 @@ class Journal:
                 try:
                     results = await loop.run_in_executor(None, self._write_group, group)
                 except BaseException as exc:
-                    for pending in group:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
+                    if isinstance(exc, JournalWriteError):
+                        self._failing_until = loop.time() + self.RETRY_AFTER
+                    _fail_all(group, exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                if self.failure is not None:
+                    log.warning("spool journal: writing again (after: %s)", self.failure)
+                    self.failure = None
                 for pending, locations in zip(group, results, strict=True):
                     if not pending.future.done():
                         pending.future.set_result(locations)
@@ -419,32 +313,104 @@ class Journal:
                     self.on_new_segment()
 
     def _write_group(self, group: list[_Pending]) -> list[list[Location | None]]:
-        """In a worker thread: append the group to the current segment and sync it."""
+        """In a worker thread: append the group to the current segment and sync it.
+
+        A failure leaves the journal as if the group had never been written (see the
+        module's docstring) and raises :class:`JournalWriteError`."""
+        if self._fd is None or self._size >= self.segment_size:
+            try:
+                self._roll()
+            except OSError as exc:
+                self.write_errors += 1
+                self._fail("opening a new segment", exc)
         assert self._fd is not None
-        if self._size >= self.segment_size:
-            self._open_segment(self._segment + 1)
         base = self._size
         data = b"".join(p.data for p in group)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._size += len(data)
+        try:
+            self._write_all(self._fd, data)
+        except OSError as exc:
+            self.write_errors += 1
+            try:
+                self.ops.ftruncate(self._fd, base)
+            except OSError:
+                self._seal_suspect(base)
+            self._fail("write", exc)
         if self.fsync is not FsyncPolicy.NEVER:
-            os.fdatasync(self._fd)
+            try:
+                self.ops.fdatasync(self._fd)
+            except OSError as exc:
+                self.fsync_errors += 1
+                self._seal_suspect(base)
+                self._fail("fsync", exc)
             self.fsyncs += 1
+        self._size += len(data)
         self.appended += len(group)
         results = []
         position = base
         for pending in group:
             results.append(
                 [
-                    None if body is None else Location(self._segment, position + body[0], body[1])
-                    for body in pending.bodies
+                    None if b is None else Location(self._segment, position + b[0], b[1], b[2])
+                    for b in pending.bodies
                 ]
             )
             position += len(pending.data)
         return results
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self.ops.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            view = view[written:]
+
+    def _seal_suspect(self, base: int) -> None:
+        """The segment cannot be trusted past ``base``: record that it ends there, and
+        stop writing to it (the next group opens a new segment)."""
+        fd, self._fd = self._fd, None
+        self._suspect = base
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                self.ops.ftruncate(fd, base)  # the void octets need not stay
+            os.close(fd)
+        with self._manifest_lock:
+            self._manifest.sealed[self._segment] = base
+            with contextlib.suppress(OSError):  # else the next roll records it
+                self._store_manifest()
+
+    def _fail(self, what: str, exc: OSError) -> NoReturn:
+        self.failure = f"{what} failed on segment {self._segment}: {exc}"
+        log.error("spool journal: %s; the appends of this group are refused", self.failure)
+        raise JournalWriteError(self.failure) from exc
+
+    def _roll(self) -> None:
+        """Seal the current segment at its length (or where it became suspect) and go on
+        in the next one: created first, then recorded in the manifest, then used."""
+        old, number = self._segment, self._segment + 1
+        length = self._suspect if self._suspect is not None else self._size
+        fd, _, size = self._open_segment(number)
+        try:
+            with self._manifest_lock:
+                before = self._manifest.current, self._manifest.sealed.get(old)
+                if old >= self._manifest.first and self.segment_path(old).exists():
+                    self._manifest.sealed[old] = length
+                self._manifest.current = number
+                try:
+                    self._store_manifest()
+                except OSError:
+                    self._manifest.current = before[0]
+                    if before[1] is None:
+                        self._manifest.sealed.pop(old, None)
+                    else:
+                        self._manifest.sealed[old] = before[1]
+                    raise
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._segment, self._size, self._suspect = fd, number, size, None
 
     async def flush(self) -> None:
         """Wait until everything appended so far is written (and synced, per policy)."""
@@ -454,10 +420,12 @@ class Journal:
     # -- reading ------------------------------------------------------------------------
 
     def read_body(self, location: Location) -> bytes:
-        """The body at ``location`` (checked against nothing: use :meth:`verify_body`)."""
-        with open(self.segment_path(location.segment), "rb") as file:
-            file.seek(location.offset)
-            return file.read(location.length)
+        """The body at ``location``, checked against its checksum (:class:`BodyDamaged`)."""
+        return records.read_body(self.segment_path(location.segment), location)
+
+    def check_body(self, location: Location) -> None:
+        """Check the body at ``location`` a chunk at a time (:class:`BodyDamaged`)."""
+        records.check_body(self.segment_path(location.segment), location)
 
     @contextlib.contextmanager
     def pinned(self, segment: int) -> Iterator[Path]:
@@ -490,11 +458,22 @@ class Journal:
         return removable
 
     def delete_segments(self, numbers: list[int]) -> None:
+        """Delete a prefix of the segments: the manifest first records them gone (a
+        crash in between leaves dead segments that the next start removes)."""
+        if not numbers:
+            return
+        with self._manifest_lock:
+            self._manifest.drop_before(max(numbers) + 1)
+            try:
+                self._store_manifest()
+            except OSError as exc:
+                log.warning("spool journal: segments %s kept: %s", numbers, exc)
+                return
         for number in numbers:
             with contextlib.suppress(FileNotFoundError):
                 self.segment_path(number).unlink()
-        if numbers and self.fsync is not FsyncPolicy.NEVER:
-            _fsync_dir(self.journal_dir)
+        if self.fsync is not FsyncPolicy.NEVER:
+            fsync_directory(self.journal_dir)
 
     @property
     def current_segment(self) -> int:
@@ -519,85 +498,12 @@ class Journal:
             self._lock_fd = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    kind: RecordKind
-    meta: dict[str, Any]
-    body_at: int
-    body_len: int
-    body_crc: int
-    end: int
+def _body_crc(data: bytes) -> int:
+    """The body CRC an encoded MESSAGE record carries (its header's last field)."""
+    return int.from_bytes(data[HEADER.size - 4 : HEADER.size], "little")
 
 
-def _parse_record(file: BinaryIO, offset: int, size: int) -> _Parsed | str:
-    """The record at ``offset`` of a segment of ``size`` octets, or what is wrong there.
-    The body is not read (nor its checksum checked)."""
-    file.seek(offset)
-    header = file.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return "record header cut short"
-    magic, kind, version, check, meta_len, body_len, meta_crc, body_crc = HEADER.unpack(header)
-    if magic != MAGIC or kind not in (1, 2, 3) or version not in (1, 2):
-        return "not a record header"
-    if version == 2 and check != _header_check(header[:6] + b"\0\0" + header[8:]):
-        return "header checksum mismatch"
-    body_at = offset + HEADER.size + meta_len
-    end = body_at + body_len
-    if end > size:
-        return "record cut short"
-    meta_bytes = file.read(meta_len)
-    if len(meta_bytes) < meta_len:  # the file shrank under a read-only replay
-        return "record cut short"
-    if zlib.crc32(meta_bytes) != meta_crc:
-        return "metadata checksum mismatch"
-    try:
-        meta = json.loads(meta_bytes)
-    except ValueError:
-        return "metadata is not JSON"
-    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
-        return "metadata without an id"
-    return _Parsed(RecordKind(kind), meta, body_at, body_len, body_crc, end)
-
-
-def _resynchronise(file: BinaryIO, start: int, size: int) -> int | None:
-    """The first offset from ``start`` on that holds a whole record, or None. Only
-    offsets where the magic occurs are tried, so a stray magic (in a body, or in the
-    damage itself) is passed over unless a sound header and metadata checksum follow."""
-    position = start
-    while position < size:
-        file.seek(position)
-        chunk = file.read(_CHUNK)
-        if not chunk:
-            return None
-        at = chunk.find(MAGIC)
-        while at != -1:
-            if not isinstance(_parse_record(file, position + at, size), str):
-                return position + at
-            at = chunk.find(MAGIC, at + 1)
-        # A magic split across chunks starts in the last len(MAGIC) - 1 octets: read
-        # those again with the next chunk.
-        position += max(len(chunk) - (len(MAGIC) - 1), 1)
-    return None
-
-
-def _copy_range(source_path: Path, start: int, end: int, target_path: Path, *, sync: bool) -> None:
-    with open(source_path, "rb") as source, open(target_path, "wb") as target:
-        source.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            chunk = source.read(min(remaining, _CHUNK))
-            if not chunk:
-                break
-            target.write(chunk)
-            remaining -= len(chunk)
-        if sync:
-            target.flush()
-            os.fsync(target.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _fail_all(group: list[_Pending], exc: BaseException) -> None:
+    for pending in group:
+        if not pending.future.done():
+            pending.future.set_exception(exc)

@@ -1077,6 +1077,9 @@ class _EntryReplay(Replay):
         self.entries.pop(message_id, None)
         self.unreadable.pop(message_id, None)
 
+    def knows(self, message_id: str) -> bool:
+        return message_id in self.entries or message_id in self.unreadable
+
     def _unreadable(self, message_id: str, location: Location, exc: Exception) -> None:
         self.unreadable[message_id] = location
         description = f"unreadable entry {message_id}: {exc} (kept on disk, not delivered)"

@@ -1,0 +1,201 @@
+"""The journal's record format, and reading records back (no state, no locks).
+
+A record is a 24-octet header, then JSON metadata, then the body::
+
+    magic "SXJ1" | kind u8 | version u8 | header_check u16 | meta_len u32 | body_len u32 |
+    meta_crc u32 | body_crc u32
+
+``header_check`` (version 2) is the low 16 bits of the CRC32 of the header with that field
+zero: a flipped bit in a length or the kind would otherwise make replay swallow the
+records that follow, or read a new message as a forget. Version 1 records (no check)
+still load.
+
+``kind`` is 1 (a message, with its body), 2 (an update: the message's new state) or
+3 (forget: the message is gone, delivered or purged). Bodies are stored wire-ready (CRLF
+line endings, dot-stuffed, no final ``.CRLF``) so delivery can ``sendfile`` them straight
+from the segment. ``body_crc`` is the CRC32 of the body: every read of a body for use
+checks it (:func:`check_body`; zlib's CRC32 runs near 3 GB/s here, a few microseconds per
+message, well under 1% of relaying it).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from smtpx.errors import SMTPXError
+
+__all__ = [
+    "HEADER",
+    "MAGIC",
+    "BodyDamaged",
+    "Location",
+    "Record",
+    "RecordKind",
+    "check_body",
+    "encode_record",
+    "read_body",
+]
+
+MAGIC = b"SXJ1"
+VERSION = 2  # 1: no header check (still read)
+HEADER = struct.Struct("<4sBBHIIII")
+CHUNK = 1 << 20  # octets read at a time when scanning, checking or copying
+
+
+class RecordKind(enum.IntEnum):
+    MESSAGE = 1
+    UPDATE = 2
+    FORGET = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a body lies: segment number, offset of its first octet, length, and the
+    body's CRC32 (from its record header)."""
+
+    segment: int
+    offset: int
+    length: int
+    crc: int | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return f"segment {self.segment} offset {self.offset} ({self.length} octets)"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to append. ``body_crc`` keeps a body's original checksum when it is
+    copied forward (compaction), so damage is never laundered into a fresh checksum."""
+
+    kind: RecordKind
+    meta: dict[str, Any]
+    body: bytes = b""
+    body_crc: int | None = None
+
+
+class BodyDamaged(SMTPXError):
+    """A stored body no longer matches its checksum (or is no longer all there)."""
+
+    def __init__(self, location: Location, problem: str) -> None:
+        super().__init__(f"body at {location}: {problem}")
+        self.location = location
+        self.problem = problem
+
+
+def encode_record(record: Record) -> tuple[bytes, int]:
+    """The record's bytes, and the offset of its body within them."""
+    meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body_crc = zlib.crc32(record.body) if record.body_crc is None else record.body_crc
+    fields = (len(meta), len(record.body), zlib.crc32(meta), body_crc)
+    unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
+    header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
+    return header + meta + record.body, HEADER.size + len(meta)
+
+
+def _header_check(header: bytes) -> int:
+    """The check of a header whose check field is zero."""
+    return zlib.crc32(header) & 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    kind: RecordKind
+    meta: dict[str, Any]
+    body_at: int
+    body_len: int
+    body_crc: int
+    end: int
+
+
+def parse_record(file: BinaryIO, offset: int, size: int) -> Parsed | str:
+    """The record at ``offset`` of a segment of ``size`` octets, or what is wrong there.
+    The body is not read (nor its checksum checked)."""
+    file.seek(offset)
+    header = file.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return "record header cut short"
+    magic, kind, version, check, meta_len, body_len, meta_crc, body_crc = HEADER.unpack(header)
+    if magic != MAGIC or kind not in (1, 2, 3) or version not in (1, 2):
+        return "not a record header"
+    if version == 2 and check != _header_check(header[:6] + b"\0\0" + header[8:]):
+        return "header checksum mismatch"
+    body_at = offset + HEADER.size + meta_len
+    end = body_at + body_len
+    if end > size:
+        return "record cut short"
+    meta_bytes = file.read(meta_len)
+    if len(meta_bytes) < meta_len:  # the file shrank under a read-only replay
+        return "record cut short"
+    if zlib.crc32(meta_bytes) != meta_crc:
+        return "metadata checksum mismatch"
+    try:
+        meta = json.loads(meta_bytes)
+    except ValueError:
+        return "metadata is not JSON"
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+        return "metadata without an id"
+    return Parsed(RecordKind(kind), meta, body_at, body_len, body_crc, end)
+
+
+def resynchronise(file: BinaryIO, start: int, size: int) -> int | None:
+    """The first offset from ``start`` on that holds a whole record, or None. Only
+    offsets where the magic occurs are tried, so a stray magic (in a body, or in the
+    damage itself) is passed over unless a sound header and metadata checksum follow."""
+    position = start
+    while position < size:
+        file.seek(position)
+        chunk = file.read(CHUNK)
+        if not chunk:
+            return None
+        at = chunk.find(MAGIC)
+        while at != -1:
+            if not isinstance(parse_record(file, position + at, size), str):
+                return position + at
+            at = chunk.find(MAGIC, at + 1)
+        # A magic split across chunks starts in the last len(MAGIC) - 1 octets: read
+        # those again with the next chunk.
+        position += max(len(chunk) - (len(MAGIC) - 1), 1)
+    return None
+
+
+def read_body(path: Path, location: Location) -> bytes:
+    """The body at ``location`` of the segment file ``path``, checked against its CRC."""
+    with open(path, "rb") as file:
+        file.seek(location.offset)
+        data = file.read(location.length)
+    _judge(location, len(data), zlib.crc32(data))
+    return data
+
+
+def check_body(path: Path, location: Location) -> None:
+    """Check the body at ``location`` against its CRC, reading it a chunk at a time
+    (memory stays flat whatever the size). Raises :class:`BodyDamaged`."""
+    crc = 0
+    seen = 0
+    try:
+        with open(path, "rb") as file:
+            file.seek(location.offset)
+            while seen < location.length:
+                chunk = file.read(min(CHUNK, location.length - seen))
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                seen += len(chunk)
+    except FileNotFoundError:
+        raise BodyDamaged(location, "its segment file is gone") from None
+    _judge(location, seen, crc)
+
+
+def _judge(location: Location, seen: int, crc: int) -> None:
+    if seen < location.length:
+        raise BodyDamaged(location, f"only {seen} of {location.length} octets are there")
+    if location.crc is not None and crc != location.crc:
+        raise BodyDamaged(
+            location, f"checksum mismatch (stored {location.crc:08x}, read {crc:08x})"
+        )
