@@ -427,6 +427,23 @@ class Journal:
         """Check the body at ``location`` a chunk at a time (:class:`BodyDamaged`)."""
         records.check_body(self.segment_path(location.segment), location)
 
+    def check_bodies(self, locations: list[Location]) -> list[BodyDamaged | None]:
+        """What is wrong with each body (None: it matches its checksum)."""
+        found: list[BodyDamaged | None] = []
+        for location in locations:
+            try:
+                self.check_body(location)
+            except BodyDamaged as damage:
+                found.append(damage)
+            else:
+                found.append(None)
+        return found
+
+    def read_body_raw(self, location: Location) -> tuple[bytes, BodyDamaged | None]:
+        """The octets at ``location`` unchecked, and what is wrong with them (compaction
+        copies them forward either way, with their original checksum)."""
+        return records.read_body_raw(self.segment_path(location.segment), location)
+
     @contextlib.contextmanager
     def pinned(self, segment: int) -> Iterator[Path]:
         """The segment's path, kept from compaction while the block runs."""

@@ -40,6 +40,7 @@ __all__ = [
     "check_body",
     "encode_record",
     "read_body",
+    "read_body_raw",
 ]
 
 MAGIC = b"SXJ1"
@@ -166,11 +167,26 @@ def resynchronise(file: BinaryIO, start: int, size: int) -> int | None:
 
 def read_body(path: Path, location: Location) -> bytes:
     """The body at ``location`` of the segment file ``path``, checked against its CRC."""
-    with open(path, "rb") as file:
-        file.seek(location.offset)
-        data = file.read(location.length)
-    _judge(location, len(data), zlib.crc32(data))
+    data, damage = read_body_raw(path, location)
+    if damage is not None:
+        raise damage
     return data
+
+
+def read_body_raw(path: Path, location: Location) -> tuple[bytes, BodyDamaged | None]:
+    """The octets at ``location`` as they are, and what is wrong with them (None: they
+    match the CRC)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(location.offset)
+            data = file.read(location.length)
+    except FileNotFoundError:
+        return b"", BodyDamaged(location, "its segment file is gone")
+    try:
+        _judge(location, len(data), zlib.crc32(data))
+    except BodyDamaged as damage:
+        return data, damage
+    return data, None
 
 
 def check_body(path: Path, location: Location) -> None:

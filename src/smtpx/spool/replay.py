@@ -125,6 +125,8 @@ class Replayer:
     def run(self) -> Manifest:
         """Replay everything; the manifest to go on with (adjusted to what was found)."""
         manifest = self._manifest()
+        if manifest is None:  # a new spool
+            return Manifest()
         found = segment_numbers(self.journal_dir)
         self._drop_stale([n for n in found if n < manifest.first])
         self._adopt(manifest, [n for n in found if n > manifest.current])
@@ -143,7 +145,7 @@ class Replayer:
 
     # -- the manifest ----------------------------------------------------------------------
 
-    def _manifest(self) -> Manifest:
+    def _manifest(self) -> Manifest | None:
         try:
             manifest = load_manifest(self.journal_dir)
         except ManifestError as exc:
@@ -155,7 +157,7 @@ class Replayer:
         # the newest must be there (compaction only ever deleted the oldest ones).
         found = segment_numbers(self.journal_dir)
         if not found:
-            return Manifest()
+            return None
         sizes = {n: segment_path(self.journal_dir, n).stat().st_size for n in found[:-1]}
         return Manifest(found[0], found[-1], sizes)
 

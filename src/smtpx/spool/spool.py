@@ -59,6 +59,7 @@ from smtpx.protocol.replies import Reply
 from smtpx.server.events import EventBus
 from smtpx.spool.bounce import RecipientFailure, build_bounce, build_delay_warning
 from smtpx.spool.journal import (
+    BodyDamaged,
     FsyncPolicy,
     Journal,
     JournalProblem,
@@ -567,7 +568,12 @@ class Spool:
         return decision
 
     async def _deliver(self, destination: Hops, batch: list[SpooledMessage]) -> None:
-        results: dict[str, EnvelopeStatus] = {}
+        """Send ``batch`` over one connection; each message's outcome is recorded as soon
+        as its reply arrives (a crash repeats at most the messages in flight)."""
+        batch = await self._sound(batch)
+        if not batch:
+            return
+        settled: set[str] = set()
         error: str | None = None
         try:
             async with self.cache.connection(
@@ -579,25 +585,60 @@ class Spool:
                         pins.enter_context(self.journal.pinned(entry.location.segment))
                     index = 0
                     async for outcome in client.send_many(items):
-                        results[batch[index].id] = outcome
+                        entry = batch[index]
                         index += 1
-                remote = hop.host
+                        settled.add(entry.id)
+                        await self._settle_guarded(entry, outcome, hop.host)
         except (SMTPXError, OSError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-            remote = None
         for entry in batch:
-            result = results.get(entry.id)
-            if result is None:
-                await self._settle(entry, {}, error or "not attempted", remote)
+            if entry.id not in settled:
+                await self._settle(entry, {}, error or "not attempted")
+        if settled:
+            self._collect_segments()  # what was released while the segments were pinned
+
+    async def _settle_guarded(
+        self, entry: SpooledMessage, outcome: EnvelopeStatus, remote: str
+    ) -> None:
+        """Settle one outcome in the middle of a connection: a failure here is ours, not
+        the connection's, and must not be taken for one."""
+        try:
+            await self._settle_status(entry, outcome, remote)
+        except Exception as exc:
+            log.exception("settling the delivery of %s failed", entry.id)
+            if entry.status is Status.SENDING:
+                await self._settle(entry, {}, f"internal error: {type(exc).__name__}")
+
+    async def _sound(self, batch: list[SpooledMessage]) -> list[SpooledMessage]:
+        """The messages of ``batch`` whose bodies match their checksums; the others go
+        to quarantine (a damaged body is never sent)."""
+        locations = [entry.location for entry in batch]
+        damage = await asyncio.to_thread(self.journal.check_bodies, locations)
+        sound = []
+        for entry, problem in zip(batch, damage, strict=True):
+            if problem is None:
+                sound.append(entry)
             else:
-                await self._settle_status(entry, result, remote)
+                await self._quarantine_damaged(entry, problem)
+        return sound
+
+    async def _quarantine_damaged(self, entry: SpooledMessage, damage: BodyDamaged) -> None:
+        self.stats["damaged_bodies"] += 1
+        reason = f"damaged body: {damage.problem} ({damage.location})"
+        log.error("spool: message %s quarantined: %s", entry.id, reason)
+        entry.quarantine_reason = reason
+        await self._set_status(entry, Status.QUARANTINED, EventKind.QUARANTINED, reason)
 
     def _wire(self, entry: SpooledMessage) -> WireFile:
         path = self.journal.segment_path(entry.location.segment)
         return WireFile(path, entry.location.length, entry.location.offset)
 
     async def _deliver_locally(self, agent: LocalAgent, entry: SpooledMessage) -> None:
-        content = dot_unstuff(self.journal.read_body(entry.location))
+        try:
+            content = dot_unstuff(self.journal.read_body(entry.location))
+        except BodyDamaged as damage:
+            await self._quarantine_damaged(entry, damage)
+            return
         try:
             results = await agent.deliver(entry, content)
         except Exception as exc:
@@ -673,8 +714,12 @@ class Spool:
             entry.recipients = later = []
         if failures:
             entry.failed.extend((r, str(reply)) for r, reply in failures)
-            await self._bounce(entry, failures, remote)
-        operator_state = entry.status in (Status.FROZEN, Status.REMOVED)
+            try:
+                await self._bounce(entry, failures, remote)
+            except BodyDamaged as damage:
+                await self._quarantine_damaged(entry, damage)
+                return
+        operator_state = entry.status in (Status.FROZEN, Status.REMOVED, Status.QUARANTINED)
         if later:
             if operator_state:
                 self._update(entry)
@@ -682,7 +727,11 @@ class Spool:
             interval = RetryInterval.parse(entry.retry_intervals.pop(0))
             entry.next_attempt = now + interval.to_span(self.rng)
             entry.status = Status.SEND_AT
-            await self._maybe_warn(entry, later, refused, remote, now)
+            try:
+                await self._maybe_warn(entry, later, refused, remote, now)
+            except BodyDamaged as damage:
+                await self._quarantine_damaged(entry, damage)
+                return
             self._schedule(entry)
             self._update(entry)
             self.stats["deferred"] += 1
@@ -874,8 +923,8 @@ class Spool:
         live = sum(self._live.get(number, (0, 0))[1] for number in sealed)
         return live * 2 < size
 
-    def _read_bodies(self, entries: list[SpooledMessage]) -> list[bytes]:
-        return [self.journal.read_body(entry.location) for entry in entries]
+    def _read_bodies(self, entries: list[SpooledMessage]) -> list[tuple[bytes, BodyDamaged | None]]:
+        return [self.journal.read_body_raw(entry.location) for entry in entries]
 
     async def compact(self) -> int:
         """Copy the live messages of the oldest sealed segment to the end of the journal
@@ -899,13 +948,17 @@ class Spool:
             # the order of these lines.
             kept = [
                 (entry, body)
-                for entry, body in zip(chunk, bodies, strict=True)
+                for entry, (body, _) in zip(chunk, bodies, strict=True)
                 if self.messages.get(entry.id) is entry and entry.location.segment == oldest
             ]
             if not kept:
                 continue
+            # The copy keeps the original checksum: a damaged body stays detectably so.
             locations = await self.journal.append(
-                [Record(RecordKind.MESSAGE, entry.to_meta(), body) for entry, body in kept]
+                [
+                    Record(RecordKind.MESSAGE, entry.to_meta(), body, entry.location.crc)
+                    for entry, body in kept
+                ]
             )
             for (entry, _), location in zip(kept, locations, strict=True):
                 assert location is not None
@@ -914,6 +967,11 @@ class Spool:
                     entry.location = location
                     self._hold(location)
             copied += len(kept)
+            for entry, (_, damage) in zip(chunk, bodies, strict=True):
+                # (a message being sent is checked, and quarantined, by its delivery)
+                idle = entry.status not in (Status.QUARANTINED, Status.SENDING)
+                if damage is not None and idle and self.messages.get(entry.id) is entry:
+                    await self._quarantine_damaged(entry, damage)
         self.stats["compacted"] += copied
         log.info("spool: compaction copied %d messages out of segment %d", copied, oldest)
         if copied:  # (else what holds it cannot move: messages a newer smtpx wrote)
