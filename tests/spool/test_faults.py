@@ -101,13 +101,14 @@ def test_a_rotten_body_is_not_bounced(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with make_spool(tmp_path, network, router=router) as spool:
             (bad,) = await spool.add([delivery(1, next_hops=())], frozen=True)
-            entry = spool.get(bad)
             # Sent (the body is sound), refused; then the bounce finds it rotten.
             real_bounce = spool._bounce
 
-            async def rot_first(*args: object) -> None:
+            async def rot_first(
+                entry: SpooledMessage, failures: list[tuple[str, Reply]], remote: str | None
+            ) -> None:
                 rot(tmp_path, entry)
-                await real_bounce(*args)  # type: ignore[arg-type]
+                await real_bounce(entry, failures, remote)
 
             spool._bounce = rot_first  # type: ignore[method-assign]
             await spool.send([bad])
