@@ -6,11 +6,7 @@ message is delivered once with its own bytes while no refused one ever is."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from smtpx.spool.journal import FsyncPolicy, Journal, JournalWriteError
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import Delivery, Hops, Local, Spool
 from smtpx.testing import MemoryNetwork
-from tests.conftest import REQUIRE_INTEROP
+from tests.conftest import grow, small_filesystem
 from tests.spool.helpers import MX, delivery, make_spool, settle, virtual
 from tests.spool.test_spool import refusing
 
@@ -139,25 +135,6 @@ def test_compaction_keeps_damage_detectable(tmp_path: Path) -> None:
 
 
 # -- a real full disk ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (root only: CI runs as root)."""
-    if os.geteuid() != 0:
-        if REQUIRE_INTEROP:
-            pytest.fail("the disk-full test needs root to mount a small tmpfs")
-        pytest.skip("the disk-full test needs root to mount a small tmpfs")
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def grow(path: Path, size: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
 
 
 def numbered(n: int) -> Delivery:

@@ -53,7 +53,7 @@ from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
 from smtpx.spool.filter import MessageFilter, message_json
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.spool import EventKind, SpoolError, SpoolEvent
+from smtpx.spool.spool import EventKind, Spool, SpoolError, SpoolEvent
 
 if TYPE_CHECKING:
     from smtpx.mta.app import Mta
@@ -127,6 +127,37 @@ class _MtaCollector(Collector):
         for status, count in counts.items():
             queue.add_metric([status], count)
         yield queue
+        yield from _spool_faults(spool)
+
+
+def _spool_faults(spool: Spool) -> Iterable[Any]:
+    """What went wrong with the spool's disk: failed appends by the operation that
+    failed, appends refused while it could not write, bodies found damaged."""
+    journal = spool.journal
+    errors = CounterMetricFamily(
+        "smtpx_spool_write_errors",
+        "Journal appends that failed (their mail got a 4xx), by the operation that failed",
+        labels=["operation"],
+    )
+    errors.add_metric(["write"], journal.write_errors)
+    errors.add_metric(["fsync"], journal.fsync_errors)
+    yield errors
+    refused = CounterMetricFamily(
+        "smtpx_spool_appends_refused", "Appends refused without trying, right after a failure"
+    )
+    refused.add_metric([], journal.refused)
+    yield refused
+    failing = GaugeMetricFamily(
+        "smtpx_spool_failing", "1 while the last journal write failed (none succeeded since)"
+    )
+    failing.add_metric([], int(journal.failing))
+    yield failing
+    damaged = CounterMetricFamily(
+        "smtpx_spool_damaged_bodies",
+        "Stored bodies that failed their checksum (quarantined, never sent)",
+    )
+    damaged.add_metric([], spool.stats["damaged_bodies"])
+    yield damaged
 
 
 # -- the application -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
 from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
+from smtpx.spool.journal import JournalWriteError
 from smtpx.spool.spool import Delivery, Spool
 
 __all__ = ["RelayPlugin", "received_header"]
@@ -57,6 +58,9 @@ class RelayPlugin(Plugin):
         return Offer(starttls=True, auth=self._mechanisms)
 
     async def mail_from(self, session: Session, transaction: Transaction) -> None:
+        if self.spool.journal.refusing():
+            # The spool's disk failed a moment ago: say so before the client sends DATA.
+            raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
         if listener_kind(session.listener) is ListenerKind.SUBMISSION:
             if not session.tls:
                 raise Reject(replies.starttls_required())
@@ -114,7 +118,11 @@ class RelayPlugin(Plugin):
             )
             for route, recipients in groups.items()
         ]
-        ids = await self.spool.add(deliveries, set_related=len(deliveries) > 1)
+        try:
+            ids = await self.spool.add(deliveries, set_related=len(deliveries) > 1)
+        except JournalWriteError:
+            # Logged by the journal; nothing of this message was kept.
+            raise Reject(replies.local_error("Could not store the message, try later")) from None
         return f"Ok: queued as {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
 
 

@@ -253,7 +253,7 @@ class Journal:
         after them); the future is done once they are durable."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Location | None]] = loop.create_future()
-        if loop.time() < self._failing_until:
+        if self.refusing():
             self.refused += 1
             future.set_exception(JournalUnavailable(f"the spool cannot write: {self.failure}"))
             return future
@@ -277,6 +277,10 @@ class Journal:
     def failing(self) -> bool:
         """The last write failed (and none succeeded since)."""
         return self.failure is not None
+
+    def refusing(self) -> bool:
+        """Appends are refused right now without trying (just after a failure)."""
+        return asyncio.get_running_loop().time() < self._failing_until
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():
