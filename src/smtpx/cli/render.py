@@ -223,6 +223,8 @@ def render_message(message: Message, out: Console, now: float) -> None:
     ]
     if message.get("quarantine_reason"):
         rows.append(("quarantine", str(message["quarantine_reason"])))
+    if message.get("damaged"):
+        rows.append(("damaged", Text(str(message["damaged"]), style="bold red")))
     related = message.get("related") or ()
     if related:
         rows.append(("related", ", ".join(str(r) for r in related)))

@@ -540,11 +540,15 @@ def _offline_show(
         raise Failure(f"{message_id}: not found", EXIT_FAILURE)
     spooled = found[0]
     try:
-        content = dot_unstuff(Journal(directory).read_body(spooled.location))
+        body, damage = Journal(directory).read_body_raw(spooled.location)
     except OSError as exc:
         raise Failure(f"{message_id}: cannot read its body: {exc}", EXIT_FAILURE) from None
+    content = dot_unstuff(body)
     headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
-    return {**message_json(spooled), "headers": [list(h) for h in headers]}, content
+    shown = {**message_json(spooled), "headers": [list(h) for h in headers]}
+    if damage is not None:
+        shown["damaged"] = str(damage)
+    return shown, content
 
 
 @spool.command()

@@ -310,11 +310,15 @@ class ControlPlane:
     async def show(self, request: web.Request) -> web.StreamResponse:
         spool = self.mta.spool
         message = spool.get(request.match_info["id"])
-        content = spool.read_message(message.id)
+        content, damage = spool.inspect_message(message.id)
+        problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
         if request.query.get("raw"):
-            return web.Response(body=content, content_type="message/rfc822")
+            return web.Response(body=content, content_type="message/rfc822", headers=problem)
         headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
-        return web.json_response({**message_json(message), "headers": [list(h) for h in headers]})
+        shown = {**message_json(message), "headers": [list(h) for h in headers]}
+        if damage is not None:
+            shown["damaged"] = str(damage)
+        return web.json_response(shown)
 
     async def _ids(self, request: web.Request) -> tuple[list[str], dict[str, Any]]:
         body = await request.json()

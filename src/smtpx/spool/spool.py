@@ -996,8 +996,14 @@ class Spool:
         return sorted(self.messages.values(), key=lambda m: (m.spool_date, m.id))
 
     def read_message(self, message_id: str) -> bytes:
-        """The message as received (for ``show``)."""
+        """The message as received; :class:`BodyDamaged` if its body rotted."""
         return dot_unstuff(self.journal.read_body(self.get(message_id).location))
+
+    def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
+        """The message as stored, damaged or not, and what is wrong with it (for an
+        operator's ``show``: looking is not using)."""
+        body, damage = self.journal.read_body_raw(self.get(message_id).location)
+        return dot_unstuff(body), damage
 
     async def freeze(self, ids: Iterable[str]) -> None:
         for message_id in ids:

@@ -17,7 +17,7 @@ from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns
 from smtpx.spool.journal import Journal
 from tests.conftest import grow, small_filesystem
-from tests.mta.helpers import PLAIN, config
+from tests.mta.helpers import PLAIN, config, wait_until
 
 
 def big(n: int) -> Envelope:
@@ -76,3 +76,27 @@ async def test_a_full_spool_disk_answers_4xx_then_recovers(tmp_path: Path) -> No
             assert len(mta.spool.messages) == kept + 1
             families = await metrics(mta)
             assert families["smtpx_spool_failing"].samples[0].value == 0
+
+
+async def test_show_tells_a_damaged_body_and_delivery_quarantines_it(tmp_path: Path) -> None:
+    cfg = config(tmp_path, routing={"routes": {"example.net": ["127.0.0.1:9"]}})
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            assert (await client.send(big(1))).ok
+        (entry,) = mta.spool.status()
+        await mta.spool.freeze([entry.id])
+        path = mta.spool.journal.segment_path(entry.location.segment)
+        with open(path, "r+b") as segment:
+            segment.seek(entry.location.offset + 40)
+            segment.write(b"#")
+        async with TestClient(TestServer(mta.control.app)) as api:
+            mta.control.token = "secret"
+            api.session.headers["Authorization"] = "Bearer secret"
+            shown = await (await api.get(f"/v1/spool/messages/{entry.id}")).json()
+            assert "checksum mismatch" in shown["damaged"]
+            raw = await api.get(f"/v1/spool/messages/{entry.id}", params={"raw": "1"})
+            assert raw.status == 200 and "checksum mismatch" in raw.headers["X-Smtpx-Damaged"]
+            await mta.spool.send([entry.id])
+            await wait_until(lambda: mta.spool.get(entry.id).status.value == "quarantined")
+            families = await metrics(mta)
+            assert families["smtpx_spool_damaged_bodies"].samples[0].value == 1
