@@ -433,15 +433,7 @@ class Journal:
 
     def check_bodies(self, locations: list[Location]) -> list[BodyDamaged | None]:
         """What is wrong with each body (None: it matches its checksum)."""
-        found: list[BodyDamaged | None] = []
-        for location in locations:
-            try:
-                self.check_body(location)
-            except BodyDamaged as damage:
-                found.append(damage)
-            else:
-                found.append(None)
-        return found
+        return records.check_bodies(self.segment_path, locations)
 
     def read_body_raw(self, location: Location) -> tuple[bytes, BodyDamaged | None]:
         """The octets at ``location`` unchecked, and what is wrong with them (compaction
