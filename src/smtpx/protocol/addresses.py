@@ -5,7 +5,7 @@
     Path          = "<" [ A-d-l ":" ] Mailbox ">"        ; the source route is ignored
     Mailbox       = Local-part "@" ( Domain / address-literal )
     Local-part    = Dot-string / Quoted-string           ; RFC 6531 adds UTF-8
-    Domain        = sub-domain *("." sub-domain)         ; RFC 6531 adds U-labels
+    Domain        = sub-domain *("." sub-domain)         ; RFC 6531 adds U-labels (IDNA 2008)
     address-literal = "[" ( IPv4 / "IPv6:" IPv6 / tag ":" dcontent ) "]"
 
 :class:`Address` keeps the local part unquoted (its value) and the domain as written.
@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
+from smtpx.protocol.domains import domain_to_ascii
 
 __all__ = ["Address", "Sender", "match_path", "parse_path"]
 
@@ -53,8 +54,7 @@ _NEEDS_ESCAPE = re.compile(r'(["\\])')
 
 ASCII_SPACE = " \t\r\n"  # what may pad an address given as text
 
-# RFC 5321 4.5.3.1.2: a domain name is at most 255 octets; 4.5.3.1.3 a path 256.
-MAX_DOMAIN = 255
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets (so a domain at most 252).
 MAX_PATH = 256
 
 
@@ -83,17 +83,9 @@ def _check_literal(literal: str) -> None:
 def _check_domain(domain: str) -> None:
     if domain.startswith("["):
         _check_literal(domain)
-        return
-    if domain.isascii() and len(domain) <= 63:
-        return  # the regex already checked the characters; no label can be too long
-    if len(domain.encode("utf-8")) > MAX_DOMAIN:
-        raise ParseError(f"domain longer than {MAX_DOMAIN} octets")
-    if not domain.isascii():
-        try:
-            domain.encode("idna")
-        except UnicodeError as exc:
-            raise ParseError(f"domain {domain!r} is not a valid IDNA name: {exc}") from None
-    elif any(len(label) > 63 for label in domain.split(".")):
+    elif not domain.isascii():
+        domain_to_ascii(domain)  # a ParseError saying why IDNA 2008 refuses it
+    elif len(domain) > 63 and any(len(label) > 63 for label in domain.split(".")):
         raise ParseError("domain label longer than 63 octets (RFC 1035 2.3.4)")
 
 
@@ -201,10 +193,9 @@ class Address:
 
     @property
     def ascii_domain(self) -> str:
-        """The domain with U-labels converted to A-labels (IDNA, via the stdlib codec)."""
-        if self.domain.isascii():
-            return self.domain
-        return self.domain.encode("idna").decode("ascii")
+        """The domain with U-labels converted to A-labels (IDNA 2008 with UTS 46 mapping,
+        :func:`~smtpx.protocol.domains.domain_to_ascii`); an ASCII domain as written."""
+        return domain_to_ascii(self.domain)
 
     def to_ascii(self) -> Address:
         """The same mailbox with an A-label domain; raises if the local part is UTF-8."""
