@@ -4,8 +4,8 @@ protocol  <-  auth  <-  io  <-  client, server  <-  spool  <-  mta  <-  cli
 
 * A module may import smtpx modules of its own layer or lower ones, never higher; client and
   server do not import each other.
-* protocol/ and auth/ are sans-I/O: they import only from a short list of standard modules
-  (no asyncio, sockets, ssl, clocks, files, randomness or logging handlers).
+* protocol/ and auth/ are sans-I/O: they import only from a short list of standard modules,
+  and idna (no asyncio, sockets, ssl, clocks, files, randomness or logging handlers).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ SANS_IO_STDLIB = {
     "functools",
     "hashlib",
     "hmac",
+    "idna",  # not stdlib: IDNA 2008 domain conversion, pure computation (protocol/domains.py)
     "ipaddress",
     "itertools",
     "re",

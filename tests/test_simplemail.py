@@ -270,6 +270,29 @@ def test_a_non_ascii_domain_goes_as_an_a_label_without_smtputf8() -> None:
     assert addresses(message, "From") == ["a@xn--bcher-kva.example"]
 
 
+@pytest.mark.parametrize(
+    ("domain", "a_label"),
+    [
+        ("straße.de", "xn--strae-oqa.de"),
+        ("ς.gr", "xn--3xa.gr"),
+        ("ｅｘａｍｐｌｅ．ｃｏｍ", "example.com"),
+    ],
+)
+def test_a_labels_are_idna_2008(domain: str, a_label: str) -> None:
+    # IDNA 2003 (Python's "idna" codec) would write strasse.de, another domain.
+    built = sm.build(from_=f"a@{domain}", to=[f"b@{domain}"], subject="s", content="x")
+    assert not utf8_policy(built)
+    message = roundtrip(built)
+    assert addresses(message, "From") == [f"a@{a_label}"]
+    assert addresses(message, "To") == [f"b@{a_label}"]
+    assert str(message["Message-ID"]).endswith(f"@{a_label}>")
+
+
+def test_a_domain_idna_2008_refuses_is_a_clear_error() -> None:
+    with pytest.raises(ParseError, match=r"to: .*IDNA 2008.*U\+2603"):
+        sm.build(from_="a@example.com", to=["b@☃.example"], subject="s", content="x")
+
+
 def test_a_utf8_local_part_switches_to_smtputf8() -> None:
     built = sm.build(
         from_="Jörg <jörg@bücher.example>",

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
 from smtpx.errors import ParseError
-from smtpx.protocol.addresses import Address, Sender, parse_path
+from smtpx.protocol.addresses import ASCII_SPACE, Address, Sender, parse_path
 from smtpx.protocol.params import MailParams
 
 __all__ = [
@@ -344,7 +344,7 @@ def _to_address(value: Address | str) -> Address:
     if not isinstance(value, str):
         raise TypeError(f"recipient must be an Address or str, not {type(value).__name__}")
     # parse_path takes both <a@b> and a bare a@b, and the special <Postmaster>.
-    address = parse_path(value.strip(), allow_postmaster=True)
+    address = parse_path(value.strip(ASCII_SPACE), allow_postmaster=True)
     assert address is not None  # only None for <>, which allow_null=False rejects
     return address
 

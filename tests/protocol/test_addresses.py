@@ -8,12 +8,14 @@ from __future__ import annotations
 import pickle
 import string
 
+import idna
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpx.errors import ParseError
-from smtpx.protocol.addresses import MAX_PATH, Address, Sender, parse_path
+from smtpx.protocol.addresses import MAX_PATH, Address, Sender, match_path, parse_path
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.replies import EnhancedStatus
 
 # ---------------------------------------------------------------------------------------
@@ -26,7 +28,7 @@ PRINTABLE_NON_ASCII = st.characters(
     min_codepoint=0x80, exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
 )
 ANY_NON_ASCII = st.characters(min_codepoint=0x80, exclude_categories=["Cs"])
-# Letters that survive IDNA 2003 nameprep (no bidi, no mapping to nothing).
+# Letters that IDNA 2008 takes in any order (no bidi, no joiners, no mapping to nothing).
 U_LABEL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789äöüéèàçñøåæłžαβγδεабвгдеж中文例テスト"
 LDH = string.ascii_lowercase + string.digits
 
@@ -62,8 +64,8 @@ def ldh_labels(draw: st.DrawFn, alphabet: str = LDH, max_size: int = 10) -> str:
 
 def _idna_ok(label: str) -> bool:
     try:
-        return 0 < len(label.encode("idna")) <= 63
-    except UnicodeError:
+        return 0 < len(domain_to_ascii(label)) <= 63
+    except ParseError:
         return False
 
 
@@ -98,6 +100,21 @@ def addresses(
     non_ascii: st.SearchStrategy[str] = PRINTABLE_NON_ASCII,
 ) -> st.SearchStrategy[Address]:
     return st.builds(Address, local_parts(non_ascii), domains() | address_literals())
+
+
+def quoted_strings(non_ascii: st.SearchStrategy[str] = ANY_NON_ASCII) -> st.SearchStrategy[str]:
+    """A quoted local part as a client may write it: qtext and quoted-pairs of any
+    printable ASCII character, needed (``\\"``, ``\\\\``) or not (``\\a``)."""
+    qtext = st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\')
+    pair = st.characters(min_codepoint=0x20, max_codepoint=0x7E).map(lambda c: "\\" + c)
+    pieces = st.lists(qtext | non_ascii | pair | st.sampled_from([" ", '\\"', "\\\\"]), max_size=12)
+    return pieces.map(lambda p: '"' + "".join(p) + '"')
+
+
+def mailbox_texts(non_ascii: st.SearchStrategy[str] = ANY_NON_ASCII) -> st.SearchStrategy[str]:
+    """``local@domain`` as a client may write it, in any form the grammar allows."""
+    local = dot_strings(non_ascii) | quoted_strings(non_ascii)
+    return st.builds("{}@{}".format, local, domains() | address_literals())
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,9 +161,15 @@ def test_parse_valid(text: str, local: str, domain: str) -> None:
 def test_domain_length_limits() -> None:
     label63 = "a" * 63
     assert Address.parse(f"u@{label63}.example").domain == f"{label63}.example"
+    # RFC 5321 4.5.3.1.2 allows a 255-octet domain, but a path is at most 256 octets with
+    # its brackets (4.5.3.1.3): the longest domain an address can have is 252 octets.
+    domain252 = ".".join([label63] * 3 + ["a" * 60])
+    assert Address.parse(f"u@{domain252}").domain == domain252
     domain255 = ".".join([label63] * 4)
     assert len(domain255) == 255
-    assert Address.parse(f"u@{domain255}").domain == domain255
+    for parse in (Address.parse, parse_path):
+        with pytest.raises(ParseError, match="path longer than 256 octets"):
+            parse(f"u@{domain255}")
     u_label = "ü" * 20  # xn--... well within 63 octets
     assert Address.parse(f"u@{u_label}.de").domain == f"{u_label}.de"
 
@@ -453,6 +476,62 @@ def test_round_trip_str_parse(address: Address) -> None:
     assert str(parsed) == text
 
 
+@settings(max_examples=300, deadline=None)
+@given(mailbox_texts())
+def test_whatever_a_parser_accepts_formats_and_parses_back_equal(text: str) -> None:
+    # Every way in (a bare mailbox, a path, a sender, RCPT's parser) gives the same
+    # address, and every way of writing it (str, path) reads back exactly, through every
+    # way in again: the spool stores str(address) and the envelope reads it with parse_path.
+    address = Address.parse(text)
+    assert parse_path(text) == address
+    assert parse_path(f"<{text}>", allow_postmaster=True) == address
+    assert Sender.parse(text).address == address
+    assert match_path(f"{text} NOTIFY=NEVER", allow_postmaster=True) == (address, len(text))
+    formatted = str(address)
+    assert len(formatted) <= len(text)
+    for again in (
+        Address.parse(formatted),
+        parse_path(formatted, allow_postmaster=True),
+        parse_path(address.path()),
+        Sender.parse(formatted).address,
+        Sender.parse(Sender(address).path()).address,
+    ):
+        assert again is not None
+        assert (again.local_part, again.domain) == (address.local_part, address.domain)
+        assert str(again) == formatted
+
+
+@pytest.mark.parametrize(
+    ("text", "local", "formatted"),
+    [
+        ('"john smith"@example.net', "john smith", '"john smith"@example.net'),
+        ('"a\\"b\\\\c"@example.net', 'a"b\\c', '"a\\"b\\\\c"@example.net'),
+        ('"\\j\\o\\e"@example.net', "joe", "joe@example.net"),
+        ('" a  b "@example.net', " a  b ", '" a  b "@example.net'),
+        ('"jürgen müller"@bücher.example', "jürgen müller", '"jürgen müller"@bücher.example'),
+        ('"a@b>c"@[192.0.2.1]', "a@b>c", '"a@b>c"@[192.0.2.1]'),
+        ('" "@[IPv6:2001:db8::1]', " ", '" "@[IPv6:2001:db8::1]'),
+    ],
+)
+def test_bare_quoted_local_parts_with_spaces(text: str, local: str, formatted: str) -> None:
+    # A bare mailbox ends where the grammar ends, not at the first space.
+    address = parse_path(text)
+    assert address is not None
+    assert address.local_part == local
+    assert str(address) == formatted
+    assert parse_path(formatted) == address
+    assert match_path(text + " SIZE=10") == (address, len(text))
+    with pytest.raises(ParseError):
+        parse_path(text + ">")  # a bare mailbox is followed by a space or nothing
+
+
+def test_surrogates_are_refused() -> None:
+    # No UTF-8 text holds one (the server decodes strictly); the spool could not store it.
+    for text in ("\udc80@example.net", '"\udc80"@example.net', "u@\udc80.example"):
+        with pytest.raises(ParseError):
+            Address.parse(text)
+
+
 @settings(max_examples=150, deadline=None)
 @given(addresses())
 def test_round_trip_path(address: Address) -> None:
@@ -474,5 +553,6 @@ def test_generated_domains_are_valid_idna(domain: str) -> None:
     address = Address.parse(f"u@{domain}")
     ascii_domain = address.ascii_domain
     assert ascii_domain.isascii()
-    assert ascii_domain.lower() == domain.encode("idna").decode("ascii").lower()
+    expected = domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
+    assert ascii_domain == expected
     assert address.is_utf8 is (not domain.isascii())

@@ -124,6 +124,24 @@ def test_multipart_report_with_three_parts() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("mx.straße.example", "mx.xn--strae-oqa.example"),  # IDNA 2003: mx.strasse.example
+        ("ｍｘ.example", "mx.example"),
+        ("mx.☃.example", "mx.\\x{2603}.example"),  # IDNA 2008 refuses it: escaped, not lost
+    ],
+)
+def test_mta_names_are_idna_2008_a_labels(host: str, expected: str) -> None:
+    notice = build_bounce(
+        original(), [failure(remote_mta=host)], reporting_mta=host, now=NOW, arrival_date=ARRIVAL
+    )
+    assert notice is not None
+    per_message, per_recipient = status_blocks(parse(notice))
+    assert per_message["Reporting-MTA"] == f"dns; {expected}"
+    assert per_recipient["Remote-MTA"] == f"dns; {expected}"
+
+
 def test_per_message_fields() -> None:
     msg = parse(bounce(original(), [failure()]))
     per_message = status_blocks(msg)[0]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from smtpx.errors import ParseError
 from smtpx.io.tls import client_context
+from smtpx.protocol.domains import domain_to_ascii
 
 __all__ = ["CertificateCheck", "ClientConfig", "TlsConfig", "TlsMode"]
 
@@ -58,10 +61,20 @@ class TlsConfig:
         )
 
 
+def _name(text: str) -> str:
+    """A host name or suffix as compared: A-labels (IDNA 2008), lower case, no final dot,
+    so that a U-label policy matches an A-label host and the other way round."""
+    text = text.strip().rstrip(".")
+    dot = "." if text.startswith(".") else ""
+    with contextlib.suppress(ParseError):  # if not a domain, compared as written
+        text = dot + domain_to_ascii(text.removeprefix(dot))
+    return text.lower()
+
+
 def _matches(host: str, suffix: str) -> bool:
     """Domain-suffix match: "example.com" matches itself and its subdomains (not
     "badexample.com"); ".example.com" only subdomains; "" everything."""
-    suffix = suffix.strip().lower().rstrip(".")
+    suffix = _name(suffix)
     if not suffix:
         return True
     if suffix.startswith("."):
@@ -92,7 +105,7 @@ class ClientConfig:
 
     def tls_for(self, host: str) -> TlsConfig:
         """The TLS settings for ``host`` (see the class docstring)."""
-        name = host.lower().rstrip(".")
+        name = _name(host)
         for suffix, settings in self.tls:
             if _matches(name, suffix):
                 return settings

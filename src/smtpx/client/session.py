@@ -56,6 +56,7 @@ from smtpx.protocol.commands import (
     StartTls,
 )
 from smtpx.protocol.connection import ClientConnection
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.events import AuthResponse, DataChunk, EndOfData, Response
 from smtpx.protocol.extensions import Extensions
 from smtpx.protocol.replies import Reply
@@ -236,7 +237,7 @@ class Client:
             try:
                 discarded = await self._stream.start_tls(
                     tls.context(),
-                    server_hostname=tls.server_name or self.host,
+                    server_hostname=domain_to_ascii(tls.server_name or self.host),
                     timeout=self.config.command_timeout,
                 )
             except (OSError, ValueError) as exc:
@@ -348,7 +349,7 @@ class Client:
         if reset:
             self._send(Rset())
         self._send(mail)
-        recipients = [self._recipient(r) for r in info.recipients]
+        recipients = [self._recipient(r, mail) for r in info.recipients]
         for recipient in recipients:
             self._send(Rcpt(recipient))
         self._send(Data())
@@ -399,7 +400,7 @@ class Client:
         if reply.code >= 300:
             return RejectedSender(reply)
         rejected: list[tuple[Address, Reply]] = []
-        recipients = [self._recipient(r) for r in info.recipients]
+        recipients = [self._recipient(r, mail) for r in info.recipients]
         for recipient in recipients:
             reply = await self._command(Rcpt(recipient))
             if reply.code >= 300:
@@ -495,11 +496,12 @@ class Client:
             sender = Sender(sender.address.to_ascii())
         return Mail(sender, new)
 
-    def _recipient(self, address: Address) -> Address:
-        # A UTF-8 domain alone travels as an A-label when the server lacks SMTPUTF8.
-        if not self._conn.extensions.smtputf8 and address.local_part.isascii():
-            return address.to_ascii()
-        return address
+    @staticmethod
+    def _recipient(address: Address, mail: Mail) -> Address:
+        # A UTF-8 domain alone travels as an A-label (IDNA 2008) unless MAIL said SMTPUTF8:
+        # the server may not take UTF-8 in RCPT otherwise (RFC 6531 3.4), offered or not.
+        # (Without SMTPUTF8, every local part is ASCII: _mail_command checked.)
+        return address if mail.params.smtputf8 else address.to_ascii()
 
     # -- other commands ---------------------------------------------------------------
 

@@ -14,8 +14,9 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from smtpx.errors import ConnectError
+from smtpx.errors import ConnectError, ParseError
 from smtpx.io.stream import Stream, TransportStream
+from smtpx.protocol.domains import domain_to_ascii
 
 __all__ = ["Resolver", "StaticResolver", "SystemResolver", "connect_first", "is_ip_address"]
 
@@ -73,12 +74,16 @@ async def connect_first(
     start (implicit TLS, port 465 style), verified against ``host``. When every address
     fails, :class:`~smtpx.errors.ConnectError` lists each one with its error.
     """
+    name = host
     if is_ip_address(host):
         addresses = [host.strip("[]")]
     else:
         try:
-            addresses = await (resolver or SystemResolver()).addresses(host)
-        except OSError as exc:
+            # The A-label form (IDNA 2008): the OS resolver and ssl would encode a U-label
+            # with IDNA 2003, which makes straße.de strasse.de, another domain.
+            name = domain_to_ascii(host)
+            addresses = await (resolver or SystemResolver()).addresses(name)
+        except (OSError, ParseError) as exc:
             raise ConnectError(host, port, [(host, exc)]) from exc
         if not addresses:
             raise ConnectError(host, port, [(host, OSError("no addresses"))])
@@ -87,7 +92,7 @@ async def connect_first(
         try:
             async with asyncio.timeout(timeout):
                 return await TransportStream.connect(
-                    address, port, ssl_context=ssl_context, server_hostname=host
+                    address, port, ssl_context=ssl_context, server_hostname=name
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             failures.append((address, exc))

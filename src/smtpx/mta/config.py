@@ -20,7 +20,7 @@ too, with a "did you mean" suggestion. Value forms:
   absolute.
 
 Domains (local domains, route keys) are stored in their A-label form, lower case
-(IDNA, see :func:`a_label`), so that lookups match whatever form a recipient used.
+(IDNA 2008, see :func:`a_label`), so that lookups match whatever form a recipient used.
 """
 
 from __future__ import annotations
@@ -40,14 +40,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import dns.exception
-import dns.name
-
 from smtpx.auth.credentials import Credentials
 from smtpx.client.config import CertificateCheck, ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.data import BareNewlines
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.server.config import Listener, ServerConfig, ServerTls
 from smtpx.spool.journal import FsyncPolicy
 
@@ -90,34 +88,18 @@ def a_label(domain: str) -> str:
     """``domain`` in lower-case A-label form, without a final dot (cached: the relay asks
     for every recipient).
 
-    U-labels are converted with dnspython's IDNA codec (IDNA 2008 with UTS 46 mapping when
-    the ``idna`` package is installed, else IDNA 2003): the form the DNS holds, so routing
-    and lookups agree with the resolver. Raises :class:`ValueError` when ``domain`` is not
-    a domain name.
+    U-labels are converted by :func:`~smtpx.protocol.domains.domain_to_ascii` (IDNA 2008
+    with UTS 46 mapping), the one conversion addresses, the client and maildirs use too:
+    the form the DNS holds, so routing and lookups agree with what goes on the wire.
+    Raises :class:`ValueError` when ``domain`` is not a domain name.
     """
-    text = domain.translate(_IDNA_DOTS)
-    if text.endswith("."):
-        text = text[:-1]
+    text = domain.translate(_IDNA_DOTS).removesuffix(".")
     if not text:
         raise ValueError("empty domain name")
-    labels = text.split(".")
-    if not text.isascii():
-        codec = dns.name.IDNA_DEFAULT
-        converted = []
-        for label in labels:
-            if label.isascii():
-                converted.append(label)
-                continue
-            try:
-                converted.append(codec.encode(label).decode("ascii"))
-            except (dns.exception.DNSException, UnicodeError) as exc:
-                raise ValueError(f"not a valid IDNA label: {label!r} ({exc})") from None
-        labels = converted
-    labels = [label.lower() for label in labels]
-    for label in labels:
+    name = domain_to_ascii(text).lower()
+    for label in name.split("."):
         if not _LABEL_RE.fullmatch(label):
             raise ValueError(f"bad label {label!r}")
-    name = ".".join(labels)
     if len(name) > _MAX_DOMAIN:
         raise ValueError(f"longer than {_MAX_DOMAIN} characters")
     return name

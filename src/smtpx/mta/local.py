@@ -16,7 +16,9 @@ import socket
 import time
 from pathlib import Path
 
+from smtpx.errors import ParseError
 from smtpx.protocol import replies
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.replies import Reply
 from smtpx.spool.message import SpooledMessage
 
@@ -35,11 +37,13 @@ class MaildirAgent:
 
     def mailbox(self, recipient: str) -> Path:
         """The maildir of ``recipient``: its domain and local part, lower-cased, made safe
-        for file names (no path can escape ``root``)."""
+        for file names (no path can escape ``root``). The domain is in its A-label form
+        (IDNA 2008), so every way of writing it (U-labels, fullwidth letters, A-labels)
+        is one folder."""
         local, _, domain = recipient.rpartition("@")
         if not local:
             local, domain = domain, "localhost"  # <Postmaster>
-        return self.root / _SAFE.sub("_", domain.lower()) / _SAFE.sub("_", local.lower())
+        return self.root / _SAFE.sub("_", _folder(domain)) / _SAFE.sub("_", local.lower())
 
     async def deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
         return await asyncio.to_thread(self._deliver, message, content)
@@ -71,3 +75,10 @@ class MaildirAgent:
         final = mailbox / "new" / name
         os.rename(temporary, final)
         return final
+
+
+def _folder(domain: str) -> str:
+    try:
+        return domain_to_ascii(domain).lower()
+    except ParseError:  # not from the spool, whose addresses were all parsed
+        return domain.lower()

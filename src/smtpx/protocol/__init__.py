@@ -1,8 +1,9 @@
 """The sans-I/O SMTP core: commands, replies, addresses, parameters, extensions, DATA framing,
 the session state table, and the server and client connections that drive them.
 
-Only the standard library is used, and nothing here does I/O: no asyncio, sockets, ssl,
-clocks, files or logging handlers (a test checks the imports).
+Only the standard library is used, with the ``idna`` package for domain names (IDNA 2008,
+pure computation), and nothing here does I/O: no asyncio, sockets, ssl, clocks, files or
+logging handlers (a test checks the imports).
 """
 
 from smtpx.protocol import replies
@@ -27,6 +28,7 @@ from smtpx.protocol.commands import (
 )
 from smtpx.protocol.connection import ClientConnection, Limits, ServerConnection
 from smtpx.protocol.data import BareNewlines, DataReader, DotStuffer, dot_stuff, dot_unstuff
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.events import (
     NEED_DATA,
     PAUSED,
@@ -81,6 +83,7 @@ __all__ = [
     "StartTls",
     "State",
     "Vrfy",
+    "domain_to_ascii",
     "dot_stuff",
     "dot_unstuff",
     "parse_command",

@@ -5,7 +5,7 @@
     Path          = "<" [ A-d-l ":" ] Mailbox ">"        ; the source route is ignored
     Mailbox       = Local-part "@" ( Domain / address-literal )
     Local-part    = Dot-string / Quoted-string           ; RFC 6531 adds UTF-8
-    Domain        = sub-domain *("." sub-domain)         ; RFC 6531 adds U-labels
+    Domain        = sub-domain *("." sub-domain)         ; RFC 6531 adds U-labels (IDNA 2008)
     address-literal = "[" ( IPv4 / "IPv6:" IPv6 / tag ":" dcontent ) "]"
 
 :class:`Address` keeps the local part unquoted (its value) and the domain as written.
@@ -22,20 +22,28 @@ from typing import ClassVar
 
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
+from smtpx.protocol.domains import domain_to_ascii
 
 __all__ = ["Address", "Sender", "match_path", "parse_path"]
 
-# RFC 5322 atext, plus every non-ASCII code point (RFC 6531 section 3.3, UTF8-non-ascii).
-_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
+# Every non-ASCII code point UTF-8 can carry (RFC 6531 section 3.3, UTF8-non-ascii): not
+# the surrogates, which no UTF-8 text holds and the spool could not write.
+_NON_ASCII = r"\u0080-\ud7ff\ue000-\U0010ffff"
+# RFC 5322 atext, plus every non-ASCII code point.
+_ATEXT = rf"A-Za-z0-9!#$%&'*+\-/=?^_`{{|}}~{_NON_ASCII}"
 _DOT_STRING = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
 # qtextSMTP = %d32-33 / %d35-91 / %d93-126 ; quoted-pairSMTP = "\" %d32-126
-_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
-_LET_DIG = r"A-Za-z0-9\u0080-\U0010ffff"
+_QUOTED = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_NON_ASCII}]|\\[\x20-\x7e])*"'
+_LET_DIG = rf"A-Za-z0-9{_NON_ASCII}"
 _SUB_DOMAIN = rf"[{_LET_DIG}](?:[{_LET_DIG}\-]*[{_LET_DIG}])?"
 _DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"  # dcontent, checked further below
 
-_MAILBOX_RE = re.compile(rf"({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})")
+_MAILBOX = rf"({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})"
+_MAILBOX_RE = re.compile(_MAILBOX)
+# A bare mailbox ends where the grammar says, at a space or the end: a quoted local part
+# may hold spaces, and str(Address) writes it so.
+_BARE_RE = re.compile(rf"{_MAILBOX}(?= |\Z)")
 _DOT_STRING_RE = re.compile(_DOT_STRING)
 _ADL = rf"@{_DOMAIN}(?:,@{_DOMAIN})*"
 _PATH_RE = re.compile(
@@ -44,8 +52,9 @@ _PATH_RE = re.compile(
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _NEEDS_ESCAPE = re.compile(r'(["\\])')
 
-# RFC 5321 4.5.3.1.2: a domain name is at most 255 octets; 4.5.3.1.3 a path 256.
-MAX_DOMAIN = 255
+ASCII_SPACE = " \t\r\n"  # what may pad an address given as text
+
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets (so a domain at most 252).
 MAX_PATH = 256
 
 
@@ -74,17 +83,9 @@ def _check_literal(literal: str) -> None:
 def _check_domain(domain: str) -> None:
     if domain.startswith("["):
         _check_literal(domain)
-        return
-    if domain.isascii() and len(domain) <= 63:
-        return  # the regex already checked the characters; no label can be too long
-    if len(domain.encode("utf-8")) > MAX_DOMAIN:
-        raise ParseError(f"domain longer than {MAX_DOMAIN} octets")
-    if not domain.isascii():
-        try:
-            domain.encode("idna")
-        except UnicodeError as exc:
-            raise ParseError(f"domain {domain!r} is not a valid IDNA name: {exc}") from None
-    elif any(len(label) > 63 for label in domain.split(".")):
+    elif not domain.isascii():
+        domain_to_ascii(domain)  # a ParseError saying why IDNA 2008 refuses it
+    elif len(domain) > 63 and any(len(label) > 63 for label in domain.split(".")):
         raise ParseError("domain label longer than 63 octets (RFC 1035 2.3.4)")
 
 
@@ -96,12 +97,25 @@ def _unquote(local: str) -> str:
 
 def _mailbox(local: str, domain: str) -> Address:
     """The address of a mailbox the grammar matched (``local`` as written, quotes and all),
-    once the domain passes the checks a regex cannot make; errors carry a 501 5.1.3."""
+    once it passes the checks a regex cannot make; errors carry a 501 5.1.3.
+
+    Every parser checks the length, so that any address one of them accepts is accepted
+    by all (a source route, which is dropped, does not count)."""
+    # RFC 5321 4.5.3.1.3: a path is at most 256 octets, its angle brackets included.
+    if len(local) + len(domain) > MAX_PATH // 4 and _octets(local, domain) + 3 > MAX_PATH:
+        raise ParseError(
+            f"path longer than {MAX_PATH} octets (RFC 5321 4.5.3.1.3)",
+            replies.address_syntax_error("Path too long"),
+        )
     try:
         _check_domain(domain)
     except ParseError as exc:
         raise ParseError(str(exc), replies.address_syntax_error(str(exc))) from None
     return Address(_unquote(local), domain)
+
+
+def _octets(*texts: str) -> int:
+    return sum(len(text.encode("utf-8")) for text in texts)
 
 
 def _quote_local(local: str) -> str:
@@ -179,10 +193,9 @@ class Address:
 
     @property
     def ascii_domain(self) -> str:
-        """The domain with U-labels converted to A-labels (IDNA, via the stdlib codec)."""
-        if self.domain.isascii():
-            return self.domain
-        return self.domain.encode("idna").decode("ascii")
+        """The domain with U-labels converted to A-labels (IDNA 2008 with UTS 46 mapping,
+        :func:`~smtpx.protocol.domains.domain_to_ascii`); an ASCII domain as written."""
+        return domain_to_ascii(self.domain)
 
     def to_ascii(self) -> Address:
         """The same mailbox with an A-label domain; raises if the local part is UTF-8."""
@@ -226,7 +239,9 @@ class Sender:
     @classmethod
     def parse(cls, text: str) -> Sender:
         """Parse ``<>``, ``<local@domain>`` (with an optional source route) or a bare address."""
-        address = parse_path(text.strip(), allow_null=True)
+        # ASCII white space only: U+00A0 and its kind are atext (RFC 6531), and stripping
+        # them would turn one mailbox into another.
+        address = parse_path(text.strip(ASCII_SPACE), allow_null=True)
         return cls.NULL if address is None else cls(address)
 
     def path(self) -> str:
@@ -247,8 +262,9 @@ def match_path(
     Accepts ``<mailbox>``, ``<@relay,@relay:mailbox>`` (the source route is dropped, as
     RFC 5321 section 4.1.1.3 says it SHOULD be), ``<>`` (None) when ``allow_null``,
     ``<Postmaster>`` when ``allow_postmaster``, and, for old clients, a bare mailbox
-    without brackets (up to the first space). The grammar finds the closing bracket, so a
-    ``>`` inside a quoted local part or an address literal does not end the path.
+    without brackets, followed by a space or the end. The grammar finds where the path
+    ends, so a ``>`` or a space inside a quoted local part does not end it: the bare form
+    reads back what ``str(address)`` writes (the spool stores recipients so).
     """
     if text.startswith("<"):
         match = _PATH_RE.match(text)
@@ -268,20 +284,14 @@ def match_path(
                 raise ParseError("<Postmaster> is only a recipient", replies.address_syntax_error())
             return Address(match.group(0)[1:-1], ""), end
     else:
-        end = text.find(" ")
-        end = len(text) if end < 0 else end
-        match = _MAILBOX_RE.fullmatch(text, 0, end)
+        match = _BARE_RE.match(text)
         if match is None:
-            if allow_postmaster and text[:end].lower() == "postmaster":
-                return Address(text[:end], ""), end
+            word = text.partition(" ")[0]
+            if allow_postmaster and word.lower() == "postmaster":
+                return Address(word, ""), len(word)
             raise ParseError(f"not a valid mailbox: {text[:80]!r}", replies.address_syntax_error())
+        end = match.end()
         local, domain = match.group(1), match.group(2)
-    # RFC 5321 4.5.3.1.3: a path is at most 256 octets, its punctuation included.
-    if end > MAX_PATH // 4 and len(text[:end].encode("utf-8")) > MAX_PATH:
-        raise ParseError(
-            f"path longer than {MAX_PATH} octets (RFC 5321 4.5.3.1.3)",
-            replies.address_syntax_error("Path too long"),
-        )
     return _mailbox(local, domain), end
 
 

@@ -46,7 +46,9 @@ from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 
 from smtpx.envelope import Envelope
+from smtpx.errors import ParseError
 from smtpx.protocol.addresses import Address, Sender
+from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.params import MailParams, xtext_encode
 from smtpx.protocol.replies import EnhancedStatus, Reply
 
@@ -460,11 +462,9 @@ def _ascii_host(host: str) -> str:
     """A host name for an ``mta-name-type`` of ``dns``: U-labels become A-labels."""
     if "\r" in host or "\n" in host:
         raise ValueError(f"host name must not contain CR or LF: {host!r}")
-    if host.isascii():
-        return host
     try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
+        return domain_to_ascii(host)
+    except ParseError:
         return _ascii_field(host)
 
 
