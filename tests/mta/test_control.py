@@ -88,6 +88,37 @@ async def test_bad_filters_are_400(api: TestClient[Any, Any]) -> None:
         assert "error" in await response.json()
 
 
+async def test_filters_too_complex_for_re_are_400(api: TestClient[Any, Any]) -> None:
+    for query in ("?sender=" + "(" * 5000, "?recipient=a{99999999999}"):
+        response = await api.get("/v1/spool/count" + query)
+        assert response.status == 400
+        assert "too complex" in (await response.json())["error"]
+
+
+async def test_a_non_utf8_authorization_header_is_401_not_500(api: TestClient[Any, Any]) -> None:
+    # aiohttp's client will not send such bytes: speak HTTP over a raw socket.
+    reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
+    for token in (b"Bearer \xff\xfe", b"Bearer secret\xc3"):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nAuthorization: " + token + b"\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 401 "), status
+        headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(
+            int(line.split(b":")[1])
+            for line in headers.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert b"bearer token" in await reader.readexactly(length)
+    writer.close()
+
+
+async def test_deeply_nested_json_is_400(api: TestClient[Any, Any]) -> None:
+    for body in (b"[" * 100_000, b'{"ids": ' + b"[" * 100_000):
+        response = await api.post("/v1/spool/freeze", data=body)
+        assert response.status == 400
+        assert "error" in await response.json()
+
+
 async def test_show_headers_and_raw(api: TestClient[Any, Any], mta: Mta) -> None:
     message_id = mta.spool.status()[0].id
     shown = await (await api.get(f"/v1/spool/messages/{message_id}")).json()
@@ -146,6 +177,31 @@ async def test_events_stream_with_pings(
     assert ("frozen", message_id) in kinds
     line = await asyncio.wait_for(response.content.readline(), 5)
     assert json.loads(line)["kind"] in ("ping", "frozen")
+    response.close()
+
+
+@pytest.mark.parametrize("ping", ["1e-300", "0", "0.5", "-1", "3601", "nan", "inf", "abc", ""])
+async def test_events_ping_is_checked_before_streaming(
+    api: TestClient[Any, Any], ping: str
+) -> None:
+    response = await api.get("/v1/spool/events", params={"ping": ping})
+    assert response.status == 400
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "ping: a number of seconds from 1 to 3600" in (await response.json())["error"]
+
+
+async def test_events_ping_within_bounds_streams(api: TestClient[Any, Any], mta: Mta) -> None:
+    response = await api.get("/v1/spool/events", params={"ping": "3600"})
+    assert response.status == 200
+    message_id = mta.spool.status()[0].id
+    await api.post("/v1/spool/freeze", json={"ids": [message_id]})
+    line = await asyncio.wait_for(response.content.readline(), 5)
+    assert json.loads(line) | {"time": 0} == {
+        "time": 0,
+        "kind": "frozen",
+        "id": message_id,
+        "detail": json.loads(line)["detail"],
+    }
     response.close()
 
 

@@ -18,7 +18,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
-                                       every ``?ping=`` seconds (default 10)
+                                       every ``?ping=`` seconds (1 to 3600, default 10)
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -37,6 +37,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,7 @@ __all__ = ["ControlPlane"]
 log = logging.getLogger("smtpx.control")
 
 PING_SECONDS = 10.0
+PING_RANGE = (1.0, 3600.0)  # what ``?ping=`` may ask for: no busy loop, no silent hour
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -235,9 +237,10 @@ class ControlPlane:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         if isinstance(peer, tuple):  # TCP; a unix socket's peer name is a str (or None)
-            given = request.headers.get("Authorization", "")
+            # A header is not always UTF-8: its undecodable bytes come back as surrogates.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             expected = f"Bearer {self.token}" if self.token else None
-            if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            if expected is None or not hmac.compare_digest(given, expected.encode()):
                 return _error(401, "a valid bearer token is required")
         try:
             return await handler(request)
@@ -263,7 +266,11 @@ class ControlPlane:
         )
 
     def _selected(self, request: web.Request) -> list[SpooledMessage]:
-        chosen = MessageFilter.from_query(request.query)
+        try:
+            chosen = MessageFilter.from_query(request.query)
+        except (RecursionError, OverflowError) as exc:
+            # How re.compile refuses "((((..." and "a{99999999999}": not with re.error.
+            raise ValueError(f"a filter is too complex: {exc}") from None
         return chosen.select(self.mta.spool.status(), time.time())
 
     async def list_messages(self, request: web.Request) -> web.Response:
@@ -286,7 +293,10 @@ class ControlPlane:
         return web.json_response({**message_json(message), "headers": [list(h) for h in headers]})
 
     async def _ids(self, request: web.Request) -> tuple[list[str], dict[str, Any]]:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except RecursionError:  # "[[[[...": json gives up at the interpreter's depth
+            raise ValueError("the request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ValueError("the request body must be a JSON object")
         ids = body.get("ids", [])
@@ -333,11 +343,9 @@ class ControlPlane:
         return web.json_response({"purged": ids})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        ping = _ping(request.query.get("ping"))  # checked before the 200 goes out
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        ping = float(request.query.get("ping", PING_SECONDS))
-        if not 0 < ping <= 3600:
-            raise ValueError("ping: seconds between 0 and 3600")
         with self.mta.spool.events.subscribe() as events:
             while True:
                 try:
@@ -386,6 +394,20 @@ class ControlPlane:
     async def reload_tls(self, request: web.Request) -> web.Response:
         self.mta.reload_tls()
         return web.json_response({"reloaded": self.mta.server.tls_context is not None})
+
+
+def _ping(text: str | None) -> float:
+    """Seconds between pings: ``?ping=`` within :data:`PING_RANGE`, or the default."""
+    if text is None:
+        return PING_SECONDS
+    low, high = PING_RANGE
+    try:
+        ping = float(text)
+    except ValueError:
+        ping = math.nan
+    if not low <= ping <= high:  # NaN fails too
+        raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
+    return ping
 
 
 def _error(status: int, text: str) -> web.Response:
