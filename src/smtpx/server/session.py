@@ -149,9 +149,8 @@ class SessionRunner:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as error:
-                if self._count_error():
+                if self._answer_error(error.reply):
                     return
-                conn.send(error.reply)
                 continue
             if event is NEED_DATA:
                 if not await self._read():
@@ -166,13 +165,15 @@ class SessionRunner:
                 self._flush()
                 return
 
-    def _count_error(self) -> bool:
-        """Count a refused command; True when the budget is spent (421 queued)."""
+    def _answer_error(self, reply: Reply) -> bool:
+        """Answer a refused command and count it. The command that spends the budget gets
+        the ``421`` instead of ``reply`` (one command, one reply); True then: hang up."""
         self.errors += 1
         if self.errors >= self.config.max_errors:
             self.conn.send(replies.too_many_errors())
             self._flush()
             return True
+        self.conn.send(reply)
         return False
 
     async def _read(self) -> bool:
@@ -470,10 +471,9 @@ class SessionRunner:
                 try:
                     event = self.conn.next_event()
                 except RemoteProtocolError as error:
-                    # A line the core refused (too long, not ASCII) ends the exchange; its
-                    # reply is owed, and the AUTH counts as failed.
-                    self.conn.send(error.reply)
-                    raise _AuthAborted from None
+                    # A line the core refused (too long, not ASCII) ends the exchange with
+                    # the core's reply, and the AUTH counts as failed.
+                    raise _AuthAborted(error.reply) from None
                 if isinstance(event, AuthResponse):
                     return event
                 if isinstance(event, ConnectionClosed):
@@ -489,11 +489,10 @@ class SessionRunner:
                 exchange=exchange,
                 log=log,
             )
-        except _AuthAborted:
-            reply = None
-        if reply is not None:
+        except _AuthAborted as aborted:
+            reply = aborted.reply
+        if reply.code == 235:
             self.conn.send(reply)
-        if reply is not None and reply.code == 235:
             self.session.authenticated = True
             self._mechanisms = {}
             self.server.stats["auth_successes"] += 1
@@ -501,12 +500,18 @@ class SessionRunner:
         self.server.stats["auth_failures"] += 1
         self.auth_failures += 1
         if self.auth_failures >= self.config.max_auth_failures:
+            # The last failure is answered with the 421 alone, not 535 and then 421.
             self.conn.send(replies.too_many_errors())
             raise _Hangup
+        self.conn.send(reply)
 
 
 class _AuthAborted(Exception):
-    pass
+    """The core refused a line of the AUTH exchange; ``reply`` answers it."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 def _malformed(data: bytes) -> str | None:
