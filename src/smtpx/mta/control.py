@@ -18,7 +18,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
-                                       every ``?ping=`` seconds (1 to 3600, default 10)
+                                       every ``?ping=`` seconds (0.1 to 3600, default 10)
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -64,7 +64,7 @@ __all__ = ["ControlPlane"]
 log = logging.getLogger("smtpx.control")
 
 PING_SECONDS = 10.0
-PING_RANGE = (1.0, 3600.0)  # what ``?ping=`` may ask for: no busy loop, no silent hour
+PING_RANGE = (0.1, 3600.0)  # what ``?ping=`` may ask for: no busy loop, no silent hour
 
 
 # -- metrics -------------------------------------------------------------------------------
