@@ -250,6 +250,18 @@ async def test_too_many_errors_hang_up() -> None:
     await raw.finish()
 
 
+async def test_empty_lines_are_answered_and_spend_the_error_budget() -> None:
+    raw = await raw_session(server(max_errors=3))
+    replies = await raw.send(b"\r\n\r\n\r\nNOOP\r\n", 3)
+    assert [str(r) for r in replies] == [
+        "500 5.5.2 Empty command line",
+        "500 5.5.2 Empty command line",
+        "421 4.7.0 Too many errors, closing transmission channel",
+    ]
+    assert await raw.closed() and raw.parser.next_reply() is None
+    await raw.finish()
+
+
 async def test_malformed_messages() -> None:
     raw = await raw_session(server(Keep()))
     await raw.send(EHLO)

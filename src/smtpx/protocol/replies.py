@@ -465,6 +465,10 @@ def line_too_long() -> Reply:
     return _r(500, "5.5.2", "Line too long")
 
 
+def empty_line() -> Reply:
+    return _r(500, "5.5.2", "Empty command line")
+
+
 def bare_line_ending() -> Reply:
     """Bare CR or LF (RFC 5321 section 2.3.8); the SMTP smuggling defence."""
     return _r(500, "5.5.2", "Bare CR or LF not allowed; lines end with CRLF (RFC 5321 2.3.8)")
