@@ -122,7 +122,7 @@ def test_3_2_4_command_timeout() -> None:
 def test_3_2_5_data_timeout() -> None:
     async def scenario() -> Reply:
         plugin = Keep()
-        raw = await raw_session(server(plugin, data_timeout=180))
+        raw = await raw_session(server(plugin, data_timeout=180, min_data_rate=None))
         await raw.send(EHLO)
         await raw.send(ENVELOPE, 3)
         raw.stream.write(b"Subject: half\r\n")

@@ -176,6 +176,12 @@ class ServerConnection:
     def buffered_input(self) -> int:
         return len(self._buf)
 
+    @property
+    def reading_content(self) -> bool:
+        """True while message content is being read: after ``354``, or inside a BDAT
+        chunk (a refused one too)."""
+        return self._reader is not None or self._chunk_left is not None
+
     # -- events -----------------------------------------------------------------------
 
     def next_event(self) -> ServerEvent:

@@ -419,6 +419,10 @@ def data_timeout() -> Reply:
     return _r(421, "4.4.2", "Timeout exceeded while reading message data, closing channel")
 
 
+def data_too_slow() -> Reply:
+    return _r(421, "4.4.2", "Message data arriving too slowly, closing channel")
+
+
 def shutting_down() -> Reply:
     return _r(421, "4.3.2", "Service shutting down, closing transmission channel")
 
