@@ -435,6 +435,14 @@ def too_many_connections() -> Reply:
     return _r(421, "4.7.0", "Too many concurrent sessions, try again later")
 
 
+def too_many_sessions_from_client() -> Reply:
+    return _r(421, "4.7.0", "Too many concurrent sessions from your address, try again later")
+
+
+def connection_rate_exceeded() -> Reply:
+    return _r(421, "4.7.0", "Too many connections from your address, try again later")
+
+
 def local_error(text: str = "Local error in processing") -> Reply:
     return _r(451, "4.3.0", text)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from smtpx.io.tls import server_context
 from smtpx.protocol.data import BareNewlines
+from smtpx.server.limits import ClientLimits
 
 __all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
 
@@ -78,6 +79,10 @@ class ServerConfig:
       for 3 minutes at least).
     * ``min_data_rate``: octets a second that message content must average once
       ``data_rate_grace`` seconds have passed; slower gets ``421 4.4.2``. None: no minimum.
+    * ``client_limits``: concurrent sessions and new connections a minute per client
+      (IPv4 address or IPv6 /64), beyond which a connection gets ``421 4.7.0``; see
+      :class:`~smtpx.server.limits.ClientLimits` (20 sessions, 60 a minute, loopback
+      exempt).
     * ``close_timeout``: once :meth:`Server.close` has begun, how long a session may
       still take to finish its transaction.
     """
@@ -102,6 +107,7 @@ class ServerConfig:
     min_data_rate: float | None = 500.0
     data_rate_grace: float = 60.0
     close_timeout: float = 10.0
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

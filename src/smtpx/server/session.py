@@ -151,7 +151,6 @@ class SessionRunner:
             self.stream.close()
 
     async def _loop(self) -> None:
-        conn = self.conn
         while True:
             try:
                 event = self._next_event()
