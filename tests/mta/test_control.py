@@ -224,6 +224,39 @@ async def test_metrics_parse(api: TestClient[Any, Any]) -> None:
     assert "smtpx_sessions_active" in families and "smtpx_tls_handshakes" in families
 
 
+async def test_metrics_count_per_client_refusals_and_deadline_hangups(tmp_path: Path) -> None:
+    # Loopback is a trusted network, exempt by default: take the exemption away.
+    cfg = config(tmp_path, server={"exempt_trusted_networks": False, "max_sessions_per_client": 1})
+    async with (
+        Mta(cfg, dns=FakeDns()) as running,
+        TestClient(TestServer(running.control.app)) as api,
+    ):
+        running.control.token = "secret"
+        api.session.headers["Authorization"] = "Bearer secret"
+        port = running.server.ports[0]
+        first = await asyncio.open_connection("127.0.0.1", port)
+        assert (await first[0].readline()).startswith(b"220 ")
+        second = await asyncio.open_connection("127.0.0.1", port)
+        assert (await second[0].readline()).startswith(b"421 4.7.0 Too many concurrent sessions")
+        for _, writer in (first, second):
+            writer.close()
+        # The sessions' tests make these count for real; here: they reach /metrics.
+        running.server.stats["timeouts_slow_data"] += 2
+        running.server.stats["timeouts_command"] += 1
+        text = await (await api.get("/metrics")).text()
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("smtpx_connections_limited_total", ("sessions_per_client",))] == 1
+    assert samples[("smtpx_connections_limited_total", ("rate_per_client",))] == 0
+    assert samples[("smtpx_session_timeouts_total", ("slow_data",))] == 2
+    assert samples[("smtpx_session_timeouts_total", ("command",))] == 1
+    assert samples[("smtpx_session_timeouts_total", ("data",))] == 0
+    assert samples[("smtpx_connections_refused_total", ())] == 0  # the listener cap's own
+
+
 async def test_tls_reload_without_tls_is_400(api: TestClient[Any, Any]) -> None:
     response = await api.post("/v1/tls/reload")
     assert response.status == 400

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.server.deadlines import TimedOut
+from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, SpoolError, SpoolEvent
@@ -117,6 +120,7 @@ class _MtaCollector(Collector):
         auth.add_metric(["ok"], server.stats["auth_successes"])
         auth.add_metric(["failed"], server.stats["auth_failures"])
         yield auth
+        yield from _abuse_families(server.stats)
         active = GaugeMetricFamily("smtpx_sessions_active", "SMTP sessions open now")
         active.add_metric([], server.sessions)
         yield active
@@ -129,6 +133,27 @@ class _MtaCollector(Collector):
         for status, count in counts.items():
             queue.add_metric([status], count)
         yield queue
+
+
+def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
+    """Connections a per-client limit turned away, sessions a deadline ended."""
+    limited = CounterMetricFamily(
+        "smtpx_connections_limited",
+        "Connections refused by a per-client limit (421 4.7.0)",
+        labels=["limit"],
+    )
+    for refused in Refused:
+        limited.add_metric([refused.value], stats[f"refused_{refused.value}"])
+    yield limited
+    timeouts = CounterMetricFamily(
+        "smtpx_session_timeouts",
+        "Sessions ended by a deadline (421 4.4.2): a command not complete in time, no "
+        "content for data_timeout, content slower than min_data_rate",
+        labels=["reason"],
+    )
+    for reason in TimedOut:
+        timeouts.add_metric([reason.value], stats[f"timeouts_{reason.value}"])
+    yield timeouts
 
 
 # -- the application -----------------------------------------------------------------------
