@@ -25,6 +25,7 @@ from smtpx.mta.config import (
 )
 from smtpx.protocol.data import BareNewlines
 from smtpx.server.config import Listener, ServerTls
+from smtpx.server.limits import ClientLimits
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +126,13 @@ def test_default_toml_documents_every_key() -> None:
         "max_message_size",
         "max_recipients",
         "max_sessions_per_listener",
+        "max_sessions_per_client",
+        "max_connection_rate_per_client",
+        "exempt_trusted_networks",
         "command_timeout",
         "data_timeout",
+        "min_data_rate",
+        "data_rate_grace",
         "bare_newlines",
         "cert_file",
         "key_file",
@@ -168,6 +174,10 @@ def test_default_server_config(tmp_path: Path) -> None:
     assert server.tls is None
     assert server.max_message_size == 35 * 1024 * 1024
     assert server.auth_without_tls is False
+    assert server.client_limits == ClientLimits(
+        max_sessions=20, max_rate=60, exempt=config.relay.trusted_networks
+    )
+    assert server.min_data_rate == 500 and server.data_rate_grace == 60.0
     client = config.client_config()
     assert client.helo_name == config.hostname
     assert client.tls_for("mx.example.com") == TlsConfig()
@@ -188,8 +198,13 @@ submission = ["[::1]:587", "127.0.0.1"]
 max_message_size = "512K"
 max_recipients = 200
 max_sessions_per_listener = 50
+max_sessions_per_client = 5
+max_connection_rate_per_client = 0
+exempt_trusted_networks = false
 command_timeout = "2m"
 data_timeout = 600
+min_data_rate = 2000
+data_rate_grace = "30s"
 bare_newlines = "normalize"
 
 [tls]
@@ -368,6 +383,8 @@ def test_full_example(tmp_path: Path) -> None:
     assert server_config.max_recipients == 200
     assert server_config.command_timeout == 120.0
     assert server_config.data_timeout == 600.0
+    assert server_config.min_data_rate == 2000 and server_config.data_rate_grace == 30.0
+    assert server_config.client_limits == ClientLimits(max_sessions=5, max_rate=None, exempt=())
     assert server_config.bare_newlines is BareNewlines.NORMALIZE
     assert server_config.auth_without_tls is True
 
@@ -473,6 +490,22 @@ BAD_DOCUMENTS = [
     ("[server]\nmax_recipients = 0", "server.max_recipients: must be at least 1, got 0"),
     ("[server]\nmax_sessions_per_listener = 1.5", "server.max_sessions_per_listener: expected"),
     ('[server]\ncommand_timeout = "5q"', "server.command_timeout: not a duration: '5q'"),
+    (
+        "[server]\nmax_sessions_per_client = -1",
+        "server.max_sessions_per_client: must be 0 (no limit) or more, got -1",
+    ),
+    (
+        '[server]\nmax_connection_rate_per_client = "60/m"',
+        "server.max_connection_rate_per_client: expected an integer (0 for no limit), got the",
+    ),
+    ("[server]\nmin_data_rate = 1.5", "server.min_data_rate: expected an integer (0 for no"),
+    ("[server]\nmin_data_rate = true", "server.min_data_rate: expected an integer (0 for no"),
+    ("[server]\ndata_rate_grace = 0", "server.data_rate_grace: must be more than 0 seconds"),
+    (
+        '[server]\nexempt_trusted_networks = "yes"',
+        "server.exempt_trusted_networks: expected a boolean (true or false), got the string",
+    ),
+    ("[server]\nmax_session_per_client = 1", "server.max_session_per_client: unknown key; did"),
     ("[server]\ncommand_timeout = 0", "server.command_timeout: must be more than 0 seconds"),
     ('[server]\ndata_timeout = "-5m"', "server.data_timeout: not a duration: '-5m'"),
     (

@@ -88,6 +88,37 @@ async def test_bad_filters_are_400(api: TestClient[Any, Any]) -> None:
         assert "error" in await response.json()
 
 
+async def test_filters_too_complex_for_re_are_400(api: TestClient[Any, Any]) -> None:
+    for query in ("?sender=" + "(" * 5000, "?recipient=a{99999999999}"):
+        response = await api.get("/v1/spool/count" + query)
+        assert response.status == 400
+        assert "too complex" in (await response.json())["error"]
+
+
+async def test_a_non_utf8_authorization_header_is_401_not_500(api: TestClient[Any, Any]) -> None:
+    # aiohttp's client will not send such bytes: speak HTTP over a raw socket.
+    reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
+    for token in (b"Bearer \xff\xfe", b"Bearer secret\xc3"):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nAuthorization: " + token + b"\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 401 "), status
+        headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(
+            int(line.split(b":")[1])
+            for line in headers.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert b"bearer token" in await reader.readexactly(length)
+    writer.close()
+
+
+async def test_deeply_nested_json_is_400(api: TestClient[Any, Any]) -> None:
+    for body in (b"[" * 100_000, b'{"ids": ' + b"[" * 100_000):
+        response = await api.post("/v1/spool/freeze", data=body)
+        assert response.status == 400
+        assert "error" in await response.json()
+
+
 async def test_show_headers_and_raw(api: TestClient[Any, Any], mta: Mta) -> None:
     message_id = mta.spool.status()[0].id
     shown = await (await api.get(f"/v1/spool/messages/{message_id}")).json()
@@ -149,6 +180,31 @@ async def test_events_stream_with_pings(
     response.close()
 
 
+@pytest.mark.parametrize("ping", ["1e-300", "0", "0.05", "-1", "3601", "nan", "inf", "abc", ""])
+async def test_events_ping_is_checked_before_streaming(
+    api: TestClient[Any, Any], ping: str
+) -> None:
+    response = await api.get("/v1/spool/events", params={"ping": ping})
+    assert response.status == 400
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "ping: a number of seconds from 0.1 to 3600" in (await response.json())["error"]
+
+
+async def test_events_ping_within_bounds_streams(api: TestClient[Any, Any], mta: Mta) -> None:
+    response = await api.get("/v1/spool/events", params={"ping": "3600"})
+    assert response.status == 200
+    message_id = mta.spool.status()[0].id
+    await api.post("/v1/spool/freeze", json={"ids": [message_id]})
+    line = await asyncio.wait_for(response.content.readline(), 5)
+    assert json.loads(line) | {"time": 0} == {
+        "time": 0,
+        "kind": "frozen",
+        "id": message_id,
+        "detail": json.loads(line)["detail"],
+    }
+    response.close()
+
+
 async def test_cache_and_server(api: TestClient[Any, Any]) -> None:
     cache = await (await api.get("/v1/cache")).json()
     assert set(cache) == {"open", "opened", "reused", "destinations"}
@@ -166,6 +222,39 @@ async def test_metrics_parse(api: TestClient[Any, Any]) -> None:
     assert queue["send_at"] == 4.0 and queue["frozen"] == 0.0
     assert "smtpx_delivery_latency_seconds" in families
     assert "smtpx_sessions_active" in families and "smtpx_tls_handshakes" in families
+
+
+async def test_metrics_count_per_client_refusals_and_deadline_hangups(tmp_path: Path) -> None:
+    # Loopback is a trusted network, exempt by default: take the exemption away.
+    cfg = config(tmp_path, server={"exempt_trusted_networks": False, "max_sessions_per_client": 1})
+    async with (
+        Mta(cfg, dns=FakeDns()) as running,
+        TestClient(TestServer(running.control.app)) as api,
+    ):
+        running.control.token = "secret"
+        api.session.headers["Authorization"] = "Bearer secret"
+        port = running.server.ports[0]
+        first = await asyncio.open_connection("127.0.0.1", port)
+        assert (await first[0].readline()).startswith(b"220 ")
+        second = await asyncio.open_connection("127.0.0.1", port)
+        assert (await second[0].readline()).startswith(b"421 4.7.0 Too many concurrent sessions")
+        for _, writer in (first, second):
+            writer.close()
+        # The sessions' tests make these count for real; here: they reach /metrics.
+        running.server.stats["timeouts_slow_data"] += 2
+        running.server.stats["timeouts_command"] += 1
+        text = await (await api.get("/metrics")).text()
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("smtpx_connections_limited_total", ("sessions_per_client",))] == 1
+    assert samples[("smtpx_connections_limited_total", ("rate_per_client",))] == 0
+    assert samples[("smtpx_session_timeouts_total", ("slow_data",))] == 2
+    assert samples[("smtpx_session_timeouts_total", ("command",))] == 1
+    assert samples[("smtpx_session_timeouts_total", ("data",))] == 0
+    assert samples[("smtpx_connections_refused_total", ())] == 0  # the listener cap's own
 
 
 async def test_tls_reload_without_tls_is_400(api: TestClient[Any, Any]) -> None:

@@ -176,9 +176,12 @@ def test_full_transaction_and_state_changes() -> None:
     assert conn.next_event() == ConnectionClosed()
 
 
-def test_empty_lines_get_no_reply() -> None:
+def test_every_empty_line_gets_one_reply() -> None:
     d = ehlo_driver()
-    assert d.codes(b"\r\n\r\nNOOP\r\n") == [250]
+    sent = d.feed(b"\r\n\r\nNOOP\r\n")
+    assert [str(r) for r in sent[:2]] == ["500 5.5.2 Empty command line"] * 2
+    assert [r.code for r in sent[2:]] == [250]
+    assert d.conn.state is State.READY
 
 
 # --- sequence errors -------------------------------------------------------------------

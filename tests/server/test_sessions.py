@@ -122,7 +122,7 @@ def test_3_2_4_command_timeout() -> None:
 def test_3_2_5_data_timeout() -> None:
     async def scenario() -> Reply:
         plugin = Keep()
-        raw = await raw_session(server(plugin, data_timeout=180))
+        raw = await raw_session(server(plugin, data_timeout=180, min_data_rate=None))
         await raw.send(EHLO)
         await raw.send(ENVELOPE, 3)
         raw.stream.write(b"Subject: half\r\n")
@@ -245,7 +245,20 @@ async def test_too_many_errors_hang_up() -> None:
     raw = await raw_session(server(max_errors=3))
     codes = await raw.codes(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n", 3)
     assert codes == [500, 500, 421]
-    assert await raw.closed()
+    # One command, one reply: BAZ got the 421 instead of its 500, and NOOP nothing.
+    assert await raw.closed() and raw.parser.next_reply() is None
+    await raw.finish()
+
+
+async def test_empty_lines_are_answered_and_spend_the_error_budget() -> None:
+    raw = await raw_session(server(max_errors=3))
+    replies = await raw.send(b"\r\n\r\n\r\nNOOP\r\n", 3)
+    assert [str(r) for r in replies] == [
+        "500 5.5.2 Empty command line",
+        "500 5.5.2 Empty command line",
+        "421 4.7.0 Too many errors, closing transmission channel",
+    ]
+    assert await raw.closed() and raw.parser.next_reply() is None
     await raw.finish()
 
 
@@ -336,12 +349,42 @@ async def test_auth_plain_and_login_and_the_failure_limit(caplog: pytest.LogCapt
     assert await raw.codes(b"dXNlcg==\r\n") == [334]
     assert await raw.codes(b"d3Jvbmc=\r\n") == [535]
     assert await raw.codes(b"AUTH LOGIN dXNlcg==\r\n") == [334]
-    assert await raw.codes(b"d3Jvbmc=\r\n", 2) == [535, 421]
-    assert await raw.closed()
+    # The failure that spends the budget is answered by the 421 alone.
+    assert await raw.codes(b"d3Jvbmc=\r\n") == [421]
+    assert await raw.closed() and raw.parser.next_reply() is None
     await raw.finish()
     # AUTH payloads never reach the log.
     for secret in ("AHVzZXIAc2VjcmV0", "secret", "d3Jvbmc=", "dXNlcg=="):
         assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("attempt", "last_line"),
+    [
+        (b"AUTH PLAIN AHVzZXIAd3Jvbmc=\r\n", None),  # 535 otherwise
+        (b"AUTH LOGIN\r\n", b"*\r\n"),  # cancelled: 501 otherwise
+        (b"AUTH LOGIN\r\n", b"\xff\xfe\r\n"),  # refused by the core: 501 otherwise
+        (b"AUTH LOGIN\r\n", b"x" * 13000 + b"\r\n"),  # too long: 500 otherwise
+    ],
+)
+async def test_the_auth_failure_that_spends_the_budget_gets_one_reply_the_421(
+    attempt: bytes, last_line: bytes | None
+) -> None:
+    srv = server(Authenticating(), auth_without_tls=True)  # max_auth_failures=3
+    raw = await raw_session(srv)
+    await raw.send(EHLO)
+    for n in range(3):
+        if last_line is None:
+            (reply,) = await raw.send(attempt)
+        else:
+            assert await raw.codes(attempt) == [334]
+            (reply,) = await raw.send(last_line)
+        if n < 2:
+            assert 500 <= reply.code < 600, reply
+    assert str(reply) == "421 4.7.0 Too many errors, closing transmission channel"
+    assert await raw.closed() and raw.parser.next_reply() is None
+    await raw.finish()
+    assert srv.stats["auth_failures"] == 3
 
 
 # --- BDAT ------------------------------------------------------------------------------------

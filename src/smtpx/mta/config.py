@@ -47,6 +47,7 @@ from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.data import BareNewlines
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.server.config import Listener, ServerConfig, ServerTls
+from smtpx.server.limits import ClientLimits
 from smtpx.spool.journal import FsyncPolicy
 
 __all__ = [
@@ -210,7 +211,13 @@ class ServerSettings:
     * ``max_message_size``: advertised with SIZE and enforced (RFC 1870).
     * ``max_recipients``: per transaction; RFC 5321 4.5.3.1.8 asks for at least 100.
     * ``command_timeout`` / ``data_timeout``: seconds (RFC 5321 4.5.3.2.7: at least 5 and
-      3 minutes).
+      3 minutes). A command must be complete within ``command_timeout`` of the moment the
+      server waits for it; ``data_timeout`` is the longest wait for more message content.
+    * ``min_data_rate``: octets a second message content must average once
+      ``data_rate_grace`` has passed (0: no minimum).
+    * ``max_sessions_per_client`` / ``max_connection_rate_per_client``: concurrent
+      sessions, and new connections a minute, per IPv4 address or IPv6 /64 (0: no limit);
+      with ``exempt_trusted_networks``, ``relay.trusted_networks`` are not limited.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -219,8 +226,13 @@ class ServerSettings:
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 1000
     max_sessions_per_listener: int = 1000
+    max_sessions_per_client: int = 20
+    max_connection_rate_per_client: int = 60
+    exempt_trusted_networks: bool = True
     command_timeout: float = 300.0
     data_timeout: float = 300.0
+    min_data_rate: int = 500
+    data_rate_grace: float = 60.0
     bare_newlines: BareNewlines = BareNewlines.REJECT
 
 
@@ -433,8 +445,20 @@ submission = []
 max_message_size = "35M"
 max_recipients = 1000
 max_sessions_per_listener = 1000
+# Per client (an IPv4 address or an IPv6 /64): sessions at once, and new connections a
+# minute; more get 421 4.7.0. 0: no limit. With exempt_trusted_networks, clients in
+# relay.trusted_networks are not limited.
+max_sessions_per_client = 20
+max_connection_rate_per_client = 60
+exempt_trusted_networks = true
+# A command must be complete within command_timeout of the moment the server waits for
+# it, however slowly its bytes come. data_timeout: the longest wait for more content.
 command_timeout = "5m"
 data_timeout = "5m"
+# Message content must average min_data_rate octets a second once data_rate_grace has
+# passed (0: no minimum); slower transfers get 421 4.4.2.
+min_data_rate = 500
+data_rate_grace = "1m"
 # A bare CR or LF inside a message: "reject" it (500 5.5.2) or "normalize" it to CRLF.
 bare_newlines = "reject"
 
@@ -573,6 +597,15 @@ def _positive_int(value: object, key: str) -> int:
         raise _expected("an integer", value, key)
     if value < 1:
         raise ConfigError(f"must be at least 1, got {value}", key=key)
+    return value
+
+
+def _limit(value: object, key: str) -> int:
+    """A count where 0 means no limit."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected("an integer (0 for no limit)", value, key)
+    if value < 0:
+        raise ConfigError(f"must be 0 (no limit) or more, got {value}", key=key)
     return value
 
 
@@ -833,8 +866,13 @@ class _Loader:
                 "max_message_size": _size,
                 "max_recipients": _positive_int,
                 "max_sessions_per_listener": _positive_int,
+                "max_sessions_per_client": _limit,
+                "max_connection_rate_per_client": _limit,
+                "exempt_trusted_networks": _boolean,
                 "command_timeout": _duration,
                 "data_timeout": _duration,
+                "min_data_rate": _limit,
+                "data_rate_grace": _duration,
                 "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
             },
         )
@@ -1214,6 +1252,18 @@ class MtaConfig:
             auth_without_tls=self.auth.allow_plaintext,
             command_timeout=self.server.command_timeout,
             data_timeout=self.server.data_timeout,
+            min_data_rate=self.server.min_data_rate or None,
+            data_rate_grace=self.server.data_rate_grace,
+            client_limits=self.client_limits(),
+        )
+
+    def client_limits(self) -> ClientLimits:
+        """The per-client limits of ``[server]``; 0 is no limit."""
+        server = self.server
+        return ClientLimits(
+            max_sessions=server.max_sessions_per_client or None,
+            max_rate=server.max_connection_rate_per_client or None,
+            exempt=self.relay.trusted_networks if server.exempt_trusted_networks else (),
         )
 
     def client_config(self) -> ClientConfig:

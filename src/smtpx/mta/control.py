@@ -18,7 +18,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
-                                       every ``?ping=`` seconds (default 10)
+                                       every ``?ping=`` seconds (0.1 to 3600, default 10)
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -37,8 +37,10 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,8 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.server.deadlines import TimedOut
+from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, Spool, SpoolError, SpoolEvent
@@ -63,6 +67,7 @@ __all__ = ["ControlPlane"]
 log = logging.getLogger("smtpx.control")
 
 PING_SECONDS = 10.0
+PING_RANGE = (0.1, 3600.0)  # what ``?ping=`` may ask for: no busy loop, no silent hour
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -115,6 +120,7 @@ class _MtaCollector(Collector):
         auth.add_metric(["ok"], server.stats["auth_successes"])
         auth.add_metric(["failed"], server.stats["auth_failures"])
         yield auth
+        yield from _abuse_families(server.stats)
         active = GaugeMetricFamily("smtpx_sessions_active", "SMTP sessions open now")
         active.add_metric([], server.sessions)
         yield active
@@ -158,6 +164,27 @@ def _spool_faults(spool: Spool) -> Iterable[Any]:
     )
     damaged.add_metric([], spool.stats["damaged_bodies"])
     yield damaged
+
+
+def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
+    """Connections a per-client limit turned away, sessions a deadline ended."""
+    limited = CounterMetricFamily(
+        "smtpx_connections_limited",
+        "Connections refused by a per-client limit (421 4.7.0)",
+        labels=["limit"],
+    )
+    for refused in Refused:
+        limited.add_metric([refused.value], stats[f"refused_{refused.value}"])
+    yield limited
+    timeouts = CounterMetricFamily(
+        "smtpx_session_timeouts",
+        "Sessions ended by a deadline (421 4.4.2): a command not complete in time, no "
+        "content for data_timeout, content slower than min_data_rate",
+        labels=["reason"],
+    )
+    for reason in TimedOut:
+        timeouts.add_metric([reason.value], stats[f"timeouts_{reason.value}"])
+    yield timeouts
 
 
 # -- the application -----------------------------------------------------------------------
@@ -266,9 +293,10 @@ class ControlPlane:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         if isinstance(peer, tuple):  # TCP; a unix socket's peer name is a str (or None)
-            given = request.headers.get("Authorization", "")
+            # A header is not always UTF-8: its undecodable bytes come back as surrogates.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             expected = f"Bearer {self.token}" if self.token else None
-            if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            if expected is None or not hmac.compare_digest(given, expected.encode()):
                 return _error(401, "a valid bearer token is required")
         try:
             return await handler(request)
@@ -294,7 +322,11 @@ class ControlPlane:
         )
 
     def _selected(self, request: web.Request) -> list[SpooledMessage]:
-        chosen = MessageFilter.from_query(request.query)
+        try:
+            chosen = MessageFilter.from_query(request.query)
+        except (RecursionError, OverflowError) as exc:
+            # How re.compile refuses "((((..." and "a{99999999999}": not with re.error.
+            raise ValueError(f"a filter is too complex: {exc}") from None
         return chosen.select(self.mta.spool.status(), time.time())
 
     async def list_messages(self, request: web.Request) -> web.Response:
@@ -321,7 +353,10 @@ class ControlPlane:
         return web.json_response(shown)
 
     async def _ids(self, request: web.Request) -> tuple[list[str], dict[str, Any]]:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except RecursionError:  # "[[[[...": json gives up at the interpreter's depth
+            raise ValueError("the request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ValueError("the request body must be a JSON object")
         ids = body.get("ids", [])
@@ -368,11 +403,9 @@ class ControlPlane:
         return web.json_response({"purged": ids})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        ping = _ping(request.query.get("ping"))  # checked before the 200 goes out
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        ping = float(request.query.get("ping", PING_SECONDS))
-        if not 0 < ping <= 3600:
-            raise ValueError("ping: seconds between 0 and 3600")
         with self.mta.spool.events.subscribe() as events:
             while True:
                 try:
@@ -421,6 +454,20 @@ class ControlPlane:
     async def reload_tls(self, request: web.Request) -> web.Response:
         self.mta.reload_tls()
         return web.json_response({"reloaded": self.mta.server.tls_context is not None})
+
+
+def _ping(text: str | None) -> float:
+    """Seconds between pings: ``?ping=`` within :data:`PING_RANGE`, or the default."""
+    if text is None:
+        return PING_SECONDS
+    low, high = PING_RANGE
+    try:
+        ping = float(text)
+    except ValueError:
+        ping = math.nan
+    if not low <= ping <= high:  # NaN fails too
+        raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
+    return ping
 
 
 def _error(status: int, text: str) -> web.Response:

@@ -176,6 +176,12 @@ class ServerConnection:
     def buffered_input(self) -> int:
         return len(self._buf)
 
+    @property
+    def reading_content(self) -> bool:
+        """True while message content is being read: after ``354``, or inside a BDAT
+        chunk (a refused one too)."""
+        return self._reader is not None or self._chunk_left is not None
+
     # -- events -----------------------------------------------------------------------
 
     def next_event(self) -> ServerEvent:
@@ -254,9 +260,9 @@ class ServerConnection:
             if auth:
                 return self._auth_line(line)
             if not line:
-                # An empty line gets no reply: some clients (.NET SmtpClient) send one
-                # stray CRLF, and answering it would shift every later reply.
-                continue
+                # Every command line gets exactly one reply (RFC 5321 4.2), an empty one
+                # too: left unanswered, it would be a free way to hold a session open.
+                raise self._refuse("empty command line", replies.empty_line())
             return self._command(line)
 
     def _auth_line(self, line: bytes) -> AuthResponse:

@@ -419,6 +419,10 @@ def data_timeout() -> Reply:
     return _r(421, "4.4.2", "Timeout exceeded while reading message data, closing channel")
 
 
+def data_too_slow() -> Reply:
+    return _r(421, "4.4.2", "Message data arriving too slowly, closing channel")
+
+
 def shutting_down() -> Reply:
     return _r(421, "4.3.2", "Service shutting down, closing transmission channel")
 
@@ -429,6 +433,14 @@ def too_many_errors() -> Reply:
 
 def too_many_connections() -> Reply:
     return _r(421, "4.7.0", "Too many concurrent sessions, try again later")
+
+
+def too_many_sessions_from_client() -> Reply:
+    return _r(421, "4.7.0", "Too many concurrent sessions from your address, try again later")
+
+
+def connection_rate_exceeded() -> Reply:
+    return _r(421, "4.7.0", "Too many connections from your address, try again later")
 
 
 def local_error(text: str = "Local error in processing") -> Reply:
@@ -463,6 +475,10 @@ def command_unrecognized(verb: str = "") -> Reply:
 
 def line_too_long() -> Reply:
     return _r(500, "5.5.2", "Line too long")
+
+
+def empty_line() -> Reply:
+    return _r(500, "5.5.2", "Empty command line")
 
 
 def bare_line_ending() -> Reply:

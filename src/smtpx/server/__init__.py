@@ -15,10 +15,12 @@
 
 from smtpx.server.config import Listener, MalformedMessages, ServerConfig, ServerTls
 from smtpx.server.events import EnvelopeReceived, EventBus, Subscription
+from smtpx.server.limits import ClientLimits
 from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
 from smtpx.server.server import Server
 
 __all__ = [
+    "ClientLimits",
     "EnvelopeReceived",
     "EventBus",
     "Listener",

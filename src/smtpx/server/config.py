@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from smtpx.io.tls import server_context
 from smtpx.protocol.data import BareNewlines
+from smtpx.server.limits import ClientLimits
 
 __all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
 
@@ -71,8 +72,17 @@ class ServerConfig:
     * ``max_auth_failures``: failed AUTH attempts per session before ``421``.
     * ``auth_without_tls``: offer AUTH on a plaintext connection (RFC 4954 section 4 says
       a server SHOULD NOT accept plaintext passwords without TLS).
-    * ``command_timeout`` / ``data_timeout``: waiting for a command / for content
-      (RFC 5321 4.5.3.2.7 asks servers to wait at least 5 and 3 minutes).
+    * ``command_timeout``: a command must be complete within it, counted from when the
+      server began waiting for it: bytes trickling in do not extend it (RFC 5321
+      4.5.3.2.7 asks servers to wait at least 5 minutes).
+    * ``data_timeout``: the longest wait for more message content (4.5.3.2.6 asks
+      for 3 minutes at least).
+    * ``min_data_rate``: octets a second that message content must average once
+      ``data_rate_grace`` seconds have passed; slower gets ``421 4.4.2``. None: no minimum.
+    * ``client_limits``: concurrent sessions and new connections a minute per client
+      (IPv4 address or IPv6 /64), beyond which a connection gets ``421 4.7.0``; see
+      :class:`~smtpx.server.limits.ClientLimits` (20 sessions, 60 a minute, loopback
+      exempt).
     * ``close_timeout``: once :meth:`Server.close` has begun, how long a session may
       still take to finish its transaction.
     """
@@ -94,7 +104,10 @@ class ServerConfig:
     dsn: bool = False  # advertise DSN (the plugin then honours NOTIFY/RET/ENVID/ORCPT)
     command_timeout: float = 300.0
     data_timeout: float = 300.0
+    min_data_rate: float | None = 500.0
+    data_rate_grace: float = 60.0
     close_timeout: float = 10.0
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

@@ -8,9 +8,10 @@
         await server.serve_forever()
 
 Each accepted connection becomes a :class:`~smtpx.server.session.SessionRunner` task. A
-listener at its ``max_sessions`` answers one more connection with ``421 4.7.0`` and closes
-it. :meth:`Server.close` stops listening, ends the sessions that wait for a command, lets
-the others finish their transaction for ``close_timeout`` seconds, then ends the rest.
+listener at its ``max_sessions``, or a client at its limits (``config.client_limits``:
+sessions at once, connections a minute), gets ``421 4.7.0`` and the connection is closed.
+:meth:`Server.close` stops listening, ends the sessions that wait for a command, lets the
+others finish their transaction for ``close_timeout`` seconds, then ends the rest.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from collections import Counter
 from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
 from smtpx.protocol import replies
 from smtpx.protocol.connection import Limits
+from smtpx.protocol.replies import Reply
 from smtpx.server.config import Listener, ServerConfig
 from smtpx.server.events import EnvelopeReceived, EventBus
+from smtpx.server.limits import Admitted, ClientLimiter, Refused
 from smtpx.server.plugin import Plugin
 from smtpx.server.session import SessionRunner
 
@@ -58,6 +61,7 @@ class Server:
         self._servers: list[tuple[Listener, asyncio.Server]] = []
         self._runners: dict[asyncio.Task[None], SessionRunner] = {}
         self._per_listener: Counter[str] = Counter()
+        self.clients = ClientLimiter(self.config.client_limits, self.loop_time)
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
         self._id_prefix = f"{os.getpid():x}"
@@ -182,22 +186,38 @@ class Server:
         limit = listener.max_sessions
         if self.closing or (limit is not None and self._per_listener[key] >= limit):
             reply = replies.shutting_down() if self.closing else replies.too_many_connections()
-            stream.write(reply.to_bytes())
-            stream.close()
+            _turn_away(stream, reply)
             self.stats["refused_connections"] += 1
+            return
+        peer = stream.peername()
+        admitted = self.clients.admit(peer[0] if peer is not None else None)
+        if isinstance(admitted, Refused):
+            _turn_away(stream, _CLIENT_REFUSALS[admitted]())
+            self.stats[f"refused_{admitted.value}"] += 1
             return
         self._per_listener[key] += 1
         runner = SessionRunner(self, stream, key)
         task = asyncio.get_running_loop().create_task(runner.run())
         self._runners[task] = runner
+        task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))
 
-        def done(task: asyncio.Task[None]) -> None:
-            self._runners.pop(task, None)
-            self._per_listener[key] -= 1
-            if not task.cancelled() and task.exception() is not None:
-                log.error("session task failed", exc_info=task.exception())
+    def _done(self, task: asyncio.Task[None], *, listener: str, admitted: Admitted) -> None:
+        self._runners.pop(task, None)
+        self._per_listener[listener] -= 1
+        self.clients.release(admitted)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task failed", exc_info=task.exception())
 
-        task.add_done_callback(done)
+
+_CLIENT_REFUSALS = {
+    Refused.SESSIONS: replies.too_many_sessions_from_client,
+    Refused.RATE: replies.connection_rate_exceeded,
+}
+
+
+def _turn_away(stream: TransportStream, reply: Reply) -> None:
+    stream.write(reply.to_bytes())
+    stream.close()
 
 
 def _where(sock: object) -> str:

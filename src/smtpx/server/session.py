@@ -39,7 +39,7 @@ from smtpx.protocol.commands import (
     StartTls,
     Vrfy,
 )
-from smtpx.protocol.connection import ServerConnection
+from smtpx.protocol.connection import ServerConnection, ServerEvent
 from smtpx.protocol.events import (
     NEED_DATA,
     AuthResponse,
@@ -52,6 +52,7 @@ from smtpx.protocol.extensions import Extensions
 from smtpx.protocol.replies import Reply
 from smtpx.protocol.states import State
 from smtpx.server.config import MalformedMessages, ServerConfig
+from smtpx.server.deadlines import ReadDeadlines, TimedOut
 from smtpx.server.events import EnvelopeReceived
 from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction
 
@@ -103,6 +104,12 @@ class SessionRunner:
         self.auth_failures = 0
         self.waiting_for_command = False
         self.deadline: float | None = None  # loop time by which the pending read must end
+        self.deadlines = ReadDeadlines(
+            command_timeout=self.config.command_timeout,
+            data_timeout=self.config.data_timeout,
+            min_data_rate=self.config.min_data_rate,
+            data_rate_grace=self.config.data_rate_grace,
+        )
         self._mechanisms: dict[str, ServerMechanism[Session]] = {}
 
     # -- the loop ------------------------------------------------------------------------
@@ -144,14 +151,12 @@ class SessionRunner:
             self.stream.close()
 
     async def _loop(self) -> None:
-        conn = self.conn
         while True:
             try:
-                event = conn.next_event()
+                event = self._next_event()
             except RemoteProtocolError as error:
-                if self._count_error():
+                if self._answer_error(error.reply):
                     return
-                conn.send(error.reply)
                 continue
             if event is NEED_DATA:
                 if not await self._read():
@@ -166,13 +171,27 @@ class SessionRunner:
                 self._flush()
                 return
 
-    def _count_error(self) -> bool:
-        """Count a refused command; True when the budget is spent (421 queued)."""
+    def _next_event(self) -> ServerEvent:
+        """The core's next event. One it produced, or a line it refused, ends the wait for
+        a command: the next command's deadline starts afresh."""
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError:
+            self.deadlines.event(content=False)
+            raise
+        if event is not NEED_DATA:
+            self.deadlines.event(content=isinstance(event, DataChunk))
+        return event
+
+    def _answer_error(self, reply: Reply) -> bool:
+        """Answer a refused command and count it. The command that spends the budget gets
+        the ``421`` instead of ``reply`` (one command, one reply); True then: hang up."""
         self.errors += 1
         if self.errors >= self.config.max_errors:
             self.conn.send(replies.too_many_errors())
             self._flush()
             return True
+        self.conn.send(reply)
         return False
 
     async def _read(self) -> bool:
@@ -181,21 +200,23 @@ class SessionRunner:
         conn = self.conn
         if conn.state is State.CLOSED:
             return False
-        in_data = conn.state is State.DATA or bool(self.chunks)
+        in_data = conn.reading_content
         idle = conn.state is State.READY
         if self.server.closing and idle:
             self._say_closing()
             return False
-        timeout = self.config.data_timeout if in_data else self.config.command_timeout
-        if self.server.closing:
-            timeout = min(timeout, self.config.close_timeout)
+        now = self.server.loop_time()
+        deadline = self.deadlines.next(now, content=in_data)
         self.waiting_for_command = idle
         # No timer per read: the server's sweeper interrupts reads past their deadline.
-        self.deadline = self.server.loop_time() + timeout
+        self.deadline = deadline.at
+        if self.server.closing:
+            self.deadline = min(deadline.at, now + self.config.close_timeout)
         try:
             data = await self.stream.read()
         except TimeoutError:
-            conn.send(replies.data_timeout() if in_data else replies.command_timeout())
+            self.server.stats[f"timeouts_{deadline.reason.value}"] += 1
+            conn.send(_TIMEOUT_REPLIES[deadline.reason]())
             self._flush()
             return False
         except _Closing:
@@ -204,6 +225,7 @@ class SessionRunner:
         finally:
             self.waiting_for_command = False
             self.deadline = None
+        self.deadlines.received(len(data), content=in_data)
         conn.receive_data(data)
         return True
 
@@ -468,12 +490,11 @@ class SessionRunner:
             self.conn.send(reply)
             while True:
                 try:
-                    event = self.conn.next_event()
+                    event = self._next_event()
                 except RemoteProtocolError as error:
-                    # A line the core refused (too long, not ASCII) ends the exchange; its
-                    # reply is owed, and the AUTH counts as failed.
-                    self.conn.send(error.reply)
-                    raise _AuthAborted from None
+                    # A line the core refused (too long, not ASCII) ends the exchange with
+                    # the core's reply, and the AUTH counts as failed.
+                    raise _AuthAborted(error.reply) from None
                 if isinstance(event, AuthResponse):
                     return event
                 if isinstance(event, ConnectionClosed):
@@ -489,11 +510,10 @@ class SessionRunner:
                 exchange=exchange,
                 log=log,
             )
-        except _AuthAborted:
-            reply = None
-        if reply is not None:
+        except _AuthAborted as aborted:
+            reply = aborted.reply
+        if reply.code == 235:
             self.conn.send(reply)
-        if reply is not None and reply.code == 235:
             self.session.authenticated = True
             self._mechanisms = {}
             self.server.stats["auth_successes"] += 1
@@ -501,12 +521,25 @@ class SessionRunner:
         self.server.stats["auth_failures"] += 1
         self.auth_failures += 1
         if self.auth_failures >= self.config.max_auth_failures:
+            # The last failure is answered with the 421 alone, not 535 and then 421.
             self.conn.send(replies.too_many_errors())
             raise _Hangup
+        self.conn.send(reply)
+
+
+_TIMEOUT_REPLIES = {
+    TimedOut.COMMAND: replies.command_timeout,
+    TimedOut.DATA: replies.data_timeout,
+    TimedOut.SLOW_DATA: replies.data_too_slow,
+}
 
 
 class _AuthAborted(Exception):
-    pass
+    """The core refused a line of the AUTH exchange; ``reply`` answers it."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 def _malformed(data: bytes) -> str | None:
