@@ -594,7 +594,7 @@ def test_envelope_constructor_requires_bytes() -> None:
     info = EnvelopeInfo.create(sender="<>", recipients=[])
     with pytest.raises(TypeError, match="create"):
         Envelope(info=info, message="text")  # type: ignore[arg-type]
-    assert Envelope(info=info, message=bytearray(b"x")).message == b"x"  # type: ignore[arg-type]
+    assert Envelope(info=info, message=bytearray(b"x")).message == b"x"
     assert "bytes" in repr(Envelope(info=info, message=b"abc"))
 
 

@@ -24,6 +24,7 @@ RANK = {
     "protocol": 1,
     "auth": 2,
     "envelope": 2,
+    "content": 2,
     "config": 3,
     "maillog": 3,
     "io": 4,

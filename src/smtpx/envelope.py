@@ -32,10 +32,11 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
+from smtpx.content import SpilledMessage
 from smtpx.errors import ParseError
 from smtpx.protocol.addresses import ASCII_SPACE, Address, Sender, parse_path
 from smtpx.protocol.params import MailParams
@@ -710,6 +711,8 @@ class _HeaderOps:
 
 
 _BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+# How far into a spilled message its header block is looked for.
+MAX_HEADER_BLOCK = 4 * 1024 * 1024
 
 
 def _message_bytes(message: bytes | bytearray | memoryview | str | email.message.Message) -> bytes:
@@ -729,25 +732,67 @@ def _message_bytes(message: bytes | bytearray | memoryview | str | email.message
     return _BARE_LF_RE.sub(b"\r\n", data)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+@dataclass(frozen=True, slots=True, init=False, repr=False)
 class Envelope(_HeaderOps):
     """An envelope and its message (F1).
 
     ``message`` is the raw RFC 5322 message, header block and body, with CRLF line
     endings and *not* dot-stuffed. The constructor stores it as given;
     :meth:`create` normalises bare LF to CRLF.
+
+    ``content`` is where the message is: bytes, or a :class:`~smtpx.content.SpilledMessage`
+    (a large message the server kept in a file). ``message`` reads the whole of it;
+    :attr:`size`, :meth:`chunks`, the header helpers and the spool read a spilled message
+    a chunk at a time.
     """
 
     info: EnvelopeInfo
-    message: bytes
+    content: bytes | SpilledMessage
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.info, EnvelopeInfo):
+    def __init__(
+        self,
+        *,
+        info: EnvelopeInfo,
+        message: bytes | bytearray | memoryview | None = None,
+        content: bytes | SpilledMessage | None = None,
+    ) -> None:
+        if not isinstance(info, EnvelopeInfo):
             raise TypeError("info must be an EnvelopeInfo")
-        if isinstance(self.message, bytearray | memoryview):
-            object.__setattr__(self, "message", bytes(self.message))
-        elif not isinstance(self.message, bytes):
+        if (message is None) == (content is None):
+            raise TypeError("give message or content, not both")
+        data = message if message is not None else content
+        if isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        elif not isinstance(data, bytes | SpilledMessage):
             raise TypeError("message must be bytes (use Envelope.create for str or Message)")
+        object.__setattr__(self, "info", info)
+        object.__setattr__(self, "content", data)
+
+    @property
+    def message(self) -> bytes:
+        """The whole message in memory (a spilled one is read from its file)."""
+        content = self.content
+        return content if isinstance(content, bytes) else content.read()
+
+    @property
+    def size(self) -> int:
+        """The message's length in octets (nothing is read)."""
+        return len(self.content)
+
+    def in_memory(self) -> Envelope:
+        """This envelope with its message in memory: one to keep after the server's
+        ``process`` hook returns (a spilled message's file is closed then)."""
+        if isinstance(self.content, bytes):
+            return self
+        return Envelope(info=self.info, message=self.content.read())
+
+    def chunks(self) -> Iterator[bytes]:
+        """The message a chunk at a time (one chunk when it is in memory)."""
+        content = self.content
+        if isinstance(content, bytes):
+            yield content
+        else:
+            yield from content.chunks()
 
     @classmethod
     def create(
@@ -850,7 +895,7 @@ class Envelope(_HeaderOps):
         return self.header_list()
 
     def with_info(self, info: EnvelopeInfo) -> Envelope:
-        return dataclasses.replace(self, info=info)
+        return Envelope(info=info, content=self.content)
 
     def email(self) -> email.message.EmailMessage:
         """The message parsed by the stdlib with :data:`email.policy.SMTP` (a fresh copy)."""
@@ -859,13 +904,25 @@ class Envelope(_HeaderOps):
         return parsed
 
     def _header_bytes(self) -> bytes:
-        return _split_message(self.message)[0]
+        return _split_message(self.start())[0]
 
     def _with_header_bytes(self, block: bytes) -> Self:
-        return dataclasses.replace(self, message=block + _split_message(self.message)[1])
+        content = self.content
+        if isinstance(content, bytes):
+            return type(self)(info=self.info, message=block + _split_message(content)[1])
+        header = _split_message(self.start())[0]
+        return type(self)(info=self.info, content=content.skip(len(header)).prepend(block))
+
+    def start(self) -> bytes:
+        """Enough of the message to hold its header block: all of it when in memory, the
+        first ``MAX_HEADER_BLOCK`` octets at most of a spilled one."""
+        content = self.content
+        if isinstance(content, bytes):
+            return content
+        return content.read_until(b"\r\n\r\n", MAX_HEADER_BLOCK)
 
     def __repr__(self) -> str:
-        return f"Envelope(info={self.info!r}, message=<{len(self.message)} bytes>)"
+        return f"Envelope(info={self.info!r}, message=<{self.size} bytes>)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

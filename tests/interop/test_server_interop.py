@@ -101,7 +101,7 @@ class Keeper(Plugin):
         return Offer(starttls=True, auth=password_mechanisms(self.check))
 
     async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
-        self.kept.append(Kept(envelope, session.user, session.tls))
+        self.kept.append(Kept(envelope.in_memory(), session.user, session.tls))
         return f"Ok: kept {envelope.id}"
 
     @property

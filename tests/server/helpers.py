@@ -27,7 +27,7 @@ class Keep(Plugin):
         self.calls.append("disconnect")
 
     async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
-        self.kept.append(envelope)
+        self.kept.append(envelope.in_memory())
         return f"Ok: kept {len(self.kept)}"
 
 

@@ -88,7 +88,7 @@ class StressTest:
         if self.received >= self.send_n_messages:
             self._done.set()
         else:
-            self._queue.put_nowait(envelope)
+            self._queue.put_nowait(envelope.in_memory())  # sent again after process()
 
     async def run(self) -> StressResult:
         with tempfile.TemporaryDirectory(prefix="smtpx-stress-") as tmp:

@@ -218,6 +218,9 @@ class ServerSettings:
     * ``max_sessions_per_client`` / ``max_connection_rate_per_client``: concurrent
       sessions, and new connections a minute, per IPv4 address or IPv6 /64 (0: no limit);
       with ``exempt_trusted_networks``, ``relay.trusted_networks`` are not limited.
+    * ``spill_threshold``: octets of a message a session keeps in memory; the rest goes to
+      an unnamed file in the spool's directory until the message is spooled.
+      ``max_buffered``: octets all sessions together keep in memory.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -234,6 +237,8 @@ class ServerSettings:
     min_data_rate: int = 500
     data_rate_grace: float = 60.0
     bare_newlines: BareNewlines = BareNewlines.REJECT
+    spill_threshold: int = 256 * 1024
+    max_buffered: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -461,6 +466,10 @@ min_data_rate = 500
 data_rate_grace = "1m"
 # A bare CR or LF inside a message: "reject" it (500 5.5.2) or "normalize" it to CRLF.
 bare_newlines = "reject"
+# A session keeps up to spill_threshold of a message in memory, the rest in an unnamed
+# file in the spool directory; all sessions together keep at most max_buffered in memory.
+spill_threshold = "256K"
+max_buffered = "64M"
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -874,6 +883,8 @@ class _Loader:
                 "min_data_rate": _limit,
                 "data_rate_grace": _duration,
                 "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
+                "spill_threshold": _size,
+                "max_buffered": _size,
             },
         )
 
@@ -1255,6 +1266,10 @@ class MtaConfig:
             min_data_rate=self.server.min_data_rate or None,
             data_rate_grace=self.server.data_rate_grace,
             client_limits=self.client_limits(),
+            spill_threshold=self.server.spill_threshold,
+            max_buffered=self.server.max_buffered,
+            # The spool's disk, not /tmp (often a tmpfs: memory again).
+            spill_directory=str(self.spool.dir),
         )
 
     def client_limits(self) -> ClientLimits:

@@ -93,7 +93,9 @@ class RelayPlugin(Plugin):
             envelope.recipients,
             utf8=transaction.params.smtputf8,
         )
-        message = trace + envelope.message
+        content = envelope.content
+        # A spilled message keeps its file: the trace goes in front, nothing is copied.
+        message = trace + content if isinstance(content, bytes) else content.prepend(trace)
         groups: dict[str, list[Address]] = defaultdict(list)
         for given in transaction.recipients:
             # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so
@@ -111,7 +113,7 @@ class RelayPlugin(Plugin):
                         recipients=tuple(recipients),
                         id=envelope.id,
                     ),
-                    message=message,
+                    content=message,
                 ),
                 route=route,
                 flows=transaction.flows,

@@ -85,6 +85,11 @@ class ServerConfig:
       exempt).
     * ``close_timeout``: once :meth:`Server.close` has begun, how long a session may
       still take to finish its transaction.
+    * ``spill_threshold``: octets of a message kept in memory; the rest goes to an
+      anonymous file in ``spill_directory`` (None: the system's temporary directory), and
+      the plugin gets an envelope whose ``content`` is a
+      :class:`~smtpx.content.SpilledMessage`. ``max_buffered``: octets of content all the
+      sessions together keep in memory; past it a message is spilled at once.
     """
 
     listeners: Sequence[Listener] = (Listener(),)
@@ -108,6 +113,9 @@ class ServerConfig:
     data_rate_grace: float = 60.0
     close_timeout: float = 10.0
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    spill_threshold: int = 256 * 1024
+    spill_directory: str | None = None
+    max_buffered: int = 64 * 1024 * 1024
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

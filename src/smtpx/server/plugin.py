@@ -173,6 +173,11 @@ class Plugin:
         """The whole message arrived. Return the text of the ``250`` reply once the
         message is safe (spooled, relayed...).
 
+        A large message arrives spilled to a file (``envelope.content`` is a
+        :class:`~smtpx.content.SpilledMessage`; see ``ServerConfig.spill_threshold``): read
+        it with ``envelope.chunks()`` (or whole with ``envelope.message``) before this
+        returns, when the file is closed; keep ``envelope.in_memory()`` to use it later.
+
         The default refuses (``554 5.3.3``): a server must never say 250 for mail it
         drops. A plugin that really wants to discard says so by overriding this.
         """

@@ -29,6 +29,7 @@ from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
 from smtpx.protocol import replies
 from smtpx.protocol.connection import Limits
 from smtpx.protocol.replies import Reply
+from smtpx.server.buffer import BufferBudget
 from smtpx.server.config import Listener, ServerConfig
 from smtpx.server.events import EnvelopeReceived, EventBus
 from smtpx.server.limits import Admitted, ClientLimiter, Refused
@@ -56,6 +57,7 @@ class Server:
         )
         self.tls_context: ssl.SSLContext | None = self.config.ssl_context()
         self.events: EventBus[EnvelopeReceived] = EventBus()
+        self.buffers = BufferBudget(self.config.max_buffered)
         self.stats: Counter[str] = Counter()
         self.closing = False
         self._servers: list[tuple[Listener, asyncio.Server]] = []

@@ -51,6 +51,7 @@ from smtpx.protocol.events import (
 from smtpx.protocol.extensions import Extensions
 from smtpx.protocol.replies import Reply
 from smtpx.protocol.states import State
+from smtpx.server.buffer import ContentBuffer
 from smtpx.server.config import MalformedMessages, ServerConfig
 from smtpx.server.deadlines import ReadDeadlines, TimedOut
 from smtpx.server.events import EnvelopeReceived
@@ -98,7 +99,7 @@ class SessionRunner:
             server.stats["tls_sessions"] += 1  # implicit TLS: the handshake is done
         self.mail = MailLog("smtp-server/session", self.session.flows)
         self.transaction: Transaction | None = None
-        self.chunks: list[bytes] = []
+        self.content: ContentBuffer | None = None  # the transaction's content so far
         self.chunk_error: Reply | None = None
         self.errors = 0
         self.auth_failures = 0
@@ -148,6 +149,7 @@ class SessionRunner:
         except (ConnectionError, OSError) as exc:
             log.debug("session %s: connection lost: %s", session.id, exc)
         finally:
+            self._drop_content()  # a transaction cut off: its memory and file go
             self.stream.close()
 
     async def _loop(self) -> None:
@@ -257,7 +259,7 @@ class SessionRunner:
         # Ordered by how often each comes.
         if isinstance(event, DataChunk):
             if self.chunk_error is None:
-                self.chunks.append(event.data)
+                self._content().add(event.data)
             return
         if isinstance(event, Mail):
             await self._mail(event)
@@ -350,7 +352,7 @@ class SessionRunner:
 
     def _end_transaction(self) -> None:
         self.transaction = None
-        self.chunks = []
+        self._drop_content()
         self.chunk_error = None
 
     async def _mail(self, command: Mail) -> None:
@@ -393,13 +395,13 @@ class SessionRunner:
         if refusal is not None:
             self.conn.send(refusal)
             return
-        self.chunks = []
+        self._drop_content()
         self.conn.send(replies.start_mail_input())
 
     async def _bdat(self) -> None:
         # The first chunk of a transaction asks the plugin, as DATA does; a refusal is sent
         # once the chunk has been read (the core reads it whatever the answer).
-        if self.transaction is not None and not self.chunks and self.chunk_error is None:
+        if self.transaction is not None and self.content is None and self.chunk_error is None:
             self.chunk_error = await self._accept_data()
 
     async def _end_of_chunk(self, last: bool) -> None:
@@ -407,30 +409,55 @@ class SessionRunner:
             self.conn.send(self.chunk_error)
             return
         if not last:
-            self.conn.send(replies.chunk_ok(sum(map(len, self.chunks))))
+            buffer = self._content()
+            self.conn.send(buffer.error or replies.chunk_ok(buffer.size))
             return
         await self._message()
+
+    def _content(self) -> ContentBuffer:
+        if self.content is None:
+            config = self.config
+            self.content = ContentBuffer(
+                self.server.buffers, config.spill_threshold, config.spill_directory
+            )
+        return self.content
+
+    def _drop_content(self) -> None:
+        if self.content is not None:
+            self.content.close()
+            self.content = None
 
     async def _message(self) -> None:
         transaction = self.transaction
         assert transaction is not None
-        data = b"".join(self.chunks)
-        self.chunks = []
         self.transaction = None
-        problem = _malformed(data)
-        if problem is not None:
-            if self.config.malformed is MalformedMessages.REJECT:
-                self.conn.send(Reply.of(550, f"Not an RFC 5322 message: {problem}", "5.6.0"))
-                return
-            data = _wrap(data, problem)
+        buffer = self._content()
+        self.content = None
+        try:
+            await self._process(transaction, buffer)
+        finally:
+            buffer.close()  # the plugin is done with a spilled file
+
+    async def _process(self, transaction: Transaction, buffer: ContentBuffer) -> None:
+        if buffer.error is not None:
+            self.conn.send(buffer.error)
+            return
         info = EnvelopeInfo(
             sender=transaction.sender,
             sender_args=transaction.params,
             recipients=tuple(transaction.recipients),
             id=transaction.id,
         )
-        envelope = Envelope(info=info, message=data)
-        self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, len(data)))
+        envelope = Envelope(info=info, content=buffer.result())
+        start = envelope.start()
+        problem = _malformed(start)
+        if problem is not None:
+            if self.config.malformed is MalformedMessages.REJECT:
+                self.conn.send(Reply.of(550, f"Not an RFC 5322 message: {problem}", "5.6.0"))
+                return
+            envelope = Envelope(info=info, message=_wrap(envelope.message, problem))
+        size = envelope.size
+        self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
         try:
             text = await self.plugin.process(self.session, transaction, envelope)
         except Exception as exc:
@@ -446,8 +473,8 @@ class SessionRunner:
                 remote_ip=self.session.remote_ip,
                 sender=str(transaction.sender),
                 recipients=[str(r) for r in transaction.recipients],
-                message_size=len(data),
-                rfc822_id=_message_id(data),
+                message_size=size,
+                rfc822_id=_message_id(start),
                 local_id=str(transaction.id),
                 reply=str(reply),
             )

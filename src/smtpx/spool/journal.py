@@ -39,6 +39,7 @@ import fcntl
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from smtpx.spool.records import (
     Location,
     Record,
     RecordKind,
+    encode_head,
     encode_record,
 )
 from smtpx.spool.replay import (
@@ -120,10 +122,17 @@ class DiskOps:
         store_manifest(directory, manifest, sync=sync)
 
 
-@dataclass
-class _Pending:
+@dataclass(slots=True)
+class _Encoded:
+    """A record ready to write; ``body`` is (offset within data, length, crc)."""
+
     data: bytes
-    bodies: list[tuple[int, int, int] | None]  # (offset within data, length, crc) per record
+    body: tuple[int, int, int] | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    records: list[_Encoded | Record]  # a Record: a streamed body, encoded as it is written
     future: asyncio.Future[list[Location | None]]
 
 
@@ -257,19 +266,17 @@ class Journal:
             self.refused += 1
             future.set_exception(JournalUnavailable(f"the spool cannot write: {self.failure}"))
             return future
-        chunks = []
-        bodies: list[tuple[int, int, int] | None] = []
-        position = 0
+        encoded: list[_Encoded | Record] = []
         for record in records:
+            if record.stream is not None:
+                encoded.append(record)
+                continue
             data, body_offset = encode_record(record)
-            chunks.append(data)
             if record.kind == RecordKind.MESSAGE:
-                crc = _body_crc(data)
-                bodies.append((position + body_offset, len(record.body), crc))
+                encoded.append(_Encoded(data, (body_offset, len(record.body), _body_crc(data))))
             else:
-                bodies.append(None)
-            position += len(data)
-        self._queue.append(_Pending(b"".join(chunks), bodies, future))
+                encoded.append(_Encoded(data, None))
+        self._queue.append(_Pending(encoded, future))
         self._start_writer()
         return future
 
@@ -329,9 +336,8 @@ class Journal:
                 self._fail("opening a new segment", exc)
         assert self._fd is not None
         base = self._size
-        data = b"".join(p.data for p in group)
         try:
-            self._write_all(self._fd, data)
+            results, end = self._write_records(self._fd, group, base)
         except OSError as exc:
             self.write_errors += 1
             try:
@@ -347,19 +353,58 @@ class Journal:
                 self._seal_suspect(base)
                 self._fail("fsync", exc)
             self.fsyncs += 1
-        self._size += len(data)
+        self._size = end
         self.appended += len(group)
-        results = []
-        position = base
-        for pending in group:
-            results.append(
-                [
-                    None if b is None else Location(self._segment, position + b[0], b[1], b[2])
-                    for b in pending.bodies
-                ]
-            )
-            position += len(pending.data)
         return results
+
+    def _write_records(
+        self, fd: int, group: list[_Pending], base: int
+    ) -> tuple[list[list[Location | None]], int]:
+        """Write the group's records from ``base`` on: encoded ones together in one write,
+        streamed ones a chunk at a time. Their locations, and where the group ends."""
+        results: list[list[Location | None]] = []
+        position = base
+        ready: list[bytes] = []
+        for pending in group:
+            locations: list[Location | None] = []
+            for record in pending.records:
+                if isinstance(record, _Encoded):
+                    ready.append(record.data)
+                    body = record.body
+                    at = (
+                        None
+                        if body is None
+                        else Location(self._segment, position + body[0], *body[1:])
+                    )
+                    locations.append(at)
+                    position += len(record.data)
+                    continue
+                self._write_all(fd, b"".join(ready))
+                ready = []
+                location, written = self._write_streamed(fd, record, position)
+                locations.append(location)
+                position += written
+            results.append(locations)
+        self._write_all(fd, b"".join(ready))
+        return results, position
+
+    def _write_streamed(self, fd: int, record: Record, position: int) -> tuple[Location, int]:
+        """Write a record whose body is read a chunk at a time: once to learn its length
+        and checksum (they come first, in the header), once to write it."""
+        assert record.stream is not None
+        length = crc = 0
+        for chunk in record.stream.wire_chunks():
+            crc = zlib.crc32(chunk, crc)
+            length += len(chunk)
+        head = encode_head(record, length, crc)
+        self._write_all(fd, head)
+        again = 0
+        for chunk in record.stream.wire_chunks():
+            again = zlib.crc32(chunk, again)
+            self._write_all(fd, chunk)
+        if again != crc:
+            raise OSError(errno.EIO, "a streamed body changed while it was written")
+        return Location(self._segment, position + len(head), length, crc), len(head) + length
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)

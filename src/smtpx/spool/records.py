@@ -25,10 +25,10 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from smtpx.errors import SMTPXError
 
@@ -39,8 +39,10 @@ __all__ = [
     "Location",
     "Record",
     "RecordKind",
+    "WireSource",
     "check_bodies",
     "check_body",
+    "encode_head",
     "encode_record",
     "read_body",
     "read_body_raw",
@@ -72,15 +74,25 @@ class Location:
         return f"segment {self.segment} offset {self.offset} ({self.length} octets)"
 
 
+class WireSource(Protocol):
+    """A body too big for memory, read a chunk at a time in its stored form (dot-stuffed,
+    CRLF, without the final ``.CRLF``): :class:`smtpx.content.SpilledMessage`."""
+
+    def wire_chunks(self) -> Iterator[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One record to append. ``body_crc`` keeps a body's original checksum when it is
-    copied forward (compaction), so damage is never laundered into a fresh checksum."""
+    copied forward (compaction), so damage is never laundered into a fresh checksum. A
+    MESSAGE record's body is ``body``, or ``stream`` read a chunk at a time when the
+    journal writes it (never whole in memory)."""
 
     kind: RecordKind
     meta: dict[str, Any]
     body: bytes = b""
     body_crc: int | None = None
+    stream: WireSource | None = None
 
 
 class BodyDamaged(SMTPXError):
@@ -94,12 +106,18 @@ class BodyDamaged(SMTPXError):
 
 def encode_record(record: Record) -> tuple[bytes, int]:
     """The record's bytes, and the offset of its body within them."""
-    meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     body_crc = zlib.crc32(record.body) if record.body_crc is None else record.body_crc
-    fields = (len(meta), len(record.body), zlib.crc32(meta), body_crc)
+    head = encode_head(record, len(record.body), body_crc)
+    return head + record.body, len(head)
+
+
+def encode_head(record: Record, body_len: int, body_crc: int) -> bytes:
+    """The record's header and metadata, for a body of ``body_len`` octets."""
+    meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    fields = (len(meta), body_len, zlib.crc32(meta), body_crc)
     unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
     header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
-    return header + meta + record.body, HEADER.size + len(meta)
+    return header + meta
 
 
 def _header_check(header: bytes) -> int:

@@ -428,10 +428,13 @@ class Spool:
                 flows=delivery.flows.extend("out").ids,
             )
             entries.append(entry)
-            # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF".
-            records.append(
-                Record(RecordKind.MESSAGE, entry.to_meta(), dot_stuff(envelope.message)[:-3])
-            )
+            # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF"; a
+            # spilled message is copied from its file a chunk at a time.
+            content = envelope.content
+            if isinstance(content, bytes):
+                records.append(Record(RecordKind.MESSAGE, entry.to_meta(), dot_stuff(content)[:-3]))
+            else:
+                records.append(Record(RecordKind.MESSAGE, entry.to_meta(), stream=content))
         locations = await self.journal.append(records)
         for entry, location in zip(entries, locations, strict=True):
             assert location is not None
