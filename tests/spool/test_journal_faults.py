@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,11 @@ class Faulty(DiskOps):
         if (error := self.fail.pop("ftruncate", None)) is not None:
             raise error
         super().ftruncate(fd, length)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        if (error := self.fail.pop("pwrite", None)) is not None:
+            raise error
+        return super().pwrite(fd, data, offset)
 
     def store_manifest(self, directory: Path, manifest: Manifest, *, sync: bool) -> None:
         if (error := self.fail.pop("store_manifest", None)) is not None:
@@ -294,3 +300,54 @@ def test_segments_below_first_are_dead_and_removed(tmp_path: Path) -> None:
     replay = reopen(tmp_path)
     assert set(replay.messages) == {"m2"} and replay.problems == []
     assert 1 not in Journal(tmp_path).segment_numbers()
+
+
+class Chunks:
+    """A streamed body (as a spilled message gives the journal)."""
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = parts
+
+    def wire_chunks(self) -> Iterator[bytes]:
+        yield from self.parts
+
+
+def streamed(n: int, *parts: bytes) -> Record:
+    return Record(RecordKind.MESSAGE, {"id": f"m{n}"}, stream=Chunks(*parts))
+
+
+def test_a_streamed_body_is_written_in_one_pass_and_reads_back(tmp_path: Path) -> None:
+    async def scenario() -> list[Location | None]:
+        journal = Journal(tmp_path)
+        journal.open()
+        locations = await journal.append(
+            [message(1), streamed(2, b"a" * 5000, b"b\r\n"), message(3)]
+        )
+        await journal.aclose()
+        return locations
+
+    first, big, third = asyncio.run(scenario())
+    replay = reopen(tmp_path)
+    assert set(replay.messages) == {"m1", "m2", "m3"} and replay.problems == []
+    assert replay.messages["m2"][1] == big and big is not None
+    assert Journal(tmp_path).read_body(big) == b"a" * 5000 + b"b\r\n"
+    assert replay.messages["m3"][1] == third and first is not None
+
+
+def test_a_streamed_body_that_fails_leaves_no_trace(tmp_path: Path) -> None:
+    ops = Faulty()
+
+    async def scenario() -> None:
+        journal = Journal(tmp_path, ops=ops)
+        journal.open()
+        await journal.append([message(1)])
+        ops.fail["pwrite"] = EIO
+        with pytest.raises(JournalWriteError):
+            await journal.append([streamed(2, b"x" * 3000)])
+        await wait_out_the_refusal()
+        await journal.append([message(3)])
+        await journal.aclose()
+
+    run_virtual(scenario())
+    replay = reopen(tmp_path)
+    assert set(replay.messages) == {"m1", "m3"} and replay.problems == []

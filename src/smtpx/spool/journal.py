@@ -118,6 +118,9 @@ class DiskOps:
     def ftruncate(self, fd: int, length: int) -> None:
         os.ftruncate(fd, length)
 
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
     def store_manifest(self, directory: Path, manifest: Manifest, *, sync: bool) -> None:
         store_manifest(directory, manifest, sync=sync)
 
@@ -389,21 +392,25 @@ class Journal:
         return results, position
 
     def _write_streamed(self, fd: int, record: Record, position: int) -> tuple[Location, int]:
-        """Write a record whose body is read a chunk at a time: once to learn its length
-        and checksum (they come first, in the header), once to write it."""
+        """Write a record whose body is read a chunk at a time, in one pass: its header
+        (which carries the body's length and checksum) is written with zeros first and
+        filled in once the body is written."""
         assert record.stream is not None
+        placeholder = encode_head(record, 0, 0)
+        self._write_all(fd, placeholder)
         length = crc = 0
         for chunk in record.stream.wire_chunks():
             crc = zlib.crc32(chunk, crc)
             length += len(chunk)
-        head = encode_head(record, length, crc)
-        self._write_all(fd, head)
-        again = 0
-        for chunk in record.stream.wire_chunks():
-            again = zlib.crc32(chunk, again)
             self._write_all(fd, chunk)
-        if again != crc:
-            raise OSError(errno.EIO, "a streamed body changed while it was written")
+        head = encode_head(record, length, crc)
+        # The appending descriptor cannot write at an offset (O_APPEND): another one can.
+        patch = os.open(self.segment_path(self._segment), os.O_WRONLY)
+        try:
+            if self.ops.pwrite(patch, head[: HEADER.size], position) != HEADER.size:
+                raise OSError(errno.EIO, "short write of a record header")
+        finally:
+            os.close(patch)
         return Location(self._segment, position + len(head), length, crc), len(head) + length
 
     def _write_all(self, fd: int, data: bytes) -> None:
