@@ -1006,3 +1006,24 @@ def test_batch_and_routing_type_checks() -> None:
     with pytest.raises(TypeError, match="body"):
         Batch(envelopes=(member,), body="text")  # type: ignore[arg-type]
     assert Batch(envelopes=(), body=b"").to_envelopes() == []
+
+
+def test_recipient_params_follow_their_recipients() -> None:
+    info = EnvelopeInfo.create(
+        sender="a@example.com",
+        recipients=["b@example.org", "c@example.net", "d@example.net"],
+        recipient_params={
+            "b@example.org": "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;B@example.org",
+            "c@example.net": "NOTIFY=NEVER",
+            "d@example.net": "",
+        },
+    )
+    b, c, d = info.recipients
+    assert info.params_of(b).notify == ("SUCCESS", "FAILURE")
+    assert info.params_of(b).orcpt == ("rfc822", "B@example.org")
+    assert info.params_of(c).notify == ("NEVER",) and info.params_of(d).notify is None
+    assert len(info.recipient_params) == 2  # only recipients that gave any
+    split = info.with_recipients([c, d])
+    assert [a for a, _ in split.recipient_params] == [c]
+    assert split.params_of(c).notify == ("NEVER",)
+    assert info != info.with_recipient_params({})

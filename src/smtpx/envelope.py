@@ -32,14 +32,14 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
 from smtpx.content import SpilledMessage
 from smtpx.errors import ParseError
 from smtpx.protocol.addresses import ASCII_SPACE, Address, Sender, parse_path
-from smtpx.protocol.params import MailParams
+from smtpx.protocol.params import MailParams, RcptParams
 
 __all__ = [
     "Address",
@@ -361,6 +361,23 @@ def _to_params(value: MailParams | str) -> MailParams:
     return MailParams.parse(value) if isinstance(value, str) else value
 
 
+RecipientParams = (
+    Mapping[Address | str, RcptParams | str] | Iterable[tuple[Address | str, RcptParams | str]]
+)
+_NO_RCPT_PARAMS = RcptParams()
+
+
+def _to_recipient_params(value: RecipientParams) -> tuple[tuple[Address, RcptParams], ...]:
+    """(recipient, its RCPT parameters) for the recipients that have any, in order."""
+    pairs = value.items() if isinstance(value, Mapping) else value
+    found = []
+    for recipient, params in pairs:
+        parsed = RcptParams.parse(params) if isinstance(params, str) else params
+        if parsed != _NO_RCPT_PARAMS:
+            found.append((_to_address(recipient), parsed))
+    return tuple(found)
+
+
 def _to_id(value: EnvelopeId | str | None) -> EnvelopeId:
     if value is None:
         return EnvelopeId.create()
@@ -372,8 +389,10 @@ class EnvelopeInfo:
     """The SMTP envelope (F1): everything about a message that is not the message.
 
     ``recipients`` are the accepted recipients, ``rejected_recipients`` those the
-    receiving server refused (kept for reporting). ``route`` is free text naming the way
-    the message should go, for a routing policy to read. ``id`` is fresh by default.
+    receiving server refused (kept for reporting). ``recipient_params`` holds the RCPT
+    parameters (DSN's NOTIFY and ORCPT, RFC 3461) of the recipients that gave any:
+    :meth:`params_of` reads them. ``route`` is free text naming the way the message
+    should go, for a routing policy to read. ``id`` is fresh by default.
 
     Equality and hash ignore ``id``: two envelopes with the same sender, arguments,
     recipients and route are the same envelope, whenever they were made.
@@ -385,6 +404,7 @@ class EnvelopeInfo:
     rejected_recipients: tuple[Address, ...] = ()
     route: str | None = None
     id: EnvelopeId = field(default_factory=EnvelopeId.create, compare=False)
+    recipient_params: tuple[tuple[Address, RcptParams], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.sender, Sender):
@@ -400,6 +420,18 @@ class EnvelopeInfo:
             if not all(isinstance(value, Address) for value in values):
                 raise TypeError(f"{name} must hold Address values (use create() for strings)")
             object.__setattr__(self, name, values)
+        params = self.recipient_params
+        if not isinstance(params, tuple) or not all(
+            isinstance(a, Address) and isinstance(p, RcptParams) for a, p in params
+        ):
+            object.__setattr__(self, "recipient_params", _to_recipient_params(params))
+
+    def params_of(self, recipient: Address) -> RcptParams:
+        """The RCPT parameters ``recipient`` was given (none: empty parameters)."""
+        for address, params in self.recipient_params:
+            if address == recipient:
+                return params
+        return _NO_RCPT_PARAMS
 
     @classmethod
     def create(
@@ -411,6 +443,7 @@ class EnvelopeInfo:
         rejected_recipients: Iterable[Address | str] = (),
         route: str | None = None,
         id: EnvelopeId | str | None = None,
+        recipient_params: RecipientParams = (),
     ) -> EnvelopeInfo:
         """Build an info from parsed values or text.
 
@@ -426,6 +459,7 @@ class EnvelopeInfo:
             rejected_recipients=_to_addresses(rejected_recipients),
             route=route,
             id=_to_id(id),
+            recipient_params=_to_recipient_params(recipient_params),
         )
 
     def with_sender(self, sender: Sender | Address | str) -> EnvelopeInfo:
@@ -435,7 +469,13 @@ class EnvelopeInfo:
         return dataclasses.replace(self, sender_args=_to_params(sender_args))
 
     def with_recipients(self, recipients: Iterable[Address | str]) -> EnvelopeInfo:
-        return dataclasses.replace(self, recipients=_to_addresses(recipients))
+        """Other recipients; those that stay keep their RCPT parameters."""
+        kept = _to_addresses(recipients)
+        params = tuple((a, p) for a, p in self.recipient_params if a in kept)
+        return dataclasses.replace(self, recipients=kept, recipient_params=params)
+
+    def with_recipient_params(self, params: RecipientParams) -> EnvelopeInfo:
+        return dataclasses.replace(self, recipient_params=_to_recipient_params(params))
 
     def with_rejected_recipients(self, rejected: Iterable[Address | str]) -> EnvelopeInfo:
         return dataclasses.replace(self, rejected_recipients=_to_addresses(rejected))

@@ -447,6 +447,9 @@ class SessionRunner:
             sender_args=transaction.params,
             recipients=tuple(transaction.recipients),
             id=transaction.id,
+            recipient_params=tuple(
+                zip(transaction.recipients, transaction.recipient_params, strict=True)
+            ),
         )
         envelope = Envelope(info=info, content=buffer.result())
         start = envelope.start()
