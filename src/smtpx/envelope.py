@@ -361,8 +361,11 @@ def _to_params(value: MailParams | str) -> MailParams:
     return MailParams.parse(value) if isinstance(value, str) else value
 
 
+# (Mapping is invariant in its keys: a dict of str and a dict of Address are both fine.)
 RecipientParams = (
-    Mapping[Address | str, RcptParams | str] | Iterable[tuple[Address | str, RcptParams | str]]
+    Mapping[str, RcptParams | str]
+    | Mapping[Address, RcptParams | str]
+    | Iterable[tuple[Address | str, RcptParams | str]]
 )
 _NO_RCPT_PARAMS = RcptParams()
 
