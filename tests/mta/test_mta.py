@@ -29,7 +29,7 @@ from smtpx.io import StaticResolver
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns, Route, RouteResult
 from smtpx.mta.users import Users
-from smtpx.protocol import Rcpt, Reply
+from smtpx.protocol import Rcpt, Reply, ReplyParser
 from smtpx.spool.message import Status
 from smtpx.testing import Handler, ScriptedServer
 from tests.mta.helpers import PLAIN, config, maildir, message, wait_until
@@ -185,12 +185,16 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
         mode=TlsMode.REQUIRED, certificate=CertificateCheck.VERIFY, ca_file=ca_file
     )
     async with Mta(cfg, dns=FakeDns()) as mta:
-        submission = mta.server.ports[1]
-        # Without TLS or AUTH: MAIL is refused.
+        port25, submission = mta.server.ports
+        # Without TLS or AUTH: MAIL is refused, and so is every other command but the few
+        # that lead to TLS (RFC 3207 section 4); port 25 requires nothing.
         async with connect("127.0.0.1", submission, config=PLAIN) as client:
             assert not client.supports("AUTH")
             refused = await client.send(message(1))
-            assert isinstance(refused, RejectedSender) and refused.reply.code == 530
+            assert isinstance(refused, RejectedSender)
+            assert str(refused.reply) == "530 5.7.0 Must issue a STARTTLS command first"
+        assert await plaintext_codes(submission) == [250, 530, 530, 530, 250, 221]
+        assert await plaintext_codes(port25) == [250, 250, 252, 250, 250, 221]
         # With both: the user may relay anywhere.
         async with connect(
             "mx.test",
@@ -207,6 +211,22 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
             next(m.id for m in mta.spool.status() if m.route == "elsewhere.test")
         )
         assert b"with ESMTPSA" in stored
+
+
+async def plaintext_codes(port: int) -> list[int]:
+    """The reply codes to a pipelined EHLO, MAIL, VRFY, RSET, NOOP, QUIT
+    sent in plaintext."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"EHLO c.test\r\nMAIL FROM:<a@example.com>\r\nVRFY user\r\nRSET\r\nNOOP\r\nQUIT\r\n"
+    )
+    parser = ReplyParser()
+    while data := await reader.read(4096):
+        parser.feed(data)
+    writer.close()
+    codes = [reply.code for reply in iter(parser.next_reply, None)]
+    assert codes[0] == 220
+    return codes[1:]
 
 
 async def test_reload_tls_swaps_the_certificate_and_keeps_it_on_bad_files(

@@ -5,7 +5,8 @@ Rules (never an open relay):
 * mail for a local domain is taken from anyone;
 * mail for elsewhere is taken from trusted networks, and from authenticated users
   (``relay.relay_for_authenticated``); anyone else gets ``550 5.7.1``;
-* on a submission listener, STARTTLS and AUTH come before MAIL (``530 5.7.0``).
+* on a submission listener, STARTTLS and AUTH come before anything else (``530 5.7.0``;
+  the listener requires them, see :meth:`MtaConfig.listeners`).
 
 Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
 destination domain, one spool message per domain, all written durably before the 250.
@@ -19,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from smtpx.envelope import Envelope, EnvelopeInfo
-from smtpx.mta.config import ListenerKind, MtaConfig, a_label, listener_kind
+from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -61,11 +62,6 @@ class RelayPlugin(Plugin):
         if self.spool.journal.refusing():
             # The spool's disk failed a moment ago: say so before the client sends DATA.
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
-        if listener_kind(session.listener) is ListenerKind.SUBMISSION:
-            if not session.tls:
-                raise Reject(replies.starttls_required())
-            if not session.authenticated:
-                raise Reject(replies.auth_required())
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams

@@ -39,7 +39,7 @@ from smtpx.protocol.commands import (
     StartTls,
     Vrfy,
 )
-from smtpx.protocol.connection import ServerConnection, ServerEvent
+from smtpx.protocol.connection import Limits, ServerConnection, ServerEvent
 from smtpx.protocol.events import (
     NEED_DATA,
     AuthResponse,
@@ -79,12 +79,12 @@ class _Hangup(Exception):
 class SessionRunner:
     """Runs one session; :meth:`run` returns when it is over."""
 
-    def __init__(self, server: Server, stream: Stream, listener: str) -> None:
+    def __init__(self, server: Server, stream: Stream, listener: str, limits: Limits) -> None:
         self.server = server
         self.plugin: Plugin = server.plugin
         self.config: ServerConfig = server.config
         self.stream = stream
-        self.conn = ServerConnection(server.limits)
+        self.conn = ServerConnection(limits, tls=stream.tls)
         self.session = Session(
             id=server.new_session_id(),
             local=stream.sockname(),
