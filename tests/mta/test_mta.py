@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import email.message
 import email.policy
 import ssl
 from pathlib import Path
@@ -120,24 +121,43 @@ async def test_permanent_failure_bounces_and_null_mx(tmp_path: Path) -> None:
 
     async with ScriptedServer(Refuses) as sink:
         cfg = config(tmp_path, routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}})
-        dns = FakeDns(mx={"nullmx.example": [(0, ".")]})
+        dns = FakeDns(mx={"nullmx.example": [(0, ".")]}, nxdomain=["nowhere.example"])
         async with Mta(cfg, dns=dns) as mta:
             async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
-                assert (
-                    await client.send(message(1, sender="me@example.org", to="gone@example.net"))
-                ).ok
-                assert (
-                    await client.send(message(2, sender="me@example.org", to="x@nullmx.example"))
-                ).ok
-            await wait_until(lambda: len(maildir(tmp_path, "me@example.org")) == 2)
+                for n, to in enumerate(
+                    ["gone@example.net", "x@nullmx.example", "y@nowhere.example"]
+                ):
+                    assert (await client.send(message(n, sender="me@example.org", to=to))).ok
+            await wait_until(lambda: len(maildir(tmp_path, "me@example.org")) == 3)
             frozen = [m for m in mta.spool.status() if m.status is Status.FROZEN]
-            assert len(frozen) == 2
-    bounces = [
-        email.message_from_bytes(b, policy=email.policy.default)
-        for b in maildir(tmp_path, "me@example.org")
-    ]
-    texts = sorted(str(b.get_payload()[1]) for b in bounces)  # type: ignore[index]
-    assert any("5.1.1" in t for t in texts) and any("5.1.10" in t for t in texts)
+            assert len(frozen) == 3
+    blocks: dict[str, email.message.Message] = {}
+    for data in maildir(tmp_path, "me@example.org"):
+        per_message, per_recipient = status_blocks(data)
+        assert per_message["Reporting-MTA"] == "dns; mx.test"
+        assert per_recipient["Action"] == "failed"
+        blocks[per_recipient["Final-Recipient"].split("; ")[1]] = per_recipient
+    # The remote MTA refused gone@: the notice names it and quotes its reply.
+    gone = blocks["gone@example.net"]
+    assert gone["Status"] == "5.1.1" and gone["Remote-MTA"] == "dns; 127.0.0.1"
+    assert gone["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    # No remote MTA was ever asked about the null MX and the NXDOMAIN domain.
+    null_mx, nowhere = blocks["x@nullmx.example"], blocks["y@nowhere.example"]
+    assert null_mx["Status"] == "5.1.10" and nowhere["Status"] == "5.1.2"
+    for block in (null_mx, nowhere):
+        assert block["Remote-MTA"] is None
+        assert str(block["Diagnostic-Code"]).startswith("X-Smtpx; Domain ")
+    assert "does not exist (NXDOMAIN)" in str(nowhere["Diagnostic-Code"])
+
+
+def status_blocks(data: bytes) -> list[email.message.Message]:
+    """The header blocks of a notice's message/delivery-status part (RFC 3464 2.1)."""
+    report = email.message_from_bytes(data, policy=email.policy.default)
+    parts = report.get_payload()
+    assert isinstance(parts, list) and isinstance(parts[1], email.message.Message)
+    blocks = parts[1].get_payload()
+    assert isinstance(blocks, list)
+    return [block for block in blocks if isinstance(block, email.message.Message)]
 
 
 async def test_a_temporary_refusal_is_retried(tmp_path: Path) -> None:
