@@ -8,6 +8,7 @@ import contextlib
 import email
 import email.message
 import email.policy
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from smtpx.client import (
     TlsMode,
     connect,
 )
-from smtpx.envelope import HostPort
+from smtpx.envelope import Envelope, HostPort
 from smtpx.io import StaticResolver
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns, Route, RouteResult
@@ -49,6 +50,37 @@ async def test_local_domains_are_delivered_to_maildirs(tmp_path: Path) -> None:
     )
     assert b"by mx.test (smtpx) with ESMTP id" in stored
     assert stored.endswith(b"\n\nbody 1\n")
+
+
+async def test_one_id_for_the_transaction_in_the_reply_received_and_spool(
+    tmp_path: Path,
+) -> None:
+    """The 250's "queued as" id is the Received: field's id, and the parent id of each
+    spool message the transaction became (one per domain)."""
+    cfg = config(
+        tmp_path,
+        routing={"routes": {"example.net": ["127.0.0.1:9"], "example.com": ["127.0.0.1:9"]}},
+        spool={"retry_intervals": ["1h"]},
+    )
+    envelope = Envelope.create(
+        sender="a@example.org",
+        recipients=["x@example.net", "y@example.com"],
+        message=b"Subject: two domains\r\nMessage-ID: <two@t>\r\n\r\nbody\r\n",
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            status = await client.send(envelope)
+        assert isinstance(status, Accepted)
+        queued = status.remote_id.removeprefix("Ok: queued as ")
+        assert re.fullmatch(r"[0-9A-Za-z_~]{16}", queued), status.remote_id
+        spooled = mta.spool.status()
+        assert sorted(m.route or "" for m in spooled) == ["example.com", "example.net"]
+        for message in spooled:
+            assert message.parent_id == queued and message.id != queued
+            assert message.message_id == "<two@t>"
+            received = email.message_from_bytes(mta.spool.read_message(message.id))["Received"]
+            match = re.search(r" id (\S+);", str(received))
+            assert match is not None and match[1] == queued, received
 
 
 async def test_bare_postmaster_reaches_the_first_local_domain(tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ Rules (never an open relay):
 
 Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
 destination domain, one spool message per domain, all written durably before the 250.
+
+One id names the transaction everywhere: the ``Received:`` field's ``id``, the
+``250 2.0.0 Ok: queued as ID`` reply and the mail log's ``local_id`` are the envelope id,
+and every spool message made from it has that id as its parent id (its own spool id is
+in the spool's log lines). ``smtpx spool show ID`` finds them all.
 """
 
 from __future__ import annotations
@@ -115,11 +120,11 @@ class RelayPlugin(Plugin):
             for route, recipients in groups.items()
         ]
         try:
-            ids = await self.spool.add(deliveries, set_related=len(deliveries) > 1)
+            await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         except JournalWriteError:
             # Logged by the journal; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
-        return f"Ok: queued as {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
+        return f"Ok: queued as {envelope.id}"  # the id of the Received: field
 
 
 def _route_key(recipient: Address) -> str:

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
-from smtpx.envelope import EnvelopeInfo, HostPort, RetryInterval
+from smtpx.envelope import Envelope, EnvelopeInfo, HostPort, RetryInterval
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams
 from smtpx.spool.journal import Location
 
-__all__ = ["META_VERSION", "SpooledMessage", "Status"]
+__all__ = ["META_VERSION", "SpooledMessage", "Status", "message_id_of"]
 
 META_VERSION = 1
 MAX_ATTEMPTS_KEPT = 5
+MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1: the longest line; longer is not kept
 
 
 class Status(enum.Enum):
@@ -70,6 +71,7 @@ class SpooledMessage:
     related: tuple[str, ...] = ()  # the other messages of the same batch
     warned: bool = False  # a delay warning went to the sender
     flows: tuple[str, ...] = ()  # mail log flow ids (the session's, the envelope's, ours)
+    message_id: str | None = None  # the Message-ID header field's value, for finding it
 
     # -- typed views ------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class SpooledMessage:
             "args": self.sender_args,
             "related": list(self.related),
             "flows": list(self.flows),
+            **({} if self.message_id is None else {"msgid": self.message_id}),
             **self.state_meta(),
         }
 
@@ -152,6 +155,7 @@ class SpooledMessage:
             location=location,
             related=tuple(meta.get("related", ())),
             flows=tuple(meta.get("flows", ())),
+            message_id=meta.get("msgid"),
         )
         entry.apply_state(meta)
         return entry
@@ -184,6 +188,16 @@ class SpooledMessage:
             self.quarantine_reason = meta["quarantine"]
         if "warned" in meta:
             self.warned = bool(meta["warned"])
+
+
+def message_id_of(envelope: Envelope) -> str | None:
+    """The value of the message's last Message-ID field, trimmed (None if it has none,
+    or an unreasonably long one)."""
+    value = envelope.last_header("Message-ID")
+    if value is None:
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
 
 def _check_version(meta: dict[str, Any]) -> None:

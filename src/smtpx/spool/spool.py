@@ -69,7 +69,7 @@ from smtpx.spool.journal import (
     RecordKind,
     Replay,
 )
-from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.message import SpooledMessage, Status, message_id_of
 
 __all__ = [
     "DEFAULT_RETRY_INTERVALS",
@@ -427,6 +427,7 @@ class Spool:
                 quarantine_reason=quarantine,
                 related=tuple(i for i in ids if i != message_id) if set_related else (),
                 flows=delivery.flows.extend("out").ids,
+                message_id=message_id_of(envelope),
             )
             entries.append(entry)
             # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF".
