@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from smtpx.envelope import Envelope
 from smtpx.spool.message import SpooledMessage, Status, message_id_of
 from smtpx.spool.records import Location
@@ -63,10 +65,19 @@ def test_metadata_written_before_message_ids_were_kept_still_loads() -> None:
     assert SpooledMessage.from_meta(meta, entry.location).message_id is None
 
 
-def test_message_id_of_takes_the_last_field() -> None:
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (b"Message-ID: <one@t>\r\nmessage-id:<two@t>\r\n\r\n", "<two@t>"),  # the last
+        (b"Subject: x\r\nMessage-ID:\r\n  <folded@t>\r\n\r\nbody\r\n", "<folded@t>"),
+        (b"Subject: x\r\n\r\nMessage-ID: <in-the-body@t>\r\n", None),
+        (b"\r\nMessage-ID: <in-the-body@t>\r\n", None),  # no header at all
+        (b"Subject: x\r\nMessage-ID: <no-body@t>\r\n", "<no-body@t>"),
+        (b"Message-ID:   \r\n\r\n", None),
+    ],
+)
+def test_message_id_of(message: bytes, expected: str | None) -> None:
     envelope = Envelope.create(
-        sender="a@example.com",
-        recipients=["b@example.org"],
-        message=b"Message-ID: <one@t>\r\nMessage-ID: <two@t>\r\n\r\n",
+        sender="a@example.com", recipients=["b@example.org"], message=message
     )
-    assert message_id_of(envelope) == "<two@t>"
+    assert message_id_of(envelope) == expected

@@ -8,6 +8,7 @@ its :class:`~smtpx.spool.journal.Location` in the journal.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
@@ -190,13 +191,22 @@ class SpooledMessage:
             self.warned = bool(meta["warned"])
 
 
+# A Message-ID field and its continuation lines; searched in the header section only.
+_MESSAGE_ID = re.compile(rb"^message-id:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+
+
 def message_id_of(envelope: Envelope) -> str | None:
-    """The value of the message's last Message-ID field, trimmed (None if it has none,
-    or an unreasonably long one)."""
-    value = envelope.last_header("Message-ID")
-    if value is None:
+    """The value of the message's last Message-ID field, unfolded and trimmed (None if it
+    has none, or an unreasonably long one). A regular expression rather than a header
+    parser: it runs for every message spooled."""
+    message = envelope.message
+    if message.startswith(b"\r\n"):
+        return None  # no header fields
+    end = message.find(b"\r\n\r\n")
+    found = _MESSAGE_ID.findall(message, 0, len(message) if end < 0 else end)
+    if not found:
         return None
-    value = value.strip()
+    value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
     return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
 
