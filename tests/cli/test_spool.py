@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -17,7 +18,7 @@ from smtpx.cli import render
 from smtpx.spool.filter import STATUS_WORDS as _STATUS_WORDS
 from smtpx.spool.journal import Journal
 from smtpx.spool.spool import Spool
-from tests.cli.helpers import Daemon, Lines, inject_in_background, invoke, smtpx_process
+from tests.cli.helpers import Daemon, Lines, inject_in_background, invoke, send, smtpx_process
 
 ID_LINE = re.compile(r"^[0-9A-Za-z_~]{16}$")
 
@@ -288,6 +289,41 @@ def test_show_and_raw(daemon: Daemon, queued: dict[str, list[str]]) -> None:
         "spool", "show", "--spool-dir", str(daemon.spool_dir), "--json", message_id
     )
     assert json.loads(offline_json.stdout) == as_json
+
+
+def test_show_finds_messages_by_any_id_they_go_by(daemon: Daemon) -> None:
+    """One transaction for two domains: two spool messages with one parent id (the
+    "queued as" id). show takes a spool id (that one), the parent id or the Message-ID
+    (both), online and offline; status --id selects the same."""
+    asyncio.run(send(daemon.port, "frank@example.com", ["g@example.net", "h@example.com"]))
+    spool_ids = daemon.wait_for(
+        lambda m: m["sender"] == "<frank@example.com>" and m["attempt_count"] >= 1, 2
+    )
+    messages = daemon.messages("--sender", "^<frank@")
+    assert [m["id"] for m in messages] == spool_ids
+    (parent,) = {m["parent_id"] for m in messages}
+    (message_id,) = {m["message_id"] for m in messages}
+    assert message_id.startswith("<0.") and message_id.endswith("@cli.test>")
+    for where in (["--socket", str(daemon.socket)], ["--spool-dir", str(daemon.spool_dir)]):
+        for key in (parent, message_id, message_id.strip("<>")):
+            listed = json.loads(invoke("spool", "show", "--json", key, *where).stdout)
+            assert [m["id"] for m in listed] == spool_ids, (where, key)
+            assert all(["Subject", "hello"] in m["headers"] for m in listed)
+            text = invoke("spool", "show", key, *where).stdout
+            assert all(i in text for i in spool_ids) and text.count("Header") == 2
+            assert f"message-id    {message_id}" in text
+            ids = invoke("spool", "status", "--format", "ids", "--id", key, *where).stdout
+            assert ids.split() == spool_ids
+        # A spool id names one message: --json gives the object itself.
+        one = json.loads(invoke("spool", "show", "--json", spool_ids[1], *where).stdout)
+        assert one["id"] == spool_ids[1] and one["parent_id"] == parent
+        assert invoke("spool", "show", "--raw", spool_ids[1], *where).exit_code == 0
+        # --raw needs one message.
+        raw = invoke("spool", "show", "--raw", parent, *where)
+        assert raw.exit_code == 2
+        assert f"{parent} names 2 messages ({', '.join(spool_ids)})" in raw.stderr
+        missing = invoke("spool", "show", "<nobody@cli.test>", *where)
+        assert missing.exit_code == 1 and "<nobody@cli.test>: not found" in missing.stderr
 
 
 # -- events -----------------------------------------------------------------------------------

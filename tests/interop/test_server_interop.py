@@ -117,12 +117,22 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def serve(ca: Any, *, implicit_tls: bool = False, **config: Any) -> AsyncIterator[Running]:
+async def serve(
+    ca: Any, *, implicit_tls: bool = False, require: bool = False, **config: Any
+) -> AsyncIterator[Running]:
+    """``require``: the listener requires TLS and AUTH, as a submission listener does."""
     plugin = Keeper()
+    listener = Listener(
+        host="127.0.0.1",
+        port=0,
+        implicit_tls=implicit_tls,
+        require_tls=require,
+        require_auth=require,
+    )
     server = Server(
         plugin,
         ServerConfig(
-            listeners=[Listener(host="127.0.0.1", port=0, implicit_tls=implicit_tls)],
+            listeners=[listener],
             tls_context=server_tls_context(ca, *CERT_NAMES),
             **config,
         ),
@@ -444,6 +454,56 @@ async def test_swaks_refused_password(ca: Any) -> None:
         assert running.plugin.auth_attempts == [(USER, "wrong")]
     assert process.returncode != 0
     assert b"535 5.7.8" in out, out
+
+
+async def test_swaks_on_a_listener_that_requires_tls_and_auth(ca: Any, ca_file: str) -> None:
+    swaks = require_tool("swaks", "TLS", "Basic AUTH")
+    common = ["--from", "sender@example.com", "--to", "a@example.org", "--pipeline"]
+    async with serve(ca, require=True) as running:
+        server = ["--server", f"127.0.0.1:{running.port}"]
+        # Neither: MAIL gets 530, and swaks gives up.
+        plain = await asyncio.create_subprocess_exec(
+            swaks,
+            *server,
+            *common,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(plain.communicate(), 30)
+        assert plain.returncode != 0
+        assert b"530 5.7.0 Must issue a STARTTLS command first" in out, out
+        # TLS but no AUTH: still 530, now for AUTH.
+        tls_only = await asyncio.create_subprocess_exec(
+            swaks,
+            *server,
+            *common,
+            "--tls",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(tls_only.communicate(), 30)
+        assert tls_only.returncode != 0
+        assert b"530 5.7.0 Authentication required" in out, out
+        # Both: accepted.
+        output = await run_tool(
+            swaks,
+            *server,
+            *common,
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            ca_file,
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+        )
+        kept_all = list(running.plugin.kept)
+    assert "250 2.0.0 Ok: kept" in output, output
+    (kept,) = kept_all
+    assert kept.user == USER and kept.tls and kept.recipients == ["a@example.org"]
 
 
 # --- curl ---------------------------------------------------------------------------------

@@ -373,6 +373,15 @@ def test_full_example(tmp_path: Path) -> None:
         False,
     ]
     assert all(listener.max_sessions == 50 for listener in server_config.listeners)
+    # Only submission listeners require TLS and AUTH (530 5.7.0 to anything else).
+    assert [(lis.require_tls, lis.require_auth) for lis in server_config.listeners] == [
+        (False, False),
+        (False, False),
+        (False, False),
+        (False, False),
+        (True, True),
+        (True, True),
+    ]
     assert server_config.hostname == "mx.example.com"
     assert server_config.tls == ServerTls(
         cert_file=str(tmp_path / "tls" / "cert.pem"),

@@ -81,6 +81,20 @@ async def test_filters(api: TestClient[Any, Any], query: str, count: int) -> Non
     assert result["count"] == count
 
 
+async def test_the_id_filter_takes_any_id_a_message_goes_by(
+    api: TestClient[Any, Any], mta: Mta
+) -> None:
+    spooled = mta.spool.status()[1]
+    assert spooled.message_id == "<1@t>"
+    for key in (spooled.id, spooled.parent_id, "<1@t>", "1@t", " <1@t> "):
+        listing = await (await api.get("/v1/spool/messages", params={"id": key})).json()
+        assert [m["id"] for m in listing["messages"]] == [spooled.id], key
+        assert listing["messages"][0]["message_id"] == "<1@t>"
+    for key in ("nope", "<1@t", "1@T", "<>"):
+        listing = await (await api.get("/v1/spool/messages", params={"id": key})).json()
+        assert listing["messages"] == [], key
+
+
 async def test_bad_filters_are_400(api: TestClient[Any, Any]) -> None:
     for query in ("?status=bogus", "?older=5q", "?sender=("):
         response = await api.get("/v1/spool/messages" + query)

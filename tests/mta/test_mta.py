@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import email.message
 import email.policy
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,12 @@ from smtpx.client import (
     TlsMode,
     connect,
 )
-from smtpx.envelope import HostPort
+from smtpx.envelope import Envelope, HostPort
 from smtpx.io import StaticResolver
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns, Route, RouteResult
 from smtpx.mta.users import Users
-from smtpx.protocol import Rcpt, Reply
+from smtpx.protocol import Rcpt, Reply, ReplyParser
 from smtpx.spool.message import Status
 from smtpx.testing import Handler, ScriptedServer
 from tests.mta.helpers import PLAIN, config, maildir, message, wait_until
@@ -48,6 +50,37 @@ async def test_local_domains_are_delivered_to_maildirs(tmp_path: Path) -> None:
     )
     assert b"by mx.test (smtpx) with ESMTP id" in stored
     assert stored.endswith(b"\n\nbody 1\n")
+
+
+async def test_one_id_for_the_transaction_in_the_reply_received_and_spool(
+    tmp_path: Path,
+) -> None:
+    """The 250's "queued as" id is the Received: field's id, and the parent id of each
+    spool message the transaction became (one per domain)."""
+    cfg = config(
+        tmp_path,
+        routing={"routes": {"example.net": ["127.0.0.1:9"], "example.com": ["127.0.0.1:9"]}},
+        spool={"retry_intervals": ["1h"]},
+    )
+    envelope = Envelope.create(
+        sender="a@example.org",
+        recipients=["x@example.net", "y@example.com"],
+        message=b"Subject: two domains\r\nMessage-ID: <two@t>\r\n\r\nbody\r\n",
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            status = await client.send(envelope)
+        assert isinstance(status, Accepted)
+        queued = status.remote_id.removeprefix("Ok: queued as ")
+        assert re.fullmatch(r"[0-9A-Za-z_~]{16}", queued), status.remote_id
+        spooled = mta.spool.status()
+        assert sorted(m.route or "" for m in spooled) == ["example.com", "example.net"]
+        for message in spooled:
+            assert message.parent_id == queued and message.id != queued
+            assert message.message_id == "<two@t>"
+            received = email.message_from_bytes(mta.spool.read_message(message.id))["Received"]
+            match = re.search(r" id (\S+);", str(received))
+            assert match is not None and match[1] == queued, received
 
 
 async def test_bare_postmaster_reaches_the_first_local_domain(tmp_path: Path) -> None:
@@ -120,24 +153,43 @@ async def test_permanent_failure_bounces_and_null_mx(tmp_path: Path) -> None:
 
     async with ScriptedServer(Refuses) as sink:
         cfg = config(tmp_path, routing={"routes": {"example.net": [f"127.0.0.1:{sink.port}"]}})
-        dns = FakeDns(mx={"nullmx.example": [(0, ".")]})
+        dns = FakeDns(mx={"nullmx.example": [(0, ".")]}, nxdomain=["nowhere.example"])
         async with Mta(cfg, dns=dns) as mta:
             async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
-                assert (
-                    await client.send(message(1, sender="me@example.org", to="gone@example.net"))
-                ).ok
-                assert (
-                    await client.send(message(2, sender="me@example.org", to="x@nullmx.example"))
-                ).ok
-            await wait_until(lambda: len(maildir(tmp_path, "me@example.org")) == 2)
+                for n, to in enumerate(
+                    ["gone@example.net", "x@nullmx.example", "y@nowhere.example"]
+                ):
+                    assert (await client.send(message(n, sender="me@example.org", to=to))).ok
+            await wait_until(lambda: len(maildir(tmp_path, "me@example.org")) == 3)
             frozen = [m for m in mta.spool.status() if m.status is Status.FROZEN]
-            assert len(frozen) == 2
-    bounces = [
-        email.message_from_bytes(b, policy=email.policy.default)
-        for b in maildir(tmp_path, "me@example.org")
-    ]
-    texts = sorted(str(b.get_payload()[1]) for b in bounces)  # type: ignore[index]
-    assert any("5.1.1" in t for t in texts) and any("5.1.10" in t for t in texts)
+            assert len(frozen) == 3
+    blocks: dict[str, email.message.Message] = {}
+    for data in maildir(tmp_path, "me@example.org"):
+        per_message, per_recipient = status_blocks(data)
+        assert per_message["Reporting-MTA"] == "dns; mx.test"
+        assert per_recipient["Action"] == "failed"
+        blocks[per_recipient["Final-Recipient"].split("; ")[1]] = per_recipient
+    # The remote MTA refused gone@: the notice names it and quotes its reply.
+    gone = blocks["gone@example.net"]
+    assert gone["Status"] == "5.1.1" and gone["Remote-MTA"] == "dns; 127.0.0.1"
+    assert gone["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    # No remote MTA was ever asked about the null MX and the NXDOMAIN domain.
+    null_mx, nowhere = blocks["x@nullmx.example"], blocks["y@nowhere.example"]
+    assert null_mx["Status"] == "5.1.10" and nowhere["Status"] == "5.1.2"
+    for block in (null_mx, nowhere):
+        assert block["Remote-MTA"] is None
+        assert str(block["Diagnostic-Code"]).startswith("X-Smtpx; Domain ")
+    assert "does not exist (NXDOMAIN)" in str(nowhere["Diagnostic-Code"])
+
+
+def status_blocks(data: bytes) -> list[email.message.Message]:
+    """The header blocks of a notice's message/delivery-status part (RFC 3464 2.1)."""
+    report = email.message_from_bytes(data, policy=email.policy.default)
+    parts = report.get_payload()
+    assert isinstance(parts, list) and isinstance(parts[1], email.message.Message)
+    blocks = parts[1].get_payload()
+    assert isinstance(blocks, list)
+    return [block for block in blocks if isinstance(block, email.message.Message)]
 
 
 async def test_a_temporary_refusal_is_retried(tmp_path: Path) -> None:
@@ -185,12 +237,16 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
         mode=TlsMode.REQUIRED, certificate=CertificateCheck.VERIFY, ca_file=ca_file
     )
     async with Mta(cfg, dns=FakeDns()) as mta:
-        submission = mta.server.ports[1]
-        # Without TLS or AUTH: MAIL is refused.
+        port25, submission = mta.server.ports
+        # Without TLS or AUTH: MAIL is refused, and so is every other command but the few
+        # that lead to TLS (RFC 3207 section 4); port 25 requires nothing.
         async with connect("127.0.0.1", submission, config=PLAIN) as client:
             assert not client.supports("AUTH")
             refused = await client.send(message(1))
-            assert isinstance(refused, RejectedSender) and refused.reply.code == 530
+            assert isinstance(refused, RejectedSender)
+            assert str(refused.reply) == "530 5.7.0 Must issue a STARTTLS command first"
+        assert await plaintext_codes(submission) == [250, 530, 530, 530, 250, 221]
+        assert await plaintext_codes(port25) == [250, 250, 252, 250, 250, 221]
         # With both: the user may relay anywhere.
         async with connect(
             "mx.test",
@@ -207,6 +263,22 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
             next(m.id for m in mta.spool.status() if m.route == "elsewhere.test")
         )
         assert b"with ESMTPSA" in stored
+
+
+async def plaintext_codes(port: int) -> list[int]:
+    """The reply codes to a pipelined EHLO, MAIL, VRFY, RSET, NOOP, QUIT
+    sent in plaintext."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"EHLO c.test\r\nMAIL FROM:<a@example.com>\r\nVRFY user\r\nRSET\r\nNOOP\r\nQUIT\r\n"
+    )
+    parser = ReplyParser()
+    while data := await reader.read(4096):
+        parser.feed(data)
+    writer.close()
+    codes = [reply.code for reply in iter(parser.next_reply, None)]
+    assert codes[0] == 220
+    return codes[1:]
 
 
 async def test_reload_tls_swaps_the_certificate_and_keeps_it_on_bad_files(

@@ -234,6 +234,37 @@ def test_local_failure_without_status_is_5_0_0() -> None:
     assert status_blocks(msg)[1]["Diagnostic-Code"] is None
 
 
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (Reply.parse("552 5.3.4 Message of 900 octets is over mx.test's limit of 20"), "5.3.4"),
+        (Reply.parse("554-Delivery time expired\r\n554 last error: refused"), "5.0.0"),
+        (Reply.parse("452 mailbox full"), "4.0.0"),
+    ],
+)
+def test_a_reply_made_up_here_is_reported_as_a_local_diagnostic(reply: Reply, status: str) -> None:
+    """RecipientFailure.of without a remote MTA: no Remote-MTA, no ``smtp;`` diagnostic,
+    no "said" (RFC 3464 2.3.5, 2.3.6)."""
+    local = RecipientFailure.of(Address.parse("bob@example.net"), reply, remote_mta=None)
+    assert local.reply is None
+    msg = parse(bounce(original(), [local]))
+    rcpt = status_blocks(msg)[1]
+    assert rcpt["Status"] == status
+    assert rcpt["Remote-MTA"] is None
+    assert rcpt["Diagnostic-Code"] == "X-Smtpx; " + " ".join(reply.lines)
+    assert " said" not in text_of(msg) and " ".join(reply.lines) in text_of(msg)
+
+
+def test_a_reply_a_remote_mta_sent_is_reported_as_one() -> None:
+    remote = RecipientFailure.of(
+        Address.parse("bob@example.net"), NO_SUCH_USER, remote_mta="mx.test"
+    )
+    rcpt = status_blocks(parse(bounce(original(), [remote])))[1]
+    assert rcpt["Remote-MTA"] == "dns; mx.test"
+    assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 <bob@example.net>: No such user"
+    assert rcpt["Status"] == "5.1.1"
+
+
 def test_multiline_reply_is_joined_on_one_field() -> None:
     reply = Reply.parse(
         "550-5.1.1 The email account that you tried to reach does not exist.\r\n"

@@ -101,10 +101,13 @@ def test_a_rotten_body_is_not_bounced(tmp_path: Path) -> None:
             real_bounce = spool._bounce
 
             async def rot_first(
-                entry: SpooledMessage, failures: list[tuple[str, Reply]], remote: str | None
+                entry: SpooledMessage,
+                failures: list[tuple[str, Reply]],
+                remote: str | None,
+                refused: dict[str, Reply],
             ) -> None:
                 rot(tmp_path, entry)
-                await real_bounce(entry, failures, remote)
+                await real_bounce(entry, failures, remote, refused)
 
             spool._bounce = rot_first  # type: ignore[method-assign]
             await spool.send([bad])

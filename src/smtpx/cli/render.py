@@ -204,6 +204,7 @@ def render_message(message: Message, out: Console, now: float) -> None:
     rows: list[tuple[str, str | Text]] = [
         ("id", str(message["id"])),
         ("parent", str(message.get("parent_id") or "")),
+        ("message-id", str(message.get("message_id") or "-")),
         ("status", f"{message.get('status')} ({message.get('queue')})"),
         ("sender", str(message.get("sender", ""))),
         ("recipients", "\n".join(str(r) for r in message.get("recipients") or ()) or "-"),

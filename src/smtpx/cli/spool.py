@@ -228,6 +228,12 @@ def filter_options(function: F) -> F:
     """The status filters (ANDed; for multi-valued fields any value may match)."""
     options = [
         click.option(
+            "--id",
+            metavar="ID",
+            help="Goes by this id: a spool id, a transaction id (the 'queued as' id), or a "
+            "Message-ID.",
+        ),
+        click.option(
             "--sender", metavar="RE", callback=_check_regex, help="Sender matches (any case)."
         ),
         click.option(
@@ -261,7 +267,7 @@ def filter_options(function: F) -> F:
 
 def _query(filters: dict[str, Any]) -> dict[str, str]:
     query: dict[str, str] = {}
-    for name in ("sender", "recipient", "next_hop", "status"):
+    for name in ("id", "sender", "recipient", "next_hop", "status"):
         if filters.get(name) is not None:
             query[name] = str(filters[name])
     for name in ("older", "younger"):
@@ -500,55 +506,91 @@ def purge(ctx: click.Context, /, *, yes: bool, ids: tuple[str, ...]) -> None:
 @click.argument("message_id", metavar="ID")
 @click.pass_context
 def show(ctx: click.Context, /, *, raw: bool, as_json: bool, message_id: str) -> None:
-    """Show one message: envelope, state, attempts and header fields."""
+    """Show messages: envelope, state, attempts and header fields.
+
+    ID is a spool id; or the id of the SMTP transaction that brought the mail (the id of
+    the "250 ... queued as ID" reply and of the Received: field), which names every spool
+    message made from it, one per destination domain; or a Message-ID (with or without
+    <>). Every message that ID names is shown. --json prints one object for a spool id,
+    else a list.
+    """
     from smtpx.cli import render  # noqa: PLC0415
 
     if raw and as_json:
         raise click.UsageError("give --raw or --json: not both")
     source = _source(ctx)
     if isinstance(source, Path):
-        message, content = _offline_show(source, message_id, with_content=True)
-        if raw:
-            click.echo(content, nl=False)
-            return
+        found = _offline_show(source, message_id)
     else:
-        path = f"v1/spool/messages/{quote(message_id, safe='')}"
-        if raw:
-            data = run(_ask(source, lambda c: c.get_bytes(path, {"raw": "1"})))
-            click.echo(data, nl=False)
-            return
-        message = run(_ask(source, lambda c: c.get_json(path)))
+        found = run(_ask(source, lambda client: _online_show(client, message_id, raw=raw)))
+    if raw:
+        if len(found) != 1:
+            ids = ", ".join(str(shown["id"]) for shown, _ in found)
+            raise Failure(
+                f"{message_id} names {len(found)} messages ({ids}): give one of their ids",
+                EXIT_USAGE,
+            )
+        click.echo(found[0][1], nl=False)
+        return
+    messages = [shown for shown, _ in found]
     if as_json:
-        click.echo(json.dumps(message, indent=2))
-    else:
-        render.render_message(message, console(width=render.TABLE_WIDTH), time.time())
+        exact = [m for m in messages if m["id"] == message_id]
+        click.echo(json.dumps(exact[0] if exact else messages, indent=2))
+        return
+    out = console(width=render.TABLE_WIDTH)
+    for n, message in enumerate(messages):
+        if n:
+            out.print()
+        render.render_message(message, out, time.time())
 
 
-def _offline_show(
-    directory: Path, message_id: str, *, with_content: bool
-) -> tuple[dict[str, Any], bytes]:
+def _named(messages: list[dict[str, Any]], message_id: str) -> list[dict[str, Any]]:
+    """The messages ``message_id`` names: the one whose spool id it is, else every match."""
+    if not messages:
+        raise Failure(f"{message_id}: not found", EXIT_FAILURE)
+    return [m for m in messages if m["id"] == message_id] or messages
+
+
+async def _online_show(
+    client: ControlClient, message_id: str, *, raw: bool
+) -> list[tuple[dict[str, Any], bytes]]:
+    listed = await client.get_json("v1/spool/messages", {"id": message_id})
+    found: list[tuple[dict[str, Any], bytes]] = []
+    for message in _named(listed["messages"], message_id):
+        path = f"v1/spool/messages/{quote(message['id'], safe='')}"
+        if raw:
+            found.append((message, await client.get_bytes(path, {"raw": "1"})))
+        else:
+            found.append((await client.get_json(path), b""))
+    return found
+
+
+def _offline_show(directory: Path, message_id: str) -> list[tuple[dict[str, Any], bytes]]:
     from smtpx.envelope import Envelope  # noqa: PLC0415
     from smtpx.protocol import dot_unstuff  # noqa: PLC0415
-    from smtpx.spool.filter import message_json  # noqa: PLC0415
+    from smtpx.spool.filter import MessageFilter, message_json  # noqa: PLC0415
     from smtpx.spool.journal import Journal  # noqa: PLC0415
     from smtpx.spool.spool import Spool  # noqa: PLC0415
 
     if not (directory / "journal").is_dir():
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
-    found = [m for m in Spool.status_from_disk(directory) if m.id == message_id]
-    if not found:
-        raise Failure(f"{message_id}: not found", EXIT_FAILURE)
-    spooled = found[0]
-    try:
-        body, damage = Journal(directory).read_body_raw(spooled.location)
-    except OSError as exc:
-        raise Failure(f"{message_id}: cannot read its body: {exc}", EXIT_FAILURE) from None
-    content = dot_unstuff(body)
-    headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
-    shown = {**message_json(spooled), "headers": [list(h) for h in headers]}
-    if damage is not None:
-        shown["damaged"] = str(damage)
-    return shown, content
+    matches = MessageFilter(id=message_id).select(Spool.status_from_disk(directory), time.time())
+    by_id = {m.id: m for m in matches}
+    journal = Journal(directory)
+    found = []
+    for message in _named([message_json(m) for m in matches], message_id):
+        spooled = by_id[message["id"]]
+        try:
+            body, damage = journal.read_body_raw(spooled.location)
+        except OSError as exc:
+            raise Failure(f"{spooled.id}: cannot read its body: {exc}", EXIT_FAILURE) from None
+        content = dot_unstuff(body)
+        headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
+        shown = {**message, "headers": [list(h) for h in headers]}
+        if damage is not None:
+            shown["damaged"] = str(damage)
+        found.append((shown, content))
+    return found
 
 
 @spool.command()

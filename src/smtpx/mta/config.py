@@ -128,7 +128,7 @@ class ListenerKind(enum.Enum):
 
     SMTP = "smtp"  # relay and inbound mail; STARTTLS offered when a certificate is set
     SMTPS = "smtps"  # implicit TLS (RFC 8314)
-    SUBMISSION = "submission"  # STARTTLS and AUTH required before MAIL (RFC 6409)
+    SUBMISSION = "submission"  # STARTTLS, then AUTH, before anything else (RFC 6409)
 
 
 def listener_kind(name: str) -> ListenerKind | None:
@@ -206,8 +206,9 @@ class ServerSettings:
 
     * ``listen``: plain SMTP listeners (STARTTLS offered when ``[tls]`` has a certificate).
     * ``smtps``: implicit-TLS listeners (RFC 8314).
-    * ``submission``: listeners where STARTTLS and AUTH are required before MAIL
-      (RFC 6409 section 4.3 lets a submission server require authentication).
+    * ``submission``: listeners where STARTTLS and then AUTH are required: until then
+      every other command gets ``530 5.7.0`` (RFC 6409 section 4.3 lets a submission
+      server require authentication; RFC 3207 section 4 and RFC 4954 section 6).
     * ``max_message_size``: advertised with SIZE and enforced (RFC 1870).
     * ``max_recipients``: per transaction; RFC 5321 4.5.3.1.8 asks for at least 100.
     * ``command_timeout`` / ``data_timeout``: seconds (RFC 5321 4.5.3.2.7: at least 5 and
@@ -444,8 +445,8 @@ DEFAULT_TOML = """\
 listen = ["127.0.0.1:2525"]
 # Implicit-TLS listeners (RFC 8314, usually port 465). They need tls.cert_file.
 smtps = []
-# Submission listeners (RFC 6409, usually port 587): STARTTLS and AUTH are required
-# before MAIL. They need tls.cert_file and auth.users_file.
+# Submission listeners (RFC 6409, usually port 587): STARTTLS and then AUTH are required
+# before any other command (530 5.7.0). They need tls.cert_file and auth.users_file.
 submission = []
 max_message_size = "35M"
 max_recipients = 1000
@@ -1245,6 +1246,8 @@ class MtaConfig:
                 implicit_tls=kind is ListenerKind.SMTPS,
                 max_sessions=self.server.max_sessions_per_listener,
                 name=f"{kind.value} {address}",
+                require_tls=kind is ListenerKind.SUBMISSION,
+                require_auth=kind is ListenerKind.SUBMISSION,
             )
             for kind, addresses in kinds
             for address in addresses

@@ -5,10 +5,16 @@ Rules (never an open relay):
 * mail for a local domain is taken from anyone;
 * mail for elsewhere is taken from trusted networks, and from authenticated users
   (``relay.relay_for_authenticated``); anyone else gets ``550 5.7.1``;
-* on a submission listener, STARTTLS and AUTH come before MAIL (``530 5.7.0``).
+* on a submission listener, STARTTLS and AUTH come before anything else (``530 5.7.0``;
+  the listener requires them, see :meth:`MtaConfig.listeners`).
 
 Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
 destination domain, one spool message per domain, all written durably before the 250.
+
+One id names the transaction everywhere: the ``Received:`` field's ``id``, the
+``250 2.0.0 Ok: queued as ID`` reply and the mail log's ``local_id`` are the envelope id,
+and every spool message made from it has that id as its parent id (its own spool id is
+in the spool's log lines). ``smtpx spool show ID`` finds them all.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from smtpx.envelope import Envelope, EnvelopeInfo
-from smtpx.mta.config import ListenerKind, MtaConfig, a_label, listener_kind
+from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -61,11 +67,6 @@ class RelayPlugin(Plugin):
         if self.spool.journal.refusing():
             # The spool's disk failed a moment ago: say so before the client sends DATA.
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
-        if listener_kind(session.listener) is ListenerKind.SUBMISSION:
-            if not session.tls:
-                raise Reject(replies.starttls_required())
-            if not session.authenticated:
-                raise Reject(replies.auth_required())
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
@@ -121,11 +122,11 @@ class RelayPlugin(Plugin):
             for route, recipients in groups.items()
         ]
         try:
-            ids = await self.spool.add(deliveries, set_related=len(deliveries) > 1)
+            await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         except JournalWriteError:
             # Logged by the journal; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
-        return f"Ok: queued as {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")
+        return f"Ok: queued as {envelope.id}"  # the id of the Received: field
 
 
 def _route_key(recipient: Address) -> str:

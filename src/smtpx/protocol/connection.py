@@ -99,6 +99,10 @@ class Limits:
       :mod:`smtpx.protocol.data`. Applies to message content and command lines.
     * ``require_helo``: refuse MAIL before HELO/EHLO with 503 (RFC 5321 4.1.4 lets a
       server insist on it).
+    * ``require_tls``: until TLS is up, every command but NOOP, EHLO, HELO, STARTTLS and
+      QUIT gets ``530 5.7.0`` (RFC 3207 section 4).
+    * ``require_auth``: until the client has authenticated, every command but AUTH, EHLO,
+      HELO, NOOP, RSET, STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6).
     """
 
     max_command_line: int = 2048
@@ -108,6 +112,8 @@ class Limits:
     max_recipients: int | None = None
     bare_newlines: BareNewlines = BareNewlines.REJECT
     require_helo: bool = False
+    require_tls: bool = False
+    require_auth: bool = False
 
 
 ServerEvent = (
@@ -126,16 +132,23 @@ class ServerConnection:
     content read in it).
     """
 
-    def __init__(self, limits: Limits | None = None, *, assume: Extensions | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        assume: Extensions | None = None,
+        tls: bool = False,
+    ) -> None:
         """``assume``: check MAIL/RCPT parameters against these extensions whatever the
         client said (HELO, or no greeting at all). For reading BSMTP files, where no
-        server ever advertised anything."""
+        server ever advertised anything. ``tls``: the channel is TLS from its first byte
+        (implicit TLS, RFC 8314)."""
         self.limits = limits if limits is not None else Limits()
         self._assume = assume
         self.state = State.GREETING
         self.helo: Helo | Ehlo | None = None
         self.extensions = _NO_EXTENSIONS
-        self.tls = False
+        self.tls = tls
         self.authenticated = False
         self.mail: Mail | None = None
         self.recipients = 0
@@ -287,6 +300,8 @@ class ServerConnection:
             return self._bdat(command)
         verb = command.verb
         state = self.state
+        if (missing := self._missing(verb)) is not None:
+            raise self._refuse(f"{verb} before TLS or AUTH", missing)
         if verb not in ALLOWED[state]:
             raise self._refuse(f"{verb} not allowed in state {state.value}", refusal(state, verb))
         problem = self._check(command)
@@ -295,6 +310,16 @@ class ServerConnection:
         self._pending = verb
         self._pending_command = command
         return command
+
+    def _missing(self, verb: str) -> Reply | None:
+        """The 530 owed to ``verb`` while the TLS or AUTH the limits require is not in
+        force; None when it may go on (RFC 3207 section 4, RFC 4954 section 6)."""
+        limits = self.limits
+        if limits.require_tls and not self.tls and verb not in _BEFORE_TLS:
+            return replies.starttls_required()
+        if limits.require_auth and not self.authenticated and verb not in _BEFORE_AUTH:
+            return replies.auth_required()
+        return None
 
     def _check(self, command: Command) -> Reply | None:
         """Rules beyond the state table: extensions in effect, limits, AUTH and TLS state."""
@@ -377,10 +402,10 @@ class ServerConnection:
         self._chunk_left = command.size
         self._chunk_error = None
         self._chunk_command = command
-        problem: Reply | None = None
-        if not self._in_effect().chunking:
+        problem = self._missing("BDAT")
+        if problem is None and not self._in_effect().chunking:
             problem = replies.not_implemented("BDAT")
-        elif kind not in ALLOWED[self.state]:
+        if problem is None and kind not in ALLOWED[self.state]:
             problem = refusal(self.state, kind)
         if problem is not None:
             self._chunk_error = problem
@@ -517,6 +542,11 @@ class ServerConnection:
         self.recipients = 0
         self.message_size = 0
 
+
+# The commands a session may use before the TLS (RFC 3207 section 4) or the AUTH (RFC 4954
+# section 6) that its limits require; every other command gets 530 5.7.0.
+_BEFORE_TLS = frozenset({"NOOP", "EHLO", "HELO", "STARTTLS", "QUIT"})
+_BEFORE_AUTH = _BEFORE_TLS | {"AUTH", "RSET"}
 
 # MAIL/RCPT parameter keyword -> the EHLO keyword that must have been advertised.
 _PARAM_EXTENSION = {

@@ -22,6 +22,11 @@ class Listener:
     given IP); ``port`` 0 lets the OS choose (see :attr:`Server.ports`). ``implicit_tls``
     makes it an SMTPS listener (TLS from the first byte, port 465, RFC 8314).
     ``max_sessions`` caps concurrent sessions: one more gets ``421 4.7.0`` and is closed.
+    ``require_tls``: until STARTTLS, every command but NOOP, EHLO, HELO, STARTTLS and QUIT
+    gets ``530 5.7.0`` (RFC 3207 section 4; an implicit-TLS listener always has TLS).
+    ``require_auth``: until AUTH succeeds, every command but AUTH, EHLO, HELO, NOOP, RSET,
+    STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6). A submission listener
+    (RFC 6409) sets both.
     """
 
     host: str = "127.0.0.1"
@@ -29,6 +34,8 @@ class Listener:
     implicit_tls: bool = False
     max_sessions: int | None = 1000
     name: str = ""
+    require_tls: bool = False
+    require_auth: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -100,10 +101,8 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            if listener.implicit_tls and self.tls_context is None:
-                raise ValueError(
-                    f"listener {listener} wants implicit TLS but no certificate is set"
-                )
+            if (listener.implicit_tls or listener.require_tls) and self.tls_context is None:
+                raise ValueError(f"listener {listener} wants TLS but no certificate is set")
             server = await loop.create_server(
                 server_protocol_factory(
                     functools.partial(self._accept, listener=listener),
@@ -171,10 +170,23 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def serve_stream(self, stream: Stream, listener: str = "stream") -> None:
+    def limits_for(self, listener: Listener) -> Limits:
+        """The protocol limits of a session on ``listener``: the server's, and the
+        listener's TLS and AUTH requirements."""
+        if not (listener.require_tls or listener.require_auth):
+            return self.limits
+        return dataclasses.replace(
+            self.limits, require_tls=listener.require_tls, require_auth=listener.require_auth
+        )
+
+    async def serve_stream(self, stream: Stream, listener: str | Listener = "stream") -> None:
         """Run one session over any stream (an in-memory one in tests, say) until it
-        ends. Listener limits do not apply."""
-        runner = SessionRunner(self, stream, listener)
+        ends. A :class:`Listener` given lends its name and its TLS and AUTH requirements;
+        its session limit does not apply."""
+        if isinstance(listener, str):
+            runner = SessionRunner(self, stream, listener, self.limits)
+        else:
+            runner = SessionRunner(self, stream, str(listener), self.limits_for(listener))
         task = asyncio.current_task()
         assert task is not None
         self._runners[task] = runner
@@ -198,7 +210,7 @@ class Server:
             self.stats[f"refused_{admitted.value}"] += 1
             return
         self._per_listener[key] += 1
-        runner = SessionRunner(self, stream, key)
+        runner = SessionRunner(self, stream, key, self.limits_for(listener))
         task = asyncio.get_running_loop().create_task(runner.run())
         self._runners[task] = runner
         task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))

@@ -39,7 +39,7 @@ from smtpx.protocol.commands import (
     StartTls,
     Vrfy,
 )
-from smtpx.protocol.connection import ServerConnection, ServerEvent
+from smtpx.protocol.connection import Limits, ServerConnection, ServerEvent
 from smtpx.protocol.events import (
     NEED_DATA,
     AuthResponse,
@@ -80,12 +80,12 @@ class _Hangup(Exception):
 class SessionRunner:
     """Runs one session; :meth:`run` returns when it is over."""
 
-    def __init__(self, server: Server, stream: Stream, listener: str) -> None:
+    def __init__(self, server: Server, stream: Stream, listener: str, limits: Limits) -> None:
         self.server = server
         self.plugin: Plugin = server.plugin
         self.config: ServerConfig = server.config
         self.stream = stream
-        self.conn = ServerConnection(server.limits)
+        self.conn = ServerConnection(limits, tls=stream.tls)
         self.session = Session(
             id=server.new_session_id(),
             local=stream.sockname(),
@@ -572,11 +572,22 @@ class _AuthAborted(Exception):
         self.reply = reply
 
 
+def _header_section(data: bytes) -> bytes:
+    """The header section of ``data``: its lines up to the first empty one, without the
+    CRLF that ends the last. The body is optional (RFC 5322 3.5): a content without an
+    empty line is all header, and one that starts with CRLF has no header fields."""
+    if data.startswith(b"\r\n"):
+        return b""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end]
+    return data[:-2] if data.endswith(b"\r\n") else data
+
+
 def _malformed(data: bytes) -> str | None:
     """Why ``data`` is not an RFC 5322 message, or None. Only the header section is
-    checked: each line up to the first empty one must be a field or a continuation."""
-    end = data.find(b"\r\n\r\n")
-    header = data if end < 0 else data[:end]
+    checked: each of its lines must be a field or a continuation."""
+    header = _header_section(data)
     if not header:
         return None
     for line in header.split(b"\r\n"):
@@ -601,6 +612,5 @@ _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MUL
 
 def _message_id(data: bytes) -> str | None:
     """The Message-ID header's value, for the mail log (headers only are searched)."""
-    end = data.find(b"\r\n\r\n")
-    match = _MESSAGE_ID.search(data, 0, end if end >= 0 else len(data))
+    match = _MESSAGE_ID.search(_header_section(data))
     return match[1].decode("ascii", "replace").strip() if match else None

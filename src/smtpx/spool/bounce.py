@@ -154,6 +154,26 @@ class RecipientFailure:
             if value is not None and ("\r" in value or "\n" in value):
                 raise ValueError(f"{name} must not contain CR or LF")
 
+    @classmethod
+    def of(cls, recipient: Address, reply: Reply, *, remote_mta: str | None) -> RecipientFailure:
+        """The failure of ``recipient`` with ``reply``, which ``remote_mta`` sent, or which
+        this host made up itself when ``remote_mta`` is None (no route to the domain, a
+        message the next hop could not take, a local mailbox).
+
+        Only a reply a remote MTA sent is reported as one: with ``Remote-MTA`` and
+        ``Diagnostic-Code: smtp`` (RFC 3464 2.3.5 and 2.3.6), and "host X said" in the
+        text. A reply made up here becomes the status and the local diagnostic instead.
+        """
+        if remote_mta is not None:
+            return cls(recipient, reply, remote_mta=remote_mta)
+        status = reply.enhanced or (f"{reply.code // 100}.0.0" if reply.code >= 400 else None)
+        return cls(
+            recipient,
+            None,
+            status=None if status is None else str(status),
+            diagnostic=" ".join(reply.lines),
+        )
+
     @property
     def status_code(self) -> str:
         """The RFC 3463 status reported for this recipient, e.g. ``"5.1.1"``."""

@@ -20,6 +20,7 @@ def message_json(message: SpooledMessage) -> dict[str, Any]:
     return {
         "id": message.id,
         "parent_id": message.parent_id,
+        "message_id": message.message_id,
         "status": message.status.value,
         "queue": message.queue,
         "sender": message.sender,
@@ -38,11 +39,19 @@ def message_json(message: SpooledMessage) -> dict[str, Any]:
 
 
 class MessageFilter:
-    """The ``status`` filters of the API and the CLI (ANDed; within a field, any value)."""
+    """The ``status`` filters of the API and the CLI (ANDed; within a field, any value).
+
+    ``id`` finds messages by any id they go by: their spool id; their parent id, which
+    is the id of the SMTP transaction that brought them (the ``250 ... queued as`` reply
+    and the ``Received:`` field name it; a transaction for several domains made one
+    spool message per domain, all with that parent); or their Message-ID, with or
+    without the angle brackets.
+    """
 
     def __init__(
         self,
         *,
+        id: str | None = None,
         sender: str | None = None,
         recipient: str | None = None,
         next_hop: str | None = None,
@@ -50,6 +59,7 @@ class MessageFilter:
         older: float | None = None,
         younger: float | None = None,
     ) -> None:
+        self.id = None if id is None else id.strip()
         self.sender = _regex(sender, "sender")
         self.recipient = _regex(recipient, "recipient")
         self.next_hop = _regex(next_hop, "next_hop")
@@ -71,6 +81,7 @@ class MessageFilter:
                 raise ValueError(f"{name}: not a duration: {text!r}") from None
 
         return cls(
+            id=query.get("id"),
             sender=query.get("sender"),
             recipient=query.get("recipient"),
             next_hop=query.get("next_hop"),
@@ -80,6 +91,8 @@ class MessageFilter:
         )
 
     def __call__(self, message: SpooledMessage, now: float) -> bool:
+        if self.id is not None and not _goes_by(message, self.id):
+            return False
         if self.sender and not self.sender.search(message.sender):
             return False
         if self.recipient and not any(
@@ -102,6 +115,20 @@ class MessageFilter:
 
 
 STATUS_WORDS = {s.value for s in Status} | {s.queue for s in Status}
+
+
+def _goes_by(message: SpooledMessage, key: str) -> bool:
+    """Whether ``key`` is the message's spool id, parent id or Message-ID."""
+    if key in (message.id, message.parent_id):
+        return True
+    found = message.message_id
+    return found is not None and _bare(found) == _bare(key) != ""
+
+
+def _bare(message_id: str) -> str:
+    """A Message-ID without the angle brackets around it."""
+    text = message_id.strip()
+    return text[1:-1] if text.startswith("<") and text.endswith(">") else text
 
 
 def _regex(pattern: str | None, name: str) -> re.Pattern[str] | None:

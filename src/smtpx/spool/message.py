@@ -8,19 +8,21 @@ its :class:`~smtpx.spool.journal.Location` in the journal.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
-from smtpx.envelope import EnvelopeInfo, HostPort, RetryInterval
+from smtpx.envelope import Envelope, EnvelopeInfo, HostPort, RetryInterval
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams
 from smtpx.spool.journal import Location
 
-__all__ = ["META_VERSION", "SpooledMessage", "Status"]
+__all__ = ["META_VERSION", "SpooledMessage", "Status", "message_id_of"]
 
 META_VERSION = 1
 MAX_ATTEMPTS_KEPT = 5
+MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1: the longest line; longer is not kept
 
 
 class Status(enum.Enum):
@@ -70,6 +72,7 @@ class SpooledMessage:
     related: tuple[str, ...] = ()  # the other messages of the same batch
     warned: bool = False  # a delay warning went to the sender
     flows: tuple[str, ...] = ()  # mail log flow ids (the session's, the envelope's, ours)
+    message_id: str | None = None  # the Message-ID header field's value, for finding it
 
     # -- typed views ------------------------------------------------------------------
 
@@ -117,6 +120,7 @@ class SpooledMessage:
             "args": self.sender_args,
             "related": list(self.related),
             "flows": list(self.flows),
+            **({} if self.message_id is None else {"msgid": self.message_id}),
             **self.state_meta(),
         }
 
@@ -152,6 +156,7 @@ class SpooledMessage:
             location=location,
             related=tuple(meta.get("related", ())),
             flows=tuple(meta.get("flows", ())),
+            message_id=meta.get("msgid"),
         )
         entry.apply_state(meta)
         return entry
@@ -184,6 +189,25 @@ class SpooledMessage:
             self.quarantine_reason = meta["quarantine"]
         if "warned" in meta:
             self.warned = bool(meta["warned"])
+
+
+# A Message-ID field and its continuation lines; searched in the header section only.
+_MESSAGE_ID = re.compile(rb"^message-id:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+
+
+def message_id_of(envelope: Envelope) -> str | None:
+    """The value of the message's last Message-ID field, unfolded and trimmed (None if it
+    has none, or an unreasonably long one). A regular expression rather than a header
+    parser: it runs for every message spooled."""
+    message = envelope.message
+    if message.startswith(b"\r\n"):
+        return None  # no header fields
+    end = message.find(b"\r\n\r\n")
+    found = _MESSAGE_ID.findall(message, 0, len(message) if end < 0 else end)
+    if not found:
+        return None
+    value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
+    return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
 
 def _check_version(meta: dict[str, Any]) -> None:

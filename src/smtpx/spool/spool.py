@@ -47,6 +47,7 @@ from smtpx.client import (
     ConnectionCache,
     EnvelopeStatus,
     RejectedAllRecipients,
+    Unsendable,
     WireFile,
 )
 from smtpx.client.cache import Opener
@@ -68,7 +69,7 @@ from smtpx.spool.journal import (
     RecordKind,
     Replay,
 )
-from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.message import SpooledMessage, Status, message_id_of
 
 __all__ = [
     "DEFAULT_RETRY_INTERVALS",
@@ -426,6 +427,7 @@ class Spool:
                 quarantine_reason=quarantine,
                 related=tuple(i for i in ids if i != message_id) if set_related else (),
                 flows=delivery.flows.extend("out").ids,
+                message_id=message_id_of(envelope),
             )
             entries.append(entry)
             # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF"; a
@@ -660,7 +662,8 @@ class Spool:
             refused = {str(address): reply for address, reply in status.rejected}
         else:
             refused = dict.fromkeys(entry.recipients, status.reply)
-        await self._settle(entry, refused, None, remote)
+        # Unsendable: the client chose not to send; no remote MTA said anything.
+        await self._settle(entry, refused, None, None if isinstance(status, Unsendable) else remote)
 
     async def _settle(
         self,
@@ -718,7 +721,7 @@ class Spool:
         if failures:
             entry.failed.extend((r, str(reply)) for r, reply in failures)
             try:
-                await self._bounce(entry, failures, remote)
+                await self._bounce(entry, failures, remote, refused)
             except BodyDamaged as damage:
                 await self._quarantine_damaged(entry, damage)
                 return
@@ -793,7 +796,7 @@ class Spool:
         for recipient in waiting:
             reply = refused.get(recipient)
             failures.append(
-                RecipientFailure(Address.parse(recipient), reply, remote_mta=remote)
+                RecipientFailure.of(Address.parse(recipient), reply, remote_mta=remote)
                 if reply is not None
                 else RecipientFailure(
                     Address.parse(recipient), None, status="4.4.1", diagnostic=error
@@ -827,14 +830,25 @@ class Spool:
             return Outcome.TRY_LATER
 
     async def _bounce(
-        self, entry: SpooledMessage, failures: list[tuple[str, Reply]], remote: str | None
+        self,
+        entry: SpooledMessage,
+        failures: list[tuple[str, Reply]],
+        remote: str | None,
+        refused: dict[str, Reply],
     ) -> None:
         if not self.config.bounce or entry.sender == "<>":
             return
         original = self._original(entry, [r for r, _ in failures])
+        # Only a reply of ``refused`` came from ``remote``; one made up here ("delivery
+        # time expired") is reported as this host's own diagnostic.
         notice = build_bounce(
             original,
-            [RecipientFailure(Address.parse(r), reply, remote_mta=remote) for r, reply in failures],
+            [
+                RecipientFailure.of(
+                    Address.parse(r), reply, remote_mta=remote if refused.get(r) is reply else None
+                )
+                for r, reply in failures
+            ],
             reporting_mta=self.config.reporting_mta,
             arrival_date=entry.spool_date,
             now=self.clock(),
