@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from smtpx.client import connect
+from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns
@@ -23,7 +26,14 @@ def large(to: str, size: int = 3_000_000) -> Envelope:
     )
 
 
-async def test_a_large_message_is_spilled_spooled_and_delivered_exactly(tmp_path: Path) -> None:
+async def test_a_large_message_is_spilled_spooled_and_delivered_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(self: SpilledMessage) -> bytes:
+        raise AssertionError("a spilled message was read whole into memory")
+
+    # From the session to the journal, nothing may hold a large message whole.
+    monkeypatch.setattr(SpilledMessage, "read", never)
     async with ScriptedServer(Handler) as sink:
         cfg = config(
             tmp_path,

@@ -199,7 +199,7 @@ def message_id_of(envelope: Envelope) -> str | None:
     """The value of the message's last Message-ID field, unfolded and trimmed (None if it
     has none, or an unreasonably long one). A regular expression rather than a header
     parser: it runs for every message spooled."""
-    message = envelope.message
+    message = envelope.start()  # the header region: a spilled message is not read whole
     if message.startswith(b"\r\n"):
         return None  # no header fields
     end = message.find(b"\r\n\r\n")
