@@ -536,7 +536,10 @@ HEADER_BLOCK += b"\r\n\r\n"
 
 def make(message: bytes = MESSAGE, **kwargs: str) -> Envelope:
     return Envelope.create(
-        sender="alice@example.com", recipients=["bob@example.org"], message=message, **kwargs
+        sender="alice@example.com",
+        recipients=["bob@example.org"],
+        message=message,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

@@ -848,6 +848,7 @@ class Envelope(_HeaderOps):
         rejected_recipients: Iterable[Address | str] = (),
         route: str | None = None,
         id: EnvelopeId | str | None = None,
+        recipient_params: RecipientParams = (),
     ) -> Envelope:
         """Build an envelope; text is parsed as in :meth:`EnvelopeInfo.create`.
 
@@ -861,6 +862,7 @@ class Envelope(_HeaderOps):
             rejected_recipients=rejected_recipients,
             route=route,
             id=id,
+            recipient_params=recipient_params,
         )
         return cls(info=info, message=_message_bytes(message))
 

@@ -59,6 +59,7 @@ from smtpx.protocol.connection import ClientConnection
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.events import AuthResponse, DataChunk, EndOfData, Response
 from smtpx.protocol.extensions import Extensions
+from smtpx.protocol.params import RcptParams
 from smtpx.protocol.replies import Reply
 from smtpx.protocol.states import State
 
@@ -71,6 +72,8 @@ _EHLO_FALLBACK = frozenset({500, 502, 504, 550})
 # Replies to an unadvertised STARTTLS that mean "not here": go on in plaintext.
 _NO_STARTTLS = frozenset({500, 502, 504, 454})
 _CHUNK = 256 * 1024
+
+_NO_RCPT_PARAMS = RcptParams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,8 +353,8 @@ class Client:
             self._send(Rset())
         self._send(mail)
         recipients = [self._recipient(r, mail) for r in info.recipients]
-        for recipient in recipients:
-            self._send(Rcpt(recipient))
+        for original, recipient in zip(info.recipients, recipients, strict=True):
+            self._send(Rcpt(recipient, self._rcpt_params(info, original)))
         self._send(Data())
         return _Transaction(recipients, body, reset)
 
@@ -401,8 +404,8 @@ class Client:
             return RejectedSender(reply)
         rejected: list[tuple[Address, Reply]] = []
         recipients = [self._recipient(r, mail) for r in info.recipients]
-        for recipient in recipients:
-            reply = await self._command(Rcpt(recipient))
+        for original, recipient in zip(info.recipients, recipients, strict=True):
+            reply = await self._command(Rcpt(recipient, self._rcpt_params(info, original)))
             if reply.code >= 300:
                 rejected.append((recipient, reply))
         tx = _Transaction(recipients, body, False, tuple(rejected))
@@ -495,6 +498,11 @@ class Client:
         if sender.address is not None and not needs_utf8 and not sender.address.domain.isascii():
             sender = Sender(sender.address.to_ascii())
         return Mail(sender, new)
+
+    def _rcpt_params(self, info: EnvelopeInfo, recipient: Address) -> RcptParams:
+        """The recipient's DSN parameters (NOTIFY, ORCPT), passed on when the server
+        offers DSN (RFC 3461 5.2.1), else left out: the notices are then ours to send."""
+        return info.params_of(recipient) if self._conn.extensions.dsn else _NO_RCPT_PARAMS
 
     @staticmethod
     def _recipient(address: Address, mail: Mail) -> Address:

@@ -222,6 +222,8 @@ class ServerSettings:
     * ``spill_threshold``: octets of a message a session keeps in memory; the rest goes to
       an unnamed file in the spool's directory until the message is spooled.
       ``max_buffered``: octets all sessions together keep in memory.
+    * ``dsn``: offer DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the
+      message, honoured in our notices, and passed on to a next hop that offers DSN.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -240,6 +242,7 @@ class ServerSettings:
     bare_newlines: BareNewlines = BareNewlines.REJECT
     spill_threshold: int = 256 * 1024
     max_buffered: int = 64 * 1024 * 1024
+    dsn: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -471,6 +474,8 @@ bare_newlines = "reject"
 # file in the spool directory; all sessions together keep at most max_buffered in memory.
 spill_threshold = "256K"
 max_buffered = "64M"
+# Offer DSN (RFC 3461): NOTIFY=SUCCESS/FAILURE/DELAY/NEVER, ORCPT, RET, ENVID.
+dsn = true
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -886,6 +891,7 @@ class _Loader:
                 "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
                 "spill_threshold": _size,
                 "max_buffered": _size,
+                "dsn": _boolean,
             },
         )
 
@@ -1269,6 +1275,7 @@ class MtaConfig:
             min_data_rate=self.server.min_data_rate or None,
             data_rate_grace=self.server.data_rate_grace,
             client_limits=self.client_limits(),
+            dsn=self.server.dsn,
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
             # The spool's disk, not /tmp (often a tmpfs: memory again).

@@ -98,6 +98,7 @@ class RelayPlugin(Plugin):
         # A spilled message keeps its file: the trace goes in front, nothing is copied.
         message = trace + content if isinstance(content, bytes) else content.prepend(trace)
         groups: dict[str, list[Address]] = defaultdict(list)
+        params: list[tuple[Address, RcptParams]] = []
         for given in transaction.recipients:
             # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so
             # the spool, the maildir and any bounce see an ordinary mailbox.
@@ -105,6 +106,7 @@ class RelayPlugin(Plugin):
                 Address("postmaster", self._postmaster_domain) if given.is_postmaster else given
             )
             groups[_route_key(recipient)].append(recipient)
+            params.append((recipient, envelope.info.params_of(given)))
         deliveries = [
             Delivery(
                 Envelope(
@@ -113,6 +115,8 @@ class RelayPlugin(Plugin):
                         sender_args=envelope.info.sender_args,
                         recipients=tuple(recipients),
                         id=envelope.id,
+                        # NOTIFY and ORCPT (RFC 3461) go with their recipient.
+                        recipient_params=tuple((a, p) for a, p in params if a in recipients),
                     ),
                     content=message,
                 ),

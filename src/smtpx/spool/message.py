@@ -15,13 +15,15 @@ from typing import Any
 
 from smtpx.envelope import Envelope, EnvelopeInfo, HostPort, RetryInterval
 from smtpx.protocol.addresses import Address, Sender
-from smtpx.protocol.params import MailParams
+from smtpx.protocol.params import MailParams, RcptParams
 from smtpx.spool.journal import Location
 
 __all__ = ["META_VERSION", "SpooledMessage", "Status", "message_id_of"]
 
-META_VERSION = 1
+# 1: the first; 2: "rparams", each recipient's RCPT parameters (NOTIFY, ORCPT; RFC 3461)
+META_VERSION = 2
 MAX_ATTEMPTS_KEPT = 5
+_NO_RCPT_PARAMS = RcptParams()
 MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1: the longest line; longer is not kept
 
 
@@ -71,6 +73,8 @@ class SpooledMessage:
     quarantine_reason: str | None = None
     related: tuple[str, ...] = ()  # the other messages of the same batch
     warned: bool = False  # a delay warning went to the sender
+    # RCPT parameters (DSN NOTIFY, ORCPT) of the recipients that gave any, as written
+    rcpt_params: dict[str, str] = field(default_factory=dict)
     flows: tuple[str, ...] = ()  # mail log flow ids (the session's, the envelope's, ours)
     message_id: str | None = None  # the Message-ID header field's value, for finding it
 
@@ -85,12 +89,23 @@ class SpooledMessage:
         return self.status.queue
 
     def info(self) -> EnvelopeInfo:
-        """The envelope still to deliver (remaining recipients)."""
+        """The envelope still to deliver (remaining recipients, with their DSN parameters)."""
+        recipients = tuple(Address.parse(r) for r in self.recipients)
         return EnvelopeInfo(
             sender=Sender.parse(self.sender),
             sender_args=MailParams.parse(self.sender_args),
-            recipients=tuple(Address.parse(r) for r in self.recipients),
+            recipients=recipients,
+            recipient_params=tuple(
+                (address, RcptParams.parse(self.rcpt_params[text]))
+                for text, address in zip(self.recipients, recipients, strict=True)
+                if text in self.rcpt_params
+            ),
         )
+
+    def params_of(self, recipient: str) -> RcptParams:
+        """The RCPT parameters ``recipient`` was given (NOTIFY, ORCPT)."""
+        text = self.rcpt_params.get(recipient)
+        return _NO_RCPT_PARAMS if text is None else RcptParams.parse(text)
 
     def hops(self) -> tuple[HostPort, ...]:
         return tuple(HostPort.parse(h) for h in self.next_hops)
@@ -111,8 +126,7 @@ class SpooledMessage:
 
     def to_meta(self) -> dict[str, Any]:
         """Everything but the body location, for a MESSAGE record."""
-        return {
-            "v": META_VERSION,
+        meta = {
             "id": self.id,
             "parent": self.parent_id,
             "date": self.spool_date,
@@ -121,13 +135,18 @@ class SpooledMessage:
             "related": list(self.related),
             "flows": list(self.flows),
             **({} if self.message_id is None else {"msgid": self.message_id}),
+            **({"rparams": self.rcpt_params} if self.rcpt_params else {}),
             **self.state_meta(),
         }
+        # Version 2 only where it matters: an older smtpx keeps such a message on disk
+        # (unread) rather than deliver it without its recipients' DSN requests.
+        meta["v"] = META_VERSION if self.rcpt_params else 1
+        return meta
 
     def state_meta(self) -> dict[str, Any]:
         """The fields that change over a message's life, for an UPDATE record."""
         return {
-            "v": META_VERSION,
+            "v": 1,  # (version 2 changed MESSAGE records only)
             "id": self.id,
             "status": self.status.value if self.status is not Status.SENDING else "send_now",
             "at": self.next_attempt,
@@ -157,6 +176,7 @@ class SpooledMessage:
             related=tuple(meta.get("related", ())),
             flows=tuple(meta.get("flows", ())),
             message_id=meta.get("msgid"),
+            rcpt_params=dict(meta.get("rparams", {})),
         )
         entry.apply_state(meta)
         return entry

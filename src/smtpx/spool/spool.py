@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import heapq
 import logging
@@ -428,6 +429,7 @@ class Spool:
                 related=tuple(i for i in ids if i != message_id) if set_related else (),
                 flows=delivery.flows.extend("out").ids,
                 message_id=message_id_of(envelope),
+                rcpt_params={str(a): str(p) for a, p in envelope.info.recipient_params},
             )
             entries.append(entry)
             # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF"; a
@@ -589,11 +591,14 @@ class Spool:
                     for entry in batch:
                         pins.enter_context(self.journal.pinned(entry.location.segment))
                     index = 0
+                    # A next hop that offers DSN got NOTIFY/ORCPT/RET/ENVID: it sends the
+                    # notices from here on (RFC 3461 5.2.1); one that does not, we do.
+                    relayed = not client.extensions.dsn
                     async for outcome in client.send_many(items):
                         entry = batch[index]
                         index += 1
                         settled.add(entry.id)
-                        await self._settle_guarded(entry, outcome, hop.host)
+                        await self._settle_guarded(entry, outcome, hop.host, relayed=relayed)
         except (SMTPXError, OSError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         for entry in batch:
@@ -603,12 +608,13 @@ class Spool:
             self._collect_segments()  # what was released while the segments were pinned
 
     async def _settle_guarded(
-        self, entry: SpooledMessage, outcome: EnvelopeStatus, remote: str
+        self, entry: SpooledMessage, outcome: EnvelopeStatus, remote: str, *, relayed: bool
     ) -> None:
         """Settle one outcome in the middle of a connection: a failure here is ours, not
         the connection's, and must not be taken for one."""
         try:
-            await self._settle_status(entry, outcome, remote)
+            success = "relayed" if relayed else None
+            await self._settle_status(entry, outcome, remote, success=success)
         except Exception as exc:
             log.exception("settling the delivery of %s failed", entry.id)
             if entry.status is Status.SENDING:
@@ -650,12 +656,16 @@ class Spool:
             log.exception("local delivery of %s failed", entry.id)
             await self._settle(entry, {}, f"local delivery failed: {exc}")
             return
-        await self._settle(
-            entry, {rcpt: reply for rcpt, reply in results if not reply.is_completion}, None
-        )
+        refused = {rcpt: reply for rcpt, reply in results if not reply.is_completion}
+        await self._settle(entry, refused, None, success="delivered")
 
     async def _settle_status(
-        self, entry: SpooledMessage, status: EnvelopeStatus, remote: str | None
+        self,
+        entry: SpooledMessage,
+        status: EnvelopeStatus,
+        remote: str | None,
+        *,
+        success: str | None = None,
     ) -> None:
         """Turn a client status into per-recipient refusals (empty: all accepted)."""
         if isinstance(status, Accepted | RejectedAllRecipients):
@@ -663,7 +673,8 @@ class Spool:
         else:
             refused = dict.fromkeys(entry.recipients, status.reply)
         # Unsendable: the client chose not to send; no remote MTA said anything.
-        await self._settle(entry, refused, None, None if isinstance(status, Unsendable) else remote)
+        where = None if isinstance(status, Unsendable) else remote
+        await self._settle(entry, refused, None, where, success=success)
 
     async def _settle(
         self,
@@ -671,10 +682,14 @@ class Spool:
         refused: dict[str, Reply],
         error: str | None,
         remote: str | None = None,
+        *,
+        success: str | None = None,
     ) -> None:
         """Apply one attempt's result. ``error``: the attempt did not happen (a
         connection problem, no route now): everything is tried later. Otherwise each
-        recipient in ``refused`` is judged by ``on_error``, the others were accepted."""
+        recipient in ``refused`` is judged by ``on_error``, the others were accepted;
+        those that asked NOTIFY=SUCCESS get a notice with Action ``success``
+        ("delivered", "relayed"; None: the next hop took their DSN request)."""
         now = self.clock()
         failures: list[tuple[str, Reply]] = []
         rate_limited = False
@@ -701,8 +716,13 @@ class Spool:
                 entry.record_attempt(now, "; ".join(sorted({str(r) for r in refused.values()})))
         delivered = len(entry.recipients) - len(later) - len(failures)
         self.stats["delivered_recipients"] += delivered
+        done = [r for r in entry.recipients if r not in later and r not in dict(failures)]
+        if success is not None and done:
+            try:
+                await self._notify_success(entry, done, success, remote)
+            except BodyDamaged as damage:
+                log.error("no success notice for %s: %s", entry.id, damage)
         if delivered and self.mail.enabled():
-            done = [r for r in entry.recipients if r not in later and r not in dict(failures)]
             self._log(entry).info(
                 "delivered",
                 session_marker="delivered",
@@ -795,13 +815,14 @@ class Spool:
         failures = []
         for recipient in waiting:
             reply = refused.get(recipient)
-            failures.append(
+            failure = (
                 RecipientFailure.of(Address.parse(recipient), reply, remote_mta=remote)
                 if reply is not None
                 else RecipientFailure(
                     Address.parse(recipient), None, status="4.4.1", diagnostic=error
                 )
             )
+            failures.append(self._with_dsn(entry, failure))
         notice = build_delay_warning(
             original,
             failures,
@@ -813,6 +834,52 @@ class Spool:
         if notice is not None:
             await self.add([Delivery(notice, route=_domain(original), flows=Flows(entry.flows))])
             self.stats["delay_warnings"] += 1
+
+    def _with_dsn(self, entry: SpooledMessage, failure: RecipientFailure) -> RecipientFailure:
+        """The notice's view of a recipient, with what it asked for in RCPT: NOTIFY (which
+        notices it wants) and ORCPT (its Original-Recipient), RFC 3461."""
+        params = entry.params_of(str(failure.recipient))
+        if params.notify is None and params.orcpt is None:
+            return failure
+        return dataclasses.replace(failure, notify=params.notify, orcpt=params.orcpt)
+
+    async def _notify_success(
+        self, entry: SpooledMessage, done: list[str], action: str, remote: str | None
+    ) -> None:
+        """Tell the sender of the ``done`` recipients that asked NOTIFY=SUCCESS (RFC 3461
+        4.1): ``delivered`` to a local mailbox, or ``relayed`` to a next hop that does not
+        offer DSN."""
+        if not self.config.bounce or entry.sender == "<>":
+            return
+        wanted = [r for r in done if "SUCCESS" in (entry.params_of(r).notify or ())]
+        if not wanted:
+            return
+        original = self._original(entry, wanted)
+        how = f"relayed to {remote}, which does not offer DSN" if remote else "delivered"
+        successes = [
+            self._with_dsn(
+                entry,
+                RecipientFailure(
+                    Address.parse(r),
+                    None,
+                    action=action,
+                    status="2.0.0",
+                    remote_mta=remote,
+                    diagnostic=how,
+                ),
+            )
+            for r in wanted
+        ]
+        notice = build_bounce(
+            original,
+            successes,
+            reporting_mta=self.config.reporting_mta,
+            arrival_date=entry.spool_date,
+            now=self.clock(),
+        )
+        if notice is not None:
+            await self.add([Delivery(notice, route=_domain(original), flows=Flows(entry.flows))])
+            self.stats["success_notices"] += 1
 
     def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
         return Envelope.create(
@@ -844,8 +911,13 @@ class Spool:
         notice = build_bounce(
             original,
             [
-                RecipientFailure.of(
-                    Address.parse(r), reply, remote_mta=remote if refused.get(r) is reply else None
+                self._with_dsn(
+                    entry,
+                    RecipientFailure.of(
+                        Address.parse(r),
+                        reply,
+                        remote_mta=remote if refused.get(r) is reply else None,
+                    ),
                 )
                 for r, reply in failures
             ],
