@@ -98,7 +98,7 @@ def test_a_rotten_body_is_not_bounced(tmp_path: Path) -> None:
         async with make_spool(tmp_path, network, router=router) as spool:
             (bad,) = await spool.add([delivery(1, next_hops=())], frozen=True)
             # Sent (the body is sound), refused; then the bounce finds it rotten.
-            real_bounce = spool._bounce
+            real_bounce = spool.notices.bounce
 
             async def rot_first(
                 entry: SpooledMessage,
@@ -109,7 +109,7 @@ def test_a_rotten_body_is_not_bounced(tmp_path: Path) -> None:
                 rot(tmp_path, entry)
                 await real_bounce(entry, failures, remote, refused)
 
-            spool._bounce = rot_first  # type: ignore[method-assign]
+            spool.notices.bounce = rot_first  # type: ignore[method-assign]
             await spool.send([bad])
             await settle()
             assert spool.get(bad).status is Status.QUARANTINED

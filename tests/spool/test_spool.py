@@ -14,6 +14,7 @@ from smtpx.envelope import HostPort
 from smtpx.maillog import Flows
 from smtpx.protocol import Rcpt, Reply
 from smtpx.spool.journal import SpoolLocked
+from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import (
     Delivery,
@@ -259,7 +260,7 @@ def test_restart_reports_unreadable_entries_and_loads_the_rest(tmp_path: Path) -
             (problem,) = spool.problems
             assert f"unreadable entry {future}: metadata version 99" in problem.description
             # Its body is held: compaction and cleanup keep its segment for a newer smtpx.
-            assert spool.journal.segment_numbers()[0] in spool._live
+            assert spool.journal.segment_numbers()[0] in spool.store._live
 
     virtual(second)
     assert [m.id for m in Spool.status_from_disk(tmp_path)] == [good]
@@ -305,7 +306,7 @@ def test_a_state_record_queued_without_waiting_keeps_its_place(tmp_path: Path) -
             await settle()
             entry = spool.get(message_id)
             assert entry.status is Status.SEND_AT
-            spool._update(entry)  # as _settle does
+            spool.store.update(entry)  # as settling does
             await spool.freeze([message_id])
             return message_id
 
@@ -483,7 +484,7 @@ def test_a_random_history_replays_to_the_same_state(
     import random
 
     if not compaction:
-        monkeypatch.setattr(Spool, "_worth_compacting", lambda self: False)
+        monkeypatch.setattr(JournalStore, "_worth_compacting", lambda self: False)
     rng = random.Random(seed)
     network = MemoryNetwork()
 
@@ -667,15 +668,13 @@ def test_a_delay_warning_after_connection_failures_says_what_failed(tmp_path: Pa
                 [delivery(1, retry=["1h", "1h"], next_hops=(), flows=Flows(("srv#7",)))]
             )
             added: list[Delivery] = []
-            add = spool.add
+            submit = spool.notices.submit
 
-            async def spy(
-                deliveries: Sequence[Delivery], *, frozen: bool = False, set_related: bool = False
-            ) -> list[str]:
+            async def spy(deliveries: Sequence[Delivery]) -> list[str]:
                 added.extend(deliveries)
-                return await add(deliveries, frozen=frozen, set_related=set_related)
+                return await submit(deliveries)
 
-            spool.add = spy  # type: ignore[method-assign]
+            spool.notices.submit = spy
             await settle()
             await settle(3601)
             assert spool.stats["delay_warnings"] == 1

@@ -1,0 +1,133 @@
+"""What an operator does to the queue (F89-F92): look, freeze, send now, remove, recover,
+purge. Every change is on disk before the call returns, and is announced as an event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from smtpx.envelope import RetryInterval
+from smtpx.spool.context import SpoolContext
+from smtpx.spool.delivery import set_status
+from smtpx.spool.journal import BodyDamaged
+from smtpx.spool.journal_store import JournalStore
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.scheduler import Scheduler
+from smtpx.spool.types import EventKind, SpoolError
+
+__all__ = ["Admin"]
+
+
+class Admin:
+    def __init__(self, context: SpoolContext, store: JournalStore, scheduler: Scheduler) -> None:
+        self.context = context
+        self.store = store
+        self.scheduler = scheduler
+
+    # -- looking --------------------------------------------------------------------------
+
+    def get(self, message_id: str) -> SpooledMessage:
+        try:
+            return self.store.messages[message_id]
+        except KeyError:
+            raise SpoolError(f"{message_id}: not found") from None
+
+    def status(self) -> list[SpooledMessage]:
+        """Every message known, oldest first (no content is ever read)."""
+        return sorted(self.store.messages.values(), key=lambda m: (m.spool_date, m.id))
+
+    def read_message(self, message_id: str) -> bytes:
+        """The message as received; :class:`BodyDamaged` if its body rotted."""
+        return self.store.read(self.get(message_id))
+
+    def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
+        """The message as stored, damaged or not, and what is wrong with it (for an
+        operator's ``show``: looking is not using)."""
+        return self.store.inspect(self.get(message_id))
+
+    # -- changing -------------------------------------------------------------------------
+
+    async def _set(
+        self, entry: SpooledMessage, status: Status, kind: EventKind, detail: str = ""
+    ) -> None:
+        await set_status(self.context, self.store, entry, status, kind=kind, detail=detail)
+
+    async def freeze(self, ids: Iterable[str]) -> None:
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status in (Status.REMOVED, Status.QUARANTINED):
+                raise SpoolError(f"{message_id}: is {entry.status.value}; recover it first")
+            if entry.status is not Status.FROZEN:
+                await self._set(entry, Status.FROZEN, EventKind.FROZEN, "by request")
+
+    async def send(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        frozen_only: bool = False,
+        retry_intervals: Sequence[RetryInterval] = (),
+    ) -> int:
+        """Send now: the given messages, or (``ids`` None) every frozen and waiting one,
+        or with ``frozen_only`` every frozen one (F90). Given retry intervals come first;
+        failed recipients are tried again. Returns how many were released."""
+        if ids is None:
+            wanted = [
+                m
+                for m in self.store.messages.values()
+                if m.status is Status.FROZEN or (m.status is Status.SEND_AT and not frozen_only)
+            ]
+        else:
+            wanted = [self.get(i) for i in ids]
+            for entry in wanted:
+                if entry.status in (Status.REMOVED, Status.QUARANTINED):
+                    state = entry.status.value
+                    raise SpoolError(f"{entry.id}: is {state}; recover it first")
+        released = 0
+        for entry in wanted:
+            if entry.status not in (Status.FROZEN, Status.SEND_AT):
+                continue
+            was_frozen = entry.status is Status.FROZEN
+            entry.retry_intervals = [str(i) for i in retry_intervals] + entry.retry_intervals
+            entry.recipients = entry.recipients + [r for r, _ in entry.failed]
+            entry.failed = []
+            entry.status = Status.SEND_NOW
+            entry.next_attempt = None
+            await self.store.update_durably(entry)
+            if was_frozen:
+                self.context.emit(EventKind.UNFROZEN, entry)
+            self.scheduler.make_ready(entry)
+            released += 1
+        return released
+
+    async def remove(self, ids: Iterable[str]) -> None:
+        """Only frozen messages can be removed (F91); removed ones can be recovered."""
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status is not Status.FROZEN:
+                state = entry.status.value
+                raise SpoolError(f"{message_id}: only frozen messages can be removed ({state})")
+            await self._set(entry, Status.REMOVED, EventKind.REMOVED)
+
+    async def recover(self, ids: Iterable[str], *, from_: str = "removed") -> None:
+        """Bring removed (``from_="removed"``) or quarantined messages back, frozen (F92)."""
+        source = {"removed": Status.REMOVED, "quarantine": Status.QUARANTINED}[from_]
+        for message_id in ids:
+            entry = self.get(message_id)
+            if entry.status is not source:
+                raise SpoolError(f"{message_id}: is not {source.value}")
+            entry.quarantine_reason = None
+            await self._set(entry, Status.FROZEN, EventKind.RECOVERED, f"from {from_}")
+
+    async def purge(self, ids: Iterable[str]) -> None:
+        """Forget removed or quarantined messages for good: their journal space can then be
+        reclaimed. Nothing else can be purged (remove it first)."""
+        entries = [self.get(message_id) for message_id in ids]
+        for entry in entries:
+            if entry.status not in (Status.REMOVED, Status.QUARANTINED):
+                state = entry.status.value
+                raise SpoolError(
+                    f"{entry.id}: only removed or quarantined messages can be purged ({state})"
+                )
+        for entry in entries:
+            if await self.store.purge(entry):  # (False: named twice)
+                self.context.emit(EventKind.PURGED, entry)
+        self.store.collect_segments()

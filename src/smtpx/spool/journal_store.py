@@ -1,0 +1,345 @@
+"""The spool's store on the local journal: every message's state in memory, every change a
+journal record, bodies in the journal's segments (:mod:`smtpx.spool.journal`).
+
+It keeps the index (``messages``, rebuilt at start by replaying the journal record by
+record), counts the live bodies of each segment so that segments nothing needs are
+deleted (a prefix at a time), and compacts: when most of the sealed segments' space is
+dead, the live messages of the oldest one are copied forward. It knows nothing of
+scheduling, delivery or notices: the spool's other parts call it.
+
+Writes: :meth:`write` (new messages) returns once they are durable; :meth:`update` and
+:meth:`forget` queue a record at once, in call order (:meth:`update_durably` waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smtpx.client import WireFile
+from smtpx.content import SpilledMessage
+from smtpx.protocol.data import dot_stuff, dot_unstuff
+from smtpx.spool.journal import (
+    BodyDamaged,
+    Journal,
+    JournalProblem,
+    Location,
+    Record,
+    RecordKind,
+    Replay,
+)
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.types import SpoolConfig
+
+__all__ = ["NOWHERE", "JournalStore"]
+
+log = logging.getLogger("smtpx.spool")
+
+COMPACTION_BATCH = 256  # messages copied forward per journal append
+NOWHERE = Location(0, 0, 0)  # an entry's location until its record is written
+
+OnDamaged = Callable[[SpooledMessage, BodyDamaged], Awaitable[None]]
+
+
+class JournalStore:
+    """Messages and their bodies in one spool directory (one process at a time)."""
+
+    def __init__(self, config: SpoolConfig, stats: MutableMapping[str, int]) -> None:
+        self.config = config
+        self.stats = stats  # "compacted" is counted here
+        self.journal = Journal(
+            config.directory, fsync=config.fsync, segment_size=config.segment_size
+        )
+        self.journal.on_new_segment = self._on_new_segment
+        self.messages: dict[str, SpooledMessage] = {}
+        self.problems: list[JournalProblem] = []
+        # Called when compaction finds a body damaged (the spool quarantines it).
+        self.on_damaged: OnDamaged | None = None
+        # Live message bodies per journal segment (count, octets): what keeps it on disk.
+        self._live: dict[int, list[int]] = {}
+        self._compaction: asyncio.Task[int] | None = None
+        self._closing = False
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def open(self) -> Replay:
+        """Replay the journal into the index; what replay found is in ``problems``."""
+        replay = _EntryReplay()
+        await asyncio.get_running_loop().run_in_executor(None, self.journal.open, replay)
+        self.problems = replay.problems
+        # The same dict, filled: the scheduler and admin hold it.
+        self.messages.clear()
+        self.messages.update(replay.entries)
+        replay.entries = {}
+        for location in replay.unreadable.values():
+            self._hold(location)  # never deleted: a newer smtpx may read it
+        for message in self.messages.values():
+            self._hold(message.location)
+        self.collect_segments()
+        return replay
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._compaction is not None:
+            self._compaction.cancel()
+            await asyncio.gather(self._compaction, return_exceptions=True)
+        await self.journal.aclose()
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(
+        self, entries: list[SpooledMessage], contents: list[bytes | SpilledMessage]
+    ) -> None:
+        """Store new messages with their content (raw, not dot-stuffed); returns once
+        they are durable, with each entry's ``location`` set and the entry indexed."""
+        records = []
+        for entry, content in zip(entries, contents, strict=True):
+            # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF"; a
+            # spilled message is copied from its file a chunk at a time.
+            if isinstance(content, bytes):
+                body = dot_stuff(content)[:-3]
+                records.append(Record(RecordKind.MESSAGE, entry.to_meta(), body))
+            else:
+                records.append(Record(RecordKind.MESSAGE, entry.to_meta(), stream=content))
+        locations = await self.journal.append(records)
+        for entry, location in zip(entries, locations, strict=True):
+            assert location is not None
+            entry.location = location
+            self.messages[entry.id] = entry
+            self._hold(location)
+
+    def update(self, entry: SpooledMessage) -> None:
+        """Record ``entry``'s new state (queued now, durable soon)."""
+        self._append_nowait([Record(RecordKind.UPDATE, entry.state_meta())])
+
+    async def update_durably(self, entry: SpooledMessage) -> None:
+        """Record ``entry``'s new state; return once it is on disk."""
+        await self.journal.append([Record(RecordKind.UPDATE, entry.state_meta())])
+
+    def forget(self, entry: SpooledMessage) -> None:
+        """``entry`` is done (delivered): out of the index, its body's space released."""
+        del self.messages[entry.id]
+        self._append_nowait([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
+        if self._release(entry.location):
+            self.collect_segments()
+
+    async def purge(self, entry: SpooledMessage) -> bool:
+        """Forget ``entry`` for good, durably; False when it was gone already."""
+        if self.messages.pop(entry.id, None) is None:
+            return False
+        self._release(entry.location)
+        await self.journal.append([Record(RecordKind.FORGET, {"v": 1, "id": entry.id})])
+        return True
+
+    def _append_nowait(self, records: list[Record]) -> None:
+        # Queued now, not in a task of its own: a record written later (an admin freeze
+        # in the same loop turn) must land after it, or a restart would undo it.
+        self.journal.append_nowait(records).add_done_callback(_log_failure)
+
+    # -- bodies -------------------------------------------------------------------------
+
+    def check_bodies(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
+        """What is wrong with each entry's body (None: sound). Reads: run in a thread."""
+        return self.journal.check_bodies([entry.location for entry in entries])
+
+    def read(self, entry: SpooledMessage) -> bytes:
+        """The message as received, checked (:class:`BodyDamaged`)."""
+        return dot_unstuff(self.journal.read_body(entry.location))
+
+    def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
+        """The message as stored, damaged or not, and what is wrong with it."""
+        body, damage = self.journal.read_body_raw(entry.location)
+        return dot_unstuff(body), damage
+
+    def wire(self, entry: SpooledMessage) -> WireFile:
+        """The stored body, ready for ``sendfile`` (keep it :meth:`pinned` meanwhile)."""
+        path = self.journal.segment_path(entry.location.segment)
+        return WireFile(path, entry.location.length, entry.location.offset)
+
+    @contextlib.contextmanager
+    def pinned(self, entries: list[SpooledMessage]) -> Iterator[None]:
+        """Keep the entries' segments from compaction while the block runs."""
+        with contextlib.ExitStack() as pins:
+            for entry in entries:
+                pins.enter_context(self.journal.pinned(entry.location.segment))
+            yield
+
+    # -- disk space ---------------------------------------------------------------------
+
+    def _hold(self, location: Location) -> None:
+        held = self._live.setdefault(location.segment, [0, 0])
+        held[0] += 1
+        held[1] += location.length
+
+    def _release(self, location: Location) -> bool:
+        """Forget one live body; True when its segment holds no live body any more."""
+        held = self._live.get(location.segment)
+        if held is None:
+            return False
+        held[0] -= 1
+        held[1] -= location.length
+        if held[0] > 0:
+            return False
+        del self._live[location.segment]
+        return True
+
+    def _on_new_segment(self) -> None:
+        if not self._closing:
+            self.collect_segments()
+
+    def collect_segments(self) -> None:
+        """Delete the segments nothing needs any more; start a compaction when most of
+        what the kept ones hold is dead."""
+        dead = self.journal.removable_segments(set(self._live))
+        if dead:
+            self.journal.delete_segments(dead)
+        if self._closing or (self._compaction is not None and not self._compaction.done()):
+            return
+        if self._worth_compacting():
+            self._compaction = asyncio.get_running_loop().create_task(self.compact())
+            self._compaction.add_done_callback(_log_failure)
+
+    def _worth_compacting(self) -> bool:
+        """At least two sealed segments, more than half of them dead: one old message
+        (frozen, say) must not keep gigabytes of delivered mail on disk."""
+        sealed = [n for n in self.journal.segment_numbers() if n != self.journal.current_segment]
+        if len(sealed) < 2:
+            return False
+        size = 0
+        for number in sealed:
+            with contextlib.suppress(FileNotFoundError):
+                size += self.journal.segment_path(number).stat().st_size
+        live = sum(self._live.get(number, (0, 0))[1] for number in sealed)
+        return live * 2 < size
+
+    def _read_raw(self, entries: list[SpooledMessage]) -> list[tuple[bytes, BodyDamaged | None]]:
+        return [self.journal.read_body_raw(entry.location) for entry in entries]
+
+    async def compact(self) -> int:
+        """Copy the live messages of the oldest sealed segment to the end of the journal
+        (a new message record with their current state), so that it, and the dead
+        segments behind it, can be deleted. Returns how many messages were copied.
+
+        Safe against everything running meanwhile: a message delivered before its copy is
+        appended is not copied; one delivered after has its forget record after the copy.
+        """
+        sealed = [n for n in self.journal.segment_numbers() if n != self.journal.current_segment]
+        if not sealed:
+            return 0
+        oldest = sealed[0]
+        entries = [e for e in self.messages.values() if e.location.segment == oldest]
+        copied = 0
+        for start in range(0, len(entries), COMPACTION_BATCH):
+            chunk = entries[start : start + COMPACTION_BATCH]
+            with self.journal.pinned(oldest):
+                bodies = await asyncio.to_thread(self._read_raw, chunk)
+            copied += await self._copy_forward(oldest, chunk, bodies)
+            await self._report_damage(chunk, bodies)
+        self.stats["compacted"] += copied
+        log.info("spool: compaction copied %d messages out of segment %d", copied, oldest)
+        if copied:  # (else what holds it cannot move: messages a newer smtpx wrote)
+            self.collect_segments()
+        return copied
+
+    async def _copy_forward(
+        self,
+        oldest: int,
+        chunk: list[SpooledMessage],
+        bodies: list[tuple[bytes, BodyDamaged | None]],
+    ) -> int:
+        # No await between this check and the append call: the journal's order is the
+        # order of these lines.
+        kept = [
+            (entry, body)
+            for entry, (body, _) in zip(chunk, bodies, strict=True)
+            if self.messages.get(entry.id) is entry and entry.location.segment == oldest
+        ]
+        if not kept:
+            return 0
+        # The copy keeps the original checksum: a damaged body stays detectably so.
+        locations = await self.journal.append(
+            [
+                Record(RecordKind.MESSAGE, entry.to_meta(), body, entry.location.crc)
+                for entry, body in kept
+            ]
+        )
+        for (entry, _), location in zip(kept, locations, strict=True):
+            assert location is not None
+            if self.messages.get(entry.id) is entry:
+                self._release(entry.location)
+                entry.location = location
+                self._hold(location)
+        return len(kept)
+
+    async def _report_damage(
+        self, chunk: list[SpooledMessage], bodies: list[tuple[bytes, BodyDamaged | None]]
+    ) -> None:
+        if self.on_damaged is None:
+            return
+        for entry, (_, damage) in zip(chunk, bodies, strict=True):
+            # (a message being sent is checked, and quarantined, by its delivery)
+            idle = entry.status not in (Status.QUARANTINED, Status.SENDING)
+            if damage is not None and idle and self.messages.get(entry.id) is entry:
+                await self.on_damaged(entry, damage)
+
+    # -- offline -------------------------------------------------------------------------
+
+    @staticmethod
+    def status_from_disk(directory: str | Path) -> list[SpooledMessage]:
+        """Read the spool's journal without taking its lock (a live spool may be
+        appending: its newest records may be missed, never misread)."""
+        replay = _EntryReplay()
+        Journal(directory).replay_readonly(replay)
+        return sorted(replay.entries.values(), key=lambda m: (m.spool_date, m.id))
+
+
+@dataclass
+class _EntryReplay(Replay):
+    """Builds the spool's entries record by record (no metadata dict outlives its
+    record: the peak memory of a restart is the entries themselves)."""
+
+    entries: dict[str, SpooledMessage] = field(default_factory=dict)
+    # Messages this version cannot read (written by a newer one): not loaded, but their
+    # bodies stay on disk (the spool holds these locations) for a version that can.
+    unreadable: dict[str, Location] = field(default_factory=dict)
+
+    def message(self, meta: dict[str, Any], location: Location) -> None:
+        message_id = meta["id"]
+        self.unreadable.pop(message_id, None)
+        try:
+            self.entries[message_id] = SpooledMessage.from_meta(meta, location)
+        except (KeyError, ValueError, TypeError) as exc:
+            self.entries.pop(message_id, None)
+            self._unreadable(message_id, location, exc)
+
+    def update(self, meta: dict[str, Any]) -> None:
+        entry = self.entries.get(meta["id"])
+        if entry is None:
+            return
+        try:
+            entry.apply_state(meta)
+        except (KeyError, ValueError, TypeError) as exc:
+            del self.entries[entry.id]
+            self._unreadable(entry.id, entry.location, exc)
+
+    def forget(self, message_id: str) -> None:
+        self.entries.pop(message_id, None)
+        self.unreadable.pop(message_id, None)
+
+    def knows(self, message_id: str) -> bool:
+        return message_id in self.entries or message_id in self.unreadable
+
+    def _unreadable(self, message_id: str, location: Location, exc: Exception) -> None:
+        self.unreadable[message_id] = location
+        description = f"unreadable entry {message_id}: {exc} (kept on disk, not delivered)"
+        self.problems.append(JournalProblem(location.segment, location.offset, description))
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("journal append failed", exc_info=task.exception())

@@ -1,0 +1,221 @@
+"""The spool's vocabulary: what it takes in, what its hooks answer, what it reports.
+
+Everything a user of :class:`~smtpx.spool.spool.Spool` names (configuration, deliveries,
+the answers of the ``router``, ``presend`` and ``on_error`` hooks, events) is here, so
+that the parts of the spool (store, scheduler, delivery, notices, admin) share one set of
+closed types and import none of each other for them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from smtpx.auth import Credentials
+from smtpx.client import CacheConfig
+from smtpx.envelope import Envelope, HostPort, RetryInterval
+from smtpx.errors import SMTPXError
+from smtpx.maillog import Flows
+from smtpx.protocol.replies import Reply
+from smtpx.spool.journal import FsyncPolicy
+from smtpx.spool.message import SpooledMessage
+
+__all__ = [
+    "DEFAULT_RETRY_INTERVALS",
+    "Delivery",
+    "Destination",
+    "EventKind",
+    "Hops",
+    "Local",
+    "LocalAgent",
+    "OnError",
+    "Outcome",
+    "Presend",
+    "PresendHook",
+    "RouteLater",
+    "Router",
+    "SpoolConfig",
+    "SpoolError",
+    "SpoolEvent",
+    "Unroutable",
+    "default_on_error",
+    "default_presend",
+    "hops_only",
+]
+
+DEFAULT_RETRY_INTERVALS = tuple(
+    RetryInterval.parse(text)
+    for text in (
+        "1m~10s",
+        "5m~1m",
+        "15m~3m",
+        "30m~5m",
+        "1h~10m",
+        "2h~20m",
+        "4h~30m",
+        "8h~1h",
+        "16h~2h",
+    )
+)
+
+
+class SpoolError(SMTPXError):
+    """An admin request the spool cannot carry out (unknown id, wrong state...)."""
+
+
+class Outcome(enum.Enum):
+    """What ``on_error`` decides about a refusal (F87)."""
+
+    DONE = "done"  # stop trying this recipient (someone else handles it)
+    FAIL_PERMANENTLY = "fail_permanently"
+    TRY_LATER = "try_later"
+    TRY_LATER_RATE_LIMITED = "try_later_rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Presend:
+    """What the ``presend`` hook decides before an attempt (F85): one of
+    ``Presend.send_now()``, ``Presend.send_at(when)``, ``Presend.freeze()``,
+    ``Presend.remove()``."""
+
+    action: str  # "send_now" | "send_at" | "freeze" | "remove"
+    at: float | None = None
+
+    @classmethod
+    def send_now(cls) -> Presend:
+        return _SEND_NOW
+
+    @classmethod
+    def send_at(cls, when: float) -> Presend:
+        return cls("send_at", when)
+
+    @classmethod
+    def freeze(cls) -> Presend:
+        return cls("freeze")
+
+    @classmethod
+    def remove(cls) -> Presend:
+        return cls("remove")
+
+
+_SEND_NOW = Presend("send_now")
+
+
+# -- where a message goes (the router's answers) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hops:
+    """Send over SMTP to the first of ``hops`` that answers."""
+
+    hops: tuple[HostPort, ...]
+    key: str = ""
+    credentials: Credentials | None = None
+
+
+class LocalAgent(Protocol):
+    async def deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+        """Deliver ``content`` (the raw message) to each remaining recipient; one reply
+        each (2xx: delivered)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    agent: LocalAgent
+
+
+@dataclass(frozen=True, slots=True)
+class Unroutable:
+    """No route will ever exist (null MX, no such domain): a permanent failure."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLater:
+    """No route now (a DNS timeout): try later."""
+
+    reason: str
+
+
+Destination = Hops | Local | Unroutable | RouteLater
+Router = Callable[[SpooledMessage], Awaitable[Destination]]
+PresendHook = Callable[[SpooledMessage], Awaitable[Presend]]
+OnError = Callable[[SpooledMessage, Reply], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message to spool: the envelope, and where it goes (explicit next hops, or a route
+    key, usually the recipients' domain, for the router). Retry intervals default to the
+    spool's."""
+
+    envelope: Envelope
+    next_hops: tuple[HostPort, ...] = ()
+    route: str | None = None
+    retry_intervals: tuple[RetryInterval, ...] | None = None
+    flows: Flows = field(default_factory=Flows)  # mail log flows; an ``out##`` id is added
+
+
+class EventKind(enum.Enum):
+    SPOOLED = "spooled"
+    PRESEND = "presend"
+    DELIVERED = "delivered"
+    DELAYED = "delayed"
+    DELAYED_RATE_LIMITED = "delayed_rate_limited"
+    FROZEN = "frozen"
+    UNFROZEN = "unfrozen"
+    REMOVED = "removed"
+    RECOVERED = "recovered"
+    PURGED = "purged"
+    QUARANTINED = "quarantined"
+    BOUNCED = "bounced"
+    PING = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEvent:
+    time: float
+    kind: EventKind
+    id: str = ""
+    detail: str = ""
+    spool_date: float | None = None  # when the message was accepted
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolConfig:
+    directory: str | Path = "var/spool"
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    segment_size: int = 64 * 1024 * 1024
+    max_deliveries: int = 100
+    max_per_destination: int = 10
+    batch_size: int = 20  # messages sent over one connection in a row (send_many)
+    retry_intervals: tuple[RetryInterval, ...] = DEFAULT_RETRY_INTERVALS
+    bounce: bool = True
+    freeze_failed: bool = True  # keep a message whose recipients all failed, frozen
+    reporting_mta: str = "localhost"
+    delay_warning_after: float | None = None  # tell the sender once a message waits this long
+    ping_interval: float = 30.0
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+async def default_presend(message: SpooledMessage) -> Presend:
+    return _SEND_NOW
+
+
+async def default_on_error(message: SpooledMessage, reply: Reply) -> Outcome:
+    return Outcome.FAIL_PERMANENTLY if reply.is_permanent else Outcome.TRY_LATER
+
+
+async def hops_only(message: SpooledMessage) -> Destination:
+    """Without a router, a message must carry its next hops (the reference's model)."""
+    if message.next_hops:
+        return Hops(message.hops(), "hops:" + ",".join(message.next_hops))
+    return Unroutable(Reply.of(554, "No route: the message has no next hops", "5.4.4"))
