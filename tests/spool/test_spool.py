@@ -260,7 +260,7 @@ def test_restart_reports_unreadable_entries_and_loads_the_rest(tmp_path: Path) -
             (problem,) = spool.problems
             assert f"unreadable entry {future}: metadata version 99" in problem.description
             # Its body is held: compaction and cleanup keep its segment for a newer smtpx.
-            assert spool.journal.segment_numbers()[0] in spool.store._live
+            assert spool.journal.segment_numbers()[0] in spool.journal_store._live
 
     virtual(second)
     assert [m.id for m in Spool.status_from_disk(tmp_path)] == [good]

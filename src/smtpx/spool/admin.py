@@ -9,16 +9,16 @@ from smtpx.envelope import RetryInterval
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import set_status
 from smtpx.spool.journal import BodyDamaged
-from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.scheduler import Scheduler
+from smtpx.spool.store import Store
 from smtpx.spool.types import EventKind, SpoolError
 
 __all__ = ["Admin"]
 
 
 class Admin:
-    def __init__(self, context: SpoolContext, store: JournalStore, scheduler: Scheduler) -> None:
+    def __init__(self, context: SpoolContext, store: Store, scheduler: Scheduler) -> None:
         self.context = context
         self.store = store
         self.scheduler = scheduler

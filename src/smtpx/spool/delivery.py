@@ -31,10 +31,10 @@ from smtpx.errors import SMTPXError
 from smtpx.protocol.replies import Reply
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.journal import BodyDamaged
-from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.notices import Notices
 from smtpx.spool.scheduler import Scheduler
+from smtpx.spool.store import Store
 from smtpx.spool.types import (
     EventKind,
     Hops,
@@ -56,7 +56,7 @@ log = logging.getLogger("smtpx.spool")
 
 async def set_status(
     context: SpoolContext,
-    store: JournalStore,
+    store: Store,
     entry: SpooledMessage,
     status: Status,
     *,
@@ -84,7 +84,7 @@ class DeliveryEngine:
     def __init__(
         self,
         context: SpoolContext,
-        store: JournalStore,
+        store: Store,
         scheduler: Scheduler,
         notices: Notices,
         cache: ConnectionCache,

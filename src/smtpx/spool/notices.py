@@ -19,8 +19,8 @@ from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
 from smtpx.spool.bounce import RecipientFailure, build_bounce, build_delay_warning
 from smtpx.spool.context import SpoolContext
-from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage
+from smtpx.spool.store import Store
 from smtpx.spool.types import Delivery, EventKind
 
 __all__ = ["Notices"]
@@ -31,7 +31,7 @@ Submit = Callable[[Sequence[Delivery]], Awaitable[list[str]]]
 class Notices:
     """Builds and spools the notices about messages of ``store``; ``submit`` spools."""
 
-    def __init__(self, context: SpoolContext, store: JournalStore, submit: Submit) -> None:
+    def __init__(self, context: SpoolContext, store: Store, submit: Submit) -> None:
         self.context = context
         self.store = store
         self.submit = submit

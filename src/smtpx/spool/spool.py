@@ -46,6 +46,7 @@ from smtpx.spool.journal_store import NOWHERE, JournalStore
 from smtpx.spool.message import SpooledMessage, Status, message_id_of
 from smtpx.spool.notices import Notices
 from smtpx.spool.scheduler import Scheduler
+from smtpx.spool.store import Store
 from smtpx.spool.types import (
     DEFAULT_RETRY_INTERVALS,
     Delivery,
@@ -107,7 +108,9 @@ class Spool:
     ) -> None:
         self.config = config or SpoolConfig()
         self.context = SpoolContext(self.config, clock)
-        self.store = JournalStore(self.config, self.context.stats)
+        # The local journal is the only store so far (PostgreSQL: issue 11).
+        self.journal_store = JournalStore(self.config, self.context.stats)
+        self.store: Store = self.journal_store
         self.cache = ConnectionCache(self.config.cache, client_config, opener=opener)
         self.scheduler = Scheduler(self.config, self.store.messages.get, self._work, clock)
         self.notices = Notices(self.context, self.store, self.add)
@@ -151,7 +154,7 @@ class Spool:
 
     @property
     def journal(self) -> Journal:
-        return self.store.journal
+        return self.journal_store.journal
 
     @property
     def problems(self) -> list[JournalProblem]:

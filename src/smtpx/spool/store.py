@@ -1,0 +1,89 @@
+"""The interface between the spool's engine and where its messages live.
+
+The scheduler, delivery, notices and admin parts are written once, against :class:`Store`;
+the journal (:class:`~smtpx.spool.journal_store.JournalStore`) is one store. What a store
+promises:
+
+* :meth:`Store.write` returns only once the new messages are durable (concurrent writes
+  may share one commit), with each entry's body location set and the entry indexed;
+* :meth:`Store.update` and :meth:`Store.forget` record a change at once, in call order
+  (a later :meth:`Store.update_durably` lands after them), durable soon after;
+* a body is read for use only checked against its checksum (:class:`BodyDamaged`), and
+  :meth:`Store.inspect` shows it as it is, for an operator;
+* ``messages`` is the index of the messages this node works with, by id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from smtpx.client import WireFile
+from smtpx.content import SpilledMessage
+from smtpx.spool.journal import BodyDamaged, JournalProblem, Replay
+from smtpx.spool.message import SpooledMessage
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    messages: dict[str, SpooledMessage]
+    problems: list[JournalProblem]
+    on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None
+
+    async def open(self) -> Replay:
+        """Load the index; what was found wrong is in ``problems``."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def write(
+        self, entries: list[SpooledMessage], contents: list[bytes | SpilledMessage]
+    ) -> None:
+        """Store new messages (raw content, not dot-stuffed); durable on return."""
+        ...
+
+    def update(self, entry: SpooledMessage) -> None:
+        """Record ``entry``'s new state: queued now, durable soon."""
+        ...
+
+    async def update_durably(self, entry: SpooledMessage) -> None:
+        """Record ``entry``'s new state; durable on return."""
+        ...
+
+    def forget(self, entry: SpooledMessage) -> None:
+        """``entry`` is done (delivered): out of the index, its space reclaimable."""
+        ...
+
+    async def purge(self, entry: SpooledMessage) -> bool:
+        """Forget ``entry`` for good, durably; False when it was gone already."""
+        ...
+
+    def check_bodies(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
+        """What is wrong with each body (None: sound); blocking I/O, for a thread."""
+        ...
+
+    def read(self, entry: SpooledMessage) -> bytes:
+        """The message as received, checked (:class:`BodyDamaged`)."""
+        ...
+
+    def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
+        """The message as stored, damaged or not, and what is wrong with it."""
+        ...
+
+    def wire(self, entry: SpooledMessage) -> WireFile:
+        """The stored body ready to send (valid while :meth:`pinned`)."""
+        ...
+
+    def pinned(self, entries: list[SpooledMessage]) -> contextlib.AbstractContextManager[None]:
+        """Keep the entries' bodies where :meth:`wire` said while the block runs."""
+        ...
+
+    def collect_segments(self) -> None:
+        """Space that messages released (a delivery, a purge) may be reclaimed now."""
+        ...
+
+    async def compact(self) -> int:
+        """Reclaim space held by few live messages; how many were moved."""
+        ...
