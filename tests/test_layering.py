@@ -1,4 +1,4 @@
-"""The dependency rule of DESIGN.md, checked on the source.
+"""The dependency rule of docs/architecture.md, checked on the source.
 
 protocol  <-  auth  <-  io  <-  client, server  <-  spool  <-  mta  <-  cli
 
