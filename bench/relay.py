@@ -56,7 +56,6 @@ import contextlib
 import json
 import os
 import platform
-import pwd
 import shutil
 import signal
 import socket
@@ -70,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import free_port, read_reply, rss_kb, tool, wait_listening
+from smtpx.testing.postfix import PostfixUnavailable, PrivatePostfix
 
 SENDER = "bench@bench.local"
 RECIPIENT = "sink@example.net"
@@ -420,117 +420,11 @@ def child_restart(directory: Path, fsync: str, loop: str) -> dict[str, float]:
 # --- Postfix -----------------------------------------------------------------------------------
 
 
-class PostfixUnavailable(Exception):
-    """A private Postfix instance could not be set up or started (the message says why)."""
-
-
-class Postfix:
-    """A private Postfix instance under ``root``: its own config, queue, data and log."""
+class Postfix(PrivatePostfix):
+    """smtpx.testing's private Postfix, with what the benchmark reads off it."""
 
     def __init__(self, root: Path, port: int) -> None:
-        self.root = root
-        self.port = port
-        self.conf = root / "conf"
-        self.queue = root / "queue-paused"
-        self.data = root / "data"
-        self.maillog = root / "maillog"
-        self.running = False
-        self.postfix = tool("postfix")
-        if os.geteuid() != 0:
-            raise PostfixUnavailable(
-                "a private Postfix instance needs root (its master runs as root)"
-            )
-        try:
-            owner = pwd.getpwnam("postfix")
-        except KeyError:
-            raise PostfixUnavailable("no 'postfix' user") from None
-        master_cf = Path("/etc/postfix/master.cf")
-        if not master_cf.exists():
-            raise PostfixUnavailable(f"{master_cf} not found")
-        for directory in (self.conf, self.data):
-            directory.mkdir(parents=True)
-        os.chown(self.data, owner.pw_uid, owner.pw_gid)
-        self.maillog.touch()
-        os.chown(self.maillog, owner.pw_uid, owner.pw_gid)
-        (self.conf / "master.cf").write_text(self._master_cf(master_cf.read_text()))
-        self.configure("queue-paused", relay_port=0, paused=True)
-        self._run([self.postfix, "-c", str(self.conf), "check"])  # creates the queue tree
-
-    def _master_cf(self, text: str) -> str:
-        """Debian's master.cf with smtpd on 127.0.0.1:port and chroot off everywhere (the
-        queue lives in a temporary directory without the files a chroot needs)."""
-        lines = []
-        for line in text.splitlines():
-            fields = line.split()
-            if line[:1].isalnum() and len(fields) >= 8:
-                if fields[0] == "smtp" and fields[1] == "inet":
-                    fields[0] = f"127.0.0.1:{self.port}"
-                fields[4] = "n"
-                lines.append("  ".join(fields))
-            else:
-                lines.append(line)
-        return "\n".join(lines) + "\n"
-
-    def configure(self, queue: str, *, relay_port: int, paused: bool) -> None:
-        """Write main.cf (Postfix stopped). Each case gets its own queue directory (the
-        start creates its tree), so nothing has to be emptied in between."""
-        self.queue = self.root / queue
-        self.queue.mkdir(exist_ok=True)
-        settings = {
-            "compatibility_level": "3.6",
-            "queue_directory": str(self.queue),
-            "data_directory": str(self.data),
-            "maillog_file": str(self.maillog),
-            "maillog_file_prefixes": str(self.root),
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "myhostname": HOSTNAME,
-            "mydestination": "",
-            "mynetworks": "127.0.0.0/8",
-            "relayhost": f"[127.0.0.1]:{relay_port or 9}",
-            "defer_transports": "smtp" if paused else "",
-            "alias_maps": "",
-            "alias_database": "",
-            "smtpd_client_restrictions": "",
-            "smtpd_peername_lookup": "no",
-            "smtpd_tls_security_level": "none",
-            "smtp_tls_security_level": "none",
-        }
-        text = "".join(f"{key} = {value}\n" for key, value in settings.items())
-        (self.conf / "main.cf").write_text(text)
-
-    def _run(self, argv: list[str]) -> str:
-        try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=TIMEOUT, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PostfixUnavailable(f"{' '.join(argv)}: {exc}") from None
-        if result.returncode != 0:
-            said = (result.stdout + result.stderr).strip()[-1500:]
-            with contextlib.suppress(OSError):  # the reason is often only in the log
-                said += " | maillog: " + " / ".join(
-                    self.maillog.read_text(errors="replace").splitlines()[-4:]
-                )
-            raise PostfixUnavailable(f"{' '.join(argv)} exited with {result.returncode}: {said}")
-        return result.stdout + result.stderr
-
-    def start(self) -> None:
-        self._run([self.postfix, "-c", str(self.conf), "start"])
-        self.running = True
-        try:
-            wait_for_greeting(self.port, timeout=60)
-        except RuntimeError as exc:
-            raise PostfixUnavailable(f"postfix started but smtpd did not answer: {exc}") from None
-
-    def stop(self) -> None:
-        if self.running:
-            self._run([self.postfix, "-c", str(self.conf), "stop"])
-            self.running = False  # postfix stop returns once the master has gone
-
-    def queued(self, *queues: str) -> int:
-        names = queues or ("incoming", "active", "deferred", "hold", "maildrop")
-        return sum(len(files) for name in names for _, _, files in os.walk(self.queue / name))
+        super().__init__(root, port, hostname=HOSTNAME)
 
     def settle(self, expected: int) -> None:
         """Wait until every message has left incoming and active (all deferred)."""
@@ -640,7 +534,7 @@ def postfix_intake(postfix: Postfix, load: Load) -> tuple[Intake, int]:
     """Intake with delivery paused (defer_transports = smtp) on an empty queue, whose
     messages stay: they are the first of the queued ones. Also the RSS of the empty
     instance (master, qmgr, pickup and the smtpd that greeted)."""
-    postfix.configure("queue-paused", relay_port=0, paused=True)
+    postfix.configure(queue="queue-paused", relay_port=0, paused=True)
     postfix.start()
     try:
         time.sleep(1)
@@ -654,7 +548,7 @@ def postfix_intake(postfix: Postfix, load: Load) -> tuple[Intake, int]:
 
 def postfix_relay(postfix: Postfix, load: Load) -> Relay:
     sink_port = free_port()
-    postfix.configure("queue-relay", relay_port=sink_port, paused=False)
+    postfix.configure(queue="queue-relay", relay_port=sink_port, paused=False)
     with smtp_sink(sink_port, load.messages) as sink:
         postfix.start()
         try:
@@ -667,7 +561,7 @@ def postfix_relay(postfix: Postfix, load: Load) -> Relay:
 def postfix_queued_cases(postfix: Postfix, load: Load, queued: int, empty_kb: int) -> Queued:
     """Fill the intake's queue up to 100,000 (all deferred), stop, and time a start."""
     result = Queued()
-    postfix.configure("queue-paused", relay_port=0, paused=True)
+    postfix.configure(queue="queue-paused", relay_port=0, paused=True)
     postfix.start()
     try:
         more = queued - load.messages

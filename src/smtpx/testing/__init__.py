@@ -1,4 +1,5 @@
-"""Public test helpers: transcripts, a scriptable server, an in-memory network, a virtual clock."""
+"""Public test helpers: transcripts, a scriptable server, an in-memory network, a virtual
+clock, and a private Postfix instance (:mod:`smtpx.testing.postfix`) for interop tests."""
 
 from smtpx.testing.clock import VirtualClockLoop, run_virtual
 from smtpx.testing.network import MemoryNetwork
