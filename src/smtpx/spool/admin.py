@@ -10,7 +10,6 @@ from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import set_status
 from smtpx.spool.journal import BodyDamaged
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.scheduler import Scheduler
 from smtpx.spool.store import Store
 from smtpx.spool.types import EventKind, SpoolError
 
@@ -18,10 +17,9 @@ __all__ = ["Admin"]
 
 
 class Admin:
-    def __init__(self, context: SpoolContext, store: Store, scheduler: Scheduler) -> None:
+    def __init__(self, context: SpoolContext, store: Store) -> None:
         self.context = context
         self.store = store
-        self.scheduler = scheduler
 
     # -- looking --------------------------------------------------------------------------
 
@@ -91,10 +89,9 @@ class Admin:
             entry.failed = []
             entry.status = Status.SEND_NOW
             entry.next_attempt = None
-            await self.store.update_durably(entry)
+            await self.store.update_durably(entry)  # (the store notes it is due now)
             if was_frozen:
                 self.context.emit(EventKind.UNFROZEN, entry)
-            self.scheduler.make_ready(entry)
             released += 1
         return released
 

@@ -33,7 +33,6 @@ from smtpx.spool.context import SpoolContext
 from smtpx.spool.journal import BodyDamaged
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.notices import Notices
-from smtpx.spool.scheduler import Scheduler
 from smtpx.spool.store import Store
 from smtpx.spool.types import (
     EventKind,
@@ -85,7 +84,6 @@ class DeliveryEngine:
         self,
         context: SpoolContext,
         store: Store,
-        scheduler: Scheduler,
         notices: Notices,
         cache: ConnectionCache,
         *,
@@ -96,7 +94,6 @@ class DeliveryEngine:
     ) -> None:
         self.context = context
         self.store = store
-        self.scheduler = scheduler
         self.notices = notices
         self.cache = cache
         self.router = router
@@ -124,7 +121,6 @@ class DeliveryEngine:
             elif decision.action == "send_at" and decision.at is not None:
                 entry.status = Status.SEND_AT
                 entry.next_attempt = decision.at
-                self.scheduler.schedule(entry)
                 self.store.update(entry)
             elif decision.action == "freeze":
                 await self._set_status(entry, Status.FROZEN, EventKind.FROZEN, "presend")
@@ -373,7 +369,6 @@ class DeliveryEngine:
         except BodyDamaged as damage:
             await self.quarantine_damaged(entry, damage)
             return
-        self.scheduler.schedule(entry)
         self.store.update(entry)
         context = self.context
         context.stats["deferred"] += 1

@@ -9,13 +9,20 @@ scheduling, delivery or notices: the spool's other parts call it.
 
 Writes: :meth:`write` (new messages) returns once they are durable; :meth:`update` and
 :meth:`forget` queue a record at once, in call order (:meth:`update_durably` waits).
+
+What is due: every write and update of a message to try now (SEND_NOW) or later
+(SEND_AT) is noted; :meth:`claim_due` hands the due ones to the scheduler (SENDING),
+:meth:`next_due` says when the next one falls due, and ``wakeup`` is set when one may be
+due sooner than the scheduler thinks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +71,11 @@ class JournalStore:
         self._live: dict[int, list[int]] = {}
         self._compaction: asyncio.Task[int] | None = None
         self._closing = False
+        # What is due: ids to try now, and (due time, sequence, id) of those to try later.
+        self._now: deque[str] = deque()
+        self._later: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self.wakeup = asyncio.Event()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -80,6 +92,9 @@ class JournalStore:
             self._hold(location)  # never deleted: a newer smtpx may read it
         for message in self.messages.values():
             self._hold(message.location)
+            if message.status is Status.SENDING:  # cut off by a crash: try again
+                message.status = Status.SEND_NOW
+            self._track(message)
         self.collect_segments()
         return replay
 
@@ -112,14 +127,54 @@ class JournalStore:
             entry.location = location
             self.messages[entry.id] = entry
             self._hold(location)
+            self._track(entry)
 
     def update(self, entry: SpooledMessage) -> None:
         """Record ``entry``'s new state (queued now, durable soon)."""
         self._append_nowait([Record(RecordKind.UPDATE, entry.state_meta())])
+        self._track(entry)
 
     async def update_durably(self, entry: SpooledMessage) -> None:
         """Record ``entry``'s new state; return once it is on disk."""
         await self.journal.append([Record(RecordKind.UPDATE, entry.state_meta())])
+        self._track(entry)
+
+    # -- what is due --------------------------------------------------------------------
+
+    def _track(self, entry: SpooledMessage) -> None:
+        """Note when ``entry`` is due, if it is to be tried at all."""
+        if entry.status is Status.SEND_NOW:
+            self._now.append(entry.id)
+        elif entry.status is Status.SEND_AT and entry.next_attempt is not None:
+            self._seq += 1
+            heapq.heappush(self._later, (entry.next_attempt, self._seq, entry.id))
+        else:
+            return
+        self.wakeup.set()
+
+    def claim_due(self, now: float) -> list[SpooledMessage]:
+        """The messages due at ``now``, oldest notes first, now SENDING (this process is
+        the only one working on them)."""
+        claimed = []
+        while self._now:
+            entry = self.messages.get(self._now.popleft())
+            if entry is not None and entry.status is Status.SEND_NOW:
+                entry.status = Status.SENDING
+                claimed.append(entry)
+        while self._later and self._later[0][0] <= now:
+            due, _, message_id = heapq.heappop(self._later)
+            entry = self.messages.get(message_id)
+            # A stale note (rescheduled, frozen, delivered since) is skipped.
+            if entry is not None and entry.status is Status.SEND_AT and entry.next_attempt == due:
+                entry.status = Status.SENDING
+                claimed.append(entry)
+        return claimed
+
+    def next_due(self) -> float | None:
+        """When the next noted message falls due (None: nothing is waiting)."""
+        if self._now:
+            return float("-inf")
+        return self._later[0][0] if self._later else None
 
     def forget(self, entry: SpooledMessage) -> None:
         """``entry`` is done (delivered): out of the index, its body's space released."""

@@ -1,58 +1,60 @@
-"""What is due, and who works on it: the spool's scheduler.
+"""Who works on what is due: the spool's scheduler.
 
-Messages waiting for a retry sit in a heap by due time; due ones go to a ready queue per
-destination key (the message's explicit next hops, else its route: two domains that
-share a smarthost are counted apart). Workers take up to ``batch_size`` messages of one
-key at a time and hand them to ``work`` (the delivery engine), within two limits: at
-most ``max_deliveries`` workers in all, ``max_per_destination`` per key. The scheduler
-owns its tasks: :meth:`stop` ends them.
+The store knows what is due (:meth:`~smtpx.spool.store.Store.claim_due`); the scheduler
+claims it when the store's ``wakeup`` is set or the next message falls due, puts each
+claimed message in the ready queue of its destination key (the message's explicit next
+hops, else its route: two domains that share a smarthost are counted apart), and runs
+workers. A worker takes up to ``batch_size`` messages of one key at a time and hands them
+to ``work`` (the delivery engine), within two limits: at most ``max_deliveries`` workers
+in all, ``max_per_destination`` per key. The scheduler owns its tasks: :meth:`stop` ends
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 
 from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.store import Store
 from smtpx.spool.types import SpoolConfig
 
 __all__ = ["Scheduler", "destination_key"]
 
 log = logging.getLogger("smtpx.spool")
 
-Lookup = Callable[[str], SpooledMessage | None]
 Work = Callable[[list[SpooledMessage]], Awaitable[None]]
 
 
 class Scheduler:
     def __init__(
-        self, config: SpoolConfig, lookup: Lookup, work: Work, clock: Callable[[], float]
+        self, config: SpoolConfig, store: Store, work: Work, clock: Callable[[], float]
     ) -> None:
         self.config = config
-        self.lookup = lookup  # a message by id, None once it is gone
+        self.store = store
         self.work = work
         self.clock = clock
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = 0
-        self._ready: dict[str, deque[str]] = defaultdict(deque)
+        self._ready: dict[str, deque[SpooledMessage]] = defaultdict(deque)
         self._active: dict[str, int] = defaultdict(int)
         self._workers: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        # Ids claimed and not done with (waiting in a ready queue, or being worked on): a
+        # message claimed again meanwhile (frozen and released during its attempt) is
+        # left to the attempt under way, never tried twice at once.
+        self._busy: set[str] = set()
+        self._claimer: asyncio.Task[None] | None = None
         self.stopped = False
 
     def start(self) -> None:
-        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        self._claimer = asyncio.get_running_loop().create_task(self._claim_forever())
 
     async def stop(self, timeout: float | None = None) -> bool:
         """Start no new work, wait (up to ``timeout``) for the running workers, end the
         rest. False when workers had to be cut off."""
         self.stopped = True
-        self._wake.set()
+        self.store.wakeup.set()
         clean = True
         if self._workers:
             _, pending = await asyncio.wait(list(self._workers), timeout=timeout)
@@ -60,46 +62,30 @@ class Scheduler:
                 clean = False
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
+        if self._claimer is not None:
+            self._claimer.cancel()
+            await asyncio.gather(self._claimer, return_exceptions=True)
         return clean
 
     # -- what is due ----------------------------------------------------------------------
 
-    def schedule(self, entry: SpooledMessage) -> None:
-        """``entry`` (status SEND_AT) is due at its ``next_attempt``."""
-        assert entry.next_attempt is not None
-        self._seq += 1
-        heapq.heappush(self._heap, (entry.next_attempt, self._seq, entry.id))
-        self._wake.set()
-
-    async def _run_timer(self) -> None:
+    async def _claim_forever(self) -> None:
+        store = self.store
         while not self.stopped:
+            # Cleared before claiming: a message noted meanwhile sets it again.
+            store.wakeup.clear()
             now = self.clock()
-            while self._heap and self._heap[0][0] <= now:
-                due, _, message_id = heapq.heappop(self._heap)
-                entry = self.lookup(message_id)
-                # A stale heap entry (rescheduled, frozen, delivered since) is skipped.
-                if (
-                    entry is not None
-                    and entry.status is Status.SEND_AT
-                    and entry.next_attempt == due
-                ):
-                    entry.status = Status.SEND_NOW
-                    self.make_ready(entry)
-            self._wake.clear()
-            delay = self._heap[0][0] - now if self._heap else None
+            for entry in store.claim_due(now):
+                if entry.id not in self._busy:
+                    self._busy.add(entry.id)
+                    self._ready[destination_key(entry)].append(entry)
+            self._kick()
+            due = store.next_due()
+            delay = None if due is None else max(due - now, 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(store.wakeup.wait(), delay)
 
     # -- who works on it ------------------------------------------------------------------
-
-    def make_ready(self, entry: SpooledMessage) -> None:
-        """``entry`` (status SEND_NOW) is to be tried now."""
-        key = destination_key(entry)
-        self._ready[key].append(entry.id)
-        self._kick(key)
 
     def _kick(self, key: str | None = None) -> None:
         if self.stopped:
@@ -124,7 +110,10 @@ class Scheduler:
                 batch = self._take(key)
                 if not batch:
                     return
-                await self.work(batch)
+                try:
+                    await self.work(batch)
+                finally:
+                    self._busy.difference_update(entry.id for entry in batch)
         finally:
             self._active[key] -= 1
             if not self._active[key]:
@@ -134,13 +123,16 @@ class Scheduler:
             self._kick()
 
     def _take(self, key: str) -> list[SpooledMessage]:
+        """Up to a batch of the key's claimed messages; one frozen (or otherwise taken
+        over) while it waited is left alone."""
         queue = self._ready.get(key)
         batch: list[SpooledMessage] = []
         while queue and len(batch) < self.config.batch_size:
-            entry = self.lookup(queue.popleft())
-            if entry is not None and entry.status is Status.SEND_NOW:
-                entry.status = Status.SENDING
+            entry = queue.popleft()
+            if entry.status is Status.SENDING:
                 batch.append(entry)
+            else:
+                self._busy.discard(entry.id)
         return batch
 
 

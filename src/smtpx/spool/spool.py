@@ -112,12 +112,11 @@ class Spool:
         self.journal_store = JournalStore(self.config, self.context.stats)
         self.store: Store = self.journal_store
         self.cache = ConnectionCache(self.config.cache, client_config, opener=opener)
-        self.scheduler = Scheduler(self.config, self.store.messages.get, self._work, clock)
+        self.scheduler = Scheduler(self.config, self.store, self._work, clock)
         self.notices = Notices(self.context, self.store, self.add)
         self.delivery = DeliveryEngine(
             self.context,
             self.store,
-            self.scheduler,
             self.notices,
             self.cache,
             router=router or hops_only,
@@ -126,7 +125,7 @@ class Spool:
             rng=rng or random.Random(),
         )
         self.store.on_damaged = self.delivery.quarantine_damaged
-        self.admin = Admin(self.context, self.store, self.scheduler)
+        self.admin = Admin(self.context, self.store)
         self._pinging: asyncio.Task[None] | None = None
 
     # -- what the parts share, under the names users know -----------------------------------
@@ -172,13 +171,7 @@ class Spool:
 
     async def start(self) -> None:
         """Open the journal, reload every message, schedule what is due (F83)."""
-        replay = await self.store.open()
-        for message in self.store.messages.values():
-            if message.status in (Status.SEND_NOW, Status.SENDING):
-                message.status = Status.SEND_NOW
-                self.scheduler.make_ready(message)
-            elif message.status is Status.SEND_AT:
-                self.scheduler.schedule(message)
+        replay = await self.store.open()  # (and notes what is due)
         await self.cache.__aenter__()
         self.scheduler.start()
         self._pinging = asyncio.get_running_loop().create_task(self._pinger())
@@ -228,8 +221,6 @@ class Spool:
             self.context.log(entry).debug(
                 "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
             )
-            if not frozen:
-                self.scheduler.make_ready(entry)
         self.stats["spooled"] += len(entries)
         return [entry.id for entry in entries]
 

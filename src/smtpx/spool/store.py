@@ -10,11 +10,14 @@ promises:
   (a later :meth:`Store.update_durably` lands after them), durable soon after;
 * a body is read for use only checked against its checksum (:class:`BodyDamaged`), and
   :meth:`Store.inspect` shows it as it is, for an operator;
-* ``messages`` is the index of the messages this node works with, by id.
+* ``messages`` is the index of the messages this node works with, by id;
+* what is due is the store's to know: a message written or updated as SEND_NOW or SEND_AT
+  is claimed by :meth:`Store.claim_due` once its time has come.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -31,6 +34,16 @@ class Store(Protocol):
     messages: dict[str, SpooledMessage]
     problems: list[JournalProblem]
     on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None
+    wakeup: asyncio.Event  # set when a message may be due sooner than next_due() said
+
+    def claim_due(self, now: float) -> list[SpooledMessage]:
+        """The messages due at ``now`` (SEND_NOW, or SEND_AT whose time has come), now
+        SENDING: this node works on them until it settles them."""
+        ...
+
+    def next_due(self) -> float | None:
+        """When the next message falls due (None: nothing is waiting)."""
+        ...
 
     async def open(self) -> Replay:
         """Load the index; what was found wrong is in ``problems``."""
