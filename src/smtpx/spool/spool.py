@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from sys import intern
 
@@ -37,13 +37,15 @@ from smtpx.client import ClientConfig, ConnectionCache
 from smtpx.client.cache import Opener
 from smtpx.envelope import EnvelopeId, RetryInterval
 from smtpx.maillog import MailLog
+from smtpx.protocol.addresses import Address
+from smtpx.protocol.params import RcptParams
 from smtpx.server.events import EventBus
 from smtpx.spool.admin import Admin
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import DeliveryEngine
 from smtpx.spool.journal import BodyDamaged, Journal, JournalProblem
 from smtpx.spool.journal_store import NOWHERE, JournalStore
-from smtpx.spool.message import SpooledMessage, Status, message_id_of
+from smtpx.spool.message import NO_RCPT_PARAMS, SpooledMessage, Status, message_id_of
 from smtpx.spool.notices import Notices
 from smtpx.spool.scheduler import Scheduler
 from smtpx.spool.store import Store
@@ -266,7 +268,7 @@ class Spool:
                     related=tuple(i for i in ids if i != message_id) if set_related else (),
                     flows=delivery.flows.extend("out").ids,
                     message_id=message_id_of(envelope),
-                    rcpt_params={str(a): str(p) for a, p in envelope.info.recipient_params},
+                    rcpt_params=_rcpt_params(envelope.info.recipient_params),
                 )
             )
         await self.store.write(entries, [d.envelope.content for d in deliveries])
@@ -330,3 +332,8 @@ class Spool:
             for m in Spool.status_from_disk(directory)
             if m.status in (Status.SEND_NOW, Status.SEND_AT, Status.SENDING, Status.FROZEN)
         )
+
+
+def _rcpt_params(params: tuple[tuple[Address, RcptParams], ...]) -> Mapping[str, str]:
+    """Each recipient's RCPT parameters as written (the shared empty mapping if none)."""
+    return {str(a): str(p) for a, p in params} if params else NO_RCPT_PARAMS
