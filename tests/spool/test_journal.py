@@ -542,3 +542,14 @@ def test_version_1_records_without_a_header_check_still_load(tmp_path: Path) -> 
         file.write(bytes(old))
     replay = Journal(tmp_path).replay_readonly()
     assert set(replay.messages) == ids(1, 2) and not replay.problems
+
+
+def test_metadata_with_a_remote_replys_undecodable_octets_reads_back(tmp_path: Path) -> None:
+    # A reply with non-UTF-8 octets is kept as text with lone surrogates (surrogateescape);
+    # such metadata must be written, and read back exactly.
+    from smtpx.protocol.replies import Reply
+
+    text = str(Reply.parse(b"550 bad \xff reply\r\n"))
+    write(tmp_path, [message(1), Record(RecordKind.UPDATE, {"id": "m1", "failed": [text]})])
+    replay = Journal(tmp_path).replay_readonly()
+    assert replay.messages["m1"][0]["failed"] == [text] and replay.problems == []

@@ -113,11 +113,22 @@ def encode_record(record: Record) -> tuple[bytes, int]:
 
 def encode_head(record: Record, body_len: int, body_crc: int) -> bytes:
     """The record's header and metadata, for a body of ``body_len`` octets."""
-    meta = json.dumps(record.meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    meta = _meta_bytes(record.meta)
     fields = (len(meta), body_len, zlib.crc32(meta), body_crc)
     unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
     header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
     return header + meta
+
+
+def _meta_bytes(meta: dict[str, Any]) -> bytes:
+    """The metadata as JSON in UTF-8; with escapes when a text holds a lone surrogate (a
+    remote reply's non-UTF-8 octets, kept by ``surrogateescape``), so that it reads back
+    exactly instead of failing the write."""
+    text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(meta, separators=(",", ":")).encode("ascii")
 
 
 def _header_check(header: bytes) -> int:
