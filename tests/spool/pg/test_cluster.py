@@ -6,6 +6,7 @@ import os
 import pwd
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.spool.pg.cluster import OWNER, Cluster
@@ -34,7 +35,13 @@ def test_it_runs_as_postgres_when_we_are_root(pg_cluster: Cluster) -> None:
     assert data.stat().st_mode & 0o077 == 0  # initdb's 0700
 
 
-def test_each_test_gets_a_database_of_its_own(pg_cluster: Cluster, pg_dsn: str) -> None:
-    name = pg_dsn.rsplit("/", 1)[1]
-    assert pg_cluster.sql("SELECT count(*) FROM pg_class WHERE relkind = 'r'", name) != "0"
-    assert pg_cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", name) == "0"
+async def test_each_test_gets_an_empty_schema_of_its_own(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        schema = await conn.fetchval("SELECT current_schema()")
+        assert schema.startswith("test_")
+        assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relkind = 'r'") > 0
+        tables = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        assert await conn.fetchval(tables) == 0
+    finally:
+        await conn.close()
