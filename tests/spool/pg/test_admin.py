@@ -1,15 +1,14 @@
-"""What an operator asks of the queue, and the wake-up hints idle nodes listen for."""
+"""What an operator asks of the queue."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from smtpx.spool.message import Status
-from smtpx.spool.pg.queue import DueListener, PgQueue, QueueError
+from smtpx.spool.pg.queue import PgQueue
 from smtpx.spool.pg.schema import migrate
 from tests.spool.pg.helpers import EPOCH, Clock, meta
 
@@ -60,49 +59,3 @@ async def test_next_due_is_the_earliest_attempt_or_lapsing_lease(queue: PgQueue)
     assert await queue.next_due() == EPOCH
     await queue.claim(1, lease=30)
     assert await queue.next_due() == EPOCH + 30  # the lease of m2 lapses then
-
-
-async def test_an_idle_node_wakes_when_a_message_is_due(
-    queue: PgQueue, pg_pool: asyncpg.Pool, pg_dsn: str
-) -> None:
-    async with await DueListener.open(pg_dsn) as listener:
-        assert not await listener.wait(0)  # nothing yet: poll
-        await queue.add(meta(1, status=Status.SEND_AT, at=EPOCH + 60), b"x")  # not due
-        await queue.close()
-        assert not await listener.wait(0)
-        other = PgQueue(pg_pool, "node-b", clock=Clock())
-        await other.add(meta(2), b"x")
-        assert await asyncio.wait_for(listener.wait(30), 30)
-        assert not await listener.wait(0)  # one hint, one wake-up
-        [claim] = await other.claim(1, lease=60)
-        assert await other.release(claim)
-        assert await listener.wait(30)  # given back: due again
-        await other.close()
-
-
-async def test_hints_asked_for_meanwhile_are_sent_as_one(
-    queue: PgQueue, pg_pool: asyncpg.Pool, pg_dsn: str
-) -> None:
-    """With one connection of the pool free, 20 adds take turns on it; the first asks for
-    a hint, the hint waits its turn behind the other 19, which ask for one each: two
-    NOTIFYs go out (the first, and one for everything asked meanwhile), not twenty."""
-    heard: list[str] = []
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.add_listener("smtpx_queue", lambda *args: heard.append(args[3]))
-        async with pg_pool.acquire(), pg_pool.acquire(), pg_pool.acquire():
-            await asyncio.gather(*(queue.add(meta(n), b"x") for n in range(20)))
-            await queue.close()
-        await conn.execute("SELECT 1")  # notifications arrive with the connection's traffic
-        assert heard == ["", ""]
-    finally:
-        await conn.close()
-
-
-async def test_a_lost_listening_connection_is_reported(pg_dsn: str, pg_pool: asyncpg.Pool) -> None:
-    listener = await DueListener.open(pg_dsn)
-    pid = listener.conn.get_server_pid()
-    assert await pg_pool.fetchval("SELECT pg_terminate_backend($1)", pid)
-    with pytest.raises(QueueError, match="LISTEN connection"):
-        await asyncio.wait_for(listener.wait(30), 30)
-    await listener.close()

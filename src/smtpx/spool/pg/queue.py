@@ -22,7 +22,6 @@ first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -46,7 +45,6 @@ __all__ = [
     "Body",
     "BodyDamaged",
     "Claim",
-    "DueListener",
     "MessageExists",
     "NoSuchMessage",
     "PgQueue",
@@ -402,52 +400,6 @@ class PgQueue:
                 await self.pool.execute(f"NOTIFY {DUE_CHANNEL}")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("wake-up hint not sent (nodes will poll): %s", exc)
-
-
-class DueListener:
-    """A dedicated connection LISTENing for wake-up hints (LISTEN needs a session of its
-    own: not a pooled one, nor one through PgBouncer's transaction pooling)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._hinted = asyncio.Event()
-        self.lost = False
-
-    @classmethod
-    async def open(cls, dsn: str, **kwargs: Any) -> DueListener:
-        conn = await asyncpg.connect(dsn, **kwargs)
-        listener = cls(conn)
-        conn.add_termination_listener(listener._terminated)
-        await conn.add_listener(DUE_CHANNEL, listener._notified)
-        return listener
-
-    def _notified(self, *_: object) -> None:
-        self._hinted.set()
-
-    def _terminated(self, *_: object) -> None:
-        self.lost = True
-        self._hinted.set()
-
-    async def wait(self, timeout: float) -> bool:
-        """True when a hint came (since the last wait), False after ``timeout`` seconds
-        without one: poll then. Raises :class:`QueueError` once the connection is lost."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hinted.wait(), timeout)
-        if self.lost:
-            raise QueueError("the LISTEN connection to the spool database was lost")
-        hinted = self._hinted.is_set()
-        self._hinted.clear()
-        return hinted
-
-    async def close(self) -> None:
-        self.conn.remove_termination_listener(self._terminated)
-        await self.conn.close()
-
-    async def __aenter__(self) -> DueListener:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
 
 class _Check:

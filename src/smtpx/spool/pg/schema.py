@@ -73,15 +73,16 @@ Notifications
 -------------
 
 ``smtpx_queue`` (:data:`DUE_CHANNEL`): sent with an empty payload when messages become
-due at once (added, released, settled back to ``send_now``). A wake-up hint for idle
-nodes, nothing more: a node not listening at that moment misses it, and nodes poll as
+due at once (added, released, settled back to ``send_now``); ``notify.DueListener``
+waits for it. A wake-up hint for idle nodes, nothing more: a node not listening at that moment misses it, and nodes poll as
 well. It is sent after the data's commit, in a transaction of its own that writes nothing
 (see queue.py: a NOTIFY inside a writing transaction holds the global notify lock across
 that transaction's WAL flush, serializing committers).
 
 ``smtpx_events`` (:data:`EVENTS_CHANNEL`): spool events (delivered, delayed, frozen...) as
 a small JSON payload ``{"node", "kind", "id", "detail", "time"}``, under PostgreSQL's
-8000-octet limit, for live views across nodes. Best effort, like the in-process event
+8000-octet limit (the detail is cut to fit), for live views across nodes
+(``notify.publish``, ``notify.EventListener``). Best effort, like the in-process event
 bus: nothing depends on them, and nothing keeps them; a history that must survive would
 be a table, which nothing needs yet.
 """
