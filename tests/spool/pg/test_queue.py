@@ -226,3 +226,11 @@ async def test_the_same_id_twice_is_refused(queue: PgQueue) -> None:
 async def test_sending_is_not_a_status_to_store(queue: PgQueue) -> None:
     with pytest.raises(ValueError, match="sending"):
         await queue.add(meta(1) | {"status": "sending"}, b"x")
+
+
+@pytest.mark.parametrize(("limit", "lease"), [(0, 60), (-1, 60), (1, 0)])
+async def test_a_claim_of_nothing_or_for_no_time_is_a_mistake(
+    queue: PgQueue, limit: int, lease: float
+) -> None:
+    with pytest.raises(ValueError, match="claim needs"):
+        await queue.claim(limit, lease)

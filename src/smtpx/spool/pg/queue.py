@@ -287,6 +287,8 @@ class PgQueue:
         """Up to ``limit`` due messages (and messages whose lease lapsed), now held by
         this node for ``lease`` seconds; fewer, or none, when others hold the rest. The
         order is roughly due order."""
+        if limit < 1 or lease <= 0:
+            raise ValueError(f"claim needs a limit of 1 or more and a lease: {limit}, {lease}")
         rows = await self.pool.fetch(_CLAIM, self.node, limit, lease, self._now())
         return [
             Claim(r["id"], r["lease_token"], r["meta"], _body(r), r["lease_until"]) for r in rows

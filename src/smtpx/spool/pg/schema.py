@@ -74,10 +74,11 @@ Notifications
 
 ``smtpx_queue`` (:data:`DUE_CHANNEL`): sent with an empty payload when messages become
 due at once (added, released, settled back to ``send_now``); ``notify.DueListener``
-waits for it. A wake-up hint for idle nodes, nothing more: a node not listening at that moment misses it, and nodes poll as
-well. It is sent after the data's commit, in a transaction of its own that writes nothing
-(see queue.py: a NOTIFY inside a writing transaction holds the global notify lock across
-that transaction's WAL flush, serializing committers).
+waits for it. A wake-up hint for idle nodes, nothing more: a node not listening at that
+moment misses it, and nodes poll as well. It is sent after the data's commit, in a
+transaction of its own that writes nothing (see ``PgQueue._hint``: a NOTIFY inside a
+writing transaction holds the global notify lock across that transaction's WAL flush,
+serializing committers).
 
 ``smtpx_events`` (:data:`EVENTS_CHANNEL`): spool events (delivered, delayed, frozen...) as
 a small JSON payload ``{"node", "kind", "id", "detail", "time"}``, under PostgreSQL's
