@@ -78,7 +78,8 @@ async def test_one_id_for_the_transaction_in_the_reply_received_and_spool(
         for message in spooled:
             assert message.parent_id == queued and message.id != queued
             assert message.message_id == "<two@t>"
-            received = email.message_from_bytes(mta.spool.read_message(message.id))["Received"]
+            stored = await mta.spool.read_message(message.id)
+            received = email.message_from_bytes(stored)["Received"]
             match = re.search(r" id (\S+);", str(received))
             assert match is not None and match[1] == queued, received
 
@@ -259,7 +260,7 @@ async def test_submission_requires_tls_and_auth(tmp_path: Path, ca: Any, ca_file
             status = await client.send(message(2, to="friend@elsewhere.test"))
             assert status.ok
         assert any(m.route == "elsewhere.test" for m in mta.spool.status())
-        stored = mta.spool.read_message(
+        stored = await mta.spool.read_message(
             next(m.id for m in mta.spool.status() if m.route == "elsewhere.test")
         )
         assert b"with ESMTPSA" in stored

@@ -32,13 +32,13 @@ def delivery(params: dict[str, str], *, ret: str = "RET=HDRS ENVID=env42") -> De
     return Delivery(envelope, next_hops=(MX,))
 
 
-def notices(spool: Spool) -> list[email.message.EmailMessage]:
+async def notices(spool: Spool) -> list[email.message.EmailMessage]:
     """The notices waiting in the spool for the sender, parsed."""
     found = []
     for entry in spool.messages.values():
         if entry.sender == "<>":
             parsed = email.message_from_bytes(
-                spool.read_message(entry.id), policy=email.policy.default
+                await spool.read_message(entry.id), policy=email.policy.default
             )
             assert isinstance(parsed, email.message.EmailMessage)
             found.append(parsed)
@@ -77,7 +77,7 @@ def test_notify_never_is_silent_and_orcpt_comes_back(tmp_path: Path) -> None:
                 ]
             )
             await settle()
-            (notice,) = notices(spool)
+            (notice,) = await notices(spool)
             (block,) = per_recipient(notice)  # a asked for nothing
             assert block["Final-Recipient"] == "rfc822; b@example.org"
             assert block["Original-Recipient"] == "rfc822; Original-B@example.org"
@@ -94,7 +94,7 @@ def test_success_is_reported_as_relayed_by_a_next_hop_without_dsn(tmp_path: Path
         async with make_spool(tmp_path, network, reporting_mta="mx.test") as spool:
             await spool.add([delivery({"a@example.org": "NOTIFY=SUCCESS,FAILURE", "b@x.org": ""})])
             await settle()
-            (notice,) = notices(spool)
+            (notice,) = await notices(spool)
             assert notice["Subject"] == "Successful Mail Delivery Report"
             (block,) = per_recipient(notice)
             assert (block["Action"], block["Status"]) == ("relayed", "2.0.0")
@@ -116,7 +116,7 @@ def test_a_next_hop_with_dsn_gets_the_parameters_and_the_notices(tmp_path: Path)
                 [delivery({"a@example.org": "NOTIFY=SUCCESS ORCPT=rfc822;A@example.org"})]
             )
             await settle()
-            assert notices(spool) == []  # the next hop reports now, not us
+            assert await notices(spool) == []  # the next hop reports now, not us
 
     virtual(scenario)
     (received,) = network.received("mx.test")
@@ -141,7 +141,7 @@ def test_local_delivery_is_reported_as_delivered(tmp_path: Path) -> None:
             mail = delivery({"u@example.org": "NOTIFY=SUCCESS"})
             await spool.add([replace(mail, next_hops=(), route="local")])
             await settle()
-            (notice,) = notices(spool)
+            (notice,) = await notices(spool)
             (block,) = per_recipient(notice)
             assert block["Action"] == "delivered" and "Remote-MTA" not in block
 
@@ -162,7 +162,7 @@ def test_notify_decides_between_delay_warning_and_bounce(tmp_path: Path) -> None
             await settle(200)  # one warning (after 30 s), then both fail for good
             kinds = sorted(
                 (notice["Subject"], tuple(b["Final-Recipient"] for b in per_recipient(notice)))
-                for notice in notices(spool)
+                for notice in await notices(spool)
             )
             assert kinds == [
                 ("Delayed Mail (still being retried)", ("rfc822; delay@example.org",)),

@@ -464,7 +464,7 @@ def test_compaction_frees_the_segments_an_old_message_pins(tmp_path: Path) -> No
             assert set(spool.messages) == {old}
             entry = spool.get(old)
             assert entry.status is Status.FROZEN and entry.recipients == ["keep@example.org"]
-            assert spool.read_message(old).endswith(b"\r\n.body 0\r\n")
+            assert (await spool.read_message(old)).endswith(b"\r\n.body 0\r\n")
             await spool.send([old])
             await settle()
         assert spool.messages == {}

@@ -342,7 +342,7 @@ class ControlPlane:
     async def show(self, request: web.Request) -> web.StreamResponse:
         spool = self.mta.spool
         message = spool.get(request.match_info["id"])
-        content, damage = spool.inspect_message(message.id)
+        content, damage = await spool.inspect_message(message.id)
         problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
         if request.query.get("raw"):
             return web.Response(body=content, content_type="message/rfc822", headers=problem)

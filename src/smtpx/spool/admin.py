@@ -33,14 +33,14 @@ class Admin:
         """Every message known, oldest first (no content is ever read)."""
         return sorted(self.store.messages.values(), key=lambda m: (m.spool_date, m.id))
 
-    def read_message(self, message_id: str) -> bytes:
+    async def read_message(self, message_id: str) -> bytes:
         """The message as received; :class:`BodyDamaged` if its body rotted."""
-        return self.store.read(self.get(message_id))
+        return await self.store.read(self.get(message_id))
 
-    def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
+    async def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it (for an
         operator's ``show``: looking is not using)."""
-        return self.store.inspect(self.get(message_id))
+        return await self.store.inspect(self.get(message_id))
 
     # -- changing -------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ no longer matches its checksum is never sent: the message goes to quarantine.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -174,7 +173,7 @@ class DeliveryEngine:
             async with self.cache.connection(
                 destination.hops, credentials=destination.credentials, route=destination.key or None
             ) as (hop, client):
-                items = [(entry.info(), self.store.wire(entry)) for entry in batch]
+                items = [(entry.info(), self.store.body(entry)) for entry in batch]
                 with self.store.pinned(batch):
                     # A next hop that offers DSN got NOTIFY/ORCPT/RET/ENVID: it sends the
                     # notices from here on (RFC 3461 5.2.1); one that does not, we do.
@@ -208,7 +207,7 @@ class DeliveryEngine:
     async def _sound(self, batch: list[SpooledMessage]) -> list[SpooledMessage]:
         """The messages of ``batch`` whose bodies match their checksums; the others go
         to quarantine (a damaged body is never sent)."""
-        damage = await asyncio.to_thread(self.store.check_bodies, batch)
+        damage = await self.store.check(batch)
         sound = []
         for entry, problem in zip(batch, damage, strict=True):
             if problem is None:
@@ -226,7 +225,7 @@ class DeliveryEngine:
 
     async def _deliver_locally(self, agent: LocalAgent, entry: SpooledMessage) -> None:
         try:
-            content = self.store.read(entry)
+            content = await self.store.read(entry)
         except BodyDamaged as damage:
             await self.quarantine_damaged(entry, damage)
             return

@@ -198,20 +198,22 @@ class JournalStore:
 
     # -- bodies -------------------------------------------------------------------------
 
-    def check_bodies(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
-        """What is wrong with each entry's body (None: sound). Reads: run in a thread."""
-        return self.journal.check_bodies([entry.location for entry in entries])
+    async def check(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
+        """What is wrong with each entry's body (None: sound), read in a thread."""
+        locations = [entry.location for entry in entries]
+        return await asyncio.to_thread(self.journal.check_bodies, locations)
 
-    def read(self, entry: SpooledMessage) -> bytes:
+    async def read(self, entry: SpooledMessage) -> bytes:
         """The message as received, checked (:class:`BodyDamaged`)."""
-        return dot_unstuff(self.journal.read_body(entry.location))
+        body = await asyncio.to_thread(self.journal.read_body, entry.location)
+        return dot_unstuff(body)
 
-    def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
+    async def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it."""
-        body, damage = self.journal.read_body_raw(entry.location)
+        body, damage = await asyncio.to_thread(self.journal.read_body_raw, entry.location)
         return dot_unstuff(body), damage
 
-    def wire(self, entry: SpooledMessage) -> WireFile:
+    def body(self, entry: SpooledMessage) -> WireFile:
         """The stored body, ready for ``sendfile`` (keep it :meth:`pinned` meanwhile)."""
         path = self.journal.segment_path(entry.location.segment)
         return WireFile(path, entry.location.length, entry.location.offset)

@@ -49,7 +49,7 @@ class Notices:
         context = self.context
         if not context.config.bounce or entry.sender == "<>":
             return
-        original = self._original(entry, [r for r, _ in failures])
+        original = await self._original(entry, [r for r, _ in failures])
         reported = [
             self.with_dsn(
                 entry,
@@ -94,7 +94,7 @@ class Notices:
         if after is None or entry.warned or entry.sender == "<>" or now - entry.spool_date < after:
             return
         entry.warned = True
-        original = self._original(entry, waiting)
+        original = await self._original(entry, waiting)
         # A recipient without a reply was not reached at all (a connection or DNS
         # problem): say what went wrong, as RFC 3463 4.4.1 (no answer from host).
         error = entry.last_attempt[1] if entry.last_attempt else "not attempted yet"
@@ -133,7 +133,7 @@ class Notices:
         wanted = [r for r in done if "SUCCESS" in (entry.params_of(r).notify or ())]
         if not wanted:
             return
-        original = self._original(entry, wanted)
+        original = await self._original(entry, wanted)
         how = f"relayed to {remote}, which does not offer DSN" if remote else "delivered"
         successes = [
             self.with_dsn(
@@ -169,11 +169,11 @@ class Notices:
             return failure
         return dataclasses.replace(failure, notify=params.notify, orcpt=params.orcpt)
 
-    def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
+    async def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
         return Envelope.create(
             sender=entry.sender,
             recipients=recipients,
-            message=self.store.read(entry),
+            message=await self.store.read(entry),
             sender_args=entry.sender_args,
         )
 

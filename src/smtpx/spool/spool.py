@@ -283,13 +283,13 @@ class Spool:
         """Every message known, oldest first (no content is ever read)."""
         return self.admin.status()
 
-    def read_message(self, message_id: str) -> bytes:
+    async def read_message(self, message_id: str) -> bytes:
         """The message as received; :class:`BodyDamaged` if its body rotted."""
-        return self.admin.read_message(message_id)
+        return await self.admin.read_message(message_id)
 
-    def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
+    async def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it."""
-        return self.admin.inspect_message(message_id)
+        return await self.admin.inspect_message(message_id)
 
     async def freeze(self, ids: Iterable[str]) -> None:
         await self.admin.freeze(ids)

@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from smtpx.client import WireFile
+from smtpx.client.session import Body
 from smtpx.content import SpilledMessage
 from smtpx.spool.journal import BodyDamaged, JournalProblem, Replay
 from smtpx.spool.message import SpooledMessage
@@ -73,20 +73,22 @@ class Store(Protocol):
         """Forget ``entry`` for good, durably; False when it was gone already."""
         ...
 
-    def check_bodies(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
-        """What is wrong with each body (None: sound); blocking I/O, for a thread."""
+    async def check(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
+        """What is wrong with each body (None: sound, or checked as it is sent)."""
         ...
 
-    def read(self, entry: SpooledMessage) -> bytes:
+    async def read(self, entry: SpooledMessage) -> bytes:
         """The message as received, checked (:class:`BodyDamaged`)."""
         ...
 
-    def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
+    async def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it."""
         ...
 
-    def wire(self, entry: SpooledMessage) -> WireFile:
-        """The stored body ready to send (valid while :meth:`pinned`)."""
+    def body(self, entry: SpooledMessage) -> Body:
+        """The stored body, for the client to send (valid while :meth:`pinned`). A body
+        that is checked as it is read ends in :class:`BodyDamaged` before its end, so the
+        client never sends the final dot of a damaged one."""
         ...
 
     def pinned(self, entries: list[SpooledMessage]) -> contextlib.AbstractContextManager[None]:
