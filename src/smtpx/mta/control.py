@@ -321,19 +321,20 @@ class ControlPlane:
             body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    def _selected(self, request: web.Request) -> list[SpooledMessage]:
+    async def _selected(self, request: web.Request) -> list[SpooledMessage]:
         try:
             chosen = MessageFilter.from_query(request.query)
         except (RecursionError, OverflowError) as exc:
             # How re.compile refuses "((((..." and "a{99999999999}": not with re.error.
             raise ValueError(f"a filter is too complex: {exc}") from None
-        return chosen.select(self.mta.spool.status(), time.time())
+        return chosen.select(await self.mta.spool.list_all(), time.time())
 
     async def list_messages(self, request: web.Request) -> web.Response:
-        return web.json_response({"messages": [message_json(m) for m in self._selected(request)]})
+        selected = await self._selected(request)
+        return web.json_response({"messages": [message_json(m) for m in selected]})
 
     async def count(self, request: web.Request) -> web.Response:
-        messages = self._selected(request)
+        messages = await self._selected(request)
         by_status: dict[str, int] = {}
         for message in messages:
             by_status[message.status.value] = by_status.get(message.status.value, 0) + 1
@@ -341,7 +342,7 @@ class ControlPlane:
 
     async def show(self, request: web.Request) -> web.StreamResponse:
         spool = self.mta.spool
-        message = spool.get(request.match_info["id"])
+        message = await spool.find(request.match_info["id"])
         content, damage = await spool.inspect_message(message.id)
         problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
         if request.query.get("raw"):

@@ -31,7 +31,7 @@ from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
 from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
-from smtpx.spool.journal import JournalWriteError
+from smtpx.spool.records import StoreWriteError
 from smtpx.spool.spool import Delivery, Spool
 
 __all__ = ["RelayPlugin", "received_header"]
@@ -64,7 +64,7 @@ class RelayPlugin(Plugin):
         return Offer(starttls=True, auth=self._mechanisms)
 
     async def mail_from(self, session: Session, transaction: Transaction) -> None:
-        if self.spool.journal.refusing():
+        if self.spool.store.refusing():
             # The spool's disk failed a moment ago: say so before the client sends DATA.
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
 
@@ -127,8 +127,8 @@ class RelayPlugin(Plugin):
         ]
         try:
             await self.spool.add(deliveries, set_related=len(deliveries) > 1)
-        except JournalWriteError:
-            # Logged by the journal; nothing of this message was kept.
+        except StoreWriteError:
+            # Logged by the store; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
         return f"Ok: queued as {envelope.id}"  # the id of the Received: field
 

@@ -24,23 +24,35 @@ class Admin:
     # -- looking --------------------------------------------------------------------------
 
     def get(self, message_id: str) -> SpooledMessage:
+        """A message this node holds (every message, with the local journal)."""
         try:
             return self.store.messages[message_id]
         except KeyError:
             raise SpoolError(f"{message_id}: not found") from None
 
     def status(self) -> list[SpooledMessage]:
-        """Every message known, oldest first (no content is ever read)."""
-        return sorted(self.store.messages.values(), key=lambda m: (m.spool_date, m.id))
+        """The messages this node holds, oldest first (every message, with the journal)."""
+        return _oldest_first(self.store.messages.values())
+
+    async def find(self, message_id: str) -> SpooledMessage:
+        """The message ``message_id`` wherever it is (any node's, in a shared store)."""
+        found = await self.store.find(message_id)
+        if found is None:
+            raise SpoolError(f"{message_id}: not found")
+        return found
+
+    async def list_all(self) -> list[SpooledMessage]:
+        """Every message on the spool, oldest first (no content is ever read)."""
+        return _oldest_first(await self.store.all())
 
     async def read_message(self, message_id: str) -> bytes:
         """The message as received; :class:`BodyDamaged` if its body rotted."""
-        return await self.store.read(self.get(message_id))
+        return await self.store.read(await self.find(message_id))
 
     async def inspect_message(self, message_id: str) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it (for an
         operator's ``show``: looking is not using)."""
-        return await self.store.inspect(self.get(message_id))
+        return await self.store.inspect(await self.find(message_id))
 
     # -- changing -------------------------------------------------------------------------
 
@@ -51,7 +63,7 @@ class Admin:
 
     async def freeze(self, ids: Iterable[str]) -> None:
         for message_id in ids:
-            entry = self.get(message_id)
+            entry = await self.find(message_id)
             if entry.status in (Status.REMOVED, Status.QUARANTINED):
                 raise SpoolError(f"{message_id}: is {entry.status.value}; recover it first")
             if entry.status is not Status.FROZEN:
@@ -70,11 +82,11 @@ class Admin:
         if ids is None:
             wanted = [
                 m
-                for m in self.store.messages.values()
+                for m in await self.store.all()
                 if m.status is Status.FROZEN or (m.status is Status.SEND_AT and not frozen_only)
             ]
         else:
-            wanted = [self.get(i) for i in ids]
+            wanted = [await self.find(i) for i in ids]
             for entry in wanted:
                 if entry.status in (Status.REMOVED, Status.QUARANTINED):
                     state = entry.status.value
@@ -98,7 +110,7 @@ class Admin:
     async def remove(self, ids: Iterable[str]) -> None:
         """Only frozen messages can be removed (F91); removed ones can be recovered."""
         for message_id in ids:
-            entry = self.get(message_id)
+            entry = await self.find(message_id)
             if entry.status is not Status.FROZEN:
                 state = entry.status.value
                 raise SpoolError(f"{message_id}: only frozen messages can be removed ({state})")
@@ -108,7 +120,7 @@ class Admin:
         """Bring removed (``from_="removed"``) or quarantined messages back, frozen (F92)."""
         source = {"removed": Status.REMOVED, "quarantine": Status.QUARANTINED}[from_]
         for message_id in ids:
-            entry = self.get(message_id)
+            entry = await self.find(message_id)
             if entry.status is not source:
                 raise SpoolError(f"{message_id}: is not {source.value}")
             entry.quarantine_reason = None
@@ -117,7 +129,7 @@ class Admin:
     async def purge(self, ids: Iterable[str]) -> None:
         """Forget removed or quarantined messages for good: their journal space can then be
         reclaimed. Nothing else can be purged (remove it first)."""
-        entries = [self.get(message_id) for message_id in ids]
+        entries = [await self.find(message_id) for message_id in ids]
         for entry in entries:
             if entry.status not in (Status.REMOVED, Status.QUARANTINED):
                 state = entry.status.value
@@ -128,3 +140,7 @@ class Admin:
             if await self.store.purge(entry):  # (False: named twice)
                 self.context.emit(EventKind.PURGED, entry)
         self.store.collect_segments()
+
+
+def _oldest_first(messages: Iterable[SpooledMessage]) -> list[SpooledMessage]:
+    return sorted(messages, key=lambda m: (m.spool_date, m.id))

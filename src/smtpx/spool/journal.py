@@ -54,6 +54,7 @@ from smtpx.spool.records import (
     Location,
     Record,
     RecordKind,
+    StoreWriteError,
     encode_head,
     encode_record,
 )
@@ -91,7 +92,7 @@ class SpoolLocked(SMTPXError):
     """Another process holds the spool's lock."""
 
 
-class JournalWriteError(SMTPXError):
+class JournalWriteError(StoreWriteError):
     """Records could not be made durable; none of them is in the journal."""
 
 

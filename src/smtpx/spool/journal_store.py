@@ -79,8 +79,9 @@ class JournalStore:
 
     # -- life ---------------------------------------------------------------------------
 
-    async def open(self) -> Replay:
-        """Replay the journal into the index; what replay found is in ``problems``."""
+    async def open(self) -> str:
+        """Replay the journal into the index; what replay found is in ``problems``. A
+        line for the log: what was loaded."""
         replay = _EntryReplay()
         await asyncio.get_running_loop().run_in_executor(None, self.journal.open, replay)
         self.problems = replay.problems
@@ -96,7 +97,8 @@ class JournalStore:
                 message.status = Status.SEND_NOW
             self._track(message)
         self.collect_segments()
-        return replay
+        found = f"{replay.records} records in {replay.segments} segments"
+        return f"{len(self.messages)} messages ({found})"
 
     async def close(self) -> None:
         self._closing = True
@@ -152,7 +154,7 @@ class JournalStore:
             return
         self.wakeup.set()
 
-    def claim_due(self, now: float) -> list[SpooledMessage]:
+    async def claim_due(self, now: float) -> list[SpooledMessage]:
         """The messages due at ``now``, oldest notes first, now SENDING (this process is
         the only one working on them)."""
         claimed = []
@@ -170,7 +172,7 @@ class JournalStore:
                 claimed.append(entry)
         return claimed
 
-    def next_due(self) -> float | None:
+    async def next_due(self) -> float | None:
         """When the next noted message falls due (None: nothing is waiting)."""
         if self._now:
             return float("-inf")
@@ -197,6 +199,16 @@ class JournalStore:
         self.journal.append_nowait(records).add_done_callback(_log_failure)
 
     # -- bodies -------------------------------------------------------------------------
+
+    def refusing(self) -> bool:
+        """Writes are refused right now (just after a disk failure)."""
+        return self.journal.refusing()
+
+    async def find(self, message_id: str) -> SpooledMessage | None:
+        return self.messages.get(message_id)
+
+    async def all(self) -> list[SpooledMessage]:
+        return list(self.messages.values())
 
     async def check(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
         """What is wrong with each entry's body (None: sound), read in a thread."""

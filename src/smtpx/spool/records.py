@@ -39,6 +39,7 @@ __all__ = [
     "Location",
     "Record",
     "RecordKind",
+    "StoreWriteError",
     "WireSource",
     "check_bodies",
     "check_body",
@@ -98,10 +99,16 @@ class Record:
 class BodyDamaged(SMTPXError):
     """A stored body no longer matches its checksum (or is no longer all there)."""
 
-    def __init__(self, location: Location, problem: str) -> None:
+    def __init__(self, location: Location | str, problem: str) -> None:
+        # (a Location in the journal; a message id where bodies are not in files)
         super().__init__(f"body at {location}: {problem}")
         self.location = location
         self.problem = problem
+
+
+class StoreWriteError(SMTPXError):
+    """A spool store could not make new records durable; none of them was kept (the
+    journal's disk failed, the database is out of reach): a transaction gets a 4xx."""
 
 
 def encode_record(record: Record) -> tuple[bytes, int]:

@@ -75,12 +75,12 @@ class Scheduler:
             # Cleared before claiming: a message noted meanwhile sets it again.
             store.wakeup.clear()
             now = self.clock()
-            for entry in store.claim_due(now):
+            for entry in await store.claim_due(now):
                 if entry.id not in self._busy:
                     self._busy.add(entry.id)
                     self._ready[destination_key(entry)].append(entry)
             self._kick()
-            due = store.next_due()
+            due = await store.next_due()
             delay = None if due is None else max(due - now, 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(store.wakeup.wait(), delay)

@@ -173,17 +173,11 @@ class Spool:
 
     async def start(self) -> None:
         """Open the journal, reload every message, schedule what is due (F83)."""
-        replay = await self.store.open()  # (and notes what is due)
+        loaded = await self.store.open()  # (and notes what is due)
         await self.cache.__aenter__()
         self.scheduler.start()
         self._pinging = asyncio.get_running_loop().create_task(self._pinger())
-        log.info(
-            "spool %s: %d messages (%d records in %d segments)",
-            self.config.directory,
-            len(self.messages),
-            replay.records,
-            replay.segments,
-        )
+        log.info("spool %s: %s", self.config.directory, loaded)
 
     async def kill_and_flush(self, timeout: float | None = None) -> bool:
         """Start no new deliveries, wait (up to ``timeout``) for the running ones, close
@@ -280,8 +274,17 @@ class Spool:
         return self.admin.get(message_id)
 
     def status(self) -> list[SpooledMessage]:
-        """Every message known, oldest first (no content is ever read)."""
+        """The messages this node holds, oldest first (all of them with the journal;
+        :meth:`list_all` for a shared store)."""
         return self.admin.status()
+
+    async def find(self, message_id: str) -> SpooledMessage:
+        """The message ``message_id`` wherever it is (:class:`SpoolError` if none)."""
+        return await self.admin.find(message_id)
+
+    async def list_all(self) -> list[SpooledMessage]:
+        """Every message on the spool, oldest first (the cluster's, in a shared store)."""
+        return await self.admin.list_all()
 
     async def read_message(self, message_id: str) -> bytes:
         """The message as received; :class:`BodyDamaged` if its body rotted."""

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from smtpx.client.session import Body
 from smtpx.content import SpilledMessage
-from smtpx.spool.journal import BodyDamaged, JournalProblem, Replay
+from smtpx.spool.journal import BodyDamaged, JournalProblem
 from smtpx.spool.message import SpooledMessage
 
 __all__ = ["Store"]
@@ -36,17 +36,29 @@ class Store(Protocol):
     on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None
     wakeup: asyncio.Event  # set when a message may be due sooner than next_due() said
 
-    def claim_due(self, now: float) -> list[SpooledMessage]:
+    async def claim_due(self, now: float) -> list[SpooledMessage]:
         """The messages due at ``now`` (SEND_NOW, or SEND_AT whose time has come), now
         SENDING: this node works on them until it settles them."""
         ...
 
-    def next_due(self) -> float | None:
+    async def next_due(self) -> float | None:
         """When the next message falls due (None: nothing is waiting)."""
         ...
 
-    async def open(self) -> Replay:
-        """Load the index; what was found wrong is in ``problems``."""
+    async def open(self) -> str:
+        """Get ready; what was found wrong is in ``problems``. A line for the log."""
+        ...
+
+    def refusing(self) -> bool:
+        """Writes are refused right now (the disk or database failed a moment ago)."""
+        ...
+
+    async def find(self, message_id: str) -> SpooledMessage | None:
+        """The message ``message_id`` as it is now (any node's, for a shared store)."""
+        ...
+
+    async def all(self) -> list[SpooledMessage]:
+        """Every message on the spool (the whole cluster's, for a shared store)."""
         ...
 
     async def close(self) -> None: ...
