@@ -184,6 +184,13 @@ class DeliveryEngine:
                         index += 1
                         settled.add(entry.id)
                         await self._settle_guarded(entry, outcome, hop.host, success)
+        except BodyDamaged as damage:
+            # Found while it was being sent (a store that checks as it reads): the client
+            # never sent its final dot. That message goes to quarantine, the rest wait.
+            error = "the connection was dropped: another message's body is damaged"
+            damaged = next(e for e in batch if e.id not in settled)
+            settled.add(damaged.id)
+            await self.quarantine_damaged(damaged, damage)
         except (SMTPXError, OSError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         for entry in batch:

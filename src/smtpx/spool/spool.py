@@ -110,9 +110,7 @@ class Spool:
     ) -> None:
         self.config = config or SpoolConfig()
         self.context = SpoolContext(self.config, clock)
-        # The local journal is the only store so far (PostgreSQL: issue 11).
-        self.journal_store = JournalStore(self.config, self.context.stats)
-        self.store: Store = self.journal_store
+        self.store: Store = _store(self.config, self.context)
         self.cache = ConnectionCache(self.config.cache, client_config, opener=opener)
         self.scheduler = Scheduler(self.config, self.store, self._work, clock)
         self.notices = Notices(self.context, self.store, self.add)
@@ -152,6 +150,13 @@ class Spool:
     def messages(self) -> dict[str, SpooledMessage]:
         """Every message on the spool, by id (the store's index)."""
         return self.store.messages
+
+    @property
+    def journal_store(self) -> JournalStore:
+        """The local journal store (:class:`SpoolError` with a shared database)."""
+        if not isinstance(self.store, JournalStore):
+            raise SpoolError("this spool keeps its messages in PostgreSQL, not a journal")
+        return self.store
 
     @property
     def journal(self) -> Journal:
@@ -340,3 +345,12 @@ class Spool:
 def _rcpt_params(params: tuple[tuple[Address, RcptParams], ...]) -> Mapping[str, str]:
     """Each recipient's RCPT parameters as written (the shared empty mapping if none)."""
     return {str(a): str(p) for a, p in params} if params else NO_RCPT_PARAMS
+
+
+def _store(config: SpoolConfig, context: SpoolContext) -> Store:
+    """The local journal, or the shared PostgreSQL queue (``config.postgresql``)."""
+    if config.postgresql is None:
+        return JournalStore(config, context.stats)
+    from smtpx.spool.pg.store import PgStore  # noqa: PLC0415 - asyncpg only when used
+
+    return PgStore(config, context.stats, context.clock)

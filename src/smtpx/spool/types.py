@@ -33,6 +33,7 @@ __all__ = [
     "LocalAgent",
     "OnError",
     "Outcome",
+    "PostgresSettings",
     "Presend",
     "PresendHook",
     "RouteLater",
@@ -190,7 +191,24 @@ class SpoolEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresSettings:
+    """The shared PostgreSQL queue (``[spool.postgresql]``): several nodes, one queue.
+
+    ``node`` names this node in leases; ``lease``: seconds a node holds a message it
+    claimed (renewed while it works on it; another node takes it over once it lapses).
+    """
+
+    dsn: str
+    node: str
+    lease: float = 300.0
+    pool_size: int = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolConfig:
+    """``directory`` holds the journal (and spilled messages while they arrive); with
+    ``postgresql``, messages live in that shared database instead."""
+
     directory: str | Path = "var/spool"
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     segment_size: int = 64 * 1024 * 1024
@@ -204,6 +222,7 @@ class SpoolConfig:
     delay_warning_after: float | None = None  # tell the sender once a message waits this long
     ping_interval: float = 30.0
     cache: CacheConfig = field(default_factory=CacheConfig)
+    postgresql: PostgresSettings | None = None
 
 
 async def default_presend(message: SpooledMessage) -> Presend:

@@ -1,5 +1,7 @@
-"""The PostgreSQL spool engine: one shared queue for several smtpx nodes (work in progress:
-the schema and the low-level queue; the Store on top of them comes next).
+"""The PostgreSQL spool engine: one shared queue for several smtpx nodes.
 
-Needs the ``postgresql`` extra (asyncpg): ``pip install 'smtpx[postgresql]'``.
+:mod:`~smtpx.spool.pg.schema` (versioned, migrated at start), :mod:`~smtpx.spool.pg.queue`
+(rows, leases, fenced outcomes, chunked bodies), :mod:`~smtpx.spool.pg.notify` (wake-up
+hints and events across nodes) and :mod:`~smtpx.spool.pg.store`, the spool's store on
+top of them. Needs the ``postgresql`` extra (asyncpg): ``pip install 'smtpx[postgresql]'``.
 """

@@ -189,6 +189,10 @@ _SETTLE = f"""UPDATE messages SET status = $3, next_attempt = $4, meta = meta ||
 _RELEASE = f"""UPDATE messages SET status = meta->>'status', lease_owner = NULL,
     lease_until = NULL WHERE {_HELD} RETURNING next_attempt"""
 _FORGET = f"DELETE FROM messages WHERE {_HELD}"
+# An operator's change: the token moves on, so a node holding the message is fenced out.
+_CHANGE = """UPDATE messages SET status = $2, next_attempt = $3, meta = meta || $4::jsonb,
+    lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1 WHERE id = $1"""
+_PURGE = "DELETE FROM messages WHERE id = $1 AND status IN ('removed', 'quarantined')"
 _RENEW = f"""UPDATE messages m SET lease_until = {_NOW.format("$3")} + $4
 FROM unnest($1::text[], $2::bigint[]) AS l(id, token)
 WHERE m.id = l.id AND m.lease_token = l.token AND m.status = 'sending' RETURNING m.id"""
@@ -372,6 +376,29 @@ class PgQueue:
         """The messages whose Message-ID field has this value, by id."""
         query = f"SELECT {_COLUMNS} FROM messages WHERE message_id = $1 ORDER BY id"
         return [_queued(row) for row in await self.pool.fetch(query, message_id)]
+
+    async def all(self) -> list[QueuedMessage]:
+        """Every queued message, oldest first (an admin query: it reads the table)."""
+        query = f"SELECT {_COLUMNS} FROM messages ORDER BY spool_date, id"
+        return [_queued(row) for row in await self.pool.fetch(query)]
+
+    async def change(self, message_id: str, state: Mapping[str, Any]) -> bool:
+        """An operator's change (freeze, send now, remove, recover) of a message this
+        node does not hold: it takes ``state`` whoever holds it; a lease out on it ends
+        (that node's outcome will be refused by the fencing token). False if gone."""
+        status, next_attempt = _status_of(state)
+        change = {key: value for key, value in state.items() if key not in ("v", "id")}
+        done = await self.pool.execute(_CHANGE, message_id, status, next_attempt, change)
+        if done != "UPDATE 1":
+            return False
+        if status in WAITING and next_attempt <= self._local_now():
+            self._hint()
+        return True
+
+    async def purge(self, message_id: str) -> bool:
+        """Delete a removed or quarantined message for good; False if there was none."""
+        done = await self.pool.execute(_PURGE, message_id)
+        return bool(done == "DELETE 1")
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) FROM messages GROUP BY status")

@@ -1,0 +1,322 @@
+"""The spool's store on a shared PostgreSQL queue: several smtpx nodes, one queue.
+
+Every message lives in the database (:mod:`smtpx.spool.pg.queue`): any node accepts,
+any node delivers. A node claims due messages for a lease, renews the leases while it
+works on them, and settles or forgets each under its fencing token: a node that stalls
+past its lease loses the message to another node, and its outcome is refused. A node
+that dies leaves its messages to the others once the leases lapse (at-least-once: what
+it had in flight may go out twice).
+
+``messages`` holds what this node has claimed; operators see the whole queue through
+:meth:`PgStore.all` and :meth:`PgStore.find`. Bodies are stored as received (not
+dot-stuffed) in chunks and read a few chunks at a time; each read checks the length and
+CRC32, at the end: a damaged body raises before the client sends its final dot.
+
+What is per node: the scheduler's per-destination limits, the connection cache, and the
+claiming: a node claims at most what its workers can take (``max_deliveries`` batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+import asyncpg
+
+from smtpx.content import SpilledMessage
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.pg.notify import DueListener
+from smtpx.spool.pg.queue import BodyDamaged as PgBodyDamaged
+from smtpx.spool.pg.queue import PgQueue, QueuedMessage, QueueError, connect_pool
+from smtpx.spool.pg.schema import migrate
+from smtpx.spool.records import BodyDamaged, Location, StoreWriteError
+from smtpx.spool.replay import JournalProblem
+from smtpx.spool.types import PostgresSettings, SpoolConfig
+
+__all__ = ["PgStore"]
+
+log = logging.getLogger("smtpx.spool")
+
+# What a failing database raises through asyncpg.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, QueueError, TimeoutError)
+RETRY_AFTER = 1.0  # seconds writes are refused at once after a failure
+
+
+class PgStore:
+    def __init__(
+        self, config: SpoolConfig, stats: MutableMapping[str, int], clock: Callable[[], float]
+    ) -> None:
+        assert config.postgresql is not None
+        self.config = config
+        self.settings: PostgresSettings = config.postgresql
+        self.stats = stats
+        self.clock = clock
+        self.messages: dict[str, SpooledMessage] = {}  # claimed by this node
+        self.problems: list[JournalProblem] = []
+        self.on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None = None
+        self.wakeup = asyncio.Event()
+        self._tokens: dict[str, int] = {}  # fencing token of each message held
+        self._writes: dict[str, asyncio.Task[Any]] = {}  # the last write of each message
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pool: Any = None
+        self._queue: PgQueue | None = None
+        self._failing_until = float("-inf")
+
+    @property
+    def queue(self) -> PgQueue:
+        if self._queue is None:
+            raise StoreWriteError("the PostgreSQL spool is not open")
+        return self._queue
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def open(self) -> str:
+        """Connect, migrate the schema, start listening for wake-up hints and renewing."""
+        settings = self.settings
+        self._pool = await connect_pool(settings.dsn, size=settings.pool_size)
+        applied = await migrate(self._pool)
+        if applied:
+            log.info("spool database: schema migrated to version %d", applied[-1])
+        self._queue = PgQueue(self._pool, settings.node, clock=self.clock)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
+        counts = await self.queue.count_by_status()
+        waiting = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        return f"PostgreSQL queue, node {settings.node}: {waiting or 'empty'}"
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._writes.values(), return_exceptions=True)
+        if self._queue is not None:
+            # What this node claimed and did not settle waits for the next claim.
+            for message_id, token in list(self._tokens.items()):
+                with contextlib.suppress(*DB_ERRORS):
+                    await self._queue.release((message_id, token))
+            await self._queue.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _listen(self) -> None:
+        """Wake the scheduler when another node says messages are due (best effort: the
+        scheduler polls at the next due time anyway)."""
+        while True:
+            try:
+                listener = await DueListener.open(self.settings.dsn)
+            except DB_ERRORS as exc:
+                log.warning("spool database: cannot LISTEN for wake-ups (%s); polling", exc)
+                await asyncio.sleep(5)
+                continue
+            try:
+                while True:
+                    if await listener.wait(self.settings.lease / 4):
+                        self.wakeup.set()
+            except DB_ERRORS as exc:
+                log.warning("spool database: LISTEN connection lost: %s", exc)
+            finally:
+                with contextlib.suppress(*DB_ERRORS):
+                    await listener.close()
+
+    async def _renew(self) -> None:
+        """Keep the leases of what this node holds; drop what another node took over."""
+        lease = self.settings.lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not self._tokens:
+                continue
+            try:
+                lost = await self.queue.renew(list(self._tokens.items()), lease)
+            except DB_ERRORS as exc:
+                log.error("spool database: leases not renewed: %s", exc)
+                continue
+            for message_id in lost:
+                log.warning("spool: lost the lease of %s to another node", message_id)
+                self._drop(message_id)
+
+    def refusing(self) -> bool:
+        return asyncio.get_running_loop().time() < self._failing_until
+
+    def _failed(self, what: str, exc: BaseException) -> StoreWriteError:
+        self._failing_until = asyncio.get_running_loop().time() + RETRY_AFTER
+        self.stats["store_errors"] += 1
+        log.error("spool database: %s failed: %s", what, exc)
+        return StoreWriteError(f"the spool database could not {what}: {exc}")
+
+    # -- what is due --------------------------------------------------------------------
+
+    async def claim_due(self, now: float) -> list[SpooledMessage]:
+        """Claim what this node's workers can take (the cluster shares the rest)."""
+        room = self.config.max_deliveries * self.config.batch_size - len(self._tokens)
+        if room <= 0:
+            return []
+        try:
+            claims = await self.queue.claim(room, self.settings.lease)
+        except DB_ERRORS as exc:
+            log.error("spool database: claiming failed: %s", exc)
+            return []
+        claimed = []
+        for claim in claims:
+            location = Location(0, 0, claim.body.length, claim.body.crc32)
+            entry = SpooledMessage.from_meta(claim.meta, location)
+            entry.status = Status.SENDING
+            self.messages[entry.id] = entry
+            self._tokens[entry.id] = claim.token
+            claimed.append(entry)
+        return claimed
+
+    async def next_due(self) -> float | None:
+        try:
+            return await self.queue.next_due()
+        except DB_ERRORS as exc:
+            log.error("spool database: next due time unknown: %s", exc)
+            return self.clock() + 5.0
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(
+        self, entries: list[SpooledMessage], contents: list[bytes | SpilledMessage]
+    ) -> None:
+        """Add the messages (each in its own transaction, concurrently; PostgreSQL
+        commits them together when they arrive together)."""
+        if self.refusing():
+            raise StoreWriteError("the spool database failed a moment ago")
+
+        async def one(entry: SpooledMessage, content: bytes | SpilledMessage) -> None:
+            body = content if isinstance(content, bytes) else content.chunks()
+            stored = await self.queue.add(entry.to_meta(), body)
+            entry.location = Location(0, 0, stored.length, stored.crc32)
+
+        try:
+            await asyncio.gather(*(one(e, c) for e, c in zip(entries, contents, strict=True)))
+        except DB_ERRORS as exc:
+            raise self._failed("store a message", exc) from exc
+        self.wakeup.set()
+
+    def update(self, entry: SpooledMessage) -> None:
+        """Record ``entry``'s new state: queued now (in order, per message)."""
+        self._ordered(entry.id, self._write_state(entry))
+
+    async def update_durably(self, entry: SpooledMessage) -> None:
+        await self._ordered(entry.id, self._write_state(entry))
+
+    def _write_state(self, entry: SpooledMessage) -> Callable[[], Awaitable[bool]]:
+        """The write of ``entry``'s state: a settle under the token if this node holds
+        it (the lease ends), an operator's change otherwise."""
+        state = entry.state_meta()
+        token = self._drop(entry.id)
+        if token is None:
+            return lambda: self.queue.change(entry.id, state)
+        return lambda: self.queue.settle((entry.id, token), state)
+
+    def forget(self, entry: SpooledMessage) -> None:
+        token = self._drop(entry.id)
+        if token is not None:
+            self._ordered(entry.id, lambda: self.queue.forget((entry.id, token)))
+
+    async def purge(self, entry: SpooledMessage) -> bool:
+        try:
+            return await self.queue.purge(entry.id)
+        except DB_ERRORS as exc:
+            raise self._failed("purge a message", exc) from exc
+
+    def _drop(self, message_id: str) -> int | None:
+        """No longer held here: its token, if it was."""
+        self.messages.pop(message_id, None)
+        return self._tokens.pop(message_id, None)
+
+    def _ordered(self, message_id: str, write: Callable[[], Awaitable[bool]]) -> asyncio.Task[Any]:
+        """Run ``write`` after the writes of the same message queued before it."""
+        before = self._writes.get(message_id)
+
+        async def run() -> bool:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            try:
+                done = await write()
+            except DB_ERRORS as exc:
+                self._failed(f"record the state of {message_id}", exc)
+                raise
+            if not done:
+                log.warning(
+                    "spool: %s changed meanwhile (another node, or an operator)", message_id
+                )
+            return done
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._writes[message_id] = task
+
+        def forget_task(finished: asyncio.Task[Any]) -> None:
+            if self._writes.get(message_id) is finished:
+                del self._writes[message_id]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: logged above
+
+        task.add_done_callback(forget_task)
+        return task
+
+    # -- bodies -------------------------------------------------------------------------
+
+    async def check(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
+        """Nothing up front: every read checks the body as it goes (see :meth:`body`)."""
+        return [None] * len(entries)
+
+    async def read(self, entry: SpooledMessage) -> bytes:
+        data, damage = await self.inspect(entry)
+        if damage is not None:
+            raise damage
+        return data
+
+    async def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
+        chunks: list[bytes] = []
+        try:
+            async for chunk in self.queue.read_body(entry.id):
+                chunks.append(chunk)
+        except PgBodyDamaged as exc:
+            return b"".join(chunks), BodyDamaged(entry.id, str(exc))
+        return b"".join(chunks), None
+
+    def body(self, entry: SpooledMessage) -> AsyncIterator[bytes]:
+        return self._chunks(entry.id)
+
+    async def _chunks(self, message_id: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.queue.read_body(message_id):
+                yield chunk
+        except PgBodyDamaged as exc:
+            raise BodyDamaged(message_id, str(exc)) from None
+
+    @contextlib.contextmanager
+    def pinned(self, entries: list[SpooledMessage]) -> Iterator[None]:
+        yield  # (bodies do not move)
+
+    def collect_segments(self) -> None:
+        """(The database reclaims space itself: a delivered message's rows are deleted.)"""
+
+    async def compact(self) -> int:
+        return 0
+
+    # -- the whole queue ----------------------------------------------------------------
+
+    async def find(self, message_id: str) -> SpooledMessage | None:
+        held = self.messages.get(message_id)
+        if held is not None:
+            return held
+        row = await self.queue.get(message_id)
+        return None if row is None else _entry(row)
+
+    async def all(self) -> list[SpooledMessage]:
+        held = self.messages
+        return [held.get(row.id) or _entry(row) for row in await self.queue.all()]
+
+
+def _entry(row: QueuedMessage) -> SpooledMessage:
+    """A queued message as the spool sees it (its row's status is the authority)."""
+    entry = SpooledMessage.from_meta(row.meta, Location(0, 0, row.body.length, row.body.crc32))
+    entry.status = Status(row.status)
+    if row.status in ("send_now", "send_at"):
+        entry.next_attempt = row.next_attempt or None
+    return entry
