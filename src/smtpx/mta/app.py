@@ -20,7 +20,7 @@ import signal
 from smtpx.auth import Credentials
 from smtpx.envelope import HostPort
 from smtpx.io.resolve import Resolver
-from smtpx.mta.config import MtaConfig
+from smtpx.mta.config import MtaConfig, SpoolBackend
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
@@ -71,6 +71,9 @@ class Mta:
                 bounce=settings.bounce,
                 reporting_mta=config.hostname,
                 delay_warning_after=settings.delay_warning_after,
+                postgresql=(
+                    settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None
+                ),
             ),
             client_config=client_config,
             router=self._route,

@@ -49,6 +49,7 @@ from smtpx.protocol.domains import domain_to_ascii
 from smtpx.server.config import Listener, ServerConfig, ServerTls
 from smtpx.server.limits import ClientLimits
 from smtpx.spool.journal import FsyncPolicy
+from smtpx.spool.types import PostgresSettings
 
 __all__ = [
     "DEFAULT_TOML",
@@ -330,6 +331,11 @@ def _default_retry_intervals() -> tuple[RetryInterval, ...]:
     )
 
 
+class SpoolBackend(enum.Enum):
+    JOURNAL = "journal"
+    POSTGRESQL = "postgresql"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolSettings:
     """``[spool]``: the durable queue and its delivery.
@@ -341,6 +347,8 @@ class SpoolSettings:
       domains share a route or the smarthost.
     * ``delay_warning_after``: seconds after which the sender is told that the message is
       still queued (None: never).
+    * ``backend``: ``journal`` (the local journal in ``dir``, the default) or
+      ``postgresql`` (``[spool.postgresql]``: a queue shared by several nodes).
     """
 
     dir: Path = Path("var/spool")
@@ -350,6 +358,8 @@ class SpoolSettings:
     max_per_destination: int = 10
     bounce: bool = True
     delay_warning_after: float | None = None
+    backend: SpoolBackend = SpoolBackend.JOURNAL
+    postgresql: PostgresSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -924,7 +934,7 @@ class _Loader:
         )
 
     def spool(self, table: dict[str, object]) -> SpoolSettings:
-        return self.build(
+        settings = self.build(
             SpoolSettings,
             table,
             "spool",
@@ -936,8 +946,36 @@ class _Loader:
                 "max_per_destination": _positive_int,
                 "bounce": _boolean,
                 "delay_warning_after": _duration,
+                "backend": lambda v, k: _choice(SpoolBackend, v, k),
+                "postgresql": self.postgresql,
             },
         )
+        if settings.backend is SpoolBackend.POSTGRESQL and settings.postgresql is None:
+            raise ConfigError('backend = "postgresql" needs it (a dsn)', key="spool.postgresql")
+        return settings
+
+    def postgresql(self, value: object, key: str) -> PostgresSettings:
+        """``[spool.postgresql]``: dsn (or dsn_file), node (default: the host name), lease."""
+        table = _table(value, key)
+        _check_keys(table, key, ["dsn", "dsn_file", "node", "lease", "pool_size"])
+        if ("dsn" in table) == ("dsn_file" in table):
+            raise ConfigError("set dsn or dsn_file (one of them)", key=key)
+        if "dsn" in table:
+            dsn = _nonempty_string(table["dsn"], f"{key}.dsn")
+        else:
+            dsn = self.password_file(table["dsn_file"], f"{key}.dsn_file")
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("a postgresql://... URL", key=f"{key}.dsn")
+        node = (
+            _nonempty_string(table["node"], f"{key}.node")
+            if "node" in table
+            else socket.gethostname()
+        )
+        lease = _duration(table["lease"], f"{key}.lease") if "lease" in table else 300.0
+        if lease < 10:
+            raise ConfigError("a lease shorter than 10 s would be lost while sending", key=key)
+        pool = _positive_int(table["pool_size"], f"{key}.pool_size") if "pool_size" in table else 8
+        return PostgresSettings(dsn=dsn, node=node, lease=lease, pool_size=pool)
 
     def local(self, table: dict[str, object]) -> LocalSettings:
         return self.build(LocalSettings, table, "local", {"maildir": self.path})

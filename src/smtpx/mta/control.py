@@ -56,6 +56,7 @@ from smtpx.errors import ParseError
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json
+from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, Spool, SpoolError, SpoolEvent
 
@@ -78,6 +79,9 @@ class _MtaCollector(Collector):
 
     def __init__(self, mta: Mta) -> None:
         self.mta = mta
+        # The queue by status, read (asynchronously: a shared store asks its database)
+        # by the /metrics handler just before it collects.
+        self.queue_counts: dict[str, int] = {}
 
     def collect(self) -> Iterable[Any]:
         server, spool = self.mta.server, self.mta.spool
@@ -128,8 +132,7 @@ class _MtaCollector(Collector):
             "smtpx_queue_messages", "Messages in the spool", labels=["status"]
         )
         counts = {status.value: 0 for status in Status if status is not Status.DELIVERED}
-        for message in spool.messages.values():
-            counts[message.status.value] = counts.get(message.status.value, 0) + 1
+        counts.update(self.queue_counts)
         for status, count in counts.items():
             queue.add_metric([status], count)
         yield queue
@@ -139,6 +142,19 @@ class _MtaCollector(Collector):
 def _spool_faults(spool: Spool) -> Iterable[Any]:
     """What went wrong with the spool's disk: failed appends by the operation that
     failed, appends refused while it could not write, bodies found damaged."""
+    damaged = CounterMetricFamily(
+        "smtpx_spool_damaged_bodies",
+        "Stored bodies that failed their checksum (quarantined, never sent)",
+    )
+    damaged.add_metric([], spool.stats["damaged_bodies"])
+    yield damaged
+    if not isinstance(spool.store, JournalStore):
+        store_errors = CounterMetricFamily(
+            "smtpx_spool_store_errors", "Spool database operations that failed"
+        )
+        store_errors.add_metric([], spool.stats["store_errors"])
+        yield store_errors
+        return
     journal = spool.journal
     errors = CounterMetricFamily(
         "smtpx_spool_write_errors",
@@ -158,12 +174,6 @@ def _spool_faults(spool: Spool) -> Iterable[Any]:
     )
     failing.add_metric([], int(journal.failing))
     yield failing
-    damaged = CounterMetricFamily(
-        "smtpx_spool_damaged_bodies",
-        "Stored bodies that failed their checksum (quarantined, never sent)",
-    )
-    damaged.add_metric([], spool.stats["damaged_bodies"])
-    yield damaged
 
 
 def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
@@ -209,7 +219,8 @@ class ControlPlane:
         self.token = token
         self.started = time.time()
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_MtaCollector(mta))
+        self._collector = _MtaCollector(mta)
+        self.registry.register(self._collector)
         self.latency = Histogram(
             "smtpx_delivery_latency_seconds",
             "From acceptance to full delivery",
@@ -316,6 +327,7 @@ class ControlPlane:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self._collector.queue_counts = await self.mta.spool.count_by_status()
         body = generate_latest(self.registry)
         return web.Response(
             body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}

@@ -210,6 +210,12 @@ class JournalStore:
     async def all(self) -> list[SpooledMessage]:
         return list(self.messages.values())
 
+    async def count_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for message in self.messages.values():
+            counts[message.status.value] = counts.get(message.status.value, 0) + 1
+        return counts
+
     async def check(self, entries: list[SpooledMessage]) -> list[BodyDamaged | None]:
         """What is wrong with each entry's body (None: sound), read in a thread."""
         locations = [entry.location for entry in entries]

@@ -291,6 +291,10 @@ class Spool:
         """Every message on the spool, oldest first (the cluster's, in a shared store)."""
         return await self.admin.list_all()
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many messages the spool holds in each status (the cluster's)."""
+        return await self.store.count_by_status()
+
     async def read_message(self, message_id: str) -> bytes:
         """The message as received; :class:`BodyDamaged` if its body rotted."""
         return await self.admin.read_message(message_id)

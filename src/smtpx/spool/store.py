@@ -61,6 +61,10 @@ class Store(Protocol):
         """Every message on the spool (the whole cluster's, for a shared store)."""
         ...
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many messages there are in each status (the whole cluster's)."""
+        ...
+
     async def close(self) -> None: ...
 
     async def write(

@@ -308,6 +308,9 @@ class PgStore:
         row = await self.queue.get(message_id)
         return None if row is None else _entry(row)
 
+    async def count_by_status(self) -> dict[str, int]:
+        return await self.queue.count_by_status()
+
     async def all(self) -> list[SpooledMessage]:
         held = self.messages
         return [held.get(row.id) or _entry(row) for row in await self.queue.all()]
