@@ -501,7 +501,7 @@ class DnsLab:
         if not recursion:
             query.flags &= ~dns.flags.RD
         try:
-            response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.25)
+            response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.05)
         except (dns.exception.DNSException, OSError):
             return None
         if response.rcode() != dns.rcode.NOERROR:
