@@ -270,3 +270,27 @@ async def test_a_spilled_message_not_ours_is_not_read_past_its_header(
         assert await signer.signature(content) == b""
     finally:
         spill.close()
+
+
+def test_rsa_signatures_made_by_openssl_are_dkimpys_own(tmp_path: Path) -> None:
+    """The one function replaced in dkimpy: OpenSSL's signature is the same octets as
+    dkimpy's pure-Python one (PKCS#1 v1.5 is deterministic), and keys smtpx did not load
+    still go to dkimpy's."""
+    import hashlib
+
+    import dkim
+    import dkim.crypto
+
+    from smtpx.mta import dkim as ours
+
+    pem = write_key(tmp_path / "r.key", "rsa").private
+    private = dkim.crypto.parse_pem_private_key(pem)
+    assert dkim.RSASSA_PKCS1_v1_5_sign is ours._rsa_sign
+    for data in (b"", b"headers to sign", bytes(range(256)) * 9):
+        made = ours._rsa_sign(dkim.HashThrough(hashlib.sha256(data)), private)
+        assert made == dkim.crypto.RSASSA_PKCS1_v1_5_sign(hashlib.sha256(data), private)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unknown = dkim.crypto.parse_pem_private_key(_pem(stranger).replace(b"\r\n", b"\n"))
+    assert unknown["modulus"] not in ours._OPENSSL_KEYS
+    made = ours._rsa_sign(dkim.HashThrough(hashlib.sha256(b"x")), unknown)
+    assert made == dkim.crypto.RSASSA_PKCS1_v1_5_sign(hashlib.sha256(b"x"), unknown)
