@@ -42,11 +42,13 @@ import base64
 import email.utils
 import functools
 import logging
+import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,6 +70,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("smtpx.mta")
+T = TypeVar("T")
 
 MIN_RSA_BITS = 2048  # RFC 8301 3.2 says SHOULD; we require it
 MAX_RSA_BITS = 4096  # RFC 8301 3.2: what verifiers must support
@@ -229,6 +232,9 @@ class DkimSigner:
     def __init__(self, keys: Sequence[SigningKey]) -> None:
         self.keys = tuple(keys)
         self._one_big = asyncio.Lock()  # spilled messages are signed one at a time
+        # Threads of its own: a backlog of signing never delays the default executor's
+        # work (getaddrinfo for deliveries, among others).
+        self._threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="dkim")
 
     @classmethod
     def from_settings(cls, entries: Sequence[DkimSign]) -> DkimSigner:
@@ -257,9 +263,12 @@ class DkimSigner:
         """The DKIM-Signature fields to put in front of ``content`` (empty when no key
         applies), computed in a worker thread. OSError when a spilled file fails."""
         if isinstance(content, bytes):
-            return await asyncio.to_thread(self.sign, content)
+            return await self._in_thread(self.sign, content)
         async with self._one_big:
-            return await asyncio.to_thread(self._sign_spilled, content)
+            return await self._in_thread(self._sign_spilled, content)
+
+    async def _in_thread(self, sign: Callable[[T], bytes], content: T) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, sign, content)
 
     def _sign_spilled(self, content: SpilledMessage) -> bytes:
         head = content.read_until(b"\r\n\r\n", MAX_HEADER_BLOCK)
