@@ -12,6 +12,7 @@ import click
 
 from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
+from smtpx.cli import dkim as _dkim
 from smtpx.cli import send as _send
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
@@ -36,6 +37,7 @@ def main() -> None:
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself
     smtpx users add|remove|list              submission users (auth.users_file)
+    smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx send / smtpx sendmail -t           send mail from the command line
 
     The spool commands talk to smtpx serve through its control socket
@@ -176,6 +178,7 @@ async def _serve(mta: Mta) -> None:
 main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
 main.add_command(_users.users)
+main.add_command(_dkim.dkim)
 main.add_command(_send.send)
 main.add_command(_send.sendmail)
 main.add_command(_tools.bsmtp)

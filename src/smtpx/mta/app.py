@@ -22,6 +22,7 @@ from smtpx.envelope import HostPort
 from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig, SpoolBackend
 from smtpx.mta.control import ControlPlane
+from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.routing import Dns, DnsPythonResolver, NoRoute, Route, Router
@@ -80,7 +81,10 @@ class Mta:
         )
         if resolver is not None:
             self.spool.cache.resolver = resolver
-        self.server = Server(RelayPlugin(config, self.spool, self.users), config.server_config())
+        # Loads the DKIM keys: a bad one is a ConfigError naming dkim.sign[N].key_file.
+        dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
+        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim)
+        self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
         control = config.control

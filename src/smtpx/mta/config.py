@@ -1,8 +1,8 @@
 """The relay MTA's configuration: immutable records with defaults, loaded from TOML.
 
 :class:`MtaConfig` holds one record per TOML section (``[server]``, ``[tls]``,
-``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[control]``,
-``[log]``) plus the top-level ``hostname``. :data:`DEFAULT_TOML` is a documented file
+``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[dkim]``,
+``[control]``, ``[log]``) plus the top-level ``hostname``. :data:`DEFAULT_TOML` is a documented file
 holding every default; it loads to the same config as :meth:`MtaConfig.default`.
 
 Loading validates everything up front. Every problem raises
@@ -55,6 +55,8 @@ __all__ = [
     "DEFAULT_TOML",
     "AuthSettings",
     "ControlSettings",
+    "DkimSettings",
+    "DkimSign",
     "FsyncPolicy",
     "HostCredentials",
     "ListenAddress",
@@ -413,6 +415,44 @@ class RoutingSettings:
     credentials: Mapping[str, HostCredentials] = field(default_factory=_empty_mapping)
 
 
+# The header fields a DKIM signature covers by default: RFC 6376 5.4.1's list, the MIME
+# fields, and RFC 8058's List-Unsubscribe-Post; and those signed once more than present.
+DKIM_HEADERS = (
+    "from", "reply-to", "subject", "date", "to", "cc", "message-id", "in-reply-to",
+    "references", "sender", "mime-version", "content-type", "content-transfer-encoding",
+    "content-id", "content-description", "resent-date", "resent-from", "resent-sender",
+    "resent-to", "resent-cc", "resent-message-id", "list-id", "list-help",
+    "list-unsubscribe", "list-unsubscribe-post", "list-subscribe", "list-post",
+    "list-owner", "list-archive",
+)  # fmt: skip
+DKIM_OVERSIGN = ("from", "reply-to", "subject", "date", "to", "cc")
+# RFC 6376 5.4: never signed (trace fields, fields others add or remove).
+DKIM_NOT_SIGNED = frozenset(
+    ("return-path", "received", "comments", "keywords", "bcc", "resent-bcc", "dkim-signature")
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimSign:
+    """One ``[[dkim.sign]]`` entry: mail whose From domain is ``domain`` (A-label) or a
+    subdomain of it is signed with ``d=domain``, ``s=selector`` and the key in
+    ``key_file``; ``headers`` and ``oversign`` are lower-case field names (see
+    :mod:`smtpx.mta.dkim`)."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    headers: tuple[str, ...] = DKIM_HEADERS
+    oversign: tuple[str, ...] = DKIM_OVERSIGN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimSettings:
+    """``[dkim]``: the signing keys (``[[dkim.sign]]``), none by default."""
+
+    sign: tuple[DkimSign, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlSettings:
     """``[control]``: the admin control plane: a unix socket, and optionally HTTP on a
@@ -548,6 +588,15 @@ certificate = "ignore"
 # Logins for outbound hosts: password, or password_file (its first line).
 [routing.credentials]
 # "smtp.example.com" = { username = "relay", password_file = "smarthost.password" }
+
+[dkim]
+# DKIM signatures for mail from trusted networks and authenticated users whose From
+# domain is a signing domain (or a subdomain of it); one entry per key, and two entries
+# for a domain (an RSA and an Ed25519 key) sign twice. smtpx dkim keygen makes keys.
+# [[dkim.sign]]
+# domain = "example.org"
+# selector = "s2026"
+# key_file = "/etc/smtpx/dkim/example.org.s2026.key"
 
 [control]
 # The admin control plane's unix socket.
@@ -729,6 +778,30 @@ def _domain(value: object, key: str) -> str:
         raise ConfigError(f"not a domain name: {text!r} ({exc})", key=key) from None
 
 
+def _selector(value: object, key: str) -> str:
+    """A DKIM selector: one or more DNS labels (RFC 6376 3.1), kept in lower case."""
+    text = _nonempty_string(value, key).strip().lower()
+    if not all(_LABEL_RE.fullmatch(label) for label in text.split(".")):
+        raise ConfigError(f"not a selector (DNS labels like s2026): {text!r}", key=key)
+    return text
+
+
+_FIELD_NAME_RE = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 3.6.8
+
+
+def _field_names(value: object, key: str) -> tuple[str, ...]:
+    """Header field names DKIM may sign, in lower case, each once."""
+    names = []
+    for index, item in enumerate(_array(value, key)):
+        text = _string(item, f"{key}[{index}]")
+        if not _FIELD_NAME_RE.fullmatch(text):
+            raise ConfigError(f"not a header field name: {text!r}", key=f"{key}[{index}]")
+        if text.lower() in DKIM_NOT_SIGNED:
+            raise ConfigError(f"{text} is never signed (RFC 6376 5.4)", key=f"{key}[{index}]")
+        names.append(text.lower())
+    return tuple(dict.fromkeys(names))
+
+
 def _network(value: object, key: str) -> IPNetwork:
     text = _string(value, key)
     try:
@@ -866,6 +939,7 @@ class _Loader:
             "spool": self.spool,
             "local": self.local,
             "routing": self.routing,
+            "dkim": self.dkim,
             "control": self.control,
             "log": self.log,
         }
@@ -1092,6 +1166,36 @@ class _Loader:
             raise ConfigError(f"{str(path)!r}: the first line (the password) is empty", key=key)
         return password
 
+    def dkim(self, table: dict[str, object]) -> DkimSettings:
+        return self.build(DkimSettings, table, "dkim", {"sign": self.dkim_sign})
+
+    def dkim_sign(self, value: object, key: str) -> tuple[DkimSign, ...]:
+        entries: list[DkimSign] = []
+        seen: dict[tuple[str, str], str] = {}
+        for index, item in enumerate(_array(value, key)):
+            entry = f"{key}[{index}]"
+            table = _table(item, entry)
+            _check_keys(table, entry, ["domain", "selector", "key_file", "headers", "oversign"])
+            for required in ("domain", "selector", "key_file"):
+                if required not in table:
+                    raise ConfigError("required", key=f"{entry}.{required}")
+            domain = _domain(table["domain"], f"{entry}.domain")
+            selector = _selector(table["selector"], f"{entry}.selector")
+            if (domain, selector) in seen:
+                raise ConfigError(
+                    f"the same domain and selector as {seen[domain, selector]}", key=entry
+                )
+            seen[domain, selector] = entry
+            values: dict[str, Any] = {}
+            for name in ("headers", "oversign"):
+                if name in table:
+                    values[name] = _field_names(table[name], f"{entry}.{name}")
+            if "from" not in (*values.get("headers", ("from",)), *values.get("oversign", ())):
+                raise ConfigError("must include From (RFC 6376 5.4)", key=f"{entry}.headers")
+            key_file = self.path(table["key_file"], f"{entry}.key_file")
+            entries.append(DkimSign(domain=domain, selector=selector, key_file=key_file, **values))
+        return tuple(entries)
+
     def control(self, table: dict[str, object]) -> ControlSettings:
         return self.build(
             ControlSettings,
@@ -1182,6 +1286,7 @@ class MtaConfig:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = field(default=None, compare=False)
@@ -1239,8 +1344,9 @@ class MtaConfig:
 
     def check_files(self) -> None:
         """Check that the files the server reads at start exist and are readable (TLS
-        certificate and key, users file, control token); raise ConfigError naming the key.
-        Loading a config does not require them, so configs can be checked before deployment."""
+        certificate and key, users file, control token, DKIM keys, which must parse as
+        keys DKIM can use); raise ConfigError naming the key. Loading a config does not
+        require them, so configs can be checked before deployment."""
         files = (
             ("tls.cert_file", self.tls.cert_file),
             ("tls.key_file", self.tls.key_file),
@@ -1263,6 +1369,11 @@ class MtaConfig:
                 raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
             if key == "control.token_file" and not content.strip():
                 raise ConfigError(f"{path} is empty (it must hold the bearer token)", key=key)
+        if self.dkim.sign:
+            # Loading keys needs cryptography and dkimpy: not for every config reader.
+            from smtpx.mta.dkim import DkimSigner  # noqa: PLC0415
+
+            DkimSigner.from_settings(self.dkim.sign)
 
     def server_tls(self) -> ServerTls | None:
         """The server certificate settings, or None when no certificate is set."""

@@ -10,6 +10,8 @@ Rules (never an open relay):
 
 Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
 destination domain, one spool message per domain, all written durably before the 250.
+Mail from trusted networks and authenticated users is DKIM-signed first, when its From
+domain has a ``[[dkim.sign]]`` key (:mod:`smtpx.mta.dkim`: where and why).
 
 One id names the transaction everywhere: the ``Received:`` field's ``id``, the
 ``250 2.0.0 Ok: queued as ID`` reply and the mail log's ``local_id`` are the envelope id,
@@ -24,8 +26,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
+from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
+from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -40,10 +44,18 @@ log = logging.getLogger("smtpx.mta")
 
 
 class RelayPlugin(Plugin):
-    def __init__(self, config: MtaConfig, spool: Spool, users: Users | None = None) -> None:
+    def __init__(
+        self,
+        config: MtaConfig,
+        spool: Spool,
+        users: Users | None = None,
+        *,
+        dkim: DkimSigner | None = None,
+    ) -> None:
         self.config = config
         self.spool = spool
         self.users = users
+        self.dkim = dkim
         self.hostname = config.hostname
         local_domains = config.relay.local_domains
         self._postmaster_domain = local_domains[0] if local_domains else "localhost"
@@ -95,8 +107,9 @@ class RelayPlugin(Plugin):
             utf8=transaction.params.smtputf8,
         )
         content = envelope.content
-        # A spilled message keeps its file: the trace goes in front, nothing is copied.
-        message = trace + content if isinstance(content, bytes) else content.prepend(trace)
+        head = await self._signature(session, content) + trace
+        # A spilled message keeps its file: the new head goes in front, nothing is copied.
+        message = head + content if isinstance(content, bytes) else content.prepend(head)
         groups: dict[str, list[Address]] = defaultdict(list)
         params: list[tuple[Address, RcptParams]] = []
         for given in transaction.recipients:
@@ -131,6 +144,16 @@ class RelayPlugin(Plugin):
             # Logged by the store; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
         return f"Ok: queued as {envelope.id}"  # the id of the Received: field
+
+    async def _signature(self, session: Session, content: bytes | SpilledMessage) -> bytes:
+        """DKIM-Signature fields for mail from our own senders (empty for the rest)."""
+        if self.dkim is None or not (session.data.get("trusted") or session.authenticated):
+            return b""
+        try:
+            return await self.dkim.signature(content)
+        except OSError as exc:  # the spilled file could not be read: keep nothing
+            log.error("dkim: cannot read the message to sign it: %s", exc)
+            raise Reject(replies.local_error("Could not sign the message, try later")) from None
 
 
 def _route_key(recipient: Address) -> str:
