@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,8 +39,9 @@ def main() -> None:
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx send / smtpx sendmail -t           send mail from the command line
 
-    The spool commands talk to smtpx serve through its control socket
-    (./var/control.sock, or the [control] socket of --config).
+    The spool commands talk to smtpx serve through its control socket: that of
+    --config (or SMTPX_CONFIG), else that of the smtpx serve running (found from any
+    directory), else ./var/control.sock.
 
     \b
     Exit status:
@@ -131,7 +133,7 @@ def serve(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
-        asyncio.run(_serve(mta))
+        asyncio.run(_serve(mta, Path(config_file).absolute() if config_file else None))
     except SMTPXError as exc:
         click.echo(f"smtpx serve: {exc}", err=True)
         sys.exit(1)
@@ -148,28 +150,51 @@ def _have_uvloop() -> bool:
     return True
 
 
-async def _serve(mta: Mta) -> None:
+async def _serve(mta: Mta, config_file: Path | None) -> None:
+    from smtpx.cli import locate  # noqa: PLC0415
+
     config = mta.config
     async with mta:
         ports = mta.server.ports
-        where = ", ".join(
-            f"{listener.name or listener} (port {port})"
-            for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+        record = locate.write_record(
+            os.getpid(),
+            config_file,
+            config.control.socket,
+            [
+                (listener.name.partition(" ")[0], _bound(listener.host, port))
+                for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+            ],
         )
-        click.echo(f"smtpx {__version__}: listening on {where}", err=True)
-        click.echo(
-            f"  spool {config.spool.dir} ({len(mta.spool.messages)} queued); "
-            f"local domains: {', '.join(config.relay.local_domains)} -> {config.local.maildir}",
-            err=True,
-        )
-        first = config.server.listen[0] if config.server.listen else None
-        if first is not None:
-            click.echo(
-                f"  try: swaks --server {first.host}:{ports[0]} --to postmaster@localhost",
-                err=True,
-            )
-        await mta.wait_for_signal()
+        try:
+            await _announce(mta, record)
+        finally:
+            locate.remove_record(record)
         click.echo("smtpx: shutting down (finishing sessions and deliveries)", err=True)
+
+
+async def _announce(mta: Mta, record: Path | None) -> None:
+    """Say where the MTA listens, then wait for SIGTERM or SIGINT."""
+    config = mta.config
+    ports = mta.server.ports
+    where = ", ".join(
+        f"{listener.name or listener} (port {port})"
+        for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+    )
+    click.echo(f"smtpx {__version__}: listening on {where}", err=True)
+    click.echo(
+        f"  spool {config.spool.dir} ({len(mta.spool.messages)} queued); "
+        f"local domains: {', '.join(config.relay.local_domains)} -> {config.local.maildir}",
+        err=True,
+    )
+    found = f"found from any directory ({record})" if record else "no runtime record written"
+    click.echo(f"  control socket {config.control.socket}; {found}", err=True)
+    if config.server.listen:
+        click.echo("  try: echo hi | smtpx send --to postmaster@localhost --subject hi", err=True)
+    await mta.wait_for_signal()
+
+
+def _bound(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
