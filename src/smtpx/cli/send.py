@@ -42,10 +42,16 @@ def server_options(function: F) -> F:
         click.option(
             "--server",
             type=HostPortType(),
-            default="localhost:25",
-            show_default=True,
             envvar="SMTPX_SERVER",
-            help="The SMTP server (host:port). Env: SMTPX_SERVER.",
+            help="The SMTP server (host:port; default: the first [server] listen address of "
+            "--config, else the smtpx serve running, else 127.0.0.1:2525). Env: SMTPX_SERVER.",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, exists=True),
+            envvar="SMTPX_CONFIG",
+            help="Send to the MTA of this smtpx serve configuration. Env: SMTPX_CONFIG.",
         ),
         click.option(
             "--starttls",
@@ -116,8 +122,18 @@ def default_sender() -> str:
     return f"{user}@{socket.getfqdn()}"
 
 
-async def deliver(server: HostPort, action: Awaitable[T]) -> T:
-    """Await ``action`` (a send), turning its errors into messages and exit codes."""
+def where_to(server: HostPort | None, config_file: str | None) -> tuple[HostPort, str]:
+    """The SMTP server to send to, and how it was chosen (see :mod:`smtpx.cli.locate`)."""
+    from smtpx.cli import locate  # noqa: PLC0415
+
+    if server is not None:
+        return server, "--server"
+    return locate.smtp_server(config_file)
+
+
+async def deliver(target: tuple[HostPort, str], action: Awaitable[T]) -> T:
+    """Await ``action`` (a send to ``target``: a server, and how it was chosen), turning
+    its errors into messages and exit codes."""
     from smtpx.client import DeliveryError  # noqa: PLC0415
     from smtpx.errors import (  # noqa: PLC0415
         AuthError,
@@ -127,10 +143,13 @@ async def deliver(server: HostPort, action: Awaitable[T]) -> T:
         SMTPXError,
     )
 
+    server, how = target
     try:
         return await action
     except ConnectError as exc:
-        raise Failure(f"cannot reach the SMTP server {server}: {exc}", EXIT_UNREACHABLE) from None
+        raise Failure(
+            f"cannot reach the SMTP server {server} (from {how}): {exc}", EXIT_UNREACHABLE
+        ) from None
     except DeliveryError as exc:
         raise Failure(f"not sent: {exc}", EXIT_FAILURE) from None
     except NoCommonMechanism as exc:
@@ -195,7 +214,8 @@ def send(
     attach: tuple[str, ...],
     headers: tuple[str, ...],
     html: bool,
-    server: HostPort,
+    server: HostPort | None,
+    config_file: str | None,
     starttls: str,
     ca_file: str | None,
     insecure: bool,
@@ -241,12 +261,13 @@ def send(
         )
     except (ParseError, ValueError, OSError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
+    target = where_to(server, config_file)
     status = run(
         deliver(
-            server,
+            target,
             send_mail(
-                host=server.host,
-                port=server.port,
+                host=target[0].host,
+                port=target[0].port,
                 config=config,
                 credentials=credentials,
                 from_=from_ or default_sender(),
@@ -314,7 +335,8 @@ def sendmail(
     ignore_dots: bool,
     sendmail_options: tuple[str, ...],
     verbose: bool,
-    server: HostPort,
+    server: HostPort | None,
+    config_file: str | None,
     starttls: str,
     ca_file: str | None,
     insecure: bool,
@@ -377,15 +399,16 @@ def sendmail(
         domain = socket.getfqdn()
         added.append(f"Message-ID: {email.utils.make_msgid(domain=domain)}".encode())
     message = b"".join(line + b"\r\n" for line in added) + data
+    target = where_to(server, config_file)
     status = run(
         deliver(
-            server,
+            target,
             send_message(
                 message,
                 sender=envelope_sender,
                 recipients=envelope_recipients,
-                host=server.host,
-                port=server.port,
+                host=target[0].host,
+                port=target[0].port,
                 config=config,
                 credentials=credentials,
             ),
