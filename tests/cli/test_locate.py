@@ -25,7 +25,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def running(tmp_path: Path, runtime: Path) -> Iterator[Daemon]:
     (tmp_path / "mta").mkdir()
-    daemon = Daemon(tmp_path / "mta")
+    daemon = Daemon(tmp_path / "mta", runtime)
     daemon.start()
     try:
         yield daemon

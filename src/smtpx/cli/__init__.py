@@ -6,14 +6,16 @@ import asyncio
 import dataclasses
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import send as _send
+from smtpx.cli import sendmail as _sendmail
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
 from smtpx.cli import users as _users
@@ -25,7 +27,28 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Smtpx(click.Group):
+    """The ``smtpx`` group, which is ``sendmail`` when run under that name (a symlink,
+    as /usr/sbin/sendmail), and ``sendmail -bp`` as ``mailq``."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        name = os.path.basename(prog_name or sys.argv[0])
+        if name not in ("sendmail", "mailq"):
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        if name == "mailq":
+            argv = ["-bp", *argv]
+        return _sendmail.sendmail.main(argv, name, complete_var, standalone_mode, **extra)
+
+
+@click.group(cls=_Smtpx, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smtpx")
 def main() -> None:
     """smtpx: an asyncio SMTP toolkit and mail transfer agent.
@@ -38,6 +61,8 @@ def main() -> None:
     smtpx daemon status|cache|reload-tls     the running MTA itself
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx send / smtpx sendmail -t           send mail from the command line
+
+    Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
 
     The spool commands talk to smtpx serve through its control socket: that of
     --config (or SMTPX_CONFIG), else that of the smtpx serve running (found from any
@@ -202,6 +227,6 @@ main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
 main.add_command(_users.users)
 main.add_command(_send.send)
-main.add_command(_send.sendmail)
+main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
 main.add_command(_tools.stress_test)

@@ -15,8 +15,9 @@ in the same places, and takes these, the first that applies:
 5. the embedded default (``./var/control.sock``, ``127.0.0.1:2525``), as ``smtpx serve``
    without a file would use it.
 
-Only ``[server] listen`` and ``[control] socket`` are read from a configuration file for
-this: password files it names need not be readable by whoever runs ``sendmail``.
+Only ``[server] listen``, ``[control] socket`` and ``[relay] local_domains`` are read from a
+configuration file for this: password files it names need not be readable by whoever runs
+``sendmail``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "STANDARD_CONFIG",
     "Record",
     "control_socket",
+    "local_domain",
     "mta_config",
     "records",
     "remove_record",
@@ -224,9 +226,12 @@ def _running() -> Record | None:
 # -- configurations ------------------------------------------------------------------------
 
 
+_READ = (("server", "listen"), ("control", "socket"), ("relay", "local_domains"))
+
+
 def _addresses(path: Path | None) -> MtaConfig:
-    """``[server] listen`` and ``[control] socket`` of the file at ``path`` (or of the
-    embedded default); nothing else of it is read."""
+    """``[server] listen``, ``[control] socket`` and ``[relay] local_domains`` of the file
+    at ``path`` (or of the embedded default); nothing else of it is read."""
     from smtpx.errors import ConfigError  # noqa: PLC0415
     from smtpx.mta.config import MtaConfig  # noqa: PLC0415
 
@@ -234,7 +239,7 @@ def _addresses(path: Path | None) -> MtaConfig:
     try:
         if path is not None:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
-            for section, key in (("server", "listen"), ("control", "socket")):
+            for section, key in _READ:
                 table = document.get(section, {})
                 subset[section] = (
                     {key: table[key]} if isinstance(table, dict) and key in table else {}
@@ -257,9 +262,12 @@ def _first_listen(config: MtaConfig, where: str) -> HostPort:
     return _reachable(config.server.listen[0])
 
 
-def control_socket() -> tuple[Path, str]:
-    """The control socket when neither ``--socket`` nor ``--config`` is given, and how it
-    was found (for messages)."""
+def control_socket(config_file: str | None = None) -> tuple[Path, str]:
+    """The control socket when ``--socket`` is not given, and how it was found (for
+    messages)."""
+    if config_file:
+        path = Path(config_file).absolute()
+        return _addresses(path).control.socket, f"control.socket of {path}"
     running = _running()
     if running is not None:
         return running.control_socket, running.describe()
@@ -283,6 +291,20 @@ def smtp_server(config_file: str | None) -> tuple[HostPort, str]:
         return _first_listen(_addresses(STANDARD_CONFIG), where), f"server.listen of {where}"
     default = _first_listen(_addresses(None), "the embedded default")
     return default, "the embedded default configuration"
+
+
+def local_domain(config_file: str | None) -> str:
+    """The first local domain of the configuration in effect (``--config``, the running
+    daemon's, the standard file or the embedded default): what ``sendmail root`` means."""
+    running = None if config_file else _running()
+    if config_file:
+        path: Path | None = Path(config_file).absolute()
+    elif running is not None:
+        path = running.config
+    else:
+        path = STANDARD_CONFIG if STANDARD_CONFIG.exists() else None
+    domains = _addresses(path).relay.local_domains
+    return domains[0] if domains else "localhost"
 
 
 def mta_config(config_file: str | None) -> MtaConfig:
