@@ -78,21 +78,6 @@ def test_table_ages_are_coloured(daemon: Daemon, queued: dict[str, list[str]]) -
     ]
 
 
-def test_exim_units() -> None:
-    assert [render.exim_size(n) for n in (512, 2970, 15 * 1024, 3 * 1024 * 1024)] == [
-        "512",
-        "2.9K",
-        "15K",
-        "3.0M",
-    ]
-    assert [render.exim_age(s) for s in (30, 99 * 60, 5 * 3600, 3 * 86400)] == [
-        "0m",
-        "99m",
-        "5h",
-        "3d",
-    ]
-
-
 def test_status_words_match_the_api() -> None:
     from smtpx.cli.spool import STATUS_WORDS
 
