@@ -1,5 +1,6 @@
 # The two commands a newcomer needs (see README.md):
-#   make serve   set up .venv and run the MTA (smtpx serve, embedded default config)
+#   make serve   set up .venv and run the MTA (smtpx serve, embedded default config);
+#                ARGS passes options to it: make serve ARGS="--listen 127.0.0.1:2600"
 #   make test    set up .venv with the dev tools and run ruff, mypy --strict and pytest
 PYTHON ?= python3
 VENV   ?= .venv

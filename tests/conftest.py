@@ -28,6 +28,20 @@ settings.load_profile(
 REQUIRE_INTEROP = os.environ.get("SMTPX_REQUIRE_INTEROP", "") not in ("", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every smtpx serve the tests start records itself in a directory of the test run's
+    own, never in the developer's runtime directory; and the CLI under test does not find
+    the developer's running smtpx (smtpx.cli.locate)."""
+    before = os.environ.get("SMTPX_RUNTIME_DIR")
+    os.environ["SMTPX_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    yield
+    if before is None:
+        del os.environ["SMTPX_RUNTIME_DIR"]
+    else:
+        os.environ["SMTPX_RUNTIME_DIR"] = before
+
+
 def require_tool(name: str, *needs: str) -> str:
     """The path of a peer tool that has every capability in ``needs``; skip the test when
     the tool or a capability is missing, or fail under SMTPX_REQUIRE_INTEROP=1 (as .ci/run

@@ -229,6 +229,7 @@ def test_id_survives_pickle_and_keeps_its_type() -> None:
         (" 5m ~ 30s ", 300.0, 30.0),
         ("1h~0", 3600.0, 0.0),
         ("1e3s", 1000.0, None),
+        ("1h30m~1m30s", 5400.0, 90.0),
     ],
 )
 def test_retry_interval_parse(text: str, span: float, jitter: float | None) -> None:
@@ -242,11 +243,11 @@ def test_retry_interval_parse(text: str, span: float, jitter: float | None) -> N
     ("interval", "text"),
     [
         (RetryInterval(span=300, jitter=30), "5m~30s"),
-        (RetryInterval(span=5400), "90m"),
+        (RetryInterval(span=5400), "1h30m"),
         (RetryInterval(span=86400 * 2), "2d"),
-        (RetryInterval(span=7200, jitter=0), "2h~0d"),
+        (RetryInterval(span=7200, jitter=0), "2h~0s"),
         (RetryInterval(span=0.25), "0.25s"),
-        (RetryInterval(span=0), "0d"),
+        (RetryInterval(span=0), "0s"),
     ],
 )
 def test_retry_interval_str_is_canonical(interval: RetryInterval, text: str) -> None:

@@ -22,6 +22,7 @@ RANK = {
     "_version": 0,
     "errors": 0,
     "protocol": 1,
+    "units": 1,
     "auth": 2,
     "envelope": 2,
     "content": 2,

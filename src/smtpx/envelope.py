@@ -40,6 +40,7 @@ from smtpx.content import SpilledMessage
 from smtpx.errors import ParseError
 from smtpx.protocol.addresses import ASCII_SPACE, Address, Sender, parse_path
 from smtpx.protocol.params import MailParams, RcptParams
+from smtpx.units import format_duration, parse_duration
 
 __all__ = [
     "Address",
@@ -179,22 +180,6 @@ _DEFAULT_GENERATOR = EnvelopeIdGenerator()
 # Retry intervals and next hops
 
 
-_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
-_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-_DURATION = rf"({_NUMBER})\s*([dhms]?)"
-_INTERVAL_RE = re.compile(rf"\s*{_DURATION}\s*(?:~\s*{_DURATION}\s*)?")
-
-
-def _format_seconds(seconds: float) -> str:
-    # The largest unit that divides the value exactly. fmod is exact for floats, and then
-    # so are the division here and the multiplication in parse: str and parse round-trip.
-    for unit, size in _UNIT_SECONDS.items():
-        if seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    # repr is the shortest text that reads back as the same float.
-    return f"{seconds!r}s"
-
-
 def _check_seconds(what: str, seconds: float) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
@@ -210,8 +195,8 @@ class RetryInterval:
 
     ``span`` and ``jitter`` are seconds, both >= 0. :meth:`to_span` spreads retries over
     ``span ± jitter`` so that a backlog does not retry in lockstep. Text form: a duration
-    (``30s``, ``5m``, ``2h``, ``1d``, ``1.5h``, or bare seconds), optionally followed by
-    ``~`` and the jitter (``5m~30s``).
+    of :mod:`smtpx.units` (``30s``, ``5m``, ``1h30m``, ``1.5h``, or bare seconds), optionally
+    followed by ``~`` and the jitter (``5m~30s``).
     """
 
     span: float
@@ -224,21 +209,15 @@ class RetryInterval:
 
     @classmethod
     def parse(cls, text: str) -> RetryInterval:
-        """Read the form written by :meth:`__str__` (and the shorthands listed above)."""
-        match = _INTERVAL_RE.fullmatch(text)
-        if match is None:
-            raise ParseError(f"not a retry interval (like 5m or 5m~30s): {text!r}")
-        span_number, span_unit, jitter_number, jitter_unit = match.groups()
+        """Read the form written by :meth:`__str__` (and the shorthands of
+        :func:`smtpx.units.parse_duration`: ``90``, ``1.5h``, ``1h30m``)."""
+        span_text, tilde, jitter_text = text.partition("~")
         try:
-            span = float(span_number) * _UNIT_SECONDS[span_unit or "s"]
-            jitter = (
-                None
-                if jitter_number is None
-                else float(jitter_number) * _UNIT_SECONDS[jitter_unit or "s"]
-            )
+            span = parse_duration(span_text)
+            jitter = parse_duration(jitter_text) if tilde else None
             return cls(span=span, jitter=jitter)
-        except ValueError as exc:  # an overflow to infinity, like 1e400s
-            raise ParseError(f"bad retry interval {text!r}: {exc}") from None
+        except ValueError:
+            raise ParseError(f"not a retry interval (like 5m or 5m~30s): {text!r}") from None
 
     def to_span(self, rng: random.Random | None = None) -> float:
         """A delay in seconds drawn uniformly from ``[span - jitter, span + jitter]``.
@@ -254,9 +233,9 @@ class RetryInterval:
         return min(high, max(low, (rng or random).uniform(low, high)))
 
     def __str__(self) -> str:
-        text = _format_seconds(self.span)
+        text = format_duration(self.span)
         if self.jitter is not None:
-            text += "~" + _format_seconds(self.jitter)
+            text += "~" + format_duration(self.jitter)
         return text
 
 

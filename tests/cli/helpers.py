@@ -45,8 +45,11 @@ class Daemon:
     loopback HTTP control listener with a token, and mail for example.net and example.com
     routed to a closed port (so it waits in the spool)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, runtime: Path | None = None) -> None:
+        """``runtime``: the runtime directory it records itself in (SMTPX_RUNTIME_DIR;
+        by default the test run's)."""
         self.directory = directory
+        self.runtime = runtime or Path(os.environ["SMTPX_RUNTIME_DIR"])
         self.port = free_port()
         self.http_port = free_port()
         self.closed_port = free_port()  # nothing listens there
@@ -91,14 +94,16 @@ token_file = "token"
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env={**os.environ, "SMTPX_RUNTIME_DIR": str(self.runtime)},
         )
         log.close()
+        record = self.runtime / f"serve-{self.process.pid}.json"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError((self.directory / "serve.log").read_text())
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0 and self.socket.exists():
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0 and record.exists():
                     return
             time.sleep(0.02)
         raise RuntimeError("smtpx serve did not start")

@@ -162,6 +162,18 @@ def test_send_errors() -> None:
     assert "cannot reach the SMTP server" in closed.stderr and "Traceback" not in closed.output
 
 
+def test_send_finds_the_mta_of_its_configuration(daemon: Daemon) -> None:
+    base = ["send", "--to", "cfg@example.net", "--from", "cli-config@example.com"]
+    result = invoke(*base, "--subject", "by config", input="x\n", SMTPX_CONFIG=str(daemon.config))
+    assert result.exit_code == 0, result.output
+    assert daemon.wait_for(lambda m: m["sender"] == "<cli-config@example.com>", 1)
+    elsewhere = daemon.directory / "elsewhere.toml"
+    elsewhere.write_text(f'[server]\nlisten = ["127.0.0.1:{free_port()}"]\n', encoding="utf-8")
+    closed = invoke(*base, "--subject", "s", "--config", str(elsewhere), input="x\n")
+    assert closed.exit_code == 3
+    assert f"(from server.listen of {elsewhere})" in closed.stderr
+
+
 def test_send_into_the_daemon_spool(daemon: Daemon) -> None:
     result = invoke(
         "send",

@@ -459,6 +459,8 @@ def test_sizes_and_durations() -> None:
     assert server(command_timeout=2.5).command_timeout == 2.5
     assert server(command_timeout="90").command_timeout == 90.0
     assert server(command_timeout="1.5h").command_timeout == 5400.0
+    assert server(command_timeout="1h30m").command_timeout == 5400.0  # as the CLI prints
+    assert server(command_timeout="2h05m").command_timeout == 7500.0
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +16,7 @@ from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import dkim as _dkim
 from smtpx.cli import send as _send
+from smtpx.cli import sendmail as _sendmail
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
 from smtpx.cli import users as _users
@@ -25,7 +28,28 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Smtpx(click.Group):
+    """The ``smtpx`` group, which is ``sendmail`` when run under that name (a symlink,
+    as /usr/sbin/sendmail), and ``sendmail -bp`` as ``mailq``."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        name = os.path.basename(prog_name or sys.argv[0])
+        if name not in ("sendmail", "mailq"):
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        if name == "mailq":
+            argv = ["-bp", *argv]
+        return _sendmail.sendmail.main(argv, name, complete_var, standalone_mode, **extra)
+
+
+@click.group(cls=_Smtpx, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="smtpx")
 def main() -> None:
     """smtpx: an asyncio SMTP toolkit and mail transfer agent.
@@ -40,8 +64,11 @@ def main() -> None:
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx send / smtpx sendmail -t           send mail from the command line
 
-    The spool commands talk to smtpx serve through its control socket
-    (./var/control.sock, or the [control] socket of --config).
+    Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
+
+    The spool commands talk to smtpx serve through its control socket: that of
+    --config (or SMTPX_CONFIG), else that of the smtpx serve running (found from any
+    directory), else ./var/control.sock.
 
     \b
     Exit status:
@@ -133,7 +160,7 @@ def serve(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
-        asyncio.run(_serve(mta))
+        asyncio.run(_serve(mta, Path(config_file).absolute() if config_file else None))
     except SMTPXError as exc:
         click.echo(f"smtpx serve: {exc}", err=True)
         sys.exit(1)
@@ -150,28 +177,51 @@ def _have_uvloop() -> bool:
     return True
 
 
-async def _serve(mta: Mta) -> None:
+async def _serve(mta: Mta, config_file: Path | None) -> None:
+    from smtpx.cli import locate  # noqa: PLC0415
+
     config = mta.config
     async with mta:
         ports = mta.server.ports
-        where = ", ".join(
-            f"{listener.name or listener} (port {port})"
-            for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+        record = locate.write_record(
+            os.getpid(),
+            config_file,
+            config.control.socket,
+            [
+                (listener.name.partition(" ")[0], _bound(listener.host, port))
+                for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+            ],
         )
-        click.echo(f"smtpx {__version__}: listening on {where}", err=True)
-        click.echo(
-            f"  spool {config.spool.dir} ({len(mta.spool.messages)} queued); "
-            f"local domains: {', '.join(config.relay.local_domains)} -> {config.local.maildir}",
-            err=True,
-        )
-        first = config.server.listen[0] if config.server.listen else None
-        if first is not None:
-            click.echo(
-                f"  try: swaks --server {first.host}:{ports[0]} --to postmaster@localhost",
-                err=True,
-            )
-        await mta.wait_for_signal()
+        try:
+            await _announce(mta, record)
+        finally:
+            locate.remove_record(record)
         click.echo("smtpx: shutting down (finishing sessions and deliveries)", err=True)
+
+
+async def _announce(mta: Mta, record: Path | None) -> None:
+    """Say where the MTA listens, then wait for SIGTERM or SIGINT."""
+    config = mta.config
+    ports = mta.server.ports
+    where = ", ".join(
+        f"{listener.name or listener} (port {port})"
+        for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+    )
+    click.echo(f"smtpx {__version__}: listening on {where}", err=True)
+    click.echo(
+        f"  spool {config.spool.dir} ({len(mta.spool.messages)} queued); "
+        f"local domains: {', '.join(config.relay.local_domains)} -> {config.local.maildir}",
+        err=True,
+    )
+    found = f"found from any directory ({record})" if record else "no runtime record written"
+    click.echo(f"  control socket {config.control.socket}; {found}", err=True)
+    if config.server.listen:
+        click.echo("  try: echo hi | smtpx send --to postmaster@localhost --subject hi", err=True)
+    await mta.wait_for_signal()
+
+
+def _bound(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
@@ -180,6 +230,6 @@ main.add_command(_daemon.daemon)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
 main.add_command(_send.send)
-main.add_command(_send.sendmail)
+main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
 main.add_command(_tools.stress_test)

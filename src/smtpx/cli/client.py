@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from smtpx.cli.common import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, Failure
+from smtpx.cli.locate import describe_down
 
 __all__ = ["ControlClient", "Target"]
 
@@ -32,6 +33,8 @@ class Target:
     socket: Path | None = None
     url: str | None = None
     token: str | None = None
+    found: str = "--socket"  # how the socket was found (said when nothing answers there)
+    offline: bool = False  # the command also works --offline (suggested when down)
 
     def describe(self) -> str:
         if self.socket is not None:
@@ -121,7 +124,7 @@ class ControlClient:
                 timeout=aiohttp.ClientTimeout(total=timeout, connect=10.0),
             )
         except aiohttp.ClientConnectorError as exc:
-            raise Failure(_unreachable(where, exc.os_error), EXIT_UNREACHABLE) from None
+            raise Failure(_unreachable(self.target, exc.os_error), EXIT_UNREACHABLE) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._lost(exc) from None
         try:
@@ -144,13 +147,17 @@ class ControlClient:
             ) from None
 
 
-def _unreachable(where: str, error: OSError) -> str:
+def _unreachable(target: Target, error: OSError) -> str:
+    where = target.describe()
     if isinstance(error, PermissionError):
         return (
             f"cannot reach {where}: permission denied (the socket is mode 0600: run this "
             "as the user smtpx serve runs as)"
         )
-    return f"cannot reach {where}: is smtpx serve running?"
+    if target.socket is not None and isinstance(error, FileNotFoundError | ConnectionRefusedError):
+        return describe_down(target.socket, target.found, offline=target.offline)
+    hint = " (or read the spool on disk with --offline)" if target.offline else ""
+    return f"cannot reach {where}: {error.strerror or error}{hint}"
 
 
 async def _refusal(response: aiohttp.ClientResponse, where: str) -> Failure:

@@ -67,23 +67,20 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 class DurationType(click.ParamType[float]):
-    """A duration like ``30s``, ``10m``, ``2h``, ``7d`` (or bare seconds), as seconds."""
+    """A duration like ``30s``, ``10m``, ``1h30m``, ``7d`` (or bare seconds), as seconds:
+    what :func:`smtpx.units.short_duration` prints reads back."""
 
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, float | int):
             return float(value)
-        from smtpx.envelope import RetryInterval  # noqa: PLC0415 - keep --help fast
-        from smtpx.errors import ParseError  # noqa: PLC0415
+        from smtpx.units import parse_duration  # noqa: PLC0415
 
         try:
-            interval = RetryInterval.parse(str(value))
-        except ParseError:
-            self.fail(f"not a duration (like 30s, 10m, 2h, 7d): {value!r}", param, ctx)
-        if interval.jitter is not None:
-            self.fail(f"a duration has no jitter: {value!r}", param, ctx)
-        return interval.span
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class RetryIntervalType(click.ParamType[str]):

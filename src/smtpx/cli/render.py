@@ -21,15 +21,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from smtpx.units import exim_age, exim_size
+from smtpx.units import short_duration as span
+
 __all__ = [
     "FORMATS",
     "age_colour",
-    "exim_age",
-    "exim_size",
     "render_event",
     "render_message",
     "render_status",
-    "span",
 ]
 
 FORMATS = ("table", "exim", "json", "ids")
@@ -41,21 +41,6 @@ Message = Mapping[str, Any]
 def sorted_messages(messages: Sequence[Message]) -> list[Message]:
     """Oldest first (time on spool), then by id."""
     return sorted(messages, key=lambda m: (float(m.get("spool_date") or 0), str(m.get("id"))))
-
-
-def span(seconds: float) -> str:
-    """A short duration: ``42s``, ``5m12s``, ``2h05m``, ``3d04h``."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def age_colour(seconds: float) -> str:
@@ -99,30 +84,6 @@ def recipients_of(message: Message) -> list[str]:
     recipients = [str(r) for r in message.get("recipients") or ()]
     failed = [f"{f['recipient']} (failed)" for f in message.get("failed") or ()]
     return recipients + failed
-
-
-def exim_age(seconds: float) -> str:
-    """``exim -bp`` ages: minutes up to 99, hours up to 47, then days."""
-    minutes = max(0, int(seconds // 60))
-    if minutes < 100:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours}h"
-    return f"{hours // 24}d"
-
-
-def exim_size(size: int) -> str:
-    """``exim -bp`` sizes: octets under 1K, then ``2.9K``, ``15K``, ``1.2M``, ``35M``."""
-    if size < 1024:
-        return str(size)
-    for unit, factor in (("K", 1024), ("M", 1024 * 1024)):
-        value = size / factor
-        if value < 10:
-            return f"{value:.1f}{unit}"
-        if value < 1024 or unit == "M":
-            return f"{value:.0f}{unit}"
-    return str(size)  # not reached
 
 
 def render_status(messages: Sequence[Message], fmt: str, now: float) -> str | Table:
@@ -216,7 +177,10 @@ def render_message(message: Message, out: Console, now: float) -> None:
         ("size", f"{message.get('size')} octets"),
         (
             "spooled",
-            Text(f"{_when(message.get('spool_date'))} ({span(age)} ago)", style=age_colour(age)),
+            Text(
+                f"{_when(message.get('spool_date'))} ({span(age)} ago)",
+                style=age_colour(age),
+            ),
         ),
         ("next attempt", next_attempt(message, now)),
         ("next hop", next_hop(message) or "-"),

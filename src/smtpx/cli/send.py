@@ -1,5 +1,5 @@
-"""``smtpx send`` (compose with :mod:`smtpx.simplemail`) and ``smtpx sendmail`` (a message
-on stdin, the way scripts call ``/usr/sbin/sendmail``)."""
+"""``smtpx send``: compose a message with :mod:`smtpx.simplemail` and send it; and what
+``smtpx sendmail`` (:mod:`smtpx.cli.sendmail`) shares with it: where to send, and how."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from smtpx.client import ClientConfig
     from smtpx.envelope import HostPort
 
-__all__ = ["send", "sendmail"]
+__all__ = ["client_settings", "deliver", "login", "send", "server_options", "where_to"]
 
 F = TypeVar("F", bound="Callable[..., Any]")
 T = TypeVar("T")
@@ -42,10 +42,17 @@ def server_options(function: F) -> F:
         click.option(
             "--server",
             type=HostPortType(),
-            default="localhost:25",
-            show_default=True,
             envvar="SMTPX_SERVER",
-            help="The SMTP server (host:port). Env: SMTPX_SERVER.",
+            help="The SMTP server (host:port; default: the [server] listen address of "
+            "--config, else of the smtpx serve running, else of /etc/smtpx/smtpx.toml, else "
+            "127.0.0.1:2525). Env: SMTPX_SERVER.",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, exists=True),
+            envvar="SMTPX_CONFIG",
+            help="Send to the MTA of this smtpx serve configuration. Env: SMTPX_CONFIG.",
         ),
         click.option(
             "--starttls",
@@ -116,8 +123,18 @@ def default_sender() -> str:
     return f"{user}@{socket.getfqdn()}"
 
 
-async def deliver(server: HostPort, action: Awaitable[T]) -> T:
-    """Await ``action`` (a send), turning its errors into messages and exit codes."""
+def where_to(server: HostPort | None, config_file: str | None) -> tuple[HostPort, str]:
+    """The SMTP server to send to, and how it was chosen (see :mod:`smtpx.cli.locate`)."""
+    from smtpx.cli import locate  # noqa: PLC0415
+
+    if server is not None:
+        return server, "--server"
+    return locate.smtp_server(config_file)
+
+
+async def deliver(target: tuple[HostPort, str], action: Awaitable[T]) -> T:
+    """Await ``action`` (a send to ``target``: a server, and how it was chosen), turning
+    its errors into messages and exit codes."""
     from smtpx.client import DeliveryError  # noqa: PLC0415
     from smtpx.errors import (  # noqa: PLC0415
         AuthError,
@@ -127,10 +144,13 @@ async def deliver(server: HostPort, action: Awaitable[T]) -> T:
         SMTPXError,
     )
 
+    server, how = target
     try:
         return await action
     except ConnectError as exc:
-        raise Failure(f"cannot reach the SMTP server {server}: {exc}", EXIT_UNREACHABLE) from None
+        raise Failure(
+            f"cannot reach the SMTP server {server} (from {how}): {exc}", EXIT_UNREACHABLE
+        ) from None
     except DeliveryError as exc:
         raise Failure(f"not sent: {exc}", EXIT_FAILURE) from None
     except NoCommonMechanism as exc:
@@ -195,7 +215,8 @@ def send(
     attach: tuple[str, ...],
     headers: tuple[str, ...],
     html: bool,
-    server: HostPort,
+    server: HostPort | None,
+    config_file: str | None,
     starttls: str,
     ca_file: str | None,
     insecure: bool,
@@ -241,12 +262,13 @@ def send(
         )
     except (ParseError, ValueError, OSError) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
+    target = where_to(server, config_file)
     status = run(
         deliver(
-            server,
+            target,
             send_mail(
-                host=server.host,
-                port=server.port,
+                host=target[0].host,
+                port=target[0].port,
                 config=config,
                 credentials=credentials,
                 from_=from_ or default_sender(),
@@ -262,136 +284,3 @@ def send(
     )
     count = len(dict.fromkeys((*to, *cc, *bcc)))
     click.echo(f"sent to {count} recipient{'' if count == 1 else 's'}: {status.remote_id}")
-
-
-def read_message(stream: IO[bytes], *, dot_ends: bool) -> bytes:
-    """stdin as sendmail reads it: to the end, or (without -i) to a line holding ``.``."""
-    data = stream.read()
-    if not dot_ends:
-        return data
-    kept: list[bytes] = []
-    for line in data.splitlines(keepends=True):
-        if line.rstrip(b"\r\n") == b".":
-            break
-        kept.append(line)
-    return b"".join(kept)
-
-
-@click.command(context_settings={"ignore_unknown_options": False})
-@click.option(
-    "-t",
-    "from_headers",
-    is_flag=True,
-    help="Send to the To, Cc and Bcc addresses of the message (Bcc is removed), plus any "
-    "given as arguments.",
-)
-@click.option(
-    "-f",
-    "sender",
-    metavar="ADDRESS",
-    help="The envelope sender (default: the From address, else you@this host's name).",
-)
-@click.option(
-    "-i",
-    "ignore_dots",
-    is_flag=True,
-    help="A line holding only '.' does not end the message (nor does it with -oi).",
-)
-@click.option(
-    "-o",
-    "sendmail_options",
-    multiple=True,
-    metavar="OPTION",
-    help="Sendmail -oX options: -oi is -i, the others are accepted and ignored.",
-)
-@click.option("-v", "verbose", is_flag=True, help="Say what the server answered.")
-@server_options
-@click.argument("recipients", nargs=-1, metavar="[RECIPIENT...]")
-def sendmail(
-    *,
-    from_headers: bool,
-    sender: str | None,
-    ignore_dots: bool,
-    sendmail_options: tuple[str, ...],
-    verbose: bool,
-    server: HostPort,
-    starttls: str,
-    ca_file: str | None,
-    insecure: bool,
-    user: str | None,
-    password_file: str | None,
-    helo: str | None,
-    recipients: tuple[str, ...],
-) -> None:
-    """Send a message read from stdin, like sendmail(8).
-
-    \b
-    printf 'To: ops@example.org\\nSubject: hi\\n\\nhello\\n' | smtpx sendmail -t
-
-    Missing From, Date and Message-ID fields are added; Bcc fields are removed before
-    sending (the Bcc addresses stay envelope recipients). Silent on success.
-    """
-    import email.parser  # noqa: PLC0415
-    import email.policy  # noqa: PLC0415
-    import email.utils  # noqa: PLC0415
-
-    from smtpx.client import DeliveryError  # noqa: PLC0415
-    from smtpx.errors import ParseError  # noqa: PLC0415
-    from smtpx.protocol.addresses import Address, Sender  # noqa: PLC0415
-    from smtpx.simplemail import send_message  # noqa: PLC0415
-
-    credentials = login(user, password_file)
-    config = client_settings(starttls, ca_file, insecure, helo)
-    dot_ends = not (ignore_dots or "i" in sendmail_options)
-    data = read_message(sys.stdin.buffer, dot_ends=dot_ends)
-    if not data.strip():
-        raise Failure("no message on stdin", EXIT_USAGE)
-    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
-    wanted: list[str] = []
-    if from_headers:
-        values = [str(v) for name in ("To", "Cc", "Bcc") for v in parsed.get_all(name) or ()]
-        wanted += [address for _, address in email.utils.getaddresses(values) if address]
-    wanted += recipients
-    if not wanted:
-        raise click.UsageError(
-            "no recipients: give them as arguments, or -t to take To, Cc and Bcc"
-        )
-    try:
-        envelope_recipients = list(dict.fromkeys(Address.parse(r) for r in wanted))
-        header_from = [a for _, a in email.utils.getaddresses(parsed.get_all("From") or ()) if a]
-        if sender is not None:
-            envelope_sender = Sender.parse(sender) if sender.strip() else Sender.NULL
-        elif len(header_from) == 1:
-            envelope_sender = Sender.parse(header_from[0])
-        else:
-            envelope_sender = Sender.parse(default_sender())
-    except (ParseError, ValueError) as exc:
-        raise Failure(f"bad address: {exc}", EXIT_USAGE) from None
-    added: list[bytes] = []
-    if parsed.get("From") is None:
-        address = envelope_sender.address
-        added.append(f"From: {address if address is not None else default_sender()}".encode())
-    if parsed.get("Date") is None:
-        added.append(f"Date: {email.utils.formatdate(localtime=True)}".encode())
-    if parsed.get("Message-ID") is None:
-        domain = socket.getfqdn()
-        added.append(f"Message-ID: {email.utils.make_msgid(domain=domain)}".encode())
-    message = b"".join(line + b"\r\n" for line in added) + data
-    status = run(
-        deliver(
-            server,
-            send_message(
-                message,
-                sender=envelope_sender,
-                recipients=envelope_recipients,
-                host=server.host,
-                port=server.port,
-                config=config,
-                credentials=credentials,
-            ),
-        )
-    )
-    if not status.ok or status.rejected:
-        raise Failure(f"not sent: {DeliveryError(status)}", EXIT_FAILURE)
-    if verbose:
-        click.echo(str(status), err=True)

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
+from smtpx.cli import locate
 from smtpx.cli.common import (
     EXIT_FAILURE,
     EXIT_UNREACHABLE,
@@ -85,8 +86,8 @@ def connection_options(*, offline: bool) -> Callable[[F], F]:
             "socket_path",
             type=click.Path(dir_okay=False),
             envvar="SMTPX_SOCKET",
-            help="The control socket (default: from --config, else ./var/control.sock). "
-            "Env: SMTPX_SOCKET.",
+            help="The control socket (default: that of --config, else of the smtpx serve "
+            "running, else ./var/control.sock). Env: SMTPX_SOCKET.",
         ),
         _option(
             "--url",
@@ -198,12 +199,12 @@ def _source(ctx: click.Context) -> Target | Path:
     if token_file:
         raise click.UsageError("--token-file goes with --url or --tcp")
     if socket_path:
-        path = Path(socket_path)
+        path, found = Path(socket_path), "--socket"
     elif config is not None:
-        path = config.control.socket
+        path, found = config.control.socket, f"control.socket of {config.source}"
     else:
-        path = Path("var/control.sock")
-    return Target(socket=path.absolute())
+        path, found = locate.control_socket()
+    return Target(socket=path.absolute(), found=found, offline=locate.offline_capable(ctx))
 
 
 def _online(ctx: click.Context) -> Target:
@@ -300,8 +301,9 @@ async def _ask(target: Target, request: Callable[[ControlClient], Any]) -> Any:
 def spool() -> None:
     """Inspect and operate the spool of a running smtpx serve.
 
-    Commands reach the daemon through its control socket (--socket, default
-    ./var/control.sock, or the [control] socket of --config), or over HTTP with a bearer
+    Commands reach the daemon through its control socket (--socket; by default the
+    [control] socket of --config, else that of the smtpx serve running, from any
+    directory, else ./var/control.sock), or over HTTP with a bearer
     token (--url and --token-file, or --tcp with --config). status, count and show also
     work --offline on the spool directory; fsck always does.
 

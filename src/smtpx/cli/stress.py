@@ -67,7 +67,7 @@ class _Echo(Plugin):
 @dataclass
 class StressTest:
     host: str = "127.0.0.1"
-    port: int = 2525
+    port: int = 0
     messages: Sequence[Envelope] = ()
     send_n_messages: int = 1000
     num_copies: int = 1

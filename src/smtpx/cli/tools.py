@@ -71,9 +71,9 @@ def bsmtp_parse(as_json: bool, source: IO[bytes]) -> None:
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=2525,
+    default=0,
     show_default=True,
-    help="Listen on this port (0: any free one).",
+    help="Listen on this port (0: any free one, so that it never collides with smtpx serve).",
 )
 @click.option(
     "-n",

@@ -12,7 +12,7 @@ Loading validates everything up front. Every problem raises
 too, with a "did you mean" suggestion. Value forms:
 
 * sizes: ``"35M"``, ``"512K"``, ``"1G"`` (binary multiples) or a number of bytes;
-* durations: ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds; retry
+* durations: ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` or a number of seconds; retry
   intervals may add a jitter, ``"5m~30s"`` (:class:`~smtpx.envelope.RetryInterval`);
 * addresses: ``"host:port"``, IPv6 as ``"[::1]:2525"``;
 * paths: relative ones are relative to the config file's directory (or to the current
@@ -50,6 +50,7 @@ from smtpx.server.config import Listener, ServerConfig, ServerTls
 from smtpx.server.limits import ClientLimits
 from smtpx.spool.journal import FsyncPolicy
 from smtpx.spool.types import PostgresSettings
+from smtpx.units import parse_duration, parse_size
 
 __all__ = [
     "DEFAULT_TOML",
@@ -485,8 +486,8 @@ DEFAULT_TOML = """\
 #
 # Every key is optional: the values below are the defaults, which `smtpx serve` uses
 # when it is given no file. Relative paths are relative to this file's directory.
-# Sizes: "35M", "512K", "1G" or a number of bytes. Durations: "30s", "5m", "2h", "1d"
-# or a number of seconds.
+# Sizes: "35M", "512K", "1G" or a number of bytes. Durations: "30s", "5m", "2h", "1d",
+# "1h30m" or a number of seconds.
 
 # The name this MTA uses in its greeting, in EHLO and in Received: headers.
 # Default: the machine's fully qualified name.
@@ -714,43 +715,31 @@ def _word(choices: Sequence[str], value: object, key: str) -> str:
     raise ConfigError(f"expected one of {names}, got {_describe(value)}", key=key)
 
 
-_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?)(?:i?B)?\s*", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
 def _size(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _expected("a size (like 35M, 512K or a number of bytes)", value, key)
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE_RE.fullmatch(value)
-        if match is None:
-            raise ConfigError(
-                f"not a size: {value!r} (use 35M, 512K, 1G or a number of bytes)", key=key
-            )
-        size = int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    try:
+        size = value if isinstance(value, int) else parse_size(value)
+    except ValueError:
+        raise ConfigError(
+            f"not a size: {value!r} (use 35M, 512K, 1G or a number of bytes)", key=key
+        ) from None
     if size < 1:
         raise ConfigError(f"must be at least 1 byte, got {value!r}", key=key)
     return size
 
 
-_DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([dhms]?)\s*")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_HINT = "use 30s, 5m, 2h, 1d or a number of seconds"
+_DURATION_HINT = "use 30s, 5m, 1h30m, 1d or a number of seconds"
 
 
 def _duration(value: object, key: str) -> float:
     """A positive number of seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _expected(f"a duration ({_DURATION_HINT})", value, key)
-    if isinstance(value, str):
-        match = _DURATION_RE.fullmatch(value)
-        if match is None:
-            raise ConfigError(f"not a duration: {value!r} ({_DURATION_HINT})", key=key)
-        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
-    else:
-        seconds = float(value)
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    except ValueError:
+        raise ConfigError(f"not a duration: {value!r} ({_DURATION_HINT})", key=key) from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"must be more than 0 seconds, got {value!r}", key=key)
     return seconds
