@@ -14,12 +14,14 @@ import click
 
 from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
+from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
 from smtpx.cli import send as _send
 from smtpx.cli import sendmail as _sendmail
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
 from smtpx.cli import users as _users
+from smtpx.cli.common import Failure
 from smtpx.errors import ConfigError, SMTPXError
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def main() -> None:
     smtpx daemon status|cache|reload-tls     the running MTA itself
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
+    smtpx db check|migrate                   the shared PostgreSQL queue
     smtpx send / smtpx sendmail -t           send mail from the command line
 
     Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
@@ -150,6 +153,12 @@ def serve(
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
     if check:
+        if config.spool.backend.value == "postgresql" and config.spool.postgresql is not None:
+            try:
+                click.echo(f"smtpx serve: {_db.check_database(config.spool.postgresql.dsn)}")
+            except Failure as failure:
+                click.echo(f"smtpx serve: {failure.message}", err=True)
+                sys.exit(2)
         click.echo(f"smtpx serve: configuration ok ({config_file or 'the embedded default'})")
         return
     from smtpx.maillog import configure_logging  # noqa: PLC0415
@@ -229,6 +238,7 @@ main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
+main.add_command(_db.db)
 main.add_command(_send.send)
 main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)

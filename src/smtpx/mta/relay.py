@@ -34,6 +34,7 @@ from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
+from smtpx.protocol.replies import Reply
 from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
 from smtpx.spool.records import StoreWriteError
 from smtpx.spool.spool import Delivery, Spool
@@ -69,6 +70,9 @@ class RelayPlugin(Plugin):
         return "ESMTP smtpx"
 
     async def connect(self, session: Session) -> None:
+        if not self.spool.store.ready:
+            # The shared queue's database is out of reach (it is tried again and again).
+            raise Reject(Reply.of(421, "Spool database unavailable, try later", "4.3.0"))
         ip = session.remote_ip
         session.data["trusted"] = ip is not None and self.config.relay.is_trusted(ip)
 

@@ -200,6 +200,8 @@ class JournalStore:
 
     # -- bodies -------------------------------------------------------------------------
 
+    ready = True  # (open: the journal is on the local disk)
+
     def refusing(self) -> bool:
         """Writes are refused right now (just after a disk failure)."""
         return self.journal.refusing()

@@ -35,6 +35,7 @@ class Store(Protocol):
     problems: list[JournalProblem]
     on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None
     wakeup: asyncio.Event  # set when a message may be due sooner than next_due() said
+    ready: bool  # False while a store that needs a database has none (the server: 421)
 
     async def claim_due(self, now: float) -> list[SpooledMessage]:
         """The messages due at ``now`` (SEND_NOW, or SEND_AT whose time has come), now

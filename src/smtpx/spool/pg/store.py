@@ -64,6 +64,7 @@ class PgStore:
         self._pool: Any = None
         self._queue: PgQueue | None = None
         self._failing_until = float("-inf")
+        self.ready = False  # connected and migrated
 
     @property
     def queue(self) -> PgQueue:
@@ -74,18 +75,50 @@ class PgStore:
     # -- life ---------------------------------------------------------------------------
 
     async def open(self) -> str:
-        """Connect, migrate the schema, start listening for wake-up hints and renewing."""
+        """Connect and migrate the schema, then listen for wake-up hints and renew
+        leases. A database out of reach is tried again and again in the background (with
+        a growing pause, each failure logged); meanwhile the store is not ``ready``: the
+        server answers 421, nothing is claimed, writes fail."""
         settings = self.settings
-        self._pool = await connect_pool(settings.dsn, size=settings.pool_size)
-        applied = await migrate(self._pool)
-        if applied:
-            log.info("spool database: schema migrated to version %d", applied[-1])
-        self._queue = PgQueue(self._pool, settings.node, clock=self.clock)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
+        try:
+            await self._connect()
+        except DB_ERRORS as exc:
+            log.error("spool database %s: cannot connect: %s; trying again", settings.node, exc)
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._connect_until_ready())]
+            return f"PostgreSQL queue, node {settings.node}: not reachable yet"
         counts = await self.queue.count_by_status()
         waiting = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         return f"PostgreSQL queue, node {settings.node}: {waiting or 'empty'}"
+
+    async def _connect(self) -> None:
+        settings = self.settings
+        pool = await connect_pool(settings.dsn, size=settings.pool_size, timeout=10)
+        try:
+            applied = await migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        if applied:
+            log.info("spool database: schema migrated to version %d", applied[-1])
+        self._pool = pool
+        self._queue = PgQueue(pool, settings.node, clock=self.clock)
+        loop = asyncio.get_running_loop()
+        self._tasks += [loop.create_task(self._listen()), loop.create_task(self._renew())]
+        self.ready = True
+        self.wakeup.set()
+
+    async def _connect_until_ready(self) -> None:
+        pause = 1.0
+        while not self.ready:
+            await asyncio.sleep(pause)
+            try:
+                await self._connect()
+            except DB_ERRORS as exc:
+                pause = min(pause * 2, 30.0)
+                log.error("spool database: still unreachable (%s); next try in %.0f s", exc, pause)
+            else:
+                log.warning("spool database: connected (node %s)", self.settings.node)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -138,7 +171,7 @@ class PgStore:
                 self._drop(message_id)
 
     def refusing(self) -> bool:
-        return asyncio.get_running_loop().time() < self._failing_until
+        return not self.ready or asyncio.get_running_loop().time() < self._failing_until
 
     def _failed(self, what: str, exc: BaseException) -> StoreWriteError:
         self._failing_until = asyncio.get_running_loop().time() + RETRY_AFTER
@@ -151,7 +184,7 @@ class PgStore:
     async def claim_due(self, now: float) -> list[SpooledMessage]:
         """Claim what this node's workers can take (the cluster shares the rest)."""
         room = self.config.max_deliveries * self.config.batch_size - len(self._tokens)
-        if room <= 0:
+        if room <= 0 or not self.ready:
             return []
         try:
             claims = await self.queue.claim(room, self.settings.lease)
@@ -169,6 +202,8 @@ class PgStore:
         return claimed
 
     async def next_due(self) -> float | None:
+        if not self.ready:
+            return None  # (woken once connected)
         try:
             return await self.queue.next_due()
         except DB_ERRORS as exc:
@@ -183,7 +218,7 @@ class PgStore:
         """Add the messages (each in its own transaction, concurrently; PostgreSQL
         commits them together when they arrive together)."""
         if self.refusing():
-            raise StoreWriteError("the spool database failed a moment ago")
+            raise StoreWriteError("the spool database is out of reach, or failed a moment ago")
 
         async def one(entry: SpooledMessage, content: bytes | SpilledMessage) -> None:
             body = content if isinstance(content, bytes) else content.chunks()

@@ -1,0 +1,122 @@
+"""The shared queue's database out of reach: ``smtpx serve`` starts anyway, answers 421
+until the database answers, then takes mail; ``smtpx db`` and ``serve --check`` say so."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from click.testing import CliRunner
+
+from smtpx.cli import main
+from smtpx.client import connect
+from smtpx.errors import SessionError
+from smtpx.mta.app import Mta
+from smtpx.mta.config import MtaConfig
+from smtpx.mta.routing import FakeDns
+from smtpx.spool.pg.store import PgStore
+from tests.mta.helpers import PLAIN, message
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def through(dsn: str, port: int) -> str:
+    """``dsn`` with the server's address replaced by 127.0.0.1:``port``."""
+    parts = urlsplit(dsn)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
+
+
+@contextlib.asynccontextmanager
+async def tcp_relay(listen: int, target: tuple[str, int]) -> AsyncIterator[None]:
+    """A byte relay from 127.0.0.1:``listen`` to ``target`` (the database coming back)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*target)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", listen)
+    try:
+        yield
+    finally:
+        server.close()
+
+
+def config(tmp_path: Path, dsn: str) -> MtaConfig:
+    return MtaConfig.from_dict(
+        {
+            "hostname": "mx.test",
+            "server": {"listen": ["127.0.0.1:0"]},
+            "spool": {
+                "dir": str(tmp_path / "spool"),
+                "backend": "postgresql",
+                "postgresql": {"dsn": dsn, "node": "n1", "lease": "30s"},
+            },
+            "local": {"maildir": str(tmp_path / "mail")},
+            "relay": {"local_domains": ["example.org"]},
+            "control": {"socket": str(tmp_path / "control.sock")},
+        }
+    )
+
+
+async def test_serve_answers_421_until_the_database_answers(tmp_path: Path, pg_dsn: str) -> None:
+    port = free_port()
+    parts = urlsplit(pg_dsn)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    async with Mta(config(tmp_path, through(pg_dsn, port)), dns=FakeDns()) as mta:
+        store = mta.spool.store
+        assert isinstance(store, PgStore) and not store.ready
+        with pytest.raises(SessionError) as refused:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN):
+                pass
+        assert refused.value.reply is not None
+        assert (refused.value.reply.code, str(refused.value.reply.enhanced)) == (421, "4.3.0")
+        async with tcp_relay(port, target):  # the database comes back
+            for _ in range(100):
+                if store.ready:
+                    break
+                await asyncio.sleep(0.05)
+            assert store.ready
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                assert (await client.send(message(2))).ok
+
+
+def test_db_check_migrate_and_serve_check(tmp_path: Path, pg_dsn: str) -> None:
+    path = tmp_path / "smtpx.toml"
+    runner = CliRunner()
+
+    def write(dsn: str) -> None:
+        path.write_text(
+            f'[spool]\nbackend = "postgresql"\n[spool.postgresql]\ndsn = "{dsn}"\nnode = "n1"\n',
+            encoding="utf-8",
+        )
+
+    write(pg_dsn)
+    fresh = runner.invoke(main, ["db", "check", "--config", str(path)])
+    assert fresh.exit_code == 0 and "no schema yet" in fresh.output, fresh.output
+    first = runner.invoke(main, ["db", "migrate", "--config", str(path)])
+    assert first.exit_code == 0 and "applied migrations 1" in first.output, first.output
+    again = runner.invoke(main, ["db", "migrate", "--config", str(path)])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    assert "schema version 1" in runner.invoke(main, ["db", "check", "--config", str(path)]).output
+    assert runner.invoke(main, ["serve", "--check", "--config", str(path)]).exit_code == 0
+    write(through(pg_dsn, free_port()))  # nothing listens there
+    down = runner.invoke(main, ["db", "check", "--config", str(path)])
+    assert down.exit_code == 1 and "does not answer" in down.output
+    assert runner.invoke(main, ["serve", "--check", "--config", str(path)]).exit_code == 2
