@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -736,3 +737,73 @@ def fsck(
         click.secho(summary, fg="green" if not n else "red")
     if problems:
         ctx.exit(EXIT_FAILURE)
+
+
+@spool.command(name="migrate")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["postgresql", "journal"]),
+    required=True,
+    help="Where the queue goes: the PostgreSQL queue of [spool.postgresql], or the "
+    "journal in spool.dir. It comes from the other one.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="SMTPX_CONFIG",
+    required=True,
+    help="The configuration naming both (spool.dir and [spool.postgresql]).",
+)
+def migrate_command(target: str, config_file: str) -> None:
+    """Move the queue from the journal to PostgreSQL, or back. Stop smtpx serve first.
+
+    Every message is copied under its own id with its state; then the copies leave the
+    source. Safe to run again after an interruption: what the target has is skipped. A
+    message whose body is damaged stays where it was, and is listed (exit 1).
+    """
+    from smtpx.spool.migrate import migrate_queue  # noqa: PLC0415
+
+    config = load_config(config_file)
+    if config.spool.postgresql is None:
+        raise Failure("the configuration has no [spool.postgresql] (dsn)", EXIT_USAGE)
+    report = asyncio.run(_migrate(config, target, migrate_queue))
+    for message_id, problem in report.damaged:
+        click.echo(f"left behind, damaged: {message_id}: {problem}", err=True)
+    click.echo(
+        f"moved {len(report.copied)} messages to the {target} store"
+        + (f" ({len(report.already_there)} were there already)" if report.already_there else "")
+        + f"; {report.purged} left the source"
+    )
+    if report.damaged:
+        sys.exit(EXIT_FAILURE)
+
+
+async def _migrate(config: Any, target: str, migrate: Any) -> Any:
+    from smtpx.spool.journal import SpoolLocked  # noqa: PLC0415
+    from smtpx.spool.journal_store import JournalStore  # noqa: PLC0415
+    from smtpx.spool.pg.store import PgStore  # noqa: PLC0415 - needs asyncpg
+    from smtpx.spool.types import SpoolConfig  # noqa: PLC0415
+
+    settings = config.spool
+    stats: dict[str, int] = {}
+    journal = JournalStore(SpoolConfig(directory=settings.dir, fsync=settings.fsync), stats)
+    database = PgStore(
+        SpoolConfig(directory=settings.dir, postgresql=settings.postgresql),
+        stats,
+        time.time,
+    )
+    try:
+        await journal.open()
+    except SpoolLocked as exc:  # smtpx serve still runs
+        raise Failure(str(exc), EXIT_FAILURE) from None
+    try:
+        await database.open()
+        if not database.ready:
+            raise Failure("the spool database does not answer", EXIT_FAILURE)
+        source, destination = (journal, database) if target == "postgresql" else (database, journal)
+        return await migrate(source, destination)
+    finally:
+        await database.close()
+        await journal.close()
