@@ -72,7 +72,7 @@ def test_a_queue_moves_to_postgresql_and_back(tmp_path: Path, pg_dsn: str) -> No
         settings = PostgresSettings(dsn=pg_dsn, node="n1")
         cfg = SpoolConfig(directory=spool_dir, postgresql=settings, ping_interval=1e9)
         async with Spool(cfg, opener=MemoryNetwork(down={"mx.test"})) as spool:
-            found = {}
+            found: dict[str, tuple[Status, object, bytes]] = {}
             for entry in await spool.list_all():
                 body = await spool.read_message(entry.id)
                 found[entry.id] = (entry.status, entry.rcpt_params, body)
