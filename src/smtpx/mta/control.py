@@ -430,6 +430,7 @@ class ControlPlane:
                     "kind": event.kind.value,
                     "id": event.id,
                     "detail": event.detail,
+                    **({"node": event.node} if event.node else {}),
                 }
                 try:
                     await response.write(json.dumps(line).encode() + b"\n")

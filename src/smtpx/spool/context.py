@@ -23,11 +23,16 @@ class SpoolContext:
     events: EventBus[SpoolEvent] = field(default_factory=EventBus)
     stats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     mail: MailLog = field(default_factory=lambda: MailLog("spool"))
+    # Where this node's events also go (a shared queue tells the other nodes).
+    share: Callable[[SpoolEvent], None] | None = None
 
     def emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
         """Publish an event about ``entry`` (intake events carry its arrival time)."""
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
-        self.events.publish(SpoolEvent(when, kind, entry.id, detail, entry.spool_date))
+        event = SpoolEvent(when, kind, entry.id, detail, entry.spool_date)
+        self.events.publish(event)
+        if self.share is not None:
+            self.share(event)
 
     def log(self, entry: SpooledMessage) -> MailLog:
         """The mail log, with ``entry``'s flows."""

@@ -357,4 +357,8 @@ def _store(config: SpoolConfig, context: SpoolContext) -> Store:
         return JournalStore(config, context.stats)
     from smtpx.spool.pg.store import PgStore  # noqa: PLC0415 - asyncpg only when used
 
-    return PgStore(config, context.stats, context.clock)
+    store = PgStore(config, context.stats, context.clock)
+    # Events cross the cluster: ours to the other nodes, theirs onto our bus.
+    store.events = context.events
+    context.share = store.share_event
+    return store

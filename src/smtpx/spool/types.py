@@ -185,6 +185,7 @@ class SpoolEvent:
     id: str = ""
     detail: str = ""
     spool_date: float | None = None  # when the message was accepted
+    node: str = ""  # the node it happened on (a shared queue's), "" for this one
 
     def __str__(self) -> str:
         return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()

@@ -27,14 +27,15 @@ from typing import Any
 import asyncpg
 
 from smtpx.content import SpilledMessage
+from smtpx.server.events import EventBus
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.pg.notify import DueListener
+from smtpx.spool.pg.notify import DueListener, EventListener, NodeEvent, event_payload
 from smtpx.spool.pg.queue import BodyDamaged as PgBodyDamaged
 from smtpx.spool.pg.queue import PgQueue, QueuedMessage, QueueError, connect_pool
-from smtpx.spool.pg.schema import migrate
+from smtpx.spool.pg.schema import EVENTS_CHANNEL, migrate
 from smtpx.spool.records import BodyDamaged, Location, StoreWriteError
 from smtpx.spool.replay import JournalProblem
-from smtpx.spool.types import PostgresSettings, SpoolConfig
+from smtpx.spool.types import EventKind, PostgresSettings, SpoolConfig, SpoolEvent
 
 __all__ = ["PgStore"]
 
@@ -43,6 +44,8 @@ log = logging.getLogger("smtpx.spool")
 # What a failing database raises through asyncpg.
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, QueueError, TimeoutError)
 RETRY_AFTER = 1.0  # seconds writes are refused at once after a failure
+# A batch of events in one statement (pg_notify writes nothing: no WAL flush).
+_NOTIFY_EVENTS = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
 
 
 class PgStore:
@@ -65,6 +68,10 @@ class PgStore:
         self._queue: PgQueue | None = None
         self._failing_until = float("-inf")
         self.ready = False  # connected and migrated
+        # Where the other nodes' events go (the spool's bus), and this node's on their way.
+        self.events: EventBus[SpoolEvent] | None = None
+        self._outgoing: list[SpoolEvent] = []
+        self._sending: asyncio.Task[None] | None = None
 
     @property
     def queue(self) -> PgQueue:
@@ -104,7 +111,11 @@ class PgStore:
         self._pool = pool
         self._queue = PgQueue(pool, settings.node, clock=self.clock)
         loop = asyncio.get_running_loop()
-        self._tasks += [loop.create_task(self._listen()), loop.create_task(self._renew())]
+        self._tasks += [
+            loop.create_task(self._listen()),
+            loop.create_task(self._renew()),
+            loop.create_task(self._hear_events()),
+        ]
         self.ready = True
         self.wakeup.set()
 
@@ -124,6 +135,8 @@ class PgStore:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
         await asyncio.gather(*self._writes.values(), return_exceptions=True)
         if self._queue is not None:
             # What this node claimed and did not settle waits for the next claim.
@@ -153,6 +166,57 @@ class PgStore:
             finally:
                 with contextlib.suppress(*DB_ERRORS):
                     await listener.close()
+
+    # -- events across the cluster -------------------------------------------------------
+
+    def share_event(self, event: SpoolEvent) -> None:
+        """Tell the other nodes (batched: one statement for what piled up meanwhile)."""
+        if not self.ready:
+            return
+        self._outgoing.append(event)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send_events())
+
+    async def _send_events(self) -> None:
+        node = self.settings.node
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing[:500], self._outgoing[500:]
+            payloads = [
+                event_payload(NodeEvent(node, e.kind.value, e.id, e.detail, e.time)) for e in batch
+            ]
+            try:
+                await self._pool.execute(_NOTIFY_EVENTS, EVENTS_CHANNEL, payloads)
+            except DB_ERRORS as exc:
+                log.warning("spool database: %d events not shared: %s", len(batch), exc)
+
+    async def _hear_events(self) -> None:
+        """Put the other nodes' events on this node's bus (``node`` says whose)."""
+        while True:
+            try:
+                listener = await EventListener.open(self.settings.dsn)
+            except DB_ERRORS as exc:
+                log.warning("spool database: cannot LISTEN for events (%s)", exc)
+                await asyncio.sleep(5)
+                continue
+            try:
+                while True:
+                    heard = await listener.next(60)
+                    if heard is not None and heard.node != self.settings.node:
+                        self._republish(heard)
+            except DB_ERRORS as exc:
+                log.warning("spool database: events connection lost: %s", exc)
+            finally:
+                with contextlib.suppress(*DB_ERRORS):
+                    await listener.close()
+
+    def _republish(self, heard: NodeEvent) -> None:
+        if self.events is None:
+            return
+        try:
+            kind = EventKind(heard.kind)
+        except ValueError:
+            return  # a kind a newer smtpx knows
+        self.events.publish(SpoolEvent(heard.time, kind, heard.id, heard.detail, node=heard.node))
 
     async def _renew(self) -> None:
         """Keep the leases of what this node holds; drop what another node took over."""
