@@ -8,12 +8,16 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
 
 from smtpx.errors import ParseError
 from smtpx.io.tls import client_context
 from smtpx.protocol.domains import domain_to_ascii
 
-__all__ = ["CertificateCheck", "ClientConfig", "TlsConfig", "TlsMode"]
+__all__ = ["CertificateCheck", "Chunking", "ClientConfig", "TlsConfig", "TlsMode"]
+
+# When to send with BDAT (RFC 3030) rather than DATA, if the server offers CHUNKING.
+Chunking: TypeAlias = bool | Literal["auto"]
 
 
 class TlsMode(enum.Enum):
@@ -102,6 +106,11 @@ class ClientConfig:
     data_block_timeout: float = 180.0  # 4.5.3.2.5: each block of content, 3 minutes
     final_reply_timeout: float = 600.0  # 4.5.3.2.6: after the terminator, 10 minutes
     pipelining: bool = True  # use PIPELINING when the server offers it (RFC 2920)
+    # BDAT when the server offers CHUNKING (RFC 3030): True for every message; "auto" for
+    # every message but a wire-ready file (the spool's) over 256 KB, which goes with DATA
+    # and sendfile; False never (DATA only: a BODY=BINARYMIME message then goes only if
+    # its content fits 8bit). docs/operators-guide.md has the measurements.
+    chunking: Chunking = "auto"
 
     def tls_for(self, host: str) -> TlsConfig:
         """The TLS settings for ``host`` (see the class docstring)."""
