@@ -99,7 +99,11 @@ class ClientConfig:
 
     helo_name: str = field(default_factory=socket.getfqdn)
     tls: Sequence[tuple[str, TlsConfig]] = (("", TlsConfig()),)
-    connect_timeout: float = 10.0
+    connect_timeout: float = 10.0  # each address's attempt
+    # Happy Eyeballs (RFC 8305): the next address is tried when the one before has not
+    # connected after this many seconds (its section 5 recommends 250 ms), families
+    # alternating; None tries one address after another.
+    happy_eyeballs_delay: float | None = 0.25
     greeting_timeout: float = 300.0  # 4.5.3.2.1: 5 minutes
     command_timeout: float = 300.0  # 4.5.3.2.2-3: MAIL and RCPT, 5 minutes
     data_start_timeout: float = 120.0  # 4.5.3.2.4: DATA, 2 minutes

@@ -834,8 +834,9 @@ def connect(
     stream: Stream | None = None,
 ) -> _Connect:
     """Open a session with ``host:port``: resolve (A and AAAA), connect to the first
-    address that answers, read the greeting, EHLO (HELO as fallback), STARTTLS per
-    ``config.tls_for(host)``, AUTH with ``credentials``.
+    address that answers (Happy Eyeballs, RFC 8305: ``config.happy_eyeballs_delay``),
+    read the greeting, EHLO (HELO as fallback), STARTTLS per ``config.tls_for(host)``,
+    AUTH with ``credentials``.
 
     ``stream`` skips the connecting (an in-memory stream in tests, say). On any failure
     after the connection is up, QUIT is sent and the connection closed before the error
@@ -856,7 +857,12 @@ async def _open(  # noqa: PLR0917 - private, called from one place
     if stream is None:
         context = tls.context() if tls.mode is TlsMode.IMPLICIT else None
         stream = await connect_first(
-            host, port, resolver=resolver, timeout=config.connect_timeout, ssl_context=context
+            host,
+            port,
+            resolver=resolver,
+            timeout=config.connect_timeout,
+            ssl_context=context,
+            attempt_delay=config.happy_eyeballs_delay,
         )
     client = Client(stream, host=host, port=port, config=config)
     try:

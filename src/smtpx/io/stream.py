@@ -239,25 +239,27 @@ class TransportStream(Stream):
         self._sock: tuple[str, int] | None = _address(transport.get_extra_info("sockname"))
 
     @classmethod
-    async def connect(
+    async def from_socket(
         cls,
-        host: str,
-        port: int,
+        sock: socket.socket,
         *,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        timeout: float | None = None,
     ) -> TransportStream:
-        """Open a TCP connection (with TLS from the start when ``ssl_context`` is given)."""
+        """A client stream over a connected socket (with TLS from the start when
+        ``ssl_context`` is given: a handshake of at most ``timeout`` seconds)."""
         loop = asyncio.get_running_loop()
+        tls = ssl_context is not None
         transport, protocol = await loop.create_connection(
             lambda: _Protocol(quickack=True),
-            host,
-            port,
+            sock=sock,
             ssl=ssl_context,
-            server_hostname=server_hostname if ssl_context is not None else None,
+            server_hostname=server_hostname if tls else None,
+            ssl_handshake_timeout=timeout if tls else None,
         )
         stream = cls(transport, protocol)
-        stream.tls = ssl_context is not None
+        stream.tls = tls
         return stream
 
     async def read(self, timeout: float | None = None) -> bytes:
