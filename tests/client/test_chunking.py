@@ -334,3 +334,18 @@ async def test_binary_content_is_unsendable_without_binarymime(
     assert fits.ok
     assert [m.data for m in handler.messages] == [clean]
     assert handler.messages[0].mail.params.body == "8BITMIME"
+
+
+async def test_a_wire_file_with_the_message_size_announced(tmp_path: Path) -> None:
+    """``size`` is the SIZE to announce (the message's); the wire file's own octets, with
+    their doubled dots, are what is read."""
+    wire = wire_file(tmp_path, BODY)
+    handler = Handler(extensions=CHUNKING)
+
+    async def use(client: Client) -> None:
+        assert (await client.send_envelope(ENVELOPE.info, wire, size=len(BODY))).ok
+
+    run = await in_memory(handler, use, config=ALWAYS)
+    assert run.error is None, run.error
+    assert handler.messages[0].data == BODY
+    assert f"C: MAIL FROM:<s@example.com> SIZE={len(BODY)}" in run.lines()

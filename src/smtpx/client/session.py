@@ -107,7 +107,6 @@ class _Transaction:
     mail: Mail
     recipients: list[Address]
     body: Body
-    size: int | None = None  # of the body as given (a wire file's with its dots)
     reset: bool = False
     rejected: tuple[tuple[Address, Reply], ...] = ()
     chunked: bool = False  # the content goes with BDAT, not DATA
@@ -371,6 +370,7 @@ class Client:
         tx = self._transaction(info, body, size)
         if isinstance(tx, Unsendable):
             return tx
+        content = self._small_content(tx) if tx.chunked else None  # read before queuing
         # A transaction left open by a refusal is closed first (RFC 5321 4.1.1.5). In DATA,
         # the terminator has been queued: the final reply will end that transaction.
         tx.reset = self._conn.state not in (State.READY, State.DATA)
@@ -381,7 +381,7 @@ class Client:
             self._send(Rcpt(recipient))
         if not tx.chunked:
             self._send(Data())
-        elif (content := self._small_content(tx)) is not None:
+        elif content is not None:
             # RFC 3030 section 4.2 lets BDAT be pipelined; a refused envelope gets its
             # chunk refused, so the content may leave before the RCPT replies are in.
             self._send_chunk(tx, content, last=True)
@@ -394,7 +394,7 @@ class Client:
         if isinstance(body, bytes) and len(body) <= _CHUNK:
             content, tail = self._chunk_content(tx, body)
             return content + tail
-        size = tx.size
+        size = _size_of(body) if isinstance(body, WireFile) else None  # with its dots
         if isinstance(body, WireFile) and size is not None and size <= _CHUNK:
             with open(body.path, "rb") as file:
                 file.seek(body.offset)
@@ -419,12 +419,11 @@ class Client:
             mail,
             [self._recipient(r, mail) for r in info.recipients],
             body,
-            size,
-            chunked=binary or self._prefers_bdat(body, size),
+            chunked=binary or self._prefers_bdat(body),
             binary=binary,
         )
 
-    def _prefers_bdat(self, body: Body, size: int | None) -> bool:
+    def _prefers_bdat(self, body: Body) -> bool:
         """BDAT or DATA, per ``config.chunking``. "auto" takes BDAT except for a wire file
         over :data:`_CHUNK`: sendfile sends that as it is with DATA, while BDAT must look
         for its doubled dots first (about 1 ms per MB: docs/operators-guide.md)."""
@@ -433,7 +432,7 @@ class Client:
             return False
         if choice is True:
             return True
-        return not (isinstance(body, WireFile) and (size is None or size > _CHUNK))
+        return not (isinstance(body, WireFile) and (_size_of(body) or 0) > _CHUNK)
 
     async def _replies_to_envelope(self, tx: _Transaction) -> Reply:
         """Read the replies to RSET (if sent), MAIL and the RCPTs; return MAIL's."""
