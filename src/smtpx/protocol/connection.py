@@ -683,11 +683,6 @@ class ClientConnection:
             )
         self._chunk_left -= size
 
-    @property
-    def chunk_owed(self) -> int:
-        """Octets of the current BDAT chunk not sent yet."""
-        return self._chunk_left
-
     # -- receiving --------------------------------------------------------------------
 
     def next_event(self) -> ClientEvent:
