@@ -5,6 +5,7 @@ from __future__ import annotations
 from smtpx.client import (
     Accepted,
     Client,
+    ClientConfig,
     RejectedAllRecipients,
     RejectedBody,
     RejectedSender,
@@ -23,7 +24,7 @@ def envelope(n: int, *, sender: str = "a@example.com", size: int = 0) -> Envelop
 
 
 async def send_all(
-    handler: Handler, envelopes: list[Envelope]
+    handler: Handler, envelopes: list[Envelope], config: ClientConfig | None = None
 ) -> tuple[list[str], list[EnvelopeStatus]]:
     statuses: list[EnvelopeStatus] = []
 
@@ -31,14 +32,15 @@ async def send_all(
         async for status in client.send_many(envelopes):
             statuses.append(status)
 
-    run = await in_memory(handler, use)
+    run = await in_memory(handler, use, config=config)
     assert run.error is None, run.error
     return run.lines(), statuses
 
 
 async def test_content_travels_with_the_next_envelope() -> None:
     handler = Handler()
-    lines, statuses = await send_all(handler, [envelope(i) for i in range(3)])
+    data_only = ClientConfig.for_testing(chunking=False)
+    lines, statuses = await send_all(handler, [envelope(i) for i in range(3)], data_only)
     assert [type(s) for s in statuses] == [Accepted] * 3
     assert [m.data for m in handler.messages] == [
         e.message for e in (envelope(i) for i in range(3))

@@ -94,9 +94,12 @@ class Refusing(Handler):
 # --- outcomes ------------------------------------------------------------------------
 
 
+DATA_ONLY = ClientConfig.for_testing(chunking=False)
+
+
 async def test_accepted_with_pipelining_in_one_flight() -> None:
     handler = Handler()
-    run, (status,) = await send_one(handler)
+    run, (status,) = await send_one(handler, config=DATA_ONLY)
     assert isinstance(status, Accepted) and status.ok and status.rejected == ()
     assert status.remote_id == "Ok: queued as MSG1"
     assert handler.messages[0].data == BODY
@@ -156,7 +159,7 @@ async def test_all_recipients_rejected_sends_no_data() -> None:
 
 async def test_data_refused() -> None:
     handler = Refusing(data=Reply.of(554, "not from you", "5.7.1"))
-    _, (status,) = await send_one(handler)
+    _, (status,) = await send_one(handler, config=DATA_ONLY)
     assert isinstance(status, RejectedSenderAndRecipients)
     assert status.reply.code == 554
 

@@ -181,6 +181,7 @@ def test_default_server_config(tmp_path: Path) -> None:
     client = config.client_config()
     assert client.helo_name == config.hostname
     assert client.tls_for("mx.example.com") == TlsConfig()
+    assert client.chunking == "auto"
     assert config.credentials_for("mx.example.com") is None
 
 
@@ -624,6 +625,7 @@ BAD_DOCUMENTS = [
         '[routing.credentials]\nh = { username = "u", pasword = "p" }',
         "routing.credentials.h.pasword: unknown key; did you mean 'password'?",
     ),
+    ('[routing]\nchunking = "yes"', 'routing.chunking: expected true, false or "auto", got'),
     ("[control]\nsocket = 1", "control.socket: expected a string"),
     (
         '[control]\nhttp = "0.0.0.0:8025"',
@@ -657,6 +659,14 @@ def test_errors_name_the_key(document: str, prefix: str) -> None:
     assert caught.value.key is not None
     assert message.startswith(caught.value.key + ": ")
     assert caught.value.file is None
+
+
+@pytest.mark.parametrize("value", ["true", "false", '"auto"', '"AUTO"'])
+def test_chunking_reaches_the_client(value: str) -> None:
+    config = MtaConfig.from_toml(f"[routing]\nchunking = {value}")
+    expected = {"true": True, "false": False}.get(value, "auto")
+    assert config.routing.chunking == expected
+    assert config.client_config().chunking == expected
 
 
 def test_unknown_key_suggestion_exact() -> None:

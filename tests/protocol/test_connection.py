@@ -748,6 +748,31 @@ def test_client_bdat_accounting() -> None:
     assert client.data_to_send().endswith(b"BDAT 4\r\nabc\nBDAT 0 LAST\r\n")
 
 
+def test_client_bdat_content_sent_by_other_means_and_the_replies() -> None:
+    client = client_after_ehlo()
+    client.send(Mail(Sender.NULL))
+    client.send(Rcpt(Address.parse("c@d.example")))
+    client.send(Bdat(10))
+    client.send_chunk_content(6)  # written with sendfile, say
+    with pytest.raises(LocalProtocolError):
+        client.send_chunk_content(5)
+    client.send_chunk_content(4)
+    client.send(Bdat(3, last=True))
+    client.send(DataChunk(b"xyz"))
+    client.receive_data(b"250 a\r\n250 b\r\n250 10 octets\r\n")
+    states = []
+    for _ in range(3):
+        assert isinstance(client.next_event(), Response)
+        states.append(client.state)
+    assert states == [State.MAIL, State.RCPT, State.BDAT]
+    client.receive_data(b"554 5.7.1 no\r\n")  # the LAST chunk refused: RSET is due
+    assert isinstance(client.next_event(), Response)
+    assert client.state is State.BDAT_FAILED
+    client.send(Rset())
+    client.receive_data(b"250 ok\r\n")
+    assert isinstance(client.next_event(), Response) and client.state is State.READY
+
+
 def test_client_auth_responses_only_after_334() -> None:
     client = client_after_ehlo()
     with pytest.raises(LocalProtocolError):

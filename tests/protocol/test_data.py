@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +12,10 @@ from smtpx.protocol.data import (
     BareNewlines,
     DataReader,
     DotStuffer,
+    LineEndings,
     dot_stuff,
     dot_unstuff,
+    fits_8bit,
     has_bare_newline,
     normalize_newlines,
 )
@@ -310,3 +314,48 @@ def test_arbitrary_bytes_never_crash_and_never_end_early(junk: bytes, step: int)
             if not content:
                 break
     assert b"\r\n.\r\n" not in junk and not junk.startswith(b".\r\n")
+
+
+# --- BDAT content: CRLF line endings without the dots ----------------------------------
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=6))
+@settings(max_examples=200)
+def test_line_endings_deliver_what_data_would(body: bytes, cuts: list[int]) -> None:
+    """Whatever the chunking, LineEndings gives the content a server decodes from DATA."""
+    endings = LineEndings()
+    bounds = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
+    out = b"".join(endings.encode(body[a:b]) for a, b in itertools.pairwise(bounds))
+    out += endings.end()
+    content, finished, _, _ = decode_all(dot_stuff(body))
+    assert finished and out == content
+    assert not has_bare_newline(out)
+
+
+def test_line_endings_end_closes_an_open_line_only() -> None:
+    endings = LineEndings()
+    assert endings.encode(b"a\r\nb") == b"a\r\nb"
+    assert endings.end() == b"\r\n"
+    assert endings.encode(b"a\r") == b"a"  # the CR waits for a possible LF
+    assert endings.encode(b"\nb\r\n") == b"\r\nb\r\n"
+    assert endings.end() == b""
+    assert endings.encode(b"x\r") == b"x" and endings.end() == b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "fits"),
+    [
+        (b"", True),
+        (b"Subject: x\r\n\r\n\xc3\xa9t\xc3\xa9\r\n", True),  # 8bit is fine
+        (b"a\x00b\r\n", False),  # NUL
+        (b"a\nb\r\n", False),  # bare LF
+        (b"a\rb\r\n", False),  # bare CR
+        (b"x" * 998 + b"\r\n", True),
+        (b"x" * 999 + b"\r\n", False),  # 1001 octets with CRLF
+        (b"x" * 998, True),  # an open last line: its CRLF will make 1000
+        (b"x" * 999, False),
+        (b"ok\r\n" + b"y" * 999, False),
+    ],
+)
+def test_fits_8bit(data: bytes, fits: bool) -> None:
+    assert fits_8bit(data) is fits

@@ -49,7 +49,7 @@ async def test_3_2_1_full_transcript_with_the_default_plugin() -> None:
         recipients=["recipient@example.com"],
         message=b"Subject: TEST EMAIL\r\n\r\nTEST EMAIL\r\n",
     )
-    config = ClientConfig.for_testing(helo_name="client.example", pipelining=False)
+    config = ClientConfig.for_testing(helo_name="client.example", pipelining=False, chunking=False)
     async with connect("mx.test", config=config, stream=client_end) as client:
         status = await client.send(envelope)
         assert isinstance(status, RejectedBody)

@@ -547,9 +547,11 @@ def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with make_spool(tmp_path, network, segment_size=512) as spool:
+            first = spool.journal.current_segment
             for i in range(5):
                 await spool.add([delivery(i)])
-            assert len(spool.journal.segment_numbers()) >= 3
+            # Three segments or more were used (some may be gone already: delivered).
+            assert spool.journal.current_segment - first >= 2
             await settle()
             assert spool.messages == {}
             assert spool.journal.segment_numbers() == [spool.journal.current_segment]

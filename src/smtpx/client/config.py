@@ -8,12 +8,16 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
 
 from smtpx.errors import ParseError
 from smtpx.io.tls import client_context
 from smtpx.protocol.domains import domain_to_ascii
 
-__all__ = ["CertificateCheck", "ClientConfig", "TlsConfig", "TlsMode"]
+__all__ = ["CertificateCheck", "Chunking", "ClientConfig", "TlsConfig", "TlsMode"]
+
+# When to send with BDAT (RFC 3030) rather than DATA, if the server offers CHUNKING.
+Chunking: TypeAlias = bool | Literal["auto"]
 
 
 class TlsMode(enum.Enum):
@@ -95,13 +99,22 @@ class ClientConfig:
 
     helo_name: str = field(default_factory=socket.getfqdn)
     tls: Sequence[tuple[str, TlsConfig]] = (("", TlsConfig()),)
-    connect_timeout: float = 10.0
+    connect_timeout: float = 10.0  # each address's attempt
+    # Happy Eyeballs (RFC 8305): the next address is tried when the one before has not
+    # connected after this many seconds (its section 5 recommends 250 ms), families
+    # alternating; None tries one address after another.
+    happy_eyeballs_delay: float | None = 0.25
     greeting_timeout: float = 300.0  # 4.5.3.2.1: 5 minutes
     command_timeout: float = 300.0  # 4.5.3.2.2-3: MAIL and RCPT, 5 minutes
     data_start_timeout: float = 120.0  # 4.5.3.2.4: DATA, 2 minutes
     data_block_timeout: float = 180.0  # 4.5.3.2.5: each block of content, 3 minutes
     final_reply_timeout: float = 600.0  # 4.5.3.2.6: after the terminator, 10 minutes
     pipelining: bool = True  # use PIPELINING when the server offers it (RFC 2920)
+    # BDAT when the server offers CHUNKING (RFC 3030): True for every message; "auto" for
+    # every message but a wire-ready file (the spool's) over 256 KB, which goes with DATA
+    # and sendfile; False never (DATA only: a BODY=BINARYMIME message then goes only if
+    # its content fits 8bit). docs/operators-guide.md has the measurements.
+    chunking: Chunking = "auto"
 
     def tls_for(self, host: str) -> TlsConfig:
         """The TLS settings for ``host`` (see the class docstring)."""

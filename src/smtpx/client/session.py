@@ -8,6 +8,11 @@
 The session drives a :class:`~smtpx.protocol.ClientConnection` over a
 :class:`~smtpx.io.Stream`. With PIPELINING, MAIL, every RCPT and DATA go out in one
 write (RFC 2920), so an envelope costs two round trips whatever its recipient count.
+
+With CHUNKING (RFC 3030) the content goes with BDAT instead, as ``ClientConfig.chunking``
+says: a small message with its MAIL and RCPTs in one write (one round trip), a large one
+after the RCPT replies, as one ``BDAT n LAST`` when its size is known. ``BODY=BINARYMIME``
+content goes only this way, byte for byte.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import IO, Any, TypeAlias
 
 from smtpx.auth import Credentials, run_client_mechanism
+from smtpx.client.chunking import PIECE, Piece, mapped, pieces, wire_pieces
 from smtpx.client.config import ClientConfig, TlsMode
 from smtpx.client.status import (
     Accepted,
@@ -44,6 +50,7 @@ from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.commands import (
     Auth,
+    Bdat,
     Command,
     Data,
     Ehlo,
@@ -56,6 +63,7 @@ from smtpx.protocol.commands import (
     StartTls,
 )
 from smtpx.protocol.connection import ClientConnection
+from smtpx.protocol.data import LineEndings, dot_unstuff, fits_8bit
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.events import AuthResponse, DataChunk, EndOfData, Response
 from smtpx.protocol.extensions import Extensions
@@ -71,7 +79,9 @@ log = logging.getLogger("smtpx.client")
 _EHLO_FALLBACK = frozenset({500, 502, 504, 550})
 # Replies to an unadvertised STARTTLS that mean "not here": go on in plaintext.
 _NO_STARTTLS = frozenset({500, 502, 504, 454})
-_CHUNK = 256 * 1024
+_CHUNK = PIECE
+# A run of a wire file at least this long goes with sendfile; shorter ones are copied.
+_SENDFILE_MIN = 64 * 1024
 
 _NO_RCPT_PARAMS = RcptParams()
 
@@ -97,10 +107,19 @@ Body: TypeAlias = bytes | IO[bytes] | os.PathLike[str] | AsyncIterable[bytes] | 
 class _Transaction:
     """An envelope whose commands are out: what its replies and content need."""
 
+    mail: Mail
     recipients: list[Address]
     body: Body
-    reset: bool
+    params: list[RcptParams] = field(default_factory=list)  # each recipient's, as sent
+    reset: bool = False
     rejected: tuple[tuple[Address, Reply], ...] = ()
+    chunked: bool = False  # the content goes with BDAT, not DATA
+    binary: bool = False  # BODY=BINARYMIME: the content goes byte for byte
+    inline: bool = False  # its BDAT LAST and content left with MAIL and the RCPTs
+    lockstep: bool = False  # no PIPELINING: each BDAT chunk waits for its reply
+    unread: int = 0  # BDAT commands out whose replies have not been read
+    final: Reply | None = None  # the last reply read to a BDAT
+    failure: Reply | None = None  # the first refusal of a BDAT chunk
 
 
 def _split(item: Envelope | tuple[EnvelopeInfo, Body]) -> tuple[EnvelopeInfo, Body]:
@@ -285,8 +304,9 @@ class Client:
         """Send one envelope; the outcome is a value (see :mod:`smtpx.client.status`).
 
         ``body`` is the message: ``bytes``, a binary file, a path, an async iterator of
-        chunks (all encoded on the way), or a :class:`WireFile` (sent as is). ``size``
-        (octets) is announced with SIZE when known; for bytes and files it is found.
+        chunks (all encoded on the way), or a :class:`WireFile` (sent as is with DATA,
+        without its dot-stuffing with BDAT). ``size`` (octets) is announced with SIZE
+        when known; for bytes and files it is found.
         """
         if not (self.config.pipelining and self._conn.extensions.pipelining):
             return await self._lockstep(info, body, size)
@@ -297,7 +317,7 @@ class Client:
         status = await self._answers(tx)
         if status is not None:
             return status
-        await self._write_content(tx.body)
+        await self._write_body(tx)
         await self._flush(self.config.data_block_timeout)
         return await self._final(tx)
 
@@ -308,8 +328,11 @@ class Client:
 
         With PIPELINING, each message's content and terminator leave in the same write as
         the next envelope's MAIL, RCPTs and DATA (RFC 2920 section 3.1 lets the content
-        open a group), so a batch costs one round trip per message instead of two. If the
-        session breaks, the exception comes after the outcomes already known.
+        open a group), so a batch costs one round trip per message instead of two. A
+        message sent with BDAT costs one round trip too: a small one leaves whole with its
+        commands; after a large one, the final reply is read before the next envelope
+        (after a refused chunk the server wants RSET, RFC 3030 section 2). If the session
+        breaks, the exception comes after the outcomes already known.
         """
         if not (self.config.pipelining and self._conn.extensions.pipelining):
             for item in envelopes:
@@ -335,32 +358,89 @@ class Client:
             if status is not None:
                 yield status
                 continue
-            await self._write_content(tx.body)
-            pending = tx
+            await self._write_body(tx)
+            if tx.chunked:
+                await self._flush(self.config.data_block_timeout)
+                yield await self._final(tx)
+            else:
+                pending = tx
         if pending is not None:
             await self._flush(self.config.data_block_timeout)
             yield await self._final(pending)
 
     def _begin(self, info: EnvelopeInfo, body: Body, size: int | None) -> _Transaction | Unsendable:
-        """Queue (not send) RSET if a transaction is open, MAIL, every RCPT and DATA."""
+        """Queue (not send) RSET if a transaction is open, MAIL, every RCPT, and DATA or
+        (a small message with BDAT) the whole content in one ``BDAT n LAST``."""
+        tx = self._transaction(info, body, size)
+        if isinstance(tx, Unsendable):
+            return tx
+        content = self._small_content(tx) if tx.chunked else None  # read before queuing
+        # A transaction left open by a refusal is closed first (RFC 5321 4.1.1.5). In DATA,
+        # the terminator has been queued: the final reply will end that transaction.
+        tx.reset = self._conn.state not in (State.READY, State.DATA)
+        if tx.reset:
+            self._send(Rset())
+        self._send(tx.mail)
+        for recipient, params in zip(tx.recipients, tx.params, strict=True):
+            self._send(Rcpt(recipient, params))
+        if not tx.chunked:
+            self._send(Data())
+        elif content is not None:
+            # RFC 3030 section 4.2 lets BDAT be pipelined; a refused envelope gets its
+            # chunk refused, so the content may leave before the RCPT replies are in.
+            self._send_chunk(tx, content, last=True)
+            tx.inline = True
+        return tx
+
+    def _small_content(self, tx: _Transaction) -> bytes | None:
+        """The whole content for BDAT of a body of known size up to :data:`_CHUNK`."""
+        body = tx.body
+        if isinstance(body, bytes) and len(body) <= _CHUNK:
+            content, tail = self._chunk_content(tx, body)
+            return content + tail
+        size = _size_of(body) if isinstance(body, WireFile) else None  # with its dots
+        if isinstance(body, WireFile) and size is not None and size <= _CHUNK:
+            with open(body.path, "rb") as file:
+                file.seek(body.offset)
+                wire = file.read(size)
+            if len(wire) != size:
+                raise OSError(f"{body.path}: ended {size - len(wire)} octets early")
+            open_line = bool(wire) and wire[-2:] != b"\r\n" and not tx.binary
+            return dot_unstuff(wire) + (b"\r\n" if open_line else b"")
+        return None
+
+    def _transaction(
+        self, info: EnvelopeInfo, body: Body, size: int | None
+    ) -> _Transaction | Unsendable:
+        """MAIL and the recipients for ``info``, and DATA or BDAT (not queued)."""
+        if size is None:
+            size = _size_of(body)
         mail = self._mail_command(info, body, size)
         if isinstance(mail, Unsendable):
             return mail
-        # A transaction left open by a refusal is closed first (RFC 5321 4.1.1.5). In DATA,
-        # the terminator has been queued: the final reply will end that transaction.
-        reset = self._conn.state not in (State.READY, State.DATA)
-        if reset:
-            self._send(Rset())
-        self._send(mail)
-        recipients = [self._recipient(r, mail) for r in info.recipients]
-        for original, recipient in zip(info.recipients, recipients, strict=True):
-            self._send(Rcpt(recipient, self._rcpt_params(info, original)))
-        self._send(Data())
-        return _Transaction(recipients, body, reset)
+        binary = mail.params.body == "BINARYMIME"
+        return _Transaction(
+            mail,
+            [self._recipient(r, mail) for r in info.recipients],
+            body,
+            params=[self._rcpt_params(info, r) for r in info.recipients],
+            chunked=binary or self._prefers_bdat(body),
+            binary=binary,
+        )
 
-    async def _answers(self, tx: _Transaction) -> EnvelopeStatus | None:
-        """Read the replies to :meth:`_begin`'s commands: the outcome if the envelope
-        failed, or None after a 354 (the content is to be sent)."""
+    def _prefers_bdat(self, body: Body) -> bool:
+        """BDAT or DATA, per ``config.chunking``. "auto" takes BDAT except for a wire file
+        over :data:`_CHUNK`: sendfile sends that as it is with DATA, while BDAT must look
+        for its doubled dots first (about 1 ms per MB: docs/operators-guide.md)."""
+        choice = self.config.chunking
+        if not self._conn.extensions.chunking or choice is False:
+            return False
+        if choice is True:
+            return True
+        return not (isinstance(body, WireFile) and (_size_of(body) or 0) > _CHUNK)
+
+    async def _replies_to_envelope(self, tx: _Transaction) -> Reply:
+        """Read the replies to RSET (if sent), MAIL and the RCPTs; return MAIL's."""
         timeout = self.config.command_timeout
         if tx.reset:
             await self._receive(timeout)
@@ -371,94 +451,210 @@ class Client:
             if reply.code >= 300:
                 rejected.append((recipient, reply))
         tx.rejected = tuple(rejected)
-        data_reply = (await self._receive(self.config.data_start_timeout)).reply
-        failed = mail_reply.code >= 300 or len(rejected) == len(tx.recipients)
-        if data_reply.code == 354 and failed:
-            # A server that says 354 with nobody to deliver to: end the content at once.
-            self._send(EndOfData())
-            await self._flush()
-            await self._receive(self.config.final_reply_timeout)
+        return mail_reply
+
+    async def _answers(self, tx: _Transaction) -> EnvelopeStatus | None:
+        """Read the replies to :meth:`_begin`'s commands: the outcome if the envelope
+        failed or (BDAT in the same write) is done, or None when the content is to be
+        sent (after a 354, or before BDAT)."""
+        mail_reply = await self._replies_to_envelope(tx)
+        failed = mail_reply.code >= 300 or len(tx.rejected) == len(tx.recipients)
+        if tx.inline:
+            await self._read_chunk_replies(tx)
+        elif not tx.chunked:
+            data_reply = (await self._receive(self.config.data_start_timeout)).reply
+            if data_reply.code == 354 and failed:
+                # A server that says 354 with nobody to deliver to: end the content at once.
+                self._send(EndOfData())
+                await self._flush()
+                await self._receive(self.config.final_reply_timeout)
+            if data_reply.code != 354 and not failed:
+                return RejectedSenderAndRecipients(data_reply, rejected=tx.rejected)
         if mail_reply.code >= 300:
             return RejectedSender(mail_reply, rejected=tx.rejected)
         if failed:
-            return RejectedAllRecipients(rejected[0][1], rejected=tx.rejected)
-        if data_reply.code != 354:
-            return RejectedSenderAndRecipients(data_reply, rejected=tx.rejected)
+            return RejectedAllRecipients(tx.rejected[0][1], rejected=tx.rejected)
+        if tx.inline:
+            return self._outcome(tx)
         return None
 
     async def _final(self, tx: _Transaction) -> EnvelopeStatus:
+        if tx.chunked:
+            await self._read_chunk_replies(tx)
+            return self._outcome(tx)
         final = (await self._receive(self.config.final_reply_timeout)).reply
         if final.code >= 300:
             return RejectedBody(final, rejected=tx.rejected)
         return Accepted(final, rejected=tx.rejected)
 
+    def _outcome(self, tx: _Transaction) -> EnvelopeStatus:
+        assert tx.final is not None
+        if tx.failure is not None:
+            return RejectedBody(tx.failure, rejected=tx.rejected)
+        return Accepted(tx.final, rejected=tx.rejected)
+
     async def _lockstep(self, info: EnvelopeInfo, body: Body, size: int | None) -> EnvelopeStatus:
         """Without PIPELINING: one command, one reply."""
-        mail = self._mail_command(info, body, size)
-        if isinstance(mail, Unsendable):
-            return mail
+        tx = self._transaction(info, body, size)
+        if isinstance(tx, Unsendable):
+            return tx
         if self._conn.state is not State.READY:
             await self._command(Rset())
-        reply = await self._command(mail)
+        reply = await self._command(tx.mail)
         if reply.code >= 300:
             return RejectedSender(reply)
         rejected: list[tuple[Address, Reply]] = []
-        recipients = [self._recipient(r, mail) for r in info.recipients]
-        for original, recipient in zip(info.recipients, recipients, strict=True):
-            reply = await self._command(Rcpt(recipient, self._rcpt_params(info, original)))
+        for recipient, params in zip(tx.recipients, tx.params, strict=True):
+            reply = await self._command(Rcpt(recipient, params))
             if reply.code >= 300:
                 rejected.append((recipient, reply))
-        tx = _Transaction(recipients, body, False, tuple(rejected))
-        if len(rejected) == len(recipients):
+        tx.rejected = tuple(rejected)
+        if len(rejected) == len(tx.recipients):
             return RejectedAllRecipients(rejected[0][1], rejected=tx.rejected)
-        reply = await self._command(Data(), self.config.data_start_timeout)
-        if reply.code != 354:
-            return RejectedSenderAndRecipients(reply, rejected=tx.rejected)
-        await self._write_content(body)
+        if not tx.chunked:
+            reply = await self._command(Data(), self.config.data_start_timeout)
+            if reply.code != 354:
+                return RejectedSenderAndRecipients(reply, rejected=tx.rejected)
+        tx.lockstep = True
+        await self._write_body(tx)
         await self._flush(self.config.data_block_timeout)
         return await self._final(tx)
 
+    # -- content ----------------------------------------------------------------------
+
+    async def _write_body(self, tx: _Transaction) -> None:
+        if tx.chunked:
+            await self._write_chunks(tx)
+        else:
+            await self._write_content(tx.body)
+
     async def _write_content(self, body: Body) -> None:
-        """Queue the content and the terminator; large or streamed content is written out
-        (with backpressure) as it goes, small bytes wait for the next flush."""
+        """Queue the DATA content and the terminator; large or streamed content is
+        written out (with backpressure) as it goes, small bytes wait for the next flush."""
         block = self.config.data_block_timeout
-        if isinstance(body, bytes):
-            if len(body) <= _CHUNK:
-                self._send(DataChunk(body))
-            else:
-                for start in range(0, len(body), _CHUNK):
-                    self._send(DataChunk(body[start : start + _CHUNK]))
-                    await self._flush(block)
+        if isinstance(body, bytes) and len(body) <= _CHUNK:
+            self._send(DataChunk(body))
         elif isinstance(body, WireFile):
             await self._flush(block)
             with open(body.path, "rb") as file:
                 sent = await self._stream.sendfile(file, body.offset, body.size)
                 ends_with_crlf = _ends_with_crlf(file, body.offset, sent)
             self._conn.send_encoded_content(sent, ends_with_crlf=ends_with_crlf)
-        elif isinstance(body, os.PathLike):
-            with open(body, "rb") as file:
-                await self._stream_file(file, block)
-        elif isinstance(body, AsyncIterable):
-            async for chunk in body:
-                self._send(DataChunk(chunk))
-                await self._flush(block)
         else:
-            await self._stream_file(body, block)
+            async for piece in pieces(body):
+                self._send(DataChunk(piece))
+                await self._flush(block)
         self._send(EndOfData())
 
-    async def _stream_file(self, file: IO[bytes], timeout: float) -> None:
-        while chunk := file.read(_CHUNK):
-            self._send(DataChunk(chunk))
-            await self._flush(timeout)
+    def _chunk_content(self, tx: _Transaction, body: bytes) -> tuple[bytes, bytes]:
+        """The content of ``body`` for BDAT, and the CRLF that ends its last line if
+        needed: as DATA would deliver it (CRLF line endings), or as is for BINARYMIME."""
+        if tx.binary:
+            return body, b""
+        endings = LineEndings()
+        return endings.encode(body), endings.end()
+
+    def _send_chunk(self, tx: _Transaction, data: bytes, *, last: bool) -> None:
+        self._send(Bdat(len(data), last=last))
+        if data:
+            self._send(DataChunk(data))
+        tx.unread += 1
+
+    async def _read_chunk_replies(self, tx: _Transaction) -> None:
+        """Read the replies to the BDAT commands out; keep the last, and the first
+        refusal."""
+        while tx.unread:
+            reply = (await self._receive(self.config.final_reply_timeout)).reply
+            tx.unread -= 1
+            tx.final = reply
+            if reply.code >= 300 and tx.failure is None:
+                tx.failure = reply
+
+    async def _write_chunks(self, tx: _Transaction) -> None:
+        body = tx.body
+        if isinstance(body, WireFile):
+            await self._send_wire_chunks(tx, body)
+        elif isinstance(body, bytes):
+            content, tail = self._chunk_content(tx, body)
+            self._send(Bdat(len(content) + len(tail), last=True))
+            tx.unread += 1
+            for start in range(0, len(content), _CHUNK):
+                self._send(DataChunk(content[start : start + _CHUNK]))
+                await self._flush(self.config.data_block_timeout)
+            if tail:
+                self._send(DataChunk(tail))
+        else:
+            await self._send_streamed_chunks(tx, body)
+
+    async def _send_streamed_chunks(
+        self, tx: _Transaction, body: IO[bytes] | os.PathLike[str] | AsyncIterable[bytes]
+    ) -> None:
+        """A body of unknown encoded size: one BDAT per :data:`_CHUNK` octets, the rest
+        (perhaps nothing) with LAST. Without PIPELINING each chunk waits for its reply,
+        and a refused one ends the content (RFC 3030 section 2)."""
+        endings = None if tx.binary else LineEndings()
+        held: list[bytes] = []
+        size = 0
+        async for piece in pieces(body):
+            data = piece if endings is None else endings.encode(piece)
+            held.append(data)
+            size += len(data)
+            if size >= _CHUNK:
+                self._send_chunk(tx, b"".join(held), last=False)
+                held.clear()
+                size = 0
+                await self._flush(self.config.data_block_timeout)
+                if tx.lockstep:
+                    await self._read_chunk_replies(tx)
+                    if tx.failure is not None:
+                        return
+        if endings is not None:
+            held.append(endings.end())
+        self._send_chunk(tx, b"".join(held), last=True)
+
+    async def _send_wire_chunks(self, tx: _Transaction, body: WireFile) -> None:
+        """A wire-ready file, its dot-stuffing undone (see :mod:`smtpx.client.chunking`):
+        a file with no line starting with a dot goes as one ``BDAT n LAST`` with sendfile;
+        otherwise each stretch with doubled dots is a chunk of its own."""
+        with open(body.path, "rb") as file:
+            end = body.offset + _size_of_wire(body, file)
+            with mapped(file, end) as view:
+                held: Piece | None = None
+                for piece in wire_pieces(view, body.offset, end):
+                    if held is not None:
+                        await self._send_piece(tx, file, held, b"", last=False)
+                    held = piece
+                open_line = end > body.offset and view[end - 2 : end] != b"\r\n"
+                tail = b"\r\n" if open_line and not tx.binary else b""
+                await self._send_piece(tx, file, held or (0, 0, b""), tail, last=True)
+
+    async def _send_piece(
+        self, tx: _Transaction, file: IO[bytes], piece: Piece, tail: bytes, *, last: bool
+    ) -> None:
+        start, stop, data = piece
+        if data is not None or stop - start < _SENDFILE_MIN:
+            if data is None:
+                file.seek(start)
+                data = file.read(stop - start)
+            self._send_chunk(tx, data + tail, last=last)
+        else:
+            self._send(Bdat(stop - start + len(tail), last=last))
+            tx.unread += 1
+            await self._flush(self.config.data_block_timeout)
+            sent = await self._stream.sendfile(file, start, stop - start)
+            self._conn.send_chunk_content(sent)
+            if sent != stop - start:
+                raise OSError(f"{file.name}: ended {stop - start - sent} octets early")
+            if tail:
+                self._send(DataChunk(tail))
+        await self._flush(self.config.data_block_timeout)
+        if tx.lockstep and not last:
+            await self._read_chunk_replies(tx)
 
     # -- parameters -------------------------------------------------------------------
 
     def _mail_command(self, info: EnvelopeInfo, body: Body, size: int | None) -> Mail | Unsendable:
-        """MAIL FROM with the parameters this server can take, or why it can't be sent.
-
-        ``size`` is the caller's; without it, the size of ``body`` when it can be found."""
-        if size is None:
-            size = _size_of(body)
+        """MAIL FROM with the parameters this server can take, or why it can't be sent."""
         ext = self._conn.extensions
         params = info.sender_args
         needs_utf8 = (
@@ -480,14 +676,14 @@ class Client:
                     "5.3.4",
                 )
             )
-        body_type = params.body
-        if body_type is None and isinstance(body, bytes) and not body.isascii():
-            body_type = "8BITMIME"
+        body_type = self._body_type(params.body, body)
+        if isinstance(body_type, Unsendable):
+            return body_type
         keep_dsn = ext.dsn
         new = replace(
             params,
             size=size if ext.size is not None and size is not None else None,
-            body=body_type if body_type in ("7BIT", "8BITMIME") and ext.eightbitmime else None,
+            body=body_type,
             smtputf8=needs_utf8,
             auth=params.auth if ext.auth and self._conn.authenticated else None,
             ret=params.ret if keep_dsn else None,
@@ -503,6 +699,29 @@ class Client:
         """The recipient's DSN parameters (NOTIFY, ORCPT), passed on when the server
         offers DSN (RFC 3461 5.2.1), else left out: the notices are then ours to send."""
         return info.params_of(recipient) if self._conn.extensions.dsn else _NO_RCPT_PARAMS
+
+    def _body_type(self, declared: str | None, body: Body) -> str | Unsendable | None:
+        """The BODY parameter to send. BINARYMIME goes only to a server that offers it
+        with CHUNKING (and with chunking not turned off); elsewhere a message declared
+        binary goes only if its content fits 8bit MIME unchanged (RFC 3030 section 3:
+        convert or bounce; smtpx does not convert)."""
+        ext = self._conn.extensions
+        if declared == "BINARYMIME":
+            if self.config.chunking is not False and ext.chunking and ext.binarymime:
+                return declared
+            if not (isinstance(body, bytes) and fits_8bit(body)):
+                return Unsendable(
+                    Reply.of(
+                        554,
+                        f"{self.host} does not take BINARYMIME with CHUNKING, "
+                        "which this message needs",
+                        "5.6.3",
+                    )
+                )
+            declared = None
+        if declared is None and isinstance(body, bytes) and not body.isascii():
+            declared = "8BITMIME"
+        return declared if declared in ("7BIT", "8BITMIME") and ext.eightbitmime else None
 
     @staticmethod
     def _recipient(address: Address, mail: Mail) -> Address:
@@ -571,6 +790,12 @@ def _size_of(body: Body) -> int | None:
     return None
 
 
+def _size_of_wire(body: WireFile, file: IO[bytes]) -> int:
+    if body.size is not None:
+        return body.size
+    return os.fstat(file.fileno()).st_size - body.offset
+
+
 def _utf8_local_part(address: Address | None) -> bool:
     return address is not None and not address.local_part.isascii()
 
@@ -618,8 +843,9 @@ def connect(
     stream: Stream | None = None,
 ) -> _Connect:
     """Open a session with ``host:port``: resolve (A and AAAA), connect to the first
-    address that answers, read the greeting, EHLO (HELO as fallback), STARTTLS per
-    ``config.tls_for(host)``, AUTH with ``credentials``.
+    address that answers (Happy Eyeballs, RFC 8305: ``config.happy_eyeballs_delay``),
+    read the greeting, EHLO (HELO as fallback), STARTTLS per ``config.tls_for(host)``,
+    AUTH with ``credentials``.
 
     ``stream`` skips the connecting (an in-memory stream in tests, say). On any failure
     after the connection is up, QUIT is sent and the connection closed before the error
@@ -640,7 +866,12 @@ async def _open(  # noqa: PLR0917 - private, called from one place
     if stream is None:
         context = tls.context() if tls.mode is TlsMode.IMPLICIT else None
         stream = await connect_first(
-            host, port, resolver=resolver, timeout=config.connect_timeout, ssl_context=context
+            host,
+            port,
+            resolver=resolver,
+            timeout=config.connect_timeout,
+            ssl_context=context,
+            attempt_delay=config.happy_eyeballs_delay,
         )
     client = Client(stream, host=host, port=port, config=config)
     try:

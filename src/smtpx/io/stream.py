@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import socket
 import ssl
 from collections.abc import Callable
 from typing import IO, cast
@@ -27,6 +29,9 @@ __all__ = [
 # Stop reading from the socket when this much has arrived unread (the session is busy,
 # say waiting on a plugin): a client cannot make us buffer without bound.
 _HIGH_WATER = 256 * 1024
+
+# Linux's TCP_QUICKACK (absent elsewhere): acknowledge what arrives at once.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class Stream(abc.ABC):
@@ -107,10 +112,19 @@ class Stream(abc.ABC):
 
 
 class _Protocol(asyncio.Protocol):
-    """Buffers what arrives and wakes the one reader; tracks write flow control."""
+    """Buffers what arrives and wakes the one reader; tracks write flow control.
 
-    def __init__(self) -> None:
+    With ``quickack`` (client connections, on Linux), every arrival is acknowledged at
+    once. A server that leaves Nagle's algorithm on (Postfix's smtpd does) and writes two
+    replies in a row, as it does when pipelined input overruns its 4 KB read buffer, holds
+    the second until the first is acknowledged; a delayed acknowledgement costs 40 ms
+    there, per message (bench/chunking.py measured 22 messages/s instead of 700).
+    """
+
+    def __init__(self, *, quickack: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
+        self._quickack = quickack and _QUICKACK is not None
+        self._socket: socket.socket | None = None
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.eof = False
@@ -123,8 +137,15 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
+        if self._quickack:
+            self._socket = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
+        if self._socket is not None and _QUICKACK is not None:
+            # Not a lasting mode: the kernel may go back to delaying, so it is set again
+            # at each arrival.
+            with contextlib.suppress(OSError):
+                self._socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         self.buffer.append(data)
         self.buffered += len(data)
         if self.buffered > _HIGH_WATER and not self.reading_paused and self.transport:
@@ -218,25 +239,27 @@ class TransportStream(Stream):
         self._sock: tuple[str, int] | None = _address(transport.get_extra_info("sockname"))
 
     @classmethod
-    async def connect(
+    async def from_socket(
         cls,
-        host: str,
-        port: int,
+        sock: socket.socket,
         *,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        timeout: float | None = None,
     ) -> TransportStream:
-        """Open a TCP connection (with TLS from the start when ``ssl_context`` is given)."""
+        """A client stream over a connected socket (with TLS from the start when
+        ``ssl_context`` is given: a handshake of at most ``timeout`` seconds)."""
         loop = asyncio.get_running_loop()
+        tls = ssl_context is not None
         transport, protocol = await loop.create_connection(
-            _Protocol,
-            host,
-            port,
+            lambda: _Protocol(quickack=True),
+            sock=sock,
             ssl=ssl_context,
-            server_hostname=server_hostname if ssl_context is not None else None,
+            server_hostname=server_hostname if tls else None,
+            ssl_handshake_timeout=timeout if tls else None,
         )
         stream = cls(transport, protocol)
-        stream.tls = ssl_context is not None
+        stream.tls = tls
         return stream
 
     async def read(self, timeout: float | None = None) -> bytes:

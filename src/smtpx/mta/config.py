@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smtpx.auth.credentials import Credentials
-from smtpx.client.config import CertificateCheck, ClientConfig, TlsConfig, TlsMode
+from smtpx.client.config import CertificateCheck, Chunking, ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.data import BareNewlines
@@ -408,12 +408,15 @@ class RoutingSettings:
       :attr:`smtpx.client.ClientConfig.tls`. The default is opportunistic TLS without
       certificate checks (RFC 7435).
     * ``credentials``: host (lower case, A-labels) -> the login to use with it.
+    * ``chunking``: BDAT to servers that offer CHUNKING: true, false or "auto", as
+      :attr:`smtpx.client.ClientConfig.chunking`.
     """
 
     smarthost: HostPort | None = None
     routes: Mapping[str, tuple[HostPort, ...]] = field(default_factory=_empty_mapping)
     tls: tuple[tuple[str, TlsConfig], ...] = field(default_factory=_default_client_tls)
     credentials: Mapping[str, HostCredentials] = field(default_factory=_empty_mapping)
+    chunking: Chunking = "auto"
 
 
 # The header fields a DKIM signature covers by default: RFC 6376 5.4.1's list, the MIME
@@ -573,6 +576,11 @@ maildir = "./var/mail"
 # records when it has no MX, RFC 5321 section 5.1).
 # smarthost = "smtp.example.com:587"
 
+# BDAT (RFC 3030 CHUNKING) to servers that offer it: "auto" (every message but a spooled
+# one over 256 KB, which goes with DATA and sendfile), true (every message) or false
+# (never: DATA only, and a BODY=BINARYMIME message is sent only if it fits 8bit).
+chunking = "auto"
+
 # Explicit next hops per domain (also used for its subdomains), tried in order.
 [routing.routes]
 # "example.com" = ["mx1.internal:25", "[2001:db8::25]:25"]
@@ -665,6 +673,14 @@ def _boolean(value: object, key: str) -> bool:
     if not isinstance(value, bool):
         raise _expected("a boolean (true or false)", value, key)
     return value
+
+
+def _chunking(value: object, key: str) -> Chunking:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() == "auto":
+        return "auto"
+    raise _expected('true, false or "auto"', value, key)
 
 
 def _positive_int(value: object, key: str) -> int:
@@ -1053,6 +1069,7 @@ class _Loader:
                 "routes": self.routes,
                 "tls": self.client_tls,
                 "credentials": self.credentials,
+                "chunking": _chunking,
             },
         )
 
@@ -1431,8 +1448,9 @@ class MtaConfig:
 
     def client_config(self) -> ClientConfig:
         """The sending side's :class:`~smtpx.client.ClientConfig`: our name in EHLO and
-        the TLS policy per destination."""
-        return ClientConfig(helo_name=self.hostname, tls=self.routing.tls)
+        the TLS policy per destination, BDAT or not."""
+        routing = self.routing
+        return ClientConfig(helo_name=self.hostname, tls=routing.tls, chunking=routing.chunking)
 
     def credentials_for(self, host: str) -> Credentials | None:
         """The login for the outbound ``host`` (exact host match, any case, U- or

@@ -704,6 +704,15 @@ class ClientConnection:
         if size:
             self._stuffer.note_external(ends_with_crlf=ends_with_crlf)
 
+    def send_chunk_content(self, size: int) -> None:
+        """Record that ``size`` octets of the current BDAT chunk were written by other
+        means (``sendfile``); they count against what its command announced."""
+        if size > self._chunk_left:
+            raise LocalProtocolError(
+                f"{size} octets sent but only {self._chunk_left} left in the BDAT chunk"
+            )
+        self._chunk_left -= size
+
     # -- receiving --------------------------------------------------------------------
 
     def next_event(self) -> ClientEvent:

@@ -26,8 +26,10 @@ __all__ = [
     "BareNewlines",
     "DataReader",
     "DotStuffer",
+    "LineEndings",
     "dot_stuff",
     "dot_unstuff",
+    "fits_8bit",
     "normalize_newlines",
 ]
 
@@ -77,6 +79,19 @@ def _lines_fit(data: bytes | bytearray, limit: int) -> bool:
             return False
         pos = lf + 1
     return True
+
+
+def fits_8bit(data: bytes) -> bool:
+    """True if ``data`` can travel as 7bit or 8bit content (RFC 6152): no NUL, every CR
+    and LF in a CRLF pair, no line over 998 octets before its CRLF. Content that does
+    not fit can only go as ``BODY=BINARYMIME`` over BDAT (RFC 3030)."""
+    open_line = len(data) - (data.rfind(b"\n") + 1)  # octets after the last LF
+    return (
+        b"\0" not in data
+        and not has_bare_newline(data)
+        and _lines_fit(data, MAX_TEXT_LINE - 1)
+        and open_line <= MAX_TEXT_LINE - 2
+    )
 
 
 def dot_unstuff(data: bytes, *, at_line_start: bool = True) -> bytes:
@@ -155,6 +170,38 @@ class DotStuffer:
     @property
     def at_line_start(self) -> bool:
         return self._at_line_start and not self._pending_cr
+
+
+class LineEndings:
+    """Streaming CRLF normalizer for BDAT content (the client side): what
+    :class:`DotStuffer` does without the dots and the terminator, so a message sent with
+    BDAT arrives exactly as it would with DATA. Feed any chunks; :meth:`end` returns the
+    CRLF that closes a last line left open (or nothing)."""
+
+    __slots__ = ("_at_line_start", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._pending_cr = False
+
+    def encode(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        if not chunk:
+            return b""
+        chunk = normalize_newlines(chunk)
+        self._at_line_start = chunk[-2:] == CRLF
+        return chunk
+
+    def end(self) -> bytes:
+        out = b"" if self._at_line_start and not self._pending_cr else CRLF
+        self._at_line_start = True
+        self._pending_cr = False
+        return out
 
 
 class DataReader:

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["PostfixUnavailable", "PrivatePostfix"]
@@ -97,15 +98,15 @@ class PrivatePostfix:
         queue: str = "queue",
         relay_port: int = 0,
         paused: bool = False,
-        **extra: str,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         """Write main.cf (with Postfix stopped): relay everything from 127.0.0.0/8 to
         ``127.0.0.1:relay_port`` (port 9, where nothing listens, by default); ``paused``
         defers all delivery. Each ``queue`` is a directory of its own (the start creates
-        its tree), so nothing has to be emptied between cases. ``extra`` settings win."""
+        its tree), so nothing has to be emptied between cases. ``settings`` win."""
         self.queue = self.root / queue
         self.queue.mkdir(exist_ok=True)
-        settings = {
+        main_cf = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.queue),
             "data_directory": str(self.data),
@@ -124,9 +125,9 @@ class PrivatePostfix:
             "smtpd_peername_lookup": "no",
             "smtpd_tls_security_level": "none",
             "smtp_tls_security_level": "none",
-            **extra,
+            **(settings or {}),
         }
-        text = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        text = "".join(f"{key} = {value}\n" for key, value in main_cf.items())
         (self.conf / "main.cf").write_text(text)
 
     def run(self, *args: str) -> str:

@@ -164,9 +164,11 @@ class Handler:
         return self._accept()
 
     def end_of_chunk(self, last: bool) -> Reply:
+        """A BDAT chunk has been read; the last one ends the message as the end of DATA
+        does (so a script's ``end_of_data`` answers both)."""
         if not last:
             return replies.chunk_ok(sum(map(len, self._data)))
-        return self._accept()
+        return self.end_of_data()
 
     def _accept(self) -> Reply:
         assert self._mail is not None
