@@ -486,11 +486,18 @@ class DnsLab:
     # -- probing -------------------------------------------------------------------------
 
     def _wait_for(self, daemon: _Daemon, port: int, *, recursion: bool) -> bool:
-        """Whether ``daemon`` answers for the first zone before it exits or time runs out."""
-        origin = next(iter(self.zones))
+        """Whether ``daemon`` answers for every zone (each at the current serial) before
+        it exits or time runs out. Every zone, not the first only: after a restart for a
+        new zone, answers for the old ones prove nothing about the new one."""
         deadline = time.monotonic() + START_TIMEOUT
+        waiting = list(self.zones)
         while daemon.alive() and time.monotonic() < deadline:
-            if self._soa_serial(origin, port, recursion=recursion) == self.serial:
+            waiting = [
+                origin
+                for origin in waiting
+                if self._soa_serial(origin, port, recursion=recursion) != self.serial
+            ]
+            if not waiting:
                 return True
             time.sleep(0.02)
         return False
