@@ -52,9 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 import psycopg_pool
 from psycopg.types.json import Jsonb
-from tests.spool.pg.cluster import Cluster, start_cluster
 
 from smtpx.spool.pg.schema import MIGRATIONS
+from smtpx.testing.postgres import Cluster, start_cluster
 
 CHUNK = 256 * 1024
 READ_BATCH = 4

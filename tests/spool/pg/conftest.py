@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from smtpx.spool.pg.queue import connect_pool
+from smtpx.testing.postgres import Cluster, MissingPostgres, start_cluster
 from tests.conftest import _missing
-from tests.spool.pg.cluster import Cluster, MissingPostgres, start_cluster
 
 _schemas = itertools.count()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.spool.pg.cluster import OWNER, Cluster
+from smtpx.testing.postgres import OWNER, Cluster
 
 pytestmark = pytest.mark.interop
 

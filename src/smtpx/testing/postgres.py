@@ -1,4 +1,5 @@
-"""A private, throwaway PostgreSQL cluster for tests and benchmarks.
+"""A private, throwaway PostgreSQL cluster for tests and benchmarks (the spool's shared
+queue, ``[spool] backend = "postgresql"``, against a real server).
 
 PostgreSQL refuses to run as root, and the tests run as root in CI, so the cluster is
 made and run by the ``postgres`` user (``runuser -u postgres --``) when we are root, and
@@ -17,6 +18,7 @@ local user cannot walk into the test server; the unix socket, in a 0700 director
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -153,8 +155,6 @@ def _owner_prefix() -> list[str]:
     if runuser is None:
         raise MissingPostgres("running as root, and runuser (util-linux) is not installed")
     try:
-        import pwd
-
         pwd.getpwnam(OWNER)
     except KeyError:
         raise MissingPostgres(f"running as root, and there is no {OWNER!r} user") from None
