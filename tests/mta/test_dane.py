@@ -4,6 +4,7 @@ A wrong TLSA record or a bogus answer must not deliver; the right one delivers."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -16,6 +17,7 @@ import pytest
 from smtpx.errors import ConfigError
 from smtpx.mta.app import Mta
 from smtpx.mta.config import MtaConfig
+from smtpx.mta.resolver import RoutingResolver
 from smtpx.testing import ScriptedServer
 from smtpx.testing.dns import DnsLab, Zone
 from tests.mta.helpers import config, maildir, wait_until
@@ -63,6 +65,17 @@ async def world(
             yield mta, sink, lab
 
 
+async def until_bogus(lab: DnsLab, name: str) -> None:
+    """Wait until the validating resolver finds ``name`` bogus (asking without a cache):
+    just after a reload, NSD's previous server process can still answer a query."""
+    resolver = RoutingResolver(lab.resolver(validating=True), trust_ad=True)
+    for _ in range(250):
+        if (await resolver.lookup(name, "TLSA")).failed:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{name} is not bogus")
+
+
 async def test_a_matching_dane_ee_record_delivers_over_tls(
     tmp_path: Path, dns_lab: StartLab, ca: Any
 ) -> None:
@@ -102,6 +115,7 @@ async def test_a_bogus_tlsa_answer_skips_the_host(
 ) -> None:
     async with world(tmp_path, dns_lab, ca) as (mta, sink, lab):
         lab.tamper("bogus.test", "TLSA\t3 1 1 ", "TLSA\t3 1 0 ")  # breaks its signature
+        await until_bogus(lab, f"_{sink.port}._tcp.mx.bogus.test")
         await send(mta, "user@bogus.test")
         reason = await deferred(mta, "bogus.test")
         assert reason.startswith("TLS policy: no MX host of bogus.test can be used now")

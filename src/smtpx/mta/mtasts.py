@@ -23,7 +23,6 @@ their TLS-RPT result type (``sts-policy-fetch-error``, ``sts-policy-invalid``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -189,7 +188,8 @@ class MtaSts:
     """Policy discovery, fetching and caching (see the module docstring).
 
     ``port`` is the policy host's port: 443, which only tests change. ``directory``
-    None keeps the cache in memory only (``smtpx route test`` reads, never writes).
+    holds the cache files (None: memory only); ``write`` False reads them and never
+    writes (``smtpx route test`` next to a running server).
     """
 
     dns: RoutingResolver
@@ -198,6 +198,7 @@ class MtaSts:
     clock: Callable[[], float] = time.time
     on_problem: Callable[[str, Problem], None] | None = None
     port: int = 443
+    write: bool = True
     _memory: dict[str, CachedPolicy | None] = field(default_factory=dict)
     _fetching: dict[str, asyncio.Task[CachedPolicy]] = field(default_factory=dict)
 
@@ -300,18 +301,19 @@ class MtaSts:
         path = self._path(domain)
         found = None
         if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    found = CachedPolicy.from_json(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    log.warning("MTA-STS cache file %s is unreadable (ignored): %s", path, exc)
+            try:
+                found = CachedPolicy.from_json(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("MTA-STS cache file %s is unreadable (ignored): %s", path, exc)
         self._memory[domain] = found
         return found
 
     def _store(self, cached: CachedPolicy) -> None:
         self._memory[cached.domain] = cached
         path = self._path(cached.domain)
-        if path is None:
+        if path is None or not self.write:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

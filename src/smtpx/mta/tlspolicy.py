@@ -350,16 +350,18 @@ class TlsPolicies:
         record: Record | None = None,
         keep: bool = True,
     ) -> TlsPolicies:
-        """The policies ``config`` turns on; ``keep`` False keeps fetched MTA-STS policies
-        in memory only (``smtpx route test``, which must not write the server's files)."""
+        """The policies ``config`` turns on; ``keep`` False reads the MTA-STS cache but
+        keeps what it fetches in memory (``smtpx route test``: the server's files are
+        the server's)."""
         routing = config.routing
         sts = None
         if routing.mta_sts.enabled:
             ca_file = routing.mta_sts.ca_file
             sts = MtaSts(
                 dns=dns,
-                directory=Path(config.spool.dir) / "mta-sts" if keep else None,
+                directory=Path(config.spool.dir) / "mta-sts",
                 ssl_context=https_context(ca_file),
+                write=keep,
             )
         return cls(
             dns=dns,
