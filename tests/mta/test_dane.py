@@ -29,21 +29,25 @@ NAMES = ["mx.right.test", "mx.wrong.test", "mx.ta.test", "mx.bogus.test", "mx.pl
 StartLab = Callable[..., DnsLab]
 
 
-def zone(name: str, port: int, tlsa: str, *, signed: bool = True) -> Zone:
-    """``name`` with its MX host on 127.0.0.1 and ``tlsa`` for it at the sink's port."""
+def zone(name: str, port: int, tlsa: str, *, signed: bool = True, rua: str = "") -> Zone:
+    """``name`` with its MX host on 127.0.0.1 and ``tlsa`` for it at the sink's port (and
+    a TLS-RPT record, given ``rua``)."""
     found = Zone(name, signed=signed).add("@", "MX", f"10 mx.{name}.").add("mx", "A", "127.0.0.1")
+    if rua:
+        found.txt("_smtp._tls", f"v=TLSRPTv1; rua={rua}")
     return found.add(f"_{port}._tcp.mx", "TLSA", tlsa)
 
 
 def dane_config(tmp_path: Path, lab: DnsLab, **sections: Any) -> MtaConfig:
     routing = {"resolver": f"127.0.0.1:{lab.resolver_port}", "dane": {"enabled": True}}
+    routing.update(sections.pop("routing", {}))
     sections.setdefault("spool", {"retry_intervals": ["1h"]})
     return config(tmp_path, routing=routing, **sections)
 
 
 @contextlib.asynccontextmanager
 async def world(
-    tmp_path: Path, dns_lab: StartLab, ca: Any, **sections: Any
+    tmp_path: Path, dns_lab: StartLab, ca: Any, rua: str = "", **sections: Any
 ) -> AsyncIterator[tuple[Mta, ScriptedServer, DnsLab]]:
     """A sink for every name in NAMES, the lab's zones for it, and an MTA using them."""
     intermediate = ca.create_child_ca()
@@ -53,8 +57,8 @@ async def world(
         ee = f"3 1 1 {spki_sha256(leaf_der)}"
         port = sink.port
         lab = dns_lab(
-            zone("right.test", port, ee),
-            zone("wrong.test", port, "3 1 1 " + "ab" * 32),
+            zone("right.test", port, ee, rua=rua),
+            zone("wrong.test", port, "3 1 1 " + "ab" * 32, rua=rua),
             zone("ta.test", port, f"2 1 1 {spki_sha256(intermediate_der)}"),
             zone("bogus.test", port, ee),
             zone("plain.test", port, "3 1 1 " + "ab" * 32, signed=False),
