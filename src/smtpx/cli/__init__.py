@@ -13,6 +13,7 @@ import click
 from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import dkim as _dkim
+from smtpx.cli import route as _route
 from smtpx.cli import send as _send
 from smtpx.cli import spool as _spool
 from smtpx.cli import tools as _tools
@@ -179,6 +180,7 @@ main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
+main.add_command(_route.route)
 main.add_command(_send.send)
 main.add_command(_send.sendmail)
 main.add_command(_tools.bsmtp)
