@@ -18,10 +18,19 @@ from smtpx.errors import ConfigError
 from smtpx.mta.app import Mta
 from smtpx.mta.config import MtaConfig
 from smtpx.mta.resolver import RoutingResolver
+from smtpx.spool.message import Status
 from smtpx.testing import ScriptedServer
 from smtpx.testing.dns import DnsLab, Zone
 from tests.mta.helpers import config, maildir, wait_until
-from tests.mta.tls_helpers import deferred, der_chain, send, spki_sha256, tls_sessions, tls_sink
+from tests.mta.tls_helpers import (
+    deferred,
+    der_chain,
+    queued,
+    send,
+    spki_sha256,
+    tls_sessions,
+    tls_sink,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -36,6 +45,15 @@ def zone(name: str, port: int, tlsa: str, *, signed: bool = True, rua: str = "")
     if rua:
         found.txt("_smtp._tls", f"v=TLSRPTv1; rua={rua}")
     return found.add(f"_{port}._tcp.mx", "TLSA", tlsa)
+
+
+def two_hosts(port: int, *, wrong: str, right: str) -> Zone:
+    """two.test: its first MX host has a wrong TLSA record, its second a right one."""
+    found = Zone("two.test", signed=True)
+    found.add("@", "MX", "10 mx1.two.test.").add("@", "MX", "20 mx2.two.test.")
+    found.add("mx1", "A", "127.0.0.1").add("mx2", "A", "127.0.0.1")
+    found.add(f"_{port}._tcp.mx1", "TLSA", wrong)
+    return found.add(f"_{port}._tcp.mx2", "TLSA", right)
 
 
 def dane_config(tmp_path: Path, lab: DnsLab, **sections: Any) -> MtaConfig:
@@ -62,6 +80,7 @@ async def world(
             zone("ta.test", port, f"2 1 1 {spki_sha256(intermediate_der)}"),
             zone("bogus.test", port, ee),
             zone("plain.test", port, "3 1 1 " + "ab" * 32, signed=False),
+            two_hosts(port, wrong="3 1 1 " + "ab" * 32, right=ee),
         )
         mta = Mta(dane_config(tmp_path, lab, **sections))
         mta.router.mx_port = sink.port  # MX hosts listen on 25; the sink does not
@@ -112,6 +131,18 @@ async def test_a_wrong_tlsa_record_does_not_deliver(
         assert sink.messages() == []
         # Not even MAIL FROM was sent: the session ended after the handshake.
         assert all(handler._mail is None for handler in sink.handlers)
+        entry = queued(mta, "wrong.test")
+        assert entry is not None and entry.status is Status.SEND_AT and not entry.failed
+
+
+async def test_a_host_that_fails_dane_is_skipped_for_the_next(
+    tmp_path: Path, dns_lab: StartLab, ca: Any
+) -> None:
+    async with world(tmp_path, dns_lab, ca) as (mta, sink, _):
+        await send(mta, "user@two.test")
+        await wait_until(lambda: len(sink.messages()) == 1 and not mta.spool.messages)
+        # mx1's session ended after the handshake; mx2's took the message.
+        assert [handler._mail is None for handler in sink.handlers] == [True, False]
 
 
 async def test_a_bogus_tlsa_answer_skips_the_host(
