@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,3 @@ async def policy_host(leaf: Any) -> AsyncIterator[PolicyHost]:
 def policy(mode: str, *mx: str, max_age: int = 86400) -> str:
     lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
     return "\r\n".join(lines) + "\r\n"
-
-
-Clock = Callable[[], float]
