@@ -36,6 +36,8 @@ each one says whose fault it is::
     │   │                                 EHLO, STARTTLS, a failed TLS handshake); .reply
     │   ├── TlsRequiredError              TLS is required for the destination, and the
     │   │                                 server did not offer it: our policy, its lack
+    │   ├── TlsPolicyError                a TLS policy check (DANE, MTA-STS) refused the
+    │   │                                 server: its certificate or its TLS, found here
     │   ├── NoHopAvailable                connection cache: every next hop failed to open;
     │   │                                 .failures
     │   ├── GaveUpWaiting                 connection cache: every usable hop stayed at its
@@ -76,6 +78,7 @@ __all__ = [
     "ReplyTimeout",
     "SMTPXError",
     "SessionError",
+    "TlsPolicyError",
     "TlsRequiredError",
 ]
 
@@ -226,6 +229,13 @@ class SessionError(ClientError):
 
 class TlsRequiredError(ClientError):
     """The policy for this destination requires TLS, and it could not be negotiated."""
+
+
+class TlsPolicyError(ClientError):
+    """A TLS policy check of the destination (a :class:`smtpx.client.TlsCheck`: DANE,
+    MTA-STS) refused the server, or the destination cannot be used securely now. Found
+    by this host, not said by the server: a reason to try later or another host, never
+    a permanent failure."""
 
 
 class NoHopAvailable(ClientError):

@@ -16,6 +16,7 @@ from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
+from smtpx.cli import route as _route
 from smtpx.cli import send as _send
 from smtpx.cli import sendmail as _sendmail
 from smtpx.cli import spool as _spool
@@ -239,6 +240,7 @@ main.add_command(_daemon.daemon)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
 main.add_command(_db.db)
+main.add_command(_route.route)
 main.add_command(_send.send)
 main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)

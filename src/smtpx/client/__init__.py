@@ -10,7 +10,14 @@
 
 from smtpx.client.bsmtp import bsmtp_bytes, write_bsmtp
 from smtpx.client.cache import CacheConfig, CacheKey, ConnectionCache
-from smtpx.client.config import CertificateCheck, ClientConfig, TlsConfig, TlsMode
+from smtpx.client.config import (
+    CertificateCheck,
+    ClientConfig,
+    PeerTls,
+    TlsCheck,
+    TlsConfig,
+    TlsMode,
+)
 from smtpx.client.session import Client, WireFile, connect
 from smtpx.client.status import (
     Accepted,
@@ -33,10 +40,12 @@ __all__ = [
     "ConnectionCache",
     "DeliveryError",
     "EnvelopeStatus",
+    "PeerTls",
     "RejectedAllRecipients",
     "RejectedBody",
     "RejectedSender",
     "RejectedSenderAndRecipients",
+    "TlsCheck",
     "TlsConfig",
     "TlsMode",
     "Unsendable",

@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from smtpx.auth import Credentials
-from smtpx.client.config import ClientConfig
+from smtpx.client.config import ClientConfig, TlsConfig
 from smtpx.client.session import Client, connect
 from smtpx.envelope import HostPort
 from smtpx.errors import CacheClosed, GaveUpWaiting, NoHopAvailable, SMTPXError
 from smtpx.io.resolve import Resolver
 from smtpx.protocol.states import State
 
-__all__ = ["CacheConfig", "CacheKey", "ConnectionCache", "Opener"]
+__all__ = ["CacheConfig", "CacheKey", "ConnectionCache", "Opener", "TlsPolicy"]
 
 log = logging.getLogger("smtpx.client.cache")
 
@@ -38,6 +38,10 @@ log = logging.getLogger("smtpx.client.cache")
 # How a new session is opened: (destination, credentials) -> ready client. The default
 # connects over TCP; tests pass one that uses in-memory streams.
 Opener = Callable[[HostPort, Credentials | None], Awaitable[Client]]
+# The TLS settings for a new session with (destination, route), or None for the client
+# configuration's; raising (TlsPolicyError) means the destination is not to be used now.
+# The MTA sets one for MTA-STS and DANE (smtpx.mta.tlspolicy).
+TlsPolicy = Callable[[HostPort, str | None], Awaitable[TlsConfig | None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +95,8 @@ class ConnectionCache:
         self.config = config or CacheConfig()
         self.client_config = client_config or ClientConfig()
         self.resolver = resolver
-        self._opener = opener or self._connect
+        self.tls_policy: TlsPolicy | None = None  # used by the default opener only
+        self._opener = opener
         self._pools: dict[CacheKey, _Pool] = {}
         self._open = 0
         self._changed = asyncio.Condition()
@@ -158,7 +163,7 @@ class ConnectionCache:
                 pool.busy += 1
                 self._open += 1
                 try:
-                    client = await self._open_session(address, credentials)
+                    client = await self._open_session(address, credentials, route)
                 except (OSError, TimeoutError, SMTPXError) as exc:
                     pool.busy -= 1
                     self._open -= 1
@@ -191,17 +196,25 @@ class ConnectionCache:
             return slot
         return None
 
-    async def _open_session(self, address: HostPort, credentials: Credentials | None) -> Client:
+    async def _open_session(
+        self, address: HostPort, credentials: Credentials | None, route: str | None
+    ) -> Client:
         async with asyncio.timeout(self.config.open_timeout):
-            return await self._opener(address, credentials)
+            if self._opener is not None:
+                return await self._opener(address, credentials)
+            return await self._connect(address, credentials, route)
 
-    async def _connect(self, address: HostPort, credentials: Credentials | None) -> Client:
+    async def _connect(
+        self, address: HostPort, credentials: Credentials | None, route: str | None
+    ) -> Client:
+        tls = None if self.tls_policy is None else await self.tls_policy(address, route)
         return await connect(
             address.host,
             address.port,
             config=self.client_config,
             credentials=credentials,
             resolver=self.resolver,
+            tls=tls,
         )
 
     async def _release(self, key: CacheKey, slot: _Slot, failed: bool) -> None:

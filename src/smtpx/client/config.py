@@ -8,13 +8,21 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
-from smtpx.errors import ParseError
+from smtpx.errors import ClientError, ParseError
 from smtpx.io.tls import client_context
 from smtpx.protocol.domains import domain_to_ascii
 
-__all__ = ["CertificateCheck", "Chunking", "ClientConfig", "TlsConfig", "TlsMode"]
+__all__ = [
+    "CertificateCheck",
+    "Chunking",
+    "ClientConfig",
+    "PeerTls",
+    "TlsCheck",
+    "TlsConfig",
+    "TlsMode",
+]
 
 # When to send with BDAT (RFC 3030) rather than DATA, if the server offers CHUNKING.
 Chunking: TypeAlias = bool | Literal["auto"]
@@ -36,11 +44,48 @@ class CertificateCheck(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PeerTls:
+    """What a :class:`TlsCheck` is shown of a session once its STARTTLS step is over.
+
+    ``host`` is the name the client connected to (an MX host, say), ``chain`` the
+    certificates the server presented (DER, its own first, unverified; empty when the
+    session is not encrypted), ``version`` the TLS version (None without TLS).
+    """
+
+    host: str
+    remote: tuple[str, int] | None
+    local: tuple[str, int] | None
+    chain: tuple[bytes, ...]
+    version: str | None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.version is not None
+
+
+class TlsCheck(Protocol):
+    """A certificate check of one's own, after the handshake (DANE, MTA-STS): set it as
+    :attr:`TlsConfig.check`, usually with ``certificate=IGNORE`` so that the handshake
+    itself accepts any certificate and this check decides."""
+
+    def verify(self, peer: PeerTls) -> None:
+        """Called once the STARTTLS step is over, encrypted or not (``peer.chain`` is
+        then empty). Raise :class:`~smtpx.errors.TlsPolicyError` to end the session."""
+        ...
+
+    def failed(self, peer: PeerTls, error: ClientError) -> None:
+        """TLS could not be set up (STARTTLS missing or refused where required, a failed
+        handshake): the session ends with ``error`` anyway. For reports (TLS-RPT)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TlsConfig:
     """TLS towards one destination.
 
     ``server_name`` overrides the name the certificate must match (and SNI); by default it
-    is the host the client connects to.
+    is the host the client connects to. ``check`` runs after the STARTTLS step (see
+    :class:`TlsCheck`).
     """
 
     mode: TlsMode = TlsMode.IF_AVAILABLE
@@ -52,6 +97,7 @@ class TlsConfig:
     server_name: str | None = None
     cert_file: str | None = None  # a client certificate, if the server asks for one
     key_file: str | None = None
+    check: TlsCheck | None = None
 
     def context(self) -> ssl.SSLContext:
         return client_context(

@@ -26,7 +26,7 @@ from typing import IO, Any, TypeAlias
 
 from smtpx.auth import Credentials, run_client_mechanism
 from smtpx.client.chunking import PIECE, Piece, mapped, pieces, wire_pieces
-from smtpx.client.config import ClientConfig, TlsMode
+from smtpx.client.config import ClientConfig, PeerTls, TlsConfig, TlsMode
 from smtpx.client.status import (
     Accepted,
     EnvelopeStatus,
@@ -136,13 +136,21 @@ class Client:
     ``remote_address``, ``local_address``.
     """
 
-    def __init__(self, stream: Stream, *, host: str, port: int, config: ClientConfig) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        host: str,
+        port: int,
+        config: ClientConfig,
+        tls: TlsConfig | None = None,
+    ) -> None:
         self._stream = stream
         self._conn = ClientConnection()
         self.host = host
         self.port = port
         self.config = config
-        self.tls_config = config.tls_for(host)
+        self.tls_config = config.tls_for(host) if tls is None else tls
         self.greeting: Reply | None = None
         self._closed = False
 
@@ -235,7 +243,7 @@ class Client:
         if greeting.code != 220:
             raise SessionError(f"{self.host} greeted with {greeting}", greeting)
         await self._hello()
-        await self._maybe_starttls()
+        await self._tls()
         if credentials is not None:
             await self._authenticate(credentials)
 
@@ -246,6 +254,30 @@ class Client:
             reply = await self._command(Helo(name))
         if reply.code != 250:
             raise SessionError(f"{self.host} refused EHLO/HELO: {reply}", reply)
+
+    async def _tls(self) -> None:
+        """STARTTLS as configured, then the configured check of the outcome, if any."""
+        check = self.tls_config.check
+        if check is None:
+            await self._maybe_starttls()
+            return
+        try:
+            await self._maybe_starttls()
+        except (SessionError, TlsRequiredError) as exc:
+            check.failed(self.peer_tls(), exc)
+            raise
+        check.verify(self.peer_tls())
+
+    def peer_tls(self) -> PeerTls:
+        """The session's TLS as a :class:`~smtpx.client.TlsCheck` sees it."""
+        version = self._stream.tls_version() if self.is_using_tls else None
+        return PeerTls(
+            host=self.host,
+            remote=self.remote_address,
+            local=self.local_address,
+            chain=self._stream.peer_certificates() if self.is_using_tls else (),
+            version=version,
+        )
 
     async def _maybe_starttls(self) -> None:
         tls = self.tls_config
@@ -841,17 +873,18 @@ def connect(
     credentials: Credentials | None = None,
     resolver: Resolver | None = None,
     stream: Stream | None = None,
+    tls: TlsConfig | None = None,
 ) -> _Connect:
     """Open a session with ``host:port``: resolve (A and AAAA), connect to the first
     address that answers (Happy Eyeballs, RFC 8305: ``config.happy_eyeballs_delay``),
-    read the greeting, EHLO (HELO as fallback), STARTTLS per ``config.tls_for(host)``,
-    AUTH with ``credentials``.
+    read the greeting, EHLO (HELO as fallback), STARTTLS per ``tls`` (default:
+    ``config.tls_for(host)``), AUTH with ``credentials``.
 
     ``stream`` skips the connecting (an in-memory stream in tests, say). On any failure
     after the connection is up, QUIT is sent and the connection closed before the error
     is raised.
     """
-    return _Connect(_open(host, port, config or ClientConfig(), credentials, resolver, stream))
+    return _Connect(_open(host, port, config or ClientConfig(), credentials, resolver, stream, tls))
 
 
 async def _open(  # noqa: PLR0917 - private, called from one place
@@ -861,8 +894,9 @@ async def _open(  # noqa: PLR0917 - private, called from one place
     credentials: Credentials | None,
     resolver: Resolver | None,
     stream: Stream | None,
+    tls: TlsConfig | None,
 ) -> Client:
-    tls = config.tls_for(host)
+    tls = config.tls_for(host) if tls is None else tls
     if stream is None:
         context = tls.context() if tls.mode is TlsMode.IMPLICIT else None
         stream = await connect_first(
@@ -873,7 +907,7 @@ async def _open(  # noqa: PLR0917 - private, called from one place
             ssl_context=context,
             attempt_delay=config.happy_eyeballs_delay,
         )
-    client = Client(stream, host=host, port=port, config=config)
+    client = Client(stream, host=host, port=port, config=config, tls=tls)
     try:
         await client._setup(credentials)
     except BaseException:

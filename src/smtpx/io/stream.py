@@ -18,6 +18,8 @@ import ssl
 from collections.abc import Callable
 from typing import IO, cast
 
+from smtpx.io.tls import peer_chain
+
 __all__ = [
     "MemoryStream",
     "Stream",
@@ -109,6 +111,11 @@ class Stream(abc.ABC):
 
     def tls_version(self) -> str | None:
         return None
+
+    def peer_certificates(self) -> tuple[bytes, ...]:
+        """The certificate chain the peer presented in the TLS handshake (DER, its own
+        first, unverified); empty without TLS (or for an emulated handshake)."""
+        return ()
 
 
 class _Protocol(asyncio.Protocol):
@@ -341,6 +348,10 @@ class TransportStream(Stream):
     def tls_version(self) -> str | None:
         ssl_object = self._transport.get_extra_info("ssl_object")
         return None if ssl_object is None else str(ssl_object.version())
+
+    def peer_certificates(self) -> tuple[bytes, ...]:
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        return () if ssl_object is None else peer_chain(ssl_object)
 
 
 def _address(value: object) -> tuple[str, int] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import ssl
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["client_context", "peer_chain", "server_context"]
 
 _VERSIONS = {
     "TLSv1.2": ssl.TLSVersion.TLSv1_2,
@@ -78,3 +78,26 @@ def server_context(
         context.load_verify_locations(cafile=ca_file)
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+    """The certificates the peer presented (DER, its own first, as sent; not a verified
+    path), whatever the context's verification: what DANE matches against.
+
+    Python 3.13 names this ``get_unverified_chain``; 3.10 to 3.12 have it on the
+    internal ``_sslobj`` only. Elsewhere, the peer's own certificate alone.
+    """
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        chain = getter() or []
+        return tuple(_der(cert) for cert in chain)
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return (leaf,) if leaf else ()
+
+
+def _der(cert: object) -> bytes:
+    if isinstance(cert, bytes):  # 3.13 returns DER bytes
+        return cert
+    return bytes(cert.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]

@@ -16,21 +16,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from smtpx.auth import Credentials
-from smtpx.envelope import HostPort
+from smtpx.envelope import Envelope, HostPort
 from smtpx.io.resolve import Resolver
-from smtpx.mta.config import MtaConfig, SpoolBackend
+from smtpx.mta.config import MtaConfig, SpoolBackend, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
-from smtpx.mta.routing import Dns, DnsPythonResolver, NoRoute, Route, Router
+from smtpx.mta.resolver import RoutingResolver
+from smtpx.mta.routing import Dns, NoRoute, Route, Router
 from smtpx.mta.routing import RouteLater as RouteLaterResult
+from smtpx.mta.tlspolicy import TlsPolicies, https_context
+from smtpx.mta.tlsrpt import TlsReporter, TlsRptLog
 from smtpx.mta.users import Users
 from smtpx.server import Server
 from smtpx.spool.message import SpooledMessage
 from smtpx.spool.spool import (
+    Delivery,
     Destination,
     Hops,
     Local,
@@ -57,7 +62,10 @@ class Mta:
         shutdown_timeout: float = 30.0,
     ) -> None:
         self.config = config
-        self.router = Router(config, dns or DnsPythonResolver())
+        routing = config.routing
+        # MX, MTA-STS, TLSA and MX address lookups: routing.resolver, or the system's.
+        self.routing_dns = RoutingResolver.at(routing.resolver, trust_ad=routing.dane.enabled)
+        self.router = Router(config, dns or self.routing_dns)
         self.local = MaildirAgent(config.local.maildir, config.hostname)
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
         settings = config.spool
@@ -81,8 +89,12 @@ class Mta:
         )
         if resolver is not None:
             self.spool.cache.resolver = resolver
+        elif routing.resolver is not None:
+            self.spool.cache.resolver = self.routing_dns
         # Loads the DKIM keys: a bad one is a ConfigError naming dkim.sign[N].key_file.
         dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
+        self.dkim = dkim
+        self._tls_setup()
         relay = RelayPlugin(config, self.spool, self.users, dkim=dkim)
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
@@ -97,6 +109,40 @@ class Mta:
             http=None if control.http is None else (control.http.host, control.http.port),
             token=token,
         )
+
+    def _tls_setup(self) -> None:
+        """Outbound TLS policies (MTA-STS, DANE) and TLS-RPT, as configured."""
+        routing = self.config.routing
+        self.tls_reports: TlsRptLog | None = None
+        self.tls_reporter: TlsReporter | None = None
+        self._reporting: asyncio.Task[None] | None = None
+        if routing.tlsrpt.enabled:
+            self.tls_reports = TlsRptLog(Path(self.config.spool.dir) / "tlsrpt")
+            hostname = self.config.hostname
+            self.tls_reporter = TlsReporter(
+                log=self.tls_reports,
+                dns=self.routing_dns,
+                submit=self._submit_report,
+                submitter=hostname,
+                organization=routing.tlsrpt.organization or hostname,
+                contact=routing.tlsrpt.contact or f"postmaster@{hostname}",
+                ssl_context=https_context(routing.mta_sts.ca_file),
+            )
+        self.tls_policies: TlsPolicies | None = None
+        if routing.mta_sts.enabled or routing.dane.enabled:
+            record = None if self.tls_reports is None else self.tls_reports.record
+            self.tls_policies = TlsPolicies.from_config(
+                self.config, dns=self.routing_dns, router=self.router, record=record
+            )
+            self.spool.cache.tls_policy = self.tls_policies.tls_for
+
+    async def _submit_report(self, sender: str, recipient: str, message: bytes) -> None:
+        """Queue a mailed TLS-RPT report, DKIM-signed when a key covers its sender."""
+        if self.dkim is not None:
+            message = await self.dkim.signature(message) + message
+        envelope = Envelope.create(sender=sender, recipients=[recipient], message=message)
+        domain = recipient.rpartition("@")[2]
+        await self.spool.add([Delivery(envelope, route=a_label(domain))])
 
     async def __aenter__(self) -> Mta:
         await self.start()
@@ -116,9 +162,16 @@ class Mta:
             await self.server.close(0)
             await self.spool.kill_and_flush(0)
             raise
+        if self.tls_reporter is not None:
+            self._reporting = asyncio.get_running_loop().create_task(self.tls_reporter.run())
 
     async def close(self) -> None:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
+        if self._reporting is not None:
+            self._reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporting
+            self._reporting = None
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
@@ -163,7 +216,13 @@ class Mta:
         if isinstance(result, Route):
             if result.local:
                 return Local(self.local)
-            return Hops(result.hops, result.name, self._credentials(result.hops))
+            hops = result.hops
+            if result.by_mx and self.tls_policies is not None:
+                plan = await self.tls_policies.plan(result)
+                if not plan.hops:
+                    return RouteLater(plan.why_empty())  # temporary: policies are rechecked
+                hops = tuple(policy.hop for policy in plan.hops)
+            return Hops(hops, result.name, self._credentials(hops))
         if isinstance(result, NoRoute):
             return Unroutable(result.reply)
         assert isinstance(result, RouteLaterResult)

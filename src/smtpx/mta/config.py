@@ -44,6 +44,7 @@ from smtpx.auth.credentials import Credentials
 from smtpx.client.config import CertificateCheck, Chunking, ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
+from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import BareNewlines
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.server.config import Listener, ServerConfig, ServerTls
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_TOML",
     "AuthSettings",
     "ControlSettings",
+    "DaneSettings",
     "DkimSettings",
     "DkimSign",
     "FsyncPolicy",
@@ -65,10 +67,12 @@ __all__ = [
     "LocalSettings",
     "LogSettings",
     "MtaConfig",
+    "MtaStsSettings",
     "RelaySettings",
     "RoutingSettings",
     "ServerSettings",
     "SpoolSettings",
+    "TlsRptSettings",
     "TlsSettings",
     "a_label",
     "listener_kind",
@@ -398,6 +402,37 @@ def _empty_mapping() -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MtaStsSettings:
+    """``[routing.mta_sts]``: MTA-STS (RFC 8461) for mail delivered by MX.
+    ``ca_file`` replaces the system's trust store for the policy fetches and for the MX
+    certificates checked under a policy (and TLS-RPT uploads)."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaneSettings:
+    """``[routing.dane]``: DANE (RFC 7672) for mail delivered by MX; needs
+    ``routing.resolver``, a DNSSEC-validating resolver this host trusts (its AD bit)."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsRptSettings:
+    """``[routing.tlsrpt]``: daily TLS reports (RFC 8460) to the domains that publish
+    ``_smtp._tls`` records, about deliveries under their MTA-STS or DANE policies.
+    ``organization`` (the report's organization-name) defaults to the host name,
+    ``contact`` (contact-info, and the sender of mailed reports) to
+    ``postmaster@<hostname>``."""
+
+    enabled: bool = False
+    organization: str | None = None
+    contact: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingSettings:
     """``[routing]``: where outbound mail goes (see :class:`smtpx.mta.routing.Router`).
 
@@ -410,6 +445,9 @@ class RoutingSettings:
     * ``credentials``: host (lower case, A-labels) -> the login to use with it.
     * ``chunking``: BDAT to servers that offer CHUNKING: true, false or "auto", as
       :attr:`smtpx.client.ClientConfig.chunking`.
+    * ``resolver``: the DNS resolver (an IP address and port) for MX, MTA-STS, TLSA and
+      MX host address lookups; None: the system's (``/etc/resolv.conf``).
+    * ``mta_sts``, ``dane``, ``tlsrpt``: outbound TLS policies (:mod:`smtpx.mta.tlspolicy`).
     """
 
     smarthost: HostPort | None = None
@@ -417,6 +455,10 @@ class RoutingSettings:
     tls: tuple[tuple[str, TlsConfig], ...] = field(default_factory=_default_client_tls)
     credentials: Mapping[str, HostCredentials] = field(default_factory=_empty_mapping)
     chunking: Chunking = "auto"
+    resolver: ListenAddress | None = None
+    mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
+    dane: DaneSettings = field(default_factory=DaneSettings)
+    tlsrpt: TlsRptSettings = field(default_factory=TlsRptSettings)
 
 
 # The header fields a DKIM signature covers by default: RFC 6376 5.4.1's list, the MIME
@@ -575,6 +617,10 @@ maildir = "./var/mail"
 # Without a smarthost or a route, mail goes to the domain's MX hosts (or its A/AAAA
 # records when it has no MX, RFC 5321 section 5.1).
 # smarthost = "smtp.example.com:587"
+# The DNS resolver for MX, MTA-STS, TLSA and MX address lookups, "address:port" (the
+# port defaults to 53). Default: the system's (/etc/resolv.conf). For DANE it must be a
+# DNSSEC-validating resolver you trust: on this host, or across a link you trust.
+# resolver = "127.0.0.1:53"
 
 # BDAT (RFC 3030 CHUNKING) to servers that offer it: "auto" (every message but a spooled
 # one over 256 KB, which goes with DATA and sendfile), true (every message) or false
@@ -597,6 +643,25 @@ certificate = "ignore"
 # Logins for outbound hosts: password, or password_file (its first line).
 [routing.credentials]
 # "smtp.example.com" = { username = "relay", password_file = "smarthost.password" }
+
+# MTA-STS (RFC 8461) for mail delivered by MX: a domain's published policy decides which
+# MX hosts may get its mail and that their certificates must be valid (enforce), or only
+# logs what would fail (testing). Policies are cached in the spool directory.
+[routing.mta_sts]
+enabled = false
+# ca_file = "ca.pem"          # instead of the system's trust store
+
+# DANE (RFC 7672) for mail delivered by MX: DNSSEC-signed TLSA records of an MX host
+# decide its certificate check, before MTA-STS. Needs routing.resolver (validating).
+[routing.dane]
+enabled = false
+
+# Daily TLS reports (RFC 8460) to domains that publish _smtp._tls records, about
+# deliveries under their MTA-STS or DANE policies.
+[routing.tlsrpt]
+enabled = false
+# organization = "Example Org"          # default: the host name
+# contact = "postmaster@example.com"    # default: postmaster@<hostname>
 
 [dkim]
 # DKIM signatures for mail from trusted networks and authenticated users whose From
@@ -853,6 +918,25 @@ def _host(value: object, key: str) -> str:
         raise ConfigError(f"not a host name or IP address: {text!r} ({exc})", key=key) from None
 
 
+def _resolver(value: object, key: str) -> ListenAddress:
+    address = _listen(value, key, 53)
+    if not _is_ip(address.host):
+        raise ConfigError(f"must be an IP address (and port), got {value!r}", key=key)
+    return address
+
+
+def _mailbox(value: object, key: str) -> str:
+    """A mailbox address (local@domain), as written."""
+    text = _nonempty_string(value, key).strip()
+    try:
+        Address.parse(text)
+    except ParseError:
+        raise ConfigError(
+            f"not a mailbox (like postmaster@example.com): {text!r}", key=key
+        ) from None
+    return text
+
+
 def _listen(value: object, key: str, default_port: int) -> ListenAddress:
     text = _string(value, key)
     try:
@@ -1070,8 +1154,23 @@ class _Loader:
                 "tls": self.client_tls,
                 "credentials": self.credentials,
                 "chunking": _chunking,
+                "resolver": _resolver,
+                "mta_sts": self.mta_sts,
+                "dane": self.dane,
+                "tlsrpt": self.tlsrpt,
             },
         )
+
+    def mta_sts(self, value: object, key: str) -> MtaStsSettings:
+        readers = {"enabled": _boolean, "ca_file": self.path}
+        return self.build(MtaStsSettings, _table(value, key), key, readers)
+
+    def dane(self, value: object, key: str) -> DaneSettings:
+        return self.build(DaneSettings, _table(value, key), key, {"enabled": _boolean})
+
+    def tlsrpt(self, value: object, key: str) -> TlsRptSettings:
+        readers = {"enabled": _boolean, "organization": _nonempty_string, "contact": _mailbox}
+        return self.build(TlsRptSettings, _table(value, key), key, readers)
 
     def routes(self, value: object, key: str) -> Mapping[str, tuple[HostPort, ...]]:
         routes: dict[str, tuple[HostPort, ...]] = {}
@@ -1251,6 +1350,12 @@ class _Loader:
             raise ConfigError(
                 "no listeners: server.listen, server.smtps and server.submission are all empty",
                 key="server.listen",
+            )
+        if config.routing.dane.enabled and config.routing.resolver is None:
+            raise ConfigError(
+                "DANE needs routing.resolver: the address of a DNSSEC-validating resolver "
+                "you trust (its AD bit decides)",
+                key="routing.dane.enabled",
             )
         if config.control.http is not None and config.control.token_file is None:
             raise ConfigError(

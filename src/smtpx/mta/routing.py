@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -51,6 +51,7 @@ __all__ = [
     "NoRoute",
     "NoSuchDomain",
     "Route",
+    "RouteKind",
     "RouteLater",
     "RouteResult",
     "Router",
@@ -193,18 +194,29 @@ class FakeDns:
 # Results
 
 
+# Which rule of the Router gave a route (in its order): a local domain, an explicit
+# route, the smarthost, an address literal, MX records, or the domain as its own MX.
+RouteKind = Literal["local", "route", "smarthost", "literal", "mx", "implicit-mx"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """Where to deliver: ``hops`` in order of preference (empty for local delivery).
 
     ``name`` identifies the destination, for per-destination limits and caches: the
     domain for MX routes and local domains, the matching route key for explicit routes
-    (mail to every subdomain shares it), ``host:port`` for the smarthost.
+    (mail to every subdomain shares it), ``host:port`` for the smarthost. ``kind`` says
+    which rule gave it (outbound TLS policies apply to MX routes only).
     """
 
     name: str
     hops: tuple[HostPort, ...]
     local: bool = False
+    kind: RouteKind = field(default="route", compare=False)  # an explanation, not identity
+
+    @property
+    def by_mx(self) -> bool:
+        return self.kind in ("mx", "implicit-mx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +244,13 @@ class Router:
     """Decides where mail for a domain goes (see the module docstring).
 
     ``rng`` shuffles MX records of equal preference; tests pass a seeded one.
+    ``mx_port`` is the port of MX hosts: 25, which only tests change.
     """
 
     def __init__(self, config: MtaConfig, dns: Dns, rng: random.Random | None = None) -> None:
         self.config = config
         self.dns = dns
+        self.mx_port = MX_PORT
         self._rng = rng if rng is not None else random.Random()
         try:
             self._own_name = a_label(config.hostname)
@@ -254,13 +268,13 @@ class Router:
         except ValueError as exc:
             return NoRoute(Reply.of(550, f"Bad destination domain {domain!r}: {exc}", "5.1.2"))
         if name in self.config.relay.local_domains:
-            return Route(name=name, hops=(), local=True)
+            return Route(name=name, hops=(), local=True, kind="local")
         explicit = self._explicit(name)
         if explicit is not None:
             return explicit
         smarthost = self.config.routing.smarthost
         if smarthost is not None:
-            return Route(name=str(smarthost), hops=(smarthost,))
+            return Route(name=str(smarthost), hops=(smarthost,), kind="smarthost")
         return await self._mx(name)
 
     def _explicit(self, name: str) -> Route | None:
@@ -278,14 +292,14 @@ class Router:
         # when no smarthost takes everything (the order in the module docstring).
         smarthost = self.config.routing.smarthost
         if smarthost is not None:
-            return Route(name=str(smarthost), hops=(smarthost,))
+            return Route(name=str(smarthost), hops=(smarthost,), kind="smarthost")
         inner = text[1:-1]
         if inner[:5].lower() == "ipv6:":
             inner = inner[5:]
         if not is_ip_address(inner):
             return NoRoute(Reply.of(550, f"Unsupported address literal {text}", "5.1.2"))
-        hop = HostPort(inner, MX_PORT)
-        return Route(name=str(hop), hops=(hop,))
+        hop = HostPort(inner, self.mx_port)
+        return Route(name=str(hop), hops=(hop,), kind="literal")
 
     async def _mx(self, name: str) -> RouteResult:
         try:
@@ -297,7 +311,7 @@ class Router:
             # client will look up its A and AAAA records.
             if name == self._own_name:
                 return self._loop(name)
-            return Route(name=name, hops=(HostPort(name, MX_PORT),))
+            return Route(name=name, hops=(HostPort(name, self.mx_port),), kind="implicit-mx")
         except DnsTemporaryError as exc:
             return RouteLater(f"MX lookup for {name} failed: {exc}")
         except DnsError as exc:  # another implementation's subclass: treat as temporary
@@ -332,14 +346,14 @@ class Router:
             self._rng.shuffle(group)
             for host in group:
                 try:
-                    hop = HostPort(host, MX_PORT)
+                    hop = HostPort(host, self.mx_port)
                 except ValueError:
                     continue  # not a usable host name
                 if hop not in hops:
                     hops.append(hop)
         if not hops:
             return NoRoute(Reply.of(550, f"Domain {name}: no usable MX host", "5.4.4"))
-        return Route(name=name, hops=tuple(hops))
+        return Route(name=name, hops=tuple(hops), kind="mx")
 
     def _loop(self, name: str) -> NoRoute:
         return NoRoute(
