@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.pg.queue import MessageExists, PgQueue, connect_pool
+from smtpx.spool.pg.queue import CHUNK_SIZE, MessageExists, PgQueue, connect_pool
 from smtpx.spool.pg.schema import migrate
 from smtpx.spool.records import Location
 from tests.spool.pg.helpers import EPOCH, Clock, entry, meta
@@ -234,3 +234,18 @@ async def test_a_claim_of_nothing_or_for_no_time_is_a_mistake(
 ) -> None:
     with pytest.raises(ValueError, match="claim needs"):
         await queue.claim(limit, lease)
+
+
+async def test_add_many_adds_all_in_one_commit_or_none(pg_pool: asyncpg.Pool) -> None:
+    await migrate(pg_pool)
+    queue = PgQueue(pg_pool, "n1", clock=Clock())
+    bodies = [b"x" * 10, b"y" * (CHUNK_SIZE + 5), b""]
+    stored = await queue.add_many(
+        [(meta(n), body) for n, body in zip((1, 2, 3), bodies, strict=True)]
+    )
+    assert [s.length for s in stored] == [10, CHUNK_SIZE + 5, 0]
+    for n, body in zip((1, 2, 3), bodies, strict=True):
+        assert b"".join([c async for c in queue.read_body(f"m{n}")]) == body
+    with pytest.raises(MessageExists):
+        await queue.add_many([(meta(4), b"new"), (meta(1), b"again")])
+    assert await queue.get("m4") is None  # none of the failed batch was added

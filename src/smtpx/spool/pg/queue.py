@@ -167,6 +167,14 @@ _INSERT = """INSERT INTO messages (id, parent_id, spool_date, status, next_attem
 _ADD = f"""WITH m AS ({_INSERT})
 INSERT INTO message_chunks (message_id, seq, data)
 SELECT $1, c.n - 1, c.data FROM unnest($10::bytea[]) WITH ORDINALITY AS c(data, n)"""
+_ADD_MANY = """WITH m AS (
+    INSERT INTO messages (id, parent_id, spool_date, status, next_attempt, message_id, meta,
+        body_length, body_crc32)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::float8[],
+        $6::text[], $7::jsonb[], $8::bigint[], $9::bigint[])
+)
+INSERT INTO message_chunks (message_id, seq, data)
+SELECT * FROM unnest($10::text[], $11::int[], $12::bytea[])"""
 _CHUNKS = """INSERT INTO message_chunks (message_id, seq, data)
 SELECT $1, $2 + c.n - 1, c.data FROM unnest($3::bytea[]) WITH ORDINALITY AS c(data, n)"""
 # Lapsed leases first (their messages waited longest), then due messages in due order;
@@ -189,6 +197,13 @@ _SETTLE = f"""UPDATE messages SET status = $3, next_attempt = $4, meta = meta ||
 _RELEASE = f"""UPDATE messages SET status = meta->>'status', lease_owner = NULL,
     lease_until = NULL WHERE {_HELD} RETURNING next_attempt"""
 _FORGET = f"DELETE FROM messages WHERE {_HELD}"
+_SETTLE_MANY = """UPDATE messages m SET status = u.status, next_attempt = u.at,
+    meta = m.meta || u.change, lease_owner = NULL, lease_until = NULL
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::float8[], $5::jsonb[])
+    AS u(id, token, status, at, change)
+WHERE m.id = u.id AND m.lease_token = u.token AND m.status = 'sending' RETURNING m.id"""
+_FORGET_MANY = """DELETE FROM messages m USING unnest($1::text[], $2::bigint[]) AS u(id, token)
+WHERE m.id = u.id AND m.lease_token = u.token AND m.status = 'sending' RETURNING m.id"""
 # An operator's change: the token moves on, so a node holding the message is fenced out.
 _CHANGE = """UPDATE messages SET status = $2, next_attempt = $3, meta = meta || $4::jsonb,
     lease_owner = NULL, lease_until = NULL, lease_token = lease_token + 1 WHERE id = $1"""
@@ -262,6 +277,38 @@ class PgQueue:
             self._hint()
         return stored
 
+    async def add_many(self, items: list[tuple[Mapping[str, Any], bytes]]) -> list[Body]:
+        """Queue several messages whose bodies are in memory, in one statement and one
+        commit (what concurrent sessions hand in at the same moment: the queue's group
+        commit). All or none: a failure (an id already queued, say) adds none of them."""
+        if not items:
+            return []
+        size = self.chunk_size
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        chunk_ids: list[str] = []
+        chunk_seqs: list[int] = []
+        chunk_data: list[bytes] = []
+        stored = []
+        for meta, body in items:
+            row = _row_of(meta)
+            view = memoryview(body)
+            result = Body(len(body), zlib.crc32(body))
+            for column, value in zip(columns, (*row, result.length, result.crc32), strict=True):
+                column.append(value)
+            for seq, at in enumerate(range(0, len(view), size)):
+                chunk_ids.append(row[0])
+                chunk_seqs.append(seq)
+                chunk_data.append(bytes(view[at : at + size]))
+            stored.append(result)
+        try:
+            await self.pool.execute(_ADD_MANY, *columns, chunk_ids, chunk_seqs, chunk_data)
+        except asyncpg.UniqueViolationError:
+            raise MessageExists(", ".join(columns[0])) from None
+        now = self._local_now()
+        if any(s in WAITING and at <= now for s, at in zip(columns[3], columns[4], strict=True)):
+            self._hint()
+        return stored
+
     async def _add_whole(self, row: tuple[Any, ...], body: memoryview) -> Body:
         size = self.chunk_size
         chunks = [body[at : at + size] for at in range(0, len(body), size)]
@@ -312,6 +359,40 @@ class PgQueue:
         if status in WAITING and next_attempt <= self._local_now():
             self._hint()
         return True
+
+    async def settle_many(
+        self, settles: list[tuple[Claim | tuple[str, int], Mapping[str, Any]]]
+    ) -> set[str]:
+        """:meth:`settle` for several messages in one statement (one commit): the ids
+        whose outcome was written (the others: no longer held by this node)."""
+        if not settles:
+            return set()
+        ids, tokens, statuses, times, changes = [], [], [], [], []
+        for claim, state in settles:
+            message_id, token = _held(claim)
+            status, next_attempt = _status_of(state)
+            ids.append(message_id)
+            tokens.append(token)
+            statuses.append(status)
+            times.append(next_attempt)
+            changes.append({k: v for k, v in state.items() if k not in ("v", "id")})
+        rows = await self.pool.fetch(_SETTLE_MANY, ids, tokens, statuses, times, changes)
+        done = {row["id"] for row in rows}
+        now = self._local_now()
+        if any(
+            i in done and s in WAITING and t <= now
+            for i, s, t in zip(ids, statuses, times, strict=True)
+        ):
+            self._hint()
+        return done
+
+    async def forget_many(self, claims: list[Claim | tuple[str, int]]) -> set[str]:
+        """:meth:`forget` for several messages in one statement: the ids deleted."""
+        if not claims:
+            return set()
+        held = [_held(claim) for claim in claims]
+        rows = await self.pool.fetch(_FORGET_MANY, [i for i, _ in held], [t for _, t in held])
+        return {row["id"] for row in rows}
 
     async def forget(self, claim: Claim | tuple[str, int]) -> bool:
         """Delete a message (delivered, or bounced) and its body, if this node still holds

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -44,8 +45,23 @@ log = logging.getLogger("smtpx.spool")
 # What a failing database raises through asyncpg.
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, QueueError, TimeoutError)
 RETRY_AFTER = 1.0  # seconds writes are refused at once after a failure
+GROUP = 200  # messages added in one statement at most
 # A batch of events in one statement (pg_notify writes nothing: no WAL flush).
 _NOTIFY_EVENTS = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+
+
+@dataclass(slots=True)
+class _Op:
+    """One state write of this node: settle or forget (under the token), or an
+    operator's change."""
+
+    kind: str  # "settle" | "forget" | "change"
+    message_id: str
+    token: int | None
+    state: dict[str, Any] | None
+    future: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class PgStore:
@@ -62,7 +78,8 @@ class PgStore:
         self.on_damaged: Callable[[SpooledMessage, BodyDamaged], Awaitable[None]] | None = None
         self.wakeup = asyncio.Event()
         self._tokens: dict[str, int] = {}  # fencing token of each message held
-        self._writes: dict[str, asyncio.Task[Any]] = {}  # the last write of each message
+        self._ops: list[_Op] = []  # state writes waiting for the next group
+        self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pool: Any = None
         self._queue: PgQueue | None = None
@@ -72,6 +89,9 @@ class PgStore:
         self.events: EventBus[SpoolEvent] | None = None
         self._outgoing: list[SpoolEvent] = []
         self._sending: asyncio.Task[None] | None = None
+        # Messages waiting to be added together (group commit), and the task adding them.
+        self._adding: list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]] = []
+        self._adder: asyncio.Task[None] | None = None
 
     @property
     def queue(self) -> PgQueue:
@@ -137,7 +157,8 @@ class PgStore:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
-        await asyncio.gather(*self._writes.values(), return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         if self._queue is not None:
             # What this node claimed and did not settle waits for the next claim.
             for message_id, token in list(self._tokens.items()):
@@ -279,14 +300,17 @@ class PgStore:
     async def write(
         self, entries: list[SpooledMessage], contents: list[bytes | SpilledMessage]
     ) -> None:
-        """Add the messages (each in its own transaction, concurrently; PostgreSQL
-        commits them together when they arrive together)."""
+        """Add the messages. Those in memory join the others handed in at the same
+        moment in one statement and one commit (group commit, as the journal's); a
+        spilled one is streamed in its own transaction."""
         if self.refusing():
             raise StoreWriteError("the spool database is out of reach, or failed a moment ago")
 
         async def one(entry: SpooledMessage, content: bytes | SpilledMessage) -> None:
-            body = content if isinstance(content, bytes) else content.chunks()
-            stored = await self.queue.add(entry.to_meta(), body)
+            if isinstance(content, bytes):
+                stored = await self._add_grouped(entry.to_meta(), content)
+            else:
+                stored = await self.queue.add(entry.to_meta(), content.chunks())
             entry.location = Location(0, 0, stored.length, stored.crc32)
 
         try:
@@ -295,26 +319,49 @@ class PgStore:
             raise self._failed("store a message", exc) from exc
         self.wakeup.set()
 
+    async def _add_grouped(self, meta: dict[str, Any], body: bytes) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._adding.append((meta, body, future))
+        if self._adder is None or self._adder.done():
+            self._adder = asyncio.get_running_loop().create_task(self._add_waiting())
+        return await future
+
+    async def _add_waiting(self) -> None:
+        """Add what waits, in groups of what piled up while the last group committed."""
+        while self._adding:
+            group, self._adding = self._adding[:GROUP], self._adding[GROUP:]
+            try:
+                stored = await self.queue.add_many([(meta, body) for meta, body, _ in group])
+            except BaseException as exc:
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, future), body in zip(group, stored, strict=True):
+                if not future.done():
+                    future.set_result(body)
+
     def update(self, entry: SpooledMessage) -> None:
         """Record ``entry``'s new state: queued now (in order, per message)."""
-        self._ordered(entry.id, self._write_state(entry))
+        self._submit(self._state_op(entry))
 
     async def update_durably(self, entry: SpooledMessage) -> None:
-        await self._ordered(entry.id, self._write_state(entry))
+        future = self._submit(self._state_op(entry))
+        await future
 
-    def _write_state(self, entry: SpooledMessage) -> Callable[[], Awaitable[bool]]:
+    def _state_op(self, entry: SpooledMessage) -> _Op:
         """The write of ``entry``'s state: a settle under the token if this node holds
         it (the lease ends), an operator's change otherwise."""
-        state = entry.state_meta()
         token = self._drop(entry.id)
-        if token is None:
-            return lambda: self.queue.change(entry.id, state)
-        return lambda: self.queue.settle((entry.id, token), state)
+        kind = "change" if token is None else "settle"
+        return _Op(kind, entry.id, token, entry.state_meta())
 
     def forget(self, entry: SpooledMessage) -> None:
         token = self._drop(entry.id)
         if token is not None:
-            self._ordered(entry.id, lambda: self.queue.forget((entry.id, token)))
+            self._submit(_Op("forget", entry.id, token, None))
 
     async def purge(self, entry: SpooledMessage) -> bool:
         try:
@@ -327,35 +374,56 @@ class PgStore:
         self.messages.pop(message_id, None)
         return self._tokens.pop(message_id, None)
 
-    def _ordered(self, message_id: str, write: Callable[[], Awaitable[bool]]) -> asyncio.Task[Any]:
-        """Run ``write`` after the writes of the same message queued before it."""
-        before = self._writes.get(message_id)
+    # The state writes of this node go out in groups, one statement per kind for what
+    # piled up while the last group was written (a group commit, as for the adds). Per
+    # message they keep their order: a message's second write waits for the next group.
 
-        async def run() -> bool:
-            if before is not None:
-                await asyncio.gather(before, return_exceptions=True)
-            try:
-                done = await write()
-            except DB_ERRORS as exc:
-                self._failed(f"record the state of {message_id}", exc)
-                raise
-            if not done:
+    def _submit(self, op: _Op) -> asyncio.Future[bool]:
+        self._ops.append(op)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_ops())
+        return op.future
+
+    async def _write_ops(self) -> None:
+        while self._ops:
+            group: list[_Op] = []
+            later: list[_Op] = []
+            seen: set[str] = set()
+            for op in self._ops:
+                if op.message_id in seen or len(group) >= GROUP:
+                    later.append(op)
+                else:
+                    group.append(op)
+                    seen.add(op.message_id)
+            self._ops = later
+            await self._write_group(group)
+
+    async def _write_group(self, group: list[_Op]) -> None:
+        queue = self.queue
+        settles = [op for op in group if op.kind == "settle"]
+        forgets = [op for op in group if op.kind == "forget"]
+        try:
+            done = await queue.settle_many(
+                [((o.message_id, o.token or 0), o.state or {}) for o in settles]
+            )
+            done |= await queue.forget_many([(o.message_id, o.token or 0) for o in forgets])
+            for op in group:
+                if op.kind == "change" and await queue.change(op.message_id, op.state or {}):
+                    done.add(op.message_id)
+        except DB_ERRORS as exc:
+            failure = self._failed(f"record the state of {len(group)} messages", exc)
+            for op in group:
+                if not op.future.done():
+                    op.future.set_exception(failure)
+                    op.future.exception()  # (retrieved: logged above)
+            return
+        for op in group:
+            if op.message_id not in done:
                 log.warning(
-                    "spool: %s changed meanwhile (another node, or an operator)", message_id
+                    "spool: %s changed meanwhile (another node or an operator)", op.message_id
                 )
-            return done
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._writes[message_id] = task
-
-        def forget_task(finished: asyncio.Task[Any]) -> None:
-            if self._writes.get(message_id) is finished:
-                del self._writes[message_id]
-            if not finished.cancelled():
-                finished.exception()  # retrieved: logged above
-
-        task.add_done_callback(forget_task)
-        return task
+            if not op.future.done():
+                op.future.set_result(op.message_id in done)
 
     # -- bodies -------------------------------------------------------------------------
 
