@@ -17,12 +17,16 @@ import contextlib
 import logging
 import signal
 
+import dns.asyncresolver
+
 from smtpx.auth import Credentials
 from smtpx.envelope import HostPort
 from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig, SpoolBackend
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
+from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.routing import Dns, DnsPythonResolver, NoRoute, Route, Router
@@ -54,10 +58,14 @@ class Mta:
         *,
         dns: Dns | None = None,
         resolver: Resolver | None = None,
+        dns_resolver: dns.asyncresolver.Resolver | None = None,
+        inbound_policy: InboundPolicy | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self.config = config
-        self.router = Router(config, dns or DnsPythonResolver())
+        if dns_resolver is None and config.dns.nameservers:
+            dns_resolver = _resolver(config)
+        self.router = Router(config, dns or DnsPythonResolver(dns_resolver))
         self.local = MaildirAgent(config.local.maildir, config.hostname)
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
         settings = config.spool
@@ -83,7 +91,8 @@ class Mta:
             self.spool.cache.resolver = resolver
         # Loads the DKIM keys: a bad one is a ConfigError naming dkim.sign[N].key_file.
         dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
-        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim)
+        self.inbound = _inbound(config, dns_resolver, inbound_policy)
+        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim, inbound=self.inbound)
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
@@ -122,6 +131,8 @@ class Mta:
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
+        if self.inbound is not None:
+            self.inbound.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,3 +182,29 @@ class Mta:
 
     def _credentials(self, hops: tuple[HostPort, ...]) -> Credentials | None:
         return self.config.credentials_for(hops[0].host) if hops else None
+
+
+def _resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
+    """The resolver ``[dns]`` describes (the system's when it names no server)."""
+    servers = tuple((a.host, a.port) for a in config.dns.nameservers)
+    return make_resolver(servers, timeout=config.dns.timeout)
+
+
+def _inbound(
+    config: MtaConfig,
+    resolver: dns.asyncresolver.Resolver | None,
+    policy: InboundPolicy | None,
+) -> InboundJudge | None:
+    """The judge of inbound mail when ``[inbound]`` names listeners (the ARC key is loaded
+    here: a bad one is a ConfigError naming inbound.arc_seal.key_file)."""
+    settings = config.inbound
+    if not settings.listeners:
+        return None
+    sealer = None if settings.arc_seal is None else ArcSealer.from_settings(settings.arc_seal)
+    return InboundJudge(
+        settings,
+        AuthDns(resolver or _resolver(config), timeout=config.dns.timeout),
+        authserv_id=settings.authserv_id or config.hostname,
+        policy=policy,
+        sealer=sealer,
+    )
