@@ -81,3 +81,16 @@ def test_the_key_must_be_rsa(tmp_path: Path) -> None:
     missing = ArcSealSettings(domain="example.test", selector="x", key_file=tmp_path / "none")
     with pytest.raises(ConfigError, match="cannot read"):
         ArcSealer.from_settings(missing)
+
+
+def test_malformed_arc_fields_fail_the_chain_without_an_error() -> None:
+    # An AMS whose "i =" dkimpy's lookup does not find: it raised IndexError inside dkimpy.
+    fields = (
+        b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=x.test; s=s; b=AAAA\r\n"
+        b"ARC-Message-Signature: i =1; a=rsa-sha256; d=x.test; s=s; h=from; bh=AAAA; b=AAAA\r\n"
+        b"ARC-Authentication-Results: i=1; x.test; none\r\n"
+    )
+    assert verify_arc(fields + message(), {}).result == "fail"
+    assert verify_arc(b"ARC-Seal: i=1\r\n" + message(), {}).reason == (
+        "Incomplete ARC set for instance 1"
+    )

@@ -162,7 +162,7 @@ def verify_dkim(message: bytes, keys: KeyRing) -> list[DkimResult]:
     ``message`` (blocking: run it in a thread), top first; empty when there are none."""
     try:
         verifier = dkim.DKIM(message, minkey=MIN_RSA_BITS)
-    except dkim.DKIMException as exc:
+    except Exception as exc:  # MessageFormatError, mostly
         return [DkimResult("permerror", reason=f"message not parsable: {exc}")]
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     signatures = _signature_tags(message[: _header_end(message)], (b"dkim-signature",))
@@ -203,8 +203,8 @@ def _verify_one(
         ok = verifier.verify(idx=index, dnsfunc=_dnsfunc(keys))
     except dkim.ValidationError as exc:  # "body hash mismatch", a bad x= ...
         return _with(signature, "fail", str(exc))
-    except dkim.DKIMException as exc:
-        return _with(signature, "permerror", str(exc))
+    except Exception as exc:  # DKIMException, or dkimpy tripping over a malformed field
+        return _with(signature, "permerror", str(exc) or type(exc).__name__)
     if ok:
         return _with(signature, "pass", "")
     return _with(signature, "fail", "signature did not verify")
@@ -270,8 +270,8 @@ def verify_arc(message: bytes, keys: KeyRing) -> ArcResult:
     try:
         chain = dkim.ARC(message, minkey=MIN_RSA_BITS)
         cv, instances, reason = chain.verify(dnsfunc=_dnsfunc(keys))
-    except dkim.DKIMException as exc:
-        return ArcResult("fail", reason=str(exc)[:200])
+    except Exception as exc:  # DKIMException, or dkimpy tripping over malformed ARC fields
+        return ArcResult("fail", reason=(str(exc) or type(exc).__name__)[:200])
     sealers = tuple(
         str(result.get("as-domain", b"").decode("ascii", "replace")).lower() for result in instances
     )
