@@ -16,18 +16,30 @@ says why (RFC 8601 2.7.1):
   that failed for now is ``temperror``;
 * at most :data:`MAX_SIGNATURES` signatures are checked (KumoMTA's limit too): a message
   with a hundred signatures costs no more than one with ten.
+
+**RSA through OpenSSL.** dkimpy checks RSA signatures in pure Python (its ``int2str``
+and ``pow``: over a millisecond a signature on this project's machine, holding the GIL)
+and parses each public key with its own ASN.1 code. As for signing (:mod:`smtpx.mta.dkim`),
+its one verification function (``dkim.RSASSA_PKCS1_v1_5_verify``) is wrapped so that
+``cryptography`` (OpenSSL) checks SHA-256 signatures, and its key parser is cached; the
+rest (canonicalization, tags, the hashing) is dkimpy's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import dkim
 import dkim.util
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from smtpx.mta.inbound.lookup import Answer, AuthDns, Outcome
 from smtpx.mta.inbound.results import MethodResult
@@ -38,6 +50,7 @@ __all__ = [
     "DkimResult",
     "KeyRing",
     "fetch_keys",
+    "header_fields",
     "key_names",
     "verify_arc",
     "verify_dkim",
@@ -47,10 +60,49 @@ MAX_SIGNATURES = 10  # DKIM-Signature fields checked per message
 MAX_ARC_KEYS = 20  # distinct keys fetched for an ARC chain (AMS and AS of each instance)
 MIN_RSA_BITS = 1024  # RFC 8301 3.2
 _ARC_FIELDS = (b"arc-message-signature", b"arc-seal")
+_ARC_FIELD = re.compile(rb"(?:^|\n)arc-", re.IGNORECASE)
 _COMMENTS = re.compile(rb"\((?:[^()\\]|\\.)*\)")
 _DMARC_PASS = re.compile(rb"(?:^|[;\s])dmarc\s*=\s*pass(?:[;\s]|$)", re.IGNORECASE)
 
 KeyRing = Mapping[bytes, Answer]  # b"sel._domainkey.example.com." -> its TXT answer
+
+
+# -- RSA through OpenSSL (see the module docstring) --------------------------------------------
+
+_dkimpy_rsa_verify = dkim.RSASSA_PKCS1_v1_5_verify
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def _rsa_verify(hash: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """dkimpy's ``RSASSA_PKCS1_v1_5_verify(hash, signature, public_key)``, by OpenSSL for
+    SHA-256 (what RFC 8301 leaves: rsa-sha1 never gets here, it is refused first)."""
+    if hash.name.lower() != "sha256":
+        return bool(_dkimpy_rsa_verify(hash, signature, public_key))
+    try:
+        key = _public_key(public_key["modulus"], public_key["publicExponent"])
+    except (KeyError, ValueError):
+        return bool(_dkimpy_rsa_verify(hash, signature, public_key))
+    size = (key.key_size + 7) // 8
+    if len(signature) > size:
+        return False
+    try:
+        key.verify(
+            signature.rjust(size, b"\0"),
+            hash.digest(),
+            padding.PKCS1v15(),
+            utils.Prehashed(hashes.SHA256()),
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+dkim.RSASSA_PKCS1_v1_5_verify = _rsa_verify
+dkim.parse_public_key = functools.lru_cache(maxsize=256)(dkim.parse_public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +150,21 @@ class ArcResult:
 # -- keys -----------------------------------------------------------------------------------
 
 
-def _signature_tags(header_block: bytes, names: Iterable[bytes]) -> list[dict[bytes, bytes]]:
-    wanted = tuple(names)
+Fields = list[tuple[bytes, bytes]]  # a header block parsed: (name, raw value) each
+
+
+def header_fields(header_block: bytes) -> Fields | None:
+    """The fields of a header block as dkimpy parses them; None when it cannot."""
     try:
         fields, _ = dkim.rfc822_parse(header_block)
     except dkim.DKIMException:
-        return []
-    tags = []
-    for name, value in fields:
-        if name.lower() in wanted:
-            try:
-                tags.append(dkim.util.parse_tag_value(value))
-            except dkim.util.InvalidTagValueList:
-                tags.append({})
-    return tags
+        return None
+    return list(fields)
+
+
+def _signature_tags(fields: Fields | None, names: Iterable[bytes]) -> list[dict[bytes, bytes]]:
+    wanted = tuple(names)
+    return [_tags(value) for name, value in fields or () if name.lower() in wanted]
 
 
 def _key_name(tags: Mapping[bytes, bytes]) -> bytes | None:
@@ -121,16 +174,18 @@ def _key_name(tags: Mapping[bytes, bytes]) -> bytes | None:
     return selector.strip() + b"._domainkey." + domain.strip().rstrip(b".") + b"."
 
 
-def key_names(header_block: bytes) -> list[bytes]:
+def key_names(header: bytes | Fields | None) -> list[bytes]:
     """The key records the signatures of a message need: those of its first
-    :data:`MAX_SIGNATURES` DKIM-Signature fields and of its ARC signatures."""
+    :data:`MAX_SIGNATURES` DKIM-Signature fields and of its ARC signatures. ``header``
+    is the header block, or its fields (:func:`header_fields`)."""
+    fields = header_fields(header) if isinstance(header, bytes) else header
     names: dict[bytes, None] = {}
-    for tags in _signature_tags(header_block, (b"dkim-signature",))[:MAX_SIGNATURES]:
+    for tags in _signature_tags(fields, (b"dkim-signature",))[:MAX_SIGNATURES]:
         name = _key_name(tags)
         if name is not None:
             names[name.lower()] = None
     arc: dict[bytes, None] = {}
-    for tags in _signature_tags(header_block, _ARC_FIELDS):
+    for tags in _signature_tags(fields, _ARC_FIELDS):
         name = _key_name(tags)
         if name is not None and len(arc) < MAX_ARC_KEYS:
             arc[name.lower()] = None
@@ -164,18 +219,18 @@ def verify_dkim(message: bytes, keys: KeyRing) -> list[DkimResult]:
         verifier = dkim.DKIM(message, minkey=MIN_RSA_BITS)
     except Exception as exc:  # MessageFormatError, mostly
         return [DkimResult("permerror", reason=f"message not parsable: {exc}")]
-    count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
-    signatures = _signature_tags(message[: _header_end(message)], (b"dkim-signature",))
-    results = []
-    for index in range(min(count, MAX_SIGNATURES)):
-        tags = signatures[index] if index < len(signatures) else {}
-        results.append(_verify_one(verifier, index, tags, keys))
-    return results
+    values = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+    return [
+        _verify_one(verifier, index, _tags(value), keys)
+        for index, value in enumerate(values[:MAX_SIGNATURES])
+    ]
 
 
-def _header_end(message: bytes) -> int:
-    end = message.find(b"\r\n\r\n")
-    return len(message) if end < 0 else end + 4
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    try:
+        return dict(dkim.util.parse_tag_value(value))
+    except dkim.util.InvalidTagValueList:
+        return {}
 
 
 def _text(tags: Mapping[bytes, bytes], name: bytes) -> str:
@@ -267,6 +322,9 @@ def _key_refusal(name: bytes, record: bytes) -> tuple[str, str] | None:
 
 def verify_arc(message: bytes, keys: KeyRing) -> ArcResult:
     """The ARC chain's validation status (blocking: run it in a thread)."""
+    end = message.find(b"\r\n\r\n")
+    if not _ARC_FIELD.search(message if end < 0 else message[: end + 2]):
+        return ArcResult("none")  # no ARC field at all: dkimpy would parse it all again
     try:
         chain = dkim.ARC(message, minkey=MIN_RSA_BITS)
         cv, instances, reason = chain.verify(dnsfunc=_dnsfunc(keys))

@@ -37,6 +37,7 @@ then not applied, section 5.3.8), unless an aligned pass was found anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import re
 from collections.abc import Sequence
@@ -194,13 +195,18 @@ class DmarcResult:
         )
 
 
-def author_domains(header_block: bytes) -> list[str] | str:
+def author_domains(header: bytes | Sequence[tuple[bytes, bytes]] | None) -> list[str] | str:
     """The distinct domains (A-labels, lower case) of the addresses in the message's From
     field, or the reason there are none to judge by: no From field, several From fields
-    (RFC 5322 allows one), an address without a usable domain."""
-    try:
-        fields, _ = dkim.rfc822_parse(header_block)
-    except dkim.DKIMException:
+    (RFC 5322 allows one), an address without a usable domain. ``header`` is the header
+    block, or its fields as dkimpy parses them (None: it could not)."""
+    fields: Sequence[tuple[bytes, bytes]] | None = None
+    if isinstance(header, bytes):
+        with contextlib.suppress(dkim.DKIMException):
+            fields = dkim.rfc822_parse(header)[0]
+    else:
+        fields = header
+    if fields is None:
         return "header not parsable"
     values = [value for name, value in fields if name.strip().lower() == b"from"]
     if not values:

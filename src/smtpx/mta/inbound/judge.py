@@ -33,8 +33,10 @@ from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.inbound.dkimverify import (
     ArcResult,
     DkimResult,
+    Fields,
     KeyRing,
     fetch_keys,
+    header_fields,
     key_names,
     verify_arc,
     verify_dkim,
@@ -135,12 +137,13 @@ class InboundJudge:
             spf = await self.at_mail(session, transaction)
         try:
             head = await self._head(content)
-            keys = await fetch_keys(self.dns, key_names(head))
+            fields = header_fields(head)
+            keys = await fetch_keys(self.dns, key_names(fields))
             dkim, arc = await self._verify(content, keys)
         except OSError as exc:  # the spilled file could not be read: keep nothing
             log.error("inbound: cannot read the message to judge it: %s", exc)
             raise Reject(_local_error()) from None
-        verdict = Verdict(spf, tuple(dkim), arc, tuple(await self._dmarc(head, spf, dkim)))
+        verdict = Verdict(spf, tuple(dkim), arc, tuple(await self._dmarc(fields, spf, dkim)))
         decided = await self.policy.after_checks(session, transaction, verdict)
         log.info("inbound %s: %s", transaction.id, verdict.summary())
         if isinstance(decided, Refuse):
@@ -175,9 +178,9 @@ class InboundJudge:
             return await self._in_thread(lambda: verify(content.read()))
 
     async def _dmarc(
-        self, head: bytes, spf: SpfResults, dkim: list[DkimResult]
+        self, fields: Fields | None, spf: SpfResults, dkim: list[DkimResult]
     ) -> list[DmarcResult]:
-        authors = author_domains(head)
+        authors = author_domains(fields)
         if isinstance(authors, str):
             return [DmarcResult("permerror", reason=authors)]
         evaluator = DmarcEvaluator(self.dns)

@@ -1,6 +1,7 @@
 """DNS for judging inbound mail: TXT records and name existence through dnspython's async
 resolver, with the outcome as a closed type (records, no such name, no records, a
-temporary failure), and a bridge for libraries that resolve synchronously in a thread.
+temporary failure), and a synchronous twin for libraries that resolve synchronously in a
+worker thread (pyspf).
 
 Every lookup of SPF, DKIM, DMARC and ARC goes through one :class:`AuthDns`, so one
 resolver configuration (``[dns]``, or the resolver a test injects) serves them all.
@@ -8,11 +9,9 @@ resolver configuration (``[dns]``, or the resolver a test injects) serves them a
 
 from __future__ import annotations
 
-import asyncio
 import enum
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -24,8 +23,6 @@ import dns.resolver
 from smtpx.errors import ConfigError
 
 __all__ = ["Answer", "AuthDns", "Outcome", "make_resolver"]
-
-T = TypeVar("T")
 
 
 class Outcome(enum.Enum):
@@ -111,39 +108,23 @@ class AuthDns:
             return Answer(Outcome.NODATA)
         return Answer(Outcome.FOUND, tuple(_data(rdata) for rdata in found.rrset))
 
-    def blocking(self, loop: asyncio.AbstractEventLoop) -> BlockingLookup:
-        """A lookup function for code running in another thread: it asks this resolver on
-        ``loop`` and waits."""
-        return BlockingLookup(self, loop)
+    def blocking(self) -> dns.resolver.Resolver:
+        """A synchronous twin of this resolver, for libraries that resolve synchronously
+        in a worker thread: the same name servers, port, limits and EDNS options, and the
+        same cache (dnspython's caches lock; answers found by either serve both)."""
+        source = self.resolver
+        twin = dns.resolver.Resolver(configure=False)
+        twin.nameservers = list(source.nameservers)
+        twin.port = source.port
+        twin.lifetime = self.timeout
+        twin.timeout = source.timeout
+        twin.use_edns(source.edns, source.ednsflags, source.payload)
+        twin.flags = source.flags
+        twin.cache = source.cache
+        return twin
 
 
 def _data(rdata: Any) -> bytes:
     if rdata.rdtype == dns.rdatatype.TXT:
         return b"".join(rdata.strings)
     return str(rdata.to_text()).encode()
-
-
-class BlockingLookup:
-    """Runs :class:`AuthDns` queries on the event loop from a worker thread (never call it
-    on the loop's own thread: it would wait for itself)."""
-
-    def __init__(self, dns_: AuthDns, loop: asyncio.AbstractEventLoop) -> None:
-        self.dns = dns_
-        self.loop = loop
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(self.dns.timeout + 5)
-
-    def resolve(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
-        """dnspython's answer for (``name``, ``rdtype``), None for NXDOMAIN or no data;
-        :class:`dns.exception.DNSException` for the rest."""
-        return self.run(self._resolve(name, rdtype))
-
-    async def _resolve(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
-        try:
-            return await self.dns.resolver.resolve(
-                name, rdtype, search=False, lifetime=self.dns.timeout
-            )
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None

@@ -15,6 +15,7 @@ under the 998-octet line limit however many signatures a message carries.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,18 +46,24 @@ class MethodResult:
     properties: tuple[tuple[str, str], ...] = ()
 
     def text(self) -> str:
-        props = []
-        for key, value in self.properties:
-            ptype, _, name = key.partition(".")
-            props.append(authres.core.AuthenticationResultProperty(ptype, name, value))
-        result = authres.core.AuthenticationResult(
-            self.method,
-            result=self.result,
-            result_comment=_comment(self.comment) or None,
-            reason=self.reason or None,
-            properties=props,
-        )
-        return str(result)
+        """The resinfo as RFC 8601 writes it (remembered: the same results recur)."""
+        return _text(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(result: MethodResult) -> str:
+    props = []
+    for key, value in result.properties:
+        ptype, _, name = key.partition(".")
+        props.append(authres.core.AuthenticationResultProperty(ptype, name, value))
+    written = authres.core.AuthenticationResult(
+        result.method,
+        result=result.result,
+        result_comment=_comment(result.comment) or None,
+        reason=result.reason or None,
+        properties=props,
+    )
+    return str(written)
 
 
 def _comment(text: str) -> str:

@@ -3,11 +3,17 @@
 pyspf is the reference Python implementation (the one Debian's postfix-policyd-spf-python
 runs), and complete: macros, the 10-lookup and 2-void-lookup limits of section 4.6.4, the
 20-second budget. It resolves synchronously through one module-level function,
-``spf.DNSLookup``; smtpx replaces that function (once, at import) with one that asks
-smtpx's async resolver (:class:`~smtpx.mta.inbound.lookup.AuthDns`) on the event loop,
-and runs each check in a worker thread of its own pool, which waits for those answers.
-The event loop never blocks, and SPF sees the same DNS as everything else. A thread that
-is not running one of our checks gets pyspf's own lookup, unchanged.
+``spf.DNSLookup``; smtpx replaces that function (once, at import) with one that asks the
+synchronous twin of smtpx's resolver (:meth:`~smtpx.mta.inbound.lookup.AuthDns.blocking`:
+the same servers, limits and cache), and runs the checks of a transaction (HELO, then
+MAIL FROM) in one job of a worker pool of its own. The event loop never blocks, and SPF
+sees the same DNS as everything else. A thread that is not running one of our checks
+gets pyspf's own lookup, unchanged.
+
+Why a twin and not the async resolver itself, reached from the thread: asking the event
+loop for each answer and waiting costs a round trip through the loop per lookup, and
+measured 1.7 ms a transaction (both identities, answers cached) against 0.3 ms with the
+twin (``bench/inbound.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
+import dns.resolver
 import spf
 
 from smtpx.errors import ParseError
-from smtpx.mta.inbound.lookup import AuthDns, BlockingLookup
+from smtpx.mta.inbound.lookup import AuthDns
 from smtpx.mta.inbound.results import MethodResult
 from smtpx.protocol.domains import domain_to_ascii
 
@@ -33,21 +40,23 @@ __all__ = ["SpfChecker", "SpfResult", "SpfResults"]
 SPF_BUDGET = 20.0  # seconds for a whole check (RFC 7208 4.6.4)
 RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
 
-_here = threading.local()  # .lookup: the BlockingLookup of the check this thread runs
+_here = threading.local()  # .resolver: the resolver of the check this thread runs
 _pyspf_lookup: Callable[..., list[Any]] = spf.DNSLookup
 
 
 def _lookup(name: str, qtype: str, strict: object = True, timeout: float = 20) -> list[Any]:
     """``spf.DNSLookup``: ((name, type), data) pairs in pyspf's form (an address as text,
     an MX as (preference, exchange), TXT as its character-strings)."""
-    bridge: BlockingLookup | None = getattr(_here, "lookup", None)
-    if bridge is None:
+    resolver: dns.resolver.Resolver | None = getattr(_here, "resolver", None)
+    if resolver is None:
         return _pyspf_lookup(name, qtype, strict, timeout)
     try:
-        answer = bridge.resolve(name, qtype)
-    except (dns.exception.DNSException, TimeoutError) as exc:
+        answer = resolver.resolve(name, qtype, search=False, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return []
+    except dns.exception.DNSException as exc:  # timeout, SERVFAIL, REFUSED
         raise spf.TempError(f"DNS {exc or type(exc).__name__}") from None
-    if answer is None or answer.rrset is None:
+    if answer.rrset is None:
         return []
     pairs: list[Any] = []
     for rdata in answer.rrset:
@@ -106,11 +115,16 @@ class SpfChecker:
     def __init__(self, dns_: AuthDns, *, threads: int = 16, budget: float = SPF_BUDGET) -> None:
         self.dns = dns_
         self.budget = budget
+        self._resolver = dns_.blocking()
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="spf")
 
     async def check(self, ip: str | None, helo: str | None, sender: str | None) -> SpfResults:
         """SPF for a client ``ip`` that said ``helo`` and gave the MAIL FROM address
         ``sender`` (None for the null sender ``<>``)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._check_both, ip, helo, sender)
+
+    def _check_both(self, ip: str | None, helo: str | None, sender: str | None) -> SpfResults:
         address = _client_ip(ip)
         helo_domain = _domain(helo)
         local, _, domain = (sender or "").rpartition("@")
@@ -120,47 +134,33 @@ class SpfChecker:
                 SpfResult("mailfrom", "none", mail_domain or "", "no client address"),
                 SpfResult("helo", "none", helo_domain or "", "no client address"),
             )
-        bridge = self.dns.blocking(asyncio.get_running_loop())
-        helo_result = await self._check(bridge, "helo", (address, ""), helo_domain, helo_domain)
-        if sender is None:
-            return SpfResults(
-                SpfResult("mailfrom", helo_result.result, helo_result.domain, "null sender"),
-                helo_result,
+        _here.resolver = self._resolver
+        try:
+            helo_result = self._check("helo", address, "", helo_domain, helo_domain)
+            if sender is None:
+                null = SpfResult("mailfrom", helo_result.result, helo_result.domain, "null sender")
+                return SpfResults(null, helo_result)
+            mailfrom = self._check(
+                "mailfrom",
+                address,
+                f"{local or 'postmaster'}@{mail_domain}",
+                mail_domain,
+                helo_domain or mail_domain,
             )
-        mailfrom = await self._check(
-            bridge,
-            "mailfrom",
-            (address, f"{local or 'postmaster'}@{mail_domain}"),
-            mail_domain,
-            helo_domain or mail_domain,
-        )
-        return SpfResults(mailfrom, helo_result)
+            return SpfResults(mailfrom, helo_result)
+        finally:
+            _here.resolver = None
 
-    async def _check(  # client: (IP address, MAIL FROM address or "" for HELO)
-        self,
-        bridge: BlockingLookup,
-        identity: str,
-        client: tuple[str, str],
-        domain: str | None,
-        helo: str | None,
+    def _check(
+        self, identity: str, ip: str, sender: str, domain: str | None, helo: str | None
     ) -> SpfResult:
         if not domain:
             return SpfResult(identity, "none", "", "no domain to check")
-        loop = asyncio.get_running_loop()
-        result, explanation = await loop.run_in_executor(
-            self._threads, self._run, bridge, *client, helo or domain
-        )
-        return SpfResult(identity, result, domain, explanation)
-
-    def _run(self, bridge: BlockingLookup, ip: str, sender: str, helo: str) -> tuple[str, str]:
-        _here.lookup = bridge
-        try:
-            query = spf.query(i=ip, s=sender, h=helo, querytime=self.budget)
-            result, _code, explanation = query.check()
-        finally:
-            _here.lookup = None
+        query = spf.query(i=ip, s=sender, h=helo or domain, querytime=self.budget)
+        result, _code, explanation = query.check()
         result = str(result).lower()
-        return (result if result in RESULTS else "permerror"), str(explanation or "")
+        result = result if result in RESULTS else "permerror"
+        return SpfResult(identity, result, domain, str(explanation or ""))
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
