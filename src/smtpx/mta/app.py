@@ -18,12 +18,16 @@ import logging
 import signal
 from pathlib import Path
 
+import dns.asyncresolver
+
 from smtpx.auth import Credentials
 from smtpx.envelope import Envelope, HostPort
 from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig, SpoolBackend, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
+from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.resolver import RoutingResolver
@@ -59,12 +63,20 @@ class Mta:
         *,
         dns: Dns | None = None,
         resolver: Resolver | None = None,
+        dns_resolver: dns.asyncresolver.Resolver | None = None,
+        inbound_policy: InboundPolicy | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self.config = config
+        if dns_resolver is None and config.dns.nameservers:
+            dns_resolver = _resolver(config)
         routing = config.routing
-        # MX, MTA-STS, TLSA and MX address lookups: routing.resolver, or the system's.
-        self.routing_dns = RoutingResolver.at(routing.resolver, trust_ad=routing.dane.enabled)
+        # MX, MTA-STS, TLSA and MX address lookups: routing.resolver (trusted for the AD
+        # bit with DANE), else the resolver of [dns], else the system's.
+        if routing.resolver is None and dns_resolver is not None:
+            self.routing_dns = RoutingResolver(dns_resolver, trust_ad=routing.dane.enabled)
+        else:
+            self.routing_dns = RoutingResolver.at(routing.resolver, trust_ad=routing.dane.enabled)
         self.router = Router(config, dns or self.routing_dns)
         self.local = MaildirAgent(config.local.maildir, config.hostname)
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
@@ -95,7 +107,8 @@ class Mta:
         dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self.dkim = dkim
         self._tls_setup()
-        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim)
+        self.inbound = _inbound(config, dns_resolver, inbound_policy)
+        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim, inbound=self.inbound)
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
@@ -175,6 +188,8 @@ class Mta:
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
+        if self.inbound is not None:
+            self.inbound.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,3 +245,29 @@ class Mta:
 
     def _credentials(self, hops: tuple[HostPort, ...]) -> Credentials | None:
         return self.config.credentials_for(hops[0].host) if hops else None
+
+
+def _resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
+    """The resolver ``[dns]`` describes (the system's when it names no server)."""
+    servers = tuple((a.host, a.port) for a in config.dns.nameservers)
+    return make_resolver(servers, timeout=config.dns.timeout)
+
+
+def _inbound(
+    config: MtaConfig,
+    resolver: dns.asyncresolver.Resolver | None,
+    policy: InboundPolicy | None,
+) -> InboundJudge | None:
+    """The judge of inbound mail when ``[inbound]`` names listeners (the ARC key is loaded
+    here: a bad one is a ConfigError naming inbound.arc_seal.key_file)."""
+    settings = config.inbound
+    if not settings.listeners:
+        return None
+    sealer = None if settings.arc_seal is None else ArcSealer.from_settings(settings.arc_seal)
+    return InboundJudge(
+        settings,
+        AuthDns(resolver or _resolver(config), timeout=config.dns.timeout),
+        authserv_id=settings.authserv_id or config.hostname,
+        policy=policy,
+        sealer=sealer,
+    )

@@ -2,8 +2,9 @@
 
 :class:`MtaConfig` holds one record per TOML section (``[server]``, ``[tls]``,
 ``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[dkim]``,
-``[control]``, ``[log]``) plus the top-level ``hostname``. :data:`DEFAULT_TOML` is a documented file
-holding every default; it loads to the same config as :meth:`MtaConfig.default`.
+``[inbound]``, ``[dns]``, ``[control]``, ``[log]``) plus the top-level ``hostname``.
+:data:`DEFAULT_TOML` is a documented file holding every default; it loads to the same
+config as :meth:`MtaConfig.default`.
 
 Loading validates everything up front. Every problem raises
 :class:`~smtpx.errors.ConfigError` whose message starts with the key path, for example
@@ -55,13 +56,17 @@ from smtpx.units import parse_duration, parse_size
 
 __all__ = [
     "DEFAULT_TOML",
+    "ArcSealSettings",
     "AuthSettings",
     "ControlSettings",
     "DaneSettings",
     "DkimSettings",
     "DkimSign",
+    "DmarcAction",
+    "DnsSettings",
     "FsyncPolicy",
     "HostCredentials",
+    "InboundSettings",
     "ListenAddress",
     "ListenerKind",
     "LocalSettings",
@@ -499,6 +504,60 @@ class DkimSettings:
     sign: tuple[DkimSign, ...] = ()
 
 
+class DmarcAction(enum.Enum):
+    """What to do with a message that fails DMARC under a given policy."""
+
+    REJECT = "reject"  # 550 5.7.1 at the end of DATA
+    QUARANTINE = "quarantine"  # accepted, and held in the spool's quarantine
+    ACCEPT = "accept"  # delivered, the result in Authentication-Results
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArcSealSettings:
+    """``[inbound.arc_seal]``: seal judged mail with an ARC set (RFC 8617) signed by the
+    RSA key in ``key_file`` as ``d=domain``, ``s=selector``."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    headers: tuple[str, ...] = DKIM_HEADERS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundSettings:
+    """``[inbound]``: judging mail from other hosts (see :mod:`smtpx.mta.inbound`).
+
+    ``listeners`` holds listener kinds (``"smtp"``, ``"smtps"``, ``"submission"``) and
+    addresses (``"0.0.0.0:25"``, one of ``[server]``'s); mail arriving there from clients
+    neither in ``relay.trusted_networks`` nor authenticated is judged. Empty: none is.
+    ``authserv_id`` (default: ``hostname``) names us in Authentication-Results.
+    """
+
+    listeners: tuple[str, ...] = ()
+    authserv_id: str | None = None
+    spf_reject_fail: bool = False
+    dmarc_reject: DmarcAction = DmarcAction.REJECT
+    dmarc_quarantine: DmarcAction = DmarcAction.ACCEPT
+    arc_trusted_sealers: tuple[str, ...] = ()
+    arc_seal: ArcSealSettings | None = None
+
+    def judges(self, listener: str) -> bool:
+        """Whether mail arriving on the listener named ``listener`` (a
+        :attr:`smtpx.server.Session.listener`, like ``"smtp 0.0.0.0:25"``) is judged."""
+        kind, _, address = listener.partition(" ")
+        return kind in self.listeners or (bool(address) and address in self.listeners)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsSettings:
+    """``[dns]``: the name servers smtpx asks (MX routing and inbound judging): the
+    system's (``/etc/resolv.conf``) when ``nameservers`` is empty; ``timeout`` bounds
+    each lookup."""
+
+    nameservers: tuple[ListenAddress, ...] = ()
+    timeout: float = 5.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlSettings:
     """``[control]``: the admin control plane: a unix socket, and optionally HTTP on a
@@ -671,6 +730,35 @@ enabled = false
 # domain = "example.org"
 # selector = "s2026"
 # key_file = "/etc/smtpx/dkim/example.org.s2026.key"
+
+[inbound]
+# Judge mail from other hosts (neither in relay.trusted_networks nor authenticated) on
+# these listeners: SPF at MAIL, then DKIM, ARC and DMARC, in one Authentication-Results
+# header. A kind ("smtp", "smtps", "submission") or an address of [server] ("0.0.0.0:25").
+listeners = []
+# Our name in Authentication-Results (the same on all your border MTAs). Default: hostname.
+# authserv_id = "example.org"
+# Refuse MAIL FROM with 550 5.7.23 when SPF fails (-all) for MAIL FROM or HELO.
+spf_reject_fail = false
+# A message failing DMARC whose domain publishes p=reject: "reject" (550 5.7.1),
+# "quarantine" (hold it in the spool) or "accept" (deliver it; the header says fail).
+dmarc_reject = "reject"
+# The same under p=quarantine.
+dmarc_quarantine = "accept"
+# ARC sealers whose passing chain lets a DMARC failure through (lists, forwarders).
+arc_trusted_sealers = []
+# Seal judged mail with an ARC set (RFC 8617; an RSA key as for [[dkim.sign]]).
+# [inbound.arc_seal]
+# domain = "example.org"
+# selector = "arc2026"
+# key_file = "/etc/smtpx/dkim/example.org.arc2026.key"
+
+[dns]
+# Name servers for MX routing and inbound judging, "address" or "address:port".
+# Empty: the system's (/etc/resolv.conf).
+nameservers = []
+# The longest a lookup may take, retries included.
+timeout = "5s"
 
 [control]
 # The admin control plane's unix socket.
@@ -948,6 +1036,24 @@ def _listen(value: object, key: str, default_port: int) -> ListenAddress:
         ) from None
 
 
+_LISTENER_KINDS = ("smtp", "smtps", "submission")
+
+
+def _judged_listener(value: object, key: str) -> str:
+    """A listener kind, or a listen address in its canonical form."""
+    text = _nonempty_string(value, key).strip()
+    if text.lower() in _LISTENER_KINDS:
+        return text.lower()
+    return str(_listen(text, key, 25))
+
+
+def _nameserver(value: object, key: str) -> ListenAddress:
+    address = _listen(value, key, 53)
+    if not _is_ip(address.host):
+        raise ConfigError(f"a name server is an IP address, got {address.host!r}", key=key)
+    return address
+
+
 _TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
@@ -1029,6 +1135,8 @@ class _Loader:
             "local": self.local,
             "routing": self.routing,
             "dkim": self.dkim,
+            "inbound": self.inbound,
+            "dns": self.dns,
             "control": self.control,
             "log": self.log,
         }
@@ -1301,6 +1409,48 @@ class _Loader:
             entries.append(DkimSign(domain=domain, selector=selector, key_file=key_file, **values))
         return tuple(entries)
 
+    def inbound(self, table: dict[str, object]) -> InboundSettings:
+        return self.build(
+            InboundSettings,
+            table,
+            "inbound",
+            {
+                "listeners": lambda v, k: tuple(dict.fromkeys(_items(v, k, _judged_listener))),
+                "authserv_id": _domain,
+                "spf_reject_fail": _boolean,
+                "dmarc_reject": lambda v, k: _choice(DmarcAction, v, k),
+                "dmarc_quarantine": lambda v, k: _choice(DmarcAction, v, k),
+                "arc_trusted_sealers": lambda v, k: tuple(_items(v, k, _domain)),
+                "arc_seal": self.arc_seal,
+            },
+        )
+
+    def arc_seal(self, value: object, key: str) -> ArcSealSettings:
+        table = _table(value, key)
+        _check_keys(table, key, ["domain", "selector", "key_file", "headers"])
+        for required in ("domain", "selector", "key_file"):
+            if required not in table:
+                raise ConfigError("required", key=f"{key}.{required}")
+        headers = {}
+        if "headers" in table:
+            headers["headers"] = _field_names(table["headers"], f"{key}.headers")
+            if "from" not in headers["headers"]:
+                raise ConfigError("must include From (RFC 8617 4.1.2)", key=f"{key}.headers")
+        return ArcSealSettings(
+            domain=_domain(table["domain"], f"{key}.domain"),
+            selector=_selector(table["selector"], f"{key}.selector"),
+            key_file=self.path(table["key_file"], f"{key}.key_file"),
+            **headers,
+        )
+
+    def dns(self, table: dict[str, object]) -> DnsSettings:
+        return self.build(
+            DnsSettings,
+            table,
+            "dns",
+            {"nameservers": lambda v, k: _items(v, k, _nameserver), "timeout": _duration},
+        )
+
     def control(self, table: dict[str, object]) -> ControlSettings:
         return self.build(
             ControlSettings,
@@ -1362,6 +1512,12 @@ class _Loader:
                 "the HTTP control listener needs control.token_file (a bearer token)",
                 key="control.http",
             )
+        listening = {str(a) for a in (*server.listen, *server.smtps, *server.submission)}
+        for index, entry in enumerate(config.inbound.listeners):
+            if entry not in _LISTENER_KINDS and entry not in listening:
+                raise ConfigError(
+                    f"{entry} is not a listener of [server]", key=f"inbound.listeners[{index}]"
+                )
         seen: dict[tuple[str, int], str] = {}
         for kind in ("listen", "smtps", "submission"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
@@ -1398,6 +1554,8 @@ class MtaConfig:
     local: LocalSettings = field(default_factory=LocalSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = field(default=None, compare=False)
@@ -1455,9 +1613,9 @@ class MtaConfig:
 
     def check_files(self) -> None:
         """Check that the files the server reads at start exist and are readable (TLS
-        certificate and key, users file, control token, DKIM keys, which must parse as
-        keys DKIM can use); raise ConfigError naming the key. Loading a config does not
-        require them, so configs can be checked before deployment."""
+        certificate and key, users file, control token, DKIM and ARC sealing keys, which
+        must parse as keys DKIM can use); raise ConfigError naming the key. Loading a
+        config does not require them, so configs can be checked before deployment."""
         files = (
             ("tls.cert_file", self.tls.cert_file),
             ("tls.key_file", self.tls.key_file),
@@ -1485,6 +1643,10 @@ class MtaConfig:
             from smtpx.mta.dkim import DkimSigner  # noqa: PLC0415
 
             DkimSigner.from_settings(self.dkim.sign)
+        if self.inbound.arc_seal is not None:
+            from smtpx.mta.inbound.arc import ArcSealer  # noqa: PLC0415
+
+            ArcSealer.from_settings(self.inbound.arc_seal)
 
     def server_tls(self) -> ServerTls | None:
         """The server certificate settings, or None when no certificate is set."""

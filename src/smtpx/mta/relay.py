@@ -11,7 +11,10 @@ Rules (never an open relay):
 Accepted mail gets a ``Received:`` trace header (RFC 5321 4.4) and is split by
 destination domain, one spool message per domain, all written durably before the 250.
 Mail from trusted networks and authenticated users is DKIM-signed first, when its From
-domain has a ``[[dkim.sign]]`` key (:mod:`smtpx.mta.dkim`: where and why).
+domain has a ``[[dkim.sign]]`` key (:mod:`smtpx.mta.dkim`: where and why). Mail from
+anyone else on an ``[inbound]`` listener is judged instead (:mod:`smtpx.mta.inbound`):
+SPF at MAIL FROM, DKIM, ARC and DMARC before the 250, the results in an
+Authentication-Results field; the policy may refuse it, or have it quarantined.
 
 One id names the transaction everywhere: the ``Received:`` field's ``id``, the
 ``250 2.0.0 Ok: queued as ID`` reply and the mail log's ``local_id`` are the envelope id,
@@ -30,6 +33,7 @@ from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.inbound import InboundJudge
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -52,11 +56,13 @@ class RelayPlugin(Plugin):
         users: Users | None = None,
         *,
         dkim: DkimSigner | None = None,
+        inbound: InboundJudge | None = None,
     ) -> None:
         self.config = config
         self.spool = spool
         self.users = users
         self.dkim = dkim
+        self.inbound = inbound
         self.hostname = config.hostname
         local_domains = config.relay.local_domains
         self._postmaster_domain = local_domains[0] if local_domains else "localhost"
@@ -83,6 +89,8 @@ class RelayPlugin(Plugin):
         if self.spool.store.refusing():
             # The spool's disk failed a moment ago: say so before the client sends DATA.
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
+        if self.inbound is not None and self.inbound.applies(session):
+            await self.inbound.at_mail(session, transaction)  # SPF; Reject when refused
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
@@ -111,7 +119,12 @@ class RelayPlugin(Plugin):
             utf8=transaction.params.smtputf8,
         )
         content = envelope.content
-        head = await self._signature(session, content) + trace
+        quarantine = None
+        if self.inbound is not None and self.inbound.applies(session):
+            judged = await self.inbound.at_data(session, transaction, content, trace)
+            head, content, quarantine = judged.head, judged.content, judged.quarantine
+        else:
+            head = await self._signature(session, content) + trace
         # A spilled message keeps its file: the new head goes in front, nothing is copied.
         message = head + content if isinstance(content, bytes) else content.prepend(head)
         groups: dict[str, list[Address]] = defaultdict(list)
@@ -143,7 +156,10 @@ class RelayPlugin(Plugin):
             for route, recipients in groups.items()
         ]
         try:
-            await self.spool.add(deliveries, set_related=len(deliveries) > 1)
+            if quarantine is not None:  # the inbound policy's decision: held, not sent
+                await self.spool.quarantine(deliveries, quarantine)
+            else:
+                await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         except StoreWriteError:
             # Logged by the store; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
