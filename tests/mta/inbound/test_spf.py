@@ -96,4 +96,4 @@ async def test_checks_run_in_threads_while_the_loop_goes_on(lab: DnsLab) -> None
         spf.query.check = real
     assert {r.mailfrom.result for r in results} == {"pass"}
     assert seen and all(name.startswith("spf") for name in seen)
-    assert ticks > 16  # the loop ran while the checks waited for their answers
+    assert ticks > 4  # the loop ran while the checks waited (a blocked loop ticks once)
