@@ -121,6 +121,16 @@ class Cluster:
         )  # fmt: skip
         return done.stdout.strip()
 
+    def crash(self) -> None:
+        """Stop the server the way a crash or a power cut would (``-m immediate``: no
+        shutdown checkpoint; the next start replays the WAL)."""
+        self.run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30")
+
+    def start(self) -> None:
+        """Start it again on the same port (after :meth:`crash`)."""
+        if not _start(self):
+            raise RuntimeError(f"port {self.port} was taken meanwhile:\n{_log_tail(self)}")
+
     def stop(self) -> None:
         try:
             if (self.data / "postmaster.pid").exists():
