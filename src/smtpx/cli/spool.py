@@ -335,11 +335,12 @@ def status(ctx: click.Context, /, *, fmt: str, **filters: Any) -> None:
         query = _query(filters)
         body = run(_ask(source, lambda c: c.get_json("v1/spool/messages", query)))
         messages = body["messages"]
-    shown = render.render_status(messages, fmt, time.time())
+    out = console(width=render.TABLE_WIDTH)  # the terminal's width, when it is one
+    shown = render.render_status(messages, fmt, time.time(), out.width)
     if isinstance(shown, str):
         click.echo(shown, nl=False)
     else:
-        console(width=render.TABLE_WIDTH).print(shown)
+        out.print(shown)
 
 
 @spool.command()
