@@ -78,6 +78,21 @@ def test_table_ages_are_coloured(daemon: Daemon, queued: dict[str, list[str]]) -
     ]
 
 
+def test_shape_counts_by_domain_and_age(daemon: Daemon, queued: dict[str, list[str]]) -> None:
+    result = daemon.cli("spool", "shape", "--sender", "alice|carol")
+    assert result.exit_code == 0, result.output
+    header, total, net = result.stdout.splitlines()[:3]
+    assert header.split()[:4] == ["domain", "T", "5m", "10m"] and header.endswith("21h20m+")
+    assert total.split()[:3] == ["TOTAL", "3", "3"] and net.split()[:3] == ["example.net", "3", "3"]
+    by_sender = daemon.cli("spool", "shape", "--by", "sender", "--json", "--sender", "alice")
+    data = json.loads(by_sender.stdout)
+    assert data["rows"][1] == {"domain": "example.com", "total": 2, "by_age": [2] + [0] * 9}
+    offline = invoke(
+        "spool", "shape", "--spool-dir", str(daemon.spool_dir), "--json", "--sender", "alice|carol"
+    )
+    assert offline.exit_code == 0 and json.loads(offline.stdout)["rows"][0]["total"] == 3
+
+
 def test_status_words_match_the_api() -> None:
     from smtpx.cli.spool import STATUS_WORDS
 

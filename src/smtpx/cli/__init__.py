@@ -59,6 +59,7 @@ def main() -> None:
     \b
     smtpx serve --config smtpx.toml          run the MTA
     smtpx spool status                       what is queued (table, exim, json, ids)
+    smtpx spool shape                        the queue by domain and age (qshape)
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself

@@ -346,6 +346,73 @@ def status(ctx: click.Context, /, *, fmt: str, **filters: Any) -> None:
 @spool.command()
 @connection_options(offline=True)
 @filter_options
+@click.option(
+    "--by",
+    type=click.Choice(["recipient", "sender"]),
+    default="recipient",
+    show_default=True,
+    help="Rows by destination domain, or by the sender's domain.",
+)
+@click.option(
+    "--bucket",
+    "first",
+    type=DurationType(),
+    default="5m",
+    show_default=True,
+    help="The first age bucket; each next one is twice as long (or, --linear, one more).",
+)
+@click.option(
+    "--buckets",
+    "count",
+    type=click.IntRange(2, 30),
+    default=10,
+    show_default=True,
+    help="How many age buckets (the last one holds everything older).",
+)
+@click.option("--linear", is_flag=True, help="Buckets of equal length instead of doubling.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def shape(
+    ctx: click.Context,
+    /,
+    *,
+    by: str,
+    first: float,
+    count: int,
+    linear: bool,
+    as_json: bool,
+    **filters: Any,
+) -> None:
+    """The queue by domain and age, like Postfix's qshape.
+
+    One row per destination domain (or --by sender), the busiest first under a TOTAL
+    row; T is the row's total, then one column per age bucket, named by its upper
+    bound: with the defaults 5m, 10m, 20m ... 10h40m, 21h20m, and 21h20m+ for anything
+    older.
+    Takes the filters of status (--status frozen: the frozen messages only).
+    """
+    from smtpx.cli.shape import shape as count_shape  # noqa: PLC0415
+    from smtpx.cli.shape import shape_table  # noqa: PLC0415
+
+    if first <= 0:
+        raise click.BadParameter("must be more than 0", ctx=ctx, param_hint="'--bucket'")
+    source = _source(ctx)
+    if isinstance(source, Path):
+        messages = _offline_messages(source, filters)
+    else:
+        query = _query(filters)
+        body = run(_ask(source, lambda c: c.get_json("v1/spool/messages", query)))
+        messages = body["messages"]
+    result = count_shape(messages, time.time(), by=by, first=first, count=count, linear=linear)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        console(width=180).print(shape_table(result))  # (wide when not a terminal)
+
+
+@spool.command()
+@connection_options(offline=True)
+@filter_options
 @click.option("--json", "as_json", is_flag=True, help='Print {"count": n, "by_status": {...}}.')
 @click.pass_context
 def count(ctx: click.Context, /, *, as_json: bool, **filters: Any) -> None:
