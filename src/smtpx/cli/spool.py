@@ -56,6 +56,7 @@ STATUS_WORDS = (
     "delivered",
 )
 CHUNK = 200  # ids per request for freeze/send/remove/recover
+ASK_ABOVE = 3  # remove asks for confirmation for more ids than this (--yes does not)
 _META = "smtpx.connection"
 
 
@@ -308,7 +309,9 @@ def spool() -> None:
     token (--url and --token-file, or --tcp with --config). status, count and show also
     work --offline on the spool directory; fsck always does.
 
-    Many ids at once: smtpx spool status --format ids --status frozen | xargs -r smtpx spool remove
+    \b
+    Many ids at once (remove asks first for more than 3 ids; --yes does not):
+    smtpx spool status --format ids --status frozen | xargs -r smtpx spool remove --yes
     """
 
 
@@ -529,11 +532,21 @@ def send_command(
 
 @spool.command()
 @connection_options(offline=False)
+@click.option("--yes", is_flag=True, help=f"Do not ask, even for more than {ASK_ABOVE} ids.")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context
-def remove(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
-    """Remove frozen messages (they can be recovered with recover --from removed)."""
+def remove(ctx: click.Context, /, *, yes: bool, ids: tuple[str, ...]) -> None:
+    """Remove messages, in any state: never tried again, kept until purged, and
+    brought back with recover --from removed.
+
+    A message being sent right now is marked removed; the attempt under way ends as it
+    ends (mail a server took cannot be called back), and the message stays removed,
+    unless that attempt delivered it to every recipient. Asks first for more than 3
+    ids (--yes: do not ask; needed when the ids come from a pipe).
+    """
     wanted = _unique(ids)
+    if len(wanted) > ASK_ABOVE and not yes:
+        click.confirm(f"Remove {_plural(len(wanted))}?", abort=True, err=True)
     run(_for_ids(_online(ctx), "v1/spool/remove", wanted, {}, "removing"))
     click.echo(f"removed: {_plural(len(wanted))}")
 

@@ -72,6 +72,7 @@ class Mta:
                 bounce=settings.bounce,
                 reporting_mta=config.hostname,
                 delay_warning_after=settings.delay_warning_after,
+                failed_retention=settings.failed_retention,
                 postgresql=(
                     settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None
                 ),

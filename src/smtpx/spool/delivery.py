@@ -48,7 +48,7 @@ from smtpx.spool.types import (
 )
 from smtpx.units import iso_time
 
-__all__ = ["DeliveryEngine", "set_status"]
+__all__ = ["DeliveryEngine", "held_by_operator", "set_status"]
 
 log = logging.getLogger("smtpx.spool")
 # What an attempt cut short by a bug in smtpx (or a hook) says; the log has the traceback.
@@ -135,6 +135,7 @@ class DeliveryEngine:
         except Exception as exc:
             log.exception("router failed")
             destination = RouteLater(f"router failed: {describe(exc)}")
+        to_send = _still_sending(to_send)  # (an operator may have acted meanwhile)
         if isinstance(destination, Unroutable):
             for entry in to_send:
                 await self.settle(entry, dict.fromkeys(entry.recipients, destination.reply), None)
@@ -176,6 +177,8 @@ class DeliveryEngine:
             async with self.cache.connection(
                 destination.hops, credentials=destination.credentials, route=destination.key or None
             ) as (hop, client):
+                # Frozen or removed while the connection opened: not sent, already settled.
+                batch = _still_sending(batch)
                 items = [(entry.info(), self.store.body(entry)) for entry in batch]
                 with self.store.pinned(batch):
                     # A next hop that offers DSN got NOTIFY/ORCPT/RET/ENVID: it sends the
@@ -367,7 +370,7 @@ class DeliveryEngine:
         remote: str | None,
         now: float,
     ) -> None:
-        if _held_by_operator(entry):
+        if held_by_operator(entry):
             self.store.update(entry)
             return
         interval = RetryInterval.parse(entry.retry_intervals.pop(0))
@@ -398,7 +401,7 @@ class DeliveryEngine:
         message leaves the spool."""
         context = self.context
         if entry.failed and context.config.freeze_failed:
-            if not _held_by_operator(entry):
+            if not held_by_operator(entry):
                 entry.status = Status.FROZEN
                 context.emit(EventKind.FROZEN, entry, "recipients failed")
                 context.log(entry).info(
@@ -416,6 +419,11 @@ class DeliveryEngine:
         context.emit(EventKind.DELIVERED, entry)
 
 
-def _held_by_operator(entry: SpooledMessage) -> bool:
+def held_by_operator(entry: SpooledMessage) -> bool:
     """Frozen, removed or quarantined meanwhile: an attempt's outcome keeps that state."""
     return entry.status in (Status.FROZEN, Status.REMOVED, Status.QUARANTINED)
+
+
+def _still_sending(entries: list[SpooledMessage]) -> list[SpooledMessage]:
+    """The entries nobody froze, removed or quarantined since they were claimed."""
+    return [entry for entry in entries if entry.status is Status.SENDING]
