@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from smtpx._version import __version__
+from smtpx.cli import config as _config
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
@@ -63,6 +64,7 @@ def main() -> None:
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself
+    smtpx config show                        the configuration, defaults included
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue
@@ -237,6 +239,7 @@ def _bound(host: str, port: int) -> str:
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
 main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
+main.add_command(_config.config)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
 main.add_command(_db.db)
