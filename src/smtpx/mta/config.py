@@ -1362,6 +1362,11 @@ class MtaConfig:
         except ConfigError as exc:
             raise ConfigError(exc.problem, key=exc.key, file=str(file)) from None
 
+    def check_consistency(self) -> None:
+        """The rules across sections that loading checks (ConfigError), for a config
+        put together otherwise (a reload keeps some running values)."""
+        _Loader(Path.cwd()).check_consistency(self)
+
     # -- the lower layers' objects -------------------------------------------------------
 
     def check_files(self) -> None:

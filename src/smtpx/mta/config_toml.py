@@ -34,7 +34,7 @@ from smtpx.mta.config import (
 from smtpx.spool.types import PostgresSettings
 from smtpx.units import format_duration, format_size
 
-__all__ = ["HIDDEN", "to_toml"]
+__all__ = ["HIDDEN", "to_toml", "toml_value"]
 
 HIDDEN = "(hidden)"
 SIZE_KEYS = frozenset({"max_message_size", "spill_threshold", "max_buffered"})
@@ -46,14 +46,15 @@ _SECTIONS_AFTER = ("control", "log")
 def to_toml(config: MtaConfig, *, secrets: bool = False) -> str:
     """The whole configuration as TOML (see the module docstring)."""
     writer = _Writer(secrets)
-    writer.line(f"hostname = {_value('hostname', config.hostname)}")
+    writer.line(f"hostname = {toml_value('hostname', config.hostname)}")
     for name in (*_SECTIONS, *_SECTIONS_AFTER):
         writer.section(name, getattr(config, name))
     return "\n".join(writer.lines) + "\n"
 
 
-def _value(key: str, value: Any) -> str:
-    """One value in TOML (not None: see :meth:`_Writer.keys`)."""
+def toml_value(key: str, value: Any) -> str:
+    """One value as TOML writes it (not None: see :meth:`_Writer.keys`); ``key`` tells
+    a size (``35M``) from a count."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -63,7 +64,7 @@ def _value(key: str, value: Any) -> str:
     if isinstance(value, enum.Enum):
         return json.dumps(value.value)
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_value(key, item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(key, item) for item in value) + "]"
     if isinstance(
         value,
         str
@@ -91,7 +92,7 @@ class _Writer:
             if value is None:
                 self.line(f"# {_key_text(key)} = (not set)")
             else:
-                self.line(f"{_key_text(key)} = {_value(key, value)}")
+                self.line(f"{_key_text(key)} = {toml_value(key, value)}")
 
     def section(self, name: str, record: Any) -> None:
         self.line("")
@@ -143,9 +144,9 @@ class _Writer:
     def inline(self, key: str, value: Any) -> str:
         if isinstance(value, HostCredentials):
             password = value.password if self.secrets else HIDDEN
-            username = _value("username", value.username)
-            return f"{{ username = {username}, password = {_value('password', password)} }}"
-        return _value(key, value)
+            username = toml_value("username", value.username)
+            return f"{{ username = {username}, password = {toml_value('password', password)} }}"
+        return toml_value(key, value)
 
 
 def _hide_password(dsn: str) -> str:

@@ -391,7 +391,7 @@ class DeliveryEngine:
             recipients=judged.later,
             relay=remote,
             reply=entry.last_attempt[1] if entry.last_attempt else error,
-            next_attempt=round(entry.next_attempt, 3),
+            next_attempt=iso_time(entry.next_attempt),
         )
         kind = EventKind.DELAYED_RATE_LIMITED if judged.rate_limited else EventKind.DELAYED
         context.emit(kind, entry, f"until {iso_time(entry.next_attempt)}")

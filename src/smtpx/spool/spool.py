@@ -26,6 +26,7 @@ the whole (start, the pinger, :meth:`Spool.kill_and_flush`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -334,6 +335,24 @@ class Spool:
     async def compact(self) -> int:
         """Copy the oldest sealed segment's live messages forward (see the store)."""
         return await self.store.compact()
+
+    def reconfigure(self, config: SpoolConfig) -> None:
+        """Take the settings of ``config`` that can change while the spool runs: retry
+        intervals (for mail spooled from now on: each message keeps its own), the
+        delivery limits, bounces, delay warnings and the retention of failed mail. Where
+        the mail is (directory, fsync, segment size, PostgreSQL), the connection cache's
+        settings and the ping interval stay as they were started."""
+        kept = dataclasses.replace(
+            config,
+            directory=self.config.directory,
+            fsync=self.config.fsync,
+            segment_size=self.config.segment_size,
+            postgresql=self.config.postgresql,
+            cache=self.config.cache,
+            ping_interval=self.config.ping_interval,
+        )
+        self.config = self.context.config = self.scheduler.config = kept
+        self.store.wakeup.set()  # (new limits: the scheduler looks again)
 
     # -- offline -------------------------------------------------------------------------
 
