@@ -90,3 +90,12 @@ def test_one_story_from_spool_to_delivery(tmp_path: Path, caplog: pytest.LogCapt
     assert Flows(tuple(fields["flows"])).are_related(arrived)
     assert any(flow.startswith("out##") for flow in fields["flows"])
     assert fields["relay"] == "mx.test" and fields["recipients"] == ["r1@example.org"]
+
+
+def test_plain_lines_leave_out_empty_fields_and_quote_what_a_client_chose() -> None:
+    logger, stream = capture(PlainFormatter())
+    log = MailLog("spool", logger=logger)
+    log.info("deferred", relay=None, reply="451 try later", user='x\nremote_ip=6.6.6.6 "a"')
+    (line,) = stream.getvalue().splitlines()  # the newline did not end the line
+    assert "relay" not in line and "None" not in line
+    assert 'user="x\\nremote_ip=6.6.6.6 \\"a\\""' in line

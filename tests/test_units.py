@@ -114,3 +114,13 @@ def test_the_cli_takes_what_it_prints(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(main, ["spool", "status", "--older", "1h1h"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+def test_sizes_print_exactly_and_read_back() -> None:
+    cases = {35 * 1024**2: "35M", 512 * 1024: "512K", 1024**3: "1G", 1000: "1000", 0: "0"}
+    for size, text in cases.items():
+        assert units.format_size(size) == text and units.parse_size(text) == size
+
+
+def test_moments_are_iso_8601_in_utc() -> None:
+    assert units.iso_time(1_800_000_000.4) == "2027-01-15T08:00:00Z"

@@ -52,6 +52,7 @@ Later layers add their own branches (transport, spool) under SMTPXError.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ __all__ = [
     "SessionError",
     "TlsPolicyError",
     "TlsRequiredError",
+    "describe",
 ]
 
 
@@ -201,9 +203,7 @@ class ConnectError(ClientError, OSError):
     """No address of ``host`` accepted a connection. ``failures`` lists (address, error)."""
 
     def __init__(self, host: str, port: int, failures: list[tuple[str, BaseException]]) -> None:
-        detail = "; ".join(
-            f"{address}: {error or type(error).__name__}" for address, error in failures
-        )
+        detail = "; ".join(f"{address}: {describe(error)}" for address, error in failures)
         super().__init__(f"cannot connect to {host}:{port}: {detail or 'no address'}")
         self.host = host
         self.port = port
@@ -242,7 +242,7 @@ class NoHopAvailable(ClientError):
     """Every next hop failed to open. ``failures`` lists (hop, error)."""
 
     def __init__(self, failures: list[tuple[object, BaseException]]) -> None:
-        detail = "; ".join(f"{hop}: {error}" for hop, error in failures)
+        detail = "; ".join(f"{hop}: {describe(error)}" for hop, error in failures)
         super().__init__(f"no next hop could be reached: {detail or 'no next hops given'}")
         self.failures = failures
 
@@ -273,3 +273,19 @@ class ConfigError(SMTPXError):
         self.problem = problem
         self.key = key
         self.file = file
+
+
+def describe(error: BaseException) -> str:
+    """``error`` in words for people (a deferral reason, a log line): its message, never
+    a Python class name. An OS error says what its number means ("Connection refused"),
+    a timeout without a message says "timed out"."""
+    text = str(error)
+    if isinstance(error, OSError) and error.errno is not None:
+        meaning = os.strerror(error.errno)
+        detail = error.strerror
+        return meaning if not detail or detail == meaning else f"{meaning} ({detail})"
+    if text:
+        return text
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return "an unexpected error"

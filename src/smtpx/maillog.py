@@ -185,7 +185,8 @@ class PlainFormatter(logging.Formatter):
         component = fields.pop("component", "") or record.name
         flows = fields.pop("flows", [])
         parts = [f"{stamp}Z", record.levelname.lower(), component, record.getMessage()]
-        parts.extend(f"{key}={_plain(value)}" for key, value in fields.items())
+        # A field without a value (None: no relay yet, no reply) is left out.
+        parts.extend(f"{k}={_plain(v)}" for k, v in fields.items() if v is not None)
         if flows:
             parts.append("[" + " ".join(flows) + "]")
         text = " ".join(parts)
@@ -195,10 +196,13 @@ class PlainFormatter(logging.Formatter):
 
 
 def _plain(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    text = str(value)
-    return json.dumps(text) if " " in text or not text else text
+    """A field's value in a plain line: as it is, or quoted (JSON string escapes) when it
+    is empty or holds a space, a quote or anything unprintable: a value a client chose
+    (a user name, a HELO name) never ends the line or passes for another field."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if text and text.isprintable() and not any(c.isspace() or c == '"' for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def configure_logging(level: str = "info", fmt: str = "plain", stream: Any = None) -> None:

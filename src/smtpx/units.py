@@ -6,11 +6,15 @@ units largest first, as :func:`format_duration` and :func:`short_duration` print
 ``1h30m``, ``1m31s``, ``2h05m``, ``3d04h``. Sizes: ``35M``, ``512K``, ``1G`` (binary
 multiples; ``MB`` and ``MiB`` mean the same), or bare bytes.
 
-Pure computation on the standard library (``re`` and ``math``), so every layer may use it.
+Moments: :func:`iso_time`, ISO 8601 in UTC (``2026-11-24T04:30:00Z``), for text that
+leaves the process (events, log details); never bare epoch seconds.
+
+Pure computation on the standard library, so every layer may use it.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 
@@ -19,6 +23,8 @@ __all__ = [
     "exim_age",
     "exim_size",
     "format_duration",
+    "format_size",
+    "iso_time",
     "parse_duration",
     "parse_size",
     "short_duration",
@@ -117,3 +123,18 @@ def exim_size(size: int) -> str:
         if value < 1024 or unit == "M":
             return f"{value:.0f}{unit}"
     return str(size)  # not reached
+
+
+def format_size(size: int) -> str:
+    """The exact text of ``size`` octets: ``35M``, ``512K``, ``1G`` for whole multiples,
+    else the number; :func:`parse_size` reads back the same number."""
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def iso_time(epoch: float) -> str:
+    """``epoch`` seconds as ISO 8601 in UTC, to the second: ``2026-11-24T04:30:00Z``."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -78,6 +78,21 @@ def test_table_ages_are_coloured(daemon: Daemon, queued: dict[str, list[str]]) -
     ]
 
 
+def test_shape_counts_by_domain_and_age(daemon: Daemon, queued: dict[str, list[str]]) -> None:
+    result = daemon.cli("spool", "shape", "--sender", "alice|carol")
+    assert result.exit_code == 0, result.output
+    header, total, net = result.stdout.splitlines()[:3]
+    assert header.split()[:4] == ["domain", "T", "5m", "10m"] and header.endswith("21h20m+")
+    assert total.split()[:3] == ["TOTAL", "3", "3"] and net.split()[:3] == ["example.net", "3", "3"]
+    by_sender = daemon.cli("spool", "shape", "--by", "sender", "--json", "--sender", "alice")
+    data = json.loads(by_sender.stdout)
+    assert data["rows"][1] == {"domain": "example.com", "total": 2, "by_age": [2] + [0] * 9}
+    offline = invoke(
+        "spool", "shape", "--spool-dir", str(daemon.spool_dir), "--json", "--sender", "alice|carol"
+    )
+    assert offline.exit_code == 0 and json.loads(offline.stdout)["rows"][0]["total"] == 3
+
+
 def test_status_words_match_the_api() -> None:
     from smtpx.cli.spool import STATUS_WORDS
 
@@ -186,9 +201,6 @@ def test_freeze_remove_recover_send(daemon: Daemon) -> None:
     assert exim.count("*** frozen ***") == 2
     assert daemon.cli("spool", "count", "--status", "frozen", *only).stdout == "2\n"
 
-    # only frozen messages can be removed: the API's refusal is exit 1
-    refused = daemon.cli("spool", "remove", ids[2])
-    assert refused.exit_code == 1 and "only frozen messages" in refused.stderr
     removed = daemon.cli("spool", "remove", ids[0])
     assert removed.exit_code == 0
     assert statuses() == ["removed", "frozen", "send_at"]
@@ -221,6 +233,29 @@ def test_freeze_remove_recover_send(daemon: Daemon) -> None:
     assert everything.exit_code == 0 and re.search(r"released: \d+ messages?", everything.stdout)
 
 
+def test_remove_takes_any_state_and_asks_above_three(daemon: Daemon) -> None:
+    ids = daemon.inject("rm@example.com", ["x@example.net"], count=5)
+    only = ["--sender", "^<rm@"]
+    daemon.cli("spool", "freeze", ids[0])
+    # waiting (send_at) and frozen alike; three ids are removed without a question
+    removed = daemon.cli("spool", "remove", *ids[:3])
+    assert removed.exit_code == 0 and "removed: 3 messages" in removed.stdout
+    assert removed.stderr == ""
+    assert [m["status"] for m in daemon.messages(*only)] == ["removed"] * 3 + ["send_at"] * 2
+    again = daemon.cli("spool", "remove", ids[0])  # removing a removed message: no change
+    assert again.exit_code == 0
+    # more than three: a question first; no answer (a pipe) is no
+    declined = daemon.cli("spool", "remove", *ids, input="")
+    assert declined.exit_code == 1 and "Remove 5 messages?" in declined.stderr
+    assert [m["status"] for m in daemon.messages(*only)][3:] == ["send_at"] * 2
+    confirmed = daemon.cli("spool", "remove", *ids, input="y\n")
+    assert confirmed.exit_code == 0 and "removed: 5 messages" in confirmed.stdout
+    recovered = daemon.cli("spool", "recover", "--from", "removed", *ids)
+    assert recovered.exit_code == 0
+    assert daemon.cli("spool", "remove", "--yes", *ids).exit_code == 0
+    assert {m["status"] for m in daemon.messages(*only)} == {"removed"}
+
+
 def test_many_ids_go_in_chunks(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     import smtpx.cli.spool
 
@@ -229,7 +264,7 @@ def test_many_ids_go_in_chunks(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) 
     frozen = daemon.cli("spool", "freeze", *ids)
     assert frozen.exit_code == 0 and "frozen: 3 messages" in frozen.stdout
     assert daemon.cli("spool", "count", "--status", "frozen", "--sender", "chunks").stdout == "3\n"
-    partly = daemon.cli("spool", "remove", *ids, "00000000000nosuc")
+    partly = daemon.cli("spool", "remove", "--yes", *ids, "00000000000nosuc")
     assert partly.exit_code == 1
     assert "00000000000nosuc: not found (the 3 ids before it were done)" in partly.stderr
     statuses = [m["status"] for m in daemon.messages("--sender", "chunks")]

@@ -149,6 +149,7 @@ def test_default_toml_documents_every_key() -> None:
         "max_per_destination",
         "bounce",
         "delay_warning_after",
+        "failed_retention",
         "maildir",
         "smarthost",
         "routing.routes",

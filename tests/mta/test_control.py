@@ -146,7 +146,8 @@ async def test_show_headers_and_raw(api: TestClient[Any, Any], mta: Mta) -> None
 
 async def test_freeze_send_remove_recover(api: TestClient[Any, Any], mta: Mta) -> None:
     message_id = mta.spool.status()[0].id
-    assert (await api.post("/v1/spool/remove", json={"ids": [message_id]})).status == 409
+    missing = await api.post("/v1/spool/remove", json={"ids": ["00000000000nosuc"]})
+    assert missing.status == 404
     assert (await api.post("/v1/spool/freeze", json={"ids": [message_id]})).status == 200
     frozen = await (await api.get("/v1/spool/count?status=frozen")).json()
     assert frozen["count"] == 1

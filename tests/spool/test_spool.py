@@ -179,8 +179,6 @@ def test_admin_freeze_remove_recover_quarantine(tmp_path: Path) -> None:
                 "ConnectionRefusedError" in entry.attempts[-1][1]
                 or "no next hop" in entry.attempts[-1][1]
             )
-            with pytest.raises(SpoolError, match="only frozen"):
-                await spool.remove([message_id])
             await spool.freeze([message_id])
             assert entry.status is Status.FROZEN and entry.next_attempt is None
             await spool.remove([message_id])
@@ -704,6 +702,6 @@ def test_a_bug_during_delivery_does_not_strand_messages(tmp_path: Path) -> None:
             await settle()
             entry = spool.get(message_id)
             assert entry.status is Status.SEND_AT  # not stuck in "sending"
-            assert entry.attempts[-1][1].startswith("internal error: ")
+            assert entry.attempts[-1][1] == "internal error (the log has the details)"
 
     virtual(scenario)

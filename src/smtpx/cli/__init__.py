@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from smtpx._version import __version__
+from smtpx.cli import config as _config
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
@@ -60,9 +61,11 @@ def main() -> None:
     \b
     smtpx serve --config smtpx.toml          run the MTA
     smtpx spool status                       what is queued (table, exim, json, ids)
+    smtpx spool shape                        the queue by domain and age (qshape)
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|reload-tls     the running MTA itself
+    smtpx config show                        the configuration, defaults included
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue
@@ -105,8 +108,9 @@ def main() -> None:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log level (overrides the config).",
+    # smtpx.mta.config.LOG_LEVELS, without importing it (--help stays fast)
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    help="Log level (overrides the config's log.level).",
 )
 @click.option(
     "--loop",
@@ -130,13 +134,17 @@ def serve(
     loop: str,
     check: bool,
 ) -> None:
-    """Run the relay MTA until SIGTERM or SIGINT."""
+    """Run the relay MTA until SIGTERM or SIGINT; SIGHUP reloads the configuration, the
+    users file and the TLS files (what needs a restart is refused in the log)."""
     import ssl  # noqa: PLC0415
 
+    from smtpx.maillog import configure_logging  # noqa: PLC0415
     from smtpx.mta.app import Mta  # noqa: PLC0415 - keep --help fast
     from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415
 
-    try:
+    def load() -> MtaConfig:
+        """The file (or the defaults) with this command line's overrides: at start, and
+        again at every reload."""
         config = MtaConfig.load(config_file) if config_file else MtaConfig.default()
         if spool_dir is not None:
             spool = dataclasses.replace(config.spool, dir=Path(spool_dir).absolute())
@@ -146,10 +154,18 @@ def serve(
             config = dataclasses.replace(
                 config, server=dataclasses.replace(config.server, listen=addresses)
             )
+        if log_level is not None:
+            config = dataclasses.replace(
+                config, log=dataclasses.replace(config.log, level=log_level.lower())
+            )
+        return config
+
+    try:
+        config = load()
         config.check_files()
         # Building the MTA reads the users file and loads the certificate: a bad one is
         # a configuration error, reported before anything listens.
-        mta = Mta(config)
+        mta = Mta(config, reload_config=load, set_logging=configure_logging)
     except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -162,9 +178,7 @@ def serve(
                 sys.exit(2)
         click.echo(f"smtpx serve: configuration ok ({config_file or 'the embedded default'})")
         return
-    from smtpx.maillog import configure_logging  # noqa: PLC0415
-
-    configure_logging(log_level or config.log.level, config.log.format)
+    configure_logging(config.log.level, config.log.format)
     if loop == "uvloop" or (loop == "auto" and _have_uvloop()):
         import uvloop  # noqa: PLC0415
 
@@ -191,21 +205,24 @@ async def _serve(mta: Mta, config_file: Path | None) -> None:
     from smtpx.cli import locate  # noqa: PLC0415
 
     config = mta.config
+    # Signals are handled before the runtime record says smtpx runs: a SIGHUP sent as
+    # soon as it appears must reload, not kill.
     async with mta:
-        ports = mta.server.ports
-        record = locate.write_record(
-            os.getpid(),
-            config_file,
-            config.control.socket,
-            [
-                (listener.name.partition(" ")[0], _bound(listener.host, port))
-                for listener, port in zip(mta.server.config.listeners, ports, strict=True)
-            ],
-        )
-        try:
-            await _announce(mta, record)
-        finally:
-            locate.remove_record(record)
+        with mta.signals():
+            ports = mta.server.ports
+            record = locate.write_record(
+                os.getpid(),
+                config_file,
+                config.control.socket,
+                [
+                    (listener.name.partition(" ")[0], _bound(listener.host, port))
+                    for listener, port in zip(mta.server.config.listeners, ports, strict=True)
+                ],
+            )
+            try:
+                await _announce(mta, record)
+            finally:
+                locate.remove_record(record)
         click.echo("smtpx: shutting down (finishing sessions and deliveries)", err=True)
 
 
@@ -237,6 +254,7 @@ def _bound(host: str, port: int) -> str:
 # The subcommands live in their modules (smtpx.cli.spool, .send, .tools).
 main.add_command(_spool.spool)
 main.add_command(_daemon.daemon)
+main.add_command(_config.config)
 main.add_command(_users.users)
 main.add_command(_dkim.dkim)
 main.add_command(_db.db)

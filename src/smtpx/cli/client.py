@@ -20,6 +20,7 @@ import aiohttp
 
 from smtpx.cli.common import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, Failure
 from smtpx.cli.locate import describe_down
+from smtpx.errors import describe
 
 __all__ = ["ControlClient", "Target"]
 
@@ -99,7 +100,7 @@ class ControlClient:
             yield response.content
 
     def _lost(self, exc: BaseException) -> Failure:
-        detail = str(exc) or type(exc).__name__
+        detail = describe(exc)
         return Failure(
             f"lost the connection to {self.target.describe()} ({detail})", EXIT_UNREACHABLE
         )

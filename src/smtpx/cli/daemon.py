@@ -11,6 +11,7 @@ import click
 from smtpx.cli.client import ControlClient, Target
 from smtpx.cli.common import run
 from smtpx.cli.spool import _online, connection_options
+from smtpx.units import short_duration as span
 
 __all__ = ["daemon"]
 
@@ -44,7 +45,7 @@ def status(ctx: click.Context, /, *, as_json: bool) -> None:
     health = run(_get(target, "healthz"))
     server = run(_get(target, "v1/server"))
     lines = [
-        f"smtpx {server['version']} on {server['hostname']}, up {health['uptime']:.0f}s",
+        f"smtpx {server['version']} on {server['hostname']}, up {span(health['uptime'])}",
         "listeners: " + ", ".join(f"{x['name']} (port {x['port']})" for x in server["listeners"]),
         f"sessions open: {server['sessions']}",
         "server: " + ", ".join(f"{k}={v}" for k, v in sorted(server["stats"].items())),

@@ -1,10 +1,14 @@
 """Rendering spool status, messages and events for people (F96).
 
+Times read as people read them: relative (``5m12s``, ``in 59m``) in tables, ISO 8601 in
+the local time zone where a moment is shown (``show``, events); never epoch seconds.
+
 Everything works on the JSON shape of :func:`smtpx.mta.control.message_json`, whether it
 came from the control plane or was read from the spool directory.
 
-* ``table``: id, sender, recipients, time on spool (green under 10 minutes, yellow under
-  an hour, red under 3 hours, blue beyond), next attempt, next hop;
+* ``table``: id, time on spool (green under 10 minutes, yellow under an hour, red under 3
+  hours, blue beyond), next attempt, sender, recipients, next hop and the last deferral
+  reason, laid out for the console's width (columns merge or go below 150 and 100);
 * ``exim``: like ``exim -bp``;
 * ``json``: the list of messages;
 * ``ids``: one id per line.
@@ -17,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -86,8 +91,11 @@ def recipients_of(message: Message) -> list[str]:
     return recipients + failed
 
 
-def render_status(messages: Sequence[Message], fmt: str, now: float) -> str | Table:
-    """The status in one of :data:`FORMATS`: text, or a rich table for ``table``."""
+def render_status(
+    messages: Sequence[Message], fmt: str, now: float, width: int = TABLE_WIDTH
+) -> str | Table:
+    """The status in one of :data:`FORMATS`: text, or for ``table`` a rich table laid
+    out for a console ``width`` columns wide."""
     ordered = sorted_messages(messages)
     if fmt == "ids":
         return "".join(f"{m['id']}\n" for m in ordered)
@@ -95,7 +103,7 @@ def render_status(messages: Sequence[Message], fmt: str, now: float) -> str | Ta
         return json.dumps(ordered, indent=2) + "\n"
     if fmt == "exim":
         return _exim(ordered, now)
-    return _table(ordered, now)
+    return _table(ordered, now, width)
 
 
 def _exim(messages: Sequence[Message], now: float) -> str:
@@ -121,31 +129,65 @@ def _exim(messages: Sequence[Message], now: float) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _table(messages: Sequence[Message], now: float) -> Table:
+# Below these widths the table drops or merges columns (60 columns still show each
+# message's id, age, next attempt, envelope and last deferral reason).
+WIDE = 150
+MEDIUM = 100
+
+
+def last_deferral(message: Message) -> str:
+    """Why the last attempt did not deliver (empty before the first attempt)."""
+    attempts = message.get("attempts") or ()
+    return str(attempts[-1].get("error") or "") if attempts else ""
+
+
+def _table(messages: Sequence[Message], now: float, width: int) -> Table:
+    """The status table, laid out for ``width`` columns: every column at 150 and more,
+    the next hop dropped below that, and below 100 one column for the envelope and the
+    last deferral reason (dimmed) under each other."""
     count = len(messages)
     table = Table(
         caption=f"{count} message{'' if count == 1 else 's'}",
         caption_justify="left",
         header_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
         expand=False,
     )
+    wide, medium = width >= WIDE, width >= MEDIUM
     id_width = max((len(str(m["id"])) for m in messages), default=2)
     table.add_column("id", no_wrap=True, min_width=id_width)
-    table.add_column("sender", overflow="fold")
-    table.add_column("recipients", overflow="fold")
-    table.add_column("time on spool", no_wrap=True, justify="right")
-    table.add_column("next attempt", no_wrap=True)
-    table.add_column("next hop", overflow="fold")
+    table.add_column("time on spool" if medium else "age", no_wrap=True, justify="right")
+    table.add_column("next attempt" if medium else "next", no_wrap=True)
+    if medium:
+        table.add_column("sender", overflow="fold", ratio=2)
+        table.add_column("recipients", overflow="fold", ratio=2)
+        if wide:
+            table.add_column("next hop", overflow="fold", ratio=1)
+        table.add_column("last deferral reason", overflow="fold", ratio=3)
+    else:
+        table.add_column("sender, recipients, last deferral reason", overflow="fold")
     for message in messages:
         age = now - float(message.get("spool_date") or now)
-        table.add_row(
+        cells: list[str | Text] = [
             str(message["id"]),
-            str(message.get("sender", "")),
-            "\n".join(recipients_of(message)),
             Text(span(age), style=age_colour(age)),
             next_attempt(message, now),
-            next_hop(message),
-        )
+        ]
+        sender = str(message.get("sender", ""))
+        recipients = "\n".join(recipients_of(message))
+        reason = last_deferral(message)
+        if medium:
+            cells += [sender, recipients]
+            if wide:
+                cells.append(next_hop(message))
+            cells.append(reason)
+        else:
+            envelope = Text(f"{sender}\n{recipients}")
+            if reason:
+                envelope.append(f"\n{reason}", style="dim")
+            cells.append(envelope)
+        table.add_row(*cells)
     return table
 
 
@@ -154,6 +196,15 @@ def _when(timestamp: float | None) -> str:
         return "-"
     moment = datetime.datetime.fromtimestamp(float(timestamp)).astimezone()
     return moment.isoformat(timespec="seconds")
+
+
+def _next_attempt_at(message: Message, now: float) -> str:
+    """The next attempt, relative, and when it is waiting for a moment, that moment."""
+    relative = next_attempt(message, now)
+    when = message.get("next_attempt")
+    if relative.startswith("in ") and when is not None:
+        return f"{relative} ({_when(when)})"
+    return relative
 
 
 def render_message(message: Message, out: Console, now: float) -> None:
@@ -182,7 +233,7 @@ def render_message(message: Message, out: Console, now: float) -> None:
                 style=age_colour(age),
             ),
         ),
-        ("next attempt", next_attempt(message, now)),
+        ("next attempt", _next_attempt_at(message, now)),
         ("next hop", next_hop(message) or "-"),
         ("attempts", str(message.get("attempt_count", 0))),
     ]

@@ -56,6 +56,7 @@ STATUS_WORDS = (
     "delivered",
 )
 CHUNK = 200  # ids per request for freeze/send/remove/recover
+ASK_ABOVE = 3  # remove asks for confirmation for more ids than this (--yes does not)
 _META = "smtpx.connection"
 
 
@@ -308,7 +309,9 @@ def spool() -> None:
     token (--url and --token-file, or --tcp with --config). status, count and show also
     work --offline on the spool directory; fsck always does.
 
-    Many ids at once: smtpx spool status --format ids --status frozen | xargs -r smtpx spool remove
+    \b
+    Many ids at once (remove asks first for more than 3 ids; --yes does not):
+    smtpx spool status --format ids --status frozen | xargs -r smtpx spool remove --yes
     """
 
 
@@ -335,11 +338,79 @@ def status(ctx: click.Context, /, *, fmt: str, **filters: Any) -> None:
         query = _query(filters)
         body = run(_ask(source, lambda c: c.get_json("v1/spool/messages", query)))
         messages = body["messages"]
-    shown = render.render_status(messages, fmt, time.time())
+    out = console(width=render.TABLE_WIDTH)  # the terminal's width, when it is one
+    shown = render.render_status(messages, fmt, time.time(), out.width)
     if isinstance(shown, str):
         click.echo(shown, nl=False)
     else:
-        console(width=render.TABLE_WIDTH).print(shown)
+        out.print(shown)
+
+
+@spool.command()
+@connection_options(offline=True)
+@filter_options
+@click.option(
+    "--by",
+    type=click.Choice(["recipient", "sender"]),
+    default="recipient",
+    show_default=True,
+    help="Rows by destination domain, or by the sender's domain.",
+)
+@click.option(
+    "--bucket",
+    "first",
+    type=DurationType(),
+    default="5m",
+    show_default=True,
+    help="The first age bucket; each next one is twice as long (or, --linear, one more).",
+)
+@click.option(
+    "--buckets",
+    "count",
+    type=click.IntRange(2, 30),
+    default=10,
+    show_default=True,
+    help="How many age buckets (the last one holds everything older).",
+)
+@click.option("--linear", is_flag=True, help="Buckets of equal length instead of doubling.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def shape(
+    ctx: click.Context,
+    /,
+    *,
+    by: str,
+    first: float,
+    count: int,
+    linear: bool,
+    as_json: bool,
+    **filters: Any,
+) -> None:
+    """The queue by domain and age, like Postfix's qshape.
+
+    One row per destination domain (or --by sender), the busiest first under a TOTAL
+    row; T is the row's total, then one column per age bucket, named by its upper
+    bound: with the defaults 5m, 10m, 20m ... 10h40m, 21h20m, and 21h20m+ for anything
+    older.
+    Takes the filters of status (--status frozen: the frozen messages only).
+    """
+    from smtpx.cli.shape import shape as count_shape  # noqa: PLC0415
+    from smtpx.cli.shape import shape_table  # noqa: PLC0415
+
+    if first <= 0:
+        raise click.BadParameter("must be more than 0", ctx=ctx, param_hint="'--bucket'")
+    source = _source(ctx)
+    if isinstance(source, Path):
+        messages = _offline_messages(source, filters)
+    else:
+        query = _query(filters)
+        body = run(_ask(source, lambda c: c.get_json("v1/spool/messages", query)))
+        messages = body["messages"]
+    result = count_shape(messages, time.time(), by=by, first=first, count=count, linear=linear)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        console(width=180).print(shape_table(result))  # (wide when not a terminal)
 
 
 @spool.command()
@@ -461,11 +532,21 @@ def send_command(
 
 @spool.command()
 @connection_options(offline=False)
+@click.option("--yes", is_flag=True, help=f"Do not ask, even for more than {ASK_ABOVE} ids.")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context
-def remove(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
-    """Remove frozen messages (they can be recovered with recover --from removed)."""
+def remove(ctx: click.Context, /, *, yes: bool, ids: tuple[str, ...]) -> None:
+    """Remove messages, in any state: never tried again, kept until purged, and
+    brought back with recover --from removed.
+
+    A message being sent right now is marked removed; the attempt under way ends as it
+    ends (mail a server took cannot be called back), and the message stays removed,
+    unless that attempt delivered it to every recipient. Asks first for more than 3
+    ids (--yes: do not ask; needed when the ids come from a pipe).
+    """
     wanted = _unique(ids)
+    if len(wanted) > ASK_ABOVE and not yes:
+        click.confirm(f"Remove {_plural(len(wanted))}?", abort=True, err=True)
     run(_for_ids(_online(ctx), "v1/spool/remove", wanted, {}, "removing"))
     click.echo(f"removed: {_plural(len(wanted))}")
 

@@ -3,7 +3,11 @@
 ::
 
     async with Mta(MtaConfig.load("smtpx.toml")) as mta:
-        await mta.wait_for_signal()     # SIGTERM or SIGINT: a clean shutdown
+        await mta.wait_for_signal()     # SIGTERM or SIGINT: a clean shutdown; SIGHUP: reload
+
+A reload (:meth:`Mta.reload`, on SIGHUP) reads the configuration file, the users file and
+the TLS files again and applies what can change while sessions go on; what needs a
+restart keeps its running value, with a log line naming the key (:mod:`smtpx.mta.reload`).
 
 Shutting down stops accepting connections, lets sessions finish their transaction, lets
 running deliveries finish, and closes the journal. Mail that was accepted but not yet
@@ -16,20 +20,24 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.asyncresolver
 
 from smtpx.auth import Credentials
 from smtpx.envelope import Envelope, HostPort
+from smtpx.errors import ConfigError
 from smtpx.io.resolve import Resolver
-from smtpx.mta.config import MtaConfig, SpoolBackend, a_label
+from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.relay import RelayPlugin
+from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.resolver import RoutingResolver
 from smtpx.mta.routing import Dns, NoRoute, Route, Router
 from smtpx.mta.routing import RouteLater as RouteLaterResult
@@ -49,7 +57,7 @@ from smtpx.spool.spool import (
     Unroutable,
 )
 
-__all__ = ["Mta"]
+__all__ = ["Mta", "spool_config"]
 
 log = logging.getLogger("smtpx.mta")
 
@@ -66,7 +74,13 @@ class Mta:
         dns_resolver: dns.asyncresolver.Resolver | None = None,
         inbound_policy: InboundPolicy | None = None,
         shutdown_timeout: float = 30.0,
+        reload_config: Callable[[], MtaConfig | None] | None = None,
+        set_logging: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``reload_config``: what a reload reads (default: ``config.source`` again; None:
+        no file, only the users and TLS files are read again). ``set_logging(level,
+        format)``: applies a reloaded ``[log]`` (the caller's; by default it is left
+        alone)."""
         self.config = config
         if dns_resolver is None and config.dns.nameservers:
             dns_resolver = _resolver(config)
@@ -80,36 +94,21 @@ class Mta:
         self.router = Router(config, dns or self.routing_dns)
         self.local = MaildirAgent(config.local.maildir, config.hostname)
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
-        settings = config.spool
-        client_config = config.client_config()
         self.spool = Spool(
-            SpoolConfig(
-                directory=settings.dir,
-                fsync=settings.fsync,
-                retry_intervals=settings.retry_intervals,
-                max_deliveries=settings.max_deliveries,
-                max_per_destination=settings.max_per_destination,
-                bounce=settings.bounce,
-                reporting_mta=config.hostname,
-                delay_warning_after=settings.delay_warning_after,
-                postgresql=(
-                    settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None
-                ),
-            ),
-            client_config=client_config,
-            router=self._route,
+            spool_config(config), client_config=config.client_config(), router=self._route
         )
         if resolver is not None:
             self.spool.cache.resolver = resolver
         elif routing.resolver is not None:
             self.spool.cache.resolver = self.routing_dns
         # Loads the DKIM keys: a bad one is a ConfigError naming dkim.sign[N].key_file.
-        dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
-        self.dkim = dkim
+        self.dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim, inbound=self.inbound)
+        relay = RelayPlugin(config, self.spool, self.users, dkim=self.dkim, inbound=self.inbound)
         self.server = Server(relay, config.server_config())
+        self.reload_config = reload_config or self._read_source
+        self.set_logging = set_logging
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
         control = config.control
@@ -194,11 +193,12 @@ class Mta:
     def stop(self) -> None:
         self._stop.set()
 
-    def reload_tls(self) -> None:
-        """Read the certificate and key files again. New handshakes (STARTTLS and implicit
-        TLS listeners alike) use them; sessions already encrypted keep theirs."""
+    def reload_tls(self, settings: TlsSettings | None = None) -> None:
+        """Read the certificate and key files (``settings``, by default the running
+        ones) again. New handshakes (STARTTLS and implicit TLS listeners alike) use them;
+        sessions already encrypted keep theirs."""
         context = self.server.tls_context
-        settings = self.config.tls
+        settings = settings or self.config.tls
         if context is None or settings.cert_file is None:
             raise ValueError("TLS is not configured ([tls] cert_file)")
         # Try the files on a scratch context first: a failed load_cert_chain on the live
@@ -210,18 +210,76 @@ class Mta:
         key_file = None if settings.key_file is None else str(settings.key_file)
         context.load_cert_chain(str(settings.cert_file), key_file)
 
-    async def wait_for_signal(self) -> None:
-        """Run until SIGTERM or SIGINT (or :meth:`stop`)."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._stop.set)
+    # -- reloading (SIGHUP) --------------------------------------------------------------
+
+    def _read_source(self) -> MtaConfig | None:
+        source = self.config.source
+        return None if source is None else MtaConfig.load(source)
+
+    def reload(self) -> bool:
+        """Read the configuration, the users file and the TLS files again, and apply
+        what can change live (:mod:`smtpx.mta.reload`); sessions go on. A key that needs
+        a restart keeps its running value, logged as a warning. Anything wrong (a bad
+        file, a users file or certificate that does not load) is logged as an error and
+        changes nothing. True when the reload was applied."""
         try:
-            await self._stop.wait()
+            wanted = self.reload_config() or self.config
+            merged, refused = merge(self.config, wanted)
+            merged.check_consistency()
+            merged.check_files()
+            users = Users.load(merged.auth.users_file) if merged.auth.users_file else None
+            dkim = DkimSigner.from_settings(merged.dkim.sign) if merged.dkim.sign else None
+        except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
+            log.error("reload: %s; nothing changed", exc)
+            return False
+        for refusal in refused:
+            log.warning("reload: %s", refusal)
+        changed = changed_keys(self.config, merged)
+        self._apply(merged, users, dkim)
+        applied = ", ".join(changed) or "no key changed"
+        log.info("reload: done (%s; users and TLS files read again)", applied)
+        return True
+
+    def _apply(self, config: MtaConfig, users: Users | None, dkim: DkimSigner | None) -> None:
+        """Swap in what ``config`` (checked) says: new sessions, routes and deliveries
+        use it; sessions and deliveries under way finish with what they had."""
+        if self.server.tls_context is not None:
+            self.reload_tls(config.tls)
+        self.users, self.dkim = users, dkim
+        self.server.plugin = RelayPlugin(config, self.spool, users, dkim=dkim, inbound=self.inbound)
+        self.router = Router(config, self.router.dns)
+        if self.tls_policies is not None:
+            self.tls_policies.router = self.router
+        self.local = MaildirAgent(config.local.maildir, config.hostname)
+        self.spool.cache.client_config = config.client_config()
+        self.spool.reconfigure(spool_config(config))
+        if self.set_logging is not None and config.log != self.config.log:
+            self.set_logging(config.log.level, config.log.format)
+        self.config = config
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """While the block runs: SIGTERM and SIGINT stop (:meth:`stop`), SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        handlers: dict[signal.Signals, Callable[[], object]] = {
+            signal.SIGTERM: self._stop.set,
+            signal.SIGINT: self._stop.set,
+            signal.SIGHUP: self.reload,
+        }
+        for sig, handler in handlers.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        try:
+            yield
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in handlers:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+    async def wait_for_signal(self) -> None:
+        """Run until SIGTERM or SIGINT (or :meth:`stop`); SIGHUP reloads meanwhile."""
+        with self.signals():
+            await self._stop.wait()
 
     async def _route(self, message: SpooledMessage) -> Destination:
         if message.next_hops:
@@ -270,4 +328,21 @@ def _inbound(
         authserv_id=settings.authserv_id or config.hostname,
         policy=policy,
         sealer=sealer,
+    )
+
+
+def spool_config(config: MtaConfig) -> SpoolConfig:
+    """The spool's settings in ``config``."""
+    settings = config.spool
+    return SpoolConfig(
+        directory=settings.dir,
+        fsync=settings.fsync,
+        retry_intervals=settings.retry_intervals,
+        max_deliveries=settings.max_deliveries,
+        max_per_destination=settings.max_per_destination,
+        bounce=settings.bounce,
+        reporting_mta=config.hostname,
+        delay_warning_after=settings.delay_warning_after,
+        failed_retention=settings.failed_retention,
+        postgresql=settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None,
     )

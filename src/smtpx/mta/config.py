@@ -359,6 +359,9 @@ class SpoolSettings:
       domains share a route or the smarthost.
     * ``delay_warning_after``: seconds after which the sender is told that the message is
       still queued (None: never).
+    * ``failed_retention``: seconds a message whose recipients all failed or expired stays
+      frozen after its last attempt before it is removed and purged (None, ``"never"``
+      in TOML: kept until an operator acts; see :mod:`smtpx.spool.retention`).
     * ``backend``: ``journal`` (the local journal in ``dir``, the default) or
       ``postgresql`` (``[spool.postgresql]``: a queue shared by several nodes).
     """
@@ -370,6 +373,7 @@ class SpoolSettings:
     max_per_destination: int = 10
     bounce: bool = True
     delay_warning_after: float | None = None
+    failed_retention: float | None = 7 * 86_400.0
     backend: SpoolBackend = SpoolBackend.JOURNAL
     postgresql: PostgresSettings | None = None
 
@@ -667,6 +671,10 @@ max_per_destination = 10
 bounce = true
 # Tell the sender when a message is still queued after this long.
 # delay_warning_after = "4h"
+# Mail whose recipients all failed (bounced, or out of retries) stays frozen this long
+# after its last attempt for an operator to look at, then is removed for good. "never"
+# keeps it until an operator acts.
+failed_retention = "7d"
 
 [local]
 # Mail for the local domains is delivered into this maildir.
@@ -912,6 +920,13 @@ def _duration(value: object, key: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"must be more than 0 seconds, got {value!r}", key=key)
     return seconds
+
+
+def _retention(value: object, key: str) -> float | None:
+    """A duration, or ``"never"`` (None)."""
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return None
+    return _duration(value, key)
 
 
 def _retry_interval(value: object, key: str) -> RetryInterval:
@@ -1217,6 +1232,7 @@ class _Loader:
                 "max_per_destination": _positive_int,
                 "bounce": _boolean,
                 "delay_warning_after": _duration,
+                "failed_retention": _retention,
                 "backend": lambda v, k: _choice(SpoolBackend, v, k),
                 "postgresql": self.postgresql,
             },
@@ -1608,6 +1624,11 @@ class MtaConfig:
             raise ConfigError(f"not valid TOML: {exc}", file=str(file)) from None
         except ConfigError as exc:
             raise ConfigError(exc.problem, key=exc.key, file=str(file)) from None
+
+    def check_consistency(self) -> None:
+        """The rules across sections that loading checks (ConfigError), for a config
+        put together otherwise (a reload keeps some running values)."""
+        _Loader(Path.cwd()).check_consistency(self)
 
     # -- the lower layers' objects -------------------------------------------------------
 

@@ -14,7 +14,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/freeze``              ``{"ids": [...]}``
 ``POST /v1/spool/send``                ``{"ids": [...]}`` or ``{"all": true}`` or
                                        ``{"frozen": true}``; ``"retry_intervals": [...]``
-``POST /v1/spool/remove``              ``{"ids": [...]}`` (frozen messages only)
+``POST /v1/spool/remove``              ``{"ids": [...]}`` (any state; recoverable until purged)
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping

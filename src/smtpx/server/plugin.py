@@ -66,6 +66,9 @@ class Session:
     tls_version: str | None = None
     authenticated: bool = False
     user: str | None = None  # who authenticated (set by the mechanism's on_success)
+    # The user name the AUTH under way (or the last one) gave, whether or not it
+    # succeeds: for the log of a failed AUTH. Set by password_mechanisms' checks.
+    auth_name: str | None = None
     data: dict[str, object] = field(default_factory=dict)
     flows: Flows = field(default_factory=Flows)  # a ``srv##`` id for the mail log
 
@@ -110,20 +113,26 @@ PasswordCheck = Callable[[Session, str, str], "bool | Awaitable[bool]"]
 
 def password_mechanisms(check: PasswordCheck) -> list[ServerMechanism[Session]]:
     """PLAIN and LOGIN over one ``check(session, username, password)``; a successful
-    login is recorded on the session (``session.user``). PLAIN's authorization identity
-    is refused unless it is the username itself."""
+    login is recorded on the session (``session.user``), and the name each attempt gave
+    too (``session.auth_name``, for the log of a failure). PLAIN's authorization
+    identity is refused unless it is the username itself."""
 
     # The mechanisms await an awaitable result themselves, and refuse a non-bool one.
+    def login(session: Session, username: str, password: str) -> bool | Awaitable[bool]:
+        session.auth_name = username
+        return check(session, username, password)
+
     def plain(
         session: Session, username: str, password: str, on_behalf_of: str | None
     ) -> bool | Awaitable[bool]:
+        session.auth_name = username
         if on_behalf_of is not None and on_behalf_of != username:
             return False
         return check(session, username, password)
 
     return [
         PlainServer(plain, on_success=Session.login),
-        LoginServer(check, on_success=Session.login),
+        LoginServer(login, on_success=Session.login),
     ]
 
 

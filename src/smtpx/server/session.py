@@ -532,6 +532,7 @@ class SessionRunner:
                 if not await self._read():
                     raise _Hangup
 
+        self.session.auth_name = None
         try:
             _, reply = await run_server_mechanism(
                 mechanism,
@@ -550,12 +551,30 @@ class SessionRunner:
             return
         self.server.stats["auth_failures"] += 1
         self.auth_failures += 1
+        self._auth_failed(command.mechanism, reply)
         if self.auth_failures >= self.config.max_auth_failures:
             # The last failure is answered with the 421 alone, not 535 and then 421.
             self.conn.send(replies.too_many_errors())
             raise _Hangup
         self.conn.send(reply)
 
+    def _auth_failed(self, mechanism: str, reply: Reply) -> None:
+        """One line per failed AUTH: the client, the mechanism, the reply, then the name
+        it gave (never the password; the name last, so that whatever a client put in it
+        cannot pass for the fields before: contrib/fail2ban relies on that order)."""
+        name = self.session.auth_name
+        if name is not None and len(name) > MAX_LOGGED_NAME:
+            name = name[:MAX_LOGGED_NAME] + "..."
+        self.mail.warning(
+            "auth failed",
+            remote_ip=self.session.remote_ip,
+            mechanism=mechanism,
+            reply=str(reply),
+            user=name,
+        )
+
+
+MAX_LOGGED_NAME = 100  # characters of a user name a failed AUTH log line keeps
 
 _TIMEOUT_REPLIES = {
     TimedOut.COMMAND: replies.command_timeout,

@@ -107,14 +107,17 @@ class Admin:
             released += 1
         return released
 
-    async def remove(self, ids: Iterable[str]) -> None:
-        """Only frozen messages can be removed (F91); removed ones can be recovered."""
+    async def remove(self, ids: Iterable[str], *, detail: str = "") -> None:
+        """Take messages off the queue, whatever their state (F91): never tried again,
+        kept on disk until purged, and recovered with :meth:`recover`. One being sent
+        right now is marked removed at once; the attempt under way runs to its end (what
+        a server took cannot be called back), and its outcome leaves the message removed
+        (:func:`~smtpx.spool.delivery.held_by_operator`), unless every recipient was
+        delivered: then it leaves the spool as delivered mail does."""
         for message_id in ids:
             entry = await self.find(message_id)
-            if entry.status is not Status.FROZEN:
-                state = entry.status.value
-                raise SpoolError(f"{message_id}: only frozen messages can be removed ({state})")
-            await self._set(entry, Status.REMOVED, EventKind.REMOVED)
+            if entry.status is not Status.REMOVED:
+                await self._set(entry, Status.REMOVED, EventKind.REMOVED, detail)
 
     async def recover(self, ids: Iterable[str], *, from_: str = "removed") -> None:
         """Bring removed (``from_="removed"``) or quarantined messages back, frozen (F92)."""

@@ -26,7 +26,7 @@ from smtpx.client import (
     Unsendable,
 )
 from smtpx.envelope import RetryInterval
-from smtpx.errors import SMTPXError
+from smtpx.errors import SMTPXError, describe
 from smtpx.protocol.replies import Reply
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.journal import BodyDamaged
@@ -46,10 +46,13 @@ from smtpx.spool.types import (
     Router,
     Unroutable,
 )
+from smtpx.units import iso_time
 
-__all__ = ["DeliveryEngine", "set_status"]
+__all__ = ["DeliveryEngine", "held_by_operator", "set_status"]
 
 log = logging.getLogger("smtpx.spool")
+# What an attempt cut short by a bug in smtpx (or a hook) says; the log has the traceback.
+INTERNAL_ERROR = "internal error (the log has the details)"
 
 
 async def set_status(
@@ -104,12 +107,12 @@ class DeliveryEngine:
         """Try ``batch`` once (a scheduler's worker calls this)."""
         try:
             await self._attempt(batch)
-        except Exception as exc:
+        except Exception:
             # A bug must not strand messages in "sending": they are tried again.
             log.exception("delivery of %d messages failed unexpectedly", len(batch))
             for entry in batch:
                 if entry.status is Status.SENDING:
-                    await self.settle(entry, {}, f"internal error: {type(exc).__name__}")
+                    await self.settle(entry, {}, INTERNAL_ERROR)
 
     async def _attempt(self, batch: list[SpooledMessage]) -> None:
         to_send = []
@@ -131,7 +134,8 @@ class DeliveryEngine:
             destination = await self.router(to_send[0])
         except Exception as exc:
             log.exception("router failed")
-            destination = RouteLater(f"router failed: {type(exc).__name__}: {exc}")
+            destination = RouteLater(f"router failed: {describe(exc)}")
+        to_send = _still_sending(to_send)  # (an operator may have acted meanwhile)
         if isinstance(destination, Unroutable):
             for entry in to_send:
                 await self.settle(entry, dict.fromkeys(entry.recipients, destination.reply), None)
@@ -173,6 +177,8 @@ class DeliveryEngine:
             async with self.cache.connection(
                 destination.hops, credentials=destination.credentials, route=destination.key or None
             ) as (hop, client):
+                # Frozen or removed while the connection opened: not sent, already settled.
+                batch = _still_sending(batch)
                 items = [(entry.info(), self.store.body(entry)) for entry in batch]
                 with self.store.pinned(batch):
                     # A next hop that offers DSN got NOTIFY/ORCPT/RET/ENVID: it sends the
@@ -192,7 +198,7 @@ class DeliveryEngine:
             settled.add(damaged.id)
             await self.quarantine_damaged(damaged, damage)
         except (SMTPXError, OSError, TimeoutError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)
         for entry in batch:
             if entry.id not in settled:
                 await self.settle(entry, {}, error or "not attempted")
@@ -206,10 +212,10 @@ class DeliveryEngine:
         the connection's, and must not be taken for one."""
         try:
             await self._settle_status(entry, outcome, remote, success=success)
-        except Exception as exc:
+        except Exception:
             log.exception("settling the delivery of %s failed", entry.id)
             if entry.status is Status.SENDING:
-                await self.settle(entry, {}, f"internal error: {type(exc).__name__}")
+                await self.settle(entry, {}, INTERNAL_ERROR)
 
     async def _sound(self, batch: list[SpooledMessage]) -> list[SpooledMessage]:
         """The messages of ``batch`` whose bodies match their checksums; the others go
@@ -364,7 +370,7 @@ class DeliveryEngine:
         remote: str | None,
         now: float,
     ) -> None:
-        if _held_by_operator(entry):
+        if held_by_operator(entry):
             self.store.update(entry)
             return
         interval = RetryInterval.parse(entry.retry_intervals.pop(0))
@@ -385,17 +391,17 @@ class DeliveryEngine:
             recipients=judged.later,
             relay=remote,
             reply=entry.last_attempt[1] if entry.last_attempt else error,
-            next_attempt=round(entry.next_attempt, 3),
+            next_attempt=iso_time(entry.next_attempt),
         )
         kind = EventKind.DELAYED_RATE_LIMITED if judged.rate_limited else EventKind.DELAYED
-        context.emit(kind, entry, f"until {entry.next_attempt:.0f}")
+        context.emit(kind, entry, f"until {iso_time(entry.next_attempt)}")
 
     def _finish(self, entry: SpooledMessage) -> None:
         """No recipient left to try: frozen when some failed (for an operator), else the
         message leaves the spool."""
         context = self.context
         if entry.failed and context.config.freeze_failed:
-            if not _held_by_operator(entry):
+            if not held_by_operator(entry):
                 entry.status = Status.FROZEN
                 context.emit(EventKind.FROZEN, entry, "recipients failed")
                 context.log(entry).info(
@@ -413,6 +419,11 @@ class DeliveryEngine:
         context.emit(EventKind.DELIVERED, entry)
 
 
-def _held_by_operator(entry: SpooledMessage) -> bool:
+def held_by_operator(entry: SpooledMessage) -> bool:
     """Frozen, removed or quarantined meanwhile: an attempt's outcome keeps that state."""
     return entry.status in (Status.FROZEN, Status.REMOVED, Status.QUARANTINED)
+
+
+def _still_sending(entries: list[SpooledMessage]) -> list[SpooledMessage]:
+    """The entries nobody froze, removed or quarantined since they were claimed."""
+    return [entry for entry in entries if entry.status is Status.SENDING]

@@ -16,7 +16,8 @@
 * **delivery** (:mod:`smtpx.spool.delivery`): an attempt, and what each outcome does
   (retries, failures, quarantine of damaged bodies);
 * **notices** (:mod:`smtpx.spool.notices`): bounces, delay warnings, success notices;
-* **admin** (:mod:`smtpx.spool.admin`): freeze, send, remove, recover, purge, status.
+* **admin** (:mod:`smtpx.spool.admin`): freeze, send, remove, recover, purge, status;
+* **retention** (:mod:`smtpx.spool.retention`): failed mail leaves after a while.
 
 This module keeps intake (:meth:`Spool.add`: durable before it returns) and the life of
 the whole (start, the pinger, :meth:`Spool.kill_and_flush`).
@@ -25,6 +26,7 @@ the whole (start, the pinger, :meth:`Spool.kill_and_flush`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -47,6 +49,7 @@ from smtpx.spool.journal import BodyDamaged, Journal, JournalProblem
 from smtpx.spool.journal_store import NOWHERE, JournalStore
 from smtpx.spool.message import NO_RCPT_PARAMS, SpooledMessage, Status, message_id_of
 from smtpx.spool.notices import Notices
+from smtpx.spool.retention import Retention
 from smtpx.spool.scheduler import Scheduler
 from smtpx.spool.store import Store
 from smtpx.spool.types import (
@@ -126,7 +129,9 @@ class Spool:
         )
         self.store.on_damaged = self.delivery.quarantine_damaged
         self.admin = Admin(self.context, self.store)
+        self.retention = Retention(self.context, self.store, self.admin)
         self._pinging: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
 
     # -- what the parts share, under the names users know -----------------------------------
 
@@ -182,16 +187,18 @@ class Spool:
         await self.cache.__aenter__()
         self.scheduler.start()
         self._pinging = asyncio.get_running_loop().create_task(self._pinger())
+        self._sweeping = asyncio.get_running_loop().create_task(self.retention.run())
         log.info("spool %s: %s", self.config.directory, loaded)
 
     async def kill_and_flush(self, timeout: float | None = None) -> bool:
         """Start no new deliveries, wait (up to ``timeout``) for the running ones, close
         the connection cache and the journal (F94). False when workers had to be cut off."""
         clean = await self.scheduler.stop(timeout)
-        if self._pinging is not None:
-            self._pinging.cancel()
-            await asyncio.gather(self._pinging, return_exceptions=True)
-            self._pinging = None
+        for task in (self._pinging, self._sweeping):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._pinging = self._sweeping = None
         await self.cache.close()
         await self.store.close()
         return clean
@@ -328,6 +335,24 @@ class Spool:
     async def compact(self) -> int:
         """Copy the oldest sealed segment's live messages forward (see the store)."""
         return await self.store.compact()
+
+    def reconfigure(self, config: SpoolConfig) -> None:
+        """Take the settings of ``config`` that can change while the spool runs: retry
+        intervals (for mail spooled from now on: each message keeps its own), the
+        delivery limits, bounces, delay warnings and the retention of failed mail. Where
+        the mail is (directory, fsync, segment size, PostgreSQL), the connection cache's
+        settings and the ping interval stay as they were started."""
+        kept = dataclasses.replace(
+            config,
+            directory=self.config.directory,
+            fsync=self.config.fsync,
+            segment_size=self.config.segment_size,
+            postgresql=self.config.postgresql,
+            cache=self.config.cache,
+            ping_interval=self.config.ping_interval,
+        )
+        self.config = self.context.config = self.scheduler.config = kept
+        self.store.wakeup.set()  # (new limits: the scheduler looks again)
 
     # -- offline -------------------------------------------------------------------------
 

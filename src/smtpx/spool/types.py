@@ -221,6 +221,9 @@ class SpoolConfig:
     freeze_failed: bool = True  # keep a message whose recipients all failed, frozen
     reporting_mta: str = "localhost"
     delay_warning_after: float | None = None  # tell the sender once a message waits this long
+    # Frozen failed mail (every recipient done, some failed) is removed and purged this
+    # long after its last attempt (None: kept until an operator acts; see retention.py).
+    failed_retention: float | None = 7 * 86_400.0
     ping_interval: float = 30.0
     cache: CacheConfig = field(default_factory=CacheConfig)
     postgresql: PostgresSettings | None = None
