@@ -29,6 +29,7 @@ from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.local import MaildirAgent
+from smtpx.mta.recipients import RecipientTable
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.resolver import RoutingResolver
 from smtpx.mta.routing import Dns, NoRoute, Route, Router
@@ -78,7 +79,11 @@ class Mta:
         else:
             self.routing_dns = RoutingResolver.at(routing.resolver, trust_ad=routing.dane.enabled)
         self.router = Router(config, dns or self.routing_dns)
-        self.local = MaildirAgent(config.local.maildir, config.hostname)
+        # Local recipients ([local]); reload() reads its recipients_file again.
+        self.recipients = RecipientTable.from_config(config)
+        self.local = MaildirAgent(
+            config.local.maildir, config.hostname, mailbox_of=self.recipients.mailbox
+        )
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
         settings = config.spool
         client_config = config.client_config()
@@ -108,7 +113,14 @@ class Mta:
         self.dkim = dkim
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim, inbound=self.inbound)
+        relay = RelayPlugin(
+            config,
+            self.spool,
+            self.users,
+            dkim=dkim,
+            inbound=self.inbound,
+            recipients=self.recipients,
+        )
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()

@@ -374,11 +374,29 @@ class SpoolSettings:
     postgresql: PostgresSettings | None = None
 
 
+def _empty_mapping() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalSettings:
-    """``[local]``: where mail for the local domains is delivered (a maildir)."""
+    """``[local]``: who receives mail for the local domains, and where it is delivered.
+
+    * ``maildir``: the maildirs' root (``<domain>/<local part>/``), unless ``lmtp`` is set.
+    * ``lmtp``: deliver to this LMTP server instead (RFC 2033; Dovecot, Cyrus): a unix
+      socket's path, or ``host:port``.
+    * ``mailboxes``, ``aliases``, ``catch_all``, ``recipients_file``,
+      ``subaddress_delimiter``: the recipient table (:mod:`smtpx.mta.recipients`). With
+      no entry at all, every local part is accepted.
+    """
 
     maildir: Path = Path("var/mail")
+    lmtp: HostPort | Path | None = None
+    mailboxes: tuple[str, ...] = ()
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=_empty_mapping)
+    catch_all: tuple[str, ...] = ()
+    recipients_file: Path | None = None
+    subaddress_delimiter: str = "+"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -400,10 +418,6 @@ class HostCredentials:
 
 def _default_client_tls() -> tuple[tuple[str, TlsConfig], ...]:
     return (("", TlsConfig(mode=TlsMode.IF_AVAILABLE, certificate=CertificateCheck.IGNORE)),)
-
-
-def _empty_mapping() -> Mapping[str, Any]:
-    return types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -669,8 +683,24 @@ bounce = true
 # delay_warning_after = "4h"
 
 [local]
-# Mail for the local domains is delivered into this maildir.
+# Mail for the local domains is delivered into this maildir...
 maildir = "./var/mail"
+# ...or to an LMTP server (Dovecot, Cyrus): a unix socket's path, or "host:port".
+# lmtp = "/run/dovecot/lmtp"
+# The recipients of the local domains: local parts ("alice": in every local domain) or
+# addresses ("alice@example.org"). Others get 550 5.1.1 at RCPT. With no mailbox, alias,
+# catch_all or recipients_file at all, every local part is accepted.
+mailboxes = []
+# Aliases: name = [targets]; a target is a local part, a local address or a remote one
+# (relayed). The name "@example.org" is that domain's catch-all.
+aliases = {}
+# Where mail for unknown local parts of every local domain goes (empty: refused).
+catch_all = []
+# More mailboxes ("name" lines) and aliases ("name: target, target" lines), read again
+# when the file changes and on SIGHUP.
+# recipients_file = "recipients"
+# "alice+tag" is alice when "alice+tag" is not known itself ("": no subaddresses).
+subaddress_delimiter = "+"
 
 [routing]
 # Without a smarthost or a route, mail goes to the domain's MX hosts (or its A/AAAA
@@ -1025,6 +1055,47 @@ def _mailbox(value: object, key: str) -> str:
     return text
 
 
+def _recipient_name(value: object, key: str) -> str:
+    """A recipient table key: ``local``, ``local@domain`` or ``@domain``."""
+    from smtpx.mta.recipients import check_name  # noqa: PLC0415 - it imports this module
+
+    try:
+        return check_name(_nonempty_string(value, key))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+def _alias_target(value: object, key: str) -> str:
+    """An alias target: a local part or an address."""
+    from smtpx.mta.recipients import check_target  # noqa: PLC0415
+
+    try:
+        return check_target(_nonempty_string(value, key))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+def _aliases(value: object, key: str) -> Mapping[str, tuple[str, ...]]:
+    """``{ name = ["target", ...] }`` (a single target may be a string)."""
+    aliases = {}
+    for name, targets in _table(value, key).items():
+        path = _join(key, name)
+        items = [targets] if isinstance(targets, str) else _array(targets, path)
+        if not items:
+            raise ConfigError("an alias needs at least one target", key=path)
+        read = tuple(_alias_target(t, f"{path}[{i}]") for i, t in enumerate(items))
+        aliases[_recipient_name(name, path)] = read
+    return types.MappingProxyType(aliases)
+
+
+def _delimiter(value: object, key: str) -> str:
+    """The subaddress delimiter: one character, or "" for none."""
+    text = _string(value, key)
+    if len(text) > 1 or text.isalnum() or text in ("@", " ", '"'):
+        raise ConfigError(f"one character like '+' or '-', or '' for none: {text!r}", key=key)
+    return text
+
+
 def _listen(value: object, key: str, default_port: int) -> ListenAddress:
     text = _string(value, key)
     try:
@@ -1249,7 +1320,37 @@ class _Loader:
         return PostgresSettings(dsn=dsn, node=node, lease=lease, pool_size=pool)
 
     def local(self, table: dict[str, object]) -> LocalSettings:
-        return self.build(LocalSettings, table, "local", {"maildir": self.path})
+        return self.build(
+            LocalSettings,
+            table,
+            "local",
+            {
+                "maildir": self.path,
+                "lmtp": self.lmtp,
+                "mailboxes": lambda v, k: tuple(dict.fromkeys(_items(v, k, _recipient_name))),
+                "aliases": _aliases,
+                "catch_all": lambda v, k: _items(v, k, _alias_target),
+                "recipients_file": self.path,
+                "subaddress_delimiter": _delimiter,
+            },
+        )
+
+    def lmtp(self, value: object, key: str) -> HostPort | Path:
+        """An LMTP server: a unix socket's path (``/run/dovecot/lmtp``, ``unix:...``) or
+        ``host:port`` (there is no well-known port: it must be given)."""
+        text = _nonempty_string(value, key).strip()
+        if text.startswith(("/", ".", "~", "unix:")):
+            return self.path(text.removeprefix("unix:"), key)
+        if not re.search(r":\d+$", text):
+            raise ConfigError(
+                f"not a socket path or host:port: {text!r} (like /run/dovecot/lmtp or "
+                "127.0.0.1:24)",
+                key=key,
+            )
+        hop = _hostport(text, key)
+        if hop.port == 25:
+            raise ConfigError("LMTP must not use port 25 (RFC 2033 section 5)", key=key)
+        return hop
 
     def routing(self, table: dict[str, object]) -> RoutingSettings:
         return self.build(

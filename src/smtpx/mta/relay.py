@@ -33,7 +33,9 @@ from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.inbound import InboundJudge
+from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -57,8 +59,10 @@ class RelayPlugin(Plugin):
         *,
         dkim: DkimSigner | None = None,
         inbound: InboundJudge | None = None,
+        recipients: RecipientTable | None = None,
     ) -> None:
         self.config = config
+        self.recipients = recipients or RecipientTable.from_config(config)
         self.spool = spool
         self.users = users
         self.dkim = dkim
@@ -96,11 +100,26 @@ class RelayPlugin(Plugin):
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
     ) -> None:
         if recipient.is_postmaster or self._is_local(recipient):
+            self._check_local(transaction, recipient)
             return
         relay = self.config.relay
         if session.data.get("trusted") or (session.authenticated and relay.relay_for_authenticated):
             return
         raise Reject(replies.relay_denied())
+
+    def _check_local(self, transaction: Transaction, recipient: Address) -> None:
+        """A local recipient the table knows (``550 5.1.1`` otherwise), with its targets
+        kept for :meth:`process`."""
+        address = self._postmaster() if recipient.is_postmaster else recipient
+        found = self.recipients.resolve(address)
+        if not isinstance(found, Deliver):
+            raise Reject(found.reply)
+        remember(transaction, recipient, found.targets)
+
+    def _postmaster(self) -> Address:
+        # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so the
+        # spool, the maildir and any bounce see an ordinary mailbox.
+        return Address("postmaster", self._postmaster_domain)
 
     def _is_local(self, recipient: Address) -> bool:
         if recipient.domain.startswith("["):
@@ -128,15 +147,10 @@ class RelayPlugin(Plugin):
         # A spilled message keeps its file: the new head goes in front, nothing is copied.
         message = head + content if isinstance(content, bytes) else content.prepend(head)
         groups: dict[str, list[Address]] = defaultdict(list)
-        params: list[tuple[Address, RcptParams]] = []
-        for given in transaction.recipients:
-            # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so
-            # the spool, the maildir and any bounce see an ordinary mailbox.
-            recipient = (
-                Address("postmaster", self._postmaster_domain) if given.is_postmaster else given
-            )
+        expansion = expand(transaction, envelope.info)  # aliases, <Postmaster>
+        params: list[tuple[Address, RcptParams]] = expansion.recipients
+        for recipient, _ in params:
             groups[_route_key(recipient)].append(recipient)
-            params.append((recipient, envelope.info.params_of(given)))
         deliveries = [
             Delivery(
                 Envelope(
@@ -155,10 +169,13 @@ class RelayPlugin(Plugin):
             )
             for route, recipients in groups.items()
         ]
+        notice = expanded_notice(envelope, expansion, self.hostname)
         try:
             if quarantine is not None:  # the inbound policy's decision: held, not sent
                 await self.spool.quarantine(deliveries, quarantine)
             else:
+                if notice is not None:  # RFC 3461 6.2.7.3: alias expanded, as asked
+                    deliveries.append(Delivery(notice, route=_route_key(notice.recipients[0])))
                 await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         except StoreWriteError:
             # Logged by the store; nothing of this message was kept.
