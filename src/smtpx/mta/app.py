@@ -28,6 +28,7 @@ from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
+from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.local import MaildirAgent
 from smtpx.mta.recipients import RecipientTable
 from smtpx.mta.relay import RelayPlugin
@@ -49,6 +50,7 @@ from smtpx.spool.spool import (
     SpoolConfig,
     Unroutable,
 )
+from smtpx.spool.types import LocalAgent
 
 __all__ = ["Mta"]
 
@@ -81,8 +83,10 @@ class Mta:
         self.router = Router(config, dns or self.routing_dns)
         # Local recipients ([local]); reload() reads its recipients_file again.
         self.recipients = RecipientTable.from_config(config)
-        self.local = MaildirAgent(
-            config.local.maildir, config.hostname, mailbox_of=self.recipients.mailbox
+        self.local: LocalAgent = (
+            MaildirAgent(config.local.maildir, config.hostname, mailbox_of=self.recipients.mailbox)
+            if config.local.lmtp is None
+            else LmtpAgent(config.local.lmtp, config.hostname)
         )
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
         settings = config.spool
