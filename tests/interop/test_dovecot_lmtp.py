@@ -88,3 +88,24 @@ async def test_the_mta_delivers_through_dovecot_and_bounces_its_refusals(tmp_pat
     assert "User doesn't exist" in notice
     assert "alice@example.org" not in notice.split("Content-Description: Message Headers")[0]
     assert b"Received: from " in stored and b"by mx.test (smtpx)" in stored
+
+
+async def test_lmtp_mode_in_front_of_dovecot_passes_each_reply_on(tmp_path: Path) -> None:
+    """Another MTA -> smtpx (LMTP server mode) -> Dovecot: each recipient's reply is
+    Dovecot's, and nothing waits in smtpx's spool."""
+    with private_dovecot(["alice"]) as dovecot:
+        cfg = config(
+            tmp_path,
+            server={"listen": [], "lmtp": ["127.0.0.1:0"]},
+            local={"lmtp": str(dovecot.socket)},
+        )
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            agent = LmtpAgent(HostPort("127.0.0.1", mta.server.ports[0]), "front.test")
+            results = dict(
+                await agent.deliver(spooled("alice@example.org", "nobody@example.org"), MESSAGE)
+            )
+            assert mta.spool.stats["spooled"] == 0
+        assert len(dovecot.messages("alice")) == 1
+    alice, nobody = results["alice@example.org"], results["nobody@example.org"]
+    assert alice.code == 250 and "Saved" in alice.text
+    assert str(nobody).startswith("550 5.1.1 ") and "User doesn't exist" in nobody.text

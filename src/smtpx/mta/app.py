@@ -124,6 +124,7 @@ class Mta:
             dkim=dkim,
             inbound=self.inbound,
             recipients=self.recipients,
+            local=self.local,
         )
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout

@@ -142,6 +142,7 @@ class ListenerKind(enum.Enum):
     SMTP = "smtp"  # relay and inbound mail; STARTTLS offered when a certificate is set
     SMTPS = "smtps"  # implicit TLS (RFC 8314)
     SUBMISSION = "submission"  # STARTTLS, then AUTH, before anything else (RFC 6409)
+    LMTP = "lmtp"  # LMTP server mode (RFC 2033), behind another MTA
 
 
 def listener_kind(name: str) -> ListenerKind | None:
@@ -222,6 +223,8 @@ class ServerSettings:
     * ``submission``: listeners where STARTTLS and then AUTH are required: until then
       every other command gets ``530 5.7.0`` (RFC 6409 section 4.3 lets a submission
       server require authentication; RFC 3207 section 4 and RFC 4954 section 6).
+    * ``lmtp``: LMTP listeners (RFC 2033; never port 25), for an MTA in front that
+      delivers to smtpx: local mailboxes are delivered at once, one reply each.
     * ``max_message_size``: advertised with SIZE and enforced (RFC 1870).
     * ``max_recipients``: per transaction; RFC 5321 4.5.3.1.8 asks for at least 100.
     * ``command_timeout`` / ``data_timeout``: seconds (RFC 5321 4.5.3.2.7: at least 5 and
@@ -242,6 +245,7 @@ class ServerSettings:
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
     smtps: tuple[ListenAddress, ...] = ()
     submission: tuple[ListenAddress, ...] = ()
+    lmtp: tuple[ListenAddress, ...] = ()
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 1000
     max_sessions_per_listener: int = 1000
@@ -620,6 +624,9 @@ smtps = []
 # Submission listeners (RFC 6409, usually port 587): STARTTLS and then AUTH are required
 # before any other command (530 5.7.0). They need tls.cert_file and auth.users_file.
 submission = []
+# LMTP listeners (RFC 2033; never port 25) for an MTA in front of smtpx (Postfix's lmtp
+# transport): local mailboxes are delivered at once, with one reply per recipient.
+lmtp = []
 max_message_size = "35M"
 max_recipients = 1000
 max_sessions_per_listener = 1000
@@ -1110,6 +1117,13 @@ def _listen(value: object, key: str, default_port: int) -> ListenAddress:
 _LISTENER_KINDS = ("smtp", "smtps", "submission")
 
 
+def _lmtp_listen(value: object, key: str) -> ListenAddress:
+    address = _listen(value, key, 24)
+    if address.port == 25:
+        raise ConfigError("LMTP must not be offered on port 25 (RFC 2033 section 5)", key=key)
+    return address
+
+
 def _judged_listener(value: object, key: str) -> str:
     """A listener kind, or a listen address in its canonical form."""
     text = _nonempty_string(value, key).strip()
@@ -1230,6 +1244,7 @@ class _Loader:
                 "listen": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
                 "smtps": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 465)),
                 "submission": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 587)),
+                "lmtp": lambda v, k: _items(v, k, _lmtp_listen),
                 "max_message_size": _size,
                 "max_recipients": _positive_int,
                 "max_sessions_per_listener": _positive_int,
@@ -1597,9 +1612,10 @@ class _Loader:
                 "submission listeners need auth.users_file (AUTH is required there)",
                 key="server.submission",
             )
-        if not (server.listen or server.smtps or server.submission):
+        if not (server.listen or server.smtps or server.submission or server.lmtp):
             raise ConfigError(
-                "no listeners: server.listen, server.smtps and server.submission are all empty",
+                "no listeners: server.listen, server.smtps, server.submission and server.lmtp "
+                "are all empty",
                 key="server.listen",
             )
         if config.routing.dane.enabled and config.routing.resolver is None:
@@ -1613,14 +1629,16 @@ class _Loader:
                 "the HTTP control listener needs control.token_file (a bearer token)",
                 key="control.http",
             )
-        listening = {str(a) for a in (*server.listen, *server.smtps, *server.submission)}
+        listening = {
+            str(a) for a in (*server.listen, *server.smtps, *server.submission, *server.lmtp)
+        }
         for index, entry in enumerate(config.inbound.listeners):
             if entry not in _LISTENER_KINDS and entry not in listening:
                 raise ConfigError(
                     f"{entry} is not a listener of [server]", key=f"inbound.listeners[{index}]"
                 )
         seen: dict[tuple[str, int], str] = {}
-        for kind in ("listen", "smtps", "submission"):
+        for kind in ("listen", "smtps", "submission", "lmtp"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
             for index, address in enumerate(addresses):
                 key = f"server.{kind}[{index}]"
@@ -1760,13 +1778,14 @@ class MtaConfig:
         )
 
     def listeners(self) -> tuple[Listener, ...]:
-        """One :class:`~smtpx.server.Listener` per address of ``listen``, ``smtps`` and
-        ``submission``, in that order, named ``"<kind> <host:port>"`` (see
+        """One :class:`~smtpx.server.Listener` per address of ``listen``, ``smtps``,
+        ``submission`` and ``lmtp``, in that order, named ``"<kind> <host:port>"`` (see
         :func:`listener_kind`)."""
         kinds = (
             (ListenerKind.SMTP, self.server.listen),
             (ListenerKind.SMTPS, self.server.smtps),
             (ListenerKind.SUBMISSION, self.server.submission),
+            (ListenerKind.LMTP, self.server.lmtp),
         )
         return tuple(
             Listener(
@@ -1777,6 +1796,7 @@ class MtaConfig:
                 name=f"{kind.value} {address}",
                 require_tls=kind is ListenerKind.SUBMISSION,
                 require_auth=kind is ListenerKind.SUBMISSION,
+                lmtp=kind is ListenerKind.LMTP,
             )
             for kind, addresses in kinds
             for address in addresses

@@ -24,7 +24,7 @@ from smtpx.protocol.params import RcptParams
 from smtpx.server import Transaction
 from smtpx.spool.bounce import RecipientFailure, build_bounce
 
-__all__ = ["Expansion", "expand", "expanded_notice", "remember"]
+__all__ = ["Expansion", "expand", "expanded_notice", "remember", "targets_of"]
 
 _KEY = "smtpx.recipients"
 
@@ -113,3 +113,13 @@ def expanded_notice(
         for given, params, count in expansion.expanded
     ]
     return build_bounce(original, reported, reporting_mta=reporting_mta)
+
+
+def targets_of(transaction: Transaction, given: Address) -> tuple[Address, ...]:
+    """What the table said at RCPT about ``given`` (itself when it was not asked)."""
+    found = transaction.data.get(_KEY)
+    if isinstance(found, dict):
+        targets = found.get(given)
+        if isinstance(targets, tuple):
+            return targets
+    return (given,)
