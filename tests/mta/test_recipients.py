@@ -193,3 +193,11 @@ def test_config_keys_and_their_errors(tmp_path: Path) -> None:
         assert caught.value.key == key, (key, caught.value)
     with pytest.raises(ConfigError, match="not a socket path or host:port"):
         MtaConfig.from_dict({"local": {"lmtp": "localhost"}})
+
+
+def test_serve_check_reads_the_recipients_file(tmp_path: Path) -> None:
+    config = MtaConfig.from_dict({"local": {"recipients_file": "recipients"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="cannot read the recipients file"):
+        config.check_files()
+    (tmp_path / "recipients").write_text("alice\nbob: alice\n")
+    config.check_files()

@@ -1733,7 +1733,8 @@ class MtaConfig:
     def check_files(self) -> None:
         """Check that the files the server reads at start exist and are readable (TLS
         certificate and key, users file, control token, DKIM and ARC sealing keys, which
-        must parse as keys DKIM can use); raise ConfigError naming the key. Loading a
+        must parse as keys DKIM can use, the recipients file, which must parse); raise
+        ConfigError naming the key (or the file and line). Loading a
         config does not require them, so configs can be checked before deployment."""
         files = (
             ("tls.cert_file", self.tls.cert_file),
@@ -1766,6 +1767,10 @@ class MtaConfig:
             from smtpx.mta.inbound.arc import ArcSealer  # noqa: PLC0415
 
             ArcSealer.from_settings(self.inbound.arc_seal)
+        if self.local.recipients_file is not None:
+            from smtpx.mta.recipients import RecipientTable  # noqa: PLC0415
+
+            RecipientTable.from_config(self)  # reads and parses the file
 
     def server_tls(self) -> ServerTls | None:
         """The server certificate settings, or None when no certificate is set."""
