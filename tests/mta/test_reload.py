@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from smtpx.envelope import Address
 from smtpx.mta.app import Mta
 from smtpx.mta.config import MtaConfig
+from smtpx.mta.recipients import Deliver, Unknown
+from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.routing import FakeDns
 from smtpx.mta.users import Users
@@ -167,3 +170,26 @@ async def test_a_bad_reload_changes_nothing(
     (line,) = [r for r in caplog.records if r.getMessage().startswith("reload:")]
     assert line.levelno == logging.ERROR and error in line.getMessage()
     assert line.getMessage().endswith("; nothing changed")
+
+
+async def test_reload_reads_the_recipients_file_again_and_keeps_it_when_broken(
+    tmp_path: Path,
+) -> None:
+    recipients = tmp_path / "recipients"
+    recipients.write_text("alice\n")
+    file = tmp_path / "smtpx.toml"
+    file.write_text(
+        BASE.replace('maildir = "mail"', 'maildir = "mail"\nrecipients_file = "recipients"')
+        + '[relay]\nlocal_domains = ["mx.test"]\n'
+    )
+    async with Mta(MtaConfig.load(file), dns=FakeDns()) as mta:
+        bob = Address.parse("bob@mx.test")
+        assert isinstance(mta.recipients.resolve(bob), Unknown)
+        recipients.write_text("alice\nbob\n")
+        assert mta.reload()
+        assert isinstance(mta.recipients.resolve(bob), Deliver)
+        plugin = mta.server.plugin
+        assert isinstance(plugin, RelayPlugin) and plugin.recipients is mta.recipients
+        recipients.write_text("alice\nbroken alias: x@\n")
+        assert not mta.reload()  # a broken file: nothing changed
+        assert isinstance(mta.recipients.resolve(bob), Deliver)

@@ -27,6 +27,7 @@ from smtpx.protocol.commands import (
     Expn,
     Helo,
     Help,
+    Lhlo,
     Mail,
     Noop,
     Quit,
@@ -449,6 +450,7 @@ recipients = paths | st.sampled_from([Address.postmaster(), Address("postmaster"
 STRATEGIES: dict[type[Command], st.SearchStrategy[Command]] = {
     Helo: st.builds(Helo, domains() | address_literals()),
     Ehlo: st.builds(Ehlo, domains() | address_literals()),
+    Lhlo: st.builds(Lhlo, domains() | address_literals()),
     Mail: st.builds(Mail, st.just(Sender.NULL) | paths.map(Sender), mail_params()),
     Rcpt: st.builds(Rcpt, recipients, rcpt_params()),
     Data: st.just(Data()),

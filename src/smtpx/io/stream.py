@@ -25,6 +25,7 @@ __all__ = [
     "Stream",
     "TransportStream",
     "memory_pair",
+    "open_unix",
     "server_protocol_factory",
 ]
 
@@ -352,6 +353,16 @@ class TransportStream(Stream):
     def peer_certificates(self) -> tuple[bytes, ...]:
         ssl_object = self._transport.get_extra_info("ssl_object")
         return () if ssl_object is None else peer_chain(ssl_object)
+
+
+async def open_unix(path: str, *, timeout: float | None = None) -> TransportStream:
+    """A client stream over a unix socket (an LMTP server's, say): connected within
+    ``timeout`` seconds, or OSError / TimeoutError. It has no peer or socket address."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await asyncio.wait_for(
+        loop.create_unix_connection(_Protocol, path), timeout
+    )
+    return TransportStream(transport, protocol)
 
 
 def _address(value: object) -> tuple[str, int] | None:

@@ -35,7 +35,9 @@ from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
+from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.local import MaildirAgent
+from smtpx.mta.recipients import RecipientTable
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.resolver import RoutingResolver
@@ -56,6 +58,7 @@ from smtpx.spool.spool import (
     SpoolConfig,
     Unroutable,
 )
+from smtpx.spool.types import LocalAgent
 
 __all__ = ["Mta", "spool_config"]
 
@@ -92,7 +95,9 @@ class Mta:
         else:
             self.routing_dns = RoutingResolver.at(routing.resolver, trust_ad=routing.dane.enabled)
         self.router = Router(config, dns or self.routing_dns)
-        self.local = MaildirAgent(config.local.maildir, config.hostname)
+        # Local recipients ([local]); reload() reads its recipients_file again.
+        self.recipients = RecipientTable.from_config(config)
+        self.local = _local_agent(config, self.recipients)
         self.users = Users.load(config.auth.users_file) if config.auth.users_file else None
         self.spool = Spool(
             spool_config(config), client_config=config.client_config(), router=self._route
@@ -105,7 +110,15 @@ class Mta:
         self.dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        relay = RelayPlugin(config, self.spool, self.users, dkim=self.dkim, inbound=self.inbound)
+        relay = RelayPlugin(
+            config,
+            self.spool,
+            self.users,
+            dkim=self.dkim,
+            inbound=self.inbound,
+            recipients=self.recipients,
+            local=self.local,
+        )
         self.server = Server(relay, config.server_config())
         self.reload_config = reload_config or self._read_source
         self.set_logging = set_logging
@@ -229,28 +242,43 @@ class Mta:
             merged.check_files()
             users = Users.load(merged.auth.users_file) if merged.auth.users_file else None
             dkim = DkimSigner.from_settings(merged.dkim.sign) if merged.dkim.sign else None
+            recipients = RecipientTable.from_config(merged)  # reads recipients_file again
         except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
             log.error("reload: %s; nothing changed", exc)
             return False
         for refusal in refused:
             log.warning("reload: %s", refusal)
         changed = changed_keys(self.config, merged)
-        self._apply(merged, users, dkim)
+        self._apply(merged, users, dkim, recipients)
         applied = ", ".join(changed) or "no key changed"
-        log.info("reload: done (%s; users and TLS files read again)", applied)
+        log.info("reload: done (%s; users, recipients and TLS files read again)", applied)
         return True
 
-    def _apply(self, config: MtaConfig, users: Users | None, dkim: DkimSigner | None) -> None:
+    def _apply(
+        self,
+        config: MtaConfig,
+        users: Users | None,
+        dkim: DkimSigner | None,
+        recipients: RecipientTable,
+    ) -> None:
         """Swap in what ``config`` (checked) says: new sessions, routes and deliveries
         use it; sessions and deliveries under way finish with what they had."""
         if self.server.tls_context is not None:
             self.reload_tls(config.tls)
-        self.users, self.dkim = users, dkim
-        self.server.plugin = RelayPlugin(config, self.spool, users, dkim=dkim, inbound=self.inbound)
+        self.users, self.dkim, self.recipients = users, dkim, recipients
+        self.local = _local_agent(config, recipients)
+        self.server.plugin = RelayPlugin(
+            config,
+            self.spool,
+            users,
+            dkim=dkim,
+            inbound=self.inbound,
+            recipients=recipients,
+            local=self.local,
+        )
         self.router = Router(config, self.router.dns)
         if self.tls_policies is not None:
             self.tls_policies.router = self.router
-        self.local = MaildirAgent(config.local.maildir, config.hostname)
         self.spool.cache.client_config = config.client_config()
         self.spool.reconfigure(spool_config(config))
         if self.set_logging is not None and config.log != self.config.log:
@@ -303,6 +331,14 @@ class Mta:
 
     def _credentials(self, hops: tuple[HostPort, ...]) -> Credentials | None:
         return self.config.credentials_for(hops[0].host) if hops else None
+
+
+def _local_agent(config: MtaConfig, recipients: RecipientTable) -> LocalAgent:
+    """Where local mail goes: Dovecot (or any LMTP server) when ``local.lmtp`` is set,
+    else the maildirs."""
+    if config.local.lmtp is not None:
+        return LmtpAgent(config.local.lmtp, config.hostname)
+    return MaildirAgent(config.local.maildir, config.hostname, mailbox_of=recipients.mailbox)
 
 
 def _resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:

@@ -142,6 +142,7 @@ class ListenerKind(enum.Enum):
     SMTP = "smtp"  # relay and inbound mail; STARTTLS offered when a certificate is set
     SMTPS = "smtps"  # implicit TLS (RFC 8314)
     SUBMISSION = "submission"  # STARTTLS, then AUTH, before anything else (RFC 6409)
+    LMTP = "lmtp"  # LMTP server mode (RFC 2033), behind another MTA
 
 
 def listener_kind(name: str) -> ListenerKind | None:
@@ -222,6 +223,8 @@ class ServerSettings:
     * ``submission``: listeners where STARTTLS and then AUTH are required: until then
       every other command gets ``530 5.7.0`` (RFC 6409 section 4.3 lets a submission
       server require authentication; RFC 3207 section 4 and RFC 4954 section 6).
+    * ``lmtp``: LMTP listeners (RFC 2033; never port 25), for an MTA in front that
+      delivers to smtpx: local mailboxes are delivered at once, one reply each.
     * ``max_message_size``: advertised with SIZE and enforced (RFC 1870).
     * ``max_recipients``: per transaction; RFC 5321 4.5.3.1.8 asks for at least 100.
     * ``command_timeout`` / ``data_timeout``: seconds (RFC 5321 4.5.3.2.7: at least 5 and
@@ -242,6 +245,7 @@ class ServerSettings:
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
     smtps: tuple[ListenAddress, ...] = ()
     submission: tuple[ListenAddress, ...] = ()
+    lmtp: tuple[ListenAddress, ...] = ()
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 1000
     max_sessions_per_listener: int = 1000
@@ -378,11 +382,29 @@ class SpoolSettings:
     postgresql: PostgresSettings | None = None
 
 
+def _empty_mapping() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalSettings:
-    """``[local]``: where mail for the local domains is delivered (a maildir)."""
+    """``[local]``: who receives mail for the local domains, and where it is delivered.
+
+    * ``maildir``: the maildirs' root (``<domain>/<local part>/``), unless ``lmtp`` is set.
+    * ``lmtp``: deliver to this LMTP server instead (RFC 2033; Dovecot, Cyrus): a unix
+      socket's path, or ``host:port``.
+    * ``mailboxes``, ``aliases``, ``catch_all``, ``recipients_file``,
+      ``subaddress_delimiter``: the recipient table (:mod:`smtpx.mta.recipients`). With
+      no entry at all, every local part is accepted.
+    """
 
     maildir: Path = Path("var/mail")
+    lmtp: HostPort | Path | None = None
+    mailboxes: tuple[str, ...] = ()
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=_empty_mapping)
+    catch_all: tuple[str, ...] = ()
+    recipients_file: Path | None = None
+    subaddress_delimiter: str = "+"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -404,10 +426,6 @@ class HostCredentials:
 
 def _default_client_tls() -> tuple[tuple[str, TlsConfig], ...]:
     return (("", TlsConfig(mode=TlsMode.IF_AVAILABLE, certificate=CertificateCheck.IGNORE)),)
-
-
-def _empty_mapping() -> Mapping[str, Any]:
-    return types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -610,6 +628,9 @@ smtps = []
 # Submission listeners (RFC 6409, usually port 587): STARTTLS and then AUTH are required
 # before any other command (530 5.7.0). They need tls.cert_file and auth.users_file.
 submission = []
+# LMTP listeners (RFC 2033; never port 25) for an MTA in front of smtpx (Postfix's lmtp
+# transport): local mailboxes are delivered at once, with one reply per recipient.
+lmtp = []
 max_message_size = "35M"
 max_recipients = 1000
 max_sessions_per_listener = 1000
@@ -677,8 +698,24 @@ bounce = true
 failed_retention = "7d"
 
 [local]
-# Mail for the local domains is delivered into this maildir.
+# Mail for the local domains is delivered into this maildir...
 maildir = "./var/mail"
+# ...or to an LMTP server (Dovecot, Cyrus): a unix socket's path, or "host:port".
+# lmtp = "/run/dovecot/lmtp"
+# The recipients of the local domains: local parts ("alice": in every local domain) or
+# addresses ("alice@example.org"). Others get 550 5.1.1 at RCPT. With no mailbox, alias,
+# catch_all or recipients_file at all, every local part is accepted.
+mailboxes = []
+# Aliases: name = [targets]; a target is a local part, a local address or a remote one
+# (relayed). The name "@example.org" is that domain's catch-all.
+aliases = {}
+# Where mail for unknown local parts of every local domain goes (empty: refused).
+catch_all = []
+# More mailboxes ("name" lines) and aliases ("name: target, target" lines), read again
+# when the file changes and on SIGHUP.
+# recipients_file = "recipients"
+# "alice+tag" is alice when "alice+tag" is not known itself ("": no subaddresses).
+subaddress_delimiter = "+"
 
 [routing]
 # Without a smarthost or a route, mail goes to the domain's MX hosts (or its A/AAAA
@@ -1040,6 +1077,47 @@ def _mailbox(value: object, key: str) -> str:
     return text
 
 
+def _recipient_name(value: object, key: str) -> str:
+    """A recipient table key: ``local``, ``local@domain`` or ``@domain``."""
+    from smtpx.mta.recipients import check_name  # noqa: PLC0415 - it imports this module
+
+    try:
+        return check_name(_nonempty_string(value, key))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+def _alias_target(value: object, key: str) -> str:
+    """An alias target: a local part or an address."""
+    from smtpx.mta.recipients import check_target  # noqa: PLC0415
+
+    try:
+        return check_target(_nonempty_string(value, key))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+def _aliases(value: object, key: str) -> Mapping[str, tuple[str, ...]]:
+    """``{ name = ["target", ...] }`` (a single target may be a string)."""
+    aliases = {}
+    for name, targets in _table(value, key).items():
+        path = _join(key, name)
+        items = [targets] if isinstance(targets, str) else _array(targets, path)
+        if not items:
+            raise ConfigError("an alias needs at least one target", key=path)
+        read = tuple(_alias_target(t, f"{path}[{i}]") for i, t in enumerate(items))
+        aliases[_recipient_name(name, path)] = read
+    return types.MappingProxyType(aliases)
+
+
+def _delimiter(value: object, key: str) -> str:
+    """The subaddress delimiter: one character, or "" for none."""
+    text = _string(value, key)
+    if len(text) > 1 or text.isalnum() or text in ("@", " ", '"'):
+        raise ConfigError(f"one character like '+' or '-', or '' for none: {text!r}", key=key)
+    return text
+
+
 def _listen(value: object, key: str, default_port: int) -> ListenAddress:
     text = _string(value, key)
     try:
@@ -1052,6 +1130,13 @@ def _listen(value: object, key: str, default_port: int) -> ListenAddress:
 
 
 _LISTENER_KINDS = ("smtp", "smtps", "submission")
+
+
+def _lmtp_listen(value: object, key: str) -> ListenAddress:
+    address = _listen(value, key, 24)
+    if address.port == 25:
+        raise ConfigError("LMTP must not be offered on port 25 (RFC 2033 section 5)", key=key)
+    return address
 
 
 def _judged_listener(value: object, key: str) -> str:
@@ -1174,6 +1259,7 @@ class _Loader:
                 "listen": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
                 "smtps": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 465)),
                 "submission": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 587)),
+                "lmtp": lambda v, k: _items(v, k, _lmtp_listen),
                 "max_message_size": _size,
                 "max_recipients": _positive_int,
                 "max_sessions_per_listener": _positive_int,
@@ -1265,7 +1351,37 @@ class _Loader:
         return PostgresSettings(dsn=dsn, node=node, lease=lease, pool_size=pool)
 
     def local(self, table: dict[str, object]) -> LocalSettings:
-        return self.build(LocalSettings, table, "local", {"maildir": self.path})
+        return self.build(
+            LocalSettings,
+            table,
+            "local",
+            {
+                "maildir": self.path,
+                "lmtp": self.lmtp,
+                "mailboxes": lambda v, k: tuple(dict.fromkeys(_items(v, k, _recipient_name))),
+                "aliases": _aliases,
+                "catch_all": lambda v, k: _items(v, k, _alias_target),
+                "recipients_file": self.path,
+                "subaddress_delimiter": _delimiter,
+            },
+        )
+
+    def lmtp(self, value: object, key: str) -> HostPort | Path:
+        """An LMTP server: a unix socket's path (``/run/dovecot/lmtp``, ``unix:...``) or
+        ``host:port`` (there is no well-known port: it must be given)."""
+        text = _nonempty_string(value, key).strip()
+        if text.startswith(("/", ".", "~", "unix:")):
+            return self.path(text.removeprefix("unix:"), key)
+        if not re.search(r":\d+$", text):
+            raise ConfigError(
+                f"not a socket path or host:port: {text!r} (like /run/dovecot/lmtp or "
+                "127.0.0.1:24)",
+                key=key,
+            )
+        hop = _hostport(text, key)
+        if hop.port == 25:
+            raise ConfigError("LMTP must not use port 25 (RFC 2033 section 5)", key=key)
+        return hop
 
     def routing(self, table: dict[str, object]) -> RoutingSettings:
         return self.build(
@@ -1512,9 +1628,10 @@ class _Loader:
                 "submission listeners need auth.users_file (AUTH is required there)",
                 key="server.submission",
             )
-        if not (server.listen or server.smtps or server.submission):
+        if not (server.listen or server.smtps or server.submission or server.lmtp):
             raise ConfigError(
-                "no listeners: server.listen, server.smtps and server.submission are all empty",
+                "no listeners: server.listen, server.smtps, server.submission and server.lmtp "
+                "are all empty",
                 key="server.listen",
             )
         if config.routing.dane.enabled and config.routing.resolver is None:
@@ -1528,14 +1645,16 @@ class _Loader:
                 "the HTTP control listener needs control.token_file (a bearer token)",
                 key="control.http",
             )
-        listening = {str(a) for a in (*server.listen, *server.smtps, *server.submission)}
+        listening = {
+            str(a) for a in (*server.listen, *server.smtps, *server.submission, *server.lmtp)
+        }
         for index, entry in enumerate(config.inbound.listeners):
             if entry not in _LISTENER_KINDS and entry not in listening:
                 raise ConfigError(
                     f"{entry} is not a listener of [server]", key=f"inbound.listeners[{index}]"
                 )
         seen: dict[tuple[str, int], str] = {}
-        for kind in ("listen", "smtps", "submission"):
+        for kind in ("listen", "smtps", "submission", "lmtp"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
             for index, address in enumerate(addresses):
                 key = f"server.{kind}[{index}]"
@@ -1635,7 +1754,8 @@ class MtaConfig:
     def check_files(self) -> None:
         """Check that the files the server reads at start exist and are readable (TLS
         certificate and key, users file, control token, DKIM and ARC sealing keys, which
-        must parse as keys DKIM can use); raise ConfigError naming the key. Loading a
+        must parse as keys DKIM can use, the recipients file, which must parse); raise
+        ConfigError naming the key (or the file and line). Loading a
         config does not require them, so configs can be checked before deployment."""
         files = (
             ("tls.cert_file", self.tls.cert_file),
@@ -1668,6 +1788,10 @@ class MtaConfig:
             from smtpx.mta.inbound.arc import ArcSealer  # noqa: PLC0415
 
             ArcSealer.from_settings(self.inbound.arc_seal)
+        if self.local.recipients_file is not None:
+            from smtpx.mta.recipients import RecipientTable  # noqa: PLC0415
+
+            RecipientTable.from_config(self)  # reads and parses the file
 
     def server_tls(self) -> ServerTls | None:
         """The server certificate settings, or None when no certificate is set."""
@@ -1680,13 +1804,14 @@ class MtaConfig:
         )
 
     def listeners(self) -> tuple[Listener, ...]:
-        """One :class:`~smtpx.server.Listener` per address of ``listen``, ``smtps`` and
-        ``submission``, in that order, named ``"<kind> <host:port>"`` (see
+        """One :class:`~smtpx.server.Listener` per address of ``listen``, ``smtps``,
+        ``submission`` and ``lmtp``, in that order, named ``"<kind> <host:port>"`` (see
         :func:`listener_kind`)."""
         kinds = (
             (ListenerKind.SMTP, self.server.listen),
             (ListenerKind.SMTPS, self.server.smtps),
             (ListenerKind.SUBMISSION, self.server.submission),
+            (ListenerKind.LMTP, self.server.lmtp),
         )
         return tuple(
             Listener(
@@ -1697,6 +1822,7 @@ class MtaConfig:
                 name=f"{kind.value} {address}",
                 require_tls=kind is ListenerKind.SUBMISSION,
                 require_auth=kind is ListenerKind.SUBMISSION,
+                lmtp=kind is ListenerKind.LMTP,
             )
             for kind, addresses in kinds
             for address in addresses

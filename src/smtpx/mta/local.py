@@ -3,7 +3,8 @@
 Each message is written to ``tmp/``, flushed, and renamed into ``new/`` (the maildir
 protocol), with ``Return-Path`` and ``Delivered-To`` added on top (RFC 5321 4.4: the
 final delivery MTA records the envelope sender). Files use LF line endings, as maildir
-readers expect.
+readers expect. A subaddress (``alice+tag@d``) goes into its mailbox's maildir (alice's),
+as the recipient table says; ``Delivered-To`` keeps the whole address.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from smtpx.errors import ParseError
@@ -30,9 +32,17 @@ _SAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 class MaildirAgent:
     """A :class:`~smtpx.spool.spool.LocalAgent` that writes maildirs under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        hostname: str | None = None,
+        *,
+        mailbox_of: Callable[[str], str] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.hostname = _SAFE.sub("_", hostname or socket.gethostname())
+        # The recipient table's mailbox for an address (alice+tag@d: alice@d).
+        self.mailbox_of = mailbox_of or _itself
         self._counter = itertools.count()
 
     def mailbox(self, recipient: str) -> Path:
@@ -54,7 +64,7 @@ class MaildirAgent:
         for recipient in message.recipients:
             headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
             try:
-                path = self._write(self.mailbox(recipient), headers + body)
+                path = self._write(self.mailbox(self.mailbox_of(recipient)), headers + body)
             except OSError as exc:
                 results.append(
                     (recipient, replies.local_error(f"Cannot write the mailbox: {exc.strerror}"))
@@ -75,6 +85,10 @@ class MaildirAgent:
         final = mailbox / "new" / name
         os.rename(temporary, final)
         return final
+
+
+def _itself(recipient: str) -> str:
+    return recipient
 
 
 def _folder(domain: str) -> str:

@@ -33,7 +33,10 @@ from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.inbound import InboundJudge
+from smtpx.mta.lmtpserver import deliver_at_once
+from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
@@ -42,6 +45,7 @@ from smtpx.protocol.replies import Reply
 from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
 from smtpx.spool.records import StoreWriteError
 from smtpx.spool.spool import Delivery, Spool
+from smtpx.spool.types import LocalAgent
 
 __all__ = ["RelayPlugin", "received_header"]
 
@@ -57,8 +61,12 @@ class RelayPlugin(Plugin):
         *,
         dkim: DkimSigner | None = None,
         inbound: InboundJudge | None = None,
+        recipients: RecipientTable | None = None,
+        local: LocalAgent | None = None,
     ) -> None:
         self.config = config
+        self.recipients = recipients or RecipientTable.from_config(config)
+        self.local = local  # delivers local mail at once in LMTP server mode
         self.spool = spool
         self.users = users
         self.dkim = dkim
@@ -96,11 +104,26 @@ class RelayPlugin(Plugin):
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
     ) -> None:
         if recipient.is_postmaster or self._is_local(recipient):
+            self._check_local(transaction, recipient)
             return
         relay = self.config.relay
         if session.data.get("trusted") or (session.authenticated and relay.relay_for_authenticated):
             return
         raise Reject(replies.relay_denied())
+
+    def _check_local(self, transaction: Transaction, recipient: Address) -> None:
+        """A local recipient the table knows (``550 5.1.1`` otherwise), with its targets
+        kept for :meth:`process`."""
+        address = self._postmaster() if recipient.is_postmaster else recipient
+        found = self.recipients.resolve(address)
+        if not isinstance(found, Deliver):
+            raise Reject(found.reply)
+        remember(transaction, recipient, found.targets)
+
+    def _postmaster(self) -> Address:
+        # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so the
+        # spool, the maildir and any bounce see an ordinary mailbox.
+        return Address("postmaster", self._postmaster_domain)
 
     def _is_local(self, recipient: Address) -> bool:
         if recipient.domain.startswith("["):
@@ -111,6 +134,36 @@ class RelayPlugin(Plugin):
             return False
 
     async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
+        message, quarantine = await self._compose(session, transaction, envelope)
+        expansion = expand(transaction, envelope.info)  # aliases, <Postmaster>
+        notice = None if quarantine else expanded_notice(envelope, expansion, self.hostname)
+        await self._spool(transaction, envelope, message, expansion.recipients, quarantine, notice)
+        return f"Ok: queued as {envelope.id}"  # the id of the Received: field
+
+    async def process_lmtp(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> list[Reply]:
+        """LMTP server mode (:mod:`smtpx.mta.lmtpserver`): local mailboxes are delivered
+        now, each with its own reply; the rest is spooled."""
+        message, quarantine = await self._compose(session, transaction, envelope)
+        expansion = expand(transaction, envelope.info)
+        if quarantine is not None or self.local is None:
+            await self._spool(transaction, envelope, message, expansion.recipients, quarantine)
+            return [replies.queued(str(envelope.id))] * len(transaction.recipients)
+        return await deliver_at_once(
+            transaction,
+            Envelope(info=envelope.info, content=message),
+            expansion,
+            local=self._is_local,
+            agent=self.local,
+            spool=lambda recipients: self._spool(transaction, envelope, message, recipients),
+        )
+
+    async def _compose(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> tuple[bytes | SpilledMessage, str | None]:
+        """The message with its new head (trace, DKIM signature or the inbound verdict),
+        and the inbound policy's quarantine reason, if any."""
         trace = received_header(
             session,
             self.hostname,
@@ -127,16 +180,22 @@ class RelayPlugin(Plugin):
             head = await self._signature(session, content) + trace
         # A spilled message keeps its file: the new head goes in front, nothing is copied.
         message = head + content if isinstance(content, bytes) else content.prepend(head)
+        return message, quarantine
+
+    async def _spool(  # noqa: PLR0917 - private; the parts of one message
+        self,
+        transaction: Transaction,
+        envelope: Envelope,
+        message: bytes | SpilledMessage,
+        params: list[tuple[Address, RcptParams]],
+        quarantine: str | None = None,
+        notice: Envelope | None = None,
+    ) -> None:
+        """Spool ``message`` for the recipients of ``params``, one spool message per
+        domain, durably (``451`` when it cannot be kept)."""
         groups: dict[str, list[Address]] = defaultdict(list)
-        params: list[tuple[Address, RcptParams]] = []
-        for given in transaction.recipients:
-            # RFC 5321 4.5.1: <Postmaster> is this host's postmaster. Give it a domain so
-            # the spool, the maildir and any bounce see an ordinary mailbox.
-            recipient = (
-                Address("postmaster", self._postmaster_domain) if given.is_postmaster else given
-            )
+        for recipient, _ in params:
             groups[_route_key(recipient)].append(recipient)
-            params.append((recipient, envelope.info.params_of(given)))
         deliveries = [
             Delivery(
                 Envelope(
@@ -159,11 +218,12 @@ class RelayPlugin(Plugin):
             if quarantine is not None:  # the inbound policy's decision: held, not sent
                 await self.spool.quarantine(deliveries, quarantine)
             else:
+                if notice is not None:  # RFC 3461 6.2.7.3: alias expanded, as asked
+                    deliveries.append(Delivery(notice, route=_route_key(notice.recipients[0])))
                 await self.spool.add(deliveries, set_related=len(deliveries) > 1)
         except StoreWriteError:
             # Logged by the store; nothing of this message was kept.
             raise Reject(replies.local_error("Could not store the message, try later")) from None
-        return f"Ok: queued as {envelope.id}"  # the id of the Received: field
 
     async def _signature(self, session: Session, content: bytes | SpilledMessage) -> bytes:
         """DKIM-Signature fields for mail from our own senders (empty for the rest)."""
@@ -199,6 +259,8 @@ def received_header(
     """``Received:`` (RFC 5321 4.4, RFC 5322 3.6.7); the protocol name per RFC 3848
     (ESMTP, ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 (UTF8SMTP... for SMTPUTF8 mail)."""
     protocol = "UTF8SMTP" if utf8 else "ESMTP" if session.esmtp else "SMTP"
+    if session.lmtp:
+        protocol = "UTF8LMTP" if utf8 else "LMTP"  # RFC 3848, RFC 6531
     if session.esmtp:
         protocol += ("S" if session.tls else "") + ("A" if session.authenticated else "")
     ip = session.remote_ip or "unknown"

@@ -1,4 +1,4 @@
-"""SMTP commands (RFC 5321 section 4.1.1, plus STARTTLS, AUTH and BDAT).
+"""SMTP commands (RFC 5321 section 4.1.1, plus STARTTLS, AUTH, BDAT and LMTP's LHLO).
 
 Each command is a frozen record. :func:`parse_command` reads a command line the way real
 clients write it (verbs in any case, ``MAIL FROM: <a@b>`` with a space, a bare address from
@@ -28,6 +28,7 @@ __all__ = [
     "Expn",
     "Helo",
     "Help",
+    "Lhlo",
     "Mail",
     "Noop",
     "Quit",
@@ -73,6 +74,14 @@ class Ehlo(Command):
 
     def argument(self) -> str:
         return self.domain
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo(Ehlo):
+    """LMTP's EHLO (RFC 2033 4.1): the only greeting an LMTP server takes, and one an
+    SMTP server refuses. A kind of :class:`Ehlo`: it asks for the same extensions."""
+
+    verb: ClassVar[str] = "LHLO"
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +295,7 @@ def _required(arg: str, verb: str) -> str:
 _PARSERS: dict[str, Callable[[str], Command]] = {
     "HELO": lambda a: _parse_helo(a, Helo),
     "EHLO": lambda a: _parse_helo(a, Ehlo),
+    "LHLO": lambda a: _parse_helo(a, Lhlo),
     "MAIL": _parse_mail,
     "RCPT": _parse_rcpt,
     "DATA": lambda a: _no_args(_DATA, "DATA", a),

@@ -27,6 +27,12 @@ Pipelined commands are taken one at a time: after an event that needs a reply,
 ``next_event()`` returns ``PAUSED`` until you ``send()`` it. Replies therefore leave in
 the order the commands came, and a server that only writes when ``next_event()`` says
 ``NEED_DATA`` sends one batch of replies per batch of pipelined commands (RFC 2920).
+
+LMTP (RFC 2033) is the same session with two differences, both here: ``LHLO`` is the
+greeting (HELO and EHLO are unknown commands, and LHLO is one to an SMTP server), and the
+end of the message content (DATA's final dot, or the last BDAT) gets one reply per
+accepted recipient, in RCPT order (section 4.2): ``replies_owed`` says how many a server
+still owes, and a client sees each as a :class:`Response`.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from smtpx.protocol.replies import Reply, ReplyParser
 from smtpx.protocol.states import (
     ALLOWED,
     AUTH_RESPONSE,
+    BDAT_LAST,
     CONNECT,
     END_OF_DATA,
     State,
@@ -103,6 +110,8 @@ class Limits:
       QUIT gets ``530 5.7.0`` (RFC 3207 section 4).
     * ``require_auth``: until the client has authenticated, every command but AUTH, EHLO,
       HELO, NOOP, RSET, STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6).
+    * ``lmtp``: speak LMTP (RFC 2033): LHLO instead of HELO and EHLO, and one reply per
+      recipient at the end of the content.
     """
 
     max_command_line: int = 2048
@@ -114,6 +123,7 @@ class Limits:
     require_helo: bool = False
     require_tls: bool = False
     require_auth: bool = False
+    lmtp: bool = False
 
 
 ServerEvent = (
@@ -164,6 +174,7 @@ class ServerConnection:
         self._chunk_left: int | None = None  # octets of the current BDAT chunk still to read
         self._chunk_command: Bdat | None = None  # None while discarding a refused chunk
         self._chunk_error: Reply | None = None
+        self._answered = 0  # per-recipient replies sent to the end of the content (LMTP)
 
     # -- bytes in and out -------------------------------------------------------------
 
@@ -184,6 +195,19 @@ class ServerConnection:
     def awaiting_reply(self) -> bool:
         """True when the last event needs a reply before the next one."""
         return self._pending is not None
+
+    @property
+    def replies_owed(self) -> int:
+        """Replies the pending event still needs: one, or (LMTP, at the end of the
+        content) one per accepted recipient not answered yet; 0 when none is pending."""
+        if self._pending is None:
+            return 0
+        if self._per_recipient(self._pending):
+            return self.recipients - self._answered
+        return 1
+
+    def _per_recipient(self, kind: str) -> bool:
+        return self.limits.lmtp and kind in (END_OF_DATA, BDAT_LAST) and self.recipients > 0
 
     @property
     def buffered_input(self) -> int:
@@ -299,6 +323,12 @@ class ServerConnection:
         if isinstance(command, Bdat):
             return self._bdat(command)
         verb = command.verb
+        if (verb == "LHLO") != self.limits.lmtp and verb in _GREETINGS:
+            # RFC 2033 4.1: LMTP has LHLO only, and SMTP has no LHLO.
+            raise self._refuse(
+                f"{verb} in {'LMTP' if self.limits.lmtp else 'SMTP'}",
+                replies.command_unrecognized(verb),
+            )
         state = self.state
         if (missing := self._missing(verb)) is not None:
             raise self._refuse(f"{verb} before TLS or AUTH", missing)
@@ -486,6 +516,12 @@ class ServerConnection:
             raise LocalProtocolError(f"a {code} reply does not answer {kind}")
         command = self._pending_command
         self._out.append(reply.to_bytes())
+        if self._per_recipient(kind) and code != 421:
+            self._answered += 1
+            if self._answered < self.recipients:
+                return  # LMTP: more recipients to answer for
+            self._answered = 0
+            code = 250  # the content was taken: the transaction ends, whatever each said
         self._pending = None
         self._pending_command = None
         if kind == _ERROR:
@@ -503,7 +539,7 @@ class ServerConnection:
             self._closed()
 
     def _accepted(self, kind: str, command: Command | None, reply: Reply) -> None:
-        if kind == "EHLO":
+        if kind in ("EHLO", "LHLO"):
             assert isinstance(command, Ehlo)
             self.helo = command
             self.extensions = Extensions.parse(reply.lines[1:])
@@ -545,7 +581,8 @@ class ServerConnection:
 
 # The commands a session may use before the TLS (RFC 3207 section 4) or the AUTH (RFC 4954
 # section 6) that its limits require; every other command gets 530 5.7.0.
-_BEFORE_TLS = frozenset({"NOOP", "EHLO", "HELO", "STARTTLS", "QUIT"})
+_BEFORE_TLS = frozenset({"NOOP", "EHLO", "HELO", "LHLO", "STARTTLS", "QUIT"})
+_GREETINGS = frozenset({"HELO", "EHLO", "LHLO"})
 _BEFORE_AUTH = _BEFORE_TLS | {"AUTH", "RSET"}
 
 # MAIL/RCPT parameter keyword -> the EHLO keyword that must have been advertised.
@@ -599,7 +636,10 @@ class ClientConnection:
     :class:`RemoteProtocolError` whose ``reply`` is a 451 4.5.0 describing it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lmtp: bool = False) -> None:
+        """``lmtp``: the server speaks LMTP (RFC 2033): the end of the content gets one
+        reply per accepted recipient, each a :class:`Response` of its own."""
+        self.lmtp = lmtp
         self.state = State.GREETING
         self.greeting: Reply | None = None
         self.ehlo_reply: Reply | None = None
@@ -615,6 +655,8 @@ class ClientConnection:
         self._stuffer: DotStuffer | None = None  # set between a 354 and EndOfData
         self._chunk_left = 0  # octets of the BDAT chunk being sent still to come
         self._hold = False  # a command that must be answered before anything else is out
+        self._accepted = 0  # recipients accepted in this transaction (for LMTP's replies)
+        self._finals = 0  # LMTP: replies still to come to the end of the content
 
     # -- bytes in and out -------------------------------------------------------------
 
@@ -736,9 +778,12 @@ class ClientConnection:
         if kind in _WAIT_AFTER:
             self._hold = False
         code = reply.code
+        if self.lmtp and kind in (END_OF_DATA, BDAT_LAST) and code != 421:
+            return self._final_reply(kind, command, reply)
+        self._count(kind, code)
         if kind == CONNECT:
             self.greeting = reply
-        elif kind == "EHLO" and code == 250:
+        elif kind in ("EHLO", "LHLO") and code == 250:
             self.ehlo_reply = reply
             self.extensions = Extensions.parse(reply.lines[1:])
         elif kind == "HELO" and code == 250:
@@ -758,4 +803,29 @@ class ClientConnection:
         self.state = next_state(self.state, kind, code)
         if self.state is State.CLOSED:
             self._waiting.clear()
+        return Response(command, reply)
+
+    def _count(self, kind: str, code: int) -> None:
+        """Keep count of the recipients accepted in the transaction (LMTP owes each a
+        reply at the end of the content)."""
+        if kind in ("MAIL", "RSET", "EHLO", "LHLO", "HELO"):
+            self._accepted = 0
+        elif kind == "RCPT" and code < 300:
+            self._accepted += 1
+
+    def _final_reply(
+        self, kind: str, command: Command | EndOfData | AuthResponse | None, reply: Reply
+    ) -> Response:
+        """LMTP: one of the replies to the end of the content, one per accepted recipient
+        (RFC 2033 4.2; one when none was accepted). The transaction ends with the last."""
+        if not self._finals:
+            self._finals = max(1, self._accepted)
+        self._finals -= 1
+        if self._finals:
+            self._waiting.appendleft((kind, command))
+            return Response(command, reply)
+        self._accepted = 0
+        # The content was taken whatever each recipient's reply: the transaction is over.
+        code = 250 if self.state is not State.MAIL else reply.code
+        self.state = next_state(self.state, kind, code)
         return Response(command, reply)

@@ -48,9 +48,9 @@ _ANYTIME = frozenset({"NOOP", "QUIT", "RSET", "VRFY", "EXPN", "HELP"})
 ALLOWED: dict[State, frozenset[str]] = {
     State.GREETING: frozenset(),
     State.REFUSED: frozenset({"QUIT", "NOOP", "RSET"}),
-    State.READY: _ANYTIME | {"HELO", "EHLO", "MAIL", "STARTTLS", "AUTH"},
-    State.MAIL: _ANYTIME | {"HELO", "EHLO", "RCPT"},
-    State.RCPT: _ANYTIME | {"HELO", "EHLO", "RCPT", "DATA", "BDAT", BDAT_LAST},
+    State.READY: _ANYTIME | {"HELO", "EHLO", "LHLO", "MAIL", "STARTTLS", "AUTH"},
+    State.MAIL: _ANYTIME | {"HELO", "EHLO", "LHLO", "RCPT"},
+    State.RCPT: _ANYTIME | {"HELO", "EHLO", "LHLO", "RCPT", "DATA", "BDAT", BDAT_LAST},
     State.BDAT: frozenset({"BDAT", BDAT_LAST, "RSET", "NOOP", "QUIT"}),
     State.BDAT_FAILED: frozenset({"RSET", "NOOP", "QUIT"}),
     State.AUTH: frozenset({AUTH_RESPONSE}),
@@ -76,12 +76,14 @@ _TABLE: dict[tuple[State, str], tuple[State | None, State | None, State | None]]
     # STARTTLS's 220 restarts the session on the new channel (RFC 3207 section 4.2).
     (_S.READY, "STARTTLS"): (_S.READY, None, None),
 }
-# RSET, HELO and EHLO end any mail transaction (RFC 5321 4.1.1.1 and 4.1.1.5).
+# RSET, HELO and EHLO (and LMTP's LHLO) end any mail transaction (RFC 5321 4.1.1.1 and
+# 4.1.1.5).
 for _state in (_S.READY, _S.MAIL, _S.RCPT, _S.BDAT, _S.BDAT_FAILED):
     _TABLE[(_state, "RSET")] = (_S.READY, None, None)
 for _state in (_S.READY, _S.MAIL, _S.RCPT):
     _TABLE[(_state, "HELO")] = (_S.READY, None, None)
     _TABLE[(_state, "EHLO")] = (_S.READY, None, None)
+    _TABLE[(_state, "LHLO")] = (_S.READY, None, None)
 
 
 def kind_of(verb: str, *, last: bool = False) -> str:

@@ -26,7 +26,8 @@ class Listener:
     gets ``530 5.7.0`` (RFC 3207 section 4; an implicit-TLS listener always has TLS).
     ``require_auth``: until AUTH succeeds, every command but AUTH, EHLO, HELO, NOOP, RSET,
     STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6). A submission listener
-    (RFC 6409) sets both.
+    (RFC 6409) sets both. ``lmtp``: the listener speaks LMTP (RFC 2033: LHLO, and one
+    reply per recipient at the end of each message, from the plugin's ``process_lmtp``).
     """
 
     host: str = "127.0.0.1"
@@ -36,6 +37,7 @@ class Listener:
     name: str = ""
     require_tls: bool = False
     require_auth: bool = False
+    lmtp: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -60,6 +60,7 @@ class Session:
     local: tuple[str, int] | None
     remote: tuple[str, int] | None
     listener: str = ""
+    lmtp: bool = False  # an LMTP session (RFC 2033): process_lmtp answers its messages
     helo: str | None = None
     esmtp: bool = False
     tls: bool = False
@@ -191,3 +192,16 @@ class Plugin:
         drops. A plugin that really wants to discard says so by overriding this.
         """
         raise Reject(Reply.of(554, "Message processing not implemented", "5.3.3"))
+
+    async def process_lmtp(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> Sequence[Reply]:
+        """The whole message arrived in an LMTP session (RFC 2033 4.2): return one reply
+        per recipient of ``transaction.recipients``, in that order, each once that
+        recipient's mail is safe (delivered, or spooled) or has failed.
+
+        The default gives every recipient the answer of :meth:`process` (a 250 with its
+        text; a :class:`Reject` raised here is every recipient's reply too).
+        """
+        text = await self.process(session, transaction, envelope)
+        return [Reply.of(250, text, "2.0.0")] * len(transaction.recipients)

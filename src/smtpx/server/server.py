@@ -173,10 +173,13 @@ class Server:
     def limits_for(self, listener: Listener) -> Limits:
         """The protocol limits of a session on ``listener``: the server's, and the
         listener's TLS and AUTH requirements."""
-        if not (listener.require_tls or listener.require_auth):
+        if not (listener.require_tls or listener.require_auth or listener.lmtp):
             return self.limits
         return dataclasses.replace(
-            self.limits, require_tls=listener.require_tls, require_auth=listener.require_auth
+            self.limits,
+            require_tls=listener.require_tls,
+            require_auth=listener.require_auth,
+            lmtp=listener.lmtp,
         )
 
     async def serve_stream(self, stream: Stream, listener: str | Listener = "stream") -> None:

@@ -91,6 +91,7 @@ class SessionRunner:
             local=stream.sockname(),
             remote=stream.peername(),
             listener=listener,
+            lmtp=limits.lmtp,
             tls=stream.tls,
             tls_version=stream.tls_version(),
             flows=Flows.create("srv"),
@@ -193,8 +194,14 @@ class SessionRunner:
             self.conn.send(replies.too_many_errors())
             self._flush()
             return True
-        self.conn.send(reply)
+        self._send_each(reply)
         return False
+
+    def _send_each(self, reply: Reply) -> None:
+        """``reply`` to the pending event: once, or (LMTP, at the end of the content)
+        once for each recipient (RFC 2033 4.2)."""
+        for _ in range(max(1, self.conn.replies_owed)):
+            self.conn.send(reply)
 
     async def _read(self) -> bool:
         """Flush the replies, wait for more input; False when the session must end."""
@@ -406,7 +413,7 @@ class SessionRunner:
 
     async def _end_of_chunk(self, last: bool) -> None:
         if self.chunk_error is not None:
-            self.conn.send(self.chunk_error)
+            self._send_each(self.chunk_error)
             return
         if not last:
             buffer = self._content()
@@ -440,7 +447,7 @@ class SessionRunner:
 
     async def _process(self, transaction: Transaction, buffer: ContentBuffer) -> None:
         if buffer.error is not None:
-            self.conn.send(buffer.error)
+            self._send_each(buffer.error)
             return
         info = EnvelopeInfo(
             sender=transaction.sender,
@@ -456,19 +463,21 @@ class SessionRunner:
         problem = _malformed(start)
         if problem is not None:
             if self.config.malformed is MalformedMessages.REJECT:
-                self.conn.send(Reply.of(550, f"Not an RFC 5322 message: {problem}", "5.6.0"))
+                self._send_each(Reply.of(550, f"Not an RFC 5322 message: {problem}", "5.6.0"))
                 return
             envelope = Envelope(info=info, message=_wrap(envelope.message, problem))
         size = envelope.size
         self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
         try:
-            text = await self.plugin.process(self.session, transaction, envelope)
+            if self.session.lmtp:
+                reply = await self._process_lmtp(transaction, envelope)
+            else:
+                reply = replies.ok(await self.plugin.process(self.session, transaction, envelope))
+                self.conn.send(reply)
         except Exception as exc:
-            self.conn.send(self._hook_failed("process", exc))
+            self._send_each(self._hook_failed("process", exc))
             return
         self.server.stats["messages"] += 1
-        reply = replies.ok(text)
-        self.conn.send(reply)
         if self.mail.enabled():
             self.mail.with_flows(transaction.flows).info(
                 "accepted",
@@ -481,6 +490,21 @@ class SessionRunner:
                 local_id=str(transaction.id),
                 reply=str(reply),
             )
+
+    async def _process_lmtp(self, transaction: Transaction, envelope: Envelope) -> Reply:
+        """Send the plugin's reply for each recipient; the first, for the mail log."""
+        answers = list(await self.plugin.process_lmtp(self.session, transaction, envelope))
+        if len(answers) != len(transaction.recipients):
+            log.error(
+                "session %s: process_lmtp gave %d replies for %d recipients",
+                self.session.id,
+                len(answers),
+                len(transaction.recipients),
+            )
+            raise RuntimeError("process_lmtp: not one reply per recipient")
+        for answer in answers:
+            self.conn.send(answer)
+        return answers[0]
 
     # -- STARTTLS and AUTH ------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Public test helpers: transcripts, a scriptable server, an in-memory network, a virtual
-clock, a private Postfix instance (:mod:`smtpx.testing.postfix`) for interop tests, and a
-DNS lab on loopback (:mod:`smtpx.testing.dns`: real name servers, DNSSEC included)."""
+clock, a private Postfix instance (:mod:`smtpx.testing.postfix`) and a private Dovecot LMTP
+server (:mod:`smtpx.testing.dovecot`) for interop tests, and a DNS lab on loopback
+(:mod:`smtpx.testing.dns`: real name servers, DNSSEC included)."""
 
 from smtpx.testing.clock import VirtualClockLoop, run_virtual
 from smtpx.testing.network import MemoryNetwork

@@ -1,0 +1,121 @@
+"""The server's LMTP mode (RFC 2033): LHLO only, and one reply per recipient at the end
+of each message, from the plugin's ``process_lmtp`` (or, by default, ``process``),
+read by smtpx's own LMTP client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from smtpx.envelope import Envelope, HostPort
+from smtpx.mta.lmtp import LmtpAgent
+from smtpx.protocol import replies
+from smtpx.protocol.replies import Reply
+from smtpx.server import Listener, Plugin, Reject, Server, ServerConfig, Session, Transaction
+from smtpx.spool.journal_store import NOWHERE
+from smtpx.spool.message import SpooledMessage, Status
+
+MESSAGE = b"Subject: lmtp\r\n\r\nhello\r\n"
+
+
+def spooled(*recipients: str) -> SpooledMessage:
+    return SpooledMessage(
+        id="m1",
+        parent_id="m1",
+        spool_date=0.0,
+        status=Status.SENDING,
+        sender="<s@x.test>",
+        recipients=list(recipients),
+        location=NOWHERE,
+    )
+
+
+class PerRecipient(Plugin):
+    """Full mailboxes are temporary failures; "gone" is refused at RCPT."""
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+
+    async def rcpt_to(self, session, transaction, recipient, params) -> None:  # type: ignore[no-untyped-def]
+        if recipient.local_part == "gone":
+            raise Reject(replies.mailbox_unavailable())
+
+    async def process_lmtp(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> Sequence[Reply]:
+        self.sessions.append(session)
+        return [
+            Reply.of(452, f"<{r}> Mailbox full", "4.2.2")
+            if r.local_part == "full"
+            else Reply.of(250, f"<{r}> Saved", "2.0.0")
+            for r in transaction.recipients
+        ]
+
+
+class OnlyProcess(Plugin):
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+
+    async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
+        if self.refuse:
+            raise Reject(Reply.of(554, "No thanks", "5.7.1"))
+        return "Ok: kept"
+
+
+class Miscounts(Plugin):
+    async def process_lmtp(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> Sequence[Reply]:
+        return [replies.ok()]
+
+
+async def deliver(plugin: Plugin, *recipients: str, size: int = 35 * 1024 * 1024) -> list[str]:
+    config = ServerConfig(listeners=[Listener(lmtp=True)], max_message_size=size)
+    async with Server(plugin, config) as server:
+        agent = LmtpAgent(HostPort("127.0.0.1", server.ports[0]), "client.test", timeout=10)
+        results = await agent.deliver(spooled(*recipients), MESSAGE)
+    assert [r for r, _ in results] == list(recipients)
+    return [str(reply) for _, reply in results]
+
+
+async def test_each_recipient_gets_its_own_reply() -> None:
+    plugin = PerRecipient()
+    got = await deliver(plugin, "a@y.test", "gone@y.test", "full@y.test", "b@y.test")
+    assert got == [
+        "250 2.0.0 <a@y.test> Saved",
+        "550 5.1.1 Mailbox unavailable",
+        "452 4.2.2 <full@y.test> Mailbox full",
+        "250 2.0.0 <b@y.test> Saved",
+    ]
+    (session,) = plugin.sessions
+    assert session.lmtp and session.esmtp and session.helo == "client.test"
+
+
+async def test_a_plugin_with_process_only_answers_every_recipient_alike() -> None:
+    assert await deliver(OnlyProcess(), "a@y.test", "b@y.test") == ["250 2.0.0 Ok: kept"] * 2
+    refused = await deliver(OnlyProcess(refuse=True), "a@y.test", "b@y.test")
+    assert refused == ["554 5.7.1 No thanks"] * 2
+
+
+async def test_a_wrong_number_of_replies_is_a_local_error_for_each() -> None:
+    got = await deliver(Miscounts(), "a@y.test", "b@y.test")
+    assert [reply[:9] for reply in got] == ["451 4.3.0"] * 2
+
+
+async def test_content_the_core_refuses_is_refused_for_each() -> None:
+    got = await deliver(PerRecipient(), "a@y.test", "b@y.test", size=10)
+    assert [reply[:9] for reply in got] == ["552 5.3.4"] * 2
+
+
+async def test_lmtp_listeners_take_lhlo_only() -> None:
+    async with Server(PerRecipient(), ServerConfig(listeners=[Listener(lmtp=True)])) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
+        await reader.readline()
+        writer.write(b"EHLO c\r\nHELO c\r\nLHLO c\r\nQUIT\r\n")
+        data = await reader.read(4096)
+        while not data.endswith(b"221 2.0.0 Bye\r\n"):
+            data += await reader.read(4096)
+        writer.close()
+    lines = data.decode().splitlines()
+    assert lines[0].startswith("500 5.5.1") and lines[1].startswith("500 5.5.1")
+    assert lines[2].startswith("250-")
