@@ -237,6 +237,10 @@ class ServerSettings:
       ``max_buffered``: octets all sessions together keep in memory.
     * ``dsn``: offer DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the
       message, honoured in our notices, and passed on to a next hop that offers DSN.
+    * ``proxied``: addresses of ``listen`` or ``submission`` behind a load balancer:
+      each connection there must start with a PROXY protocol header (v1 or v2) and come
+      from ``proxy_from``; everything then sees the client it names. ``proxy_timeout``:
+      the longest wait for that header.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -256,6 +260,9 @@ class ServerSettings:
     spill_threshold: int = 256 * 1024
     max_buffered: int = 64 * 1024 * 1024
     dsn: bool = True
+    proxied: tuple[ListenAddress, ...] = ()
+    proxy_from: tuple[IPNetwork, ...] = ()
+    proxy_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -631,6 +638,14 @@ spill_threshold = "256K"
 max_buffered = "64M"
 # Offer DSN (RFC 3461): NOTIFY=SUCCESS/FAILURE/DELAY/NEVER, ORCPT, RET, ENVID.
 dsn = true
+# Listeners behind a load balancer (addresses of listen or submission): each connection
+# must start with a PROXY protocol header (v1 or v2, HAProxy's send-proxy and
+# send-proxy-v2) and come from proxy_from; anything else gets 421 4.7.0 before the
+# greeting. The client the header names is the one relay policy, Received:, the logs and
+# the limits see. proxy_timeout: the longest wait for the header.
+proxied = []
+proxy_from = []
+proxy_timeout = "5s"
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1173,6 +1188,9 @@ class _Loader:
                 "spill_threshold": _size,
                 "max_buffered": _size,
                 "dsn": _boolean,
+                "proxied": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
+                "proxy_from": lambda v, k: _items(v, k, _network),
+                "proxy_timeout": _duration,
             },
         )
 
@@ -1518,6 +1536,7 @@ class _Loader:
                 raise ConfigError(
                     f"{entry} is not a listener of [server]", key=f"inbound.listeners[{index}]"
                 )
+        self.check_proxied(server)
         seen: dict[tuple[str, int], str] = {}
         for kind in ("listen", "smtps", "submission"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
@@ -1527,6 +1546,22 @@ class _Loader:
                 if address.port != 0 and where in seen:
                     raise ConfigError(f"{address} is already {seen[where]}", key=key)
                 seen[where] = key
+
+    def check_proxied(self, server: ServerSettings) -> None:
+        plain = {str(a) for a in (*server.listen, *server.submission)}
+        for index, address in enumerate(server.proxied):
+            if str(address) not in plain:
+                why = (
+                    "an implicit-TLS listener cannot read a PROXY header (TLS starts first)"
+                    if str(address) in {str(a) for a in server.smtps}
+                    else "not an address of server.listen or server.submission"
+                )
+                raise ConfigError(f"{address}: {why}", key=f"server.proxied[{index}]")
+        if server.proxied and not server.proxy_from:
+            raise ConfigError(
+                "proxied listeners need proxy_from: the addresses of the load balancers",
+                key="server.proxy_from",
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1667,6 +1702,7 @@ class MtaConfig:
             (ListenerKind.SMTPS, self.server.smtps),
             (ListenerKind.SUBMISSION, self.server.submission),
         )
+        proxied = {str(address) for address in self.server.proxied}
         return tuple(
             Listener(
                 host=address.host,
@@ -1676,6 +1712,8 @@ class MtaConfig:
                 name=f"{kind.value} {address}",
                 require_tls=kind is ListenerKind.SUBMISSION,
                 require_auth=kind is ListenerKind.SUBMISSION,
+                proxied=kind is not ListenerKind.SMTPS and str(address) in proxied,
+                proxy_from=self.server.proxy_from,
             )
             for kind, addresses in kinds
             for address in addresses
@@ -1700,6 +1738,7 @@ class MtaConfig:
             dsn=self.server.dsn,
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
+            proxy_timeout=self.server.proxy_timeout,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
         )
