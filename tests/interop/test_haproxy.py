@@ -20,12 +20,15 @@ from tests.mta.helpers import config, maildir, wait_until
 pytestmark = pytest.mark.interop
 
 
-async def dialogue(port: int, commands: list[bytes], *, source: str) -> list[Reply]:
-    """The greeting and one reply per command, from a client bound to ``source``."""
+async def dialogue(
+    port: int, commands: list[bytes], *, source: str, first: bytes = b""
+) -> list[Reply]:
+    """The greeting and one reply per command, from a client bound to ``source`` (which
+    sends ``first`` before the greeting: a PROXY header, say)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     parser, got = ReplyParser(), list[Reply]()
     try:
-        for command in [b"", *commands]:
+        for command in [first, *commands]:
             writer.write(command)
             while (reply := parser.next_reply()) is None:
                 data = await asyncio.wait_for(reader.read(4096), 10)

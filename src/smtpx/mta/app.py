@@ -26,6 +26,7 @@ from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig, SpoolBackend, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.edge import build_guards
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.local import MaildirAgent
@@ -108,7 +109,10 @@ class Mta:
         self.dkim = dkim
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        relay = RelayPlugin(config, self.spool, self.users, dkim=dkim, inbound=self.inbound)
+        self.guards = build_guards(config, dns_resolver)  # DNS lists, rate limits, greylisting
+        relay = RelayPlugin(
+            config, self.spool, self.users, dkim=dkim, inbound=self.inbound, guards=self.guards
+        )
         self.server = Server(relay, config.server_config())
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
@@ -190,6 +194,8 @@ class Mta:
         await self.control.close()
         if self.inbound is not None:
             self.inbound.close()
+        for guard in self.guards:
+            await guard.close()
 
     def stop(self) -> None:
         self._stop.set()

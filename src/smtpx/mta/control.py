@@ -137,6 +137,8 @@ class _MtaCollector(Collector):
             queue.add_metric([status], count)
         yield queue
         yield from _spool_faults(spool)
+        for guard in self.mta.guards:  # DNS lists, rate limits, greylisting
+            yield from guard.metrics()
 
 
 def _spool_faults(spool: Spool) -> Iterable[Any]:

@@ -33,6 +33,7 @@ from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
@@ -57,8 +58,10 @@ class RelayPlugin(Plugin):
         *,
         dkim: DkimSigner | None = None,
         inbound: InboundJudge | None = None,
+        guards: Sequence[Guard] = (),
     ) -> None:
         self.config = config
+        self.guards = tuple(guards)  # DNS lists, rate limits, greylisting: after our checks
         self.spool = spool
         self.users = users
         self.dkim = dkim
@@ -81,6 +84,8 @@ class RelayPlugin(Plugin):
             raise Reject(Reply.of(421, "Spool database unavailable, try later", "4.3.0"))
         ip = session.remote_ip
         session.data["trusted"] = ip is not None and self.config.relay.is_trusted(ip)
+        for guard in self.guards:
+            await guard.connect(session)
 
     def extensions(self, session: Session) -> Offer:
         return Offer(starttls=True, auth=self._mechanisms)
@@ -91,16 +96,28 @@ class RelayPlugin(Plugin):
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
         if self.inbound is not None and self.inbound.applies(session):
             await self.inbound.at_mail(session, transaction)  # SPF; Reject when refused
+        for guard in self.guards:
+            await guard.mail_from(session, transaction)
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
     ) -> None:
+        if not self._may_send(session, recipient):
+            raise Reject(replies.relay_denied())
+        for guard in self.guards:
+            await guard.rcpt_to(session, transaction, recipient)
+
+    def _may_send(self, session: Session, recipient: Address) -> bool:
         if recipient.is_postmaster or self._is_local(recipient):
-            return
+            return True
         relay = self.config.relay
-        if session.data.get("trusted") or (session.authenticated and relay.relay_for_authenticated):
-            return
-        raise Reject(replies.relay_denied())
+        return bool(session.data.get("trusted")) or (
+            session.authenticated and relay.relay_for_authenticated
+        )
+
+    async def accept_data(self, session: Session, transaction: Transaction) -> None:
+        for guard in self.guards:
+            await guard.accept_data(session, transaction)
 
     def _is_local(self, recipient: Address) -> bool:
         if recipient.domain.startswith("["):

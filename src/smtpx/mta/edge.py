@@ -1,0 +1,25 @@
+"""The edge checks the configuration asks for, as the relay's guards
+(:mod:`smtpx.mta.guards`): DNS lists, rate limits, greylisting, in that order."""
+
+from __future__ import annotations
+
+import dns.asyncresolver
+
+from smtpx.mta.config import MtaConfig
+from smtpx.mta.dnsbl import DnsblGuard
+from smtpx.mta.guards import Guard
+from smtpx.mta.inbound import make_resolver
+
+__all__ = ["build_guards"]
+
+
+def build_guards(config: MtaConfig, resolver: dns.asyncresolver.Resolver | None) -> list[Guard]:
+    """The guards of ``config``; ``resolver`` is the MTA's (``[dns]``), made here from
+    the system's configuration when it is None and a DNS list needs one."""
+    guards: list[Guard] = []
+    if config.dnsbl.zones:
+        if resolver is None:
+            servers = tuple((a.host, a.port) for a in config.dns.nameservers)
+            resolver = make_resolver(servers, timeout=config.dns.timeout)
+        guards.append(DnsblGuard(config.dnsbl, resolver))
+    return guards
