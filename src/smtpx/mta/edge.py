@@ -9,6 +9,8 @@ from smtpx.mta.config import MtaConfig
 from smtpx.mta.dnsbl import DnsblGuard
 from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import make_resolver
+from smtpx.mta.ratelimit import LocalCounters, RateLimitGuard, RedisCounters
+from smtpx.mta.shared import connect
 
 __all__ = ["build_guards"]
 
@@ -22,4 +24,9 @@ def build_guards(config: MtaConfig, resolver: dns.asyncresolver.Resolver | None)
             servers = tuple((a.host, a.port) for a in config.dns.nameservers)
             resolver = make_resolver(servers, timeout=config.dns.timeout)
         guards.append(DnsblGuard(config.dnsbl, resolver))
+    redis = None if config.redis.url is None else connect(config.redis)
+    prefix = config.redis.key_prefix
+    if config.rate_limits.rules:
+        counters = LocalCounters() if redis is None else RedisCounters(redis, prefix)
+        guards.append(RateLimitGuard(config.rate_limits, counters))
     return guards
