@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from smtpx.protocol import Reply, ReplyParser
 from smtpx.server import Listener, Server, ServerConfig, Session
 from smtpx.server.limits import ClientLimits
 from smtpx.testing.clock import run_virtual
+from tests.conftest import server_tls_context
 from tests.protocol.test_proxy import v2
 from tests.server.helpers import Keep
 
@@ -154,3 +157,23 @@ async def test_an_implicit_tls_listener_cannot_be_proxied() -> None:
     server.tls_context = object()  # type: ignore[assignment]
     with pytest.raises(ValueError, match="PROXY headers need a plain listener"):
         await server.start()
+
+
+async def test_starttls_on_a_proxied_connection(ca: Any) -> None:
+    plugin = Sessions()
+    config = proxied(tls_context=server_tls_context(ca, "mx.test"))
+    async with Server(plugin, config) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
+        writer.write(V1 + b"EHLO c\r\nSTARTTLS\r\n")
+        lines = [await reader.readline()]
+        while not lines[-1].startswith(b"220 2.0.0"):  # the greeting, EHLO's lines
+            lines.append(await asyncio.wait_for(reader.readline(), 10))
+        assert lines[0].startswith(b"220 mx.test")
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        await writer.start_tls(client, server_hostname="mx.test")
+        writer.write(b"EHLO c\r\n")
+        assert (await reader.readline()).startswith(b"250-")
+        writer.close()
+    (session,) = plugin.sessions
+    assert session.remote_ip == "192.0.2.7" and session.tls
