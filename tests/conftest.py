@@ -143,3 +143,17 @@ def small_filesystem(path: Path, size: str) -> Iterator[Path]:
 
 def grow(path: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A real redis-server (Debian's) on 127.0.0.1 and a free port, in the foreground with
+    its files in a temp dir (:class:`smtpx.testing.daemons.RedisServer`); the test may kill
+    and restart it. Skips (fails under SMTPX_REQUIRE_INTEROP=1) without the package."""
+    from smtpx.testing.daemons import RedisServer
+
+    require_tool("redis-server")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

@@ -61,6 +61,27 @@ key_file = "dkim/example.com.key"
 [dns]
 nameservers = ["127.0.0.1:5353"]
 timeout = "2s"
+
+[dnsbl]
+threshold = 2.5
+[[dnsbl.zones]]
+zone = "zen.example"
+codes = { "127.0.0.2" = 2, "127.0.0.10" = 0.5 }
+[[dnsbl.zones]]
+zone = "wl.example"
+weight = -3
+
+[[rate_limits.rules]]
+by = "network"
+recipients = 50
+window = "10m"
+
+[greylist]
+enabled = true
+delay = "1m"
+
+[redis]
+url = "redis://:r3dis-pw@127.0.0.1:6379/1"
 """
 
 
@@ -84,6 +105,7 @@ def test_show_round_trips_every_section(tmp_path: Path) -> None:
     assert 'failed_retention = "never"' in text and 'delay_warning_after = "0.25s"' in text
     assert 'max_message_size = "512K"' in text and 'data_timeout = "10m"' in text
     assert '"xn--bcher-kva.example" = ["mx.xn--bcher-kva.example:25"]' in text
+    assert "threshold = 2.5" in text and "[[dnsbl.zones]]" in text and "weight = -3.0" in text
 
 
 def test_show_round_trips_the_defaults_and_the_shipped_file(tmp_path: Path) -> None:
@@ -97,7 +119,7 @@ def test_show_round_trips_the_defaults_and_the_shipped_file(tmp_path: Path) -> N
 
 def test_show_hides_secrets_unless_asked(tmp_path: Path) -> None:
     text = to_toml(full_config(tmp_path))
-    for secret in ("hunter2", "s3cret", "pg-s3cret"):
+    for secret in ("hunter2", "s3cret", "pg-s3cret", "r3dis-pw"):
         assert secret not in text
     assert 'password = "(hidden)"' in text
     assert 'dsn = "postgresql://smtpx:(hidden)@db.internal:5432/mail"' in text

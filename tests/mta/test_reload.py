@@ -87,7 +87,8 @@ def test_merge_keeps_what_is_built_once_resolvers_tls_policies_inbound(tmp_path:
         BASE
         + '[routing]\nsmarthost = "relay.test:587"\nresolver = "127.0.0.1:5300"\n'
         + "[routing.mta_sts]\nenabled = true\n"
-        + '[inbound]\nlisteners = ["smtp"]\n[dns]\nnameservers = ["127.0.0.1:5300"]\n',
+        + '[inbound]\nlisteners = ["smtp"]\n[dns]\nnameservers = ["127.0.0.1:5300"]\n'
+        + "[greylist]\nenabled = true\n",
         base_dir=tmp_path,
     )
     merged, refused = merge(running, wanted)
@@ -96,6 +97,7 @@ def test_merge_keeps_what_is_built_once_resolvers_tls_policies_inbound(tmp_path:
         "routing.mta_sts",
         "inbound.listeners",
         "dns.nameservers",
+        "greylist.enabled",
     ]
     assert merged.routing.smarthost == wanted.routing.smarthost  # the route itself is live
     assert merged.inbound == running.inbound and merged.dns == running.dns

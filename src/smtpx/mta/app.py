@@ -33,6 +33,7 @@ from smtpx.io.resolve import Resolver
 from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
+from smtpx.mta.edge import build_guards
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.lmtp import LmtpAgent
@@ -110,6 +111,7 @@ class Mta:
         self.dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
+        self.guards = build_guards(config, dns_resolver)  # DNS lists, rate limits, greylisting
         relay = RelayPlugin(
             config,
             self.spool,
@@ -118,6 +120,7 @@ class Mta:
             inbound=self.inbound,
             recipients=self.recipients,
             local=self.local,
+            guards=self.guards,
         )
         self.server = Server(relay, config.server_config())
         self.reload_config = reload_config or self._read_source
@@ -202,6 +205,8 @@ class Mta:
         await self.control.close()
         if self.inbound is not None:
             self.inbound.close()
+        for guard in self.guards:
+            await guard.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -275,6 +280,7 @@ class Mta:
             inbound=self.inbound,
             recipients=recipients,
             local=self.local,
+            guards=self.guards,
         )
         self.router = Router(config, self.router.dns)
         if self.tls_policies is not None:

@@ -2,7 +2,8 @@
 
 :class:`MtaConfig` holds one record per TOML section (``[server]``, ``[tls]``,
 ``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[dkim]``,
-``[inbound]``, ``[dns]``, ``[control]``, ``[log]``) plus the top-level ``hostname``.
+``[inbound]``, ``[dns]``, ``[dnsbl]``, ``[rate_limits]``, ``[greylist]``, ``[redis]``,
+``[control]``, ``[log]``) plus the top-level ``hostname``.
 :data:`DEFAULT_TOML` is a documented file holding every default; it loads to the same
 config as :meth:`MtaConfig.default`.
 
@@ -64,7 +65,10 @@ __all__ = [
     "DkimSign",
     "DmarcAction",
     "DnsSettings",
+    "DnsblSettings",
+    "DnsblZone",
     "FsyncPolicy",
+    "GreylistSettings",
     "HostCredentials",
     "InboundSettings",
     "ListenAddress",
@@ -73,6 +77,9 @@ __all__ = [
     "LogSettings",
     "MtaConfig",
     "MtaStsSettings",
+    "RateLimitSettings",
+    "RateRule",
+    "RedisSettings",
     "RelaySettings",
     "RoutingSettings",
     "ServerSettings",
@@ -81,6 +88,7 @@ __all__ = [
     "TlsSettings",
     "a_label",
     "listener_kind",
+    "on_listener",
 ]
 
 
@@ -240,6 +248,10 @@ class ServerSettings:
       ``max_buffered``: octets all sessions together keep in memory.
     * ``dsn``: offer DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the
       message, honoured in our notices, and passed on to a next hop that offers DSN.
+    * ``proxied``: addresses of ``listen`` or ``submission`` behind a load balancer:
+      each connection there must start with a PROXY protocol header (v1 or v2) and come
+      from ``proxy_from``; everything then sees the client it names. ``proxy_timeout``:
+      the longest wait for that header.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -260,6 +272,9 @@ class ServerSettings:
     spill_threshold: int = 256 * 1024
     max_buffered: int = 64 * 1024 * 1024
     dsn: bool = True
+    proxied: tuple[ListenAddress, ...] = ()
+    proxy_from: tuple[IPNetwork, ...] = ()
+    proxy_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -590,6 +605,89 @@ class ControlSettings:
     token_file: Path | None = None
 
 
+def on_listener(listeners: Sequence[str], listener: str) -> bool:
+    """Whether the listener named ``listener`` (a :attr:`smtpx.server.Session.listener`,
+    like ``"smtp 0.0.0.0:25"``) is one of ``listeners`` (kinds or addresses)."""
+    kind, _, address = listener.partition(" ")
+    return kind in listeners or (bool(address) and address in listeners)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsblZone:
+    """One ``[[dnsbl.zones]]`` entry: a DNS list (RFC 5782) and what a listing weighs.
+    ``codes`` maps answers (``"127.0.0.2"``) to their own weights; when set, answers it
+    does not name weigh nothing. A negative weight makes it an allow list (DNSWL)."""
+
+    zone: str
+    weight: float = 1.0
+    codes: Mapping[str, float] = field(default_factory=_empty_mapping)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsblSettings:
+    """``[dnsbl]``: DNS block and allow lists asked when a client connects (see
+    :mod:`smtpx.mta.dnsbl`): the weights of the lists that name the client are added up,
+    and at ``threshold`` or more it gets ``554 5.7.1`` with the list's text."""
+
+    zones: tuple[DnsblZone, ...] = ()
+    threshold: float = 1.0
+    listeners: tuple[str, ...] = ("smtp",)
+    timeout: float = 2.0
+
+
+RATE_KEYS = ("client", "network", "user", "sender_domain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateRule:
+    """One ``[[rate_limits.rules]]`` entry: at most ``messages`` messages and
+    ``recipients`` recipients (None: not limited) per ``by`` key over ``window``
+    seconds. ``by``: "client" (an IPv4 address or IPv6 /64), "network" (the client's
+    ``ipv4_prefix`` / ``ipv6_prefix``), "user" (who authenticated) or "sender_domain"."""
+
+    by: str
+    messages: int | None = None
+    recipients: int | None = None
+    window: float = 3600.0
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 48
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitSettings:
+    """``[rate_limits]``: messages and recipients per client, network, user and sender
+    domain (see :mod:`smtpx.mta.ratelimit`); shared through ``[redis]`` when it is set."""
+
+    rules: tuple[RateRule, ...] = ()
+    listeners: tuple[str, ...] = ("smtp", "smtps", "submission")
+    exempt_trusted_networks: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GreylistSettings:
+    """``[greylist]``: refuse the first delivery of an unknown (client network, sender,
+    recipient) triplet with ``451 4.7.1``; a retry after ``delay`` and within
+    ``retry_window`` passes it for ``expire`` (see :mod:`smtpx.mta.greylist`)."""
+
+    enabled: bool = False
+    listeners: tuple[str, ...] = ("smtp",)
+    delay: float = 300.0
+    retry_window: float = 2 * 86400.0
+    expire: float = 35 * 86400.0
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSettings:
+    """``[redis]``: the Redis server several smtpx nodes share rate limits and
+    greylisting through (``url`` unset: each node keeps its own, in memory)."""
+
+    url: str | None = None
+    timeout: float = 0.5
+    key_prefix: str = "smtpx:"
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("plain", "json")
 
@@ -656,6 +754,14 @@ spill_threshold = "256K"
 max_buffered = "64M"
 # Offer DSN (RFC 3461): NOTIFY=SUCCESS/FAILURE/DELAY/NEVER, ORCPT, RET, ENVID.
 dsn = true
+# Listeners behind a load balancer (addresses of listen or submission): each connection
+# must start with a PROXY protocol header (v1 or v2, HAProxy's send-proxy and
+# send-proxy-v2) and come from proxy_from; anything else gets 421 4.7.0 before the
+# greeting. The client the header names is the one relay policy, Received:, the logs and
+# the limits see. proxy_timeout: the longest wait for the header.
+proxied = []
+proxy_from = []
+proxy_timeout = "5s"
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -805,6 +911,54 @@ nameservers = []
 # The longest a lookup may take, retries included.
 timeout = "5s"
 
+[dnsbl]
+# DNS lists asked when a client connects (RFC 5782), on these listeners (kinds or
+# addresses); clients in relay.trusted_networks are not checked. The weights of the lists
+# that name the client add up; at threshold or more it gets 554 5.7.1 with the list's
+# text. A negative weight makes an allow list (DNSWL). timeout: for all lists together.
+listeners = ["smtp"]
+threshold = 1.0
+timeout = "2s"
+# [[dnsbl.zones]]
+# zone = "zen.spamhaus.org"
+# weight = 1.0
+# codes = { "127.0.0.2" = 1.0, "127.0.0.4" = 1.0, "127.0.0.10" = 0.5 }   # optional
+# [[dnsbl.zones]]
+# zone = "list.dnswl.org"
+# weight = -2.0
+
+[rate_limits]
+# Messages and recipients over a sliding window, per key: "client" (IPv4 address or
+# IPv6 /64), "network" (ipv4_prefix, ipv6_prefix), "user" (authenticated), or
+# "sender_domain". Over: 450 4.7.1 at MAIL/DATA, 452 4.7.1 at RCPT. Shared through
+# [redis] when it is set (each node on its own while Redis is down).
+listeners = ["smtp", "smtps", "submission"]
+exempt_trusted_networks = true
+# [[rate_limits.rules]]
+# by = "client"
+# messages = 100
+# recipients = 500
+# window = "1h"
+
+[greylist]
+# Refuse the first delivery of an unknown (client network, sender, recipient) with
+# 451 4.7.1; a retry after delay and within retry_window passes, and is remembered for
+# expire. In [redis] when it is set, else in this process's memory.
+enabled = false
+listeners = ["smtp"]
+delay = "5m"
+retry_window = "2d"
+expire = "35d"
+ipv4_prefix = 24
+ipv6_prefix = 64
+
+[redis]
+# Shared rate limits and greylisting across nodes: "redis://host:6379/0" (needs the
+# redis extra: pip install 'smtpx[redis]'). Unset: each node keeps its own in memory.
+# url = "redis://127.0.0.1:6379/0"
+timeout = 0.5           # seconds for one Redis command
+key_prefix = "smtpx:"
+
 [control]
 # The admin control plane's unix socket.
 socket = "./var/control.sock"
@@ -887,6 +1041,22 @@ def _positive_int(value: object, key: str) -> int:
     if value < 1:
         raise ConfigError(f"must be at least 1, got {value}", key=key)
     return value
+
+
+def _number(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _expected("a number", value, key)
+    return float(value)
+
+
+def _prefix(maximum: int) -> Callable[[object, str], int]:
+    def read(value: object, key: str) -> int:
+        bits = _positive_int(value, key)
+        if bits > maximum:
+            raise ConfigError(f"a prefix length of at most {maximum}, got {bits}", key=key)
+        return bits
+
+    return read
 
 
 def _limit(value: object, key: str) -> int:
@@ -1237,6 +1407,10 @@ class _Loader:
             "dkim": self.dkim,
             "inbound": self.inbound,
             "dns": self.dns,
+            "dnsbl": self.dnsbl,
+            "rate_limits": self.rate_limits,
+            "greylist": self.greylist,
+            "redis": self.redis,
             "control": self.control,
             "log": self.log,
         }
@@ -1274,6 +1448,9 @@ class _Loader:
                 "spill_threshold": _size,
                 "max_buffered": _size,
                 "dsn": _boolean,
+                "proxied": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
+                "proxy_from": lambda v, k: _items(v, k, _network),
+                "proxy_timeout": _duration,
             },
         )
 
@@ -1583,6 +1760,82 @@ class _Loader:
             {"nameservers": lambda v, k: _items(v, k, _nameserver), "timeout": _duration},
         )
 
+    def dnsbl(self, table: dict[str, object]) -> DnsblSettings:
+        readers = {
+            "zones": lambda v, k: tuple(
+                self.dnsbl_zone(item, f"{k}[{i}]") for i, item in enumerate(_array(v, k))
+            ),
+            "threshold": _number,
+            "listeners": lambda v, k: tuple(dict.fromkeys(_items(v, k, _judged_listener))),
+            "timeout": _duration,
+        }
+        return self.build(DnsblSettings, table, "dnsbl", readers)
+
+    def dnsbl_zone(self, value: object, key: str) -> DnsblZone:
+        table = _table(value, key)
+        if "zone" not in table:
+            raise ConfigError("required", key=f"{key}.zone")
+        codes: dict[str, float] = {}
+        for code, weight in _table(table.get("codes", {}), f"{key}.codes").items():
+            entry = _join(f"{key}.codes", code)
+            try:
+                address = ipaddress.IPv4Address(code)
+            except ValueError:
+                raise ConfigError(
+                    "an answer is an IPv4 address like 127.0.0.2", key=entry
+                ) from None
+            codes[str(address)] = _number(weight, entry)
+        readers = {"zone": _domain, "weight": _number, "codes": lambda v, k: codes}
+        return self.build(DnsblZone, table, key, readers)
+
+    def rate_limits(self, table: dict[str, object]) -> RateLimitSettings:
+        readers = {
+            "rules": lambda v, k: tuple(
+                self.rate_rule(item, f"{k}[{i}]") for i, item in enumerate(_array(v, k))
+            ),
+            "listeners": lambda v, k: tuple(dict.fromkeys(_items(v, k, _judged_listener))),
+            "exempt_trusted_networks": _boolean,
+        }
+        return self.build(RateLimitSettings, table, "rate_limits", readers)
+
+    def rate_rule(self, value: object, key: str) -> RateRule:
+        table = _table(value, key)
+        if "by" not in table:
+            raise ConfigError(f"required: one of {', '.join(RATE_KEYS)}", key=f"{key}.by")
+        if "messages" not in table and "recipients" not in table:
+            raise ConfigError("set messages, recipients or both", key=key)
+        readers = {
+            "by": lambda v, k: _word(RATE_KEYS, v, k),
+            "messages": _positive_int,
+            "recipients": _positive_int,
+            "window": _duration,
+            "ipv4_prefix": _prefix(32),
+            "ipv6_prefix": _prefix(128),
+        }
+        return self.build(RateRule, table, key, readers)
+
+    def greylist(self, table: dict[str, object]) -> GreylistSettings:
+        readers = {
+            "enabled": _boolean,
+            "listeners": lambda v, k: tuple(dict.fromkeys(_items(v, k, _judged_listener))),
+            "delay": _duration,
+            "retry_window": _duration,
+            "expire": _duration,
+            "ipv4_prefix": _prefix(32),
+            "ipv6_prefix": _prefix(128),
+        }
+        return self.build(GreylistSettings, table, "greylist", readers)
+
+    def redis(self, table: dict[str, object]) -> RedisSettings:
+        def url(value: object, key: str) -> str:
+            text = _nonempty_string(value, key)
+            if not text.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError("a redis://, rediss:// or unix:// URL", key=key)
+            return text
+
+        readers = {"url": url, "timeout": _duration, "key_prefix": _string}
+        return self.build(RedisSettings, table, "redis", readers)
+
     def control(self, table: dict[str, object]) -> ControlSettings:
         return self.build(
             ControlSettings,
@@ -1653,6 +1906,7 @@ class _Loader:
                 raise ConfigError(
                     f"{entry} is not a listener of [server]", key=f"inbound.listeners[{index}]"
                 )
+        self.check_proxied(server)
         seen: dict[tuple[str, int], str] = {}
         for kind in ("listen", "smtps", "submission", "lmtp"):
             addresses: tuple[ListenAddress, ...] = getattr(server, kind)
@@ -1662,6 +1916,22 @@ class _Loader:
                 if address.port != 0 and where in seen:
                     raise ConfigError(f"{address} is already {seen[where]}", key=key)
                 seen[where] = key
+
+    def check_proxied(self, server: ServerSettings) -> None:
+        plain = {str(a) for a in (*server.listen, *server.submission)}
+        for index, address in enumerate(server.proxied):
+            if str(address) not in plain:
+                why = (
+                    "an implicit-TLS listener cannot read a PROXY header (TLS starts first)"
+                    if str(address) in {str(a) for a in server.smtps}
+                    else "not an address of server.listen or server.submission"
+                )
+                raise ConfigError(f"{address}: {why}", key=f"server.proxied[{index}]")
+        if server.proxied and not server.proxy_from:
+            raise ConfigError(
+                "proxied listeners need proxy_from: the addresses of the load balancers",
+                key="server.proxy_from",
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1691,6 +1961,10 @@ class MtaConfig:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    dnsbl: DnsblSettings = field(default_factory=DnsblSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    greylist: GreylistSettings = field(default_factory=GreylistSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = field(default=None, compare=False)
@@ -1813,6 +2087,7 @@ class MtaConfig:
             (ListenerKind.SUBMISSION, self.server.submission),
             (ListenerKind.LMTP, self.server.lmtp),
         )
+        proxied = {str(address) for address in self.server.proxied}
         return tuple(
             Listener(
                 host=address.host,
@@ -1823,6 +2098,8 @@ class MtaConfig:
                 require_tls=kind is ListenerKind.SUBMISSION,
                 require_auth=kind is ListenerKind.SUBMISSION,
                 lmtp=kind is ListenerKind.LMTP,
+                proxied=kind is not ListenerKind.SMTPS and str(address) in proxied,
+                proxy_from=self.server.proxy_from,
             )
             for kind, addresses in kinds
             for address in addresses
@@ -1847,6 +2124,7 @@ class MtaConfig:
             dsn=self.server.dsn,
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
+            proxy_timeout=self.server.proxy_timeout,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
         )

@@ -25,7 +25,6 @@ from typing import Any
 from smtpx.client.config import TlsConfig
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.mta.config import (
-    DkimSign,
     HostCredentials,
     ListenAddress,
     MtaConfig,
@@ -37,7 +36,9 @@ from smtpx.units import format_duration, format_size
 __all__ = ["HIDDEN", "to_toml", "toml_value"]
 
 HIDDEN = "(hidden)"
-SIZE_KEYS = frozenset({"max_message_size", "spill_threshold", "max_buffered"})
+SIZE_KEYS = frozenset({"max_message_size", "spill_threshold", "max_buffered", "max_spilled"})
+# floats that are plain numbers (the other floats are durations: "5m")
+NUMBER_KEYS = frozenset({"threshold", "weight", "codes"})
 _DSN_PASSWORD = re.compile(r"^(\w+://[^:/@]*:)([^@]*)(@)")
 
 
@@ -59,7 +60,7 @@ def toml_value(key: str, value: Any) -> str:
     if isinstance(value, int):
         return json.dumps(format_size(value)) if key in SIZE_KEYS else str(value)
     if isinstance(value, float):
-        return json.dumps(format_duration(value))
+        return repr(value) if key in NUMBER_KEYS else json.dumps(format_duration(value))
     if isinstance(value, enum.Enum):
         return json.dumps(value.value)
     if isinstance(value, tuple | list):
@@ -75,6 +76,9 @@ def toml_value(key: str, value: Any) -> str:
         | ipaddress.IPv6Network,
     ):
         return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, Mapping):  # inline: { "127.0.0.2" = 2.0 }
+        inner = ", ".join(f"{_key_text(k)} = {toml_value(key, v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
     if _is_table(value):  # inline: { enabled = true, ca_file = "/etc/ca.pem" }
         pairs = ((f.name, getattr(value, f.name)) for f in fields(value))
         inner = ", ".join(f"{_key_text(k)} = {toml_value(k, v)}" for k, v in pairs if v is not None)
@@ -106,8 +110,15 @@ class _Writer:
             value = getattr(record, f.name)
             if f.name in ("tls", "sign") and not value:
                 plain.append((f.name, value))  # an empty array of tables: [] says so
-            elif isinstance(value, Mapping) or _is_table(value) or f.name in ("tls", "sign"):
+            elif (
+                isinstance(value, Mapping)
+                or _is_table(value)
+                or f.name in ("tls", "sign")
+                or (isinstance(value, tuple) and value and all(map(_is_table, value)))
+            ):
                 tables.append((f.name, value))
+            elif (name, f.name) == ("redis", "url") and value and not self.secrets:
+                plain.append((f.name, _hide_password(value)))
             elif (name, f.name) == ("spool", "failed_retention") and value is None:
                 plain.append((f.name, "never"))
             else:
@@ -133,11 +144,11 @@ class _Writer:
                 self.line("")
                 self.line(f"[[{path}]]")
                 self.keys(_client_tls(suffix, settings))
-        elif path == "dkim.sign":
+        elif isinstance(value, tuple):  # [[dkim.sign]], [[dnsbl.zones]], [[rate_limits.rules]]
             for entry in value:
                 self.line("")
                 self.line(f"[[{path}]]")
-                self.keys(_dkim(entry))
+                self.keys((f.name, getattr(entry, f.name)) for f in fields(entry))
         elif isinstance(value, Mapping):
             self.line("")
             self.line(f"[{path}]")
@@ -176,14 +187,4 @@ def _client_tls(suffix: str, settings: TlsConfig) -> list[tuple[str, Any]]:
         ("certificate", settings.certificate),
         ("ca_file", settings.ca_file),
         ("min_version", settings.min_version),
-    ]
-
-
-def _dkim(entry: DkimSign) -> list[tuple[str, Any]]:
-    return [
-        ("domain", entry.domain),
-        ("selector", entry.selector),
-        ("key_file", entry.key_file),
-        ("headers", entry.headers),
-        ("oversign", entry.oversign),
     ]

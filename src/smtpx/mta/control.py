@@ -137,6 +137,8 @@ class _MtaCollector(Collector):
             queue.add_metric([status], count)
         yield queue
         yield from _spool_faults(spool)
+        for guard in self.mta.guards:  # DNS lists, rate limits, greylisting
+            yield from guard.metrics()
 
 
 def _spool_faults(spool: Spool) -> Iterable[Any]:
@@ -195,6 +197,15 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
     for reason in TimedOut:
         timeouts.add_metric([reason.value], stats[f"timeouts_{reason.value}"])
     yield timeouts
+    proxy = CounterMetricFamily(
+        "smtpx_proxy_refused",
+        "Connections to a proxied listener refused before the greeting (421 4.7.0): from a "
+        "peer not in proxy_from, or without a valid PROXY header in time",
+        labels=["reason"],
+    )
+    proxy.add_metric(["peer"], stats["refused_proxy_peer"])
+    proxy.add_metric(["header"], stats["refused_proxy_header"])
+    yield proxy
 
 
 # -- the application -----------------------------------------------------------------------

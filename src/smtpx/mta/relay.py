@@ -34,6 +34,7 @@ from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.mta.config import MtaConfig, a_label
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.expansion import expand, expanded_notice, remember
+from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
 from smtpx.mta.lmtpserver import deliver_at_once
 from smtpx.mta.recipients import Deliver, RecipientTable
@@ -63,10 +64,12 @@ class RelayPlugin(Plugin):
         inbound: InboundJudge | None = None,
         recipients: RecipientTable | None = None,
         local: LocalAgent | None = None,
+        guards: Sequence[Guard] = (),
     ) -> None:
         self.config = config
         self.recipients = recipients or RecipientTable.from_config(config)
         self.local = local  # delivers local mail at once in LMTP server mode
+        self.guards = tuple(guards)  # DNS lists, rate limits, greylisting: after our checks
         self.spool = spool
         self.users = users
         self.dkim = dkim
@@ -89,6 +92,8 @@ class RelayPlugin(Plugin):
             raise Reject(Reply.of(421, "Spool database unavailable, try later", "4.3.0"))
         ip = session.remote_ip
         session.data["trusted"] = ip is not None and self.config.relay.is_trusted(ip)
+        for guard in self.guards:
+            await guard.connect(session)
 
     def extensions(self, session: Session) -> Offer:
         return Offer(starttls=True, auth=self._mechanisms)
@@ -99,17 +104,28 @@ class RelayPlugin(Plugin):
             raise Reject(replies.insufficient_storage("Insufficient system storage, try later"))
         if self.inbound is not None and self.inbound.applies(session):
             await self.inbound.at_mail(session, transaction)  # SPF; Reject when refused
+        for guard in self.guards:
+            await guard.mail_from(session, transaction)
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
     ) -> None:
         if recipient.is_postmaster or self._is_local(recipient):
-            self._check_local(transaction, recipient)
-            return
+            self._check_local(transaction, recipient)  # 550 5.1.1 for an unknown user
+        elif not self._may_relay(session):
+            raise Reject(replies.relay_denied())
+        for guard in self.guards:
+            await guard.rcpt_to(session, transaction, recipient)
+
+    def _may_relay(self, session: Session) -> bool:
         relay = self.config.relay
-        if session.data.get("trusted") or (session.authenticated and relay.relay_for_authenticated):
-            return
-        raise Reject(replies.relay_denied())
+        return bool(session.data.get("trusted")) or (
+            session.authenticated and relay.relay_for_authenticated
+        )
+
+    async def accept_data(self, session: Session, transaction: Transaction) -> None:
+        for guard in self.guards:
+            await guard.accept_data(session, transaction)
 
     def _check_local(self, transaction: Transaction, recipient: Address) -> None:
         """A local recipient the table knows (``550 5.1.1`` otherwise), with its targets

@@ -14,8 +14,9 @@ spooled from then on), the delivery limits, ``bounce``, ``delay_warning_after`` 
 Restart: ``hostname``, all of ``[server]`` (listeners, limits and timeouts are built into
 the server), ``[control]``, TLS turned on or off and ``tls.min_version``,
 ``auth.allow_plaintext`` (a server setting), and in ``[spool]`` where the mail is:
-``dir``, ``fsync``, ``backend`` and ``[spool.postgresql]``; ``[dns]``, ``[inbound]``, and
-in ``[routing]`` the resolver and the MTA-STS, DANE and TLS-RPT settings.
+``dir``, ``fsync``, ``backend`` and ``[spool.postgresql]``; ``[dns]``, ``[inbound]``, in
+``[routing]`` the resolver and the MTA-STS, DANE and TLS-RPT settings, and the guards
+(``[dnsbl]``, ``[rate_limits]``, ``[greylist]``, ``[redis]``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "routing": ("resolver", "mta_sts", "dane", "tlsrpt"),
     "dns": ("*",),
     "inbound": ("*",),
+    # the guards keep counts and triplets (and a Redis connection) across sessions
+    "dnsbl": ("*",),
+    "rate_limits": ("*",),
+    "greylist": ("*",),
+    "redis": ("*",),
 }
-_SECRET_KEYS = frozenset({"spool.postgresql"})
+_SECRET_KEYS = frozenset({"spool.postgresql", "redis.url"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from smtpx.io.tls import server_context
 from smtpx.protocol.data import BareNewlines
-from smtpx.server.limits import ClientLimits
+from smtpx.server.limits import ClientLimits, IPNetwork
 
 __all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
 
@@ -28,6 +28,9 @@ class Listener:
     STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6). A submission listener
     (RFC 6409) sets both. ``lmtp``: the listener speaks LMTP (RFC 2033: LHLO, and one
     reply per recipient at the end of each message, from the plugin's ``process_lmtp``).
+    ``proxied``: every connection starts with a PROXY protocol header (v1 or v2) naming
+    the real client, and may come only from ``proxy_from``; anything else is closed
+    with ``421 4.7.0`` before the greeting (see :mod:`smtpx.server.proxy`).
     """
 
     host: str = "127.0.0.1"
@@ -38,6 +41,8 @@ class Listener:
     require_tls: bool = False
     require_auth: bool = False
     lmtp: bool = False
+    proxied: bool = False
+    proxy_from: Sequence[IPNetwork] = ()
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -92,6 +97,8 @@ class ServerConfig:
       (IPv4 address or IPv6 /64), beyond which a connection gets ``421 4.7.0``; see
       :class:`~smtpx.server.limits.ClientLimits` (20 sessions, 60 a minute, loopback
       exempt).
+    * ``proxy_timeout``: on a ``proxied`` listener, the longest wait for the PROXY
+      header (Postfix's ``smtpd_upstream_proxy_timeout`` is 5 s too).
     * ``close_timeout``: once :meth:`Server.close` has begun, how long a session may
       still take to finish its transaction.
     * ``spill_threshold``: octets of a message kept in memory; the rest goes to an
@@ -121,6 +128,7 @@ class ServerConfig:
     min_data_rate: float | None = 500.0
     data_rate_grace: float = 60.0
     close_timeout: float = 10.0
+    proxy_timeout: float = 5.0
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     spill_threshold: int = 256 * 1024
     spill_directory: str | None = None

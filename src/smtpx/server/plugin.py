@@ -72,6 +72,9 @@ class Session:
     auth_name: str | None = None
     data: dict[str, object] = field(default_factory=dict)
     flows: Flows = field(default_factory=Flows)  # a ``srv##`` id for the mail log
+    # On a proxied listener, the load balancer that connected (``remote`` is the client
+    # its PROXY header named).
+    proxy_peer: tuple[str, int] | None = None
 
     def login(self, user: str) -> Session:
         """Record a successful authentication (an ``on_success`` for server mechanisms)."""

@@ -35,6 +35,7 @@ from smtpx.server.config import Listener, ServerConfig
 from smtpx.server.events import EnvelopeReceived, EventBus
 from smtpx.server.limits import Admitted, ClientLimiter, Refused
 from smtpx.server.plugin import Plugin
+from smtpx.server.proxy import ProxyHeaderError, peer_allowed, unwrap
 from smtpx.server.session import SessionRunner
 
 __all__ = ["Server"]
@@ -63,6 +64,7 @@ class Server:
         self.closing = False
         self._servers: list[tuple[Listener, asyncio.Server]] = []
         self._runners: dict[asyncio.Task[None], SessionRunner] = {}
+        self._unwrapping: set[asyncio.Task[None]] = set()  # PROXY headers being read
         self._per_listener: Counter[str] = Counter()
         self.clients = ClientLimiter(self.config.client_limits, self.loop_time)
         self._ids = itertools.count(1)
@@ -103,6 +105,9 @@ class Server:
         for listener in self.config.listeners:
             if (listener.implicit_tls or listener.require_tls) and self.tls_context is None:
                 raise ValueError(f"listener {listener} wants TLS but no certificate is set")
+            if listener.proxied and listener.implicit_tls:
+                # The TLS handshake would start before the PROXY header could be read.
+                raise ValueError(f"listener {listener}: PROXY headers need a plain listener")
             server = await loop.create_server(
                 server_protocol_factory(
                     functools.partial(self._accept, listener=listener),
@@ -145,6 +150,8 @@ class Server:
         self.closing = True
         for _, server in self._servers:
             server.close()
+        for pending_header in list(self._unwrapping):
+            pending_header.cancel()
         for runner in list(self._runners.values()):
             runner.interrupt()
         tasks = list(self._runners)
@@ -206,6 +213,14 @@ class Server:
             _turn_away(stream, reply)
             self.stats["refused_connections"] += 1
             return
+        if listener.proxied:
+            self._accept_proxied(stream, listener)
+            return
+        self._start(stream, listener)
+
+    def _start(self, stream: Stream, listener: Listener) -> None:
+        """Admit the client (its limits) and run its session."""
+        key = str(listener)
         peer = stream.peername()
         admitted = self.clients.admit(peer[0] if peer is not None else None)
         if isinstance(admitted, Refused):
@@ -217,6 +232,36 @@ class Server:
         task = asyncio.get_running_loop().create_task(runner.run())
         self._runners[task] = runner
         task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))
+
+    def _accept_proxied(self, stream: TransportStream, listener: Listener) -> None:
+        """A proxied listener: the peer must be a configured proxy, and its PROXY header
+        is read (the listener's slot held meanwhile) before the client's limits apply."""
+        if not peer_allowed(stream.peername(), listener.proxy_from):
+            _turn_away(stream, Reply.of(421, "Not a trusted proxy; closing connection", "4.7.0"))
+            self.stats["refused_proxy_peer"] += 1
+            return
+        self._per_listener[str(listener)] += 1
+        task = asyncio.get_running_loop().create_task(self._unwrap(stream, listener))
+        self._unwrapping.add(task)
+        task.add_done_callback(self._unwrapping.discard)
+
+    async def _unwrap(self, stream: TransportStream, listener: Listener) -> None:
+        try:
+            proxied = await unwrap(stream, self.config.proxy_timeout)
+        except (ProxyHeaderError, TimeoutError) as exc:
+            log.info("listener %s: refused %s: %s", listener, _peer(stream), exc)
+            _turn_away(stream, Reply.of(421, "Bad or missing PROXY header", "4.7.0"))
+            self.stats["refused_proxy_header"] += 1
+            return
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            stream.close()
+            return
+        finally:
+            self._per_listener[str(listener)] -= 1
+        if self.closing:
+            _turn_away(proxied, replies.shutting_down())
+            return
+        self._start(proxied, listener)
 
     def _done(self, task: asyncio.Task[None], *, listener: str, admitted: Admitted) -> None:
         self._runners.pop(task, None)
@@ -232,9 +277,14 @@ _CLIENT_REFUSALS = {
 }
 
 
-def _turn_away(stream: TransportStream, reply: Reply) -> None:
+def _turn_away(stream: Stream, reply: Reply) -> None:
     stream.write(reply.to_bytes())
     stream.close()
+
+
+def _peer(stream: Stream) -> str:
+    peer = stream.peername()
+    return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
 
 
 def _where(sock: object) -> str:

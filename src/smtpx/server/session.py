@@ -56,6 +56,7 @@ from smtpx.server.config import MalformedMessages, ServerConfig
 from smtpx.server.deadlines import ReadDeadlines, TimedOut
 from smtpx.server.events import EnvelopeReceived
 from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction
+from smtpx.server.proxy import ProxiedStream
 
 if TYPE_CHECKING:
     from smtpx.auth import ServerMechanism
@@ -95,6 +96,7 @@ class SessionRunner:
             tls=stream.tls,
             tls_version=stream.tls_version(),
             flows=Flows.create("srv"),
+            proxy_peer=stream.proxy_peer if isinstance(stream, ProxiedStream) else None,
         )
         if stream.tls:
             server.stats["tls_sessions"] += 1  # implicit TLS: the handshake is done
@@ -135,6 +137,7 @@ class SessionRunner:
                 remote_ip=session.remote_ip,
                 local_ip=session.local[0] if session.local else None,
                 listener=session.listener,
+                **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
             )
             try:
                 self.conn.send(

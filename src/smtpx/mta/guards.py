@@ -1,0 +1,52 @@
+"""Checks at the edge of the relay: typed hooks with a do-nothing default.
+
+A :class:`Guard` sees a session at connect, MAIL, each RCPT the relay policy accepted,
+and DATA; it refuses by raising :class:`~smtpx.server.Reject`. The relay
+(:class:`~smtpx.mta.relay.RelayPlugin`) calls its guards in order after its own checks:
+DNS lists (:mod:`smtpx.mta.dnsbl`), rate limits (:mod:`smtpx.mta.ratelimit`) and
+greylisting (:mod:`smtpx.mta.greylist`) are guards, built from the configuration by
+:func:`smtpx.mta.edge.build_guards`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from smtpx.protocol.addresses import Address
+from smtpx.server import Session, Transaction
+
+__all__ = ["Guard", "is_own"]
+
+
+def is_own(session: Session) -> bool:
+    """A client of ours: in ``relay.trusted_networks``, or authenticated."""
+    return bool(session.data.get("trusted")) or session.authenticated
+
+
+class Guard:
+    """The do-nothing guard. ``stats`` counts what it did, for the metrics."""
+
+    name = "guard"
+
+    def __init__(self) -> None:
+        self.stats: Counter[str] = Counter()
+
+    async def connect(self, session: Session) -> None:
+        """A client connected (``session.data["trusted"]`` is set)."""
+
+    async def mail_from(self, session: Session, transaction: Transaction) -> None:
+        """MAIL FROM."""
+
+    async def rcpt_to(self, session: Session, transaction: Transaction, recipient: Address) -> None:
+        """RCPT TO, once the relay policy has accepted the recipient."""
+
+    async def accept_data(self, session: Session, transaction: Transaction) -> None:
+        """DATA (or the first BDAT)."""
+
+    def metrics(self) -> Iterable[object]:
+        """Prometheus metric families (read at scrape time)."""
+        return ()
+
+    async def close(self) -> None:
+        """The MTA is stopping."""
