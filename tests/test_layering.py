@@ -26,6 +26,7 @@ RANK = {
     "auth": 2,
     "envelope": 2,
     "content": 2,
+    "selector": 2,
     "config": 3,
     "maillog": 3,
     "io": 4,
