@@ -97,6 +97,16 @@ def test_status_words_match_the_api() -> None:
         (["--sender", "alice|carol", "--younger", "1h"], "both"),
         (["--sender", "alice|carol", "--older", "1h"], "none"),
         (["--sender", "alice", "--recipient", "erin"], "none"),
+        # envelope selectors: header terms read the stored message (offline: the journal)
+        (["--select", "exists_header subject /^Report$/"], "carol"),
+        (
+            ["--select", "envelope_sender /^alice@/ or all_envelope_recipients /^(dave|erin)@/"],
+            "both",
+        ),
+        (
+            ["--select", "exists_envelope_recipient /^erin@/ and not exists_header To /erin/"],
+            "none",
+        ),
     ],
 )
 def test_filters_and_count(
@@ -219,6 +229,29 @@ def test_freeze_remove_recover_send(daemon: Daemon) -> None:
     daemon.wait_for(lambda m: m["id"] == ids[2] and m["attempt_count"] >= 2, 1)
     everything = daemon.cli("spool", "send", "--all", "--retry-interval", "1h")
     assert everything.exit_code == 0 and re.search(r"released: \d+ messages?", everything.stdout)
+
+
+def test_freeze_remove_recover_send_by_selector(daemon: Daemon) -> None:
+    picked = daemon.inject("pick@example.com", ["p@example.net"], count=2, subject="pick me")
+    (other,) = daemon.inject("pick@example.com", ["p@example.net"], subject="not me")
+    select = "envelope_sender /^pick@/ and exists_header Subject /^pick me$/"
+
+    def statuses() -> dict[str, str]:
+        return {m["id"]: m["status"] for m in daemon.messages("--sender", "^<pick@")}
+
+    frozen = daemon.cli("spool", "freeze", "--select", select)
+    assert frozen.exit_code == 0 and "frozen: 2 messages" in frozen.stdout
+    assert statuses() == {picked[0]: "frozen", picked[1]: "frozen", other: "send_at"}
+    # remove takes the frozen messages the selector picks, and leaves the others be
+    removed = daemon.cli("spool", "remove", "--select", "envelope_sender /^pick@/")
+    assert removed.exit_code == 0 and "removed: 2 messages" in removed.stdout
+    assert statuses() == {picked[0]: "removed", picked[1]: "removed", other: "send_at"}
+    daemon.cli("spool", "recover", "--from", "removed", *picked)
+    sent = daemon.cli("spool", "send", "--select", select, "--retry-interval", "2h")
+    assert sent.exit_code == 0 and "released: 2 messages" in sent.stdout
+    daemon.wait_for(lambda m: m["id"] in picked and m["attempt_count"] >= 2, 2)
+    nothing = daemon.cli("spool", "send", "--select", "false")
+    assert nothing.exit_code == 0 and "released: 0 messages" in nothing.stdout
 
 
 def test_many_ids_go_in_chunks(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,6 +478,11 @@ def test_default_socket_is_in_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ["send"],
         ["send", "x", "--retry-interval", "5q"],
         ["freeze"],
+        ["freeze", "--select", "true", "x"],
+        ["remove"],
+        ["send", "--select", "true", "--all"],
+        ["status", "--select", "maybe"],
+        ["count", "--select", "envelope_sender /(/"],
         ["recover", "x"],
         ["recover", "--from", "nowhere", "x"],
         ["status", "--format", "xml"],

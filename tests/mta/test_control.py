@@ -81,6 +81,30 @@ async def test_filters(api: TestClient[Any, Any], query: str, count: int) -> Non
     assert result["count"] == count
 
 
+@pytest.mark.parametrize(
+    ("select", "count"),
+    [
+        ("envelope_sender /^boss@corp\\.example$/", 1),  # a bare address, no <>
+        ("exists_header Subject /^[12]$/", 2),  # read from the stored message
+        ("exists_envelope_recipient /^u1@/ or exists_header subject /^9$/", 2),
+        ("not all_headers Message-ID /@t>$/", 0),
+        ("all_envelope_recipients /@example\\.net$/ and true", 4),
+    ],
+)
+async def test_the_select_filter(api: TestClient[Any, Any], select: str, count: int) -> None:
+    result = await (await api.get("/v1/spool/count", params={"select": select})).json()
+    assert result["count"] == count
+    both = {"select": select, "status": "frozen"}  # ANDed with the other filters
+    assert (await (await api.get("/v1/spool/count", params=both)).json())["count"] == 0
+
+
+async def test_a_bad_selector_is_400(api: TestClient[Any, Any]) -> None:
+    for select in ("envelope_sender", "exists_header Subject /(/", "not " * 200 + "true"):
+        response = await api.get("/v1/spool/messages", params={"select": select})
+        assert response.status == 400
+        assert (await response.json())["error"].startswith("select: selector, at character")
+
+
 async def test_the_id_filter_takes_any_id_a_message_goes_by(
     api: TestClient[Any, Any], mta: Mta
 ) -> None:

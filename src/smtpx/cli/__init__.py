@@ -67,6 +67,7 @@ def main() -> None:
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue
     smtpx send / smtpx sendmail -t           send mail from the command line
+    smtpx select EXPR FILE                   does an envelope selector pick a message
 
     Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
 
@@ -244,4 +245,5 @@ main.add_command(_route.route)
 main.add_command(_send.send)
 main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
+main.add_command(_tools.select)
 main.add_command(_tools.stress_test)

@@ -226,6 +226,25 @@ def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
+def _check_selector(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from smtpx.errors import ParseError  # noqa: PLC0415
+        from smtpx.selector import parse  # noqa: PLC0415
+
+        try:
+            parse(value)
+        except ParseError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+SELECT_HELP = (
+    "An envelope selector, like: envelope_sender /@example\\.com$/ and not "
+    "exists_header X-Spam /yes/ (see smtpx select --help)."
+)
+select_option = click.option("--select", metavar="EXPR", callback=_check_selector, help=SELECT_HELP)
+
+
 def filter_options(function: F) -> F:
     """The status filters (ANDed; for multi-valued fields any value may match)."""
     options = [
@@ -261,6 +280,7 @@ def filter_options(function: F) -> F:
         click.option(
             "--younger", type=DurationType(), help="Shorter than this on the spool (like 1h)."
         ),
+        select_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -269,7 +289,7 @@ def filter_options(function: F) -> F:
 
 def _query(filters: dict[str, Any]) -> dict[str, str]:
     query: dict[str, str] = {}
-    for name in ("id", "sender", "recipient", "next_hop", "status"):
+    for name in ("id", "sender", "recipient", "next_hop", "status", "select"):
         if filters.get(name) is not None:
             query[name] = str(filters[name])
     for name in ("older", "younger"):
@@ -284,8 +304,44 @@ def _offline_messages(directory: Path, filters: dict[str, Any]) -> list[dict[str
 
     if not (directory / "journal").is_dir():
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+    select = filters.pop("select", None)
     chosen = MessageFilter(**{k: v for k, v in filters.items() if v is not None})
-    return [message_json(m) for m in chosen.select(Spool.status_from_disk(directory), time.time())]
+    messages = chosen.select(Spool.status_from_disk(directory), time.time())
+    if select is not None:
+        messages = _offline_select(directory, messages, select)
+    return [message_json(m) for m in messages]
+
+
+def _offline_select(directory: Path, messages: list[Any], select: str) -> list[Any]:
+    from smtpx.protocol import dot_unstuff  # noqa: PLC0415
+    from smtpx.selector import parse  # noqa: PLC0415
+    from smtpx.spool.filter import selector_fields  # noqa: PLC0415
+    from smtpx.spool.journal import Journal  # noqa: PLC0415
+
+    selector, journal = parse(select), Journal(directory)
+
+    def content(message: Any) -> bytes | None:
+        if not selector.uses_headers:
+            return None
+        return dot_unstuff(journal.read_body_raw(message.location)[0])
+
+    try:
+        return [m for m in messages if selector.matches(selector_fields(m, content(m)))]
+    except OSError as exc:
+        raise Failure(f"cannot read a message of {directory}: {exc}", EXIT_FAILURE) from None
+
+
+def _selected_ids(target: Target, select: str, statuses: tuple[str, ...]) -> list[str]:
+    """The ids of the messages ``select`` picks whose status is one of ``statuses``."""
+    body = run(_ask(target, lambda c: c.get_json("v1/spool/messages", {"select": select})))
+    return [m["id"] for m in body["messages"] if m["status"] in statuses]
+
+
+def _ids_or_select(ids: tuple[str, ...], select: str | None) -> None:
+    if ids and select is not None:
+        raise click.UsageError("give message ids or --select: not both")
+    if not ids and select is None:
+        raise click.UsageError("give message ids, or --select EXPR")
 
 
 async def _ask(target: Target, request: Callable[[ControlClient], Any]) -> Any:
@@ -406,11 +462,15 @@ def _plural(n: int) -> str:
 
 @spool.command()
 @connection_options(offline=False)
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
 @click.pass_context
-def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
-    """Freeze messages: they stay on the spool, untried, until sent."""
-    wanted = _unique(ids)
+def freeze(ctx: click.Context, /, *, select: str | None, ids: tuple[str, ...]) -> None:
+    """Freeze messages (the ids, or the active ones --select picks): they stay on the
+    spool, untried, until sent."""
+    _ids_or_select(ids, select)
+    active = ("send_now", "send_at", "sending")
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, active)
     run(_for_ids(_online(ctx), "v1/spool/freeze", wanted, {}, "freezing"))
     click.echo(f"frozen: {_plural(len(wanted))}")
 
@@ -426,6 +486,7 @@ def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
     type=RetryIntervalType(),
     help="Retry intervals to use first if this attempt fails (repeatable; like 5m or 5m~30s).",
 )
+@select_option
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 @click.pass_context
 def send_command(
@@ -435,9 +496,18 @@ def send_command(
     send_all: bool,
     frozen: bool,
     retry_intervals: tuple[str, ...],
+    select: str | None,
     ids: tuple[str, ...],
 ) -> None:
-    """Try messages now: the given ids, or --all, or --frozen (unfreezing them)."""
+    """Try messages now: the given ids, or --all, or --frozen (unfreezing them), or the
+    frozen and waiting ones --select picks."""
+    if select is not None:
+        if ids or send_all or frozen:
+            raise click.UsageError("give --select alone: not with ids, --all or --frozen")
+        ids = tuple(_selected_ids(_online(ctx), select, ("frozen", "send_at")))
+        if not ids:
+            click.echo(f"released: {_plural(0)}")
+            return
     if ids and (send_all or frozen):
         raise click.UsageError("give message ids, or --all, or --frozen: not several")
     if send_all and frozen:
@@ -461,11 +531,14 @@ def send_command(
 
 @spool.command()
 @connection_options(offline=False)
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
 @click.pass_context
-def remove(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
-    """Remove frozen messages (they can be recovered with recover --from removed)."""
-    wanted = _unique(ids)
+def remove(ctx: click.Context, /, *, select: str | None, ids: tuple[str, ...]) -> None:
+    """Remove frozen messages (the ids, or the frozen ones --select picks); they can be
+    recovered with recover --from removed."""
+    _ids_or_select(ids, select)
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, ("frozen",))
     run(_for_ids(_online(ctx), "v1/spool/remove", wanted, {}, "removing"))
     click.echo(f"removed: {_plural(len(wanted))}")
 

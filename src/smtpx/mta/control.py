@@ -27,7 +27,8 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 Filters (query parameters, combined with AND): ``sender``, ``recipient``, ``next_hop``
 (regular expressions, any case; a message matches if any of its values does),
 ``status`` (a status or a queue: active, frozen, removed, quarantine), ``older`` and
-``younger`` (durations like ``10m``).
+``younger`` (durations like ``10m``), ``select`` (an envelope selector, :mod:`smtpx.selector`:
+header terms read the stored messages that the other filters let through).
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.limits import Refused
-from smtpx.spool.filter import MessageFilter, message_json
+from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, Spool, SpoolError, SpoolEvent
@@ -339,7 +341,29 @@ class ControlPlane:
         except (RecursionError, OverflowError) as exc:
             # How re.compile refuses "((((..." and "a{99999999999}": not with re.error.
             raise ValueError(f"a filter is too complex: {exc}") from None
-        return chosen.select(await self.mta.spool.list_all(), time.time())
+        selector = read_selector(request.query.get("select"))
+        selected = chosen.select(await self.mta.spool.list_all(), time.time())
+        if selector is None:
+            return selected
+        chosen_ones = []
+        for message in selected:
+            fields = await self._fields(message, selector)
+            if fields is not None and selector.matches(fields):
+                chosen_ones.append(message)
+        return chosen_ones
+
+    async def _fields(self, message: SpooledMessage, selector: Selector) -> Fields | None:
+        """What ``selector`` sees of ``message``: its stored header fields only if it
+        looks at headers (the message is then read, in a thread). None: it could not be
+        read (delivered meanwhile, say), so it is not selected."""
+        if not selector.uses_headers:
+            return selector_fields(message)
+        try:
+            content, _ = await self.mta.spool.store.inspect(message)  # damaged or not
+        except OSError as exc:
+            log.warning("select: cannot read %s: %s", message.id, exc)
+            return None
+        return selector_fields(message, content)
 
     async def list_messages(self, request: web.Request) -> web.Response:
         selected = await self._selected(request)
