@@ -25,6 +25,7 @@ RANK = {
     "units": 1,
     "auth": 2,
     "envelope": 2,
+    "fingerprint": 2,
     "content": 2,
     "selector": 2,
     "config": 3,

@@ -516,10 +516,13 @@ LOG_FORMATS = ("plain", "json")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     """``[log]``: ``level`` is one of debug, info, warning, error, critical; ``format`` is
-    plain (human-readable lines) or json (one object per line)."""
+    plain (human-readable lines) or json (one object per line); ``fingerprints`` adds each
+    message's fingerprint (header fields, an MD5 per MIME part; F115) to its ``accepted``
+    line."""
 
     level: str = "info"
     format: str = "plain"
+    fingerprints: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -682,6 +685,7 @@ socket = "./var/control.sock"
 [log]
 level = "info"          # debug, info, warning, error or critical
 format = "plain"        # or "json"
+fingerprints = false    # each accepted message's header fields and part MD5s in its log line
 """
 
 
@@ -1325,6 +1329,7 @@ class _Loader:
             {
                 "level": lambda v, k: _word(LOG_LEVELS, v, k),
                 "format": lambda v, k: _word(LOG_FORMATS, v, k),
+                "fingerprints": _boolean,
             },
         )
 
@@ -1538,6 +1543,7 @@ class MtaConfig:
             dsn=self.server.dsn,
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
+            fingerprints=self.log.fingerprints,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
         )
