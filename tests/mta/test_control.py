@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -241,6 +242,39 @@ async def test_events_ping_within_bounds_streams(api: TestClient[Any, Any], mta:
         "detail": json.loads(line)["detail"],
     }
     response.close()
+
+
+async def test_the_error_stream(api: TestClient[Any, Any], mta: Mta) -> None:
+    before = logging.getLogger("smtpx.test.control")
+    before.error("logged before anyone watched: %s", "kept")
+    response = await api.get("/v1/errors", params={"recent": "1", "ping": "0.1"})
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+
+    async def line() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+        return found
+
+    first = await line()
+    assert first["message"] == "logged before anyone watched: kept" and first["kind"] == "error"
+    before.warning("not an error: not streamed")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        before.exception("it failed")
+    await asyncio.to_thread(before.critical, "from a thread")
+    second, third = await line(), await line()
+    assert (second["message"], second["level"], second["seq"]) == (
+        "it failed",
+        "error",
+        first["seq"] + 1,
+    )
+    assert "ValueError: boom" in second["exception"]
+    assert (third["message"], third["level"]) == ("from a thread", "critical")
+    heartbeat = await line()
+    assert heartbeat["kind"] == "heartbeat" and heartbeat["seq"] == third["seq"]
+    response.close()
+    for query in ({"recent": "x"}, {"ping": "0"}):
+        assert (await api.get("/v1/errors", params=query)).status == 400
 
 
 async def test_cache_and_server(api: TestClient[Any, Any]) -> None:

@@ -62,7 +62,7 @@ def main() -> None:
     smtpx spool status                       what is queued (table, exim, json, ids)
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
-    smtpx daemon status|cache|reload-tls     the running MTA itself
+    smtpx daemon status|cache|errors|reload-tls   the running MTA itself
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue

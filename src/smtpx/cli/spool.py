@@ -24,7 +24,6 @@ import click
 from smtpx.cli import locate
 from smtpx.cli.common import (
     EXIT_FAILURE,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
     DurationType,
     Failure,
@@ -694,50 +693,19 @@ def events(ctx: click.Context, /, *, follow: bool, as_json: bool, timeout: float
 
 
 async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float) -> None:
-    import aiohttp  # noqa: PLC0415
-
     from smtpx.cli import render  # noqa: PLC0415
-    from smtpx.cli.client import ControlClient  # noqa: PLC0415
+    from smtpx.cli.client import watch  # noqa: PLC0415
 
-    loop = asyncio.get_running_loop()
-    deadline = None if follow else loop.time() + timeout
     out = console()
     # Without --follow, ask for a ping soon: the first one ends the listing.
     path = "v1/spool/events" if follow else f"v1/spool/events?ping={max(0.1, timeout / 2):g}"
-    async with ControlClient(target) as client, client.stream(path) as content:
-        how = "until interrupted" if follow else f"for up to {timeout:g}s"
-        click.echo(f"watching spool events of {target.describe()} {how}", err=True)
-        while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return
-            try:
-                line = await asyncio.wait_for(content.readline(), remaining)
-            except TimeoutError:
-                return
-            except aiohttp.ClientError as exc:
-                raise Failure(
-                    f"lost the connection to {target.describe()} ({exc})", EXIT_UNREACHABLE
-                ) from None
-            if not line:
-                raise Failure(
-                    f"{target.describe()} closed the event stream (is smtpx serve stopping?)",
-                    EXIT_UNREACHABLE,
-                )
-            text = line.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                event = json.loads(text)
-            except ValueError:
-                event = {"kind": "?", "detail": text}
-            kind = event.get("kind") if isinstance(event, dict) else None
-            if as_json:
-                click.echo(text)
-            elif kind != "ping" and isinstance(event, dict):
-                out.print(render.render_event(event), soft_wrap=True)
-            if kind == "ping" and not follow:
-                return
+    async for text, event in watch(
+        target, path, follow=follow, timeout=timeout, what="spool events"
+    ):
+        if as_json:
+            click.echo(text)
+        elif event.get("kind") != "ping":
+            out.print(render.render_event(event), soft_wrap=True)
 
 
 @spool.command()

@@ -19,6 +19,12 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
                                        every ``?ping=`` seconds (0.1 to 3600, default 10)
+``GET  /v1/errors``                    NDJSON stream of the MTA's error-level log records
+                                       (``{"kind": "error", "seq", "time", "level", "logger",
+                                       "message", "exception"?, "fields"?}``), with a
+                                       ``{"kind": "heartbeat", "seq"}`` every ``?ping=``
+                                       seconds (default 10); ``?recent=N`` first replays
+                                       the last N kept (up to 100)
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -56,6 +62,7 @@ from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
+from smtpx.server.events import ErrorStream
 from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
@@ -233,6 +240,7 @@ class ControlPlane:
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.http_port: int | None = None
+        self.errors: ErrorStream | None = None  # the error stream, from start() to close()
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -249,6 +257,7 @@ class ControlPlane:
                 web.post("/v1/spool/recover", self.recover),
                 web.post("/v1/spool/purge", self.purge),
                 web.get("/v1/spool/events", self.events),
+                web.get("/v1/errors", self.error_stream),
                 web.get("/v1/cache", self.cache),
                 web.get("/v1/server", self.server),
                 web.post("/v1/tls/reload", self.reload_tls),
@@ -259,7 +268,10 @@ class ControlPlane:
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        loop = asyncio.get_running_loop()
+        self.errors = ErrorStream(loop)
+        logging.getLogger().addHandler(self.errors)
+        self._watcher = loop.create_task(self._watch_deliveries())
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         self._runner = runner
@@ -281,6 +293,8 @@ class ControlPlane:
             self.http_port = int(ports[0]) if ports else self.http[1]
 
     async def close(self) -> None:
+        if self.errors is not None:
+            logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -462,6 +476,32 @@ class ControlPlane:
                     break
         return response
 
+    async def error_stream(self, request: web.Request) -> web.StreamResponse:
+        """Every error-level log record from now on (F109), with heartbeats."""
+        ping = _ping(request.query.get("ping"))
+        recent = _count(request.query.get("recent"), "recent")
+        errors = self.errors
+        if errors is None:
+            raise SpoolError("the control plane is not running")  # (409)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        with errors.bus.subscribe() as live:
+            # Nothing can be published between these two lines: no event is lost or twice.
+            lines = [event.to_json() for event in list(errors.recent)[-recent:]] if recent else []
+            while True:
+                if lines:
+                    line = lines.pop(0)
+                else:
+                    try:
+                        line = (await asyncio.wait_for(live.__anext__(), ping)).to_json()
+                    except TimeoutError:
+                        line = {"kind": "heartbeat", "seq": errors.seq, "time": time.time()}
+                try:
+                    await response.write(json.dumps(line, default=str).encode() + b"\n")
+                except (ConnectionError, RuntimeError):
+                    break
+        return response
+
     async def cache(self, request: web.Request) -> web.Response:
         cache = self.mta.spool.cache
         return web.json_response(
@@ -506,6 +546,15 @@ def _ping(text: str | None) -> float:
     if not low <= ping <= high:  # NaN fails too
         raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
     return ping
+
+
+def _count(text: str | None, name: str) -> int:
+    """A count from the query (0 when absent)."""
+    if text is None:
+        return 0
+    if not text.isdigit() or len(text) > 6:
+        raise ValueError(f"{name}: a number, not {text[:20]!r}")
+    return int(text)
 
 
 def _error(status: int, text: str) -> web.Response:
