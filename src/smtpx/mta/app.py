@@ -80,6 +80,7 @@ class Mta:
                 bounce=settings.bounce,
                 reporting_mta=config.hostname,
                 delay_warning_after=settings.delay_warning_after,
+                cache=config.cache_config(),
                 postgresql=(
                     settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None
                 ),

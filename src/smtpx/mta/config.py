@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smtpx.auth.credentials import Credentials
+from smtpx.client.cache import CacheConfig, CacheKey
 from smtpx.client.config import CertificateCheck, Chunking, ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
@@ -448,6 +449,8 @@ class RoutingSettings:
     * ``resolver``: the DNS resolver (an IP address and port) for MX, MTA-STS, TLSA and
       MX host address lookups; None: the system's (``/etc/resolv.conf``).
     * ``mta_sts``, ``dane``, ``tlsrpt``: outbound TLS policies (:mod:`smtpx.mta.tlspolicy`).
+    * ``warm_connections``: sessions kept open at all times to the smarthost and to the
+      first next hop of every explicit route (F78; 0: none), reopened when they drop.
     """
 
     smarthost: HostPort | None = None
@@ -459,6 +462,7 @@ class RoutingSettings:
     mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
     dane: DaneSettings = field(default_factory=DaneSettings)
     tlsrpt: TlsRptSettings = field(default_factory=TlsRptSettings)
+    warm_connections: int = 0
 
 
 # The header fields a DKIM signature covers by default: RFC 6376 5.4.1's list, the MIME
@@ -758,6 +762,14 @@ def _positive_int(value: object, key: str) -> int:
     if value < 1:
         raise ConfigError(f"must be at least 1, got {value}", key=key)
     return value
+
+
+def _warm_connections(value: object, key: str) -> int:
+    count = _limit(value, key)
+    if count > CacheConfig().max_connections_per_address:
+        limit = CacheConfig().max_connections_per_address
+        raise ConfigError(f"must be at most {limit} (sessions per address), got {count}", key=key)
+    return count
 
 
 def _limit(value: object, key: str) -> int:
@@ -1162,6 +1174,7 @@ class _Loader:
                 "mta_sts": self.mta_sts,
                 "dane": self.dane,
                 "tlsrpt": self.tlsrpt,
+                "warm_connections": _warm_connections,
             },
         )
 
@@ -1556,6 +1569,18 @@ class MtaConfig:
             max_rate=server.max_connection_rate_per_client or None,
             exempt=self.relay.trusted_networks if server.exempt_trusted_networks else (),
         )
+
+    def cache_config(self) -> CacheConfig:
+        """The outbound connection cache's limits and the sessions it keeps warm: to the
+        smarthost and to each explicit route's first hop, under the key a delivery there
+        asks for (its route name and the hop's credentials)."""
+        routing = self.routing
+        if not routing.warm_connections:
+            return CacheConfig()
+        routes = [(str(routing.smarthost), routing.smarthost)] if routing.smarthost else []
+        routes += [(name, hops[0]) for name, hops in routing.routes.items()]
+        keys = tuple(CacheKey(hop, self.credentials_for(hop.host), name) for name, hop in routes)
+        return CacheConfig(keep_warm=keys, warm_connections=routing.warm_connections)
 
     def client_config(self) -> ClientConfig:
         """The sending side's :class:`~smtpx.client.ClientConfig`: our name in EHLO and
