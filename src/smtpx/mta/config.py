@@ -230,7 +230,8 @@ class ServerSettings:
       with ``exempt_trusted_networks``, ``relay.trusted_networks`` are not limited.
     * ``spill_threshold``: octets of a message a session keeps in memory; the rest goes to
       an unnamed file in the spool's directory until the message is spooled.
-      ``max_buffered``: octets all sessions together keep in memory.
+      ``max_buffered``: octets all sessions together keep in memory; ``max_spilled``:
+      octets they keep in those files, past which a transaction gets ``452 4.3.1``.
     * ``dsn``: offer DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the
       message, honoured in our notices, and passed on to a next hop that offers DSN.
     """
@@ -251,6 +252,7 @@ class ServerSettings:
     bare_newlines: BareNewlines = BareNewlines.REJECT
     spill_threshold: int = 256 * 1024
     max_buffered: int = 64 * 1024 * 1024
+    max_spilled: int = 4 * 1024 * 1024 * 1024
     dsn: bool = True
 
 
@@ -574,9 +576,11 @@ data_rate_grace = "1m"
 # A bare CR or LF inside a message: "reject" it (500 5.5.2) or "normalize" it to CRLF.
 bare_newlines = "reject"
 # A session keeps up to spill_threshold of a message in memory, the rest in an unnamed
-# file in the spool directory; all sessions together keep at most max_buffered in memory.
+# file in the spool directory; all sessions together keep at most max_buffered in memory,
+# and at most max_spilled in those files (more: 452 4.3.1, try later).
 spill_threshold = "256K"
 max_buffered = "64M"
+max_spilled = "4G"
 # Offer DSN (RFC 3461): NOTIFY=SUCCESS/FAILURE/DELAY/NEVER, ORCPT, RET, ENVID.
 dsn = true
 
@@ -1080,6 +1084,7 @@ class _Loader:
                 "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
                 "spill_threshold": _size,
                 "max_buffered": _size,
+                "max_spilled": _size,
                 "dsn": _boolean,
             },
         )
@@ -1556,6 +1561,7 @@ class MtaConfig:
             dsn=self.server.dsn,
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
+            max_spilled=self.server.max_spilled,
             fingerprints=self.log.fingerprints,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
