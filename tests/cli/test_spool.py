@@ -79,9 +79,11 @@ def test_table_ages_are_coloured(daemon: Daemon, queued: dict[str, list[str]]) -
 
 
 def test_status_words_match_the_api() -> None:
-    from smtpx.cli.spool import STATUS_WORDS
+    from smtpx.cli.spool import EVENT_KINDS, STATUS_WORDS
+    from smtpx.spool.types import EventKind
 
     assert set(STATUS_WORDS) == _STATUS_WORDS
+    assert set(EVENT_KINDS) == {k.value for k in EventKind} - {"ping"}
 
 
 @pytest.mark.parametrize(
@@ -362,9 +364,23 @@ def test_events_without_follow_stop_on_their_own(daemon: Daemon) -> None:
     assert 1.5 < took < 6
     events = [json.loads(line) for line in raw.stdout.splitlines()]
     assert {"spooled", "delayed"} <= {e["kind"] for e in events}
-    assert all(set(e) == {"time", "kind", "id", "detail"} for e in events)
+    assert all(set(e) == {"time", "kind", "id", "detail", "queue"} for e in events if e["id"])
+    assert {e["queue"] for e in events if e["kind"] == "spooled"} == {"active"}
     assert pretty.exit_code == 0
     assert re.search(r"spooled +[0-9A-Za-z_~]{16}", pretty.stdout)
+
+
+def test_events_of_a_queue_with_what_is_there(daemon: Daemon) -> None:
+    (message_id,) = daemon.inject("queue@example.com", ["q@example.net"])
+    daemon.cli("spool", "freeze", message_id)
+    args = ["--queue", "frozen", "--existing", "--kind", "frozen", "--timeout", "1s"]
+    result = daemon.cli("spool", "events", "--json", *args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    listed = [e for e in events if e["kind"] == "listed"]
+    assert message_id in {e["id"] for e in listed}
+    assert {e["queue"] for e in listed} == {"frozen"}
+    assert {e["kind"] for e in events} <= {"listed", "frozen", "ping"}
 
 
 def test_events_follow_until_interrupted(daemon: Daemon) -> None:
@@ -478,6 +494,8 @@ def test_default_socket_is_in_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ["send"],
         ["send", "x", "--retry-interval", "5q"],
         ["freeze"],
+        ["events", "--kind", "nope"],
+        ["events", "--queue", "elsewhere"],
         ["freeze", "--select", "true", "x"],
         ["remove"],
         ["send", "--select", "true", "--all"],

@@ -240,8 +240,43 @@ async def test_events_ping_within_bounds_streams(api: TestClient[Any, Any], mta:
         "kind": "frozen",
         "id": message_id,
         "detail": json.loads(line)["detail"],
+        "queue": "frozen",
     }
     response.close()
+
+
+async def test_following_a_queue(api: TestClient[Any, Any], mta: Mta) -> None:
+    """What F102's queue reader gave: the messages in a queue, then each new one."""
+    ids = [m.id for m in mta.spool.status()]
+    await api.post("/v1/spool/freeze", json={"ids": ids[:1]})
+    query = {"queue": "frozen", "existing": "1", "ping": "3600"}
+    response = await api.get("/v1/spool/events", params=query)
+
+    async def line() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+        return found
+
+    listed = await line()
+    assert (listed["kind"], listed["id"], listed["queue"]) == ("listed", ids[0], "frozen")
+    await api.post("/v1/spool/send", json={"ids": ids[:1]})  # leaves frozen: not shown
+    await api.post("/v1/spool/freeze", json={"ids": ids[1:2]})
+    frozen = await line()
+    assert (frozen["kind"], frozen["id"], frozen["queue"]) == ("frozen", ids[1], "frozen")
+    response.close()
+
+    by_kind = await api.get("/v1/spool/events", params={"kind": "removed,unfrozen", "ping": "3600"})
+    await api.post("/v1/spool/freeze", json={"ids": ids[2:3]})  # not this kind
+    await api.post("/v1/spool/send", json={"ids": ids[1:2]})
+    unfrozen = json.loads(await asyncio.wait_for(by_kind.content.readline(), 5))
+    assert (unfrozen["kind"], unfrozen["id"], unfrozen["queue"]) == ("unfrozen", ids[1], "active")
+    by_kind.close()
+
+
+@pytest.mark.parametrize("query", [{"kind": "spooled,nope"}, {"queue": "elsewhere"}])
+async def test_bad_event_filters_are_400(api: TestClient[Any, Any], query: dict[str, str]) -> None:
+    response = await api.get("/v1/spool/events", params=query)
+    assert response.status == 400
+    assert next(iter(query)) in (await response.json())["error"]
 
 
 async def test_the_error_stream(api: TestClient[Any, Any], mta: Mta) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import click
 
@@ -53,6 +53,21 @@ STATUS_WORDS = (
     "sending",
     "quarantined",
     "delivered",
+)
+# smtpx.spool.types.EventKind, without the ping (what GET /v1/spool/events?kind= takes).
+EVENT_KINDS = (
+    "spooled",
+    "presend",
+    "delivered",
+    "delayed",
+    "delayed_rate_limited",
+    "frozen",
+    "unfrozen",
+    "removed",
+    "recovered",
+    "purged",
+    "quarantined",
+    "bounced",
 )
 CHUNK = 200  # ids per request for freeze/send/remove/recover
 _META = "smtpx.connection"
@@ -679,26 +694,61 @@ def _offline_show(directory: Path, message_id: str) -> list[tuple[dict[str, Any]
     show_default=True,
     help="Without --follow: stop after this long (or at the first ping).",
 )
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(EVENT_KINDS),
+    help="Only events of this kind (repeatable).",
+)
+@click.option(
+    "--queue",
+    type=click.Choice(("active", "frozen", "removed", "quarantine", "delivered")),
+    help="Only events that leave the message in this queue.",
+)
+@click.option(
+    "--existing",
+    is_flag=True,
+    help="First list the messages already there (of --queue), as 'listed' events.",
+)
 @click.pass_context
-def events(ctx: click.Context, /, *, follow: bool, as_json: bool, timeout: float) -> None:
+def events(
+    ctx: click.Context,
+    /,
+    *,
+    follow: bool,
+    as_json: bool,
+    timeout: float,
+    kinds: tuple[str, ...],
+    queue: str | None,
+    existing: bool,
+) -> None:
     """Print spool events as they happen (spooled, delivered, delayed, frozen...).
 
     Without --follow: until the daemon's next ping or --timeout, whichever comes first.
+    To follow a queue: smtpx spool events --follow --queue frozen --existing.
     """
+    query = {"kind": ",".join(kinds)} if kinds else {}
+    query |= {"queue": queue} if queue else {}
+    query |= {"existing": "1"} if existing else {}
     target = _online(ctx)
     try:
-        run(_events(target, follow=follow, as_json=as_json, timeout=timeout))
+        run(_events(target, follow=follow, as_json=as_json, timeout=timeout, query=query))
     except KeyboardInterrupt:
         return
 
 
-async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float) -> None:
+async def _events(
+    target: Target, *, follow: bool, as_json: bool, timeout: float, query: dict[str, str]
+) -> None:
     from smtpx.cli import render  # noqa: PLC0415
     from smtpx.cli.client import watch  # noqa: PLC0415
 
     out = console()
     # Without --follow, ask for a ping soon: the first one ends the listing.
-    path = "v1/spool/events" if follow else f"v1/spool/events?ping={max(0.1, timeout / 2):g}"
+    if not follow:
+        query = {**query, "ping": f"{max(0.1, timeout / 2):g}"}
+    path = "v1/spool/events" + (f"?{urlencode(query)}" if query else "")
     async for text, event in watch(
         target, path, follow=follow, timeout=timeout, what="spool events"
     ):

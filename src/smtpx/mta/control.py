@@ -18,7 +18,10 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
-                                       every ``?ping=`` seconds (0.1 to 3600, default 10)
+                                       every ``?ping=`` seconds (0.1 to 3600, default 10);
+                                       ``?kind=spooled,frozen``, ``?queue=frozen`` (where
+                                       the message is after it) filter; ``?existing=1``
+                                       first lists the queue's messages (``listed``)
 ``GET  /v1/errors``                    NDJSON stream of the MTA's error-level log records
                                        (``{"kind": "error", "seq", "time", "level", "logger",
                                        "message", "exception"?, "fields"?}``), with a
@@ -455,26 +458,37 @@ class ControlPlane:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         ping = _ping(request.query.get("ping"))  # checked before the 200 goes out
+        wanted = _EventFilter.from_query(request.query)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         with self.mta.spool.events.subscribe() as events:
+            # Subscribed first, listed second: a message spooled meanwhile is in both
+            # (a reader goes by id), none is in neither.
+            listed = await self._listed(wanted) if request.query.get("existing") else []
+            backlog = iter(listed)
             while True:
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), ping)
-                except TimeoutError:
-                    event = SpoolEvent(time.time(), EventKind.PING)
-                line = {
-                    "time": event.time,
-                    "kind": event.kind.value,
-                    "id": event.id,
-                    "detail": event.detail,
-                    **({"node": event.node} if event.node else {}),
-                }
+                line = next(backlog, None)
+                if line is None:
+                    try:
+                        event = await asyncio.wait_for(events.__anext__(), ping)
+                    except TimeoutError:
+                        event = SpoolEvent(time.time(), EventKind.PING)
+                    if not wanted(event):
+                        continue
+                    line = _event_line(event)
                 try:
                     await response.write(json.dumps(line).encode() + b"\n")
                 except (ConnectionError, RuntimeError):
                     break
         return response
+
+    async def _listed(self, wanted: _EventFilter) -> list[dict[str, Any]]:
+        """The messages already in the wanted queue, as ``listed`` events, oldest first."""
+        return [
+            {"time": m.spool_date, "kind": "listed", "id": m.id, "detail": "", "queue": m.queue}
+            for m in await self.mta.spool.list_all()
+            if wanted.queue is None or m.queue == wanted.queue
+        ]
 
     async def error_stream(self, request: web.Request) -> web.StreamResponse:
         """Every error-level log record from now on (F109), with heartbeats."""
@@ -546,6 +560,67 @@ def _ping(text: str | None) -> float:
     if not low <= ping <= high:  # NaN fails too
         raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
     return ping
+
+
+def _event_line(event: SpoolEvent) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "time": event.time,
+        "kind": event.kind.value,
+        "id": event.id,
+        "detail": event.detail,
+    }
+    queue = event.queue or _KIND_QUEUE.get(event.kind, "")
+    if queue:
+        line["queue"] = queue
+    if event.node:
+        line["node"] = event.node
+    return line
+
+
+# Where a message is after an event heard from another node (which says no queue).
+_KIND_QUEUE = {
+    EventKind.SPOOLED: "active",
+    EventKind.PRESEND: "active",
+    EventKind.DELAYED: "active",
+    EventKind.DELAYED_RATE_LIMITED: "active",
+    EventKind.UNFROZEN: "active",
+    EventKind.FROZEN: "frozen",
+    EventKind.RECOVERED: "frozen",
+    EventKind.REMOVED: "removed",
+    EventKind.QUARANTINED: "quarantine",
+    EventKind.DELIVERED: "delivered",
+}
+_QUEUES = ("active", "frozen", "removed", "quarantine", "delivered")
+
+
+class _EventFilter:
+    """``?kind=spooled,frozen`` (any of these) and ``?queue=frozen`` (the message is in
+    that queue after the event); pings always pass."""
+
+    def __init__(self, kinds: frozenset[EventKind] | None, queue: str | None) -> None:
+        self.kinds = kinds
+        self.queue = queue
+
+    @classmethod
+    def from_query(cls, query: Any) -> _EventFilter:
+        kinds = None
+        if query.get("kind"):
+            try:
+                kinds = frozenset(EventKind(k.strip()) for k in query["kind"].split(","))
+            except ValueError:
+                names = ", ".join(k.value for k in EventKind if k is not EventKind.PING)
+                raise ValueError(f"kind: one or more of {names}, with commas") from None
+        queue = query.get("queue")
+        if queue is not None and queue not in _QUEUES:
+            raise ValueError(f"queue: one of {', '.join(_QUEUES)}")
+        return cls(kinds, queue)
+
+    def __call__(self, event: SpoolEvent) -> bool:
+        if event.kind is EventKind.PING:
+            return True
+        if self.kinds is not None and event.kind not in self.kinds:
+            return False
+        return self.queue is None or (event.queue or _KIND_QUEUE.get(event.kind)) == self.queue
 
 
 def _count(text: str | None, name: str) -> int:
