@@ -36,6 +36,7 @@ RANK = {
     "simplemail": 6,
     "spool": 6,
     "testing": 7,
+    "tools": 7,
     "mta": 7,
     "cli": 8,
     "__init__": 9,
