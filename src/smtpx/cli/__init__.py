@@ -68,6 +68,7 @@ def main() -> None:
     smtpx db check|migrate                   the shared PostgreSQL queue
     smtpx send / smtpx sendmail -t           send mail from the command line
     smtpx select EXPR FILE                   does an envelope selector pick a message
+    smtpx tools transform --config F FILE    normalise mail to compare two MTAs
 
     Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
 
@@ -246,4 +247,5 @@ main.add_command(_send.send)
 main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
 main.add_command(_tools.select)
+main.add_command(_tools.tools)
 main.add_command(_tools.stress_test)

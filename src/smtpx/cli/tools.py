@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from smtpx.envelope import Envelope
     from smtpx.selector import Selector
 
-__all__ = ["bsmtp", "select", "stress_test"]
+__all__ = ["bsmtp", "select", "stress_test", "tools"]
 
 
 def _selector(text: str | None) -> Selector | None:
@@ -177,6 +177,42 @@ def _bsmtp_envelopes(source: IO[bytes]) -> list[Envelope]:
     if not envelopes:
         raise Failure("no message in the BSMTP transcript", EXIT_USAGE)
     return envelopes
+
+
+@click.group()
+def tools() -> None:
+    """Tools for people who compare or check mail (async_smtp's tools)."""
+
+
+@tools.command("transform")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.File("r", encoding="utf-8"),
+    required=True,
+    help="The transform, as TOML ([headers], [bodies], [messages]; see smtpx.tools.transform).",
+)
+@click.argument("source", required=False, type=click.File("rb"), default="-", metavar="[FILE]")
+def transform(config_file: IO[str], source: IO[bytes]) -> None:
+    """Normalise a BSMTP stream of messages (FILE, or stdin) for comparing the output of
+    two MTAs: mask, hash, drop or sort header fields, rewrite or hash bodies, sort the
+    messages. The result is BSMTP on stdout, for diff.
+
+    \b
+    Example:
+      smtpx tools transform --config compare.toml a.bsmtp > a.out
+      smtpx tools transform --config compare.toml b.bsmtp > b.out && diff a.out b.out
+    """
+    from smtpx.client.bsmtp import write_bsmtp  # noqa: PLC0415
+    from smtpx.errors import ConfigError, ParseError  # noqa: PLC0415
+    from smtpx.tools.transform import load  # noqa: PLC0415
+
+    try:
+        rules = load(config_file.read())
+    except (ConfigError, ParseError) as exc:
+        raise Failure(f"{config_file.name}: {exc}", EXIT_USAGE) from None
+    write_bsmtp(sys.stdout.buffer, rules.stream(_bsmtp_envelopes(source)))
+    sys.stdout.buffer.flush()
 
 
 @click.command("stress-test")
