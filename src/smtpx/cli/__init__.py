@@ -16,6 +16,7 @@ from smtpx._version import __version__
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
+from smtpx.cli import log as _log
 from smtpx.cli import route as _route
 from smtpx.cli import send as _send
 from smtpx.cli import sendmail as _sendmail
@@ -69,6 +70,7 @@ def main() -> None:
     smtpx send / smtpx sendmail -t           send mail from the command line
     smtpx select EXPR FILE                   does an envelope selector pick a message
     smtpx tools transform --config F FILE    normalise mail to compare two MTAs
+    smtpx log sessions|select LOG            the JSON mail log read back
 
     Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
 
@@ -248,4 +250,5 @@ main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
 main.add_command(_tools.select)
 main.add_command(_tools.tools)
+main.add_command(_log.log)
 main.add_command(_tools.stress_test)
