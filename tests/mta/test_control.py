@@ -312,6 +312,34 @@ async def test_the_error_stream(api: TestClient[Any, Any], mta: Mta) -> None:
         assert (await api.get("/v1/errors", params=query)).status == 400
 
 
+async def test_the_envelope_cache_and_process_streams(
+    api: TestClient[Any, Any], mta: Mta
+) -> None:
+    received = await api.get("/v1/server/envelopes", params={"ping": "3600"})
+    async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+        assert (await client.send(message(7, to="z@example.net"))).ok
+    line = json.loads(await asyncio.wait_for(received.content.readline(), 5))
+    assert (line["kind"], line["sender"], line["recipients"]) == (
+        "envelope",
+        "<a@example.com>",
+        ["z@example.net"],
+    )
+    assert line["size"] > 0 and line["id"]
+    received.close()
+
+    cache = await api.get("/v1/cache/stream", params={"interval": "0.1"})
+    first = json.loads(await asyncio.wait_for(cache.content.readline(), 5))
+    second = json.loads(await asyncio.wait_for(cache.content.readline(), 5))
+    assert first["kind"] == second["kind"] == "cache" and second["time"] > first["time"]
+    assert set(first) >= {"open", "opened", "reused", "destinations"}
+    cache.close()
+    assert (await api.get("/v1/cache/stream", params={"interval": "0"})).status == 400
+
+    process = await (await api.get("/v1/process")).json()
+    assert process["pid"] == os.getpid() and process["rss_bytes"] > 0
+    assert process["asyncio_tasks"] >= 1 and len(process["gc_counts"]) == 3
+
+
 async def test_cache_and_server(api: TestClient[Any, Any]) -> None:
     cache = await (await api.get("/v1/cache")).json()
     assert set(cache) == {"open", "opened", "reused", "destinations"}

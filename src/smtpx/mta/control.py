@@ -22,12 +22,8 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
                                        ``?kind=spooled,frozen``, ``?queue=frozen`` (where
                                        the message is after it) filter; ``?existing=1``
                                        first lists the queue's messages (``listed``)
-``GET  /v1/errors``                    NDJSON stream of the MTA's error-level log records
-                                       (``{"kind": "error", "seq", "time", "level", "logger",
-                                       "message", "exception"?, "fields"?}``), with a
-                                       ``{"kind": "heartbeat", "seq"}`` every ``?ping=``
-                                       seconds (default 10); ``?recent=N`` first replays
-                                       the last N kept (up to 100)
+``GET  /v1/errors``, ``/v1/server/envelopes``, ``/v1/cache/stream``, ``/v1/process``:
+                                       see :mod:`smtpx.mta.observe`
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -63,6 +59,7 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.mta import observe
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.events import ErrorStream
@@ -260,10 +257,10 @@ class ControlPlane:
                 web.post("/v1/spool/recover", self.recover),
                 web.post("/v1/spool/purge", self.purge),
                 web.get("/v1/spool/events", self.events),
-                web.get("/v1/errors", self.error_stream),
                 web.get("/v1/cache", self.cache),
                 web.get("/v1/server", self.server),
                 web.post("/v1/tls/reload", self.reload_tls),
+                *observe.routes(self, _ping),
             ]
         )
         return app
@@ -490,42 +487,17 @@ class ControlPlane:
             if wanted.queue is None or m.queue == wanted.queue
         ]
 
-    async def error_stream(self, request: web.Request) -> web.StreamResponse:
-        """Every error-level log record from now on (F109), with heartbeats."""
-        ping = _ping(request.query.get("ping"))
-        recent = _count(request.query.get("recent"), "recent")
-        errors = self.errors
-        if errors is None:
-            raise SpoolError("the control plane is not running")  # (409)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        with errors.bus.subscribe() as live:
-            # Nothing can be published between these two lines: no event is lost or twice.
-            lines = [event.to_json() for event in list(errors.recent)[-recent:]] if recent else []
-            while True:
-                if lines:
-                    line = lines.pop(0)
-                else:
-                    try:
-                        line = (await asyncio.wait_for(live.__anext__(), ping)).to_json()
-                    except TimeoutError:
-                        line = {"kind": "heartbeat", "seq": errors.seq, "time": time.time()}
-                try:
-                    await response.write(json.dumps(line, default=str).encode() + b"\n")
-                except (ConnectionError, RuntimeError):
-                    break
-        return response
+    def cache_status(self) -> dict[str, Any]:
+        cache = self.mta.spool.cache
+        return {
+            "open": cache.open_connections,
+            "opened": cache.opened,
+            "reused": cache.reused,
+            "destinations": cache.status(),
+        }
 
     async def cache(self, request: web.Request) -> web.Response:
-        cache = self.mta.spool.cache
-        return web.json_response(
-            {
-                "open": cache.open_connections,
-                "opened": cache.opened,
-                "reused": cache.reused,
-                "destinations": cache.status(),
-            }
-        )
+        return web.json_response(self.cache_status())
 
     async def server(self, request: web.Request) -> web.Response:
         server = self.mta.server
@@ -548,8 +520,9 @@ class ControlPlane:
         return web.json_response({"reloaded": self.mta.server.tls_context is not None})
 
 
-def _ping(text: str | None) -> float:
-    """Seconds between pings: ``?ping=`` within :data:`PING_RANGE`, or the default."""
+def _ping(text: str | None, name: str = "ping") -> float:
+    """Seconds between pings: ``?ping=`` (or ``?{name}=``) within :data:`PING_RANGE`, or
+    the default."""
     if text is None:
         return PING_SECONDS
     low, high = PING_RANGE
@@ -558,7 +531,7 @@ def _ping(text: str | None) -> float:
     except ValueError:
         ping = math.nan
     if not low <= ping <= high:  # NaN fails too
-        raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
+        raise ValueError(f"{name}: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
     return ping
 
 
@@ -621,15 +594,6 @@ class _EventFilter:
         if self.kinds is not None and event.kind not in self.kinds:
             return False
         return self.queue is None or (event.queue or _KIND_QUEUE.get(event.kind)) == self.queue
-
-
-def _count(text: str | None, name: str) -> int:
-    """A count from the query (0 when absent)."""
-    if text is None:
-        return 0
-    if not text.isdigit() or len(text) > 6:
-        raise ValueError(f"{name}: a number, not {text[:20]!r}")
-    return int(text)
 
 
 def _error(status: int, text: str) -> web.Response:
