@@ -312,9 +312,7 @@ async def test_the_error_stream(api: TestClient[Any, Any], mta: Mta) -> None:
         assert (await api.get("/v1/errors", params=query)).status == 400
 
 
-async def test_the_envelope_cache_and_process_streams(
-    api: TestClient[Any, Any], mta: Mta
-) -> None:
+async def test_the_envelope_cache_and_process_streams(api: TestClient[Any, Any], mta: Mta) -> None:
     received = await api.get("/v1/server/envelopes", params={"ping": "3600"})
     async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
         assert (await client.send(message(7, to="z@example.net"))).ok
