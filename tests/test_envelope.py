@@ -1031,3 +1031,30 @@ def test_recipient_params_follow_their_recipients() -> None:
     assert [a for a, _ in split.recipient_params] == [c]
     assert split.params_of(c).notify == ("NEVER",)
     assert info != info.with_recipient_params({})
+
+
+def test_add_headers_smash_and_modify() -> None:
+    envelope = Envelope.create(
+        sender="a@example.com",
+        recipients=["b@example.org"],
+        message=b"To: b@example.org\r\nX-Tag: one\r\nSubject: s\r\nx-tag: two\r\n\r\nbody\r\n",
+    )
+    added = envelope.add_headers([("A", "1"), ("B", "2")]).add_headers_at_bottom([("Y", "8")])
+    assert [n for n, _ in added.header_list()] == ["A", "B", "To", "X-Tag", "Subject", "x-tag", "Y"]
+    smashed = envelope.smash_and_add_header("X-Tag", "three")
+    assert smashed.header_list() == [
+        ("To", "b@example.org"),
+        ("Subject", "s"),
+        ("X-Tag", "one, two, three"),
+    ]
+    assert smashed.body == envelope.body
+    reversed_ = envelope.modify_headers(lambda fields: [*reversed(fields), ("New", "v")])
+    assert reversed_.message == (
+        b"x-tag: two\r\nSubject: s\r\nX-Tag: one\r\nTo: b@example.org\r\nNew: v\r\n\r\nbody\r\n"
+    )
+    assert envelope.modify_headers(lambda fields: fields).message == envelope.message
+    bodiless, _ = envelope.split_bodiless()
+    assert bodiless.smash_and_add_header("X-Tag", "3").last_header("X-Tag") == "one, two, 3"
+    # the last line of a message without a body, moved up, gets its line break
+    bare = Envelope(info=envelope.info, message=b"A: 1\r\nB: 2")
+    assert bare.modify_headers(lambda f: f[::-1]).message == b"B: 2\r\nA: 1\r\n"

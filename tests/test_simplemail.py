@@ -734,3 +734,24 @@ async def test_send_message_takes_a_prebuilt_message_and_drops_bcc() -> None:
         Address.parse("b@example.org"),
         Address.parse("hidden@example.org"),
     ]
+
+
+def test_tracing_headers_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+    import socket
+    import sys
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "desk.example")
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/report-cron", "--daily"])
+    plain = sm.build(from_="a@example.com", to="b@example.org", subject="s", content="x")
+    assert not [k for k in plain if k.startswith("X-Sending")]
+    traced = sm.build(
+        from_="a@example.com", to="b@example.org", subject="s", content="x", tracing_headers=True
+    )
+    assert [(k, traced[k]) for k in traced if k.startswith("X-Sending")] == [
+        ("X-Sending-Host", "desk.example"),
+        ("X-Sending-User", "alice"),
+        ("X-Sending-Program", "report-cron"),
+    ]
+    assert list(traced).index("X-Sending-Host") == list(traced).index("Date") + 1

@@ -713,6 +713,48 @@ class _HeaderOps:
         fields = [f for f in block.fields if f.name is None or keep(f.name, f.value)]
         return self._with_fields(fields, block.end)
 
+    def add_headers(self, headers: Iterable[tuple[str, str]]) -> Self:
+        """Add each ``(name, value)`` above every other field, in the order given."""
+        result = self
+        for name, value in reversed(list(headers)):
+            result = result.add_header(name, value)
+        return result
+
+    def add_headers_at_bottom(self, headers: Iterable[tuple[str, str]]) -> Self:
+        """Add each ``(name, value)`` after every other field, in the order given."""
+        result = self
+        for name, value in headers:
+            result = result.add_header_at_bottom(name, value)
+        return result
+
+    def smash_and_add_header(self, name: str, value: str) -> Self:
+        """One ``name`` field at the bottom whose value is every ``name`` value and then
+        ``value``, joined by ``", "`` (the other ``name`` fields go)."""
+        values = [*self.find_all_headers(name), value]
+        kept = self.filter_headers(lambda field, _: not _same_name(field, name))
+        return kept.add_header_at_bottom(name, ", ".join(values))
+
+    def modify_headers(
+        self, change: Callable[[list[tuple[str, str]]], Iterable[tuple[str, str]]]
+    ) -> Self:
+        """Replace the fields by ``change(fields)`` (a list of (name, value) in order). A
+        field that comes back unchanged keeps its bytes; a new or changed one is folded."""
+        block = self._block()
+        policy = self._policy()
+        unused: dict[tuple[str, str], list[_Field]] = {}
+        for f in block.fields:
+            if f.name is not None:
+                unused.setdefault((f.name, f.value), []).append(f)
+        fields = [f for f in block.fields if f.name is None]  # lines that are no field: first
+        for name, value in change(self.header_list()):
+            same = unused.get((name, value))
+            fields.append(same.pop(0) if same else _Field(name, _fold(policy, name, value)))
+        # Only the last line of a message without a body can lack its line break.
+        fields[:-1] = [
+            f if f.raw.endswith(b"\n") else _Field(f.name, f.raw + b"\r\n") for f in fields[:-1]
+        ]
+        return self._with_fields(fields, block.end)
+
     def map_headers(self, change: Callable[[str, str], str]) -> Self:
         """Replace each value by ``change(name, value)``; unchanged fields keep their bytes."""
         block = self._block()

@@ -13,7 +13,9 @@ line, :class:`PlainFormatter` a readable ``key=value`` line.
 Standard tags: ``session_marker`` (connected, mail_from, rcpt_to, data, sending,
 delivered, deferred, bounced, frozen), ``local_ip``, ``remote_ip``, ``remote_address``,
 ``rfc822_id`` (Message-ID), ``local_id`` (envelope id), ``spool_id``, ``message_size``,
-``sender``, ``recipients``, ``command``, ``reply``, ``relay``, ``delay``.
+``sender``, ``recipients``, ``command``, ``reply``, ``relay``, ``delay``, ``fingerprint``
+(F115, :mod:`smtpx.fingerprint`: on the ``accepted`` line when the server's
+``fingerprints`` is on).
 
 With ``redact=True`` the local parts of addresses are masked (``a***@example.org``).
 Credentials never appear in the mail log: nothing passes AUTH payloads to it.
@@ -139,6 +141,8 @@ class MailLog:
 
 
 def _redacted(key: str, value: Any) -> Any:
+    if key == "fingerprint" and isinstance(value, Mapping):
+        return _names_only(value)
     if key not in _ADDRESS_TAGS:
         return value
     if isinstance(value, str):
@@ -146,6 +150,15 @@ def _redacted(key: str, value: Any) -> Any:
     if isinstance(value, Iterable):
         return [redact_address(str(v)) for v in value]
     return value
+
+
+def _names_only(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A fingerprint without header values (they hold addresses): names and MD5s stay."""
+    return {
+        "headers": [[name, "***"] for name, _ in fingerprint.get("headers", [])],
+        "md5": fingerprint.get("md5"),
+        "parts": [_names_only(p) for p in fingerprint.get("parts", [])],
+    }
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -199,6 +212,8 @@ def _plain(value: Any) -> str:
     """A field's value in a plain line: as it is, or quoted (JSON string escapes) when it
     is empty or holds a space, a quote or anything unprintable: a value a client chose
     (a user name, a HELO name) never ends the line or passes for another field."""
+    if isinstance(value, Mapping):  # a fingerprint: compact JSON
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     if text and text.isprintable() and not any(c.isspace() or c == '"' for c in text):
         return text

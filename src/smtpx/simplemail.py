@@ -42,8 +42,11 @@ import datetime
 import email.errors
 import email.policy
 import email.utils
+import getpass
 import mimetypes
 import os
+import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address as MailboxHeader
@@ -553,6 +556,17 @@ _RESERVED = frozenset(
 )
 
 
+def _tracing_headers() -> list[tuple[str, str]]:
+    """Where a message was sent from: the host, the user (when known), the program."""
+    try:
+        user: str | None = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry
+        user = None
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    found = [("X-Sending-Host", socket.gethostname()), ("X-Sending-User", user)]
+    return [(n, v) for n, v in [*found, ("X-Sending-Program", program)] if v]
+
+
 def _msg_id(value: str) -> str:
     value = value.strip()
     if not value or any(c in value for c in " \t\r\n"):
@@ -576,14 +590,17 @@ def build(
     date: datetime.datetime | str | None = None,
     auto_generated: bool = False,
     domain: str | None = None,
+    tracing_headers: bool = False,
 ) -> EmailMessage:
     """Compose a message (F119).
 
     Header fields, in this order: ``extra_headers``; ``From``; ``To``; ``Cc``;
     ``Reply-To``; ``Subject``; ``Message-ID``; ``In-Reply-To``; ``Auto-Submitted:
-    auto-generated`` and ``Precedence: bulk`` when ``auto_generated``; ``Date``; then the
-    MIME fields. ``bcc`` is checked but **never written**: Bcc recipients exist only in
-    the envelope (see :func:`send`).
+    auto-generated`` and ``Precedence: bulk`` when ``auto_generated``; ``Date``; with
+    ``tracing_headers``, ``X-Sending-Host``, ``X-Sending-User`` and ``X-Sending-Program``
+    (this machine's name, the user and the program: off by default, as they tell
+    strangers about the sender's system); then the MIME fields. ``bcc`` is checked but
+    **never written**: Bcc recipients exist only in the envelope (see :func:`send`).
 
     ``Message-ID`` is ``message_id``, or the one in ``extra_headers``, or a fresh
     :func:`email.utils.make_msgid` id on ``domain`` (by default the From address's
@@ -663,6 +680,10 @@ def build(
         if "precedence" not in extra_names:
             msg["Precedence"] = "bulk"
     msg["Date"] = dates[0] if dates else email.utils.formatdate(localtime=True)
+    if tracing_headers:
+        for name, value in _tracing_headers():
+            if name.lower() not in extra_names:
+                msg[name] = value
     msg["MIME-Version"] = "1.0"
     if attached:
         body = _Multipart("mixed", (body, *attached), inline_first=True)
@@ -759,6 +780,7 @@ async def send(
     date: datetime.datetime | str | None = None,
     auto_generated: bool = False,
     domain: str | None = None,
+    tracing_headers: bool = False,
     bounce_to: Sender | AddressLike | None = None,
     sender_args: MailParams | str | None = None,
     allow_rejected_recipients: bool = False,
@@ -787,6 +809,7 @@ async def send(
         date=date,
         auto_generated=auto_generated,
         domain=domain,
+        tracing_headers=tracing_headers,
     )
     sender = (
         _envelope_sender(bounce_to)

@@ -94,9 +94,11 @@ def test_shape_counts_by_domain_and_age(daemon: Daemon, queued: dict[str, list[s
 
 
 def test_status_words_match_the_api() -> None:
-    from smtpx.cli.spool import STATUS_WORDS
+    from smtpx.cli.spool import EVENT_KINDS, STATUS_WORDS
+    from smtpx.spool.types import EventKind
 
     assert set(STATUS_WORDS) == _STATUS_WORDS
+    assert set(EVENT_KINDS) == {k.value for k in EventKind} - {"ping"}
 
 
 @pytest.mark.parametrize(
@@ -112,6 +114,16 @@ def test_status_words_match_the_api() -> None:
         (["--sender", "alice|carol", "--younger", "1h"], "both"),
         (["--sender", "alice|carol", "--older", "1h"], "none"),
         (["--sender", "alice", "--recipient", "erin"], "none"),
+        # envelope selectors: header terms read the stored message (offline: the journal)
+        (["--select", "exists_header subject /^Report$/"], "carol"),
+        (
+            ["--select", "envelope_sender /^alice@/ or all_envelope_recipients /^(dave|erin)@/"],
+            "both",
+        ),
+        (
+            ["--select", "exists_envelope_recipient /^erin@/ and not exists_header To /erin/"],
+            "none",
+        ),
     ],
 )
 def test_filters_and_count(
@@ -256,6 +268,29 @@ def test_remove_takes_any_state_and_asks_above_three(daemon: Daemon) -> None:
     assert {m["status"] for m in daemon.messages(*only)} == {"removed"}
 
 
+def test_freeze_remove_recover_send_by_selector(daemon: Daemon) -> None:
+    picked = daemon.inject("pick@example.com", ["p@example.net"], count=2, subject="pick me")
+    (other,) = daemon.inject("pick@example.com", ["p@example.net"], subject="not me")
+    select = "envelope_sender /^pick@/ and exists_header Subject /^pick me$/"
+
+    def statuses() -> dict[str, str]:
+        return {m["id"]: m["status"] for m in daemon.messages("--sender", "^<pick@")}
+
+    frozen = daemon.cli("spool", "freeze", "--select", select)
+    assert frozen.exit_code == 0 and "frozen: 2 messages" in frozen.stdout
+    assert statuses() == {picked[0]: "frozen", picked[1]: "frozen", other: "send_at"}
+    # remove takes the messages the selector picks, and leaves the others be
+    removed = daemon.cli("spool", "remove", "--select", select)
+    assert removed.exit_code == 0 and "removed: 2 messages" in removed.stdout
+    assert statuses() == {picked[0]: "removed", picked[1]: "removed", other: "send_at"}
+    daemon.cli("spool", "recover", "--from", "removed", *picked)
+    sent = daemon.cli("spool", "send", "--select", select, "--retry-interval", "2h")
+    assert sent.exit_code == 0 and "released: 2 messages" in sent.stdout
+    daemon.wait_for(lambda m: m["id"] in picked and m["attempt_count"] >= 2, 2)
+    nothing = daemon.cli("spool", "send", "--select", "false")
+    assert nothing.exit_code == 0 and "released: 0 messages" in nothing.stdout
+
+
 def test_many_ids_go_in_chunks(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     import smtpx.cli.spool
 
@@ -364,9 +399,23 @@ def test_events_without_follow_stop_on_their_own(daemon: Daemon) -> None:
     assert 1.5 < took < 6
     events = [json.loads(line) for line in raw.stdout.splitlines()]
     assert {"spooled", "delayed"} <= {e["kind"] for e in events}
-    assert all(set(e) == {"time", "kind", "id", "detail"} for e in events)
+    assert all(set(e) == {"time", "kind", "id", "detail", "queue"} for e in events if e["id"])
+    assert {e["queue"] for e in events if e["kind"] == "spooled"} == {"active"}
     assert pretty.exit_code == 0
     assert re.search(r"spooled +[0-9A-Za-z_~]{16}", pretty.stdout)
+
+
+def test_events_of_a_queue_with_what_is_there(daemon: Daemon) -> None:
+    (message_id,) = daemon.inject("queue@example.com", ["q@example.net"])
+    daemon.cli("spool", "freeze", message_id)
+    args = ["--queue", "frozen", "--existing", "--kind", "frozen", "--timeout", "1s"]
+    result = daemon.cli("spool", "events", "--json", *args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    listed = [e for e in events if e["kind"] == "listed"]
+    assert message_id in {e["id"] for e in listed}
+    assert {e["queue"] for e in listed} == {"frozen"}
+    assert {e["kind"] for e in events} <= {"listed", "frozen", "ping"}
 
 
 def test_events_follow_until_interrupted(daemon: Daemon) -> None:
@@ -480,6 +529,13 @@ def test_default_socket_is_in_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ["send"],
         ["send", "x", "--retry-interval", "5q"],
         ["freeze"],
+        ["events", "--kind", "nope"],
+        ["events", "--queue", "elsewhere"],
+        ["freeze", "--select", "true", "x"],
+        ["remove"],
+        ["send", "--select", "true", "--all"],
+        ["status", "--select", "maybe"],
+        ["count", "--select", "envelope_sender /(/"],
         ["recover", "x"],
         ["recover", "--from", "nowhere", "x"],
         ["status", "--format", "xml"],

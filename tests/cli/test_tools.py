@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from smtpx.client import bsmtp_bytes
 from smtpx.envelope import Envelope
 from tests.cli.helpers import free_port, invoke
@@ -48,6 +50,71 @@ def test_bsmtp_parse_file_and_json(tmp_path: Path) -> None:
     # stdin works too
     piped = invoke("bsmtp", "parse", "--json", input=path.read_bytes())
     assert piped.stdout.splitlines() == lines
+
+
+def test_bsmtp_parse_select(tmp_path: Path) -> None:
+    path = tmp_path / "batch.bsmtp"
+    path.write_bytes(bsmtp_bytes(_envelopes()))
+    result = invoke("bsmtp", "parse", "--json", "--select", "envelope_sender /^<>$/", str(path))
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["recipients"] for line in result.stdout.splitlines()] == [
+        ["d@example.net"]
+    ]
+    text = invoke("bsmtp", "parse", "--select", "exists_header Subject /first/", str(path))
+    assert "message 1" in text.stdout and "message 2" not in text.stdout
+    assert "2 messages (1 selected), 0 refusals" in text.stderr
+    bad = invoke("bsmtp", "parse", "--select", "and", str(path))
+    assert bad.exit_code == 2 and "bad selector" in bad.stderr
+
+
+EML = (
+    b"From: Alice <alice@example.com>\r\nTo: bob@corp.example\r\nCc: x@other.example\r\n"
+    b"X-Spam: no\r\nSubject: hi\r\n\r\nbody\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["envelope_sender /^alice@example\\.com$/"], 0),  # the envelope from the headers
+        (["all_envelope_recipients /@corp\\.example$/"], 1),  # Cc is a recipient too
+        (["exists_header X-Spam /yes/"], 1),
+        (["not exists_header X-Spam /yes/ and exists_header subject /^hi$/"], 0),
+        (["--sender", "<>", "envelope_sender /^<>$/"], 0),
+        (["--recipient", "r@corp.example", "all_envelope_recipients /@corp\\.example$/"], 0),
+    ],
+)
+def test_select_one_message(tmp_path: Path, args: list[str], code: int) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(EML)
+    result = invoke("select", *args, str(path))
+    assert result.exit_code == code, result.output
+    assert result.stdout == (
+        "the selector matches\n" if code == 0 else "the selector does not match\n"
+    )
+    piped = invoke("select", *args, input=EML)  # stdin
+    assert piped.exit_code == code
+
+
+def test_select_bsmtp_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "batch.bsmtp"
+    path.write_bytes(bsmtp_bytes(_envelopes()))
+    picked = invoke("select", "--bsmtp", "exists_envelope_recipient /^c@/", str(path))
+    assert picked.exit_code == 0
+    assert picked.stdout.splitlines() == [
+        "message 1: the selector matches",
+        "message 2: the selector does not match",
+    ]
+    assert invoke("select", "--bsmtp", "false", str(path)).exit_code == 1
+    for args, what in [
+        (["envelope_sender x", str(path)], "bad selector"),
+        (["--bsmtp", "--sender", "a@b", "true", str(path)], "--sender"),
+        (["true"], "no envelope"),  # no From: give --sender and --recipient
+    ]:
+        result = invoke("select", *args, input=b"Subject: no From\r\n\r\n")
+        assert result.exit_code == 2 and what in result.output, (args, result.output)
+    given = invoke("select", "--sender", "a@b", "--recipient", "c@d", "true", input=b"\r\n")
+    assert given.exit_code == 0
 
 
 def test_bsmtp_parse_refusals() -> None:

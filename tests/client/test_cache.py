@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from smtpx.auth import Credentials
-from smtpx.client import CacheConfig, Client, ClientConfig, ConnectionCache, connect
+from smtpx.client import CacheConfig, CacheKey, Client, ClientConfig, ConnectionCache, connect
 from smtpx.envelope import Envelope, HostPort
 from smtpx.errors import CacheClosed, GaveUpWaiting, NoHopAvailable
 from smtpx.io import memory_pair
@@ -229,3 +229,70 @@ async def test_over_tcp_with_the_default_opener() -> None:
                 await send(cache, [hop])
             assert cache.opened == 1
     assert len(server.handlers) == 1 and len(server.messages()) == 3
+
+
+# -- warming (F78) ---------------------------------------------------------------------------
+
+
+def test_warm_sessions_are_open_before_any_envelope_and_stay_open() -> None:
+    async def scenario() -> None:
+        hosts = MemoryHosts()
+        warm = CacheConfig(keep_warm=(CacheKey(MX1),), warm_connections=2, idle_timeout=5)
+        async with ConnectionCache(warm, CONFIG, opener=hosts) as cache:
+            await asyncio.sleep(1)
+            assert cache.status() == {"mx1.test:25": {"open": 2, "idle": 2, "busy": 0}}
+            await asyncio.sleep(60)  # far past idle_timeout: warm sessions are exempt
+            assert cache.opened == 2 and cache.open_connections == 2
+            assert await send(cache, [MX1]) == MX1  # a warm session serves it
+            assert cache.opened == 2 and cache.reused == 1
+        assert cache.open_connections == 0
+        await asyncio.gather(*hosts.tasks)  # each warm session got its QUIT
+
+    run_virtual(scenario())
+
+
+def test_a_warm_session_that_drops_is_reopened() -> None:
+    async def scenario() -> None:
+        hosts = MemoryHosts()
+        warm = CacheConfig(keep_warm=(CacheKey(MX1),), warm_connections=1)
+        async with ConnectionCache(warm, CONFIG, opener=hosts) as cache:
+            await asyncio.sleep(1)
+            (slot,) = cache._pools[CacheKey(MX1)].idle
+            peer = slot.client._stream.peer  # type: ignore[attr-defined]
+            peer.write(replies.command_timeout().to_bytes())  # the server's idle timeout
+            peer.close()
+            await asyncio.sleep(3)
+            assert cache.opened == 2 and cache.open_connections == 1
+            assert hosts.sessions("mx1.test") == 2
+
+    run_virtual(scenario())
+
+
+def test_warming_failures_are_logged_and_retried_later(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        hosts = MemoryHosts(down=frozenset({"mx1.test"}))
+        keys = (CacheKey(MX1), CacheKey(MX2, route="example.net"))
+        warm = CacheConfig(keep_warm=keys, warm_connections=1, warm_retry=5)
+        async with ConnectionCache(warm, CONFIG, opener=hosts) as cache:
+            await asyncio.sleep(40)  # tries at 0, 5, 15 and 35 s
+            assert cache.status() == {
+                "mx2.test:25 route=example.net": {"open": 1, "idle": 1, "busy": 0}
+            }
+            hosts.down = frozenset()
+            await asyncio.sleep(80)  # the next try, 40 s after the last
+            assert cache.open_connections == 2
+            assert await send(cache, [MX3]) == MX3  # other destinations work as ever
+
+    caplog.set_level("INFO", logger="smtpx.client.cache")
+    run_virtual(scenario())
+    failures = [r for r in caplog.records if "keeping sessions warm" in r.getMessage()]
+    assert [r.levelname for r in failures] == ["INFO"] * 4
+    assert (
+        "mx1.test:25" in failures[0].getMessage() and "next try in 5s" in failures[0].getMessage()
+    )
+    assert "next try in 40s" in failures[-1].getMessage()
+
+
+def test_warm_connections_must_fit_the_per_address_limit() -> None:
+    with pytest.raises(ValueError, match="warm_connections"):
+        CacheConfig(keep_warm=(CacheKey(MX1),), warm_connections=11)

@@ -647,7 +647,7 @@ BAD_DOCUMENTS = [
     ("servr = {}", "servr: unknown key; did you mean 'server'?"),
     ("[spool]\nretry_interval = []", "spool.retry_interval: unknown key; did you mean"),
     ("[server]\nlisten_on = []", "server.listen_on: unknown key; did you mean 'listen'?"),
-    ("[log]\nzzz = 1", "log.zzz: unknown key (known keys: level, format)"),
+    ("[log]\nzzz = 1", "log.zzz: unknown key (known keys: level, format, fingerprints)"),
 ]
 
 

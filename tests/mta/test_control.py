@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -79,6 +80,30 @@ async def test_health_and_listing(api: TestClient[Any, Any]) -> None:
 async def test_filters(api: TestClient[Any, Any], query: str, count: int) -> None:
     result = await (await api.get("/v1/spool/count" + query)).json()
     assert result["count"] == count
+
+
+@pytest.mark.parametrize(
+    ("select", "count"),
+    [
+        ("envelope_sender /^boss@corp\\.example$/", 1),  # a bare address, no <>
+        ("exists_header Subject /^[12]$/", 2),  # read from the stored message
+        ("exists_envelope_recipient /^u1@/ or exists_header subject /^9$/", 2),
+        ("not all_headers Message-ID /@t>$/", 0),
+        ("all_envelope_recipients /@example\\.net$/ and true", 4),
+    ],
+)
+async def test_the_select_filter(api: TestClient[Any, Any], select: str, count: int) -> None:
+    result = await (await api.get("/v1/spool/count", params={"select": select})).json()
+    assert result["count"] == count
+    both = {"select": select, "status": "frozen"}  # ANDed with the other filters
+    assert (await (await api.get("/v1/spool/count", params=both)).json())["count"] == 0
+
+
+async def test_a_bad_selector_is_400(api: TestClient[Any, Any]) -> None:
+    for select in ("envelope_sender", "exists_header Subject /(/", "not " * 200 + "true"):
+        response = await api.get("/v1/spool/messages", params={"select": select})
+        assert response.status == 400
+        assert (await response.json())["error"].startswith("select: selector, at character")
 
 
 async def test_the_id_filter_takes_any_id_a_message_goes_by(
@@ -216,8 +241,102 @@ async def test_events_ping_within_bounds_streams(api: TestClient[Any, Any], mta:
         "kind": "frozen",
         "id": message_id,
         "detail": json.loads(line)["detail"],
+        "queue": "frozen",
     }
     response.close()
+
+
+async def test_following_a_queue(api: TestClient[Any, Any], mta: Mta) -> None:
+    """What F102's queue reader gave: the messages in a queue, then each new one."""
+    ids = [m.id for m in mta.spool.status()]
+    await api.post("/v1/spool/freeze", json={"ids": ids[:1]})
+    query = {"queue": "frozen", "existing": "1", "ping": "3600"}
+    response = await api.get("/v1/spool/events", params=query)
+
+    async def line() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+        return found
+
+    listed = await line()
+    assert (listed["kind"], listed["id"], listed["queue"]) == ("listed", ids[0], "frozen")
+    await api.post("/v1/spool/send", json={"ids": ids[:1]})  # leaves frozen: not shown
+    await api.post("/v1/spool/freeze", json={"ids": ids[1:2]})
+    frozen = await line()
+    assert (frozen["kind"], frozen["id"], frozen["queue"]) == ("frozen", ids[1], "frozen")
+    response.close()
+
+    by_kind = await api.get("/v1/spool/events", params={"kind": "removed,unfrozen", "ping": "3600"})
+    await api.post("/v1/spool/freeze", json={"ids": ids[2:3]})  # not this kind
+    await api.post("/v1/spool/send", json={"ids": ids[1:2]})
+    unfrozen = json.loads(await asyncio.wait_for(by_kind.content.readline(), 5))
+    assert (unfrozen["kind"], unfrozen["id"], unfrozen["queue"]) == ("unfrozen", ids[1], "active")
+    by_kind.close()
+
+
+@pytest.mark.parametrize("query", [{"kind": "spooled,nope"}, {"queue": "elsewhere"}])
+async def test_bad_event_filters_are_400(api: TestClient[Any, Any], query: dict[str, str]) -> None:
+    response = await api.get("/v1/spool/events", params=query)
+    assert response.status == 400
+    assert next(iter(query)) in (await response.json())["error"]
+
+
+async def test_the_error_stream(api: TestClient[Any, Any], mta: Mta) -> None:
+    before = logging.getLogger("smtpx.test.control")
+    before.error("logged before anyone watched: %s", "kept")
+    response = await api.get("/v1/errors", params={"recent": "1", "ping": "0.1"})
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+
+    async def line() -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+        return found
+
+    first = await line()
+    assert first["message"] == "logged before anyone watched: kept" and first["kind"] == "error"
+    before.warning("not an error: not streamed")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        before.exception("it failed")
+    await asyncio.to_thread(before.critical, "from a thread")
+    second, third = await line(), await line()
+    assert (second["message"], second["level"], second["seq"]) == (
+        "it failed",
+        "error",
+        first["seq"] + 1,
+    )
+    assert "ValueError: boom" in second["exception"]
+    assert (third["message"], third["level"]) == ("from a thread", "critical")
+    heartbeat = await line()
+    assert heartbeat["kind"] == "heartbeat" and heartbeat["seq"] == third["seq"]
+    response.close()
+    for query in ({"recent": "x"}, {"ping": "0"}):
+        assert (await api.get("/v1/errors", params=query)).status == 400
+
+
+async def test_the_envelope_cache_and_process_streams(api: TestClient[Any, Any], mta: Mta) -> None:
+    received = await api.get("/v1/server/envelopes", params={"ping": "3600"})
+    async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+        assert (await client.send(message(7, to="z@example.net"))).ok
+    line = json.loads(await asyncio.wait_for(received.content.readline(), 5))
+    assert (line["kind"], line["sender"], line["recipients"]) == (
+        "envelope",
+        "<a@example.com>",
+        ["z@example.net"],
+    )
+    assert line["size"] > 0 and line["id"]
+    received.close()
+
+    cache = await api.get("/v1/cache/stream", params={"interval": "0.1"})
+    first = json.loads(await asyncio.wait_for(cache.content.readline(), 5))
+    second = json.loads(await asyncio.wait_for(cache.content.readline(), 5))
+    assert first["kind"] == second["kind"] == "cache" and second["time"] > first["time"]
+    assert set(first) >= {"open", "opened", "reused", "destinations"}
+    cache.close()
+    assert (await api.get("/v1/cache/stream", params={"interval": "0"})).status == 400
+
+    process = await (await api.get("/v1/process")).json()
+    assert process["pid"] == os.getpid() and process["rss_bytes"] > 0
+    assert process["asyncio_tasks"] >= 1 and len(process["gc_counts"]) == 3
 
 
 async def test_cache_and_server(api: TestClient[Any, Any]) -> None:

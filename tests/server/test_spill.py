@@ -132,3 +132,46 @@ async def test_no_room_for_the_file_is_452_and_the_session_goes_on(tmp_path: Pat
             assert str(refused.reply.enhanced) == "4.3.1"
             assert (await client.send(big(2, 1000))).ok
     assert [n for _, n in plugin.seen] == [big(2, 1000).message]
+
+
+async def test_the_files_budget_exhausted_is_452_and_the_session_goes_on() -> None:
+    plugin = Record()
+    cfg = config(spill_threshold=16 * 1024, max_spilled=100 * 1024)
+    async with (
+        Server(plugin, cfg) as server,
+        connect("127.0.0.1", server.ports[0], config=CLIENT) as client,
+    ):
+        refused = await client.send(big(1, 500_000))  # read to its end, then refused
+        assert not refused.ok and refused.reply.code == 452, refused
+        assert str(refused.reply.enhanced) == "4.3.1"
+        assert "Insufficient system storage" in refused.reply.text
+        assert (await client.send(big(2, 90_000))).ok  # within the budget: spilled, kept
+        assert server.buffers.refused == 1 and server.buffers.spilled == 0
+    assert [n for _, n in plugin.seen] == [big(2, 90_000).message]
+
+
+async def test_the_files_budget_is_shared_by_the_sessions() -> None:
+    plugin = Record()
+    cfg = config(spill_threshold=16 * 1024, max_spilled=100 * 1024)
+    async with Server(plugin, cfg) as server:
+        # A first client is half-way through a message: 80 KB of it are in a file.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
+        writer.write(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+        writer.write(b"Subject: x\r\n\r\n" + (b"y" * 78 + b"\r\n") * 1000)
+        await writer.drain()
+        while server.buffers.spilled < 80_000:
+            await asyncio.sleep(0.01)
+        async with connect("127.0.0.1", server.ports[0], config=CLIENT) as client:
+            refused = await client.send(big(3, 40_000))  # 80 + 40 KB: over
+            assert refused.reply.code == 452, refused
+            writer.write(b".\r\nQUIT\r\n")  # the first message ends: its file goes
+            await writer.drain()
+            answers = b""
+            while b"\r\n221 " not in answers:
+                answers += await asyncio.wait_for(reader.read(4096), 5)
+            assert answers.split(b"\r\n")[-3].startswith(b"250 "), answers  # it was taken
+            while server.buffers.spilled:
+                await asyncio.sleep(0.01)
+            assert (await client.send(big(4, 40_000))).ok
+        writer.close()
+    assert len(plugin.seen) == 2 and plugin.seen[1][1] == big(4, 40_000).message

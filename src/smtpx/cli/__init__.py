@@ -17,6 +17,7 @@ from smtpx.cli import config as _config
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
+from smtpx.cli import log as _log
 from smtpx.cli import route as _route
 from smtpx.cli import send as _send
 from smtpx.cli import sendmail as _sendmail
@@ -64,12 +65,15 @@ def main() -> None:
     smtpx spool shape                        the queue by domain and age (qshape)
     smtpx spool freeze|send|remove|recover   operate the queue
     smtpx spool events --follow              watch deliveries as they happen
-    smtpx daemon status|cache|reload-tls     the running MTA itself
+    smtpx daemon status|cache|errors|reload-tls   the running MTA itself
     smtpx config show                        the configuration, defaults included
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue
     smtpx send / smtpx sendmail -t           send mail from the command line
+    smtpx select EXPR FILE                   does an envelope selector pick a message
+    smtpx tools transform --config F FILE    normalise mail to compare two MTAs
+    smtpx log sessions|select LOG            the JSON mail log read back
 
     Run as sendmail or mailq (a symlink to smtpx), smtpx is sendmail(8) and mailq.
 
@@ -262,4 +266,7 @@ main.add_command(_route.route)
 main.add_command(_send.send)
 main.add_command(_sendmail.sendmail)
 main.add_command(_tools.bsmtp)
+main.add_command(_tools.select)
+main.add_command(_tools.tools)
+main.add_command(_log.log)
 main.add_command(_tools.stress_test)

@@ -9,6 +9,7 @@ the API calls bad, 1 when the API refuses the operation (unknown id, wrong state
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import click
 
 from smtpx.cli.common import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, Failure
 from smtpx.cli.locate import describe_down
 from smtpx.errors import describe
 
-__all__ = ["ControlClient", "Target"]
+__all__ = ["ControlClient", "Target", "watch"]
 
 REQUEST_TIMEOUT = 60.0
 
@@ -180,3 +182,45 @@ async def _refusal(response: aiohttp.ClientResponse, where: str) -> Failure:
     if response.status in (404, 409):
         return Failure(message, EXIT_FAILURE)
     return Failure(f"{where} answered {response.status}: {message}", EXIT_FAILURE)
+
+
+async def watch(
+    target: Target, path: str, *, follow: bool, timeout: float, what: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The NDJSON lines of the stream at ``path``, as (text, object). Without ``follow``,
+    it ends after ``timeout`` seconds or at the first ping or heartbeat (included),
+    whichever comes first."""
+    loop = asyncio.get_running_loop()
+    deadline = None if follow else loop.time() + timeout
+    async with ControlClient(target) as client, client.stream(path) as content:
+        how = "until interrupted" if follow else f"for up to {timeout:g}s"
+        click.echo(f"watching {what} of {target.describe()} {how}", err=True)
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            try:
+                line = await asyncio.wait_for(content.readline(), remaining)
+            except TimeoutError:
+                return
+            except aiohttp.ClientError as exc:
+                raise Failure(
+                    f"lost the connection to {target.describe()} ({exc})", EXIT_UNREACHABLE
+                ) from None
+            if not line:
+                raise Failure(
+                    f"{target.describe()} closed the {what} stream (is smtpx serve stopping?)",
+                    EXIT_UNREACHABLE,
+                )
+            text = line.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                event = {"kind": "?", "detail": text}
+            yield text, event
+            if event.get("kind") in ("ping", "heartbeat") and not follow:
+                return

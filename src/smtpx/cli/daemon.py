@@ -1,15 +1,17 @@
 """``smtpx daemon``: the running MTA itself (health, statistics, the connection cache,
-reloading the TLS certificate), through the same control plane as ``smtpx spool``."""
+its errors, reloading the TLS certificate), through the same control plane as
+``smtpx spool``."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
 
-from smtpx.cli.client import ControlClient, Target
-from smtpx.cli.common import run
+from smtpx.cli.client import ControlClient, Target, watch
+from smtpx.cli.common import DurationType, run
 from smtpx.cli.spool import _online, connection_options
 from smtpx.units import short_duration as span
 
@@ -18,7 +20,7 @@ __all__ = ["daemon"]
 
 @click.group()
 def daemon() -> None:
-    """The running smtpx serve: health, statistics, cache, TLS reload."""
+    """The running smtpx serve: health, statistics, cache, errors, TLS reload."""
 
 
 async def _get(target: Target, path: str) -> Any:
@@ -76,3 +78,61 @@ def reload_tls(ctx: click.Context, /) -> None:
     """Read the TLS certificate and key files again (new handshakes use them)."""
     run(_post(_online(ctx), "v1/tls/reload"))
     click.echo("TLS certificate reloaded")
+
+
+@daemon.command()
+@connection_options(offline=False)
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until interrupted (Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print the NDJSON lines as they come.")
+@click.option(
+    "--recent",
+    type=click.IntRange(0, 100),
+    default=10,
+    show_default=True,
+    help="First show this many of the last errors the daemon kept.",
+)
+@click.option(
+    "--timeout",
+    type=DurationType(),
+    default="5s",
+    show_default=True,
+    help="Without --follow: stop after this long (or at the first heartbeat).",
+)
+@click.pass_context
+def errors(
+    ctx: click.Context, /, *, follow: bool, as_json: bool, recent: int, timeout: float
+) -> None:
+    """Print the daemon's error-level log records as they happen.
+
+    Each has a sequence number: a gap means errors were logged while nobody watched (the
+    daemon keeps the last 100). Heartbeats come every 10 s with --follow.
+    """
+    try:
+        run(_errors(_online(ctx), follow=follow, as_json=as_json, recent=recent, timeout=timeout))
+    except KeyboardInterrupt:
+        return
+
+
+async def _errors(
+    target: Target, *, follow: bool, as_json: bool, recent: int, timeout: float
+) -> None:
+    ping = "" if follow else f"&ping={max(0.1, timeout / 2):g}"
+    path = f"v1/errors?recent={recent}{ping}"
+    async for text, event in watch(target, path, follow=follow, timeout=timeout, what="errors"):
+        if as_json:
+            click.echo(text)
+        elif event.get("kind") == "error":
+            click.echo(_error_text(event))
+
+
+def _error_text(event: dict[str, Any]) -> str:
+    """``#seq 2026-11-24T04:51:50Z error logger: message``, then the traceback."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(event.get("time", 0))))
+    text = f"#{event.get('seq')} {when} {event.get('level')} {event.get('logger')}: "
+    text += str(event.get("message"))
+    fields = event.get("fields")
+    if isinstance(fields, dict):
+        text += "".join(f" {k}={v}" for k, v in fields.items() if k not in ("flows",))
+    if event.get("exception"):
+        text += "\n" + str(event["exception"])
+    return text

@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import click
 
 from smtpx.cli import locate
 from smtpx.cli.common import (
     EXIT_FAILURE,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
     DurationType,
     Failure,
@@ -54,6 +53,21 @@ STATUS_WORDS = (
     "sending",
     "quarantined",
     "delivered",
+)
+# smtpx.spool.types.EventKind, without the ping (what GET /v1/spool/events?kind= takes).
+EVENT_KINDS = (
+    "spooled",
+    "presend",
+    "delivered",
+    "delayed",
+    "delayed_rate_limited",
+    "frozen",
+    "unfrozen",
+    "removed",
+    "recovered",
+    "purged",
+    "quarantined",
+    "bounced",
 )
 CHUNK = 200  # ids per request for freeze/send/remove/recover
 ASK_ABOVE = 3  # remove asks for confirmation for more ids than this (--yes does not)
@@ -227,6 +241,25 @@ def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
+def _check_selector(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from smtpx.errors import ParseError  # noqa: PLC0415
+        from smtpx.selector import parse  # noqa: PLC0415
+
+        try:
+            parse(value)
+        except ParseError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+SELECT_HELP = (
+    "An envelope selector, like: envelope_sender /@example\\.com$/ and not "
+    "exists_header X-Spam /yes/ (see smtpx select --help)."
+)
+select_option = click.option("--select", metavar="EXPR", callback=_check_selector, help=SELECT_HELP)
+
+
 def filter_options(function: F) -> F:
     """The status filters (ANDed; for multi-valued fields any value may match)."""
     options = [
@@ -262,6 +295,7 @@ def filter_options(function: F) -> F:
         click.option(
             "--younger", type=DurationType(), help="Shorter than this on the spool (like 1h)."
         ),
+        select_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -270,7 +304,7 @@ def filter_options(function: F) -> F:
 
 def _query(filters: dict[str, Any]) -> dict[str, str]:
     query: dict[str, str] = {}
-    for name in ("id", "sender", "recipient", "next_hop", "status"):
+    for name in ("id", "sender", "recipient", "next_hop", "status", "select"):
         if filters.get(name) is not None:
             query[name] = str(filters[name])
     for name in ("older", "younger"):
@@ -285,8 +319,44 @@ def _offline_messages(directory: Path, filters: dict[str, Any]) -> list[dict[str
 
     if not (directory / "journal").is_dir():
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+    select = filters.pop("select", None)
     chosen = MessageFilter(**{k: v for k, v in filters.items() if v is not None})
-    return [message_json(m) for m in chosen.select(Spool.status_from_disk(directory), time.time())]
+    messages = chosen.select(Spool.status_from_disk(directory), time.time())
+    if select is not None:
+        messages = _offline_select(directory, messages, select)
+    return [message_json(m) for m in messages]
+
+
+def _offline_select(directory: Path, messages: list[Any], select: str) -> list[Any]:
+    from smtpx.protocol import dot_unstuff  # noqa: PLC0415
+    from smtpx.selector import parse  # noqa: PLC0415
+    from smtpx.spool.filter import selector_fields  # noqa: PLC0415
+    from smtpx.spool.journal import Journal  # noqa: PLC0415
+
+    selector, journal = parse(select), Journal(directory)
+
+    def content(message: Any) -> bytes | None:
+        if not selector.uses_headers:
+            return None
+        return dot_unstuff(journal.read_body_raw(message.location)[0])
+
+    try:
+        return [m for m in messages if selector.matches(selector_fields(m, content(m)))]
+    except OSError as exc:
+        raise Failure(f"cannot read a message of {directory}: {exc}", EXIT_FAILURE) from None
+
+
+def _selected_ids(target: Target, select: str, statuses: tuple[str, ...]) -> list[str]:
+    """The ids of the messages ``select`` picks whose status is one of ``statuses``."""
+    body = run(_ask(target, lambda c: c.get_json("v1/spool/messages", {"select": select})))
+    return [m["id"] for m in body["messages"] if m["status"] in statuses]
+
+
+def _ids_or_select(ids: tuple[str, ...], select: str | None) -> None:
+    if ids and select is not None:
+        raise click.UsageError("give message ids or --select: not both")
+    if not ids and select is None:
+        raise click.UsageError("give message ids, or --select EXPR")
 
 
 async def _ask(target: Target, request: Callable[[ControlClient], Any]) -> Any:
@@ -477,11 +547,15 @@ def _plural(n: int) -> str:
 
 @spool.command()
 @connection_options(offline=False)
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
 @click.pass_context
-def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
-    """Freeze messages: they stay on the spool, untried, until sent."""
-    wanted = _unique(ids)
+def freeze(ctx: click.Context, /, *, select: str | None, ids: tuple[str, ...]) -> None:
+    """Freeze messages (the ids, or the active ones --select picks): they stay on the
+    spool, untried, until sent."""
+    _ids_or_select(ids, select)
+    active = ("send_now", "send_at", "sending")
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, active)
     run(_for_ids(_online(ctx), "v1/spool/freeze", wanted, {}, "freezing"))
     click.echo(f"frozen: {_plural(len(wanted))}")
 
@@ -497,6 +571,7 @@ def freeze(ctx: click.Context, /, *, ids: tuple[str, ...]) -> None:
     type=RetryIntervalType(),
     help="Retry intervals to use first if this attempt fails (repeatable; like 5m or 5m~30s).",
 )
+@select_option
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 @click.pass_context
 def send_command(
@@ -506,9 +581,18 @@ def send_command(
     send_all: bool,
     frozen: bool,
     retry_intervals: tuple[str, ...],
+    select: str | None,
     ids: tuple[str, ...],
 ) -> None:
-    """Try messages now: the given ids, or --all, or --frozen (unfreezing them)."""
+    """Try messages now: the given ids, or --all, or --frozen (unfreezing them), or the
+    frozen and waiting ones --select picks."""
+    if select is not None:
+        if ids or send_all or frozen:
+            raise click.UsageError("give --select alone: not with ids, --all or --frozen")
+        ids = tuple(_selected_ids(_online(ctx), select, ("frozen", "send_at")))
+        if not ids:
+            click.echo(f"released: {_plural(0)}")
+            return
     if ids and (send_all or frozen):
         raise click.UsageError("give message ids, or --all, or --frozen: not several")
     if send_all and frozen:
@@ -533,18 +617,21 @@ def send_command(
 @spool.command()
 @connection_options(offline=False)
 @click.option("--yes", is_flag=True, help=f"Do not ask, even for more than {ASK_ABOVE} ids.")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
 @click.pass_context
-def remove(ctx: click.Context, /, *, yes: bool, ids: tuple[str, ...]) -> None:
-    """Remove messages, in any state: never tried again, kept until purged, and
-    brought back with recover --from removed.
+def remove(ctx: click.Context, /, *, yes: bool, select: str | None, ids: tuple[str, ...]) -> None:
+    """Remove messages (the ids, or those --select picks), in any state: never tried
+    again, kept until purged, and brought back with recover --from removed.
 
     A message being sent right now is marked removed; the attempt under way ends as it
     ends (mail a server took cannot be called back), and the message stays removed,
     unless that attempt delivered it to every recipient. Asks first for more than 3
-    ids (--yes: do not ask; needed when the ids come from a pipe).
+    messages (--yes: do not ask; needed when the answer cannot come from a terminal).
     """
-    wanted = _unique(ids)
+    _ids_or_select(ids, select)
+    queued = ("send_now", "send_at", "sending", "frozen")
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, queued)
     if len(wanted) > ASK_ABOVE and not yes:
         click.confirm(f"Remove {_plural(len(wanted))}?", abort=True, err=True)
     run(_for_ids(_online(ctx), "v1/spool/remove", wanted, {}, "removing"))
@@ -688,64 +775,68 @@ def _offline_show(directory: Path, message_id: str) -> list[tuple[dict[str, Any]
     show_default=True,
     help="Without --follow: stop after this long (or at the first ping).",
 )
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(EVENT_KINDS),
+    help="Only events of this kind (repeatable).",
+)
+@click.option(
+    "--queue",
+    type=click.Choice(("active", "frozen", "removed", "quarantine", "delivered")),
+    help="Only events that leave the message in this queue.",
+)
+@click.option(
+    "--existing",
+    is_flag=True,
+    help="First list the messages already there (of --queue), as 'listed' events.",
+)
 @click.pass_context
-def events(ctx: click.Context, /, *, follow: bool, as_json: bool, timeout: float) -> None:
+def events(
+    ctx: click.Context,
+    /,
+    *,
+    follow: bool,
+    as_json: bool,
+    timeout: float,
+    kinds: tuple[str, ...],
+    queue: str | None,
+    existing: bool,
+) -> None:
     """Print spool events as they happen (spooled, delivered, delayed, frozen...).
 
     Without --follow: until the daemon's next ping or --timeout, whichever comes first.
+    To follow a queue: smtpx spool events --follow --queue frozen --existing.
     """
+    query = {"kind": ",".join(kinds)} if kinds else {}
+    query |= {"queue": queue} if queue else {}
+    query |= {"existing": "1"} if existing else {}
     target = _online(ctx)
     try:
-        run(_events(target, follow=follow, as_json=as_json, timeout=timeout))
+        run(_events(target, follow=follow, as_json=as_json, timeout=timeout, query=query))
     except KeyboardInterrupt:
         return
 
 
-async def _events(target: Target, *, follow: bool, as_json: bool, timeout: float) -> None:
-    import aiohttp  # noqa: PLC0415
-
+async def _events(
+    target: Target, *, follow: bool, as_json: bool, timeout: float, query: dict[str, str]
+) -> None:
     from smtpx.cli import render  # noqa: PLC0415
-    from smtpx.cli.client import ControlClient  # noqa: PLC0415
+    from smtpx.cli.client import watch  # noqa: PLC0415
 
-    loop = asyncio.get_running_loop()
-    deadline = None if follow else loop.time() + timeout
     out = console()
     # Without --follow, ask for a ping soon: the first one ends the listing.
-    path = "v1/spool/events" if follow else f"v1/spool/events?ping={max(0.1, timeout / 2):g}"
-    async with ControlClient(target) as client, client.stream(path) as content:
-        how = "until interrupted" if follow else f"for up to {timeout:g}s"
-        click.echo(f"watching spool events of {target.describe()} {how}", err=True)
-        while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return
-            try:
-                line = await asyncio.wait_for(content.readline(), remaining)
-            except TimeoutError:
-                return
-            except aiohttp.ClientError as exc:
-                raise Failure(
-                    f"lost the connection to {target.describe()} ({exc})", EXIT_UNREACHABLE
-                ) from None
-            if not line:
-                raise Failure(
-                    f"{target.describe()} closed the event stream (is smtpx serve stopping?)",
-                    EXIT_UNREACHABLE,
-                )
-            text = line.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                event = json.loads(text)
-            except ValueError:
-                event = {"kind": "?", "detail": text}
-            kind = event.get("kind") if isinstance(event, dict) else None
-            if as_json:
-                click.echo(text)
-            elif kind != "ping" and isinstance(event, dict):
-                out.print(render.render_event(event), soft_wrap=True)
-            if kind == "ping" and not follow:
-                return
+    if not follow:
+        query = {**query, "ping": f"{max(0.1, timeout / 2):g}"}
+    path = "v1/spool/events" + (f"?{urlencode(query)}" if query else "")
+    async for text, event in watch(
+        target, path, follow=follow, timeout=timeout, what="spool events"
+    ):
+        if as_json:
+            click.echo(text)
+        elif event.get("kind") != "ping":
+            out.print(render.render_event(event), soft_wrap=True)
 
 
 @spool.command()

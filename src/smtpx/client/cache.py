@@ -12,6 +12,13 @@ usable destination is at its limit::
 
 A session whose block raised, or that is left mid-transaction or closed, is dropped, never
 handed out again.
+
+**Warming** (F78): ``CacheConfig.keep_warm`` lists keys (address, credentials, route) to
+which ``warm_connections`` sessions are kept open at all times, ready before the first
+envelope: a background task opens what is missing, replaces sessions that the peer closed
+or that were used up, and exempts them from the idle timeout. A failure to open is logged
+and retried later (after ``warm_retry`` seconds, doubling up to five minutes), never
+raised. Delivery uses a warm session when it asks for the same key.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ Opener = Callable[[HostPort, Credentials | None], Awaitable[Client]]
 TlsPolicy = Callable[[HostPort, str | None], Awaitable[TlsConfig | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    address: HostPort
+    credentials: Credentials | None = None
+    route: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CacheConfig:
     """Limits (the reference's defaults, F76)."""
@@ -55,13 +69,13 @@ class CacheConfig:
     open_timeout: float = 10.0  # connect + greeting + EHLO + TLS + AUTH
     give_up_after: float = 120.0  # wait this long at most for a usable destination
     close_timeout: float = 5.0  # for each QUIT when the cache closes
+    keep_warm: tuple[CacheKey, ...] = ()  # keys to keep sessions open to (F78)
+    warm_connections: int = 1  # sessions kept open to each of keep_warm
+    warm_retry: float = 5.0  # first wait after a failure to open a warm session
 
-
-@dataclass(frozen=True, slots=True)
-class CacheKey:
-    address: HostPort
-    credentials: Credentials | None = None
-    route: str | None = None
+    def __post_init__(self) -> None:
+        if self.keep_warm and not 1 <= self.warm_connections <= self.max_connections_per_address:
+            raise ValueError("warm_connections: from 1 to max_connections_per_address")
 
 
 @dataclass
@@ -102,11 +116,15 @@ class ConnectionCache:
         self._changed = asyncio.Condition()
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
+        self._warmer: asyncio.Task[None] | None = None
         self.opened = 0  # counters, for status and tests
         self.reused = 0
 
     async def __aenter__(self) -> ConnectionCache:
-        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        loop = asyncio.get_running_loop()
+        self._reaper = loop.create_task(self._reap())
+        if self.config.keep_warm:
+            self._warmer = loop.create_task(self._keep_warm())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -254,8 +272,13 @@ class ConnectionCache:
             await asyncio.sleep(period)
             now = loop.time()
             stale: list[Client] = []
-            for pool in self._pools.values():
-                keep = [s for s in pool.idle if now - s.idle_since < self.config.idle_timeout]
+            for key, pool in self._pools.items():
+                warm = pool.idle[-self.config.warm_connections :] if self._is_warm(key) else []
+                keep = [
+                    s
+                    for s in pool.idle
+                    if now - s.idle_since < self.config.idle_timeout or s in warm
+                ]
                 stale.extend(s.client for s in pool.idle if s not in keep)
                 pool.idle = keep
             for client in stale:
@@ -264,14 +287,73 @@ class ConnectionCache:
             if stale:
                 await self._notify()
 
+    def _is_warm(self, key: CacheKey) -> bool:
+        return key in self.config.keep_warm
+
+    async def _keep_warm(self) -> None:
+        """Keep ``warm_connections`` sessions open to each key of ``keep_warm``."""
+        loop = asyncio.get_running_loop()
+        period = max(0.05, min(1.0, self.config.idle_timeout / 2))
+        retry: dict[CacheKey, tuple[float, float]] = {}  # key -> (next try, last wait)
+        while not self._closed:
+            for key in self.config.keep_warm:
+                when, wait = retry.get(key, (0.0, 0.0))
+                if loop.time() < when:
+                    continue
+                try:
+                    await self._warm(key)
+                    retry.pop(key, None)
+                except (OSError, TimeoutError, SMTPXError) as exc:
+                    wait = min(300.0, wait * 2 or self.config.warm_retry)
+                    retry[key] = (loop.time() + wait, wait)
+                    log.info(
+                        "keeping sessions warm: cannot open one with %s: %s (next try in %gs)",
+                        key.address,
+                        exc,
+                        wait,
+                    )
+            await asyncio.sleep(period)
+
+    async def _warm(self, key: CacheKey) -> None:
+        """Drop the idle sessions of ``key`` that died, open what is missing."""
+        pool = self._pools.setdefault(key, _Pool())
+        alive = [s for s in pool.idle if not (s.client.is_closed or s.client._stream.has_input)]
+        for slot in pool.idle:
+            if slot not in alive:
+                self._open -= 1
+                slot.client.close()
+        pool.idle = alive
+        while (
+            not self._closed
+            and pool.open < self.config.warm_connections
+            and self._open < self.config.max_open_connections
+        ):
+            pool.busy += 1
+            self._open += 1
+            try:
+                client = await self._open_session(key.address, key.credentials, key.route)
+            except BaseException:
+                self._open -= 1
+                raise
+            finally:
+                pool.busy -= 1
+            self.opened += 1
+            if self._closed:
+                self._open -= 1
+                await client.quit(self.config.close_timeout)
+                return
+            pool.idle.append(_Slot(client, idle_since=asyncio.get_running_loop().time()))
+            await self._notify()
+
     async def close(self) -> None:
         """Refuse new sessions, QUIT the idle ones (busy ones close when released)."""
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-            self._reaper = None
+        for task in (self._warmer, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reaper = self._warmer = None
         idle = [slot.client for pool in self._pools.values() for slot in pool.idle]
         for pool in self._pools.values():
             pool.idle.clear()

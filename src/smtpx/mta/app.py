@@ -386,5 +386,6 @@ def spool_config(config: MtaConfig) -> SpoolConfig:
         reporting_mta=config.hostname,
         delay_warning_after=settings.delay_warning_after,
         failed_retention=settings.failed_retention,
+        cache=config.cache_config(),
         postgresql=settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None,
     )

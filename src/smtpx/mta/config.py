@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smtpx.auth.credentials import Credentials
+from smtpx.client.cache import CacheConfig, CacheKey
 from smtpx.client.config import CertificateCheck, Chunking, ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import HostPort, RetryInterval
 from smtpx.errors import ConfigError, ParseError
@@ -245,7 +246,8 @@ class ServerSettings:
       with ``exempt_trusted_networks``, ``relay.trusted_networks`` are not limited.
     * ``spill_threshold``: octets of a message a session keeps in memory; the rest goes to
       an unnamed file in the spool's directory until the message is spooled.
-      ``max_buffered``: octets all sessions together keep in memory.
+      ``max_buffered``: octets all sessions together keep in memory; ``max_spilled``:
+      octets they keep in those files, past which a transaction gets ``452 4.3.1``.
     * ``dsn``: offer DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the
       message, honoured in our notices, and passed on to a next hop that offers DSN.
     * ``proxied``: addresses of ``listen`` or ``submission`` behind a load balancer:
@@ -271,6 +273,7 @@ class ServerSettings:
     bare_newlines: BareNewlines = BareNewlines.REJECT
     spill_threshold: int = 256 * 1024
     max_buffered: int = 64 * 1024 * 1024
+    max_spilled: int = 4 * 1024 * 1024 * 1024
     dsn: bool = True
     proxied: tuple[ListenAddress, ...] = ()
     proxy_from: tuple[IPNetwork, ...] = ()
@@ -490,6 +493,8 @@ class RoutingSettings:
     * ``resolver``: the DNS resolver (an IP address and port) for MX, MTA-STS, TLSA and
       MX host address lookups; None: the system's (``/etc/resolv.conf``).
     * ``mta_sts``, ``dane``, ``tlsrpt``: outbound TLS policies (:mod:`smtpx.mta.tlspolicy`).
+    * ``warm_connections``: sessions kept open at all times to the smarthost and to the
+      first next hop of every explicit route (F78; 0: none), reopened when they drop.
     """
 
     smarthost: HostPort | None = None
@@ -501,6 +506,7 @@ class RoutingSettings:
     mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
     dane: DaneSettings = field(default_factory=DaneSettings)
     tlsrpt: TlsRptSettings = field(default_factory=TlsRptSettings)
+    warm_connections: int = 0
 
 
 # The header fields a DKIM signature covers by default: RFC 6376 5.4.1's list, the MIME
@@ -695,10 +701,13 @@ LOG_FORMATS = ("plain", "json")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     """``[log]``: ``level`` is one of debug, info, warning, error, critical; ``format`` is
-    plain (human-readable lines) or json (one object per line)."""
+    plain (human-readable lines) or json (one object per line); ``fingerprints`` adds each
+    message's fingerprint (header fields, an MD5 per MIME part; F115) to its ``accepted``
+    line."""
 
     level: str = "info"
     format: str = "plain"
+    fingerprints: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -749,9 +758,11 @@ data_rate_grace = "1m"
 # A bare CR or LF inside a message: "reject" it (500 5.5.2) or "normalize" it to CRLF.
 bare_newlines = "reject"
 # A session keeps up to spill_threshold of a message in memory, the rest in an unnamed
-# file in the spool directory; all sessions together keep at most max_buffered in memory.
+# file in the spool directory; all sessions together keep at most max_buffered in memory,
+# and at most max_spilled in those files (more: 452 4.3.1, try later).
 spill_threshold = "256K"
 max_buffered = "64M"
+max_spilled = "4G"
 # Offer DSN (RFC 3461): NOTIFY=SUCCESS/FAILURE/DELAY/NEVER, ORCPT, RET, ENVID.
 dsn = true
 # Listeners behind a load balancer (addresses of listen or submission): each connection
@@ -969,6 +980,7 @@ socket = "./var/control.sock"
 [log]
 level = "info"          # debug, info, warning, error or critical
 format = "plain"        # or "json"
+fingerprints = false    # each accepted message's header fields and part MD5s in its log line
 """
 
 
@@ -1057,6 +1069,14 @@ def _prefix(maximum: int) -> Callable[[object, str], int]:
         return bits
 
     return read
+
+
+def _warm_connections(value: object, key: str) -> int:
+    count = _limit(value, key)
+    if count > CacheConfig().max_connections_per_address:
+        limit = CacheConfig().max_connections_per_address
+        raise ConfigError(f"must be at most {limit} (sessions per address), got {count}", key=key)
+    return count
 
 
 def _limit(value: object, key: str) -> int:
@@ -1447,6 +1467,7 @@ class _Loader:
                 "bare_newlines": lambda v, k: _choice(BareNewlines, v, k),
                 "spill_threshold": _size,
                 "max_buffered": _size,
+                "max_spilled": _size,
                 "dsn": _boolean,
                 "proxied": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
                 "proxy_from": lambda v, k: _items(v, k, _network),
@@ -1575,6 +1596,7 @@ class _Loader:
                 "mta_sts": self.mta_sts,
                 "dane": self.dane,
                 "tlsrpt": self.tlsrpt,
+                "warm_connections": _warm_connections,
             },
         )
 
@@ -1860,6 +1882,7 @@ class _Loader:
             {
                 "level": lambda v, k: _word(LOG_LEVELS, v, k),
                 "format": lambda v, k: _word(LOG_FORMATS, v, k),
+                "fingerprints": _boolean,
             },
         )
 
@@ -2125,6 +2148,8 @@ class MtaConfig:
             spill_threshold=self.server.spill_threshold,
             max_buffered=self.server.max_buffered,
             proxy_timeout=self.server.proxy_timeout,
+            max_spilled=self.server.max_spilled,
+            fingerprints=self.log.fingerprints,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
         )
@@ -2137,6 +2162,18 @@ class MtaConfig:
             max_rate=server.max_connection_rate_per_client or None,
             exempt=self.relay.trusted_networks if server.exempt_trusted_networks else (),
         )
+
+    def cache_config(self) -> CacheConfig:
+        """The outbound connection cache's limits and the sessions it keeps warm: to the
+        smarthost and to each explicit route's first hop, under the key a delivery there
+        asks for (its route name and the hop's credentials)."""
+        routing = self.routing
+        if not routing.warm_connections:
+            return CacheConfig()
+        routes = [(str(routing.smarthost), routing.smarthost)] if routing.smarthost else []
+        routes += [(name, hops[0]) for name, hops in routing.routes.items()]
+        keys = tuple(CacheKey(hop, self.credentials_for(hop.host), name) for name, hop in routes)
+        return CacheConfig(keep_warm=keys, warm_connections=routing.warm_connections)
 
     def client_config(self) -> ClientConfig:
         """The sending side's :class:`~smtpx.client.ClientConfig`: our name in EHLO and

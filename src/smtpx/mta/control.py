@@ -18,7 +18,12 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
-                                       every ``?ping=`` seconds (0.1 to 3600, default 10)
+                                       every ``?ping=`` seconds (0.1 to 3600, default 10);
+                                       ``?kind=spooled,frozen``, ``?queue=frozen`` (where
+                                       the message is after it) filter; ``?existing=1``
+                                       first lists the queue's messages (``listed``)
+``GET  /v1/errors``, ``/v1/server/envelopes``, ``/v1/cache/stream``, ``/v1/process``:
+                                       see :mod:`smtpx.mta.observe`
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
@@ -27,7 +32,8 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 Filters (query parameters, combined with AND): ``sender``, ``recipient``, ``next_hop``
 (regular expressions, any case; a message matches if any of its values does),
 ``status`` (a status or a queue: active, frozen, removed, quarantine), ``older`` and
-``younger`` (durations like ``10m``).
+``younger`` (durations like ``10m``), ``select`` (an envelope selector, :mod:`smtpx.selector`:
+header terms read the stored messages that the other filters let through).
 """
 
 from __future__ import annotations
@@ -53,9 +59,12 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.mta import observe
+from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
+from smtpx.server.events import ErrorStream
 from smtpx.server.limits import Refused
-from smtpx.spool.filter import MessageFilter, message_json
+from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import EventKind, Spool, SpoolError, SpoolEvent
@@ -242,6 +251,7 @@ class ControlPlane:
         self._runner: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.http_port: int | None = None
+        self.errors: ErrorStream | None = None  # the error stream, from start() to close()
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -261,6 +271,7 @@ class ControlPlane:
                 web.get("/v1/cache", self.cache),
                 web.get("/v1/server", self.server),
                 web.post("/v1/tls/reload", self.reload_tls),
+                *observe.routes(self, _ping),
             ]
         )
         return app
@@ -268,7 +279,10 @@ class ControlPlane:
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        loop = asyncio.get_running_loop()
+        self.errors = ErrorStream(loop)
+        logging.getLogger().addHandler(self.errors)
+        self._watcher = loop.create_task(self._watch_deliveries())
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         self._runner = runner
@@ -290,6 +304,8 @@ class ControlPlane:
             self.http_port = int(ports[0]) if ports else self.http[1]
 
     async def close(self) -> None:
+        if self.errors is not None:
+            logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -350,7 +366,29 @@ class ControlPlane:
         except (RecursionError, OverflowError) as exc:
             # How re.compile refuses "((((..." and "a{99999999999}": not with re.error.
             raise ValueError(f"a filter is too complex: {exc}") from None
-        return chosen.select(await self.mta.spool.list_all(), time.time())
+        selector = read_selector(request.query.get("select"))
+        selected = chosen.select(await self.mta.spool.list_all(), time.time())
+        if selector is None:
+            return selected
+        chosen_ones = []
+        for message in selected:
+            fields = await self._fields(message, selector)
+            if fields is not None and selector.matches(fields):
+                chosen_ones.append(message)
+        return chosen_ones
+
+    async def _fields(self, message: SpooledMessage, selector: Selector) -> Fields | None:
+        """What ``selector`` sees of ``message``: its stored header fields only if it
+        looks at headers (the message is then read, in a thread). None: it could not be
+        read (delivered meanwhile, say), so it is not selected."""
+        if not selector.uses_headers:
+            return selector_fields(message)
+        try:
+            content, _ = await self.mta.spool.store.inspect(message)  # damaged or not
+        except OSError as exc:
+            log.warning("select: cannot read %s: %s", message.id, exc)
+            return None
+        return selector_fields(message, content)
 
     async def list_messages(self, request: web.Request) -> web.Response:
         selected = await self._selected(request)
@@ -428,37 +466,49 @@ class ControlPlane:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         ping = _ping(request.query.get("ping"))  # checked before the 200 goes out
+        wanted = _EventFilter.from_query(request.query)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         with self.mta.spool.events.subscribe() as events:
+            # Subscribed first, listed second: a message spooled meanwhile is in both
+            # (a reader goes by id), none is in neither.
+            listed = await self._listed(wanted) if request.query.get("existing") else []
+            backlog = iter(listed)
             while True:
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), ping)
-                except TimeoutError:
-                    event = SpoolEvent(time.time(), EventKind.PING)
-                line = {
-                    "time": event.time,
-                    "kind": event.kind.value,
-                    "id": event.id,
-                    "detail": event.detail,
-                    **({"node": event.node} if event.node else {}),
-                }
+                line = next(backlog, None)
+                if line is None:
+                    try:
+                        event = await asyncio.wait_for(events.__anext__(), ping)
+                    except TimeoutError:
+                        event = SpoolEvent(time.time(), EventKind.PING)
+                    if not wanted(event):
+                        continue
+                    line = _event_line(event)
                 try:
                     await response.write(json.dumps(line).encode() + b"\n")
                 except (ConnectionError, RuntimeError):
                     break
         return response
 
-    async def cache(self, request: web.Request) -> web.Response:
+    async def _listed(self, wanted: _EventFilter) -> list[dict[str, Any]]:
+        """The messages already in the wanted queue, as ``listed`` events, oldest first."""
+        return [
+            {"time": m.spool_date, "kind": "listed", "id": m.id, "detail": "", "queue": m.queue}
+            for m in await self.mta.spool.list_all()
+            if wanted.queue is None or m.queue == wanted.queue
+        ]
+
+    def cache_status(self) -> dict[str, Any]:
         cache = self.mta.spool.cache
-        return web.json_response(
-            {
-                "open": cache.open_connections,
-                "opened": cache.opened,
-                "reused": cache.reused,
-                "destinations": cache.status(),
-            }
-        )
+        return {
+            "open": cache.open_connections,
+            "opened": cache.opened,
+            "reused": cache.reused,
+            "destinations": cache.status(),
+        }
+
+    async def cache(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cache_status())
 
     async def server(self, request: web.Request) -> web.Response:
         server = self.mta.server
@@ -481,8 +531,9 @@ class ControlPlane:
         return web.json_response({"reloaded": self.mta.server.tls_context is not None})
 
 
-def _ping(text: str | None) -> float:
-    """Seconds between pings: ``?ping=`` within :data:`PING_RANGE`, or the default."""
+def _ping(text: str | None, name: str = "ping") -> float:
+    """Seconds between pings: ``?ping=`` (or ``?{name}=``) within :data:`PING_RANGE`, or
+    the default."""
     if text is None:
         return PING_SECONDS
     low, high = PING_RANGE
@@ -491,8 +542,69 @@ def _ping(text: str | None) -> float:
     except ValueError:
         ping = math.nan
     if not low <= ping <= high:  # NaN fails too
-        raise ValueError(f"ping: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
+        raise ValueError(f"{name}: a number of seconds from {low:g} to {high:g}, not {text[:20]!r}")
     return ping
+
+
+def _event_line(event: SpoolEvent) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "time": event.time,
+        "kind": event.kind.value,
+        "id": event.id,
+        "detail": event.detail,
+    }
+    queue = event.queue or _KIND_QUEUE.get(event.kind, "")
+    if queue:
+        line["queue"] = queue
+    if event.node:
+        line["node"] = event.node
+    return line
+
+
+# Where a message is after an event heard from another node (which says no queue).
+_KIND_QUEUE = {
+    EventKind.SPOOLED: "active",
+    EventKind.PRESEND: "active",
+    EventKind.DELAYED: "active",
+    EventKind.DELAYED_RATE_LIMITED: "active",
+    EventKind.UNFROZEN: "active",
+    EventKind.FROZEN: "frozen",
+    EventKind.RECOVERED: "frozen",
+    EventKind.REMOVED: "removed",
+    EventKind.QUARANTINED: "quarantine",
+    EventKind.DELIVERED: "delivered",
+}
+_QUEUES = ("active", "frozen", "removed", "quarantine", "delivered")
+
+
+class _EventFilter:
+    """``?kind=spooled,frozen`` (any of these) and ``?queue=frozen`` (the message is in
+    that queue after the event); pings always pass."""
+
+    def __init__(self, kinds: frozenset[EventKind] | None, queue: str | None) -> None:
+        self.kinds = kinds
+        self.queue = queue
+
+    @classmethod
+    def from_query(cls, query: Any) -> _EventFilter:
+        kinds = None
+        if query.get("kind"):
+            try:
+                kinds = frozenset(EventKind(k.strip()) for k in query["kind"].split(","))
+            except ValueError:
+                names = ", ".join(k.value for k in EventKind if k is not EventKind.PING)
+                raise ValueError(f"kind: one or more of {names}, with commas") from None
+        queue = query.get("queue")
+        if queue is not None and queue not in _QUEUES:
+            raise ValueError(f"queue: one of {', '.join(_QUEUES)}")
+        return cls(kinds, queue)
+
+    def __call__(self, event: SpoolEvent) -> bool:
+        if event.kind is EventKind.PING:
+            return True
+        if self.kinds is not None and event.kind not in self.kinds:
+            return False
+        return self.queue is None or (event.queue or _KIND_QUEUE.get(event.kind)) == self.queue
 
 
 def _error(status: int, text: str) -> web.Response:

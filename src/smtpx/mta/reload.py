@@ -38,7 +38,8 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "auth": ("allow_plaintext",),
     "spool": ("dir", "fsync", "backend", "postgresql"),
     # the resolvers, the TLS policies and the inbound judge are built once, at start
-    "routing": ("resolver", "mta_sts", "dane", "tlsrpt"),
+    "routing": ("resolver", "mta_sts", "dane", "tlsrpt", "warm_connections"),
+    "log": ("fingerprints",),  # a server setting
     "dns": ("*",),
     "inbound": ("*",),
     # the guards keep counts and triplets (and a Redis connection) across sessions

@@ -106,6 +106,10 @@ class ServerConfig:
       the plugin gets an envelope whose ``content`` is a
       :class:`~smtpx.content.SpilledMessage`. ``max_buffered``: octets of content all the
       sessions together keep in memory; past it a message is spilled at once.
+      ``max_spilled``: octets all the sessions together keep in files (None: no limit);
+      a transaction that would pass it gets ``452 4.3.1`` and the session goes on (F25).
+    * ``fingerprints``: the mail log's ``accepted`` line carries the message's
+      :mod:`~smtpx.fingerprint` (header fields, an MD5 per MIME leaf; F115).
     """
 
     listeners: Sequence[Listener] = (Listener(),)
@@ -133,6 +137,8 @@ class ServerConfig:
     spill_threshold: int = 256 * 1024
     spill_directory: str | None = None
     max_buffered: int = 64 * 1024 * 1024
+    max_spilled: int | None = None
+    fingerprints: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

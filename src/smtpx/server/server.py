@@ -59,7 +59,7 @@ class Server:
         )
         self.tls_context: ssl.SSLContext | None = self.config.ssl_context()
         self.events: EventBus[EnvelopeReceived] = EventBus()
-        self.buffers = BufferBudget(self.config.max_buffered)
+        self.buffers = BufferBudget(self.config.max_buffered, self.config.max_spilled)
         self.stats: Counter[str] = Counter()
         self.closing = False
         self._servers: list[tuple[Listener, asyncio.Server]] = []

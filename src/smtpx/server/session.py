@@ -9,16 +9,18 @@ message assembly and the error budget.
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import logging
 import re
 import time
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smtpx.auth import run_server_mechanism
 from smtpx.envelope import Envelope, EnvelopeId, EnvelopeInfo
 from smtpx.errors import RemoteProtocolError
+from smtpx.fingerprint import fingerprint
 from smtpx.io.stream import Stream
 from smtpx.maillog import Flows, MailLog
 from smtpx.protocol import replies
@@ -482,6 +484,10 @@ class SessionRunner:
             return
         self.server.stats["messages"] += 1
         if self.mail.enabled():
+            extra: dict[str, Any] = {}
+            if self.config.fingerprints:
+                self._flush()  # the client has its 250 while the content is read
+                extra["fingerprint"] = await _fingerprint(envelope)
             self.mail.with_flows(transaction.flows).info(
                 "accepted",
                 session_marker="data",
@@ -492,6 +498,7 @@ class SessionRunner:
                 rfc822_id=_message_id(start),
                 local_id=str(transaction.id),
                 reply=str(reply),
+                **extra,
             )
 
     async def _process_lmtp(self, transaction: Transaction, envelope: Envelope) -> Reply:
@@ -660,3 +667,19 @@ def _message_id(data: bytes) -> str | None:
     """The Message-ID header's value, for the mail log (headers only are searched)."""
     match = _MESSAGE_ID.search(_header_section(data))
     return match[1].decode("ascii", "replace").strip() if match else None
+
+
+INLINE_FINGERPRINT = 256 * 1024  # larger content is fingerprinted in a thread
+
+
+async def _fingerprint(envelope: Envelope) -> dict[str, Any] | None:
+    """The message's fingerprint (F115) for the mail log: computed here when it is small
+    and in memory, else in a thread that reads it a chunk at a time (never whole)."""
+    try:
+        content = envelope.content
+        if isinstance(content, bytes) and len(content) <= INLINE_FINGERPRINT:
+            return fingerprint([content]).to_json()
+        return (await asyncio.to_thread(fingerprint, envelope.chunks())).to_json()
+    except (OSError, ValueError) as exc:  # its file could not be read: log the rest
+        log.warning("no fingerprint for envelope %s: %s", envelope.id, exc)
+        return None

@@ -29,7 +29,8 @@ class SpoolContext:
     def emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
         """Publish an event about ``entry`` (intake events carry its arrival time)."""
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
-        event = SpoolEvent(when, kind, entry.id, detail, entry.spool_date)
+        queue = "" if kind is EventKind.PURGED else entry.queue
+        event = SpoolEvent(when, kind, entry.id, detail, entry.spool_date, queue=queue)
         self.events.publish(event)
         if self.share is not None:
             self.share(event)

@@ -8,11 +8,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from smtpx.envelope import RetryInterval
+from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
+from smtpx.selector import Fields, Selector
+from smtpx.selector import parse as parse_selector
 from smtpx.spool.message import SpooledMessage, Status
 
-__all__ = ["STATUS_WORDS", "MessageFilter", "message_json"]
+__all__ = ["STATUS_WORDS", "MessageFilter", "message_json", "read_selector", "selector_fields"]
 
 
 def message_json(message: SpooledMessage) -> dict[str, Any]:
@@ -138,3 +140,32 @@ def _regex(pattern: str | None, name: str) -> re.Pattern[str] | None:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         raise ValueError(f"{name}: not a regular expression: {exc}") from None
+
+
+# -- envelope selectors (F12) ---------------------------------------------------------------
+
+
+def read_selector(text: str | None) -> Selector | None:
+    """The ``select`` filter: an envelope selector (:mod:`smtpx.selector`), or None."""
+    if text is None:
+        return None
+    try:
+        return parse_selector(text)
+    except ParseError as exc:
+        raise ValueError(f"select: {exc}") from None
+
+
+def selector_fields(message: SpooledMessage, content: bytes | None = None) -> Fields:
+    """What a selector sees of a spooled message: its sender, its recipients (still to
+    deliver, or failed), and the header fields of ``content`` (the message as stored;
+    None when the selector looks at no header: nothing is read then)."""
+    headers = (
+        []
+        if content is None
+        else Envelope.create(sender="<>", recipients=[], message=content).header_list()
+    )
+    return Fields(
+        sender=message.sender,
+        recipients=[*message.recipients, *(r for r, _ in message.failed)],
+        headers=headers,
+    )

@@ -186,6 +186,9 @@ class SpoolEvent:
     detail: str = ""
     spool_date: float | None = None  # when the message was accepted
     node: str = ""  # the node it happened on (a shared queue's), "" for this one
+    # The queue the message is in after the event (active, frozen, removed, quarantine;
+    # "delivered"); "" when it is gone (purged) or unknown (an event from another node).
+    queue: str = ""
 
     def __str__(self) -> str:
         return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()
