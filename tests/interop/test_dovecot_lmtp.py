@@ -14,25 +14,11 @@ from smtpx.envelope import Envelope, HostPort
 from smtpx.mta.app import Mta
 from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.routing import FakeDns
-from smtpx.spool.journal_store import NOWHERE
-from smtpx.spool.message import SpooledMessage, Status
 from smtpx.testing import Handler, ScriptedServer
 from tests.interop.dovecot import private_dovecot
-from tests.mta.helpers import PLAIN, config, wait_until
+from tests.mta.helpers import PLAIN, config, sending, wait_until
 
 MESSAGE = b"From: me@example.com\r\nSubject: lmtp\r\nMessage-ID: <l@t>\r\n\r\n.dot\r\nhello\r\n"
-
-
-def spooled(*recipients: str) -> SpooledMessage:
-    return SpooledMessage(
-        id="m1",
-        parent_id="m1",
-        spool_date=0.0,
-        status=Status.SENDING,
-        sender="<me@example.com>",
-        recipients=list(recipients),
-        location=NOWHERE,
-    )
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
@@ -41,7 +27,7 @@ async def test_one_reply_per_recipient_from_dovecot(tcp: bool) -> None:
         target = HostPort("127.0.0.1", dovecot.port) if tcp and dovecot.port else dovecot.socket
         agent = LmtpAgent(target, "mx.test", timeout=30)
         results = await agent.deliver(
-            spooled("alice@example.org", "nobody@example.org", "bob+tag@example.org"), MESSAGE
+            sending("alice@example.org", "nobody@example.org", "bob+tag@example.org"), MESSAGE
         )
         assert [r for r, _ in results] == [
             "alice@example.org",
@@ -102,7 +88,7 @@ async def test_lmtp_mode_in_front_of_dovecot_passes_each_reply_on(tmp_path: Path
         async with Mta(cfg, dns=FakeDns()) as mta:
             agent = LmtpAgent(HostPort("127.0.0.1", mta.server.ports[0]), "front.test")
             results = dict(
-                await agent.deliver(spooled("alice@example.org", "nobody@example.org"), MESSAGE)
+                await agent.deliver(sending("alice@example.org", "nobody@example.org"), MESSAGE)
             )
             assert mta.spool.stats["spooled"] == 0
         assert len(dovecot.messages("alice")) == 1

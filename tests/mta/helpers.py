@@ -9,6 +9,8 @@ from typing import Any
 from smtpx.client import ClientConfig, TlsConfig, TlsMode
 from smtpx.envelope import Envelope
 from smtpx.mta.config import MtaConfig
+from smtpx.spool.journal_store import NOWHERE
+from smtpx.spool.message import SpooledMessage, Status
 
 PLAIN = ClientConfig.for_testing(tls=[("", TlsConfig(mode=TlsMode.NONE))])
 
@@ -54,3 +56,16 @@ def maildir(tmp_path: Path, address: str) -> list[bytes]:
     local, _, domain = address.partition("@")
     new = tmp_path / "mail" / domain / local / "new"
     return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+
+
+def sending(*recipients: str, sender: str = "<me@example.com>") -> SpooledMessage:
+    """A message as the delivery engine hands it to a local agent (LMTP, maildir)."""
+    return SpooledMessage(
+        id="m1",
+        parent_id="m1",
+        spool_date=0.0,
+        status=Status.SENDING,
+        sender=sender,
+        recipients=list(recipients),
+        location=NOWHERE,
+    )

@@ -14,23 +14,9 @@ from smtpx.mta.app import Mta
 from smtpx.mta.config import MtaConfig
 from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.routing import FakeDns
-from smtpx.spool.journal_store import NOWHERE
-from smtpx.spool.message import SpooledMessage, Status
-from tests.mta.helpers import config, maildir, wait_until
+from tests.mta.helpers import config, maildir, sending, wait_until
 
 MESSAGE = b"From: me@example.com\r\nSubject: via lmtp\r\n\r\nhello\r\n"
-
-
-def spooled(*recipients: str) -> SpooledMessage:
-    return SpooledMessage(
-        id="m1",
-        parent_id="m1",
-        spool_date=0.0,
-        status=Status.SENDING,
-        sender="<me@example.com>",
-        recipients=list(recipients),
-        location=NOWHERE,
-    )
 
 
 async def test_local_mailboxes_at_once_aliases_spooled(tmp_path: Path) -> None:
@@ -43,7 +29,7 @@ async def test_local_mailboxes_at_once_aliases_spooled(tmp_path: Path) -> None:
         agent = LmtpAgent(HostPort("127.0.0.1", mta.server.ports[0]), "postfix.test")
         results = dict(
             await agent.deliver(
-                spooled("alice@example.org", "nobody@example.org", "bob@example.org"), MESSAGE
+                sending("alice@example.org", "nobody@example.org", "bob@example.org"), MESSAGE
             )
         )
         # alice: delivered before the reply; nothing spooled for her
@@ -66,7 +52,7 @@ async def test_a_failed_local_delivery_is_that_recipients_4xx(tmp_path: Path) ->
     async with Mta(cfg, dns=FakeDns()) as mta:
         agent = LmtpAgent(HostPort("127.0.0.1", mta.server.ports[0]), "postfix.test")
         results = dict(
-            await agent.deliver(spooled("blocked@example.org", "fine@example.org"), MESSAGE)
+            await agent.deliver(sending("blocked@example.org", "fine@example.org"), MESSAGE)
         )
     assert str(results["blocked@example.org"]).startswith("451 4.3.0 Cannot write the mailbox")
     assert results["fine@example.org"].code == 250

@@ -12,22 +12,9 @@ from smtpx.mta.lmtp import LmtpAgent
 from smtpx.protocol import replies
 from smtpx.protocol.replies import Reply
 from smtpx.server import Listener, Plugin, Reject, Server, ServerConfig, Session, Transaction
-from smtpx.spool.journal_store import NOWHERE
-from smtpx.spool.message import SpooledMessage, Status
+from tests.mta.helpers import sending
 
 MESSAGE = b"Subject: lmtp\r\n\r\nhello\r\n"
-
-
-def spooled(*recipients: str) -> SpooledMessage:
-    return SpooledMessage(
-        id="m1",
-        parent_id="m1",
-        spool_date=0.0,
-        status=Status.SENDING,
-        sender="<s@x.test>",
-        recipients=list(recipients),
-        location=NOWHERE,
-    )
 
 
 class PerRecipient(Plugin):
@@ -73,7 +60,7 @@ async def deliver(plugin: Plugin, *recipients: str, size: int = 35 * 1024 * 1024
     config = ServerConfig(listeners=[Listener(lmtp=True)], max_message_size=size)
     async with Server(plugin, config) as server:
         agent = LmtpAgent(HostPort("127.0.0.1", server.ports[0]), "client.test", timeout=10)
-        results = await agent.deliver(spooled(*recipients), MESSAGE)
+        results = await agent.deliver(sending(*recipients, sender="<s@x.test>"), MESSAGE)
     assert [r for r, _ in results] == list(recipients)
     return [str(reply) for _, reply in results]
 

@@ -15,22 +15,15 @@ import asyncpg
 import pytest
 
 from smtpx.spool.pg.queue import connect_pool
-from smtpx.testing.postgres import Cluster, MissingPostgres, start_cluster
-from tests.conftest import _missing
+from smtpx.testing.postgres import Cluster
+from tests.spool.pg.helpers import private_cluster
 
 _schemas = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    try:
-        cluster = start_cluster()
-    except MissingPostgres as exc:
-        _missing(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from private_cluster()
 
 
 @pytest.fixture(scope="session")

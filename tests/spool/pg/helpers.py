@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.records import Location
+from smtpx.testing.postgres import Cluster, MissingPostgres, start_cluster
+from tests.conftest import _missing
 
 EPOCH = 1_800_000_000.0
 
@@ -48,3 +51,15 @@ def entry(
 
 def meta(n: int | str, **kw: Any) -> dict[str, Any]:
     return entry(n, **kw).to_meta()
+
+
+def private_cluster() -> Iterator[Cluster]:
+    """Start a private cluster, hand it out, stop it (skip or fail when PostgreSQL is missing)."""
+    try:
+        cluster = start_cluster()
+    except MissingPostgres as exc:
+        _missing(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

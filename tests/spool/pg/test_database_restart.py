@@ -11,23 +11,16 @@ from pathlib import Path
 import pytest
 
 from smtpx.testing import Handler, ScriptedServer
-from smtpx.testing.postgres import Cluster, MissingPostgres, start_cluster
-from tests.conftest import _missing
+from smtpx.testing.postgres import Cluster
 from tests.mta.test_crash import Daemon, delivered, free_port, send_until_stopped, wait_for
+from tests.spool.pg.helpers import private_cluster
 from tests.spool.pg.test_two_nodes import LEASE, node_config
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[Cluster]:
     """A cluster of this test's own: it is crashed on purpose."""
-    try:
-        cluster = start_cluster()
-    except MissingPostgres as exc:
-        _missing(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from private_cluster()
 
 
 @pytest.mark.timeout(180)
