@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -171,22 +171,13 @@ class PgStore:
     async def _listen(self) -> None:
         """Wake the scheduler when another node says messages are due (best effort: the
         scheduler polls at the next due time anyway)."""
-        while True:
-            try:
-                listener = await DueListener.open(self.settings.dsn)
-            except DB_ERRORS as exc:
-                log.warning("spool database: cannot LISTEN for wake-ups (%s); polling", exc)
-                await asyncio.sleep(5)
-                continue
-            try:
-                while True:
-                    if await listener.wait(self.settings.lease / 4):
-                        self.wakeup.set()
-            except DB_ERRORS as exc:
-                log.warning("spool database: LISTEN connection lost: %s", exc)
-            finally:
-                with contextlib.suppress(*DB_ERRORS):
-                    await listener.close()
+
+        async def wake(listener: DueListener) -> None:
+            while True:
+                if await listener.wait(self.settings.lease / 4):
+                    self.wakeup.set()
+
+        await _keep_listening("wake-ups", lambda: DueListener.open(self.settings.dsn), wake)
 
     # -- events across the cluster -------------------------------------------------------
 
@@ -212,23 +203,14 @@ class PgStore:
 
     async def _hear_events(self) -> None:
         """Put the other nodes' events on this node's bus (``node`` says whose)."""
-        while True:
-            try:
-                listener = await EventListener.open(self.settings.dsn)
-            except DB_ERRORS as exc:
-                log.warning("spool database: cannot LISTEN for events (%s)", exc)
-                await asyncio.sleep(5)
-                continue
-            try:
-                while True:
-                    heard = await listener.next(60)
-                    if heard is not None and heard.node != self.settings.node:
-                        self._republish(heard)
-            except DB_ERRORS as exc:
-                log.warning("spool database: events connection lost: %s", exc)
-            finally:
-                with contextlib.suppress(*DB_ERRORS):
-                    await listener.close()
+
+        async def hear(listener: EventListener) -> None:
+            while True:
+                heard = await listener.next(60)
+                if heard is not None and heard.node != self.settings.node:
+                    self._republish(heard)
+
+        await _keep_listening("events", lambda: EventListener.open(self.settings.dsn), hear)
 
     def _republish(self, heard: NodeEvent) -> None:
         if self.events is None:
@@ -490,3 +472,31 @@ def _entry(row: QueuedMessage) -> SpooledMessage:
     if row.status in ("send_now", "send_at"):
         entry.next_attempt = row.next_attempt or None
     return entry
+
+
+class _Closing(Protocol):
+    async def close(self) -> None: ...
+
+
+L = TypeVar("L", bound=_Closing)
+
+
+async def _keep_listening(
+    what: str, opening: Callable[[], Awaitable[L]], use: Callable[[L], Awaitable[None]]
+) -> None:
+    """Keep a LISTEN connection for ``what`` and hand it to ``use``: opened again (every
+    5 s while the database is out of reach) whenever it is lost."""
+    while True:
+        try:
+            listener = await opening()
+        except DB_ERRORS as exc:
+            log.warning("spool database: cannot LISTEN for %s (%s); trying again in 5 s", what, exc)
+            await asyncio.sleep(5)
+            continue
+        try:
+            await use(listener)
+        except DB_ERRORS as exc:
+            log.warning("spool database: LISTEN connection for %s lost: %s", what, exc)
+        finally:
+            with contextlib.suppress(*DB_ERRORS):
+                await listener.close()
