@@ -21,11 +21,10 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from smtpx.mta.app import Mta
@@ -155,23 +154,28 @@ def _until(condition: Callable[[], Any], timeout: float = WAIT) -> None:
 def wait(driver: WebDriver, condition: Callable[[WebDriver], T]) -> T:
     """``condition`` once true; failing, what the page said, to see why."""
     try:
-        return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(condition)
+        # The page redraws its tables whole: an element found a moment ago may be gone.
+        return WebDriverWait(
+            driver, WAIT, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
+        ).until(condition)
     except TimeoutException:
         text = driver.find_element(By.TAG_NAME, "body").text
         raise AssertionError(f"the page never got there; it says:\n{text[:3000]}") from None
 
 
-def rows(driver: WebDriver) -> list[WebElement]:
-    return driver.find_elements(By.CSS_SELECTOR, "#list tbody tr")
-
-
 def listed(driver: WebDriver) -> list[str]:
-    return [row.get_attribute("data-id") or "" for row in rows(driver)]
+    """The ids in the message list (read at once: the page may redraw it meanwhile)."""
+    ids: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll('#list tbody tr')].map(row => row.dataset.id)"
+    )
+    return ids
 
 
 def open_console(driver: WebDriver, served: Served) -> None:
+    """A fresh page (from another one: a new fragment alone does not reload it)."""
+    driver.get("about:blank")
     driver.get(served.base + "/console/#token=" + TOKEN)
-    wait(driver, lambda d: len(rows(d)) >= 5)
+    wait(driver, lambda d: len(listed(d)) >= 5)
 
 
 def filter_list(driver: WebDriver, **fields: str) -> None:
@@ -186,9 +190,15 @@ def filter_list(driver: WebDriver, **fields: str) -> None:
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
 
-def shot(driver: WebDriver, name: str) -> None:
-    if SCREENSHOTS:
-        driver.save_screenshot(str(Path(SCREENSHOTS) / f"console-{name}.png"))
+def shot(driver: WebDriver, name: str, section: str | None = None) -> None:
+    """With SMTPX_CONSOLE_SCREENSHOTS: the window, or one ``section`` of the page."""
+    if not SCREENSHOTS:
+        return
+    path = str(Path(SCREENSHOTS) / f"console-{name}.png")
+    if section is None:
+        driver.save_screenshot(path)
+    else:
+        driver.find_element(By.ID, section).screenshot(path)
 
 
 def test_the_page_shows_the_queue(browser: WebDriver, served: Served) -> None:
@@ -205,7 +215,6 @@ def test_the_page_shows_the_queue(browser: WebDriver, served: Served) -> None:
     assert bars
     reasons = browser.find_element(By.ID, "reasons").text
     assert reasons.splitlines()[1].startswith("5 ")  # five deferrals, one reason
-    shot(browser, "overview")
 
 
 def test_it_asks_for_the_token_it_lacks(browser: WebDriver, served: Served) -> None:
@@ -221,25 +230,25 @@ def test_it_asks_for_the_token_it_lacks(browser: WebDriver, served: Served) -> N
     wait(browser, lambda d: "refused" in d.find_element(By.ID, "login-error").text)
     token.send_keys(TOKEN)
     login.find_element(By.TAG_NAME, "button").click()
-    wait(browser, lambda d: len(rows(d)) >= 5)
+    wait(browser, lambda d: len(listed(d)) >= 5)
     assert not login.is_displayed()
 
 
 def test_the_list_filters_as_the_cli_does(browser: WebDriver, served: Served) -> None:
     open_console(browser, served)
     filter_list(browser, recipient="@slow\\.example$")
-    wait(browser, lambda d: len(rows(d)) == 2)
+    wait(browser, lambda d: len(listed(d)) == 2)
     assert "2 message(s)" in browser.find_element(By.ID, "list-count").text
     filter_list(browser, sender="boss", recipient="v3@")
-    wait(browser, lambda d: len(rows(d)) == 1)
+    wait(browser, lambda d: len(listed(d)) == 1)
     filter_list(browser, status="frozen")
-    wait(browser, lambda d: len(rows(d)) == 0)
+    wait(browser, lambda d: len(listed(d)) == 0)
     filter_list(browser, select="exists_header Subject /console [01]$/")
-    wait(browser, lambda d: len(rows(d)) == 2)
+    wait(browser, lambda d: len(listed(d)) == 2)
     filter_list(browser, sender="(")  # a bad regex: the API's 400, said on the page
     wait(browser, lambda d: "sender" in d.find_element(By.ID, "filter-error").text)
     filter_list(browser)
-    wait(browser, lambda d: len(rows(d)) >= 5 and not d.find_element(By.ID, "filter-error").text)
+    wait(browser, lambda d: len(listed(d)) >= 5 and not d.find_element(By.ID, "filter-error").text)
 
 
 def test_open_a_message_and_act_on_it(browser: WebDriver, served: Served) -> None:
@@ -256,16 +265,17 @@ def test_open_a_message_and_act_on_it(browser: WebDriver, served: Served) -> Non
     def act(action: str, queue: str) -> None:
         browser.find_element(By.CSS_SELECTOR, f'#actions [data-action="{action}"]').click()
         wait(browser, lambda d: d.find_element(By.ID, "action-result").text == f"{action}: done")
-        wait(browser, lambda d: f"({queue})" in d.find_element(By.ID, "message-fields").text)
+        field = '#message-fields [data-field="queue"]'
+        wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, field).text == queue)
         [shown] = served.api("/v1/spool/messages?id=" + victim["id"])["messages"]
         assert shown["queue"] == queue, action
 
     recover = browser.find_element(By.CSS_SELECTOR, '#actions [data-action="recover"]')
     assert not recover.is_enabled()  # nothing to recover from
     act("freeze", "frozen")
-    row = browser.find_element(By.CSS_SELECTOR, f'#list tr[data-id="{victim["id"]}"]')
-    wait(browser, lambda d: "frozen" in row.text)
-    shot(browser, "message")
+    row = f'#list tr[data-id="{victim["id"]}"]'
+    wait(browser, lambda d: "frozen" in d.find_element(By.CSS_SELECTOR, row).text)
+    shot(browser, "message", "message")
     act("send", "active")
     act("remove", "removed")
     assert recover.is_enabled()
@@ -285,4 +295,4 @@ def test_a_live_event_arrives(browser: WebDriver, served: Served) -> None:
     assert new_id and new_id in spooled[0].text
     wait(browser, lambda d: new_id in listed(d))  # the list redraws on the event
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#event-list li[data-kind="delayed"]'))
-    shot(browser, "events")
+    shot(browser, "overview")  # the queue, the rates and some events

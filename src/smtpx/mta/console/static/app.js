@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 let shown = null; // the message open in the message view
 let filters = new URLSearchParams();
 let refreshTimer = null;
+let listAsked = 0;
 let started = false; // the timer and the event stream, once
 
 // -- the token: once in the fragment (#token=...), then in this tab's sessionStorage --------
@@ -70,6 +71,10 @@ function age(seconds) {
   if (seconds < 3600) return Math.floor(seconds / 60) + "m";
   if (seconds < 86400) return Math.floor(seconds / 3600) + "h" + String(Math.floor(seconds % 3600 / 60)).padStart(2, "0");
   return Math.floor(seconds / 86400) + "d" + Math.floor(seconds % 86400 / 3600) + "h";
+}
+
+function stamp(epoch) {
+  return new Date(epoch * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z";
 }
 
 function clock(epoch) {
@@ -168,12 +173,15 @@ function sparkline(values) {
 }
 
 async function loadList() {
+  const asked = ++listAsked; // an older answer arriving late must not replace a newer one
   let listing;
   try {
     listing = await getJson("/v1/spool/messages?" + filters.toString());
+    if (asked !== listAsked) return;
     $("filter-error").textContent = "";
   } catch (error) {
     if (error instanceof Unauthorized) throw error;
+    if (asked !== listAsked) return;
     $("filter-error").textContent = error.message;
     return;
   }
@@ -185,8 +193,9 @@ async function loadList() {
     const status = el("td");
     status.append(el("span", m.status, "status " + m.queue));
     tr.append(el("td", m.id), el("td", age(now - m.spool_date)), el("td", m.sender || "<>"),
-      el("td", m.recipients.join(", ")), status, el("td", m.attempt_count, "n"), el("td", last));
-    tr.addEventListener("click", () => openMessage(m.id));
+      el("td", m.recipients.join(", ")), status, el("td", m.attempt_count, "n"), el("td", last, "cut"));
+    tr.lastChild.title = last;
+    tr.addEventListener("click", () => openMessage(m.id).then(() => $("message").scrollIntoView({ block: "nearest" })));
     return tr;
   });
   $("list").tBodies[0].replaceChildren(...rows);
@@ -203,20 +212,22 @@ async function openMessage(id) {
   const now = Date.now() / 1000;
   fields.replaceChildren();
   const pairs = [
-    ["status", m.status + " (" + m.queue + ")"], ["sender", m.sender || "<>"],
+    ["queue", m.queue], ["status", m.status], ["sender", m.sender || "<>"],
     ["recipients", m.recipients.join(", ")], ["failed", m.failed.map((f) => f.recipient + ": " + f.reply).join("; ")],
     ["next hops", m.next_hops.join(", ")], ["route", m.route || ""], ["Message-ID", m.message_id || ""],
-    ["received", new Date(m.spool_date * 1000).toISOString() + " (" + age(now - m.spool_date) + " ago)"],
-    ["next attempt", m.next_attempt ? new Date(m.next_attempt * 1000).toISOString() : ""],
+    ["received", stamp(m.spool_date) + " (" + age(now - m.spool_date) + " ago)"],
+    ["next attempt", m.next_attempt ? stamp(m.next_attempt) : ""],
     ["size", m.size + " bytes"], ["quarantine", m.quarantine_reason || ""], ["damaged", m.damaged || ""],
   ];
   for (const [name, value] of pairs) {
     if (value === "") continue;
-    fields.append(el("dt", name), el("dd", value));
+    const dd = el("dd", value);
+    dd.dataset.field = name;
+    fields.append(el("dt", name), dd);
   }
   const attempts = m.attempts.map((a) => {
     const tr = el("tr");
-    tr.append(el("td", new Date(a.time * 1000).toISOString()), el("td", a.error));
+    tr.append(el("td", stamp(a.time), "nowrap"), el("td", a.error));
     return tr;
   });
   $("message-attempts").replaceChildren(...attempts);
