@@ -267,7 +267,9 @@ async function act(action) {
 async function followEvents() {
   for (;;) {
     try {
-      const response = await api("/v1/spool/events?ping=15");
+      // A ping every 3 s: the server notices a closed page at its next write (so a shutdown
+      // of the control plane waits for an open console 3 s at most).
+      const response = await api("/v1/spool/events?ping=3");
       if (!response.ok || !response.body) throw new Error(response.statusText);
       $("live").className = "on";
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
