@@ -241,6 +241,8 @@ def test_the_list_filters_as_the_cli_does(browser: WebDriver, served: Served) ->
     assert "2 message(s)" in browser.find_element(By.ID, "list-count").text
     filter_list(browser, sender="boss", recipient="v3@")
     wait(browser, lambda d: len(listed(d)) == 1)
+    filter_list(browser, id="<c1@t>")  # any id a message goes by: here its Message-ID
+    wait(browser, lambda d: len(listed(d)) == 1)
     filter_list(browser, status="frozen")
     wait(browser, lambda d: len(listed(d)) == 0)
     filter_list(browser, select="exists_header Subject /console [01]$/")

@@ -5,6 +5,7 @@
 const TOKEN_KEY = "smtpx-console-token";
 const REFRESH_MS = 5000;
 const EVENTS_KEPT = 100;
+const LIST_SHOWN = 500; // rows drawn at most: a big queue is for filters, not scrolling
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 let shown = null; // the message open in the message view
@@ -186,7 +187,7 @@ async function loadList() {
     return;
   }
   const now = Date.now() / 1000;
-  const rows = listing.messages.map((m) => {
+  const rows = listing.messages.slice(0, LIST_SHOWN).map((m) => {
     const tr = el("tr", null, shown && shown.id === m.id ? "chosen" : "");
     tr.dataset.id = m.id;
     const last = m.attempts.length ? m.attempts[m.attempts.length - 1].error : "";
@@ -199,7 +200,10 @@ async function loadList() {
     return tr;
   });
   $("list").tBodies[0].replaceChildren(...rows);
-  $("list-count").textContent = listing.messages.length + " message(s)";
+  const count = listing.messages.length;
+  $("list-count").textContent = count > LIST_SHOWN
+    ? `${count} messages; the first ${LIST_SHOWN} shown (filter to narrow)`
+    : count + " message(s)";
 }
 
 async function openMessage(id) {
