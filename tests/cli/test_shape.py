@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.console import Console
 
-from smtpx.cli.shape import bounds, shape, shape_table
+from smtpx.cli.shape import shape_table
+from smtpx.spool.shape import bounds, shape
 
 NOW = 1_800_000_000.0
 

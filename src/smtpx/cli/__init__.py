@@ -14,6 +14,7 @@ import click
 
 from smtpx._version import __version__
 from smtpx.cli import config as _config
+from smtpx.cli import console as _console
 from smtpx.cli import daemon as _daemon
 from smtpx.cli import db as _db
 from smtpx.cli import dkim as _dkim
@@ -67,6 +68,7 @@ def main() -> None:
     smtpx spool events --follow              watch deliveries as they happen
     smtpx daemon status|cache|errors|reload-tls   the running MTA itself
     smtpx config show                        the configuration, defaults included
+    smtpx console [--open]                   the web console's address, with its token
     smtpx users add|remove|list              submission users (auth.users_file)
     smtpx dkim keygen DOMAIN SELECTOR        a DKIM key and its DNS record
     smtpx db check|migrate                   the shared PostgreSQL queue
@@ -269,4 +271,5 @@ main.add_command(_tools.bsmtp)
 main.add_command(_tools.select)
 main.add_command(_tools.tools)
 main.add_command(_log.log)
+main.add_command(_console.web_console)
 main.add_command(_tools.stress_test)

@@ -464,8 +464,8 @@ def shape(
     older.
     Takes the filters of status (--status frozen: the frozen messages only).
     """
-    from smtpx.cli.shape import shape as count_shape  # noqa: PLC0415
     from smtpx.cli.shape import shape_table  # noqa: PLC0415
+    from smtpx.spool.shape import shape as count_shape  # noqa: PLC0415
 
     if first <= 0:
         raise click.BadParameter("must be more than 0", ctx=ctx, param_hint="'--bucket'")

@@ -59,7 +59,7 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
-from smtpx.mta import observe
+from smtpx.mta import console, observe
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.events import ErrorStream
@@ -274,6 +274,7 @@ class ControlPlane:
                 *observe.routes(self, _ping),
             ]
         )
+        console.install(app, self)  # the web console (/console/): smtpx.mta.console
         return app
 
     # -- life ---------------------------------------------------------------------------

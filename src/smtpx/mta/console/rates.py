@@ -1,0 +1,97 @@
+"""Throughput and deferral reasons over time: a small ring of per-minute counters, fed by
+the spool's events (the web console draws it; ``GET /v1/console/rates``).
+
+Nothing here reads a clock: each event brings its time, and :meth:`Rates.as_json` is
+given ``now``. Memory is bounded: :data:`MINUTES` minutes are kept, and at most
+:data:`REASONS_PER_MINUTE` distinct deferral reasons a minute (the rest count as
+:data:`OTHER`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtpx.spool.types import EventKind
+
+__all__ = ["COUNTED", "MINUTES", "OTHER", "REASONS_PER_MINUTE", "Rates", "reason_of"]
+
+MINUTES = 60
+REASONS_PER_MINUTE = 20
+REASON_LENGTH = 120
+OTHER = "(other reasons)"
+
+# What each counter counts: the events that feed it.
+COUNTED = {
+    EventKind.SPOOLED: "spooled",
+    EventKind.DELIVERED: "delivered",
+    EventKind.DELAYED: "deferred",
+    EventKind.DELAYED_RATE_LIMITED: "deferred",
+    EventKind.BOUNCED: "bounced",
+}
+SERIES = ("spooled", "delivered", "deferred", "bounced")
+
+
+@dataclass(slots=True)
+class _Minute:
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def reason_of(error: str | None) -> str:
+    """A deferral reason as the console groups it: the last attempt's error on one line,
+    cut to :data:`REASON_LENGTH` characters; ``unknown`` when there is none."""
+    text = re.sub(r"\s+", " ", error or "").strip()
+    if not text:
+        return "unknown"
+    return text if len(text) <= REASON_LENGTH else text[: REASON_LENGTH - 1] + "…"
+
+
+class Rates:
+    """The last :data:`MINUTES` minutes of spool activity, a counter set per minute."""
+
+    def __init__(self, minutes: int = MINUTES) -> None:
+        self.minutes = minutes
+        self._ring: dict[int, _Minute] = {}
+
+    def count(self, kind: EventKind, when: float, reason: str | None = None) -> None:
+        """Count one event of ``kind`` at ``when`` (a deferral with its ``reason``);
+        events of other kinds, and older than the ring, are not counted."""
+        name = COUNTED.get(kind)
+        minute = int(when // 60)
+        newest = max(self._ring, default=minute)
+        if name is None or minute <= newest - self.minutes:
+            return
+        cell = self._ring.setdefault(minute, _Minute())
+        cell.counts[name] += 1
+        if name == "deferred":
+            text = reason_of(reason)
+            if text not in cell.reasons and len(cell.reasons) >= REASONS_PER_MINUTE:
+                text = OTHER
+            cell.reasons[text] += 1
+        newest = max(newest, minute)
+        for old in [m for m in self._ring if m <= newest - self.minutes]:
+            del self._ring[old]
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        """The ring up to ``now``: ``series``, one entry per minute, oldest first (minutes
+        without events count zero), and ``reasons``: each deferral reason's total and its
+        count per minute, the most frequent first."""
+        last = int(now // 60)
+        minutes = range(last - self.minutes + 1, last + 1)
+        empty = _Minute()
+        cells = [self._ring.get(m, empty) for m in minutes]
+        series = [
+            {"start": m * 60, **{name: cell.counts[name] for name in SERIES}}
+            for m, cell in zip(minutes, cells, strict=True)
+        ]
+        totals: Counter[str] = Counter()
+        for cell in cells:
+            totals.update(cell.reasons)
+        reasons = [
+            {"reason": text, "total": total, "by_minute": [cell.reasons[text] for cell in cells]}
+            for text, total in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        return {"minute_seconds": 60, "series": series, "reasons": reasons}
