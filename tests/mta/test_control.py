@@ -4,6 +4,7 @@ a bearer token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -422,3 +423,20 @@ async def test_tcp_needs_the_token(tmp_path: Path) -> None:
                 assert response.status == 401
             async with session.get(url, headers={"Authorization": "Bearer s3cret"}) as response:
                 assert response.status == 200
+
+
+async def test_closing_ends_open_streams_at_once(mta: Mta) -> None:
+    """A client following the events or the errors (pinged once an hour) does not hold
+    the shutdown until its next write: closing ends the streams, and the plane is gone."""
+    connector = aiohttp.UnixConnector(path=str(mta.control.socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        events = await session.get("http://control/v1/spool/events?ping=3600")
+        errors = await session.get("http://control/v1/errors?ping=3600")
+        assert events.status == errors.status == 200
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(mta.control.close(), 5)
+        assert asyncio.get_running_loop().time() - started < 2
+        for stream in (events, errors):  # cut: the reader sees the end, never a hang
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(stream.content.read(), 5)
+        assert mta.control.socket_path is not None and not mta.control.socket_path.exists()

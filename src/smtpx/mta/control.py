@@ -47,7 +47,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,6 +252,7 @@ class ControlPlane:
         self._watcher: asyncio.Task[None] | None = None
         self.http_port: int | None = None
         self.errors: ErrorStream | None = None  # the error stream, from start() to close()
+        self._streams: set[asyncio.Task[Any]] = set()  # handlers streaming NDJSON now
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -304,7 +305,23 @@ class ControlPlane:
             ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
             self.http_port = int(ports[0]) if ports else self.http[1]
 
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Mark the running handler as a stream: :meth:`close` ends it at once, instead of
+        waiting (aiohttp's graceful shutdown) until its next write finds the client gone."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._streams.add(task)
+        try:
+            yield
+        finally:
+            self._streams.discard(task)
+
     async def close(self) -> None:
+        for task in list(self._streams):
+            task.cancel()
         if self.errors is not None:
             logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
@@ -312,7 +329,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
@@ -470,7 +488,7 @@ class ControlPlane:
         wanted = _EventFilter.from_query(request.query)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        with self.mta.spool.events.subscribe() as events:
+        with self.streaming(), self.mta.spool.events.subscribe() as events:
             # Subscribed first, listed second: a message spooled meanwhile is in both
             # (a reader goes by id), none is in neither.
             listed = await self._listed(wanted) if request.query.get("existing") else []

@@ -55,15 +55,15 @@ def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> 
             raise ValueError("the control plane is not running")
         ping = seconds(request.query.get("ping"), "ping")
         recent = _count(request.query.get("recent"), "recent")
-        return await _ndjson(request, _errors(plane, ping, recent))
+        return await _ndjson(plane, request, _errors(plane, ping, recent))
 
     async def envelopes(request: web.Request) -> web.StreamResponse:
         ping = seconds(request.query.get("ping"), "ping")
-        return await _ndjson(request, _envelopes(plane, ping))
+        return await _ndjson(plane, request, _envelopes(plane, ping))
 
     async def cache(request: web.Request) -> web.StreamResponse:
         interval = seconds(request.query.get("interval"), "interval")
-        return await _ndjson(request, _cache(plane, interval))
+        return await _ndjson(plane, request, _cache(plane, interval))
 
     async def process(request: web.Request) -> web.Response:
         return web.json_response(_process())
@@ -76,14 +76,17 @@ def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> 
     ]
 
 
-async def _ndjson(request: web.Request, lines: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+async def _ndjson(
+    plane: ControlPlane, request: web.Request, lines: AsyncIterator[dict[str, Any]]
+) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    async for line in lines:
-        try:
-            await response.write(json.dumps(line, default=str).encode() + b"\n")
-        except (ConnectionError, RuntimeError):
-            break
+    with plane.streaming():
+        async for line in lines:
+            try:
+                await response.write(json.dumps(line, default=str).encode() + b"\n")
+            except (ConnectionError, RuntimeError):
+                break
     return response
 
 
