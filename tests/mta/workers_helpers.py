@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.mta.test_crash import free_port
+from smtpx.testing.daemons import free_port
 
 START_TIMEOUT = 60.0  # a worker imports all of smtpx: seconds on a loaded 2-core machine
 
