@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
             seen = await wait_for(sink, acknowledged)
             workers = await daemon.workers()
             metrics = await daemon.get("/metrics")
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGHUP)  # passed on: each worker reloads
+            while daemon.log().count("reload: done") < 2:
+                await asyncio.sleep(0.05)
+            assert (await daemon.wait_healthy())["status"] == "ok"
             assert await daemon.terminate() == 0  # SIGTERM: both drained, all well
         finally:
             daemon.cleanup()

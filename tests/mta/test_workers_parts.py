@@ -15,6 +15,7 @@ from smtpx.errors import ConfigError
 from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
+from smtpx.mta.supervisor import split_state_warnings
 from smtpx.mta.workers import (
     adopt_shards,
     reserve_ports,
@@ -210,3 +211,19 @@ def test_worker_socket_is_next_to_the_public_one() -> None:
     assert worker_socket(Path("/run/smtpx/control.sock"), 3) == Path(
         "/run/smtpx/control.sock.worker-3"
     )
+
+
+def test_split_state_is_warned_about_without_redis() -> None:
+    plain = MtaConfig.from_toml("[server]\nworkers = 2\n")
+    assert split_state_warnings(plain) == []
+    warnings = split_state_warnings(MtaConfig.from_dict(guarded_dict()))
+    assert len(warnings) == 2 and "greylisted again" in warnings[0]
+    shared = MtaConfig.from_dict({**guarded_dict(), "redis": {"url": "redis://127.0.0.1/0"}})
+    assert split_state_warnings(shared) == []
+
+
+def guarded_dict() -> dict[str, object]:
+    return {
+        "greylist": {"enabled": True},
+        "rate_limits": {"rules": [{"by": "client", "messages": 2, "window": "1h"}]},
+    }

@@ -43,6 +43,7 @@ __all__ = [
     "STABLE_AFTER",
     "Supervisor",
     "WorkerFailed",
+    "split_state_warnings",
     "watch_parent",
 ]
 
@@ -122,6 +123,8 @@ class Supervisor:
     async def start(self) -> None:
         """Reserve the ports, adopt leftover shards, start the control plane and the
         workers; return once every worker answers on its control socket."""
+        for warning in split_state_warnings(self.config):
+            log.warning("workers: %s", warning)
         self._held, self.ports = reserve_ports(self.config.server)
         try:
             for index, moved in (await adopt_shards(self.config, self.count)).items():
@@ -245,6 +248,25 @@ class Supervisor:
     async def wait(self) -> None:
         """Until SIGTERM or SIGINT (under :meth:`signals`) or :meth:`stop`."""
         await self._stop.wait()
+
+
+def split_state_warnings(config: MtaConfig) -> list[str]:
+    """What each worker keeps for itself that an operator may expect to be shared: the
+    guards' memory without ``[redis]``."""
+    if config.redis.url is not None:
+        return []
+    warnings = []
+    if config.greylist.enabled:
+        warnings.append(
+            "greylisting keeps its triplets per worker without redis.url: a retry that "
+            "reaches another worker is greylisted again (set redis.url to share them)"
+        )
+    if config.rate_limits.rules:
+        warnings.append(
+            "rate limits count per worker without redis.url: a client may send up to "
+            "workers x each limit (set redis.url to share the counts)"
+        )
+    return warnings
 
 
 async def watch_parent(parent: int, stop: Callable[[], None], every: float = 1.0) -> None:
