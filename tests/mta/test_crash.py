@@ -246,4 +246,4 @@ async def test_kill_a_worker_during_intake_loses_nothing_acknowledged(tmp_path: 
     finally:
         daemon.cleanup(pids)
     assert set(seen) == numbers and max(seen.values()) == 1  # each once, none lost
-    assert "worker 1" in daemon.log() and "restarting it" in daemon.log()
+    assert "worker 1" in daemon.log() and "restarting worker 1" in daemon.log()

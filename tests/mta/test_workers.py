@@ -6,8 +6,12 @@ killed mid-intake: test_crash.py; the shared PostgreSQL queue: tests/spool/pg.)"
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +173,26 @@ async def _token_is_required(config: Path) -> None:
         async with session.get(f"http://{http}/v1/spool/count", headers=headers) as reply:
             assert reply.status == 200
             assert (await reply.json())["count"] == 20
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    """At start, a worker that ends (here: its shard is locked by another process) is
+    not restarted in a loop: the supervisor stops the others and exits 1, saying why."""
+    config, port = workers_config(tmp_path, workers=2, sink=free_port())
+    shard = tmp_path / "spool" / "shard-1"
+    shard.mkdir(parents=True)
+    with open(shard / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "smtpx", "serve", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=90,
+        )
+    assert result.returncode == 1, result.stderr
+    assert b"smtpx serve: worker 1 ended with status 1" in result.stderr
+    with socket.socket() as probe:  # worker 0 was stopped, the port let go
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "control.sock").exists()

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from smtpx.errors import SMTPXError
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.config import MtaConfig, SpoolBackend
 from smtpx.mta.workers import adopt_shards, reserve_ports, worker_socket
@@ -56,7 +57,7 @@ READY_TIMEOUT = 60.0
 CONFIG_ERROR = 2  # the exit status of smtpx serve for a bad configuration
 
 
-class WorkerFailed(Exception):
+class WorkerFailed(SMTPXError):
     """A worker could not start (the message says which, and how it ended)."""
 
 
@@ -199,28 +200,32 @@ class Supervisor:
         """Restart ``worker`` whenever it dies, until the supervisor stops."""
         pause = RESTART_MIN
         while not self._stop.is_set():
-            assert worker.process is not None
-            status = await worker.process.wait()
-            worker.running = False
-            if self._stop.is_set():
-                return
-            lived = time.monotonic() - worker.started
+            lived = 0.0
+            if worker.process is not None:
+                status = await worker.process.wait()
+                worker.running = False
+                if self._stop.is_set():
+                    return
+                lived = time.monotonic() - worker.started
+                log.error(
+                    "workers: worker %d (pid %d) ended with status %d after %.1f s",
+                    worker.index,
+                    worker.process.pid,
+                    status,
+                    lived,
+                )
             pause = RESTART_MIN if lived >= STABLE_AFTER else min(pause * 2, RESTART_MAX)
-            log.error(
-                "workers: worker %d (pid %d) ended with status %d after %.1f s; "
-                "restarting it in %.1f s",
-                worker.index,
-                worker.process.pid,
-                status,
-                lived,
-                pause,
-            )
+            log.warning("workers: restarting worker %d in %.1f s", worker.index, pause)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
             if self._stop.is_set():
                 return
             worker.restarts += 1
-            await self._spawn(worker)
+            try:
+                await self._spawn(worker)
+            except OSError as exc:  # no memory or processes left: try again later
+                log.error("workers: cannot start worker %d: %s", worker.index, exc)
+                worker.process = None
 
     # -- signals ------------------------------------------------------------------------
 
