@@ -122,6 +122,12 @@ async def test_the_cli_sees_one_mta_and_one_worker_keeps_all_the_mail(tmp_path: 
         daemon_status = await cli(daemon, "daemon", "status")
         assert daemon_status.exit_code == 0 and "messages=20" in daemon_status.output
 
+        process = await daemon.get("/v1/process")
+        assert process["supervisor"] and len(process["workers"]) == 2
+        assert (await daemon.get("/v1/cache"))["open"] == 0
+        bad = await daemon.request("GET", "/v1/spool/events?ping=0")
+        assert bad[0] == 400 and "ping" in bad[1]["error"]  # the workers' refusal
+
         # events from both workers, merged; HTTP needs the token
         events = await _first_events(daemon, 20)
         assert {e["id"] for e in events if e["kind"] == "listed"} == ids
