@@ -51,6 +51,7 @@ __all__ = ["Aggregator", "Pool"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ACTIONS = ("freeze", "remove", "recover", "purge", "send")
+_JSON = "application/json"
 _STREAMS = ("/v1/spool/events", "/v1/errors", "/v1/server/envelopes", "/v1/cache/stream")
 
 
@@ -274,27 +275,23 @@ class Aggregator:
         workers = self.workers
         if request.path == "/v1/spool/events":
             workers = self._queue_workers()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         async with contextlib.AsyncExitStack() as stack:
             replies = [
                 (w.index, await stack.enter_async_context(w.stream(request.path, request.query)))
                 for w in workers
             ]
             for _, reply in replies:
-                if reply.status != 200:
-                    return web.Response(
-                        body=await reply.read(),
-                        status=reply.status,
-                        content_type=reply.content_type,
-                    )
-            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                if reply.status != 200:  # a bad ?ping=, say: the same for every worker
+                    body = await reply.read()
+                    return web.Response(body=body, status=reply.status, content_type=_JSON)
             await response.prepare(request)
             async for line in merge_streams(replies, tag=len(workers) > 1):
                 try:
                     await response.write(line)
                 except (ConnectionError, RuntimeError):
                     break
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        return response
 
     async def cache(self, request: web.Request) -> web.Response:
         return web.json_response(merge_cache(await self._all("GET", request.path)))
