@@ -25,6 +25,7 @@ from smtpx.mta.workers import (
 )
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.spool import Delivery, Spool, SpoolConfig
+from tests.cli.helpers import invoke
 
 
 @pytest.fixture(autouse=True)
@@ -227,3 +228,11 @@ def guarded_dict() -> dict[str, object]:
         "greylist": {"enabled": True},
         "rate_limits": {"rules": [{"by": "client", "messages": 2, "window": "1h"}]},
     }
+
+
+def test_smtpx_config_show_prints_workers(tmp_path: Path) -> None:
+    config = tmp_path / "smtpx.toml"
+    config.write_text('[server]\nworkers = "auto"\n', encoding="utf-8")
+    result = invoke("config", "show", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert f"workers = {os.cpu_count() or 1}\n" in result.stdout
