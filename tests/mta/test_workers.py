@@ -68,6 +68,8 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
     assert "smtpx_messages_delivered_total 60.0" in metrics
     assert 'smtpx_workers_up{worker="1"} 1' in metrics
     assert "shutting down" in daemon.log()
+    reloads = [line for line in daemon.log().splitlines() if "reload: done" in line]
+    assert {line.rsplit("worker=", 1)[-1] for line in reloads} == {"0", "1"}  # who said it
 
 
 async def _wait_all_tried(daemon: Supervised, count: int) -> list[dict[str, Any]]:

@@ -178,7 +178,8 @@ def serve(
         config.check_files()
         # Building the MTA reads the users file and loads the certificate: a bad one is
         # a configuration error, reported before anything listens.
-        mta = Mta(config, reload_config=load, set_logging=configure_logging)
+        set_logging = configure_logging if spec is None else spec.logging(configure_logging)
+        mta = Mta(config, reload_config=load, set_logging=set_logging)
     except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -191,7 +192,7 @@ def serve(
                 sys.exit(2)
         click.echo(f"smtpx serve: configuration ok ({config_file or 'the embedded default'})")
         return
-    configure_logging(config.log.level, config.log.format)
+    set_logging(config.log.level, config.log.format)
     if loop == "uvloop" or (loop == "auto" and _have_uvloop()):
         import uvloop  # noqa: PLC0415
 

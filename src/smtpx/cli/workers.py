@@ -4,8 +4,10 @@ See :mod:`smtpx.mta.supervisor`."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +37,35 @@ class WorkerSpec:
             raise click.BadParameter(f"--worker {worker!r}: I/N with 0 <= I < N")
         self.parent = os.getppid()
 
+    def logging(self, configure: Callable[[str, str], None]) -> Callable[[str, str], None]:
+        """``configure`` (the log's level and format), then every line of this worker
+        says ``worker=I`` (a field of the mail log's kind: JSON lines have it too)."""
+
+        def configure_worker(level: str, fmt: str) -> None:
+            configure(level, fmt)
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(_WorkerField(self.index))
+
+        return configure_worker
+
     def apply(self, config: MtaConfig) -> MtaConfig:
         from smtpx.mta.workers import worker_config  # noqa: PLC0415
 
         return worker_config(config, self.index, self.count, self.ports)
+
+
+class _WorkerField(logging.Filter):
+    """Adds ``worker: I`` to each record's mail fields."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "mail", None)
+        given = fields if isinstance(fields, Mapping) else {}
+        record.mail = {**given, "worker": self.index}
+        return True
 
 
 def worker_command(
