@@ -1070,7 +1070,7 @@ def _positive_int(value: object, key: str) -> int:
 def _workers(value: object, key: str) -> int:
     """A number of processes, or "auto": the number of cores."""
     if value == "auto":
-        return os.cpu_count() or 1
+        return min(os.cpu_count() or 1, MAX_WORKERS)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _expected('an integer or "auto"', value, key)
     if not 1 <= value <= MAX_WORKERS:
