@@ -55,7 +55,6 @@ class WorkerClient:
         self.index = index
         self.path = path
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
 
     def _client(self, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
         connector = aiohttp.UnixConnector(path=str(self.path), force_close=True)
@@ -80,11 +79,7 @@ class WorkerClient:
         self, path: str, query: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """An NDJSON stream: the response, open (its status may be an error)."""
-        try:
-            session = self._client(aiohttp.ClientTimeout(total=None, sock_connect=10))
-        except (aiohttp.ClientConnectionError, OSError) as exc:  # pragma: no cover
-            raise WorkerDown(f"worker {self.index}: {exc}") from None
-        async with session:
+        async with self._client(aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
             try:
                 reply = await session.get(f"http://worker{path}", params=query)
             except (aiohttp.ClientConnectionError, OSError) as exc:
