@@ -20,6 +20,7 @@ from smtpx.client import ClientConfig, TlsConfig, TlsMode, connect
 from smtpx.envelope import Envelope
 from smtpx.errors import SMTPXError
 from smtpx.testing import Handler, ScriptedServer
+from tests.mta.workers_helpers import Supervised, workers_config
 
 PLAIN = ClientConfig.for_testing(tls=[("", TlsConfig(mode=TlsMode.NONE))], command_timeout=5)
 
@@ -207,3 +208,42 @@ async def test_kill_during_delivery_loses_nothing_and_repeats_little(tmp_path: P
     per_kill = duplicates / KILLS
     print(f"delivered {len(seen)}, {KILLS} kills, duplicates {duplicates} ({per_kill:.1f}/kill)")
     assert per_kill <= MAX_DUPLICATES_PER_KILL
+
+
+@pytest.mark.timeout(240)
+async def test_kill_a_worker_during_intake_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """``workers = 2``: SIGKILL one worker while both take mail (delivery held): the
+    supervisor restarts it, its shard is replayed, every message that got a 250 is in
+    the queue, and once released each is delivered exactly once."""
+    sink_port = free_port()  # nothing listens yet: the mail waits
+    config, port = workers_config(tmp_path, workers=2, sink=sink_port, retry="1h")
+    daemon = Supervised(config)
+    pids: list[int] = []
+    try:
+        await daemon.start()
+        pids = [worker["pid"] for worker in await daemon.workers()]
+        acknowledged: set[int] = set()
+        senders = [
+            asyncio.create_task(send_until_stopped(port, range(k * 40, k * 40 + 40), acknowledged))
+            for k in range(10)
+        ]
+        while len(acknowledged) < 120:
+            await asyncio.sleep(0.005)
+        os.kill(pids[1], signal.SIGKILL)  # in the middle of intake
+        await asyncio.gather(*senders)
+        assert 120 <= len(acknowledged) < 400  # worker 1's sessions were cut off
+        health = await daemon.wait_healthy()
+        assert [w["restarts"] for w in health["workers"]] == [0, 1]
+        pids = [worker["pid"] for worker in health["workers"]]
+        queued = (await daemon.get("/v1/spool/messages"))["messages"]
+        numbers = {int(m["message_id"].strip("<>").partition("@")[0]) for m in queued}
+        assert acknowledged <= numbers  # written before the 250: replayed from shard-1
+        async with ScriptedServer(Handler, port=sink_port) as sink:
+            status, released = await daemon.request("POST", "/v1/spool/send", {"all": True})
+            assert status == 200 and released["released"] == len(queued)
+            seen = await wait_for(sink, numbers)
+            assert await daemon.terminate() == 0
+    finally:
+        daemon.cleanup(pids)
+    assert set(seen) == numbers and max(seen.values()) == 1  # each once, none lost
+    assert "worker 1" in daemon.log() and "restarting worker 1" in daemon.log()

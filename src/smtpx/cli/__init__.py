@@ -131,6 +131,9 @@ def main() -> None:
     help="Check the configuration, the files it names (certificate and key, users, "
     "token) and exit: 0 when all is well, 2 otherwise.",
 )
+# Set by the supervisor of [server] workers = N on the workers it starts (smtpx.cli.workers).
+@click.option("--worker", hidden=True)
+@click.option("--ports", hidden=True)
 def serve(
     *,
     config_file: str | None,
@@ -139,11 +142,15 @@ def serve(
     log_level: str | None,
     loop: str,
     check: bool,
+    worker: str | None,
+    ports: str | None,
 ) -> None:
     """Run the relay MTA until SIGTERM or SIGINT; SIGHUP reloads the configuration, the
-    users file and the TLS files (what needs a restart is refused in the log)."""
+    users file and the TLS files (what needs a restart is refused in the log). With
+    [server] workers = N (N > 1), this process supervises N that accept mail."""
     import ssl  # noqa: PLC0415
 
+    from smtpx.cli import workers as _workers  # noqa: PLC0415
     from smtpx.maillog import configure_logging  # noqa: PLC0415
     from smtpx.mta.app import Mta  # noqa: PLC0415 - keep --help fast
     from smtpx.mta.config import ListenAddress, MtaConfig  # noqa: PLC0415
@@ -164,14 +171,17 @@ def serve(
             config = dataclasses.replace(
                 config, log=dataclasses.replace(config.log, level=log_level.lower())
             )
-        return config
+        return config if spec is None else spec.apply(config)
+
+    spec = None if worker is None else _workers.WorkerSpec(worker, ports)
 
     try:
         config = load()
         config.check_files()
         # Building the MTA reads the users file and loads the certificate: a bad one is
         # a configuration error, reported before anything listens.
-        mta = Mta(config, reload_config=load, set_logging=configure_logging)
+        set_logging = configure_logging if spec is None else spec.logging(configure_logging)
+        mta = Mta(config, reload_config=load, set_logging=set_logging)
     except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
         click.echo(f"smtpx serve: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -184,13 +194,21 @@ def serve(
                 sys.exit(2)
         click.echo(f"smtpx serve: configuration ok ({config_file or 'the embedded default'})")
         return
-    configure_logging(config.log.level, config.log.format)
+    set_logging(config.log.level, config.log.format)
     if loop == "uvloop" or (loop == "auto" and _have_uvloop()):
         import uvloop  # noqa: PLC0415
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    source = Path(config_file).absolute() if config_file else None
     try:
-        asyncio.run(_serve(mta, Path(config_file).absolute() if config_file else None))
+        if spec is not None:
+            asyncio.run(_workers.run_worker(mta, spec))
+        elif config.server.workers > 1:
+            command = _workers.worker_command(config_file, spool_dir, listen, log_level, loop)
+            if not asyncio.run(_workers.run_supervisor(config, source, command)):
+                sys.exit(1)
+        else:
+            asyncio.run(_serve(mta, source))
     except SMTPXError as exc:
         click.echo(f"smtpx serve: {exc}", err=True)
         sys.exit(1)
@@ -209,8 +227,10 @@ def _have_uvloop() -> bool:
 
 async def _serve(mta: Mta, config_file: Path | None) -> None:
     from smtpx.cli import locate  # noqa: PLC0415
+    from smtpx.mta.workers import adopt_shards  # noqa: PLC0415
 
     config = mta.config
+    await adopt_shards(config, 1)  # the mail of workers there were before, if any
     # Signals are handled before the runtime record says smtpx runs: a SIGHUP sent as
     # soon as it appears must reload, not kill.
     async with mta:

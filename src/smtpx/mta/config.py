@@ -32,6 +32,7 @@ import enum
 import functools
 import ipaddress
 import math
+import os
 import re
 import socket
 import ssl
@@ -254,6 +255,10 @@ class ServerSettings:
       each connection there must start with a PROXY protocol header (v1 or v2) and come
       from ``proxy_from``; everything then sees the client it names. ``proxy_timeout``:
       the longest wait for that header.
+    * ``workers``: processes that accept on the same listeners (``SO_REUSEPORT``) under
+      one supervisor, each with its own shard of the journal (or the shared PostgreSQL
+      queue); ``"auto"`` is the number of cores, resolved when the file is read. 1: one
+      process, no supervisor.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -278,6 +283,7 @@ class ServerSettings:
     proxied: tuple[ListenAddress, ...] = ()
     proxy_from: tuple[IPNetwork, ...] = ()
     proxy_timeout: float = 5.0
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -694,6 +700,8 @@ class RedisSettings:
     key_prefix: str = "smtpx:"
 
 
+MAX_WORKERS = 256  # [server] workers
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("plain", "json")
 
@@ -773,6 +781,10 @@ dsn = true
 proxied = []
 proxy_from = []
 proxy_timeout = "5s"
+# Processes accepting on the same listeners under one supervisor ("auto": one per core).
+# With the journal each has its own shard of the spool (spool.dir/shard-N) and delivers
+# its own mail; with PostgreSQL they share the queue. A restart changes it.
+workers = 1
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1052,6 +1064,17 @@ def _positive_int(value: object, key: str) -> int:
         raise _expected("an integer", value, key)
     if value < 1:
         raise ConfigError(f"must be at least 1, got {value}", key=key)
+    return value
+
+
+def _workers(value: object, key: str) -> int:
+    """A number of processes, or "auto": the number of cores."""
+    if value == "auto":
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected('an integer or "auto"', value, key)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"must be 1 to {MAX_WORKERS}, got {value}", key=key)
     return value
 
 
@@ -1472,6 +1495,7 @@ class _Loader:
                 "proxied": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
                 "proxy_from": lambda v, k: _items(v, k, _network),
                 "proxy_timeout": _duration,
+                "workers": _workers,
             },
         )
 
@@ -2152,6 +2176,7 @@ class MtaConfig:
             fingerprints=self.log.fingerprints,
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
+            reuse_port=self.server.workers > 1,
         )
 
     def client_limits(self) -> ClientLimits:

@@ -110,6 +110,8 @@ class ServerConfig:
       a transaction that would pass it gets ``452 4.3.1`` and the session goes on (F25).
     * ``fingerprints``: the mail log's ``accepted`` line carries the message's
       :mod:`~smtpx.fingerprint` (header fields, an MD5 per MIME leaf; F115).
+    * ``reuse_port``: listen with ``SO_REUSEPORT``, so that several processes accept on
+      the same addresses (the kernel spreads the connections; ``[server] workers``).
     """
 
     listeners: Sequence[Listener] = (Listener(),)
@@ -139,6 +141,7 @@ class ServerConfig:
     max_buffered: int = 64 * 1024 * 1024
     max_spilled: int | None = None
     fingerprints: bool = False
+    reuse_port: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

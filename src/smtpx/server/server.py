@@ -117,6 +117,7 @@ class Server:
                 listener.port,
                 ssl=self.tls_context if listener.implicit_tls else None,
                 reuse_address=True,
+                reuse_port=self.config.reuse_port,
                 backlog=1024,
             )
             self._servers.append((listener, server))

@@ -1,0 +1,351 @@
+"""The control plane of ``[server] workers = N``: one MTA to operators and the CLI.
+
+The supervisor serves the configured control socket (and HTTP with its token); each
+worker serves its own private socket (:func:`smtpx.mta.workers.worker_socket`). Every
+endpoint of :mod:`smtpx.mta.control` and :mod:`smtpx.mta.observe` is answered by asking
+the workers and merging:
+
+* the queue (list, count, one message, the actions, events): with the journal each worker
+  has its own shard, so lists are joined (oldest first), counts added, a message is shown
+  by the worker that has it, and an action on ids goes to the worker holding each id (an
+  id no worker has: 404, nothing done). ``send`` of all or of the frozen goes to all.
+  With PostgreSQL the queue is shared: one worker answers for it.
+* ``/v1/server``, ``/v1/cache``: counts added; ``/v1/server`` lists each worker
+  (``workers``: index, pid, restarts, sessions, its stats).
+* ``/metrics``: every sample added across workers (``smtpx_queue_messages`` of a shared
+  queue from one worker), plus ``smtpx_workers_up`` and ``smtpx_worker_restarts_total``.
+* ``/healthz``: ``ok`` when every worker answers, else 503 ``degraded``.
+* streams (events, errors, envelopes, cache): merged as they come, each line with
+  ``"worker": I``; a stream ends when one worker's ends (it restarted: reconnect).
+
+A worker that does not answer (restarting) makes the queue endpoints answer 503: a
+partial list would look like lost mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from smtpx._version import __version__
+from smtpx.mta.fanout import (
+    Answer,
+    WorkerClient,
+    WorkerDown,
+    merge_cache,
+    merge_metrics,
+    merge_streams,
+    sum_counts,
+    worker_counter,
+)
+
+__all__ = ["Aggregator", "Pool"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_ACTIONS = ("freeze", "remove", "recover", "purge", "send")
+_JSON = "application/json"
+_STREAMS = ("/v1/spool/events", "/v1/errors", "/v1/server/envelopes", "/v1/cache/stream")
+
+
+class Pool(Protocol):
+    """What the aggregator knows of the workers (the supervisor)."""
+
+    def status(self) -> list[dict[str, Any]]:
+        """One entry a worker: ``worker``, ``pid``, ``running``, ``restarts``."""
+        ...
+
+
+class Aggregator:
+    """The public control plane of a supervisor (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        sockets: list[Path],
+        *,
+        shared_queue: bool,
+        socket_path: Path | None,
+        http: tuple[str, int] | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.workers = [WorkerClient(index, path) for index, path in enumerate(sockets)]
+        self.shared_queue = shared_queue
+        self.socket_path = socket_path
+        self.http = http
+        self.token = token
+        self.started = time.time()
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.add_routes(
+            [
+                web.get("/healthz", self.healthz),
+                web.get("/metrics", self.metrics),
+                web.get("/v1/spool/messages", self.list_messages),
+                web.get("/v1/spool/count", self.count),
+                web.get("/v1/spool/messages/{id}", self.show),
+                *(web.post(f"/v1/spool/{action}", self.action) for action in _ACTIONS),
+                *(web.get(path, self.stream) for path in _STREAMS),
+                web.get("/v1/cache", self.cache),
+                web.get("/v1/server", self.server),
+                web.get("/v1/process", self.process),
+                web.post("/v1/tls/reload", self.reload_tls),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self._app(), access_log=None)
+        await runner.setup()
+        self._runner = runner
+        if self.socket_path is not None:
+            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+            old = os.umask(0o177)  # 0600 from the start, as the single MTA's
+            try:
+                await web.UnixSite(runner, str(self.socket_path)).start()
+            finally:
+                os.umask(old)
+        if self.http is not None:
+            if not self.token:
+                raise ValueError("the HTTP control listener needs a token (control.token_file)")
+            await web.TCPSite(runner, self.http[0], self.http[1]).start()
+            ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
+            self.http_port = int(ports[0]) if ports else self.http[1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """As the single MTA's: TCP needs the bearer token; errors become JSON."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if isinstance(peer, tuple):
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            expected = f"Bearer {self.token}" if self.token else None
+            if expected is None or not hmac.compare_digest(given, expected.encode()):
+                return _error(401, "a valid bearer token is required")
+        try:
+            return await handler(request)
+        except _Refused as refused:
+            return refused.response
+        except WorkerDown as exc:
+            return _error(503, str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, str(exc))
+
+    # -- asking the workers ---------------------------------------------------------------
+
+    def _queue_workers(self) -> list[WorkerClient]:
+        """Who answers for the queue: all (shards), or the first (a shared queue)."""
+        return self.workers[:1] if self.shared_queue else self.workers
+
+    async def _all(
+        self,
+        method: str,
+        path: str,
+        query: Any = None,
+        body: Any = None,
+        workers: list[WorkerClient] | None = None,
+    ) -> list[Any]:
+        """Every worker's JSON answer; the first error answer is the request's."""
+        chosen = self.workers if workers is None else workers
+        answers = await asyncio.gather(*(w.call(method, path, query, body) for w in chosen))
+        for answer in answers:
+            _ok(answer)
+        return [answer.json() for answer in answers]
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        workers = self.pool.status()
+        answers = await asyncio.gather(
+            *(w.call("GET", "/healthz") for w in self.workers), return_exceptions=True
+        )
+        for entry, answer in zip(workers, answers, strict=True):
+            entry["healthy"] = isinstance(answer, Answer) and answer.status == 200
+        healthy = all(entry["healthy"] for entry in workers)
+        return web.json_response(
+            {
+                "status": "ok" if healthy else "degraded",
+                "version": __version__,
+                "uptime": time.time() - self.started,
+                "workers": workers,
+            },
+            status=200 if healthy else 503,
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        answers = await asyncio.gather(*(w.call("GET", "/metrics") for w in self.workers))
+        shared = frozenset({"smtpx_queue_messages"}) if self.shared_queue else frozenset()
+        texts = [_ok(answer).body.decode() for answer in answers]
+        body = merge_metrics([*texts, self._own_metrics()], first_only=shared)
+        return web.Response(
+            body=body.encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    def _own_metrics(self) -> str:
+        lines = [
+            "# HELP smtpx_workers_up Worker processes running, of [server] workers",
+            "# TYPE smtpx_workers_up gauge",
+            "# HELP smtpx_worker_restarts_total Worker processes restarted after they died",
+            "# TYPE smtpx_worker_restarts_total counter",
+        ]
+        for entry in self.pool.status():
+            label = f'{{worker="{entry["worker"]}"}}'
+            lines.insert(2, f"smtpx_workers_up{label} {int(entry['running'])}")
+            lines.append(f"smtpx_worker_restarts_total{label} {entry['restarts']}")
+        return "\n".join(lines) + "\n"
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        parts = await self._all("GET", request.path, request.query, None, self._queue_workers())
+        messages = sorted(
+            (m for part in parts for m in part["messages"]), key=lambda m: m["spool_date"]
+        )
+        return web.json_response({"messages": messages})
+
+    async def count(self, request: web.Request) -> web.Response:
+        parts = await self._all("GET", request.path, request.query, None, self._queue_workers())
+        by_status = worker_counter(parts, "by_status")
+        return web.json_response(
+            {"count": sum(p["count"] for p in parts), "by_status": dict(by_status)}
+        )
+
+    async def show(self, request: web.Request) -> web.Response:
+        answers = [
+            await worker.call("GET", request.path, request.query)
+            for worker in self._queue_workers()
+        ]
+        found = next((a for a in answers if a.status != 404), answers[0])
+        return web.Response(
+            body=found.body,
+            status=found.status,
+            content_type=found.content_type,
+            headers=found.headers,
+        )
+
+    async def action(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        ids = body.get("ids", [])
+        if self.shared_queue or not ids or not isinstance(ids, list):
+            # A shared queue, or no ids (send all / frozen; or a body the workers refuse).
+            parts = await self._all("POST", request.path, None, body, self._queue_workers())
+            return web.json_response(_merge_action(parts))
+        owners = await self._owners(ids)
+        chosen = sorted(set(owners.values()))
+        calls = [
+            self.workers[index].call(
+                "POST", request.path, None, {**body, "ids": [i for i in ids if owners[i] == index]}
+            )
+            for index in chosen
+        ]
+        answers = [_ok(answer).json() for answer in await asyncio.gather(*calls)]
+        return web.json_response(_merge_action(answers, ids))
+
+    async def _owners(self, ids: list[Any]) -> dict[str, int]:
+        """The worker holding each id (404, nothing done, for an id none holds)."""
+        parts = await self._all("GET", "/v1/spool/messages")
+        where = {m["id"]: n for n, part in enumerate(parts) for m in part["messages"]}
+        for message_id in ids:
+            if message_id not in where:
+                raise _Refused(_error(404, f"{message_id}: not found"))
+        return {message_id: where[message_id] for message_id in ids}
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        workers = self.workers
+        if request.path == "/v1/spool/events":
+            workers = self._queue_workers()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        async with contextlib.AsyncExitStack() as stack:
+            replies = [
+                (w.index, await stack.enter_async_context(w.stream(request.path, request.query)))
+                for w in workers
+            ]
+            for _, reply in replies:
+                if reply.status != 200:  # a bad ?ping=, say: the same for every worker
+                    body = await reply.read()
+                    return web.Response(body=body, status=reply.status, content_type=_JSON)
+            await response.prepare(request)
+            async for line in merge_streams(replies, tag=len(workers) > 1):
+                try:
+                    await response.write(line)
+                except (ConnectionError, RuntimeError):
+                    break
+        return response
+
+    async def cache(self, request: web.Request) -> web.Response:
+        return web.json_response(merge_cache(await self._all("GET", request.path)))
+
+    async def server(self, request: web.Request) -> web.Response:
+        parts = await self._all("GET", request.path)
+        workers = self.pool.status()
+        for entry, part in zip(workers, parts, strict=True):
+            entry.update(sessions=part["sessions"], stats=part["stats"], spool=part["spool"])
+        merged = {
+            **parts[0],
+            "sessions": sum(p["sessions"] for p in parts),
+            "stats": dict(worker_counter(parts, "stats")),
+            "spool": dict(worker_counter(parts, "spool")),
+            "workers": workers,
+        }
+        return web.json_response(merged)
+
+    async def process(self, request: web.Request) -> web.Response:
+        parts = await self._all("GET", request.path)
+        return web.json_response({"pid": os.getpid(), "supervisor": True, "workers": parts})
+
+    async def reload_tls(self, request: web.Request) -> web.Response:
+        parts = await self._all("POST", request.path, None, {})
+        return web.json_response({"reloaded": all(p["reloaded"] for p in parts)})
+
+
+class _Refused(Exception):
+    """An answer that ends the request (a worker's error, or an unknown id)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _ok(answer: Answer) -> Answer:
+    """``answer`` if it is a success; else the request ends with it."""
+    if answer.status != 200:
+        raise _Refused(
+            web.Response(body=answer.body, status=answer.status, content_type=answer.content_type)
+        )
+    return answer
+
+
+def _merge_action(parts: list[dict[str, Any]], ids: list[Any] | None = None) -> dict[str, Any]:
+    """``{"frozen": ids}`` and the like (the ids in the order asked), ``{"released": n}``
+    added up."""
+    merged = sum_counts(parts)
+    if ids is not None:
+        for key, value in merged.items():
+            if isinstance(value, list):
+                merged[key] = ids
+    return merged
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)

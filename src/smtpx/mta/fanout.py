@@ -1,0 +1,199 @@
+"""Asking every worker's private control socket, and merging what they say: the parts of
+:mod:`smtpx.mta.aggregate` that are not HTTP handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+__all__ = [
+    "Answer",
+    "WorkerClient",
+    "WorkerDown",
+    "merge_cache",
+    "merge_metrics",
+    "merge_streams",
+    "sum_counts",
+    "worker_counter",
+]
+
+
+class WorkerDown(Exception):
+    """A worker's control socket does not answer (it is starting or restarting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One worker's answer: status, body, content type and the headers worth passing on."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+PASSED_HEADERS = ("X-Smtpx-Damaged",)
+
+
+class WorkerClient:
+    """HTTP over one worker's unix socket (a new connection per request: a restarted
+    worker is reached at once)."""
+
+    def __init__(self, index: int, path: Path, timeout: float = 30.0) -> None:
+        self.index = index
+        self.path = path
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def _client(self, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+        connector = aiohttp.UnixConnector(path=str(self.path), force_close=True)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout or self.timeout)
+
+    async def call(
+        self, method: str, path: str, query: Mapping[str, str] | None = None, body: Any = None
+    ) -> Answer:
+        try:
+            async with (
+                self._client() as session,
+                session.request(method, f"http://worker{path}", params=query, json=body) as reply,
+            ):
+                data = await reply.read()
+                headers = {h: reply.headers[h] for h in PASSED_HEADERS if h in reply.headers}
+                return Answer(reply.status, data, reply.content_type, headers)
+        except (aiohttp.ClientConnectionError, OSError, TimeoutError) as exc:
+            raise WorkerDown(f"worker {self.index} does not answer ({exc})") from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, query: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An NDJSON stream: the response, open (its status may be an error)."""
+        async with self._client(aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
+            try:
+                reply = await session.get(f"http://worker{path}", params=query)
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                raise WorkerDown(f"worker {self.index} does not answer ({exc})") from None
+            async with reply:
+                yield reply
+
+
+async def merge_streams(
+    replies: list[tuple[int, aiohttp.ClientResponse]], tag: bool
+) -> AsyncIterator[bytes]:
+    """The lines of every reply as they come (each with ``"worker": I`` when ``tag``),
+    until one of them ends (its worker stopped: the client reconnects)."""
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
+
+    async def pump(index: int, reply: aiohttp.ClientResponse) -> None:
+        try:
+            async for line in reply.content:
+                if line.strip():
+                    await lines.put(_tagged(line, index) if tag else line)
+        except (aiohttp.ClientError, OSError):
+            pass
+        await lines.put(None)
+
+    tasks = [asyncio.ensure_future(pump(index, reply)) for index, reply in replies]
+    try:
+        while (line := await lines.get()) is not None:
+            yield line
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _tagged(line: bytes, index: int) -> bytes:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line
+    if isinstance(data, dict):
+        data["worker"] = index
+    return json.dumps(data).encode() + b"\n"
+
+
+def sum_counts(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Numbers added key by key (the first's value for a key that is not a number)."""
+    total: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+            else:
+                total.setdefault(key, value)
+    return total
+
+
+def merge_cache(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /v1/cache`` of every worker as one: counts added, destination by destination."""
+    total = sum_counts({k: v for k, v in part.items() if k != "destinations"} for part in parts)
+    names = dict.fromkeys(name for part in parts for name in part.get("destinations", {}))
+    total["destinations"] = {
+        name: sum_counts(p["destinations"][name] for p in parts if name in p["destinations"])
+        for name in names
+    }
+    return total
+
+
+def merge_metrics(texts: list[str], *, first_only: frozenset[str] = frozenset()) -> str:
+    """Prometheus text expositions added sample by sample (same name and labels), family
+    by family; ``*_created`` samples keep the earliest. The families in ``first_only``
+    come from the first text alone (the shared queue's counts, the same in every one)."""
+    families: dict[str, tuple[list[str], dict[str, float]]] = {}
+    for number, text in enumerate(texts):
+        family, fresh = "", set()
+        for line in text.splitlines():
+            if line.startswith("# "):
+                family = line.split(" ", 3)[2]
+                if family not in families:
+                    families[family] = ([], {})
+                    fresh.add(family)
+                if family in fresh:
+                    families[family][0].append(line)
+            elif line.strip() and not (number and family in first_only):
+                key, _, value = line.rpartition(" ")
+                samples = families.setdefault(family, ([], {}))[1]
+                samples[key] = _combine(key, samples.get(key), float(value))
+    lines = [
+        text
+        for comments, samples in families.values()
+        for text in [*comments, *(f"{k} {_number(v)}" for k, v in samples.items())]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _combine(key: str, old: float | None, new: float) -> float:
+    if old is None:
+        return new
+    if key.partition("{")[0].endswith("_created"):
+        return min(old, new)
+    return old + new
+
+
+def _number(value: float) -> str:
+    """A sample value as Prometheus writes it."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def worker_counter(answers: Iterable[Mapping[str, Any]], key: str) -> Counter[str]:
+    """The ``key`` dict of each answer, added up."""
+    total: Counter[str] = Counter()
+    for answer in answers:
+        total.update(answer.get(key, {}))
+    return total

@@ -1,0 +1,124 @@
+"""The supervisor's control plane over two real MTAs in this process (two shards, two
+private sockets): ids reach the worker that holds them, errors pass through, nothing is
+half done for an unknown id, and a worker that does not answer makes the queue 503."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from smtpx.mta.aggregate import Aggregator
+from smtpx.mta.app import Mta
+from smtpx.mta.workers import shard_dir, worker_config, worker_socket
+from smtpx.spool.spool import Delivery
+from tests.mta.helpers import config, message
+
+
+class _Pool:
+    def __init__(self, mtas: list[Mta]) -> None:
+        self.mtas = mtas
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {"worker": i, "pid": 1000 + i, "running": True, "restarts": 0}
+            for i in range(len(self.mtas))
+        ]
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[tuple[Aggregator, list[Mta]]]:
+    base = config(tmp_path, server={"workers": 2})
+    mtas = [Mta(worker_config(base, i, 2, [0])) for i in range(2)]
+    for mta in mtas:
+        await mta.start()
+    aggregator = Aggregator(
+        _Pool(mtas),
+        [worker_socket(base.control.socket, i) for i in range(2)],
+        shared_queue=False,
+        socket_path=base.control.socket,
+    )
+    await aggregator.start()
+    try:
+        yield aggregator, mtas
+    finally:
+        await aggregator.close()
+        for mta in mtas:
+            await mta.close()
+
+
+async def call(aggregator: Aggregator, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(method, f"http://smtpx{path}", json=body) as reply,
+    ):
+        if reply.content_type == "application/json":
+            return reply.status, await reply.json()
+        return reply.status, await reply.read()
+
+
+async def frozen_ids(mta: Mta, count: int) -> list[str]:
+    deliveries = [Delivery(message(n), route="example.net") for n in range(count)]
+    return await mta.spool.add(deliveries, frozen=True)
+
+
+async def test_actions_reach_the_worker_holding_each_id(
+    plane: tuple[Aggregator, list[Mta]], tmp_path: Path
+) -> None:
+    aggregator, mtas = plane
+    assert mtas[1].config.spool.dir == shard_dir(tmp_path / "spool", 1)
+    first, second = await frozen_ids(mtas[0], 2), await frozen_ids(mtas[1], 1)
+    status, listed = await call(aggregator, "GET", "/v1/spool/messages")
+    assert status == 200 and {m["id"] for m in listed["messages"]} == {*first, *second}
+
+    # unknown id: 404, and the known ones were not touched
+    status, error = await call(aggregator, "POST", "/v1/spool/remove", {"ids": [second[0], "x"]})
+    assert (status, error) == (404, {"error": "x: not found"})
+    assert mtas[1].spool.get(second[0]).status.value == "frozen"
+
+    status, removed = await call(
+        aggregator, "POST", "/v1/spool/remove", {"ids": [second[0], first[0]]}
+    )
+    assert (status, removed) == (200, {"removed": [second[0], first[0]]})
+    # a state the worker refuses: its 409 comes through
+    status, error = await call(aggregator, "POST", "/v1/spool/freeze", {"ids": [second[0]]})
+    assert status == 409 and "recover it first" in error["error"]
+    body = {"ids": [second[0]], "from": "removed"}
+    assert (await call(aggregator, "POST", "/v1/spool/recover", body))[0] == 200
+    assert mtas[1].spool.get(second[0]).status.value == "frozen"
+    assert (await call(aggregator, "POST", "/v1/spool/purge", {"ids": [first[0]]}))[0] == 200
+    assert first[0] not in {m.id for m in await mtas[0].spool.list_all()}
+
+    status, released = await call(aggregator, "POST", "/v1/spool/send", {"frozen": True})
+    assert (status, released) == (200, {"released": 2})  # one in each shard
+    status, raw = await call(aggregator, "GET", f"/v1/spool/messages/{second[0]}?raw=1")
+    assert status == 200 and b"Subject: 0" in raw
+
+
+async def test_metrics_add_up_and_a_silent_worker_is_a_503(
+    plane: tuple[Aggregator, list[Mta]],
+) -> None:
+    aggregator, mtas = plane
+    await frozen_ids(mtas[0], 2)
+    await frozen_ids(mtas[1], 3)
+    status, metrics = await call(aggregator, "GET", "/metrics")
+    assert status == 200
+    assert b'smtpx_queue_messages{status="frozen"} 5.0' in metrics
+    assert b'smtpx_workers_up{worker="1"} 1' in metrics
+    assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5
+    assert (await call(aggregator, "GET", "/healthz"))[0] == 200
+
+    await mtas[1].close()  # its control socket is gone: a worker restarting
+    status, health = await call(aggregator, "GET", "/healthz")
+    assert status == 503 and health["status"] == "degraded"
+    assert [w["healthy"] for w in health["workers"]] == [True, False]
+    status, error = await call(aggregator, "GET", "/v1/spool/messages")
+    assert status == 503 and "worker 1 does not answer" in error["error"]
+    mtas[1] = Mta(dataclasses.replace(mtas[1].config))  # started again on its shard
+    await mtas[1].start()
+    assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5

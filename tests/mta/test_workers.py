@@ -1,0 +1,206 @@
+"""``[server] workers = 2``: a real supervisor and its two workers. Both take mail on the
+same port; every message is delivered exactly once; the control plane and the CLI see one
+MTA; SIGTERM drains and exits 0; going back to one worker keeps shard-1's mail. (A worker
+killed mid-intake: test_crash.py; the shared PostgreSQL queue: tests/spool/pg.)"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from smtpx.testing import Handler, ScriptedServer
+from tests.cli.helpers import invoke
+from tests.mta.test_crash import free_port, send_until_stopped, wait_for
+from tests.mta.workers_helpers import Supervised, workers_config
+
+
+async def cli(daemon: Supervised, *args: str) -> Any:
+    """``smtpx ARGS --socket <the supervisor's>`` (in a thread: it runs its own loop)."""
+    return await asyncio.to_thread(invoke, *args, "--socket", str(daemon.socket))
+
+
+async def send_many(port: int, connections: int, each: int) -> set[int]:
+    acknowledged: set[int] = set()
+    await asyncio.gather(
+        *(
+            send_until_stopped(port, range(k * each, (k + 1) * each), acknowledged)
+            for k in range(connections)
+        )
+    )
+    return acknowledged
+
+
+@pytest.mark.timeout(180)
+async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path: Path) -> None:
+    async with ScriptedServer(Handler) as sink:
+        config, port = workers_config(tmp_path, workers=2, sink=sink.port)
+        daemon = Supervised(config)
+        try:
+            await daemon.start()
+            acknowledged = await send_many(port, connections=30, each=2)
+            assert len(acknowledged) == 60
+            seen = await wait_for(sink, acknowledged)
+            workers = await daemon.workers()
+            metrics = await daemon.get("/metrics")
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGHUP)  # passed on: each worker reloads
+            while daemon.log().count("reload: done") < 2:
+                await asyncio.sleep(0.05)
+            assert (await daemon.wait_healthy())["status"] == "ok"
+            assert await daemon.terminate() == 0  # SIGTERM: both drained, all well
+        finally:
+            daemon.cleanup()
+    assert set(seen) == acknowledged and max(seen.values()) == 1  # each exactly once
+    took = [worker["stats"]["messages"] for worker in workers]
+    assert sum(took) == 60 and min(took) > 0, took  # the kernel spread the connections
+    assert {worker["restarts"] for worker in workers} == {0}
+    assert "smtpx_messages_received_total 60.0" in metrics
+    assert "smtpx_messages_delivered_total 60.0" in metrics
+    assert 'smtpx_workers_up{worker="1"} 1' in metrics
+    assert "shutting down" in daemon.log()
+    reloads = [line for line in daemon.log().splitlines() if "reload: done" in line]
+    assert {line.rsplit("worker=", 1)[-1] for line in reloads} == {"0", "1"}  # who said it
+
+
+async def _wait_all_tried(daemon: Supervised, count: int) -> list[dict[str, Any]]:
+    for _ in range(400):
+        messages = await daemon.get("/v1/spool/messages")
+        if len(messages["messages"]) == count and all(
+            m["attempt_count"] >= 1 for m in messages["messages"]
+        ):
+            return messages["messages"]  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not all {count} messages were tried: {messages}")
+
+
+@pytest.mark.timeout(240)
+async def test_the_cli_sees_one_mta_and_one_worker_keeps_all_the_mail(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there: the mail waits in the shards
+    config, port = workers_config(tmp_path, workers=2, sink=closed, retry="1h", token=True)
+    daemon = Supervised(config)
+    try:
+        await daemon.start()
+        assert len(await send_many(port, connections=20, each=1)) == 20
+        messages = await _wait_all_tried(daemon, 20)
+        ids = {m["id"] for m in messages}
+        shards = [
+            {m["id"] for m in (await daemon.get("/v1/spool/messages", sock))["messages"]}
+            for sock in (daemon.worker_socket(0), daemon.worker_socket(1))
+        ]
+        assert shards[0] and shards[1] and shards[0] | shards[1] == ids  # both shards
+        assert not shards[0] & shards[1]
+
+        # smtpx spool status: one queue, oldest first
+        status = await cli(daemon, "spool", "status", "--format", "json")
+        assert status.exit_code == 0, status.output
+        listed = json.loads(status.stdout)
+        assert {m["id"] for m in listed} == ids
+        assert [m["spool_date"] for m in listed] == sorted(m["spool_date"] for m in listed)
+        count = await daemon.get("/v1/spool/count")
+        assert count == {"count": 20, "by_status": {"send_at": 20}}
+
+        # an action on ids of both shards reaches each; an unknown id changes nothing
+        one, two = sorted(shards[0])[0], sorted(shards[1])[0]
+        frozen = await cli(daemon, "spool", "freeze", one, two)
+        assert frozen.exit_code == 0, frozen.output
+        refused = await cli(daemon, "spool", "freeze", sorted(shards[0])[1], "nonesuch")
+        assert refused.exit_code != 0 and "nonesuch: not found" in refused.output
+        shown = await cli(daemon, "spool", "show", "--json", two)
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["status"] == "frozen"
+        assert (await daemon.request("GET", "/v1/spool/messages/nonesuch"))[0] == 404
+        count = await daemon.get("/v1/spool/count")
+        assert count["by_status"] == {"send_at": 18, "frozen": 2}
+        daemon_status = await cli(daemon, "daemon", "status")
+        assert daemon_status.exit_code == 0 and "messages=20" in daemon_status.output
+
+        process = await daemon.get("/v1/process")
+        assert process["supervisor"] and len(process["workers"]) == 2
+        assert (await daemon.get("/v1/cache"))["open"] == 0
+        bad = await daemon.request("GET", "/v1/spool/events?ping=0")
+        assert bad[0] == 400 and "ping" in bad[1]["error"]  # the workers' refusal
+
+        # events from both workers, merged; HTTP needs the token
+        events = await _first_events(daemon, 20)
+        assert {e["id"] for e in events if e["kind"] == "listed"} == ids
+        assert {e["worker"] for e in events} == {0, 1}
+        await _token_is_required(config)
+        assert await daemon.terminate() == 0
+    finally:
+        daemon.cleanup()
+    assert (tmp_path / "spool" / "shard-1").is_dir()
+
+    # one worker again: shard-1's mail moves into the spool, states kept
+    config.write_text(config.read_text().replace("workers = 2", "workers = 1"))
+    single = Supervised(config)
+    try:
+        await single.start()
+        after = (await single.get("/v1/spool/messages"))["messages"]
+        assert {m["id"] for m in after} == ids
+        assert {m["id"] for m in after if m["status"] == "frozen"} == {one, two}
+        assert "workers" not in await single.get("/v1/server")  # no supervisor
+        assert await single.terminate() == 0
+    finally:
+        single.cleanup()
+    assert not (tmp_path / "spool" / "shard-1").exists()
+
+
+async def _first_events(daemon: Supervised, count: int) -> list[dict[str, Any]]:
+    connector = aiohttp.UnixConnector(path=str(daemon.socket))
+    lines: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://smtpx/v1/spool/events?existing=1&ping=0.2") as reply,
+    ):
+        assert reply.status == 200
+        async for line in reply.content:
+            lines.append(json.loads(line))
+            if sum(event["kind"] == "listed" for event in lines) == count:
+                return lines
+    raise AssertionError(lines)
+
+
+async def _token_is_required(config: Path) -> None:
+    http = next(
+        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("http")
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://{http}/v1/spool/count") as reply:
+            assert reply.status == 401
+        headers = {"Authorization": "Bearer t0ken"}
+        async with session.get(f"http://{http}/v1/spool/count", headers=headers) as reply:
+            assert reply.status == 200
+            assert (await reply.json())["count"] == 20
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    """At start, a worker that ends (here: its shard is locked by another process) is
+    not restarted in a loop: the supervisor stops the others and exits 1, saying why."""
+    config, port = workers_config(tmp_path, workers=2, sink=free_port())
+    shard = tmp_path / "spool" / "shard-1"
+    shard.mkdir(parents=True)
+    with open(shard / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "smtpx", "serve", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=90,
+        )
+    assert result.returncode == 1, result.stderr
+    assert b"smtpx serve: worker 1 ended with status 1" in result.stderr
+    with socket.socket() as probe:  # worker 0 was stopped, the port let go
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "control.sock").exists()

@@ -1,0 +1,238 @@
+"""[server] workers: the key, a worker's configuration, port reservation, shard adoption and
+the merging of the workers' control-plane answers (no processes: see test_workers.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from smtpx.envelope import Envelope
+from smtpx.errors import ConfigError
+from smtpx.mta.config import ListenAddress, MtaConfig
+from smtpx.mta.config_toml import to_toml
+from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
+from smtpx.mta.supervisor import split_state_warnings
+from smtpx.mta.workers import (
+    adopt_shards,
+    reserve_ports,
+    shard_dir,
+    worker_config,
+    worker_socket,
+)
+from smtpx.spool.journal_store import JournalStore
+from smtpx.spool.spool import Delivery, Spool, SpoolConfig
+from tests.cli.helpers import invoke
+
+
+@pytest.fixture(autouse=True)
+def fixed_fqdn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.getfqdn", lambda: "mta.test.example")
+
+
+def test_workers_default_auto_and_refusals() -> None:
+    assert MtaConfig.default().server.workers == 1
+    auto = MtaConfig.from_toml('[server]\nworkers = "auto"\n')
+    assert auto.server.workers == (os.cpu_count() or 1)
+    assert MtaConfig.from_toml("[server]\nworkers = 3\n").server.workers == 3
+    for bad in ("0", "-1", '"many"', "true", "257", "1.5"):
+        with pytest.raises(ConfigError, match=r"server\.workers"):
+            MtaConfig.from_toml(f"[server]\nworkers = {bad}\n")
+
+
+def test_config_show_prints_workers() -> None:
+    text = to_toml(MtaConfig.from_toml("[server]\nworkers = 4\n"))
+    assert "workers = 4" in text
+    assert MtaConfig.from_toml(text).server.workers == 4
+    # the listeners of several workers share their ports
+    assert MtaConfig.from_toml("[server]\nworkers = 4\n").server_config().reuse_port
+    assert not MtaConfig.default().server_config().reuse_port
+
+
+def test_worker_config(tmp_path: Path) -> None:
+    config = MtaConfig.from_toml(
+        """
+[server]
+workers = 2
+listen = ["127.0.0.1:0", "[::1]:2525"]
+lmtp = ["127.0.0.1:0"]
+proxied = ["127.0.0.1:0"]
+proxy_from = ["127.0.0.1/32"]
+[control]
+socket = "run/control.sock"
+http = "127.0.0.1:8025"
+token_file = "token"
+[spool]
+dir = "spool"
+""",
+        base_dir=tmp_path,
+    )
+    first = worker_config(config, 0, 2, [3001, 3002, 3003])
+    second = worker_config(config, 1, 2, [3001, 3002, 3003])
+    assert first.spool.dir == tmp_path / "spool"  # worker 0: the spool itself
+    assert second.spool.dir == tmp_path / "spool" / "shard-1"
+    assert second.control.socket == tmp_path / "run" / "control.sock.worker-1"
+    assert second.control.http is None  # the supervisor serves HTTP
+    assert [a.port for a in second.server.listen] == [3001, 3002]
+    assert [a.port for a in second.server.lmtp] == [3003]
+    assert second.server.proxied == (ListenAddress(host="127.0.0.1", port=3001),)
+    assert [listener.proxied for listener in second.listeners()] == [True, False, False]
+    with pytest.raises(ValueError, match="2 ports given for 3 listeners"):
+        worker_config(config, 1, 2, [1, 2])
+
+
+def test_worker_config_postgresql_nodes(tmp_path: Path) -> None:
+    config = MtaConfig.from_toml(
+        '[spool]\nbackend = "postgresql"\n[spool.postgresql]\n'
+        'dsn = "postgresql://u@127.0.0.1/q"\nnode = "mx1"\n',
+        base_dir=tmp_path,
+    )
+    nodes = {worker_config(config, i, 3, [2525]).spool.postgresql.node for i in range(3)}  # type: ignore[union-attr]
+    assert nodes == {"mx1-w0", "mx1-w1", "mx1-w2"}  # each its own leases
+
+
+def test_reserve_ports_resolves_port_zero_and_shares_them() -> None:
+    config = MtaConfig.from_toml('[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]\n')
+    held, ports = reserve_ports(config.server)
+    try:
+        assert len(set(ports)) == 2 and 0 not in ports
+        # a worker can listen there (SO_REUSEPORT), nobody else can
+        with socket.socket() as worker:
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("127.0.0.1", ports[0]))
+            worker.listen()
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", ports[0]))
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_reserve_ports_names_a_taken_address() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = MtaConfig.from_toml(f'[server]\nlisten = ["127.0.0.1:{port}"]\n')
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            reserve_ports(config.server)
+
+
+def _message(n: int) -> Envelope:
+    return Envelope.create(
+        sender="a@example.com", recipients=["x@example.net"], message=f"Subject: {n}\r\n\r\nhi\r\n"
+    )
+
+
+async def _fill(directory: Path, count: int) -> set[str]:
+    spool = Spool(SpoolConfig(directory=directory), router=None)
+    await spool.start()
+    try:
+        deliveries = [Delivery(_message(n), route="example.net") for n in range(count)]
+        ids = await spool.add(deliveries, frozen=True)  # held: nothing is tried
+    finally:
+        await spool.kill_and_flush(0)
+    return set(ids)
+
+
+async def _ids(directory: Path) -> dict[str, str]:
+    store = JournalStore(SpoolConfig(directory=directory), Counter())
+    await store.open()
+    try:
+        return {m.id: m.status.value for m in await store.all()}
+    finally:
+        await store.close()
+
+
+async def test_fewer_workers_adopt_the_shards_left_over(tmp_path: Path) -> None:
+    config = MtaConfig.from_toml('[spool]\ndir = "spool"\n', base_dir=tmp_path)
+    spool_dir = config.spool.dir
+    shards = {index: await _fill(shard_dir(spool_dir, index), 2 + index) for index in range(4)}
+    moved = await adopt_shards(config, 2)  # shard 2 -> worker 0, shard 3 -> worker 1
+    assert moved == Counter({2: 4, 3: 5})
+    assert not (spool_dir / "shard-2").exists() and not (spool_dir / "shard-3").exists()
+    held0, held1 = await _ids(spool_dir), await _ids(spool_dir / "shard-1")
+    assert set(held0) == shards[0] | shards[2]
+    assert set(held1) == shards[1] | shards[3]
+    assert set(held0.values()) == {"frozen"}  # states kept
+    assert await adopt_shards(config, 2) == Counter()  # nothing left to do
+    assert await adopt_shards(config, 1) == Counter({1: 8})  # back to one process
+    assert set(await _ids(spool_dir)) == set().union(*shards.values())
+
+
+def test_merge_metrics_adds_samples_family_by_family() -> None:
+    one = (
+        "# HELP smtpx_sessions_total SMTP sessions\n# TYPE smtpx_sessions_total counter\n"
+        "smtpx_sessions_total 3.0\nsmtpx_sessions_created 100.0\n"
+        '# HELP q Queue\n# TYPE q gauge\nq{status="frozen"} 1.0\n'
+    )
+    two = (
+        "# HELP smtpx_sessions_total SMTP sessions\n# TYPE smtpx_sessions_total counter\n"
+        "smtpx_sessions_total 4.0\nsmtpx_sessions_created 90.0\n"
+        '# HELP q Queue\n# TYPE q gauge\nq{status="frozen"} 1.0\nq{status="a b"} 2.0\n'
+        "# HELP only Only here\n# TYPE only gauge\nonly 1.5\n"
+    )
+    merged = merge_metrics([one, two])
+    assert merged.splitlines() == [
+        "# HELP smtpx_sessions_total SMTP sessions",
+        "# TYPE smtpx_sessions_total counter",
+        "smtpx_sessions_total 7.0",
+        "smtpx_sessions_created 90.0",
+        "# HELP q Queue",
+        "# TYPE q gauge",
+        'q{status="frozen"} 2.0',
+        'q{status="a b"} 2.0',
+        "# HELP only Only here",
+        "# TYPE only gauge",
+        "only 1.5",
+    ]
+    shared = merge_metrics([one, two], first_only=frozenset({"q"}))
+    assert 'q{status="frozen"} 1.0' in shared and "a b" not in shared
+
+
+def test_merge_cache_and_counts() -> None:
+    one = {"open": 1, "opened": 2, "reused": 0, "destinations": {"a": {"open": 1, "idle": 1}}}
+    two = {"open": 2, "opened": 2, "reused": 5, "destinations": {"b": {"open": 2, "idle": 0}}}
+    assert merge_cache([one, two]) == {
+        "open": 3,
+        "opened": 4,
+        "reused": 5,
+        "destinations": {"a": {"open": 1, "idle": 1}, "b": {"open": 2, "idle": 0}},
+    }
+    assert sum_counts([{"released": 2, "x": "a"}, {"released": 3, "x": "b"}]) == {
+        "released": 5,
+        "x": "a",
+    }
+
+
+def test_worker_socket_is_next_to_the_public_one() -> None:
+    assert worker_socket(Path("/run/smtpx/control.sock"), 3) == Path(
+        "/run/smtpx/control.sock.worker-3"
+    )
+
+
+def test_split_state_is_warned_about_without_redis() -> None:
+    plain = MtaConfig.from_toml("[server]\nworkers = 2\n")
+    assert split_state_warnings(plain) == []
+    warnings = split_state_warnings(MtaConfig.from_dict(guarded_dict()))
+    assert len(warnings) == 2 and "greylisted again" in warnings[0]
+    shared = MtaConfig.from_dict({**guarded_dict(), "redis": {"url": "redis://127.0.0.1/0"}})
+    assert split_state_warnings(shared) == []
+
+
+def guarded_dict() -> dict[str, object]:
+    return {
+        "greylist": {"enabled": True},
+        "rate_limits": {"rules": [{"by": "client", "messages": 2, "window": "1h"}]},
+    }
+
+
+def test_smtpx_config_show_prints_workers(tmp_path: Path) -> None:
+    config = tmp_path / "smtpx.toml"
+    config.write_text('[server]\nworkers = "auto"\n', encoding="utf-8")
+    result = invoke("config", "show", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert f"workers = {os.cpu_count() or 1}\n" in result.stdout
