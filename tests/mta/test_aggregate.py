@@ -4,6 +4,8 @@ half done for an unknown id, and a worker that does not answer makes the queue 5
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,3 +124,32 @@ async def test_metrics_add_up_and_a_silent_worker_is_a_503(
     mtas[1] = Mta(dataclasses.replace(mtas[1].config))  # started again on its shard
     await mtas[1].start()
     assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5
+
+
+async def test_the_web_console_sees_both_shards(plane: tuple[Aggregator, list[Mta]]) -> None:
+    """The console's page and its JSON come from the supervisor too: the queue's shape
+    counts both shards' mail, the rates add up both workers' events."""
+    aggregator, mtas = plane
+    await frozen_ids(mtas[0], 2)
+    await frozen_ids(mtas[1], 3)
+    status, page = await call(aggregator, "GET", "/console/")
+    assert status == 200 and b"smtpx" in page
+    status, shape = await call(aggregator, "GET", "/v1/console/shape")
+    assert status == 200 and shape["rows"][0]["total"] == 5
+    status, rates = await call(aggregator, "GET", "/v1/console/rates")
+    assert status == 200 and sum(m["spooled"] for m in rates["series"]) == 5
+    status, _ = await call(aggregator, "GET", "/v1/console/shape?by=nothing")
+    assert status == 400
+
+
+async def test_closing_ends_the_merged_streams_at_once(
+    plane: tuple[Aggregator, list[Mta]],
+) -> None:
+    aggregator, _ = plane
+    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        events = await session.get("http://smtpx/v1/spool/events?ping=3600")
+        assert events.status == 200
+        await asyncio.wait_for(aggregator.close(), 5)
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(events.content.read(), 5)

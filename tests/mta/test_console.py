@@ -11,7 +11,14 @@ import pytest
 
 from smtpx.client import connect
 from smtpx.mta.app import Mta
-from smtpx.mta.console.rates import OTHER, REASONS_PER_MINUTE, Rates, reason_of
+from smtpx.mta.console.rates import (
+    MINUTES,
+    OTHER,
+    REASONS_PER_MINUTE,
+    Rates,
+    merge_rates,
+    reason_of,
+)
 from smtpx.mta.routing import FakeDns
 from smtpx.spool.types import EventKind
 from tests.mta.helpers import PLAIN, config, message, wait_until
@@ -229,3 +236,25 @@ def test_a_reason_is_one_line_and_short() -> None:
     assert reason_of("421 4.4.2\n  closing") == "421 4.4.2 closing"
     long = reason_of("x" * 500)
     assert len(long) == 120 and long.endswith("…")
+
+
+def test_merged_rates_add_up_minute_by_minute() -> None:
+    """Two workers' rings, one a minute ahead of the other (asked across a minute's
+    turn): counts meet at the same minute, reasons add up, the window stays an hour."""
+    one, two = Rates(), Rates()
+    one.count(EventKind.SPOOLED, 600.0)
+    one.count(EventKind.DELAYED, 610.0, "421 busy")
+    two.count(EventKind.SPOOLED, 605.0)
+    two.count(EventKind.DELAYED, 670.0, "421 busy")
+    two.count(EventKind.DELAYED, 671.0, "550 other")
+    merged = merge_rates([one.as_json(620.0), two.as_json(680.0)])
+    assert len(merged["series"]) == MINUTES
+    by_start = {m["start"]: m for m in merged["series"]}
+    assert by_start[600]["spooled"] == 2 and by_start[600]["deferred"] == 1
+    assert by_start[660]["deferred"] == 2
+    assert [(r["reason"], r["total"]) for r in merged["reasons"]] == [
+        ("421 busy", 2),
+        ("550 other", 1),
+    ]
+    busy = merged["reasons"][0]["by_minute"]
+    assert busy[-2:] == [1, 1] and sum(busy) == 2

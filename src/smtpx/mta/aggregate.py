@@ -36,6 +36,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from smtpx._version import __version__
+from smtpx.mta import console
+from smtpx.mta.console.rates import merge_rates
 from smtpx.mta.fanout import (
     Answer,
     WorkerClient,
@@ -46,6 +48,7 @@ from smtpx.mta.fanout import (
     sum_counts,
     worker_counter,
 )
+from smtpx.mta.observe import OpenStreams
 
 __all__ = ["Aggregator", "Pool"]
 
@@ -85,9 +88,11 @@ class Aggregator:
         self.started = time.time()
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
+        self.streams = OpenStreams()  # ended at once by close()
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        # The web console's page and cross-origin check come first, as on one MTA.
+        app = web.Application(middlewares=[console.front, self._guard])
         app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -101,6 +106,8 @@ class Aggregator:
                 web.get("/v1/server", self.server),
                 web.get("/v1/process", self.process),
                 web.post("/v1/tls/reload", self.reload_tls),
+                web.get("/v1/console/shape", self.console_shape),
+                web.get("/v1/console/rates", self.console_rates),
             ]
         )
         return app
@@ -126,8 +133,10 @@ class Aggregator:
             self.http_port = int(ports[0]) if ports else self.http[1]
 
     async def close(self) -> None:
+        self.streams.end_all()
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
@@ -216,11 +225,25 @@ class Aggregator:
         return "\n".join(lines) + "\n"
 
     async def list_messages(self, request: web.Request) -> web.Response:
-        parts = await self._all("GET", request.path, request.query, None, self._queue_workers())
-        messages = sorted(
+        return web.json_response({"messages": await self._messages(request)})
+
+    async def _messages(self, request: web.Request) -> list[dict[str, Any]]:
+        """The queue as the workers list it (with the request's filters), oldest first."""
+        parts = await self._all(
+            "GET", "/v1/spool/messages", request.query, None, self._queue_workers()
+        )
+        return sorted(
             (m for part in parts for m in part["messages"]), key=lambda m: m["spool_date"]
         )
-        return web.json_response({"messages": messages})
+
+    async def console_shape(self, request: web.Request) -> web.Response:
+        by = request.query.get("by", "recipient")
+        return web.json_response(console.shape_json(await self._messages(request), by))
+
+    async def console_rates(self, request: web.Request) -> web.Response:
+        # A shared queue: every worker hears every event, so one worker's count is all.
+        parts = await self._all("GET", request.path, None, None, self._queue_workers())
+        return web.json_response(merge_rates(parts))
 
     async def count(self, request: web.Request) -> web.Response:
         parts = await self._all("GET", request.path, request.query, None, self._queue_workers())
@@ -277,6 +300,7 @@ class Aggregator:
             workers = self._queue_workers()
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self.streams.streaming())
             replies = [
                 (w.index, await stack.enter_async_context(w.stream(request.path, request.query)))
                 for w in workers

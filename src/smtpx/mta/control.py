@@ -47,7 +47,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +252,7 @@ class ControlPlane:
         self._watcher: asyncio.Task[None] | None = None
         self.http_port: int | None = None
         self.errors: ErrorStream | None = None  # the error stream, from start() to close()
-        self._streams: set[asyncio.Task[Any]] = set()  # handlers streaming NDJSON now
+        self.streams = observe.OpenStreams()  # ended at once by close()
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -305,23 +305,8 @@ class ControlPlane:
             ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
             self.http_port = int(ports[0]) if ports else self.http[1]
 
-    @contextlib.contextmanager
-    def streaming(self) -> Iterator[None]:
-        """Mark the running handler as a stream: :meth:`close` ends it at once, instead of
-        waiting (aiohttp's graceful shutdown) until its next write finds the client gone."""
-        task = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self._streams.add(task)
-        try:
-            yield
-        finally:
-            self._streams.discard(task)
-
     async def close(self) -> None:
-        for task in list(self._streams):
-            task.cancel()
+        self.streams.end_all()
         if self.errors is not None:
             logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
@@ -488,7 +473,7 @@ class ControlPlane:
         wanted = _EventFilter.from_query(request.query)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        with self.streaming(), self.mta.spool.events.subscribe() as events:
+        with self.streams.streaming(), self.mta.spool.events.subscribe() as events:
             # Subscribed first, listed second: a message spooled meanwhile is in both
             # (a reader goes by id), none is in neither.
             listed = await self._listed(wanted) if request.query.get("existing") else []

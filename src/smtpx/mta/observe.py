@@ -26,13 +26,14 @@ slows the MTA (:class:`~smtpx.server.events.EventBus`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import resource
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -76,12 +77,37 @@ def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> 
     ]
 
 
+class OpenStreams:
+    """The handlers streaming NDJSON right now, so that closing the control plane ends
+    them at once instead of waiting (aiohttp's graceful shutdown, up to a minute) until
+    each one's next write finds its client gone."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Count the running handler as a stream while the block runs."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    def end_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
 async def _ndjson(
     plane: ControlPlane, request: web.Request, lines: AsyncIterator[dict[str, Any]]
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    with plane.streaming():
+    with plane.streams.streaming():
         async for line in lines:
             try:
                 await response.write(json.dumps(line, default=str).encode() + b"\n")

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -46,7 +46,7 @@ from smtpx.spool.types import EventKind, SpoolEvent
 if TYPE_CHECKING:
     from smtpx.mta.control import ControlPlane
 
-__all__ = ["PAGE_HEADERS", "install"]
+__all__ = ["PAGE_HEADERS", "front", "install", "shape_json"]
 
 log = logging.getLogger("smtpx.control")
 
@@ -74,7 +74,7 @@ def install(app: web.Application, plane: ControlPlane) -> None:
     """Add the console to the control plane's ``app``: its page ahead of the token guard,
     the cross-origin check, its JSON endpoints and the task that feeds the rates."""
     rates = Rates()
-    app.middlewares.insert(0, _front)
+    app.middlewares.insert(0, front)
 
     async def feeding(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(_feed(plane, rates))
@@ -84,11 +84,8 @@ def install(app: web.Application, plane: ControlPlane) -> None:
             await task
 
     async def shape_handler(request: web.Request) -> web.Response:
-        by = request.query.get("by", "recipient")
-        if by not in BY:
-            raise ValueError(f"by: one of {', '.join(BY)}")
         messages = [message_json(m) for m in await plane._selected(request)]
-        return web.json_response(shape(messages, time.time(), by=by).as_json())
+        return web.json_response(shape_json(messages, request.query.get("by", "recipient")))
 
     async def rates_handler(request: web.Request) -> web.Response:
         return web.json_response(rates.as_json(time.time()))
@@ -102,8 +99,15 @@ def install(app: web.Application, plane: ControlPlane) -> None:
     )
 
 
+def shape_json(messages: list[dict[str, Any]], by: str) -> dict[str, Any]:
+    """``GET /v1/console/shape``'s answer for ``messages`` (as the API lists them)."""
+    if by not in BY:
+        raise ValueError(f"by: one of {', '.join(BY)}")
+    return shape(messages, time.time(), by=by).as_json()
+
+
 @web.middleware
-async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Before the token guard: the page's files (no data in them), and the refusal of
     state-changing requests a browser says come from another origin."""
     if request.method not in _SAFE_METHODS and _cross_origin(request):

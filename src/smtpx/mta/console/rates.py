@@ -16,7 +16,7 @@ from typing import Any
 
 from smtpx.spool.types import EventKind
 
-__all__ = ["COUNTED", "MINUTES", "OTHER", "REASONS_PER_MINUTE", "Rates", "reason_of"]
+__all__ = ["COUNTED", "MINUTES", "OTHER", "REASONS_PER_MINUTE", "Rates", "merge_rates", "reason_of"]
 
 MINUTES = 60
 REASONS_PER_MINUTE = 20
@@ -95,3 +95,29 @@ class Rates:
             for text, total in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
         ]
         return {"minute_seconds": 60, "series": series, "reasons": reasons}
+
+
+def merge_rates(parts: list[dict[str, Any]], minutes: int = MINUTES) -> dict[str, Any]:
+    """Several processes' :meth:`Rates.as_json` answers as one (the workers of one
+    supervisor): counts added minute by minute, matched by each minute's start, the last
+    ``minutes`` kept; reasons added up by their text."""
+    counts: dict[int, Counter[str]] = {}
+    reasons: dict[str, Counter[int]] = {}
+    for part in parts:
+        starts = [entry["start"] for entry in part["series"]]
+        for entry in part["series"]:
+            counts.setdefault(entry["start"], Counter()).update(
+                {name: entry[name] for name in SERIES}
+            )
+        for reason in part["reasons"]:
+            by_start = reasons.setdefault(reason["reason"], Counter())
+            by_start.update(dict(zip(starts, reason["by_minute"], strict=True)))
+    kept = sorted(counts)[-minutes:]
+    series = [{"start": start, **{name: counts[start][name] for name in SERIES}} for start in kept]
+    totals = {text: sum(by[s] for s in kept) for text, by in reasons.items()}
+    merged = [
+        {"reason": text, "total": total, "by_minute": [reasons[text][s] for s in kept]}
+        for text, total in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        if total
+    ]
+    return {"minute_seconds": 60, "series": series, "reasons": merged}
