@@ -225,9 +225,9 @@ def parse_optneg(code: bytes, data: bytes) -> Negotiated:
     if code != b"O" or len(data) < 12:
         raise MilterProtocolError(f"expected an OPTNEG reply, got {code!r}")
     version, actions, protocol = struct.unpack_from(">III", data)
-    if version < 2 or actions & ~OFFERED_ACTIONS:
+    if version < 2 or actions & ~int(OFFERED_ACTIONS):
         raise MilterProtocolError(f"milter wants version {version}, actions {actions:#x}")
-    if protocol & ~OFFERED_PROTOCOL & 0x1FFFFF:
+    if protocol & ~int(OFFERED_PROTOCOL) & 0x1FFFFF:
         raise MilterProtocolError(f"milter wants protocol steps {protocol:#x}")
     wanted = dict(DEFAULT_MACROS)
     rest = data[12:]
