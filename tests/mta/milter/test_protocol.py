@@ -113,7 +113,9 @@ def test_every_reply_parses() -> None:
     )
     assert wire.parse_reply(b"e", b"<n@x>\0SIZE=1\0") == Modification(b"e", ("<n@x>", "SIZE=1"))
     assert wire.parse_reply(b"+", b"<r@x>\0") == Modification(b"+", ("<r@x>",))
-    assert wire.parse_reply(b"2", b"<r@x>\0NOTIFY=NEVER\0").args == ("<r@x>", "NOTIFY=NEVER")
+    assert wire.parse_reply(b"2", b"<r@x>\0NOTIFY=NEVER\0") == Modification(
+        b"2", ("<r@x>", "NOTIFY=NEVER")
+    )
     assert wire.parse_reply(b"-", b"<r@x>\0") == Modification(b"-", ("<r@x>",))
     assert wire.parse_reply(b"b", b"new body") == Modification(b"b", body=b"new body")
 
