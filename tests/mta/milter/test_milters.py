@@ -20,9 +20,11 @@ from smtpx.envelope import EnvelopeId
 from smtpx.errors import ConfigError
 from smtpx.mta.app import Mta
 from smtpx.mta.config import MilterSettings, MtaConfig
+from smtpx.mta.config_toml import to_toml
 from smtpx.mta.milter import Milters
 from smtpx.mta.milter import protocol as wire
 from smtpx.mta.milter.chain import reply_of
+from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.routing import FakeDns
 from smtpx.protocol.addresses import Sender
 from smtpx.protocol.params import MailParams
@@ -405,3 +407,29 @@ def test_a_content_timeout_applies_per_milter() -> None:
 def test_replycode_text_becomes_the_reply() -> None:
     assert reply_of("421 4.3.2 Busy") == Reply.of(421, "Busy", "4.3.2")
     assert reply_of("550 Go away") == Reply.of(550, "Go away")
+
+
+def test_milters_reload_live_and_show_as_toml(tmp_path: Path) -> None:
+    running = config(tmp_path)
+    entry = {"name": "rspamd", "address": "inet:127.0.0.1:11332", "default_action": "accept"}
+    wanted = replace(running, milters=MtaConfig.from_dict({"milters": [entry]}).milters)
+    assert changed_keys(running, wanted) == ["milters"]
+    merged, refused = merge(running, wanted)
+    assert refused == [] and merged.milters == wanted.milters
+    text = to_toml(wanted)
+    assert '[[milters]]\nname = "rspamd"\naddress = "inet:127.0.0.1:11332"' in text
+    assert MtaConfig.from_toml(text, base_dir=tmp_path) == wanted
+
+
+async def test_a_reload_gives_new_sessions_the_new_milters(tmp_path: Path) -> None:
+    milter = FakeMilter(script={b"M": [[TEMPFAIL]]})
+    async with serving(milter) as address:
+        plain = mta_config(tmp_path)
+        wanted = mta_config(tmp_path, {"name": "new", "address": address})
+        async with Mta(plain, dns=FakeDns(), reload_config=lambda: wanted) as mta:
+            before = await talk(mta, commands()[:2])
+            assert mta.reload()
+            after = await talk(mta, commands()[:2])
+    assert before[2] == "250 2.1.0 Ok"
+    assert after[2] == "451 4.7.1 Service unavailable - try again later"
+    assert milter.sessions == 1
