@@ -433,3 +433,21 @@ async def test_a_reload_gives_new_sessions_the_new_milters(tmp_path: Path) -> No
     assert before[2] == "250 2.1.0 Ok"
     assert after[2] == "451 4.7.1 Service unavailable - try again later"
     assert milter.sessions == 1
+
+
+async def test_a_spilled_message_keeps_its_file_under_header_changes(tmp_path: Path) -> None:
+    body = (b"y" * 998 + b"\r\n") * 100
+    changes = [reply(b"i", "X-Top", "1", index=0), reply(b"m", "X-Tag", "", index=1), ACCEPT]
+    milter = FakeMilter(script={b"E": [changes]})
+    async with serving(milter) as address:
+        cfg = replace(
+            mta_config(tmp_path, {"name": "m", "address": address}),
+            server=replace(config(tmp_path).server, spill_threshold=1024),
+        )
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            await talk(mta, commands(body))
+            ((_, stored),) = await spooled(mta)
+    sent = b"".join(data for code, data in milter.received if code == b"B")
+    assert sent == body
+    assert stored.startswith(b"X-Top: 1\r\nReceived: from client.test")
+    assert stored.endswith(b"\r\nSubject: hello\r\n\r\n" + body)
