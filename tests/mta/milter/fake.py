@@ -36,7 +36,7 @@ class FakeMilter:
     protocol: int = 0
     macro_lists: Mapping[int, str] = field(default_factory=dict)
     script: dict[bytes, list[Sequence[bytes]]] = field(default_factory=dict)
-    pauses: dict[bytes, float] = field(default_factory=dict)  # seconds before answering
+    pauses: dict[bytes, float] = field(default_factory=dict)  # seconds before each packet
     received: list[tuple[bytes, bytes]] = field(default_factory=list)
     macros: dict[bytes, dict[str, str]] = field(default_factory=dict)
     sessions: int = 0
@@ -78,9 +78,9 @@ class FakeMilter:
         packets = queue.pop(0) if queue else [CONTINUE]
         if HANG in packets:
             return True
-        if code in self.pauses:
-            await asyncio.sleep(self.pauses[code])
         for packet in packets:
+            if code in self.pauses:
+                await asyncio.sleep(self.pauses[code])
             writer.write(packet)
             await writer.drain()
         return True
