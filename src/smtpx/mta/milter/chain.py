@@ -24,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from smtpx._version import __version__
-from smtpx.content import SpilledMessage
-from smtpx.envelope import Envelope
 from smtpx.errors import ParseError
 from smtpx.mta.config import MilterSettings
 from smtpx.mta.milter import edit
@@ -40,19 +38,17 @@ from smtpx.mta.milter.client import (
     Opener,
     open_address,
 )
-from smtpx.mta.milter.protocol import Modification, Verdict
-from smtpx.protocol.addresses import Address, Sender
-from smtpx.protocol.params import RcptParams
+from smtpx.mta.milter.outcome import Message, Outcome, apply_changes, split
+from smtpx.mta.milter.protocol import Verdict
+from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session, Transaction
 
-__all__ = ["Milters", "Outcome", "apply_envelope"]
+__all__ = ["Milters", "reply_of"]
 
 log = logging.getLogger("smtpx.mta")
 
 _KEY = "milters"
-HEAD_LIMIT = 1 << 20  # a header section longer than this is sent to milters as body
-Message = bytes | SpilledMessage
 
 REPLIES: Mapping[str, Reply] = {
     "reject": Reply.of(550, "Command rejected", "5.7.1"),
@@ -75,20 +71,6 @@ class _Link:
 
     def live(self) -> bool:
         return self.connection is not None and not self.done_session and not self.done_message
-
-
-@dataclass
-class Outcome:
-    """What the milters decided at the end of the message: the message with their
-    header and body changes; the envelope changes (CHGFROM, ADDRCPT, DELRCPT, as the
-    milters wrote the addresses); a quarantine reason; or a discard (its milter)."""
-
-    message: Message
-    sender: str | None = None
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    quarantine: str | None = None
-    discarded_by: str | None = None
 
 
 def reply_of(text: str) -> Reply:
@@ -194,7 +176,7 @@ class Milters:
         self, session: Session, transaction: Transaction, message: Message
     ) -> Outcome:
         """Send the content, read the verdicts; apply the changes (refusals raise)."""
-        head, body = _split(message)
+        head, body = split(message)
         fields = edit.parse_head(head)
         values = {"i": str(transaction.id)}
         outcome = Outcome(message)
@@ -213,7 +195,9 @@ class Milters:
                 outcome.discarded_by = link.settings.name
                 return outcome
         for link, answer in changes:
-            _apply(outcome, link, answer.changes)
+            assert link.connection is not None
+            spaced = bool(link.connection.negotiated.protocol & wire.Proto.HDR_LEADSPC)
+            apply_changes(outcome, link.settings.name, spaced, answer.changes)
         return outcome
 
     async def _content(
@@ -326,91 +310,3 @@ class Milters:
     def _refused(self, link: _Link, stage: str, reply: Reply) -> None:
         log.info("milter %s refused at %s: %s", link.settings.name, stage, reply)
         raise Reject(reply)
-
-
-def _split(message: Message) -> tuple[bytes, Message]:
-    """The header section (with its blank line) and the body."""
-    if isinstance(message, bytes):
-        start = message[:HEAD_LIMIT]
-    else:
-        start = message.read_until(b"\r\n\r\n", HEAD_LIMIT)
-    end = start.find(b"\r\n\r\n")
-    if start.startswith(b"\r\n"):
-        length = 2  # no header fields
-    elif end >= 0:
-        length = end + 4
-    elif len(message) <= HEAD_LIMIT:
-        length = len(message)  # no body
-    else:
-        length = 0  # no header section within the limit: all of it is body
-    body = message[length:] if isinstance(message, bytes) else message.skip(length)
-    return start[:length], body
-
-
-def _apply(outcome: Outcome, link: _Link, changes: Sequence[Modification]) -> None:
-    """One milter's changes, onto what the milters before it changed."""
-    assert link.connection is not None or changes == ()
-    spaced = link.connection is not None and bool(
-        link.connection.negotiated.protocol & wire.Proto.HDR_LEADSPC
-    )
-    headers = [c for c in changes if c.kind in (b"h", b"i", b"m")]
-    replaced = [c.body for c in changes if c.kind == b"b"]
-    if headers or replaced:
-        current_head, current_body = _split(outcome.message)
-        fields = edit.apply_headers(edit.parse_head(current_head), headers, spaced)
-        new_head = edit.render_head(fields) + b"\r\n"
-        if replaced:
-            outcome.message = new_head + edit.crlf(b"".join(replaced))
-        elif isinstance(current_body, bytes):
-            outcome.message = new_head + current_body
-        else:
-            outcome.message = current_body.prepend(new_head)
-    for change in changes:
-        if change.kind == b"e":
-            outcome.sender = change.args[0]
-        elif change.kind in (b"+", b"2"):
-            outcome.added.append(change.args[0])
-        elif change.kind == b"-":
-            outcome.removed.append(change.args[0])
-        elif change.kind == b"q":
-            outcome.quarantine = f"milter {link.settings.name}: {change.args[0]}"
-
-
-def _address(text: str) -> Address:
-    return Address.parse(text.strip().removeprefix("<").removesuffix(">"))
-
-
-def apply_envelope(
-    transaction: Transaction,
-    envelope: Envelope,
-    outcome: Outcome,
-    admit: Callable[[Transaction, Address], bool],
-) -> Envelope:
-    """The envelope with the milters' CHGFROM, DELRCPT and ADDRCPT (each added
-    recipient only if ``admit`` takes it); ``transaction.recipients`` follows. An
-    address that does not parse is logged and left out."""
-    info = envelope.info
-    sender = info.sender
-    if outcome.sender is not None:
-        try:
-            sender = Sender.parse(outcome.sender)
-        except ParseError as exc:
-            log.warning("milter: new sender %r ignored: %s", outcome.sender, exc)
-    pairs = list(zip(transaction.recipients, transaction.recipient_params, strict=True))
-    for text in outcome.removed:
-        gone = text.strip().removeprefix("<").removesuffix(">").lower()
-        pairs = [(a, p) for a, p in pairs if str(a).lower() != gone]
-    for text in outcome.added:
-        try:
-            added = _address(text)
-        except ParseError as exc:
-            log.warning("milter: added recipient %r ignored: %s", text, exc)
-            continue
-        if added not in (a for a, _ in pairs) and admit(transaction, added):
-            pairs.append((added, RcptParams()))
-    transaction.recipients[:] = [a for a, _ in pairs]
-    transaction.recipient_params[:] = [p for _, p in pairs]
-    changed = replace(
-        info, sender=sender, recipients=tuple(a for a, _ in pairs), recipient_params=tuple(pairs)
-    )
-    return Envelope(info=changed, content=envelope.content)
