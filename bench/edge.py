@@ -3,7 +3,7 @@ behind HAProxy, DNSBL lookups, rate limits (local and in Redis), greylisting (me
 Redis), and all of them together, against the same server without them, in one run.
 
     .venv/bin/python bench/edge.py [--messages 2000] [--size 4096] [--sessions 20]
-                                   [--rounds 3] [--quick]
+                                   [--rounds 3] [--quick] [--cases plain milter ...]
 
 Postfix's ``smtp-source`` sends ``--messages`` messages of ``--size`` octets over
 ``--sessions`` kept connections (``-d``) from 127.0.0.1 (not a trusted network here, so
@@ -22,6 +22,10 @@ spent per message (user + system, from /proc), the figure the checks add to.
 * ``grey-memory`` / ``grey-redis``: greylisting, the triplet passed beforehand (one
   transaction and a wait of the 0.05 s delay), so each RCPT finds it known.
 * ``all``: proxy-v2, dnsbl, rate-redis and grey-redis together.
+* ``milter``: one ``[[milters]]`` entry, Debian's OpenDKIM signing every message (the
+  client, 127.0.0.1, is in its default InternalHosts): the milter protocol's round trips
+  (connect, HELO, MAIL, RCPT, DATA, each header, the body, the end) and applying the
+  header it adds. Not part of ``all``.
 
 Each run has Redis keys of its own (``[redis] key_prefix``).
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import statistics
 import subprocess
@@ -39,6 +44,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from benchlib import free_port, read_reply, tool, wait_listening
 from smtpx.testing.daemons import HAProxy, RedisServer
 from smtpx.testing.dns import DnsLab, Zone
@@ -47,12 +55,14 @@ SENDER = "alice@sender.example"
 LOCAL = "sink.example"
 CASES = (
     "plain", "haproxy", "proxy-v2", "dnsbl", "rate-local", "rate-redis", "grey-memory",
-    "grey-redis", "all",
+    "grey-redis", "all", "milter",
 )  # fmt: skip
 
 
-def sections(case: str, redis: str, dns_port: int) -> str:
+def sections(case: str, redis: str, dns_port: int, milter: str = "") -> str:
     text = ""
+    if milter:
+        text += f'[[milters]]\nname = "opendkim"\naddress = "{milter}"\n'
     if case in ("dnsbl", "all"):
         text += '[[dnsbl.zones]]\nzone = "bl.example"\n[[dnsbl.zones]]\nzone = "wl.example"\n'
         text += "weight = -1\n"
@@ -66,7 +76,9 @@ def sections(case: str, redis: str, dns_port: int) -> str:
     return text + f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\n'
 
 
-def config(root: Path, case: str, port: int, redis: str, dns_port: int) -> Path:
+def config(
+    root: Path, case: str, port: int, redis: str, dns_port: int, *, milter: str = ""
+) -> Path:
     server = ""
     if case in ("proxy-v2", "all"):
         server = f'proxied = ["127.0.0.1:{port}"]\nproxy_from = ["127.0.0.1/32"]\n'
@@ -76,7 +88,7 @@ def config(root: Path, case: str, port: int, redis: str, dns_port: int) -> Path:
         f'[relay]\nlocal_domains = ["{LOCAL}"]\ntrusted_networks = []\n'
         f'[spool]\ndir = "{root / "spool"}"\nfsync = "never"\n'
         f'[local]\nmaildir = "{root / "mail"}"\n'
-        f'[control]\nsocket = "{root / "control.sock"}"\n' + sections(case, redis, dns_port)
+        f'[control]\nsocket = "{root / "control.sock"}"\n' + sections(case, redis, dns_port, milter)
     )
     path = root / "smtpx.toml"
     path.write_text(text)
@@ -111,6 +123,36 @@ def wait_for_port(port: int, proxied: bool) -> None:
     raise RuntimeError(f"smtpx did not come up on {port}")
 
 
+@contextlib.contextmanager
+def opendkim(root: Path) -> Iterator[str]:
+    """OpenDKIM in the foreground, signing for the sender's domain with a fresh key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    root.mkdir()
+    (root / "key.pem").write_bytes(pem)
+    port = free_port()
+    conf = root / "opendkim.conf"
+    conf.write_text(
+        f"Syslog no\nMode s\nDomain {SENDER.split('@')[1]}\nSelector bench\n"
+        f"KeyFile {root / 'key.pem'}\nSocket inet:{port}@127.0.0.1\nRequireSafeKeys false\n"
+        + ("UserID root\n" if os.geteuid() == 0 else "")
+    )
+    log = (root / "opendkim.log").open("wb")
+    argv = [tool("opendkim"), "-f", "-x", str(conf)]
+    process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_listening(port, 30)
+        yield f"inet:127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
@@ -135,8 +177,9 @@ def run_case(
     port = free_port()
     proxied = case in ("proxy-v2", "all")
     with contextlib.ExitStack() as stack:
+        milter = stack.enter_context(opendkim(root / "opendkim")) if case == "milter" else ""
         process = stack.enter_context(
-            serve(config(root, case, port, redis, dns_port), port, proxied)
+            serve(config(root, case, port, redis, dns_port, milter=milter), port, proxied)
         )
         target = port
         if case in ("haproxy", "proxy-v2", "all"):
@@ -162,16 +205,18 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="500 messages, 1 round")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES, help="a subset")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.rounds = 500, 1
-    results: dict[str, list[tuple[float, float]]] = {case: [] for case in CASES}
+    cases = ["plain", *(case for case in CASES if case in args.cases and case != "plain")]
+    results: dict[str, list[tuple[float, float]]] = {case: [] for case in cases}
     lists = [Zone("bl.example"), Zone("wl.example")]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         with DnsLab(root / "dns", lists) as lab, RedisServer(root / "redis") as redis:
             for round_ in range(args.rounds):
-                for case in CASES:
+                for case in cases:
                     where = root / f"{case}-{round_}"
                     rate, cpu = run_case(where, case, redis.url, lab.port, args)
                     results[case].append((rate, cpu))

@@ -683,7 +683,8 @@ def test_unknown_top_level_key_lists_the_sections() -> None:
         MtaConfig.from_dict({"qqqqqq": 1})
     assert str(caught.value) == (
         "qqqqqq: unknown key (known keys: hostname, server, tls, relay, auth, spool, local,"
-        " routing, dkim, inbound, dns, dnsbl, rate_limits, greylist, redis, control, log)"
+        " routing, dkim, inbound, dns, dnsbl, rate_limits, greylist, redis, control, log,"
+        " milters)"
     )
 
 

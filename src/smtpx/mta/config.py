@@ -3,7 +3,7 @@
 :class:`MtaConfig` holds one record per TOML section (``[server]``, ``[tls]``,
 ``[relay]``, ``[auth]``, ``[spool]``, ``[local]``, ``[routing]``, ``[dkim]``,
 ``[inbound]``, ``[dns]``, ``[dnsbl]``, ``[rate_limits]``, ``[greylist]``, ``[redis]``,
-``[control]``, ``[log]``) plus the top-level ``hostname``.
+``[control]``, ``[log]``) plus the top-level ``hostname`` and ``[[milters]]``.
 :data:`DEFAULT_TOML` is a documented file holding every default; it loads to the same
 config as :meth:`MtaConfig.default`.
 
@@ -77,6 +77,7 @@ __all__ = [
     "ListenerKind",
     "LocalSettings",
     "LogSettings",
+    "MilterSettings",
     "MtaConfig",
     "MtaStsSettings",
     "RateLimitSettings",
@@ -701,6 +702,22 @@ class RedisSettings:
 
 
 MAX_WORKERS = 256  # [server] workers
+MILTER_DEFAULT_ACTIONS = ("tempfail", "accept", "reject")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MilterSettings:
+    """One ``[[milters]]`` entry (see :mod:`smtpx.mta.milter`): a milter at ``address``
+    (``inet:host:port`` or ``unix:/path``), what to answer when it is down or breaks the
+    protocol (``default_action``), and how long to wait for it."""
+
+    name: str
+    address: str
+    default_action: str = "tempfail"
+    connect_timeout: float = 30.0
+    command_timeout: float = 30.0
+    content_timeout: float = 300.0
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("plain", "json")
@@ -974,6 +991,17 @@ retry_window = "2d"
 expire = "35d"
 ipv4_prefix = 24
 ipv6_prefix = 64
+
+# Milters (the Sendmail/Postfix milter protocol, version 6), run in this order on every
+# SMTP session, like Postfix's smtpd_milters. default_action ("tempfail", "accept" or
+# "reject") answers while the milter is down or late.
+# [[milters]]
+# name = "rspamd"
+# address = "inet:127.0.0.1:11332"      # or "unix:/run/milter.sock"
+# default_action = "tempfail"
+# connect_timeout = "30s"
+# command_timeout = "30s"               # CONNECT, HELO, MAIL, RCPT, DATA
+# content_timeout = "5m"                # header, body, end of message
 
 [redis]
 # Shared rate limits and greylisting across nodes: "redis://host:6379/0" (needs the
@@ -1345,6 +1373,18 @@ def _listen(value: object, key: str, default_port: int) -> ListenAddress:
 _LISTENER_KINDS = ("smtp", "smtps", "submission")
 
 
+def _milter_address(value: object, key: str) -> str:
+    """``inet:host:port`` (IPv6 hosts in brackets) or ``unix:/absolute/path``."""
+    text = _nonempty_string(value, key)
+    kind, _, where = text.partition(":")
+    if kind == "unix" and where.startswith("/"):
+        return text
+    host, _, port = where.rpartition(":")
+    if kind in ("inet", "inet6") and host and port.isdigit() and 0 < int(port) < 65536:
+        return text
+    raise ConfigError(f"not inet:host:port or unix:/path: {text!r}", key=key)
+
+
 def _lmtp_listen(value: object, key: str) -> ListenAddress:
     address = _listen(value, key, 24)
     if address.port == 25:
@@ -1457,10 +1497,11 @@ class _Loader:
             "control": self.control,
             "log": self.log,
         }
-        _check_keys(document, "", ["hostname", *sections])
+        _check_keys(document, "", ["hostname", *sections, "milters"])
         values: dict[str, Any] = {
             name: read(self.section(document, name)) for name, read in sections.items()
         }
+        values["milters"] = self.milters(document.get("milters", []))
         if "hostname" in document:
             values["hostname"] = _domain(document["hostname"], "hostname")
         config = MtaConfig(**values, source=source)
@@ -1872,6 +1913,31 @@ class _Loader:
         }
         return self.build(GreylistSettings, table, "greylist", readers)
 
+    def milters(self, value: object) -> tuple[MilterSettings, ...]:
+        milters = tuple(
+            self.milter(item, f"milters[{i}]") for i, item in enumerate(_array(value, "milters"))
+        )
+        names = [milter.name for milter in milters]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ConfigError(f"a second milter named {name!r}", key=f"milters[{index}]")
+        return milters
+
+    def milter(self, value: object, key: str) -> MilterSettings:
+        table = _table(value, key)
+        for required in ("name", "address"):
+            if required not in table:
+                raise ConfigError("required", key=f"{key}.{required}")
+        readers = {
+            "name": _nonempty_string,
+            "address": _milter_address,
+            "default_action": lambda v, k: _word(MILTER_DEFAULT_ACTIONS, v, k),
+            "connect_timeout": _duration,
+            "command_timeout": _duration,
+            "content_timeout": _duration,
+        }
+        return self.build(MilterSettings, table, key, readers)
+
     def redis(self, table: dict[str, object]) -> RedisSettings:
         def url(value: object, key: str) -> str:
             text = _nonempty_string(value, key)
@@ -2012,6 +2078,7 @@ class MtaConfig:
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    milters: tuple[MilterSettings, ...] = ()
     control: ControlSettings = field(default_factory=ControlSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = field(default=None, compare=False)

@@ -47,8 +47,9 @@ def to_toml(config: MtaConfig, *, secrets: bool = False) -> str:
     writer = _Writer(secrets)
     writer.line(f"hostname = {toml_value('hostname', config.hostname)}")
     for section in fields(config):
-        if section.name not in ("hostname", "source"):
+        if section.name not in ("hostname", "milters", "source"):
             writer.section(section.name, getattr(config, section.name))
+    writer.table("milters", config.milters)  # [[milters]], none by default
     return "\n".join(writer.lines) + "\n"
 
 

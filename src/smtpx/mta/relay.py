@@ -15,6 +15,11 @@ domain has a ``[[dkim.sign]]`` key (:mod:`smtpx.mta.dkim`: where and why). Mail 
 anyone else on an ``[inbound]`` listener is judged instead (:mod:`smtpx.mta.inbound`):
 SPF at MAIL FROM, DKIM, ARC and DMARC before the 250, the results in an
 Authentication-Results field; the policy may refuse it, or have it quarantined.
+The ``[[milters]]`` (:mod:`smtpx.mta.milter`) see each session after the relay's own
+checks and its guards; at the end of the data they get the message with its trace and
+Authentication-Results fields (after DKIM verification, so that the result describes
+what the sender sent and a milter can read it), and their changes apply before DKIM
+signing (so that the signature covers the message as it leaves).
 
 One id names the transaction everywhere: the ``Received:`` field's ``id``, the
 ``250 2.0.0 Ok: queued as ID`` reply and the mail log's ``local_id`` are the envelope id,
@@ -37,6 +42,7 @@ from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
 from smtpx.mta.lmtpserver import deliver_at_once
+from smtpx.mta.milter import Milters, apply_envelope
 from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
@@ -65,11 +71,15 @@ class RelayPlugin(Plugin):
         recipients: RecipientTable | None = None,
         local: LocalAgent | None = None,
         guards: Sequence[Guard] = (),
+        milters: Milters | None = None,
     ) -> None:
         self.config = config
         self.recipients = recipients or RecipientTable.from_config(config)
         self.local = local  # delivers local mail at once in LMTP server mode
         self.guards = tuple(guards)  # DNS lists, rate limits, greylisting: after our checks
+        if milters is None and config.milters:
+            milters = Milters(config.milters, config.hostname)
+        self.milters = milters  # after the guards
         self.spool = spool
         self.users = users
         self.dkim = dkim
@@ -94,6 +104,16 @@ class RelayPlugin(Plugin):
         session.data["trusted"] = ip is not None and self.config.relay.is_trusted(ip)
         for guard in self.guards:
             await guard.connect(session)
+        if self.milters is not None:
+            await self.milters.connect(session)
+
+    async def helo(self, session: Session, name: str) -> None:
+        if self.milters is not None:
+            await self.milters.helo(session, name)
+
+    async def disconnect(self, session: Session) -> None:
+        if self.milters is not None:
+            await self.milters.disconnect(session)
 
     def extensions(self, session: Session) -> Offer:
         return Offer(starttls=True, auth=self._mechanisms)
@@ -106,6 +126,8 @@ class RelayPlugin(Plugin):
             await self.inbound.at_mail(session, transaction)  # SPF; Reject when refused
         for guard in self.guards:
             await guard.mail_from(session, transaction)
+        if self.milters is not None:
+            await self.milters.mail_from(session, transaction)
 
     async def rcpt_to(
         self, session: Session, transaction: Transaction, recipient: Address, params: RcptParams
@@ -116,6 +138,8 @@ class RelayPlugin(Plugin):
             raise Reject(replies.relay_denied())
         for guard in self.guards:
             await guard.rcpt_to(session, transaction, recipient)
+        if self.milters is not None:
+            await self.milters.rcpt_to(session, transaction, recipient)
 
     def _may_relay(self, session: Session) -> bool:
         relay = self.config.relay
@@ -126,6 +150,8 @@ class RelayPlugin(Plugin):
     async def accept_data(self, session: Session, transaction: Transaction) -> None:
         for guard in self.guards:
             await guard.accept_data(session, transaction)
+        if self.milters is not None:
+            await self.milters.accept_data(session, transaction)
 
     def _check_local(self, transaction: Transaction, recipient: Address) -> None:
         """A local recipient the table knows (``550 5.1.1`` otherwise), with its targets
@@ -150,7 +176,10 @@ class RelayPlugin(Plugin):
             return False
 
     async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
-        message, quarantine = await self._compose(session, transaction, envelope)
+        composed = await self._compose(session, transaction, envelope)
+        if composed is None:  # a milter discarded it (logged)
+            return f"Ok: queued as {envelope.id}"
+        message, quarantine, envelope = composed
         expansion = expand(transaction, envelope.info)  # aliases, <Postmaster>
         notice = None if quarantine else expanded_notice(envelope, expansion, self.hostname)
         await self._spool(transaction, envelope, message, expansion.recipients, quarantine, notice)
@@ -161,7 +190,10 @@ class RelayPlugin(Plugin):
     ) -> list[Reply]:
         """LMTP server mode (:mod:`smtpx.mta.lmtpserver`): local mailboxes are delivered
         now, each with its own reply; the rest is spooled."""
-        message, quarantine = await self._compose(session, transaction, envelope)
+        composed = await self._compose(session, transaction, envelope)
+        if composed is None:  # a milter discarded it (logged)
+            return [replies.queued(str(envelope.id))] * len(transaction.recipients)
+        message, quarantine, envelope = composed
         expansion = expand(transaction, envelope.info)
         if quarantine is not None or self.local is None:
             await self._spool(transaction, envelope, message, expansion.recipients, quarantine)
@@ -177,9 +209,10 @@ class RelayPlugin(Plugin):
 
     async def _compose(
         self, session: Session, transaction: Transaction, envelope: Envelope
-    ) -> tuple[bytes | SpilledMessage, str | None]:
-        """The message with its new head (trace, DKIM signature or the inbound verdict),
-        and the inbound policy's quarantine reason, if any."""
+    ) -> tuple[bytes | SpilledMessage, str | None, Envelope] | None:
+        """The message with its new head (trace, DKIM signature or the inbound verdict)
+        and the milters' changes, the quarantine reason (inbound policy or milter), if
+        any, and the envelope (milters may change it); None when a milter discarded it."""
         trace = received_header(
             session,
             self.hostname,
@@ -189,14 +222,38 @@ class RelayPlugin(Plugin):
         )
         content = envelope.content
         quarantine = None
-        if self.inbound is not None and self.inbound.applies(session):
-            judged = await self.inbound.at_data(session, transaction, content, trace)
-            head, content, quarantine = judged.head, judged.content, judged.quarantine
+        judged = self.inbound is not None and self.inbound.applies(session)
+        if self.inbound is not None and judged:
+            verdict = await self.inbound.at_data(session, transaction, content, trace)
+            head, content, quarantine = verdict.head, verdict.content, verdict.quarantine
         else:
-            head = await self._signature(session, content) + trace
+            head = trace
         # A spilled message keeps its file: the new head goes in front, nothing is copied.
-        message = head + content if isinstance(content, bytes) else content.prepend(head)
-        return message, quarantine
+        message = _prepend(head, content)
+        if self.milters is not None:
+            outcome = await self.milters.end_of_message(session, transaction, message)
+            if outcome.discarded_by is not None:
+                log.info("milter %s discarded %s", outcome.discarded_by, envelope.id)
+                return None
+            message, quarantine = outcome.message, quarantine or outcome.quarantine
+            envelope = apply_envelope(transaction, envelope, outcome, self._admit)
+            if not envelope.recipients:
+                log.info("milters removed every recipient of %s: dropped", envelope.id)
+                return None
+        if not judged:
+            message = _prepend(await self._signature(session, message), message)
+        return message, quarantine, envelope
+
+    def _admit(self, transaction: Transaction, recipient: Address) -> bool:
+        """A recipient a milter adds: a local one must be known (logged when not)."""
+        if not (recipient.is_postmaster or self._is_local(recipient)):
+            return True
+        try:
+            self._check_local(transaction, recipient)
+        except Reject as exc:
+            log.warning("milter added %s, refused: %s", recipient, exc.reply)
+            return False
+        return True
 
     async def _spool(  # noqa: PLR0917 - private; the parts of one message
         self,
@@ -250,6 +307,10 @@ class RelayPlugin(Plugin):
         except OSError as exc:  # the spilled file could not be read: keep nothing
             log.error("dkim: cannot read the message to sign it: %s", exc)
             raise Reject(replies.local_error("Could not sign the message, try later")) from None
+
+
+def _prepend(head: bytes, content: bytes | SpilledMessage) -> bytes | SpilledMessage:
+    return head + content if isinstance(content, bytes) else content.prepend(head)
 
 
 def _route_key(recipient: Address) -> str:

@@ -7,9 +7,10 @@ running values of those that cannot, each named in a :class:`Refusal` (the MTA l
 Live: ``[relay]``, ``[auth]`` (the users file, read again at every reload), the paths of
 the certificate and key (read again at every reload, when TLS is on), ``[routing]``
 (routes, smarthost, TLS per host, credentials, chunking),
-``[dkim]``, ``[local]``, ``[log]``, and in ``[spool]`` the retry intervals (for mail
-spooled from then on), the delivery limits, ``bounce``, ``delay_warning_after`` and
-``failed_retention``.
+``[dkim]``, ``[local]``, ``[log]``, ``[[milters]]`` (sessions that start after the
+reload use the new list; those under way keep their milters), and in ``[spool]`` the
+retry intervals (for mail spooled from then on), the delivery limits, ``bounce``,
+``delay_warning_after`` and ``failed_retention``.
 
 Restart: ``hostname``, all of ``[server]`` (listeners, limits and timeouts are built into
 the server), ``[control]``, TLS turned on or off and ``tls.min_version``,
@@ -75,9 +76,10 @@ def _shown(key: str, value: Any) -> str:
 def _leaves(config: MtaConfig) -> Iterator[tuple[str, str, Any]]:
     """(section, key, value) of every key; section "" for the top level."""
     yield "", "hostname", config.hostname
+    yield "", "milters", config.milters
     for section in fields(config):
         record = getattr(config, section.name)
-        if section.name in ("hostname", "source"):
+        if section.name in ("hostname", "milters", "source"):
             continue
         for key in fields(record):
             yield section.name, key.name, getattr(record, key.name)
@@ -91,7 +93,8 @@ def changed_keys(old: MtaConfig, new: MtaConfig) -> list[str]:
 
 def _restart_only(section: str, key: str, old: MtaConfig, new: MtaConfig) -> bool:
     if section == "":
-        return True  # hostname: the greeting, EHLO, Received:, the client's EHLO
+        # hostname: the greeting, EHLO, Received:, the client's EHLO; [[milters]] is live
+        return key == "hostname"
     if section == "tls" and key == "cert_file":
         return old.tls.enabled != new.tls.enabled  # turned on or off; a new path is live
     keys = RESTART_KEYS.get(section, ())
