@@ -173,9 +173,11 @@ async def test_kill_during_intake_loses_nothing_acknowledged(tmp_path: Path) -> 
 
 KILLS = 3
 # Each outcome is recorded as soon as its reply arrives, so a kill repeats at most the
-# messages in flight: with the default limits, up to 10 connections to the destination,
-# each with about two messages pipelined. (Outcomes written per batch of 20 gave 38-145.)
-MAX_DUPLICATES_PER_KILL = 20
+# messages in flight (with the default limits, up to 10 connections to the destination,
+# each with about two messages pipelined) and the outcomes still waiting for their shared
+# fsync: 12-14 a kill on a quiet machine, up to 21 seen on a loaded one. (Outcomes written
+# per batch of 20 gave 38-145.)
+MAX_DUPLICATES_PER_KILL = 30
 
 
 @pytest.mark.timeout(180)
