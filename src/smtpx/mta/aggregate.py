@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from aiohttp import web
 from smtpx._version import __version__
 from smtpx.mta import console
 from smtpx.mta.console.rates import merge_rates
+from smtpx.mta.controlsite import close_sites, open_sites, token_refused
 from smtpx.mta.fanout import (
     Answer,
     WorkerClient,
@@ -113,44 +113,20 @@ class Aggregator:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._app(), access_log=None)
-        await runner.setup()
-        self._runner = runner
-        if self.socket_path is not None:
-            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-            old = os.umask(0o177)  # 0600 from the start, as the single MTA's
-            try:
-                await web.UnixSite(runner, str(self.socket_path)).start()
-            finally:
-                os.umask(old)
-        if self.http is not None:
-            if not self.token:
-                raise ValueError("the HTTP control listener needs a token (control.token_file)")
-            await web.TCPSite(runner, self.http[0], self.http[1]).start()
-            ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
-            self.http_port = int(ports[0]) if ports else self.http[1]
+        self._runner, self.http_port = await open_sites(
+            self._app(), self.socket_path, self.http, self.token
+        )
 
     async def close(self) -> None:
         self.streams.end_all()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+        runner, self._runner = self._runner, None
+        await close_sites(runner, self.socket_path)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """As the single MTA's: TCP needs the bearer token; errors become JSON."""
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if isinstance(peer, tuple):
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            expected = f"Bearer {self.token}" if self.token else None
-            if expected is None or not hmac.compare_digest(given, expected.encode()):
-                return _error(401, "a valid bearer token is required")
+        if token_refused(request, self.token):
+            return _error(401, "a valid bearer token is required")
         try:
             return await handler(request)
         except _Refused as refused:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.errors import ParseError
 from smtpx.mta import console, observe
+from smtpx.mta.controlsite import close_sites, open_sites, token_refused
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.events import ErrorStream
@@ -285,25 +285,9 @@ class ControlPlane:
         self.errors = ErrorStream(loop)
         logging.getLogger().addHandler(self.errors)
         self._watcher = loop.create_task(self._watch_deliveries())
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        self._runner = runner
-        if self.socket_path is not None:
-            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-            # Created 0600 from the start: no moment where others could connect.
-            old = os.umask(0o177)
-            try:
-                await web.UnixSite(runner, str(self.socket_path)).start()
-            finally:
-                os.umask(old)
-        if self.http is not None:
-            if not self.token:
-                raise ValueError("the HTTP control listener needs a token (control.token_file)")
-            await web.TCPSite(runner, self.http[0], self.http[1]).start()
-            ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
-            self.http_port = int(ports[0]) if ports else self.http[1]
+        self._runner, self.http_port = await open_sites(
+            self.app, self.socket_path, self.http, self.token
+        )
 
     async def close(self) -> None:
         self.streams.end_all()
@@ -313,12 +297,8 @@ class ControlPlane:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+        runner, self._runner = self._runner, None
+        await close_sites(runner, self.socket_path)
 
     async def _watch_deliveries(self) -> None:
         with self.mta.spool.events.subscribe() as events:
@@ -332,14 +312,8 @@ class ControlPlane:
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Requests over TCP need the bearer token; the unix socket is guarded by its
         file mode. Errors become JSON."""
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if isinstance(peer, tuple):  # TCP; a unix socket's peer name is a str (or None)
-            # A header is not always UTF-8: its undecodable bytes come back as surrogates.
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            expected = f"Bearer {self.token}" if self.token else None
-            if expected is None or not hmac.compare_digest(given, expected.encode()):
-                return _error(401, "a valid bearer token is required")
+        if token_refused(request, self.token):
+            return _error(401, "a valid bearer token is required")
         try:
             return await handler(request)
         except web.HTTPException:
