@@ -50,6 +50,7 @@ from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import BareNewlines
 from smtpx.protocol.domains import domain_to_ascii
+from smtpx.protocol.lenient import AddressGrammar
 from smtpx.server.config import Listener, ServerConfig, ServerTls
 from smtpx.server.limits import ClientLimits
 from smtpx.spool.journal import FsyncPolicy
@@ -254,6 +255,9 @@ class ServerSettings:
       each connection there must start with a PROXY protocol header (v1 or v2) and come
       from ``proxy_from``; everything then sees the client it names. ``proxy_timeout``:
       the longest wait for that header.
+    * ``default_domain``: a MAIL or RCPT address without a domain gets it (None: such an
+      address is refused, ``501 5.1.3``). ``lenient_addresses``: also take async_smtp's
+      forms (display names, quoted addresses, any local part; F10).
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -278,6 +282,8 @@ class ServerSettings:
     proxied: tuple[ListenAddress, ...] = ()
     proxy_from: tuple[IPNetwork, ...] = ()
     proxy_timeout: float = 5.0
+    default_domain: str | None = None
+    lenient_addresses: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -773,6 +779,11 @@ dsn = true
 proxied = []
 proxy_from = []
 proxy_timeout = "5s"
+# Strict RFC 5321 addresses in MAIL and RCPT. default_domain: the domain given to an
+# address without one (unset: 501 5.1.3). lenient_addresses: also async_smtp's forms
+# (a display name before <...>, a quoted address, any local part).
+# default_domain = "example.com"
+lenient_addresses = false
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1472,6 +1483,8 @@ class _Loader:
                 "proxied": lambda v, k: _items(v, k, lambda i, p: _listen(i, p, 25)),
                 "proxy_from": lambda v, k: _items(v, k, _network),
                 "proxy_timeout": _duration,
+                "default_domain": _domain,
+                "lenient_addresses": _boolean,
             },
         )
 
@@ -2150,6 +2163,9 @@ class MtaConfig:
             proxy_timeout=self.server.proxy_timeout,
             max_spilled=self.server.max_spilled,
             fingerprints=self.log.fingerprints,
+            addresses=AddressGrammar(
+                lenient=self.server.lenient_addresses, default_domain=self.server.default_domain
+            ),
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from smtpx.io.tls import server_context
 from smtpx.protocol.data import BareNewlines
+from smtpx.protocol.lenient import STRICT, AddressGrammar
 from smtpx.server.limits import ClientLimits, IPNetwork
 
 __all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
@@ -110,6 +111,9 @@ class ServerConfig:
       a transaction that would pass it gets ``452 4.3.1`` and the session goes on (F25).
     * ``fingerprints``: the mail log's ``accepted`` line carries the message's
       :mod:`~smtpx.fingerprint` (header fields, an MD5 per MIME leaf; F115).
+    * ``addresses``: the paths MAIL and RCPT take: strict RFC 5321 by default; an
+      :class:`~smtpx.protocol.lenient.AddressGrammar` adds a ``default_domain`` for
+      domainless addresses, or async_smtp's lenient forms (F8, F10).
     """
 
     listeners: Sequence[Listener] = (Listener(),)
@@ -139,6 +143,7 @@ class ServerConfig:
     max_buffered: int = 64 * 1024 * 1024
     max_spilled: int | None = None
     fingerprints: bool = False
+    addresses: AddressGrammar = STRICT
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:
