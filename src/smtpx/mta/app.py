@@ -44,6 +44,7 @@ from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.resolver import RoutingResolver
 from smtpx.mta.routing import Dns, NoRoute, Route, Router
 from smtpx.mta.routing import RouteLater as RouteLaterResult
+from smtpx.mta.spoolwatch import SpoolWatch
 from smtpx.mta.tlspolicy import TlsPolicies, https_context
 from smtpx.mta.tlsrpt import TlsReporter, TlsRptLog
 from smtpx.mta.users import Users
@@ -123,6 +124,7 @@ class Mta:
             guards=self.guards,
         )
         self.server = Server(relay, config.server_config())
+        self.spool_watch = _spool_watch(config)
         self.reload_config = reload_config or self._read_source
         self.set_logging = set_logging
         self.shutdown_timeout = shutdown_timeout
@@ -192,6 +194,8 @@ class Mta:
             raise
         if self.tls_reporter is not None:
             self._reporting = asyncio.get_running_loop().create_task(self.tls_reporter.run())
+        if self.spool_watch is not None:
+            self.spool_watch.start()
 
     async def close(self) -> None:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
@@ -200,6 +204,8 @@ class Mta:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporting
             self._reporting = None
+        if self.spool_watch is not None:
+            await self.spool_watch.close()
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
@@ -388,4 +394,17 @@ def spool_config(config: MtaConfig) -> SpoolConfig:
         failed_retention=settings.failed_retention,
         cache=config.cache_config(),
         postgresql=settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None,
+    )
+
+
+def _spool_watch(config: MtaConfig) -> SpoolWatch | None:
+    """The spool monitor ``[spool] monitor_every`` asks for (the journal's only)."""
+    spool = config.spool
+    if not spool.monitor_every or spool.backend is not SpoolBackend.JOURNAL:
+        return None
+    return SpoolWatch(
+        spool.dir,
+        spool.monitor_every,
+        alert_after=spool.monitor_alert_after,
+        max_frozen_age=spool.monitor_max_frozen_age,
     )

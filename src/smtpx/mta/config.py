@@ -27,6 +27,7 @@ Domains (local domains, route keys) are stored in their A-label form, lower case
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import functools
@@ -392,6 +393,10 @@ class SpoolSettings:
       in TOML: kept until an operator acts; see :mod:`smtpx.spool.retention`).
     * ``backend``: ``journal`` (the local journal in ``dir``, the default) or
       ``postgresql`` (``[spool.postgresql]``: a queue shared by several nodes).
+    * ``monitor_every``: seconds between checks of the journal by the spool monitor
+      (:mod:`smtpx.mta.spoolwatch`; 0: no monitor); a problem found by
+      ``monitor_alert_after`` checks in a row is logged and counted in
+      ``smtpx_spool_problems``; ``monitor_max_frozen_age``: mail frozen longer counts.
     """
 
     dir: Path = Path("var/spool")
@@ -404,6 +409,9 @@ class SpoolSettings:
     failed_retention: float | None = 7 * 86_400.0
     backend: SpoolBackend = SpoolBackend.JOURNAL
     postgresql: PostgresSettings | None = None
+    monitor_every: float = 0.0
+    monitor_alert_after: int = 2
+    monitor_max_frozen_age: float | None = None
 
 
 def _empty_mapping() -> Mapping[str, Any]:
@@ -824,6 +832,12 @@ bounce = true
 # after its last attempt for an operator to look at, then is removed for good. "never"
 # keeps it until an operator acts.
 failed_retention = "7d"
+# The spool monitor: check the journal this often ("0": never), and log and count (the
+# smtpx_spool_problems metric) each problem found by monitor_alert_after checks in a row.
+# monitor_max_frozen_age: mail frozen longer than this is a problem too.
+monitor_every = "0"
+monitor_alert_after = 2
+# monitor_max_frozen_age = "7d"
 
 [local]
 # Mail for the local domains is delivered into this maildir...
@@ -1158,6 +1172,16 @@ def _duration(value: object, key: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"must be more than 0 seconds, got {value!r}", key=key)
     return seconds
+
+
+def _duration_or_zero(value: object, key: str) -> float:
+    """A duration, or 0 (``"0"``, ``"0s"``): off."""
+    with contextlib.suppress(ValueError):
+        if isinstance(value, str) and parse_duration(value) == 0:
+            return 0.0
+    if not isinstance(value, bool) and value == 0:
+        return 0.0
+    return _duration(value, key)
 
 
 def _retention(value: object, key: str) -> float | None:
@@ -1532,6 +1556,9 @@ class _Loader:
                 "failed_retention": _retention,
                 "backend": lambda v, k: _choice(SpoolBackend, v, k),
                 "postgresql": self.postgresql,
+                "monitor_every": _duration_or_zero,
+                "monitor_alert_after": _positive_int,
+                "monitor_max_frozen_age": _duration,
             },
         )
         if settings.backend is SpoolBackend.POSTGRESQL and settings.postgresql is None:
