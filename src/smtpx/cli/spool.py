@@ -658,6 +658,27 @@ def recover(ctx: click.Context, /, *, source: str, ids: tuple[str, ...]) -> None
 
 @spool.command()
 @connection_options(offline=False)
+@click.option("--reason", required=True, help="Why they are held (shown with the message).")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
+@click.pass_context
+def quarantine(
+    ctx: click.Context, /, *, reason: str, select: str | None, ids: tuple[str, ...]
+) -> None:
+    """Hold messages (the ids, or those --select picks) in quarantine, in any state:
+    never sent unless brought back with recover --from quarantine. The reason, with
+    each message's envelope sender and From fields, is shown by show and status --json."""
+    _ids_or_select(ids, select)
+    if not reason.strip():
+        raise click.UsageError("--reason: say why the messages are held")
+    queued = ("send_now", "send_at", "sending", "frozen", "removed")
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, queued)
+    run(_for_ids(_online(ctx), "v1/spool/quarantine", wanted, {"reason": reason}, "holding"))
+    click.echo(f"quarantined: {_plural(len(wanted))}")
+
+
+@spool.command()
+@connection_options(offline=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import dns.asyncresolver
@@ -34,6 +34,7 @@ from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.edge import build_guards
+from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.lmtp import LmtpAgent
@@ -78,12 +79,15 @@ class Mta:
         resolver: Resolver | None = None,
         dns_resolver: dns.asyncresolver.Resolver | None = None,
         inbound_policy: InboundPolicy | None = None,
+        guards: Sequence[Guard] = (),
         shutdown_timeout: float = 30.0,
         reload_config: Callable[[], MtaConfig | None] | None = None,
         set_logging: Callable[[str, str], None] | None = None,
     ) -> None:
         """``reload_config``: what a reload reads (default: ``config.source`` again; None:
-        no file, only the users and TLS files are read again). ``set_logging(level,
+        no file, only the users and TLS files are read again). ``guards``: checks of
+        the caller's (:class:`~smtpx.mta.guards.Guard`), after the configured ones; one
+        can have a message quarantined at intake. ``set_logging(level,
         format)``: applies a reloaded ``[log]`` (the caller's; by default it is left
         alone)."""
         self.config = config
@@ -112,7 +116,8 @@ class Mta:
         self.dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        self.guards = build_guards(config, dns_resolver)  # DNS lists, rate limits, greylisting
+        # DNS lists, rate limits, greylisting; then the caller's own (``guards``).
+        self.guards = [*build_guards(config, dns_resolver), *guards]
         relay = RelayPlugin(
             config,
             self.spool,

@@ -16,6 +16,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
                                        ``{"frozen": true}``; ``"retry_intervals": [...]``
 ``POST /v1/spool/remove``              ``{"ids": [...]}`` (any state; recoverable until purged)
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
+``POST /v1/spool/quarantine``          ``{"ids": [...], "reason": "..."}`` (any state)
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
                                        every ``?ping=`` seconds (0.1 to 3600, default 10);
@@ -268,6 +269,7 @@ class ControlPlane:
                 web.post("/v1/spool/send", self.send),
                 web.post("/v1/spool/remove", self.remove),
                 web.post("/v1/spool/recover", self.recover),
+                web.post("/v1/spool/quarantine", self.quarantine),
                 web.post("/v1/spool/purge", self.purge),
                 web.get("/v1/spool/events", self.events),
                 web.get("/v1/cache", self.cache),
@@ -460,6 +462,14 @@ class ControlPlane:
             raise ValueError('from: "removed" or "quarantine"')
         await self.mta.spool.recover(ids, from_=source)
         return web.json_response({"recovered": ids})
+
+    async def quarantine(self, request: web.Request) -> web.Response:
+        ids, body = await self._ids(request)
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("reason: why the messages are held (text)")
+        await self.mta.spool.quarantine_messages(ids, reason)
+        return web.json_response({"quarantined": ids})
 
     async def purge(self, request: web.Request) -> web.Response:
         ids, _ = await self._ids(request)

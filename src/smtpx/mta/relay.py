@@ -36,6 +36,7 @@ from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
+from smtpx.mta.inbound.policy import Quarantine
 from smtpx.mta.lmtpserver import deliver_at_once
 from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
@@ -151,6 +152,7 @@ class RelayPlugin(Plugin):
 
     async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
         message, quarantine = await self._compose(session, transaction, envelope)
+        quarantine = quarantine or await self._intake(session, transaction, envelope)
         expansion = expand(transaction, envelope.info)  # aliases, <Postmaster>
         notice = None if quarantine else expanded_notice(envelope, expansion, self.hostname)
         await self._spool(transaction, envelope, message, expansion.recipients, quarantine, notice)
@@ -162,6 +164,7 @@ class RelayPlugin(Plugin):
         """LMTP server mode (:mod:`smtpx.mta.lmtpserver`): local mailboxes are delivered
         now, each with its own reply; the rest is spooled."""
         message, quarantine = await self._compose(session, transaction, envelope)
+        quarantine = quarantine or await self._intake(session, transaction, envelope)
         expansion = expand(transaction, envelope.info)
         if quarantine is not None or self.local is None:
             await self._spool(transaction, envelope, message, expansion.recipients, quarantine)
@@ -174,6 +177,16 @@ class RelayPlugin(Plugin):
             agent=self.local,
             spool=lambda recipients: self._spool(transaction, envelope, message, recipients),
         )
+
+    async def _intake(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> str | None:
+        """The reason of the first guard that has the message quarantined, if any."""
+        for guard in self.guards:
+            outcome = await guard.intake(session, transaction, envelope)
+            if isinstance(outcome, Quarantine):
+                return outcome.reason
+        return None
 
     async def _compose(
         self, session: Session, transaction: Transaction, envelope: Envelope
