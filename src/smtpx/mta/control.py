@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -49,7 +48,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -59,11 +57,10 @@ from prometheus_client.registry import Collector
 
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
-from smtpx.errors import ParseError
 from smtpx.mta import observe
+from smtpx.mta.controlsite import ControlSite, json_error, mount_plugin
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
-from smtpx.server.events import ErrorStream
 from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
@@ -225,7 +222,7 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ControlPlane:
+class ControlPlane(ControlSite):
     """The operators' API for one :class:`~smtpx.mta.app.Mta`."""
 
     def __init__(
@@ -236,11 +233,8 @@ class ControlPlane:
         http: tuple[str, int] | None = None,
         token: str | None = None,
     ) -> None:
+        super().__init__(socket_path=socket_path, http=http, token=token)
         self.mta = mta
-        self.socket_path = Path(socket_path) if socket_path is not None else None
-        self.http = http
-        self.token = token
-        self.started = time.time()
         self.registry = CollectorRegistry(auto_describe=True)
         self._collector = _MtaCollector(mta)
         self.registry.register(self._collector)
@@ -250,14 +244,11 @@ class ControlPlane:
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
             registry=self.registry,
         )
-        self.app = self._build()
-        self._runner: web.AppRunner | None = None
+        self._build()
         self._watcher: asyncio.Task[None] | None = None
-        self.http_port: int | None = None
-        self.errors: ErrorStream | None = None  # the error stream, from start() to close()
 
-    def _build(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+    def _build(self) -> None:
+        app = self.app
         app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -278,47 +269,20 @@ class ControlPlane:
                 *observe.routes(self, _ping),
             ]
         )
-        return app
+        mount_plugin(app, self.mta.server.plugin.control_routes())
 
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.errors = ErrorStream(loop)
-        logging.getLogger().addHandler(self.errors)
-        self._watcher = loop.create_task(self._watch_deliveries())
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        self._runner = runner
-        if self.socket_path is not None:
-            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-            # Created 0600 from the start: no moment where others could connect.
-            old = os.umask(0o177)
-            try:
-                await web.UnixSite(runner, str(self.socket_path)).start()
-            finally:
-                os.umask(old)
-        if self.http is not None:
-            if not self.token:
-                raise ValueError("the HTTP control listener needs a token (control.token_file)")
-            await web.TCPSite(runner, self.http[0], self.http[1]).start()
-            ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
-            self.http_port = int(ports[0]) if ports else self.http[1]
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        await super().start()
 
     async def close(self) -> None:
-        if self.errors is not None:
-            logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self.socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+        await super().close()
 
     async def _watch_deliveries(self) -> None:
         with self.mta.spool.events.subscribe() as events:
@@ -326,29 +290,10 @@ class ControlPlane:
                 if event.kind is EventKind.DELIVERED and event.spool_date is not None:
                     self.latency.observe(max(0.0, event.time - event.spool_date))
 
-    # -- security -----------------------------------------------------------------------
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Requests over TCP need the bearer token; the unix socket is guarded by its
-        file mode. Errors become JSON."""
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if isinstance(peer, tuple):  # TCP; a unix socket's peer name is a str (or None)
-            # A header is not always UTF-8: its undecodable bytes come back as surrogates.
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            expected = f"Bearer {self.token}" if self.token else None
-            if expected is None or not hmac.compare_digest(given, expected.encode()):
-                return _error(401, "a valid bearer token is required")
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except SpoolError as exc:
-            status = 404 if "not found" in str(exc) else 409
-            return _error(status, str(exc))
-        except (ValueError, KeyError, TypeError, ParseError) as exc:
-            return _error(400, str(exc))
+    def error_reply(self, exc: Exception) -> web.Response | None:
+        if isinstance(exc, SpoolError):
+            return _error(404 if "not found" in str(exc) else 409, str(exc))
+        return super().error_reply(exc)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -619,5 +564,4 @@ class _EventFilter:
         return self.queue is None or (event.queue or _KIND_QUEUE.get(event.kind)) == self.queue
 
 
-def _error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
+_error = json_error

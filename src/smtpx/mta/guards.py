@@ -12,12 +12,16 @@ greylisting (:mod:`smtpx.mta.greylist`) are guards, built from the configuration
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from smtpx.envelope import Envelope
 from smtpx.mta.inbound.policy import ACCEPT, Accept, Quarantine
 from smtpx.protocol.addresses import Address
 from smtpx.server import Session, Transaction
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 __all__ = ["Guard", "is_own"]
 
@@ -59,6 +63,11 @@ class Guard:
 
     def metrics(self) -> Iterable[object]:
         """Prometheus metric families (read at scrape time)."""
+        return ()
+
+    def control_routes(self) -> Sequence[AbstractRouteDef]:
+        """The guard's own control endpoints, served under ``/v1/plugin/`` (F35; see
+        :meth:`smtpx.server.Plugin.control_routes`)."""
         return ()
 
     async def close(self) -> None:

@@ -37,12 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from smtpx.server.events import EnvelopeReceived
+from smtpx.server import Server
+from smtpx.server.events import EnvelopeReceived, ErrorStream
 
 if TYPE_CHECKING:
     from smtpx.mta.control import ControlPlane
+    from smtpx.mta.controlsite import ControlSite
 
-__all__ = ["routes"]
+__all__ = ["routes", "server_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,20 +52,31 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> list[web.RouteDef]:
     """The endpoints above; ``seconds`` reads ``?ping=`` and ``?interval=`` (400 if bad)."""
 
-    async def errors(request: web.Request) -> web.StreamResponse:
-        if plane.errors is None:
-            raise ValueError("the control plane is not running")
-        ping = seconds(request.query.get("ping"), "ping")
-        recent = _count(request.query.get("recent"), "recent")
-        return await _ndjson(request, _errors(plane, ping, recent))
-
-    async def envelopes(request: web.Request) -> web.StreamResponse:
-        ping = seconds(request.query.get("ping"), "ping")
-        return await _ndjson(request, _envelopes(plane, ping))
-
     async def cache(request: web.Request) -> web.StreamResponse:
         interval = seconds(request.query.get("interval"), "interval")
         return await _ndjson(request, _cache(plane, interval))
+
+    return [
+        *server_routes(plane, plane.mta.server, seconds),
+        web.get("/v1/cache/stream", cache),
+    ]
+
+
+def server_routes(
+    site: ControlSite, server: Server, seconds: Callable[[str | None, str], float]
+) -> list[web.RouteDef]:
+    """The endpoints above that a bare server has too (no connection cache)."""
+
+    async def errors(request: web.Request) -> web.StreamResponse:
+        if site.errors is None:
+            raise ValueError("the control plane is not running")
+        ping = seconds(request.query.get("ping"), "ping")
+        recent = _count(request.query.get("recent"), "recent")
+        return await _ndjson(request, _errors(site.errors, ping, recent))
+
+    async def envelopes(request: web.Request) -> web.StreamResponse:
+        ping = seconds(request.query.get("ping"), "ping")
+        return await _ndjson(request, _envelopes(server, ping))
 
     async def process(request: web.Request) -> web.Response:
         return web.json_response(_process())
@@ -71,7 +84,6 @@ def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> 
     return [
         web.get("/v1/errors", errors),
         web.get("/v1/server/envelopes", envelopes),
-        web.get("/v1/cache/stream", cache),
         web.get("/v1/process", process),
     ]
 
@@ -87,11 +99,8 @@ async def _ndjson(request: web.Request, lines: AsyncIterator[dict[str, Any]]) ->
     return response
 
 
-async def _errors(plane: ControlPlane, ping: float, recent: int) -> AsyncIterator[dict[str, Any]]:
+async def _errors(stream: ErrorStream, ping: float, recent: int) -> AsyncIterator[dict[str, Any]]:
     """Every error-level log record from now on (F109), with heartbeats."""
-    stream = plane.errors
-    if stream is None:
-        return
     with stream.bus.subscribe() as live:
         # Nothing can be published between these two lines: no event is lost or twice.
         for event in list(stream.recent)[-recent:] if recent else []:
@@ -103,9 +112,9 @@ async def _errors(plane: ControlPlane, ping: float, recent: int) -> AsyncIterato
                 yield {"kind": "heartbeat", "seq": stream.seq, "time": time.time()}
 
 
-async def _envelopes(plane: ControlPlane, ping: float) -> AsyncIterator[dict[str, Any]]:
+async def _envelopes(server: Server, ping: float) -> AsyncIterator[dict[str, Any]]:
     """Each envelope the server receives (F108), with pings."""
-    with plane.mta.server.events.subscribe() as received:
+    with server.events.subscribe() as received:
         while True:
             try:
                 event: EnvelopeReceived = await asyncio.wait_for(received.__anext__(), ping)

@@ -28,6 +28,7 @@ import email.utils
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
@@ -48,6 +49,9 @@ from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_m
 from smtpx.spool.records import StoreWriteError
 from smtpx.spool.spool import Delivery, Spool
 from smtpx.spool.types import LocalAgent
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 __all__ = ["RelayPlugin", "received_header"]
 
@@ -86,6 +90,10 @@ class RelayPlugin(Plugin):
 
     def greeting(self, session: Session) -> str:
         return "ESMTP smtpx"
+
+    def control_routes(self) -> Sequence[AbstractRouteDef]:
+        """The guards' control endpoints (the configured guards have none)."""
+        return [route for guard in self.guards for route in guard.control_routes()]
 
     async def connect(self, session: Session) -> None:
         if not self.spool.store.ready:
