@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpx.envelope import Envelope
+from smtpx.envelope import Batch, Envelope, RoutedEnvelope
 from smtpx.spool.ids import SpoolIds, parent_of
 from smtpx.spool.message import QuarantineReason, SpooledMessage, Status
 from smtpx.spool.spool import Delivery, SpoolError
@@ -114,3 +114,24 @@ def test_an_older_record_without_from_fields_still_loads() -> None:
     )
     assert entry.quarantine == QuarantineReason("virus", "<a@b.example>", "")
     assert "qfrom" not in json.dumps(entry.state_meta())
+
+
+def test_a_batch_goes_into_the_spool_member_by_member(tmp_path: Path) -> None:
+    one = delivery(5).envelope
+    member, body = RoutedEnvelope.create(
+        one, next_hop_choices=["mx.test"], retry_intervals=["1h"]
+    ).split_bodiless()
+    other = member.set_header("X-Copy", "2")
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, MemoryNetwork(down={"mx.test"})) as spool:
+            batch = Batch(envelopes=(member, other), body=body)
+            ids = await spool.add_batches([batch], frozen=True)
+            first, second = (spool.get(i) for i in ids)
+            assert first.related == (second.id,) and second.related == (first.id,)
+            assert first.next_hops == ("mx.test:25",) and first.retry_intervals == ["1h"]
+            assert await spool.read_message(first.id) == one.message
+            stored = await spool.read_message(second.id)
+            assert stored.startswith(b"X-Copy: 2\r\n") and stored.endswith(body)
+
+    virtual(scenario)

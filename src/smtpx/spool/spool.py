@@ -37,8 +37,8 @@ from sys import intern
 
 from smtpx.client import ClientConfig, ConnectionCache
 from smtpx.client.cache import Opener
-from smtpx.envelope import Envelope, RetryInterval
-from smtpx.maillog import MailLog
+from smtpx.envelope import Batch, Envelope, RetryInterval
+from smtpx.maillog import Flows, MailLog
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
 from smtpx.server.events import EventBus
@@ -240,6 +240,27 @@ class Spool:
             )
         self.stats["spooled"] += len(entries)
         return [entry.id for entry in entries]
+
+    async def add_batches(
+        self, batches: Sequence[Batch], *, frozen: bool = False, flows: Flows | None = None
+    ) -> list[str]:
+        """Spool every member of ``batches`` (async_smtp's ``Spool.add``, F4), each to its
+        own ``next_hop_choices`` with its own ``retry_intervals`` (none: one attempt).
+        Each member is stored with its own copy of the batch's body (see
+        docs/async_smtp.md, F4); the members of one batch are ``related``."""
+        ids: list[str] = []
+        for batch in batches:
+            deliveries = [
+                Delivery(
+                    routed.envelope,
+                    next_hops=routed.next_hop_choices,
+                    retry_intervals=routed.retry_intervals,
+                    flows=flows or Flows(),
+                )
+                for routed in batch.to_envelopes()
+            ]
+            ids += await self.add(deliveries, frozen=frozen, set_related=len(deliveries) > 1)
+        return ids
 
     async def quarantine(
         self, deliveries: Sequence[Delivery], reason: str | QuarantineReason
