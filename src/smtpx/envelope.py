@@ -1051,12 +1051,13 @@ def _freeze_routing(record: RoutedEnvelope | RoutedBodiless) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RoutedEnvelope:
+class RoutedEnvelope(_HeaderOps):
     """An envelope with where to send it and when to retry (F4).
 
     ``next_hop_choices`` are tried in order: if the first fails, the next. After a failed
     round the spool waits ``retry_intervals[0]``, then ``[1]``, and so on; when they run
-    out the message has failed for good.
+    out the message has failed for good. The header helpers (F3) work on it directly and
+    keep the routing.
     """
 
     envelope: Envelope
@@ -1084,12 +1085,14 @@ class RoutedEnvelope:
         )
 
     @property
-    def info(self) -> EnvelopeInfo:
+    def info(self) -> EnvelopeInfo:  # type: ignore[override]  # read-only: the envelope's
         return self.envelope.info
 
-    @property
-    def id(self) -> EnvelopeId:
-        return self.envelope.info.id
+    def _header_bytes(self) -> bytes:
+        return self.envelope._header_bytes()
+
+    def _with_header_bytes(self, block: bytes) -> Self:
+        return dataclasses.replace(self, envelope=self.envelope._with_header_bytes(block))
 
     def split_bodiless(self) -> tuple[RoutedBodiless, bytes]:
         """The routed header part and the raw body; see :meth:`Envelope.split_bodiless`."""
@@ -1103,8 +1106,9 @@ class RoutedEnvelope:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RoutedBodiless:
-    """A bodiless envelope with its routing, as it sits in a :class:`Batch` (F4)."""
+class RoutedBodiless(_HeaderOps):
+    """A bodiless envelope with its routing, as it sits in a :class:`Batch` (F4); the
+    header helpers (F3) work on it directly and keep the routing."""
 
     bodiless: EnvelopeBodiless
     next_hop_choices: tuple[HostPort, ...] = ()
@@ -1116,8 +1120,14 @@ class RoutedBodiless:
         _freeze_routing(self)
 
     @property
-    def info(self) -> EnvelopeInfo:
+    def info(self) -> EnvelopeInfo:  # type: ignore[override]  # read-only: the bodiless's
         return self.bodiless.info
+
+    def _header_bytes(self) -> bytes:
+        return self.bodiless.headers
+
+    def _with_header_bytes(self, block: bytes) -> Self:
+        return dataclasses.replace(self, bodiless=self.bodiless._with_header_bytes(block))
 
     def with_body(self, body: bytes) -> RoutedEnvelope:
         """The full routed envelope with ``body`` put back under the headers."""

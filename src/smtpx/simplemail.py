@@ -62,6 +62,7 @@ from smtpx.client import Accepted, ClientConfig, DeliveryError, EnvelopeStatus, 
 from smtpx.envelope import Envelope
 from smtpx.errors import ParseError
 from smtpx.io.resolve import Resolver
+from smtpx.maillog.levels import QUIET, remapped
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams
 
@@ -733,7 +734,8 @@ async def send_message(
     the null sender). An ``EmailMessage`` is serialised with CRLF line ends; bytes go as
     they are (bare LF becomes CRLF). ``Bcc`` and ``Resent-Bcc`` fields are removed from
     either. Connection errors raise (see :func:`smtpx.client.connect`); rejections come
-    back as the status.
+    back as the status. The client's info lines are logged at debug (F116, as
+    async_smtp's Simplemail does: a one-off send does not fill an info log).
     """
     envelope = Envelope.create(
         sender=sender,
@@ -742,10 +744,11 @@ async def send_message(
         sender_args=sender_args if sender_args is not None else MailParams(),
     )
     envelope = _without_bcc(envelope)
-    async with connect(
-        host, port, config=config, credentials=credentials, resolver=resolver
-    ) as client:
-        return await client.send(envelope)
+    with remapped(QUIET):
+        async with connect(
+            host, port, config=config, credentials=credentials, resolver=resolver
+        ) as client:
+            return await client.send(envelope)
 
 
 def _envelope_sender(value: Sender | AddressLike) -> Sender:

@@ -20,7 +20,7 @@ from smtpx.spool.journal import Journal
 from smtpx.spool.spool import Spool
 from tests.cli.helpers import Daemon, Lines, inject_in_background, invoke, send, smtpx_process
 
-ID_LINE = re.compile(r"^[0-9A-Za-z_~]{16}$")
+ID_LINE = re.compile(r"^[0-9A-Za-z_~]{16}-[0-9A-Za-z_~]{6}$")  # <envelope id>-<counter> (F7)
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +402,7 @@ def test_events_without_follow_stop_on_their_own(daemon: Daemon) -> None:
     assert all(set(e) == {"time", "kind", "id", "detail", "queue"} for e in events if e["id"])
     assert {e["queue"] for e in events if e["kind"] == "spooled"} == {"active"}
     assert pretty.exit_code == 0
-    assert re.search(r"spooled +[0-9A-Za-z_~]{16}", pretty.stdout)
+    assert re.search(r"spooled +[0-9A-Za-z_~]{16}-[0-9A-Za-z_~]{6}", pretty.stdout)
 
 
 def test_events_of_a_queue_with_what_is_there(daemon: Daemon) -> None:

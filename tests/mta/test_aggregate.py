@@ -17,6 +17,7 @@ import pytest
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.app import Mta
 from smtpx.mta.workers import shard_dir, worker_config, worker_socket
+from smtpx.spool.message import Status
 from smtpx.spool.spool import Delivery
 from tests.mta.helpers import config, message
 
@@ -153,3 +154,19 @@ async def test_closing_ends_the_merged_streams_at_once(
         await asyncio.wait_for(aggregator.close(), 5)
         with contextlib.suppress(aiohttp.ClientPayloadError):
             await asyncio.wait_for(events.content.read(), 5)
+
+
+async def test_quarantine_reaches_each_shard(plane: tuple[Aggregator, list[Mta]]) -> None:
+    aggregator, mtas = plane
+    first, second = await frozen_ids(mtas[0], 1), await frozen_ids(mtas[1], 1)
+    status, answer = await call(
+        aggregator, "POST", "/v1/spool/quarantine", {"ids": [*second, *first], "reason": "spam"}
+    )
+    assert status == 200 and answer == {"quarantined": [*second, *first]}
+    for mta, ids in ((mtas[0], first), (mtas[1], second)):
+        held = await mta.spool.find(ids[0])
+        assert held.status is Status.QUARANTINED and "spam" in (held.quarantine_reason or "")
+    status, listed = await call(aggregator, "GET", "/v1/spool/messages?status=quarantine")
+    assert status == 200 and {m["id"] for m in listed["messages"]} == {*first, *second}
+    status, error = await call(aggregator, "POST", "/v1/spool/quarantine", {"ids": first})
+    assert status == 400 and "reason" in error["error"]

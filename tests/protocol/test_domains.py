@@ -128,7 +128,13 @@ def test_address_ascii_domain_and_to_ascii_use_idna_2008() -> None:
 _FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in string.printable[:94]})
 
 ldh_domains = st.lists(
-    ldh_labels(string.ascii_letters + string.digits, max_size=12), min_size=1, max_size=4
+    # Not "ab--c": hyphens in the 3rd and 4th positions are reserved (RFC 5891 4.2.3.1),
+    # and IDNA 2008 rightly refuses such a label in its fullwidth form.
+    ldh_labels(string.ascii_letters + string.digits, max_size=12).filter(
+        lambda label: label[2:4] != "--"
+    ),
+    min_size=1,
+    max_size=4,
 ).map(".".join)
 
 

@@ -239,6 +239,9 @@ def render_message(message: Message, out: Console, now: float) -> None:
     ]
     if message.get("quarantine_reason"):
         rows.append(("quarantine", str(message["quarantine_reason"])))
+        held = message.get("quarantine") or {}
+        if held.get("from_headers"):  # whose mail it is (F13)
+            rows.append(("quarantined From", str(held["from_headers"])))
     if message.get("damaged"):
         rows.append(("damaged", Text(str(message["damaged"]), style="bold red")))
     related = message.get("related") or ()

@@ -658,6 +658,27 @@ def recover(ctx: click.Context, /, *, source: str, ids: tuple[str, ...]) -> None
 
 @spool.command()
 @connection_options(offline=False)
+@click.option("--reason", required=True, help="Why they are held (shown with the message).")
+@select_option
+@click.argument("ids", nargs=-1, metavar="ID...")
+@click.pass_context
+def quarantine(
+    ctx: click.Context, /, *, reason: str, select: str | None, ids: tuple[str, ...]
+) -> None:
+    """Hold messages (the ids, or those --select picks) in quarantine, in any state:
+    never sent unless brought back with recover --from quarantine. The reason, with
+    each message's envelope sender and From fields, is shown by show and status --json."""
+    _ids_or_select(ids, select)
+    if not reason.strip():
+        raise click.UsageError("--reason: say why the messages are held")
+    queued = ("send_now", "send_at", "sending", "frozen", "removed")
+    wanted = _unique(ids) if select is None else _selected_ids(_online(ctx), select, queued)
+    run(_for_ids(_online(ctx), "v1/spool/quarantine", wanted, {"reason": reason}, "holding"))
+    click.echo(f"quarantined: {_plural(len(wanted))}")
+
+
+@spool.command()
+@connection_options(offline=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context
@@ -858,6 +879,22 @@ async def _events(
     help="Report messages due for longer than this without an attempt (like 1h).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+@click.option(
+    "--watch",
+    "every",
+    type=DurationType(),
+    help="Check again every DURATION and print when a problem starts and ends.",
+)
+@click.option(
+    "--alert-after",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --watch: checks in a row that must find a problem before it is reported.",
+)
+@click.option(
+    "--cycles", type=click.IntRange(min=1), help="With --watch: stop after this many checks."
+)
 @click.pass_context
 def fsck(
     ctx: click.Context,
@@ -867,6 +904,9 @@ def fsck(
     max_frozen_age: float | None,
     max_due_age: float | None,
     as_json: bool,
+    every: float | None,
+    alert_after: int,
+    cycles: int | None,
 ) -> None:
     """Check the spool directory (read-only; safe while smtpx serve runs).
 
@@ -874,10 +914,31 @@ def fsck(
     were lost, files kept in corrupt/, bodies that fail their checksum, bodies missing from
     their segment, stray files, and messages stuck too long. Exit status 0: clean; 1:
     problems found.
+
+    With --watch it keeps checking, and prints a line (a JSON object with --json) when
+    a problem has been found by --alert-after checks in a row ("start") and when it is
+    gone ("end"). It runs until interrupted, or for --cycles checks: then the exit status
+    is 1 if problems are still reported.
     """
     from smtpx.spool.fsck import check  # noqa: PLC0415
 
     directory = _spool_dir(ctx.meta.get(_META, {}))
+    if every is not None:
+        from smtpx.cli.fsck_watch import watch  # noqa: PLC0415
+
+        if not (directory / "journal").is_dir():
+            raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
+        alerting = watch(
+            directory,
+            every=every,
+            alert_after=alert_after,
+            cycles=cycles,
+            as_json=as_json,
+            verify_bodies=verify_bodies,
+            max_due_age=max_due_age,
+            max_frozen_age=max_frozen_age,
+        )
+        ctx.exit(EXIT_FAILURE if alerting else 0)
     problems = check(
         directory,
         verify_bodies=verify_bodies,

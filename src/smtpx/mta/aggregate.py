@@ -37,7 +37,7 @@ from aiohttp import web
 from smtpx._version import __version__
 from smtpx.mta import console
 from smtpx.mta.console.rates import merge_rates
-from smtpx.mta.controlsite import close_sites, open_sites, token_refused
+from smtpx.mta.controlsite import ControlSite, json_error
 from smtpx.mta.fanout import (
     Answer,
     WorkerClient,
@@ -48,12 +48,11 @@ from smtpx.mta.fanout import (
     sum_counts,
     worker_counter,
 )
-from smtpx.mta.observe import OpenStreams
 
 __all__ = ["Aggregator", "Pool"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_ACTIONS = ("freeze", "remove", "recover", "purge", "send")
+_ACTIONS = ("freeze", "remove", "recover", "purge", "send", "quarantine")
 _JSON = "application/json"
 _STREAMS = ("/v1/spool/events", "/v1/errors", "/v1/server/envelopes", "/v1/cache/stream")
 
@@ -66,7 +65,7 @@ class Pool(Protocol):
         ...
 
 
-class Aggregator:
+class Aggregator(ControlSite):
     """The public control plane of a supervisor (see the module docstring)."""
 
     def __init__(
@@ -79,21 +78,13 @@ class Aggregator:
         http: tuple[str, int] | None = None,
         token: str | None = None,
     ) -> None:
+        super().__init__(socket_path=socket_path, http=http, token=token)
         self.pool = pool
         self.workers = [WorkerClient(index, path) for index, path in enumerate(sockets)]
         self.shared_queue = shared_queue
-        self.socket_path = socket_path
-        self.http = http
-        self.token = token
-        self.started = time.time()
-        self.http_port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self.streams = OpenStreams()  # ended at once by close()
-
-    def _app(self) -> web.Application:
         # The web console's page and cross-origin check come first, as on one MTA.
-        app = web.Application(middlewares=[console.front, self._guard])
-        app.add_routes(
+        self.app.middlewares.insert(0, console.front)
+        self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
                 web.get("/metrics", self.metrics),
@@ -110,31 +101,13 @@ class Aggregator:
                 web.get("/v1/console/rates", self.console_rates),
             ]
         )
-        return app
 
-    async def start(self) -> None:
-        self._runner, self.http_port = await open_sites(
-            self._app(), self.socket_path, self.http, self.token
-        )
-
-    async def close(self) -> None:
-        self.streams.end_all()
-        runner, self._runner = self._runner, None
-        await close_sites(runner, self.socket_path)
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """As the single MTA's: TCP needs the bearer token; errors become JSON."""
-        if token_refused(request, self.token):
-            return _error(401, "a valid bearer token is required")
-        try:
-            return await handler(request)
-        except _Refused as refused:
-            return refused.response
-        except WorkerDown as exc:
-            return _error(503, str(exc))
-        except (ValueError, KeyError, TypeError) as exc:
-            return _error(400, str(exc))
+    def error_reply(self, exc: Exception) -> web.Response | None:
+        if isinstance(exc, _Refused):
+            return exc.response
+        if isinstance(exc, WorkerDown):
+            return json_error(503, str(exc))
+        return super().error_reply(exc)
 
     # -- asking the workers ---------------------------------------------------------------
 
@@ -267,7 +240,7 @@ class Aggregator:
         where = {m["id"]: n for n, part in enumerate(parts) for m in part["messages"]}
         for message_id in ids:
             if message_id not in where:
-                raise _Refused(_error(404, f"{message_id}: not found"))
+                raise _Refused(json_error(404, f"{message_id}: not found"))
         return {message_id: where[message_id] for message_id in ids}
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -345,7 +318,3 @@ def _merge_action(parts: list[dict[str, Any]], ids: list[Any] | None = None) -> 
             if isinstance(value, list):
                 merged[key] = ids
     return merged
-
-
-def _error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import dns.asyncresolver
@@ -34,6 +34,7 @@ from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.edge import build_guards
+from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.lmtp import LmtpAgent
@@ -44,6 +45,7 @@ from smtpx.mta.reload import changed_keys, merge
 from smtpx.mta.resolver import RoutingResolver
 from smtpx.mta.routing import Dns, NoRoute, Route, Router
 from smtpx.mta.routing import RouteLater as RouteLaterResult
+from smtpx.mta.spoolwatch import SpoolWatch
 from smtpx.mta.tlspolicy import TlsPolicies, https_context
 from smtpx.mta.tlsrpt import TlsReporter, TlsRptLog
 from smtpx.mta.users import Users
@@ -77,12 +79,15 @@ class Mta:
         resolver: Resolver | None = None,
         dns_resolver: dns.asyncresolver.Resolver | None = None,
         inbound_policy: InboundPolicy | None = None,
+        guards: Sequence[Guard] = (),
         shutdown_timeout: float = 30.0,
         reload_config: Callable[[], MtaConfig | None] | None = None,
         set_logging: Callable[[str, str], None] | None = None,
     ) -> None:
         """``reload_config``: what a reload reads (default: ``config.source`` again; None:
-        no file, only the users and TLS files are read again). ``set_logging(level,
+        no file, only the users and TLS files are read again). ``guards``: checks of
+        the caller's (:class:`~smtpx.mta.guards.Guard`), after the configured ones; one
+        can have a message quarantined at intake. ``set_logging(level,
         format)``: applies a reloaded ``[log]`` (the caller's; by default it is left
         alone)."""
         self.config = config
@@ -111,7 +116,8 @@ class Mta:
         self.dkim = DkimSigner.from_settings(config.dkim.sign) if config.dkim.sign else None
         self._tls_setup()
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
-        self.guards = build_guards(config, dns_resolver)  # DNS lists, rate limits, greylisting
+        # DNS lists, rate limits, greylisting; then the caller's own (``guards``).
+        self.guards = [*build_guards(config, dns_resolver), *guards]
         relay = RelayPlugin(
             config,
             self.spool,
@@ -123,6 +129,7 @@ class Mta:
             guards=self.guards,
         )
         self.server = Server(relay, config.server_config())
+        self.spool_watch = _spool_watch(config)
         self.reload_config = reload_config or self._read_source
         self.set_logging = set_logging
         self.shutdown_timeout = shutdown_timeout
@@ -192,6 +199,8 @@ class Mta:
             raise
         if self.tls_reporter is not None:
             self._reporting = asyncio.get_running_loop().create_task(self.tls_reporter.run())
+        if self.spool_watch is not None:
+            self.spool_watch.start()
 
     async def close(self) -> None:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
@@ -200,6 +209,8 @@ class Mta:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporting
             self._reporting = None
+        if self.spool_watch is not None:
+            await self.spool_watch.close()
         await self.server.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
@@ -388,4 +399,17 @@ def spool_config(config: MtaConfig) -> SpoolConfig:
         failed_retention=settings.failed_retention,
         cache=config.cache_config(),
         postgresql=settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None,
+    )
+
+
+def _spool_watch(config: MtaConfig) -> SpoolWatch | None:
+    """The spool monitor ``[spool] monitor_every`` asks for (the journal's only)."""
+    spool = config.spool
+    if not spool.monitor_every or spool.backend is not SpoolBackend.JOURNAL:
+        return None
+    return SpoolWatch(
+        spool.dir,
+        spool.monitor_every,
+        alert_after=spool.monitor_alert_after,
+        max_frozen_age=spool.monitor_max_frozen_age,
     )

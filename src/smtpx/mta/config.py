@@ -27,6 +27,7 @@ Domains (local domains, route keys) are stored in their A-label form, lower case
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import functools
@@ -51,6 +52,7 @@ from smtpx.errors import ConfigError, ParseError
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.data import BareNewlines
 from smtpx.protocol.domains import domain_to_ascii
+from smtpx.protocol.lenient import AddressGrammar
 from smtpx.server.config import Listener, ServerConfig, ServerTls
 from smtpx.server.limits import ClientLimits
 from smtpx.spool.journal import FsyncPolicy
@@ -260,6 +262,9 @@ class ServerSettings:
       one supervisor, each with its own shard of the journal (or the shared PostgreSQL
       queue); ``"auto"`` is the number of cores, resolved when the file is read. 1: one
       process, no supervisor.
+    * ``default_domain``: a MAIL or RCPT address without a domain gets it (None: such an
+      address is refused, ``501 5.1.3``). ``lenient_addresses``: also take async_smtp's
+      forms (display names, quoted addresses, any local part; F10).
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -285,6 +290,8 @@ class ServerSettings:
     proxy_from: tuple[IPNetwork, ...] = ()
     proxy_timeout: float = 5.0
     workers: int = 1
+    default_domain: str | None = None
+    lenient_addresses: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -393,6 +400,10 @@ class SpoolSettings:
       in TOML: kept until an operator acts; see :mod:`smtpx.spool.retention`).
     * ``backend``: ``journal`` (the local journal in ``dir``, the default) or
       ``postgresql`` (``[spool.postgresql]``: a queue shared by several nodes).
+    * ``monitor_every``: seconds between checks of the journal by the spool monitor
+      (:mod:`smtpx.mta.spoolwatch`; 0: no monitor); a problem found by
+      ``monitor_alert_after`` checks in a row is logged and counted in
+      ``smtpx_spool_problems``; ``monitor_max_frozen_age``: mail frozen longer counts.
     """
 
     dir: Path = Path("var/spool")
@@ -405,6 +416,9 @@ class SpoolSettings:
     failed_retention: float | None = 7 * 86_400.0
     backend: SpoolBackend = SpoolBackend.JOURNAL
     postgresql: PostgresSettings | None = None
+    monitor_every: float = 0.0
+    monitor_alert_after: int = 2
+    monitor_max_frozen_age: float | None = None
 
 
 def _empty_mapping() -> Mapping[str, Any]:
@@ -802,6 +816,11 @@ proxy_timeout = "5s"
 # With the journal each has its own shard of the spool (spool.dir/shard-N) and delivers
 # its own mail; with PostgreSQL they share the queue. A restart changes it.
 workers = 1
+# Strict RFC 5321 addresses in MAIL and RCPT. default_domain: the domain given to an
+# address without one (unset: 501 5.1.3). lenient_addresses: also async_smtp's forms
+# (a display name before <...>, a quoted address, any local part).
+# default_domain = "example.com"
+lenient_addresses = false
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -842,6 +861,12 @@ bounce = true
 # after its last attempt for an operator to look at, then is removed for good. "never"
 # keeps it until an operator acts.
 failed_retention = "7d"
+# The spool monitor: check the journal this often ("0": never), and log and count (the
+# smtpx_spool_problems metric) each problem found by monitor_alert_after checks in a row.
+# monitor_max_frozen_age: mail frozen longer than this is a problem too.
+monitor_every = "0"
+monitor_alert_after = 2
+# monitor_max_frozen_age = "7d"
 
 [local]
 # Mail for the local domains is delivered into this maildir...
@@ -1200,6 +1225,16 @@ def _duration(value: object, key: str) -> float:
     return seconds
 
 
+def _duration_or_zero(value: object, key: str) -> float:
+    """A duration, or 0 (``"0"``, ``"0s"``): off."""
+    with contextlib.suppress(ValueError):
+        if isinstance(value, str) and parse_duration(value) == 0:
+            return 0.0
+    if not isinstance(value, bool) and value == 0:
+        return 0.0
+    return _duration(value, key)
+
+
 def _retention(value: object, key: str) -> float | None:
     """A duration, or ``"never"`` (None)."""
     if isinstance(value, str) and value.strip().lower() == "never":
@@ -1537,6 +1572,8 @@ class _Loader:
                 "proxy_from": lambda v, k: _items(v, k, _network),
                 "proxy_timeout": _duration,
                 "workers": _workers,
+                "default_domain": _domain,
+                "lenient_addresses": _boolean,
             },
         )
 
@@ -1584,6 +1621,9 @@ class _Loader:
                 "failed_retention": _retention,
                 "backend": lambda v, k: _choice(SpoolBackend, v, k),
                 "postgresql": self.postgresql,
+                "monitor_every": _duration_or_zero,
+                "monitor_alert_after": _positive_int,
+                "monitor_max_frozen_age": _duration,
             },
         )
         if settings.backend is SpoolBackend.POSTGRESQL and settings.postgresql is None:
@@ -2241,6 +2281,9 @@ class MtaConfig:
             proxy_timeout=self.server.proxy_timeout,
             max_spilled=self.server.max_spilled,
             fingerprints=self.log.fingerprints,
+            addresses=AddressGrammar(
+                lenient=self.server.lenient_addresses, default_domain=self.server.default_domain
+            ),
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
             reuse_port=self.server.workers > 1,

@@ -16,6 +16,7 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
                                        ``{"frozen": true}``; ``"retry_intervals": [...]``
 ``POST /v1/spool/remove``              ``{"ids": [...]}`` (any state; recoverable until purged)
 ``POST /v1/spool/recover``             ``{"ids": [...], "from": "removed"|"quarantine"}``
+``POST /v1/spool/quarantine``          ``{"ids": [...], "reason": "..."}`` (any state)
 ``POST /v1/spool/purge``               ``{"ids": [...]}`` (removed or quarantined: gone for good)
 ``GET  /v1/spool/events``              NDJSON stream of spool events, with a ping
                                        every ``?ping=`` seconds (0.1 to 3600, default 10);
@@ -47,7 +48,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -57,12 +57,10 @@ from prometheus_client.registry import Collector
 
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
-from smtpx.errors import ParseError
 from smtpx.mta import console, observe
-from smtpx.mta.controlsite import close_sites, open_sites, token_refused
+from smtpx.mta.controlsite import ControlSite, json_error, mount_plugin
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
-from smtpx.server.events import ErrorStream
 from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
@@ -148,6 +146,8 @@ class _MtaCollector(Collector):
         yield from _spool_faults(spool)
         for guard in self.mta.guards:  # DNS lists, rate limits, greylisting
             yield from guard.metrics()
+        if self.mta.spool_watch is not None:
+            yield from self.mta.spool_watch.metrics()
 
 
 def _spool_faults(spool: Spool) -> Iterable[Any]:
@@ -222,7 +222,7 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ControlPlane:
+class ControlPlane(ControlSite):
     """The operators' API for one :class:`~smtpx.mta.app.Mta`."""
 
     def __init__(
@@ -233,11 +233,8 @@ class ControlPlane:
         http: tuple[str, int] | None = None,
         token: str | None = None,
     ) -> None:
+        super().__init__(socket_path=socket_path, http=http, token=token)
         self.mta = mta
-        self.socket_path = Path(socket_path) if socket_path is not None else None
-        self.http = http
-        self.token = token
-        self.started = time.time()
         self.registry = CollectorRegistry(auto_describe=True)
         self._collector = _MtaCollector(mta)
         self.registry.register(self._collector)
@@ -247,15 +244,11 @@ class ControlPlane:
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
             registry=self.registry,
         )
-        self.app = self._build()
-        self._runner: web.AppRunner | None = None
+        self._build()
         self._watcher: asyncio.Task[None] | None = None
-        self.http_port: int | None = None
-        self.errors: ErrorStream | None = None  # the error stream, from start() to close()
-        self.streams = observe.OpenStreams()  # ended at once by close()
 
-    def _build(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+    def _build(self) -> None:
+        app = self.app
         app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -267,6 +260,7 @@ class ControlPlane:
                 web.post("/v1/spool/send", self.send),
                 web.post("/v1/spool/remove", self.remove),
                 web.post("/v1/spool/recover", self.recover),
+                web.post("/v1/spool/quarantine", self.quarantine),
                 web.post("/v1/spool/purge", self.purge),
                 web.get("/v1/spool/events", self.events),
                 web.get("/v1/cache", self.cache),
@@ -275,30 +269,21 @@ class ControlPlane:
                 *observe.routes(self, _ping),
             ]
         )
+        mount_plugin(app, self.mta.server.plugin.control_routes())
         console.install(app, self)  # the web console (/console/): smtpx.mta.console
-        return app
 
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.errors = ErrorStream(loop)
-        logging.getLogger().addHandler(self.errors)
-        self._watcher = loop.create_task(self._watch_deliveries())
-        self._runner, self.http_port = await open_sites(
-            self.app, self.socket_path, self.http, self.token
-        )
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        await super().start()
 
     async def close(self) -> None:
-        self.streams.end_all()
-        if self.errors is not None:
-            logging.getLogger().removeHandler(self.errors)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        runner, self._runner = self._runner, None
-        await close_sites(runner, self.socket_path)
+        await super().close()
 
     async def _watch_deliveries(self) -> None:
         with self.mta.spool.events.subscribe() as events:
@@ -306,23 +291,10 @@ class ControlPlane:
                 if event.kind is EventKind.DELIVERED and event.spool_date is not None:
                     self.latency.observe(max(0.0, event.time - event.spool_date))
 
-    # -- security -----------------------------------------------------------------------
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Requests over TCP need the bearer token; the unix socket is guarded by its
-        file mode. Errors become JSON."""
-        if token_refused(request, self.token):
-            return _error(401, "a valid bearer token is required")
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except SpoolError as exc:
-            status = 404 if "not found" in str(exc) else 409
-            return _error(status, str(exc))
-        except (ValueError, KeyError, TypeError, ParseError) as exc:
-            return _error(400, str(exc))
+    def error_reply(self, exc: Exception) -> web.Response | None:
+        if isinstance(exc, SpoolError):
+            return _error(404 if "not found" in str(exc) else 409, str(exc))
+        return super().error_reply(exc)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -436,6 +408,14 @@ class ControlPlane:
             raise ValueError('from: "removed" or "quarantine"')
         await self.mta.spool.recover(ids, from_=source)
         return web.json_response({"recovered": ids})
+
+    async def quarantine(self, request: web.Request) -> web.Response:
+        ids, body = await self._ids(request)
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("reason: why the messages are held (text)")
+        await self.mta.spool.quarantine_messages(ids, reason)
+        return web.json_response({"quarantined": ids})
 
     async def purge(self, request: web.Request) -> web.Response:
         ids, _ = await self._ids(request)
@@ -585,5 +565,4 @@ class _EventFilter:
         return self.queue is None or (event.queue or _KIND_QUEUE.get(event.kind)) == self.queue
 
 
-def _error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
+_error = json_error

@@ -1,7 +1,8 @@
 """Checks at the edge of the relay: typed hooks with a do-nothing default.
 
 A :class:`Guard` sees a session at connect, MAIL, each RCPT the relay policy accepted,
-and DATA; it refuses by raising :class:`~smtpx.server.Reject`. The relay
+DATA, and the whole message (where it may have it quarantined); it refuses by raising
+:class:`~smtpx.server.Reject`. The relay
 (:class:`~smtpx.mta.relay.RelayPlugin`) calls its guards in order after its own checks:
 DNS lists (:mod:`smtpx.mta.dnsbl`), rate limits (:mod:`smtpx.mta.ratelimit`) and
 greylisting (:mod:`smtpx.mta.greylist`) are guards, built from the configuration by
@@ -11,10 +12,16 @@ greylisting (:mod:`smtpx.mta.greylist`) are guards, built from the configuration
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+from smtpx.envelope import Envelope
+from smtpx.mta.inbound.policy import ACCEPT, Accept, Quarantine
 from smtpx.protocol.addresses import Address
 from smtpx.server import Session, Transaction
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 __all__ = ["Guard", "is_own"]
 
@@ -44,8 +51,23 @@ class Guard:
     async def accept_data(self, session: Session, transaction: Transaction) -> None:
         """DATA (or the first BDAT)."""
 
+    async def intake(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> Accept | Quarantine:
+        """The whole message is in, before its ``250``: :data:`ACCEPT` spools it,
+        ``Quarantine(reason)`` holds it in the spool's quarantine instead (F13; the
+        client still gets its ``250``: nothing tells a sender its mail was held).
+        ``envelope`` is the message as received, without the relay's new header fields.
+        The first guard that quarantines decides; refuse by raising ``Reject``."""
+        return ACCEPT
+
     def metrics(self) -> Iterable[object]:
         """Prometheus metric families (read at scrape time)."""
+        return ()
+
+    def control_routes(self) -> Sequence[AbstractRouteDef]:
+        """The guard's own control endpoints, served under ``/v1/plugin/`` (F35; see
+        :meth:`smtpx.server.Plugin.control_routes`)."""
         return ()
 
     async def close(self) -> None:

@@ -26,24 +26,25 @@ slows the MTA (:class:`~smtpx.server.events.EventBus`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import os
 import resource
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from smtpx.server.events import EnvelopeReceived
+from smtpx.server import Server
+from smtpx.server.events import EnvelopeReceived, ErrorStream
 
 if TYPE_CHECKING:
     from smtpx.mta.control import ControlPlane
+    from smtpx.mta.controlsite import ControlSite
 
-__all__ = ["routes"]
+__all__ = ["routes", "server_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,20 +52,31 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> list[web.RouteDef]:
     """The endpoints above; ``seconds`` reads ``?ping=`` and ``?interval=`` (400 if bad)."""
 
-    async def errors(request: web.Request) -> web.StreamResponse:
-        if plane.errors is None:
-            raise ValueError("the control plane is not running")
-        ping = seconds(request.query.get("ping"), "ping")
-        recent = _count(request.query.get("recent"), "recent")
-        return await _ndjson(plane, request, _errors(plane, ping, recent))
-
-    async def envelopes(request: web.Request) -> web.StreamResponse:
-        ping = seconds(request.query.get("ping"), "ping")
-        return await _ndjson(plane, request, _envelopes(plane, ping))
-
     async def cache(request: web.Request) -> web.StreamResponse:
         interval = seconds(request.query.get("interval"), "interval")
         return await _ndjson(plane, request, _cache(plane, interval))
+
+    return [
+        *server_routes(plane, plane.mta.server, seconds),
+        web.get("/v1/cache/stream", cache),
+    ]
+
+
+def server_routes(
+    site: ControlSite, server: Server, seconds: Callable[[str | None, str], float]
+) -> list[web.RouteDef]:
+    """The endpoints above that a bare server has too (no connection cache)."""
+
+    async def errors(request: web.Request) -> web.StreamResponse:
+        if site.errors is None:
+            raise ValueError("the control plane is not running")
+        ping = seconds(request.query.get("ping"), "ping")
+        recent = _count(request.query.get("recent"), "recent")
+        return await _ndjson(site, request, _errors(site.errors, ping, recent))
+
+    async def envelopes(request: web.Request) -> web.StreamResponse:
+        ping = seconds(request.query.get("ping"), "ping")
+        return await _ndjson(site, request, _envelopes(server, ping))
 
     async def process(request: web.Request) -> web.Response:
         return web.json_response(_process())
@@ -72,42 +84,16 @@ def routes(plane: ControlPlane, seconds: Callable[[str | None, str], float]) -> 
     return [
         web.get("/v1/errors", errors),
         web.get("/v1/server/envelopes", envelopes),
-        web.get("/v1/cache/stream", cache),
         web.get("/v1/process", process),
     ]
 
 
-class OpenStreams:
-    """The handlers streaming NDJSON right now, so that closing the control plane ends
-    them at once instead of waiting (aiohttp's graceful shutdown, up to a minute) until
-    each one's next write finds its client gone."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    @contextlib.contextmanager
-    def streaming(self) -> Iterator[None]:
-        """Count the running handler as a stream while the block runs."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            yield
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-
-    def end_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-
-
 async def _ndjson(
-    plane: ControlPlane, request: web.Request, lines: AsyncIterator[dict[str, Any]]
+    site: ControlSite, request: web.Request, lines: AsyncIterator[dict[str, Any]]
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    with plane.streams.streaming():
+    with site.streams.streaming():  # close() ends it at once
         async for line in lines:
             try:
                 await response.write(json.dumps(line, default=str).encode() + b"\n")
@@ -116,11 +102,8 @@ async def _ndjson(
     return response
 
 
-async def _errors(plane: ControlPlane, ping: float, recent: int) -> AsyncIterator[dict[str, Any]]:
+async def _errors(stream: ErrorStream, ping: float, recent: int) -> AsyncIterator[dict[str, Any]]:
     """Every error-level log record from now on (F109), with heartbeats."""
-    stream = plane.errors
-    if stream is None:
-        return
     with stream.bus.subscribe() as live:
         # Nothing can be published between these two lines: no event is lost or twice.
         for event in list(stream.recent)[-recent:] if recent else []:
@@ -132,9 +115,9 @@ async def _errors(plane: ControlPlane, ping: float, recent: int) -> AsyncIterato
                 yield {"kind": "heartbeat", "seq": stream.seq, "time": time.time()}
 
 
-async def _envelopes(plane: ControlPlane, ping: float) -> AsyncIterator[dict[str, Any]]:
+async def _envelopes(server: Server, ping: float) -> AsyncIterator[dict[str, Any]]:
     """Each envelope the server receives (F108), with pings."""
-    with plane.mta.server.events.subscribe() as received:
+    with server.events.subscribe() as received:
         while True:
             try:
                 event: EnvelopeReceived = await asyncio.wait_for(received.__anext__(), ping)

@@ -33,6 +33,7 @@ import email.utils
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
@@ -41,6 +42,7 @@ from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
+from smtpx.mta.inbound.policy import Quarantine
 from smtpx.mta.lmtpserver import deliver_at_once
 from smtpx.mta.milter import Milters, apply_envelope
 from smtpx.mta.recipients import Deliver, RecipientTable
@@ -53,6 +55,9 @@ from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_m
 from smtpx.spool.records import StoreWriteError
 from smtpx.spool.spool import Delivery, Spool
 from smtpx.spool.types import LocalAgent
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 __all__ = ["RelayPlugin", "received_header"]
 
@@ -95,6 +100,10 @@ class RelayPlugin(Plugin):
 
     def greeting(self, session: Session) -> str:
         return "ESMTP smtpx"
+
+    def control_routes(self) -> Sequence[AbstractRouteDef]:
+        """The guards' control endpoints (the configured guards have none)."""
+        return [route for guard in self.guards for route in guard.control_routes()]
 
     async def connect(self, session: Session) -> None:
         if not self.spool.store.ready:
@@ -180,6 +189,7 @@ class RelayPlugin(Plugin):
         if composed is None:  # a milter discarded it (logged)
             return f"Ok: queued as {envelope.id}"
         message, quarantine, envelope = composed
+        quarantine = quarantine or await self._intake(session, transaction, envelope)
         expansion = expand(transaction, envelope.info)  # aliases, <Postmaster>
         notice = None if quarantine else expanded_notice(envelope, expansion, self.hostname)
         await self._spool(transaction, envelope, message, expansion.recipients, quarantine, notice)
@@ -194,6 +204,7 @@ class RelayPlugin(Plugin):
         if composed is None:  # a milter discarded it (logged)
             return [replies.queued(str(envelope.id))] * len(transaction.recipients)
         message, quarantine, envelope = composed
+        quarantine = quarantine or await self._intake(session, transaction, envelope)
         expansion = expand(transaction, envelope.info)
         if quarantine is not None or self.local is None:
             await self._spool(transaction, envelope, message, expansion.recipients, quarantine)
@@ -206,6 +217,16 @@ class RelayPlugin(Plugin):
             agent=self.local,
             spool=lambda recipients: self._spool(transaction, envelope, message, recipients),
         )
+
+    async def _intake(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> str | None:
+        """The reason of the first guard that has the message quarantined, if any."""
+        for guard in self.guards:
+            outcome = await guard.intake(session, transaction, envelope)
+            if isinstance(outcome, Quarantine):
+                return outcome.reason
+        return None
 
     async def _compose(
         self, session: Session, transaction: Transaction, envelope: Envelope

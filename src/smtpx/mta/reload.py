@@ -37,7 +37,15 @@ RESTART_KEYS: dict[str, tuple[str, ...]] = {
     "control": ("*",),
     "tls": ("min_version",),
     "auth": ("allow_plaintext",),
-    "spool": ("dir", "fsync", "backend", "postgresql"),
+    "spool": (
+        "dir",
+        "fsync",
+        "backend",
+        "postgresql",
+        "monitor_every",
+        "monitor_alert_after",
+        "monitor_max_frozen_age",
+    ),
     # the resolvers, the TLS policies and the inbound judge are built once, at start
     "routing": ("resolver", "mta_sts", "dane", "tlsrpt", "warm_connections"),
     "log": ("fingerprints",),  # a server setting

@@ -50,6 +50,8 @@ _PATH_RE = re.compile(
     rf"<(?:{_ADL}:)?({_DOT_STRING}|{_QUOTED})@({_DOMAIN}|{_LITERAL})>|<>|<(?i:postmaster)>"
 )
 _QUOTED_PAIR = re.compile(r"\\(.)")
+# The null path after a display name, as async_smtp's Sender reads it: "Mailer Daemon" <>
+_NAMED_NULL = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^<>@,"]*?)[ \t]*<>')
 _NEEDS_ESCAPE = re.compile(r'(["\\])')
 
 ASCII_SPACE = " \t\r\n"  # what may pad an address given as text
@@ -238,10 +240,16 @@ class Sender:
 
     @classmethod
     def parse(cls, text: str) -> Sender:
-        """Parse ``<>``, ``<local@domain>`` (with an optional source route) or a bare address."""
+        """Parse ``<>``, ``<local@domain>`` (with an optional source route) or a bare address.
+
+        The null path may follow a display name, ``"Mailer Daemon" <>`` (F8). Wider
+        forms: :func:`smtpx.protocol.lenient.parse_sender`."""
         # ASCII white space only: U+00A0 and its kind are atext (RFC 6531), and stripping
         # them would turn one mailbox into another.
-        address = parse_path(text.strip(ASCII_SPACE), allow_null=True)
+        text = text.strip(ASCII_SPACE)
+        if text.endswith("<>") and _NAMED_NULL.fullmatch(text):
+            return cls.NULL
+        address = parse_path(text, allow_null=True)
         return cls.NULL if address is None else cls(address)
 
     def path(self) -> str:

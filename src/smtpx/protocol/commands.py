@@ -16,7 +16,8 @@ from typing import ClassVar
 
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
-from smtpx.protocol.addresses import Address, Sender, match_path
+from smtpx.protocol.addresses import Address, Sender
+from smtpx.protocol.lenient import STRICT, AddressGrammar, match_lenient_path
 from smtpx.protocol.params import MailParams, RcptParams
 
 __all__ = [
@@ -233,7 +234,13 @@ def _parse_helo(arg: str, cls: type[Helo] | type[Ehlo]) -> Command:
 
 
 def _path_and_params(
-    arg: str, prefix: str, verb: str, *, allow_null: bool = False, allow_postmaster: bool = False
+    arg: str,
+    prefix: str,
+    verb: str,
+    grammar: AddressGrammar,
+    *,
+    allow_null: bool = False,
+    allow_postmaster: bool = False,
 ) -> tuple[Address | None, str]:
     """Read ``FROM:<path> params``: the path's address and the parameter text."""
     if arg[: len(prefix)].upper() != prefix:
@@ -245,20 +252,22 @@ def _path_and_params(
             f"{verb} needs an address",
             replies.address_syntax_error(f"Syntax: {verb} {prefix}<address>"),
         )
-    address, end = match_path(rest, allow_null=allow_null, allow_postmaster=allow_postmaster)
+    address, end = match_lenient_path(
+        rest, grammar, allow_null=allow_null, allow_postmaster=allow_postmaster
+    )
     params = rest[end:]
     if params and params[0] != " ":
         raise ParseError("junk after the address", replies.address_syntax_error())
     return address, params.strip(" ")
 
 
-def _parse_mail(arg: str) -> Command:
-    address, params = _path_and_params(arg, "FROM:", "MAIL", allow_null=True)
+def _parse_mail(arg: str, grammar: AddressGrammar = STRICT) -> Command:
+    address, params = _path_and_params(arg, "FROM:", "MAIL", grammar, allow_null=True)
     return Mail(Sender.NULL if address is None else Sender(address), MailParams.parse(params))
 
 
-def _parse_rcpt(arg: str) -> Command:
-    address, params = _path_and_params(arg, "TO:", "RCPT", allow_postmaster=True)
+def _parse_rcpt(arg: str, grammar: AddressGrammar = STRICT) -> Command:
+    address, params = _path_and_params(arg, "TO:", "RCPT", grammar, allow_postmaster=True)
     assert address is not None
     return Rcpt(address, RcptParams.parse(params))
 
@@ -311,10 +320,15 @@ _PARSERS: dict[str, Callable[[str], Command]] = {
 }
 
 VERBS = frozenset(_PARSERS)
+_PATH_VERBS: dict[str, Callable[[str, AddressGrammar], Command]] = {
+    "MAIL": _parse_mail,
+    "RCPT": _parse_rcpt,
+}
 
 
-def parse_command(line: bytes | str) -> Command:
-    """Parse one command line (without its CRLF).
+def parse_command(line: bytes | str, grammar: AddressGrammar = STRICT) -> Command:
+    """Parse one command line (without its CRLF); MAIL and RCPT read their path with
+    ``grammar`` (strict RFC 5321 by default; :mod:`smtpx.protocol.lenient`).
 
     Raises :class:`ParseError` with ``reply`` set: 500 for an unknown verb or a line that is
     not UTF-8 or holds control characters, 501 (or 501 5.1.3 for addresses) for bad
@@ -343,4 +357,6 @@ def parse_command(line: bytes | str) -> Command:
             "control character in command",
             replies.bad_characters("Control characters are not allowed in commands"),
         )
+    if grammar is not STRICT and (path_parser := _PATH_VERBS.get(verb.upper())) is not None:
+        return path_parser(arg.lstrip(" "), grammar)
     return parser(arg.lstrip(" "))

@@ -67,6 +67,7 @@ from smtpx.protocol.events import (
     Sentinel,
 )
 from smtpx.protocol.extensions import Extensions
+from smtpx.protocol.lenient import STRICT, AddressGrammar
 from smtpx.protocol.replies import Reply, ReplyParser
 from smtpx.protocol.states import (
     ALLOWED,
@@ -112,6 +113,8 @@ class Limits:
       HELO, NOOP, RSET, STARTTLS and QUIT gets ``530 5.7.0`` (RFC 4954 section 6).
     * ``lmtp``: speak LMTP (RFC 2033): LHLO instead of HELO and EHLO, and one reply per
       recipient at the end of the content.
+    * ``addresses``: the paths MAIL and RCPT take; strict RFC 5321 unless widened
+      (:mod:`smtpx.protocol.lenient`: a ``default_domain``, async_smtp's lenient forms).
     """
 
     max_command_line: int = 2048
@@ -124,6 +127,7 @@ class Limits:
     require_tls: bool = False
     require_auth: bool = False
     lmtp: bool = False
+    addresses: AddressGrammar = STRICT
 
 
 ServerEvent = (
@@ -317,7 +321,7 @@ class ServerConnection:
 
     def _command(self, line: bytes) -> ServerEvent:
         try:
-            command = parse_command(line)
+            command = parse_command(line, self.limits.addresses)
         except ParseError as exc:
             raise self._refuse(str(exc), exc.reply or replies.syntax_error()) from None
         if isinstance(command, Bdat):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from smtpx.io.tls import server_context
 from smtpx.protocol.data import BareNewlines
+from smtpx.protocol.lenient import STRICT, AddressGrammar
 from smtpx.server.limits import ClientLimits, IPNetwork
 
 __all__ = ["Listener", "MalformedMessages", "ServerConfig", "ServerTls"]
@@ -112,6 +113,9 @@ class ServerConfig:
       :mod:`~smtpx.fingerprint` (header fields, an MD5 per MIME leaf; F115).
     * ``reuse_port``: listen with ``SO_REUSEPORT``, so that several processes accept on
       the same addresses (the kernel spreads the connections; ``[server] workers``).
+    * ``addresses``: the paths MAIL and RCPT take: strict RFC 5321 by default; an
+      :class:`~smtpx.protocol.lenient.AddressGrammar` adds a ``default_domain`` for
+      domainless addresses, or async_smtp's lenient forms (F8, F10).
     """
 
     listeners: Sequence[Listener] = (Listener(),)
@@ -142,6 +146,7 @@ class ServerConfig:
     max_spilled: int | None = None
     fingerprints: bool = False
     reuse_port: bool = False
+    addresses: AddressGrammar = STRICT
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls_context is not None:

@@ -24,6 +24,7 @@ import functools
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from smtpx.auth import LoginServer, PlainServer, ServerMechanism
 from smtpx.envelope import Envelope, EnvelopeId
@@ -32,6 +33,9 @@ from smtpx.maillog import Flows
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams, RcptParams
 from smtpx.protocol.replies import Reply
+
+if TYPE_CHECKING:
+    from aiohttp.web import AbstractRouteDef
 
 __all__ = [
     "Offer",
@@ -208,3 +212,12 @@ class Plugin:
         """
         text = await self.process(session, transaction, envelope)
         return [Reply.of(250, text, "2.0.0")] * len(transaction.recipients)
+
+    # -- control plane -----------------------------------------------------------------
+
+    def control_routes(self) -> Sequence[AbstractRouteDef]:
+        """The plugin's own control endpoints (F35, F111): aiohttp routes
+        (``aiohttp.web.get("/stats", handler)``...) that the control plane serves under
+        ``/v1/plugin/`` (``GET /v1/plugin/stats``), behind its socket and token. Asked
+        once, when the control plane is built. None by default."""
+        return ()

@@ -56,6 +56,7 @@ class Server:
             max_recipients=self.config.max_recipients,
             bare_newlines=self.config.bare_newlines,
             require_helo=self.config.require_helo,
+            addresses=self.config.addresses,
         )
         self.tls_context: ssl.SSLContext | None = self.config.ssl_context()
         self.events: EventBus[EnvelopeReceived] = EventBus()

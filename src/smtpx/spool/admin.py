@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from smtpx.envelope import RetryInterval
+from smtpx.envelope import Envelope, RetryInterval
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import set_status
 from smtpx.spool.journal import BodyDamaged
-from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.message import QuarantineReason, SpooledMessage, Status
 from smtpx.spool.store import Store
 from smtpx.spool.types import EventKind, SpoolError
 
@@ -119,6 +119,24 @@ class Admin:
             if entry.status is not Status.REMOVED:
                 await self._set(entry, Status.REMOVED, EventKind.REMOVED, detail)
 
+    async def quarantine(self, ids: Iterable[str], description: str) -> None:
+        """Hold messages in quarantine, whatever their state (F13): never sent unless
+        recovered. The reason names the envelope sender and the From fields (read from
+        the stored message). One being sent now is marked at once, as :meth:`remove`
+        does."""
+        if not description.strip():
+            raise SpoolError("a quarantine needs a reason")
+        for message_id in ids:
+            entry = await self.find(message_id)
+            if entry.status is Status.QUARANTINED:
+                continue
+            content, _ = await self.store.inspect(entry)  # a damaged body has its fields
+            envelope = Envelope(info=entry.info(), message=content)
+            reason = QuarantineReason.of_envelope(description, envelope)
+            entry.quarantine_reason = reason.description
+            entry.quarantine_from = reason.from_headers
+            await self._set(entry, Status.QUARANTINED, EventKind.QUARANTINED, description)
+
     async def recover(self, ids: Iterable[str], *, from_: str = "removed") -> None:
         """Bring removed (``from_="removed"``) or quarantined messages back, frozen (F92)."""
         source = {"removed": Status.REMOVED, "quarantine": Status.QUARANTINED}[from_]
@@ -126,7 +144,7 @@ class Admin:
             entry = await self.find(message_id)
             if entry.status is not source:
                 raise SpoolError(f"{message_id}: is not {source.value}")
-            entry.quarantine_reason = None
+            entry.quarantine_reason = entry.quarantine_from = None
             await self._set(entry, Status.FROZEN, EventKind.RECOVERED, f"from {from_}")
 
     async def purge(self, ids: Iterable[str]) -> None:

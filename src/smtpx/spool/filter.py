@@ -37,6 +37,7 @@ def message_json(message: SpooledMessage) -> dict[str, Any]:
         "size": message.size,
         "related": list(message.related),
         "quarantine_reason": message.quarantine_reason,
+        "quarantine": None if (held := message.quarantine) is None else held.to_json(),
     }
 
 

@@ -20,7 +20,7 @@ from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams, RcptParams
 from smtpx.spool.journal import Location
 
-__all__ = ["META_VERSION", "SpooledMessage", "Status", "message_id_of"]
+__all__ = ["META_VERSION", "QuarantineReason", "SpooledMessage", "Status", "message_id_of"]
 
 # 1: the first; 2: "rparams", each recipient's RCPT parameters (NOTIFY, ORCPT; RFC 3461)
 META_VERSION = 2
@@ -56,6 +56,33 @@ class Status(enum.Enum):
         }[self.value]
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineReason:
+    """Why a message is held in quarantine (F13, async_smtp's ``Quarantine_reason``):
+    what decided it, the envelope sender, and the message's From fields (joined by
+    ``", "``), so that an operator sees at once whose mail it is."""
+
+    description: str
+    envelope_sender: str = ""
+    from_headers: str = ""
+
+    @classmethod
+    def of_envelope(cls, description: str, envelope: Envelope) -> QuarantineReason:
+        return cls(
+            description, envelope.sender.path(), ", ".join(envelope.find_all_headers("From"))
+        )
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "description": self.description,
+            "envelope_sender": self.envelope_sender,
+            "from_headers": self.from_headers,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.description} (sender {self.envelope_sender}, From: {self.from_headers})"
+
+
 @dataclass(slots=True, eq=False)
 class SpooledMessage:
     """One message in the spool, for one destination (a batch makes several)."""
@@ -75,7 +102,8 @@ class SpooledMessage:
     retry_intervals: list[str] = field(default_factory=list)  # the ones left, as text
     attempts: list[tuple[float, str]] = field(default_factory=list)  # newest last
     attempt_count: int = 0
-    quarantine_reason: str | None = None
+    quarantine_reason: str | None = None  # the description of :attr:`quarantine`
+    quarantine_from: str | None = None  # its From header fields, joined by ", "
     related: tuple[str, ...] = ()  # the other messages of the same batch
     warned: bool = False  # a delay warning went to the sender
     # RCPT parameters (DSN NOTIFY, ORCPT) of the recipients that gave any, as written
@@ -92,6 +120,13 @@ class SpooledMessage:
     @property
     def queue(self) -> str:
         return self.status.queue
+
+    @property
+    def quarantine(self) -> QuarantineReason | None:
+        """Why the message is in quarantine (F13); None when it is not there."""
+        if self.status is not Status.QUARANTINED or self.quarantine_reason is None:
+            return None
+        return QuarantineReason(self.quarantine_reason, self.sender, self.quarantine_from or "")
 
     def info(self) -> EnvelopeInfo:
         """The envelope still to deliver (remaining recipients, with their DSN parameters)."""
@@ -163,6 +198,7 @@ class SpooledMessage:
             "attempts": [list(pair) for pair in self.attempts],
             "tries": self.attempt_count,
             "quarantine": self.quarantine_reason,
+            **({"qfrom": self.quarantine_from} if self.quarantine_from is not None else {}),
             "warned": self.warned,
         }
 
@@ -212,6 +248,8 @@ class SpooledMessage:
             self.attempt_count = int(meta["tries"])
         if "quarantine" in meta:
             self.quarantine_reason = meta["quarantine"]
+            # An older record has no From fields: a reason without them.
+            self.quarantine_from = meta.get("qfrom")
         if "warned" in meta:
             self.warned = bool(meta["warned"])
 

@@ -37,17 +37,24 @@ from sys import intern
 
 from smtpx.client import ClientConfig, ConnectionCache
 from smtpx.client.cache import Opener
-from smtpx.envelope import EnvelopeId, RetryInterval
-from smtpx.maillog import MailLog
+from smtpx.envelope import Batch, Envelope, RetryInterval
+from smtpx.maillog import Flows, MailLog
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
 from smtpx.server.events import EventBus
 from smtpx.spool.admin import Admin
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import DeliveryEngine
+from smtpx.spool.ids import SpoolIds
 from smtpx.spool.journal import BodyDamaged, Journal, JournalProblem
 from smtpx.spool.journal_store import NOWHERE, JournalStore
-from smtpx.spool.message import NO_RCPT_PARAMS, SpooledMessage, Status, message_id_of
+from smtpx.spool.message import (
+    NO_RCPT_PARAMS,
+    QuarantineReason,
+    SpooledMessage,
+    Status,
+    message_id_of,
+)
 from smtpx.spool.notices import Notices
 from smtpx.spool.retention import Retention
 from smtpx.spool.scheduler import Scheduler
@@ -85,6 +92,7 @@ __all__ = [
     "LocalAgent",
     "Outcome",
     "Presend",
+    "QuarantineReason",
     "RouteLater",
     "Spool",
     "SpoolConfig",
@@ -129,6 +137,7 @@ class Spool:
         )
         self.store.on_damaged = self.delivery.quarantine_damaged
         self.admin = Admin(self.context, self.store)
+        self._ids = SpoolIds(rng)
         self.retention = Retention(self.context, self.store, self.admin)
         self._pinging: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -232,26 +241,61 @@ class Spool:
         self.stats["spooled"] += len(entries)
         return [entry.id for entry in entries]
 
-    async def quarantine(self, deliveries: Sequence[Delivery], reason: str) -> list[str]:
-        """Keep ``deliveries`` on disk, never sent unless recovered (F93)."""
+    async def add_batches(
+        self, batches: Sequence[Batch], *, frozen: bool = False, flows: Flows | None = None
+    ) -> list[str]:
+        """Spool every member of ``batches`` (async_smtp's ``Spool.add``, F4), each to its
+        own ``next_hop_choices`` with its own ``retry_intervals`` (none: one attempt).
+        Each member is stored with its own copy of the batch's body (see
+        docs/async_smtp.md, F4); the members of one batch are ``related``."""
+        ids: list[str] = []
+        for batch in batches:
+            deliveries = [
+                Delivery(
+                    routed.envelope,
+                    next_hops=routed.next_hop_choices,
+                    retry_intervals=routed.retry_intervals,
+                    flows=flows or Flows(),
+                )
+                for routed in batch.to_envelopes()
+            ]
+            ids += await self.add(deliveries, frozen=frozen, set_related=len(deliveries) > 1)
+        return ids
+
+    async def quarantine(
+        self, deliveries: Sequence[Delivery], reason: str | QuarantineReason
+    ) -> list[str]:
+        """Keep ``deliveries`` on disk, never sent unless recovered (F93). A text
+        ``reason`` is the description of each message's :class:`QuarantineReason` (F13),
+        with its envelope sender and From fields."""
         entries = await self._write(deliveries, Status.QUARANTINED, quarantine=reason)
         for entry in entries:
-            self.context.emit(EventKind.QUARANTINED, entry, reason)
+            self.context.emit(EventKind.QUARANTINED, entry, entry.quarantine_reason or "")
         return [entry.id for entry in entries]
+
+    async def quarantine_messages(self, ids: Iterable[str], description: str) -> None:
+        """Put spooled messages in quarantine (F13; ``smtpx spool quarantine``)."""
+        await self.admin.quarantine(ids, description)
+
+    def _taken(self, message_id: str) -> bool:
+        # The journal knows every id it holds; a shared store's primary key refuses a
+        # duplicate (the add fails: nothing is overwritten).
+        return isinstance(self.store, JournalStore) and message_id in self.store.messages
 
     async def _write(
         self,
         deliveries: Sequence[Delivery],
         status: Status,
-        quarantine: str | None = None,
+        quarantine: str | QuarantineReason | None = None,
         *,
         set_related: bool = False,
     ) -> list[SpooledMessage]:
         now = self.clock()
         entries: list[SpooledMessage] = []
-        ids = [str(EnvelopeId.create()) for _ in deliveries]
+        ids = [self._ids(str(d.envelope.id), self._taken) for d in deliveries]
         for delivery, message_id in zip(deliveries, ids, strict=True):
             envelope = delivery.envelope
+            held = _reason(quarantine, envelope)
             intervals = (
                 self.config.retry_intervals
                 if delivery.retry_intervals is None
@@ -270,7 +314,8 @@ class Spool:
                     next_hops=tuple(intern(str(h)) for h in delivery.next_hops),
                     route=None if delivery.route is None else intern(delivery.route),
                     retry_intervals=[intern(str(i)) for i in intervals],
-                    quarantine_reason=quarantine,
+                    quarantine_reason=None if held is None else held.description,
+                    quarantine_from=None if held is None else held.from_headers,
                     related=tuple(i for i in ids if i != message_id) if set_related else (),
                     flows=delivery.flows.extend("out").ids,
                     message_id=message_id_of(envelope),
@@ -387,3 +432,11 @@ def _store(config: SpoolConfig, context: SpoolContext) -> Store:
     store.events = context.events
     context.share = store.share_event
     return store
+
+
+def _reason(
+    quarantine: str | QuarantineReason | None, envelope: Envelope
+) -> QuarantineReason | None:
+    if quarantine is None or isinstance(quarantine, QuarantineReason):
+        return quarantine
+    return QuarantineReason.of_envelope(quarantine, envelope)

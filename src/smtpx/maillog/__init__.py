@@ -31,13 +31,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smtpx.maillog.levels import QUIET, LevelRemap, RemapFilter, remapped
+
 __all__ = [
+    "QUIET",
     "Flows",
     "JsonFormatter",
+    "LevelRemap",
     "MailLog",
     "PlainFormatter",
+    "RemapFilter",
     "configure_logging",
     "redact_address",
+    "remapped",
 ]
 
 KINDS = ("srv", "in", "out", "cli", "conn")
@@ -220,13 +226,22 @@ def _plain(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "plain", stream: Any = None) -> None:
+def configure_logging(
+    level: str = "info",
+    fmt: str = "plain",
+    stream: Any = None,
+    *,
+    levels: Mapping[str, LevelRemap] | None = None,
+) -> None:
     """Send every log line (the mail log included) to ``stream`` (stderr by default), as
-    ``plain`` text or ``json`` lines, from ``level`` up."""
+    ``plain`` text or ``json`` lines, from ``level`` up. ``levels``: remaps by logger
+    name or mail log component (:mod:`smtpx.maillog.levels`, F116); the remaps set with
+    :func:`~smtpx.maillog.levels.remapped` apply too."""
     import sys  # noqa: PLC0415 - only the CLI calls this
 
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    handler.addFilter(RemapFilter(levels, logging.getLevelName(level.upper())))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,0 +1,68 @@
+"""smtpx.testing.plugin_session: a plugin's session in memory, with TLS emulated (F34)."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtpx.auth import Credentials
+from smtpx.client import ClientConfig, connect
+from smtpx.envelope import Envelope
+from smtpx.errors import SMTPXError
+from smtpx.server import Offer, Session, Transaction, password_mechanisms
+from smtpx.testing import Transcript, plugin_session
+from tests.server.helpers import Keep
+
+ENVELOPE = Envelope.create(
+    sender="a@example.com", recipients=["b@example.org"], message=b"Subject: x\r\n\r\nx\r\n"
+)
+
+
+class Authenticating(Keep):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, str | None, str | None]] = []
+
+    def extensions(self, session: Session) -> Offer:
+        return Offer(auth=password_mechanisms(self.check))
+
+    def check(self, session: Session, username: str, password: str) -> bool:
+        return (username, password) == ("user", "secret")
+
+    async def mail_from(self, session: Session, transaction: Transaction) -> None:
+        self.seen.append((session.tls, session.tls_version, session.user))
+
+
+async def test_emulated_tls_lets_the_plugin_authenticate_without_certificates() -> None:
+    plugin = Authenticating()
+    record = Transcript()
+    config = ClientConfig.for_testing(helo_name="client.example")
+    credentials = Credentials.login("user", "secret")
+    async with (
+        plugin_session(plugin, emulate_tls=True, tap=record.record) as running,
+        connect("mx.test", config=config, credentials=credentials, stream=running.client) as client,
+    ):
+        assert client.is_using_tls and client.authenticated
+        assert (await client.send(ENVELOPE)).ok
+    record.flush()
+    assert plugin.seen == [(True, "emulated", "user")]
+    assert len(plugin.kept) == 1
+    assert "AUTH PLAIN LOGIN" in record.text()
+    assert "STARTTLS" not in record.text()  # as after a real upgrade
+    assert running.server.stats["tls_sessions"] == 1
+
+
+async def refused_without_tls(plugin: Authenticating) -> None:
+    config = ClientConfig.for_testing(helo_name="client.example")
+    credentials = Credentials.login("user", "secret")
+    async with (
+        plugin_session(plugin) as running,
+        connect("mx.test", config=config, credentials=credentials, stream=running.client),
+    ):
+        pass  # pragma: no cover - connect refuses
+
+
+async def test_without_emulation_the_password_is_not_sent_in_the_clear() -> None:
+    plugin = Authenticating()
+    with pytest.raises(SMTPXError, match="mechanism"):
+        await refused_without_tls(plugin)
+    assert plugin.seen == [] and plugin.kept == []
