@@ -54,6 +54,7 @@ import dns.resolver
 __all__ = ["DnsLab", "DnsLabUnavailable", "Record", "Zone", "txt_data"]
 
 START_TIMEOUT = 20.0  # seconds for a daemon to answer, or a reload to be served
+SETTLED = 20  # answers in a row with the new serial before a reload counts as done
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 
@@ -412,12 +413,18 @@ class DnsLab:
             return self._nsd.process.pid
 
     def _wait_for_serial(self, origin: str) -> None:
+        """Until NSD answers only with the new serial. During a reload the old server
+        process answers on the same socket beside the new one until it quits: one new
+        answer is not enough, so :data:`SETTLED` in a row are asked for."""
         deadline = time.monotonic() + START_TIMEOUT
+        in_a_row = 0
         while time.monotonic() < deadline:
             serial = self._soa_serial(origin, self.port, recursion=False)
-            if serial == self.serial:
+            in_a_row = in_a_row + 1 if serial == self.serial else 0
+            if in_a_row >= SETTLED:
                 return
-            time.sleep(0.02)
+            if not in_a_row:
+                time.sleep(0.02)
         raise DnsLabUnavailable(f"nsd did not serve serial {self.serial} of {origin} in time")
 
     # -- Unbound -------------------------------------------------------------------------
