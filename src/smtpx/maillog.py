@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 KINDS = ("srv", "in", "out", "cli", "conn")
+_MAIL = logging.getLogger("smtpx.mail")  # looked up once: getLogger takes a lock
 _ADDRESS_TAGS = frozenset({"sender", "recipient", "recipients"})
 
 
@@ -101,7 +103,7 @@ class MailLog:
         logger: logging.Logger | None = None,
         redact: bool = False,
     ) -> None:
-        self.logger = logger or logging.getLogger("smtpx.mail")
+        self.logger = logger or _MAIL
         self.component = component
         self.flows = flows
         self.redact = redact
@@ -182,6 +184,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+_HEAD = frozenset({"component", "flows"})  # the fields a plain line shows first and last
+
+
 class PlainFormatter(logging.Formatter):
     """``2026-11-24T04:30:00Z info component message key=value ... [flows]``."""
 
@@ -191,21 +196,25 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         second = int(record.created)
         if second != self._second:  # one strftime per second, not per line
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
             self._second = second
-        stamp = self._stamp
-        fields = dict(_fields(record))
-        component = fields.pop("component", "") or record.name
-        flows = fields.pop("flows", [])
-        parts = [f"{stamp}Z", record.levelname.lower(), component, record.getMessage()]
+        fields = _fields(record)
+        component = fields.get("component") or record.name
+        flows = fields.get("flows")
+        parts = [self._stamp, record.levelname.lower(), component, record.getMessage()]
         # A field without a value (None: no relay yet, no reply) is left out.
-        parts.extend(f"{k}={_plain(v)}" for k, v in fields.items() if v is not None)
+        parts.extend(
+            f"{k}={_plain(v)}" for k, v in fields.items() if v is not None and k not in _HEAD
+        )
         if flows:
             parts.append("[" + " ".join(flows) + "]")
         text = " ".join(parts)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
+
+
+_BARE = re.compile(r'[^\s"]+')  # a value that needs no quotes (if printable, too)
 
 
 def _plain(value: Any) -> str:
@@ -215,8 +224,11 @@ def _plain(value: Any) -> str:
     if isinstance(value, Mapping):  # a fingerprint: compact JSON
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    if text and text.isprintable() and not any(c.isspace() or c == '"' for c in text):
-        return text
+    if text.isprintable():
+        if _BARE.fullmatch(text):
+            return text
+        if '"' not in text and "\\" not in text:
+            return f'"{text}"'  # what json.dumps gives for it, without its cost
     return json.dumps(text, ensure_ascii=False)
 
 
