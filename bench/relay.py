@@ -74,9 +74,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from benchlib import (
     Latency,
@@ -637,12 +638,13 @@ def postfix_intake(postfix: Postfix, load: Load) -> tuple[IntakeRun, int]:
     shapes, whose messages stay: they are the first of the queued ones. Also the RSS of
     the empty instance (master, qmgr, pickup and the smtpd that greeted)."""
     postfix.configure(queue="queue-paused", relay_port=0, paused=True)
+    already = postfix.queued()  # an earlier round's
     postfix.start()
     try:
         time.sleep(1)
         empty_kb = postfix.rss_kb()
         run = intake_cases(load, postfix.port, postfix.cpu_seconds)
-        postfix.settle(run.total)
+        postfix.settle(already + run.total)
     finally:
         postfix.stop()
     return run, empty_kb
@@ -664,9 +666,13 @@ def postfix_queued_cases(postfix: Postfix, load: Load, queued: int, empty_kb: in
     """Fill the intake's queue up to 100,000 (all deferred), stop, and time a start."""
     result = Queued()
     postfix.configure(queue="queue-paused", relay_port=0, paused=True)
+    # The intake's messages are the first (more than ``queued`` after many rounds: then
+    # all of them count).
+    present = postfix.queued()
+    queued = max(queued, present)
     postfix.start()
     try:
-        more = queued - postfix.queued()  # the intake's messages are the first
+        more = queued - present
         if more > 0:
             start = time.perf_counter()
             smtp_source(load, postfix.port, more)
@@ -721,6 +727,7 @@ def main() -> int:
         default="auto",
         help="smtpx's event loop (smtpx serve --loop; auto: uvloop when installed)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="intake and relay runs (median)")
     parser.add_argument("--quick", action="store_true", help="1,000 messages, 5,000 queued")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-postfix", action="store_true", help="measure smtpx only")
@@ -748,6 +755,7 @@ def main() -> int:
     if queued < 3 * load.messages:
         parser.error("--queued must be at least 3x --messages (the intake's are the first)")
     workers = parse_workers(args.workers)
+    rounds = max(1, args.rounds)
     work = Path(tempfile.mkdtemp(prefix="smtpx-relay-bench-", dir="/tmp"))
     os.chmod(work, 0o755)  # Postfix's unprivileged daemons work under it
     postfix: Postfix | None = None
@@ -768,8 +776,6 @@ def main() -> int:
         )
         # The two MTAs take turns case by case, so a busy spell of the machine hits both.
         mta = Smtpx(work, args.fsync, loop)
-        pf_intake: IntakeRun | None = None
-        pf_relay: Relay | None = None
         pf_queued = Queued()
         empty_kb = 0
 
@@ -788,29 +794,40 @@ def main() -> int:
                 # A broken Postfix run must not cost the smtpx half: say what happened.
                 unavailable = f"the Postfix run failed ({name}): {type(exc).__name__}: {exc}"
 
+        pf_intakes: list[IntakeRun] = []
+        pf_relays: list[Relay] = []
+
         def pf_intake_step(pf: Postfix) -> None:
-            nonlocal pf_intake, empty_kb
-            pf_intake, empty_kb = postfix_intake(pf, load)
+            nonlocal empty_kb
+            run, empty_kb = postfix_intake(pf, load)
+            pf_intakes.append(run)
 
         def pf_relay_step(pf: Postfix) -> None:
-            nonlocal pf_relay
-            pf_relay = postfix_relay(pf, load)
+            pf_relays.append(postfix_relay(pf, load))
 
         def pf_queued_step(pf: Postfix) -> None:
             nonlocal pf_queued
             pf_queued = postfix_queued_cases(pf, load, queued, empty_kb)
 
-        sx_intake: dict[int, IntakeRun | str] = {}
-        sx_relay: dict[int, Relay | str] = {}
-        for count in workers:
-            note(f"smtpx, workers={count}: intake, delivery paused (kept, then new connections)")
-            sx_intake[count] = smtpx_intake(mta, load, count)
-            if count == workers[0]:
-                postfix_step("intake, delivery paused", pf_intake_step)
-            note(f"smtpx, workers={count}: relay into smtp-sink")
-            sx_relay[count] = smtpx_relay(mta, load, count)
-            if count == workers[0]:
-                postfix_step("relay into smtp-sink", pf_relay_step)
+        sx_intakes: dict[int, list[IntakeRun | str]] = {count: [] for count in workers}
+        sx_relays: dict[int, list[Relay | str]] = {count: [] for count in workers}
+        for round_ in range(1, rounds + 1):
+            for count in workers:
+                where = f"smtpx, workers={count}, round {round_}/{rounds}"
+                note(f"{where}: intake, delivery paused (kept, then new connections)")
+                sx_intakes[count].append(smtpx_intake(mta, load, count))
+                if count == workers[0]:
+                    postfix_step(f"intake, delivery paused, round {round_}", pf_intake_step)
+                note(f"{where}: relay into smtp-sink")
+                sx_relays[count].append(smtpx_relay(mta, load, count))
+                if count == workers[0]:
+                    postfix_step(f"relay into smtp-sink, round {round_}", pf_relay_step)
+        sx_intake = {count: median_intake(runs) for count, runs in sx_intakes.items()}
+        sx_relay = {count: median_relay(runs) for count, runs in sx_relays.items()}
+        pf_middle = median_intake(pf_intakes) if pf_intakes else None
+        pf_intake = pf_middle if isinstance(pf_middle, IntakeRun) else None
+        pf_relay_middle = median_relay(pf_relays) if pf_relays else None
+        pf_relay = pf_relay_middle if isinstance(pf_relay_middle, Relay) else None
         note(f"smtpx: {queued:,} queued (in-process, then smtpx serve)")
         sx_queued = smtpx_queued_cases(mta, load, queued)
         postfix_step(f"filling to {queued:,} queued, restart", pf_queued_step)
@@ -981,6 +998,36 @@ def main() -> int:
         + "; ".join(f"{name} {verdict(ok) or 'not measured'}" for name, ok in targets)
     )
     return 0
+
+
+def median_intake(runs: Sequence[IntakeRun | str]) -> IntakeRun | str:
+    """Each figure's median over the rounds (a build without workers: why not)."""
+    done = [run for run in runs if not isinstance(run, str)]
+    if len(done) < len(runs):
+        return next(run for run in runs if isinstance(run, str))
+    idle = [run.idle for run in done if run.idle is not None]
+    loaded = [run.loaded for run in done if run.loaded is not None]
+    return IntakeRun(
+        kept=_middle([run.kept for run in done], key=lambda r: r.rate),
+        new=_middle([run.new for run in done], key=lambda r: r.rate),
+        idle=_middle(idle, key=lambda r: r.p50) if idle else None,
+        loaded=_middle(loaded, key=lambda r: r.p50) if loaded else None,
+        total=0,
+    )
+
+
+def median_relay(runs: Sequence[Relay | str]) -> Relay | str:
+    done = [run for run in runs if not isinstance(run, str)]
+    if len(done) < len(runs):
+        return next(run for run in runs if isinstance(run, str))
+    return _middle(done, key=lambda r: r.rate)
+
+
+T = TypeVar("T")
+
+
+def _middle(items: list[T], key: Callable[[T], float]) -> T:
+    return sorted(items, key=key)[len(items) // 2]
 
 
 def _met(times: float | None, target: float) -> bool | None:
