@@ -127,9 +127,13 @@ def test_address_ascii_domain_and_to_ascii_use_idna_2008() -> None:
 
 _FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in string.printable[:94]})
 
-ldh_domains = st.lists(
-    ldh_labels(string.ascii_letters + string.digits, max_size=12), min_size=1, max_size=4
-).map(".".join)
+ldh_domains = (
+    st.lists(ldh_labels(string.ascii_letters + string.digits, max_size=12), min_size=1, max_size=4)
+    # IDNA 2008 reserves labels with hyphens in the 3rd and 4th positions (R-LDH, RFC 5890
+    # 2.3.1): their fullwidth form is refused, as domain_to_ascii says. Not generated here.
+    .filter(lambda labels: all(label[2:4] != "--" for label in labels))
+    .map(".".join)
+)
 
 
 @settings(max_examples=200, deadline=None)
