@@ -20,7 +20,7 @@ CPU cost per message; the child's own count confirms every message arrived.
 Latency: one more client (bench/benchlib.py's ``LatencyProbe``) sends single messages one
 after another over one connection, lock-step as smtp-source, and times each round trip
 from MAIL to the 250 after the content: ``--probe`` of them on the idle server before the
-load, and then, 2 ms apart, all through each kept-connection run (their messages are
+load, and then, 20 ms apart, all through each kept-connection run (their messages are
 counted on top of smtp-source's). The table gives p50 / p99 of each.
 
 Workers: this benchmark measures the ``smtpx.server.Server`` class in one process, as
