@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/server.py [--messages 10000] [--size 4096] [--sessions 20]
                                      [--idle 1000] [--rounds 3] [--uvloop] [--quick]
+                                     [--probe 200] [--workers 1]
 
 Throughput: Postfix's ``smtp-source`` (``-s 20 -m 10000 -l 4096``, the same sender,
 recipient and flags for both) against (a) an ``smtpx.server.Server`` whose plugin accepts
@@ -15,6 +16,17 @@ server share the machine but not an event loop. Both servers answer with the sam
 name, take up to 35 MiB messages, cap nothing else and have 300 s timeouts. The wall time
 of smtp-source gives messages/s; the child's user+system CPU time (from /proc) gives its
 CPU cost per message; the child's own count confirms every message arrived.
+
+Latency: one more client (bench/benchlib.py's ``LatencyProbe``) sends single messages one
+after another over one connection, lock-step as smtp-source, and times each round trip
+from MAIL to the 250 after the content: ``--probe`` of them on the idle server before the
+load, and then, 20 ms apart, all through each kept-connection run (their messages are
+counted on top of smtp-source's). The table gives p50 / p99 of each.
+
+Workers: this benchmark measures the ``smtpx.server.Server`` class in one process, as
+aiosmtpd's ``Controller`` is: a single event loop each, by design. ``--workers`` counts
+above 1 are for ``smtpx serve`` (``[server] workers``): bench/relay.py and
+bench/scaling.py; here they are reported as not applicable.
 
 Memory: a fresh child of each server is warmed up with a few short sessions, then the
 parent opens ``--idle`` TCP connections (reads the greeting, sends EHLO, reads the reply)
@@ -38,7 +50,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from benchlib import free_port, read_reply, rss_kb, tool
+from benchlib import (
+    Latency,
+    LatencyProbe,
+    free_port,
+    parse_workers,
+    read_reply,
+    rss_kb,
+    tool,
+)
 
 SENDER = "bench@example.com"
 RECIPIENT = "sink@example.org"
@@ -197,7 +217,14 @@ class Throughput:
 
 
 def smtp_source(
-    source: str, server: Child, *, messages: int, size: int, sessions: int, reuse: bool
+    source: str,
+    server: Child,
+    *,
+    messages: int,
+    size: int,
+    sessions: int,
+    reuse: bool,
+    probe: LatencyProbe | None = None,
 ) -> Throughput:
     argv = [source, "-s", str(sessions), "-m", str(messages), "-l", str(size)]
     argv += ["-f", SENDER, "-t", RECIPIENT]
@@ -205,16 +232,22 @@ def smtp_source(
         argv.append("-d")
     argv.append(f"127.0.0.1:{server.port}")
     before, cpu_before = server.messages(), server.cpu_seconds()
+    if probe is not None:
+        probe.start()
     start = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     elapsed = time.perf_counter() - start
+    probed = 0
+    if probe is not None:
+        probe.stop()
+        probed = probe.sent
     cpu = server.cpu_seconds() - cpu_before
     if result.returncode != 0:
         raise RuntimeError(f"smtp-source against {server.name} failed: {result.stderr.strip()}")
     got = server.messages() - before
-    if got != messages:
-        raise RuntimeError(f"{server.name} received {got} of {messages} messages")
-    return Throughput(messages / elapsed, cpu / messages * 1e6)
+    if got != messages + probed:
+        raise RuntimeError(f"{server.name} received {got} of {messages + probed} messages")
+    return Throughput(messages / elapsed, cpu / (messages + probed) * 1e6)
 
 
 def median(results: list[Throughput]) -> Throughput:
@@ -263,6 +296,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per case (the median)")
     parser.add_argument("--uvloop", action="store_true", help="run both servers on uvloop")
     parser.add_argument("--quick", action="store_true", help="1,000 messages, 200 idle, 1 round")
+    parser.add_argument("--probe", type=int, default=200, help="latency probes on the idle server")
+    parser.add_argument(
+        "--workers", default="1", help="worker counts, 1,2: above 1 not applicable here"
+    )
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--files", type=int, default=4096, help=argparse.SUPPRESS)
@@ -273,6 +310,7 @@ def main() -> int:
         return 0
 
     source = tool("smtp-source")
+    workers = parse_workers(args.workers)
     total = 1_000 if args.quick else args.messages
     idle = 200 if args.quick else args.idle
     rounds = 1 if args.quick else args.rounds
@@ -287,12 +325,17 @@ def main() -> int:
     )
     modes = (("kept (-d)", True), ("new per message", False))
     runs: dict[tuple[str, str], list[Throughput]] = {}
+    idle_latency: dict[str, Latency | None] = {}
+    loaded: dict[str, list[float]] = {name: [] for name in SERVERS}
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(child(name, args.uvloop, files)) for name in SERVERS]
+        for server in servers:
+            idle_latency[server.name] = LatencyProbe(server.port, SENDER, RECIPIENT).run(args.probe)
         # Rounds alternate the servers, so a slow spell of the machine hits both alike.
         for _ in range(rounds):
             for mode, reuse in modes:
                 for server in servers:
+                    probe = LatencyProbe(server.port, SENDER, RECIPIENT) if reuse else None
                     result = smtp_source(
                         source,
                         server,
@@ -300,8 +343,11 @@ def main() -> int:
                         size=args.size,
                         sessions=args.sessions,
                         reuse=reuse,
+                        probe=probe,
                     )
                     runs.setdefault((server.name, mode), []).append(result)
+                    if probe is not None:
+                        loaded[server.name].extend(probe.seconds)
     rates = {key: median(results) for key, results in runs.items()}
     memory: dict[str, float] = {}
     for name in SERVERS:
@@ -316,12 +362,26 @@ def main() -> int:
     for mode, _ in modes:
         ratio = rates[("smtpx", mode)].rate / rates[("aiosmtpd", mode)].rate
         print(f"smtpx / aiosmtpd, {mode:<18}{ratio:>6.2f}x")
+    print("one message's round trip (MAIL to the 250 after the content), p50 / p99:")
+    for name in SERVERS:
+        busy = Latency.of(loaded[name])
+        print(
+            f"{name:<10}idle {_cell(idle_latency[name]):>20}   "
+            f"under the kept-connection load {_cell(busy):>20} ({busy.count if busy else 0})"
+        )
+    for count in workers:
+        if count > 1:
+            print(f"workers={count}: not applicable (the sink is one process by design)")
     print(f"idle sessions ({idle}, greeted + EHLO), server RSS per session:")
     for name in SERVERS:
         print(f"{name:<10}{memory[name]:>8.1f} KB")
     verdict = "met" if memory["smtpx"] <= 30 else "NOT MET"
     print(f"smtpx: target (<= 30 KB per idle session) {verdict}")
     return 0
+
+
+def _cell(latency: Latency | None) -> str:
+    return "-" if latency is None else str(latency)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpx.maillog import Flows, JsonFormatter, MailLog, PlainFormatter, redact_address
+from smtpx.maillog import Flows, JsonFormatter, MailLog, PlainFormatter, _plain, redact_address
 from smtpx.spool.spool import Hops
 from smtpx.testing import MemoryNetwork
 from tests.spool.helpers import MX, delivery, make_spool, settle, virtual
@@ -99,3 +99,13 @@ def test_plain_lines_leave_out_empty_fields_and_quote_what_a_client_chose() -> N
     (line,) = stream.getvalue().splitlines()  # the newline did not end the line
     assert "relay" not in line and "None" not in line
     assert 'user="x\\nremote_ip=6.6.6.6 \\"a\\""' in line
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "plain", "two words", 'a "quote"', "back\\slash", "tab\there", "é ü", "\u2028", "\x7f"],
+)
+def test_plain_values_are_bare_or_exactly_json_quoted(value: str) -> None:
+    shown = _plain(value)
+    bare = value and value.isprintable() and not any(c.isspace() or c == '"' for c in value)
+    assert shown == (value if bare else json.dumps(value, ensure_ascii=False))

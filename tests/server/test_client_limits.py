@@ -10,7 +10,14 @@ import pytest
 
 from smtpx.protocol import ReplyParser
 from smtpx.server import Listener, Server, ServerConfig
-from smtpx.server.limits import Admitted, ClientLimiter, ClientLimits, Refused, client_key
+from smtpx.server.limits import (
+    KEY_CACHE,
+    Admitted,
+    ClientLimiter,
+    ClientLimits,
+    Refused,
+    client_key,
+)
 from tests.server.helpers import Keep
 
 
@@ -86,6 +93,25 @@ def test_exempt_networks_are_not_counted() -> None:
     assert isinstance(limits.admit("2001:db8::2"), Admitted)  # same /64, not exempt itself
     assert limits.admit("2001:db8::2") is Refused.SESSIONS
     assert limits.admit(None) == Admitted(None)  # no IP peer: nothing to count
+
+
+def test_the_remembered_client_keys_stay_right_and_bounded() -> None:
+    exempt = (ipaddress.ip_network("10.0.0.0/8"),)
+    limits, _ = limiter(max_sessions=1, max_rate=None, exempt=exempt)
+    for n in range(KEY_CACHE + 10):  # more distinct clients than the table keeps
+        limits.release(admitted(limits.admit(f"198.51.{n // 256 % 256}.{n % 256}")))
+    assert len(limits._keys) <= KEY_CACHE
+    for _ in range(2):  # the second time from the table: the same answers
+        assert limits.admit("10.9.9.9") == Admitted(None)
+        assert limits.admit("::ffff:192.0.2.1") == Admitted("192.0.2.1")
+        assert limits.admit("192.0.2.1") is Refused.SESSIONS
+        limits.release(Admitted("192.0.2.1"))
+    assert limits.admit("not an address") == Admitted(None)
+
+
+def admitted(result: Admitted | Refused) -> Admitted:
+    assert isinstance(result, Admitted)
+    return result
 
 
 def test_the_rate_table_forgets_clients_whose_bucket_is_full_again() -> None:

@@ -30,7 +30,9 @@ in the spool's log lines). ``smtpx spool show ID`` finds them all.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -371,5 +373,11 @@ def received_header(
     if len(recipients) == 1:
         lines[-1] += f"\r\n\tfor <{recipients[0]}>"
     lines[-1] += ";"
-    lines.append("\t" + email.utils.formatdate(usegmt=True))
+    lines.append("\t" + _date(int(time.time())))
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """RFC 5322 date-time of ``second`` (UTC): made once a second, not once a message."""
+    return email.utils.formatdate(second, usegmt=True)

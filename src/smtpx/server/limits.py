@@ -63,6 +63,8 @@ class Admitted:
     key: str | None
 
 
+KEY_CACHE = 4096  # client addresses whose key ClientLimiter remembers
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -98,6 +100,9 @@ class ClientLimiter:
         self.sessions: Counter[str] = Counter()
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
         self._since_prune = 0
+        # address -> its key: parsing an address and matching it against the exempt
+        # networks was a third of a new session's set-up; the same clients come back.
+        self._keys: dict[str, str | None] = {}
 
     def admit(self, address: str | None) -> Admitted | Refused:
         """Let a connection from ``address`` in (count it), or say why not."""
@@ -122,10 +127,19 @@ class ClientLimiter:
             del self.sessions[key]
 
     def _key(self, address: str | None) -> str | None:
-        ip = None if address is None else _client_ip(address)
-        if ip is None or any(ip in network for network in self.limits.exempt):
+        if address is None:
             return None
-        return _key_of(ip)
+        try:
+            return self._keys[address]
+        except KeyError:
+            pass
+        ip = _client_ip(address)
+        exempt = ip is None or any(ip in network for network in self.limits.exempt)
+        key = None if ip is None or exempt else _key_of(ip)
+        if len(self._keys) >= KEY_CACHE:
+            self._keys.clear()  # bounded: a flood of distinct clients costs a re-parse
+        self._keys[address] = key
+        return key
 
     def _take_token(self, key: str) -> bool:
         rate = self.limits.max_rate

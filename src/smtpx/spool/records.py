@@ -127,11 +127,15 @@ def encode_head(record: Record, body_len: int, body_crc: int) -> bytes:
     return header + meta
 
 
+# One encoder for every record: json.dumps with options builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _meta_bytes(meta: dict[str, Any]) -> bytes:
     """The metadata as JSON in UTF-8; with escapes when a text holds a lone surrogate (a
     remote reply's non-UTF-8 octets, kept by ``surrogateescape``), so that it reads back
     exactly instead of failing the write."""
-    text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
+    text = _COMPACT.encode(meta)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
