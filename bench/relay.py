@@ -408,9 +408,11 @@ def tree_cpu(pid: int) -> CpuMeter:
 
 
 def smtpx_queued(spool: Path) -> int:
+    """Messages on disk in ``spool`` and, with workers, in its shards (``shard-I``)."""
     from smtpx.spool.spool import Spool
 
-    return Spool.count_from_disk(spool)
+    shards = sorted(p for p in spool.glob("shard-*") if p.is_dir())
+    return sum(Spool.count_from_disk(directory) for directory in [spool, *shards])
 
 
 def spool_child(mode: str, directory: Path, count: int, size: int, mta: Smtpx) -> dict[str, float]:
