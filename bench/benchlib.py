@@ -171,3 +171,14 @@ def parse_workers(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise SystemExit(f"--workers: counts must be >= 1: {text!r}")
     return counts
+
+
+def event_loop(choice: str) -> str:
+    """``--loop``'s "auto" made concrete: uvloop when it is installed, else asyncio."""
+    if choice != "auto":
+        return choice
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"

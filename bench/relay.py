@@ -82,6 +82,7 @@ from typing import TypeVar
 from benchlib import (
     Latency,
     LatencyProbe,
+    event_loop,
     free_port,
     parse_workers,
     read_reply,
@@ -744,14 +745,7 @@ def main() -> int:
 
     tool("smtp-source")
     tool("smtp-sink")
-    loop = args.loop
-    if loop == "auto":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            loop = "asyncio"
-        else:
-            loop = "uvloop"
+    loop = event_loop(args.loop)
     load = Load(1_000 if args.quick else args.messages, args.size, args.sessions)
     queued = 5_000 if args.quick else args.queued
     if queued < 3 * load.messages:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import Latency, tool
+from benchlib import Latency, event_loop, tool
 from relay import IntakeRun, Load, Relay, Smtpx, note, smtpx_intake, smtpx_relay
 
 CASES = ("intake, kept connections", "intake, new connection per message", "relay end to end")
@@ -62,14 +62,7 @@ def main() -> int:
     args = parser.parse_args()
     tool("smtp-source")
     tool("smtp-sink")
-    loop = args.loop
-    if loop == "auto":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            loop = "asyncio"
-        else:
-            loop = "uvloop"
+    loop = event_loop(args.loop)
     load = Load(1_000 if args.quick else args.messages, args.size, args.sessions)
     print(
         f"scaling benchmark: smtpx serve, workers 1..{args.max_workers}; smtp-source -s "

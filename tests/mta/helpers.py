@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from smtpx.client import ClientConfig, TlsConfig, TlsMode
+from smtpx.client import ClientConfig, TlsConfig, TlsMode, connect
 from smtpx.envelope import Envelope
 from smtpx.mta.config import MtaConfig
 from smtpx.spool.journal_store import NOWHERE
@@ -69,3 +69,13 @@ def sending(*recipients: str, sender: str = "<me@example.com>") -> SpooledMessag
         recipients=list(recipients),
         location=NOWHERE,
     )
+
+
+async def queue_waiting(mta: Any, count: int) -> None:
+    """Send ``count`` messages to u0..@example.net and one from boss@corp.example (the
+    tests route example.net nowhere), and wait until each has had its first attempt."""
+    async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+        for n in range(count):
+            assert (await client.send(message(n, to=f"u{n}@example.net"))).ok
+        assert (await client.send(message(9, sender="boss@corp.example", to="x@example.net"))).ok
+    await wait_until(lambda: all(m.attempt_count for m in mta.spool.status()))

@@ -9,7 +9,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from smtpx.client import connect
 from smtpx.mta.app import Mta
 from smtpx.mta.console.rates import (
     MINUTES,
@@ -21,7 +20,7 @@ from smtpx.mta.console.rates import (
 )
 from smtpx.mta.routing import FakeDns
 from smtpx.spool.types import EventKind
-from tests.mta.helpers import PLAIN, config, message, wait_until
+from tests.mta.helpers import config, queue_waiting
 
 TOKEN = "c0nsole-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -40,13 +39,7 @@ async def mta(tmp_path: Path) -> AsyncIterator[Mta]:
         control={"http": "127.0.0.1:0", "token_file": str(token_file)},
     )
     async with Mta(cfg, dns=FakeDns()) as running:
-        async with connect("127.0.0.1", running.server.ports[0], config=PLAIN) as client:
-            for n in range(2):
-                assert (await client.send(message(n, to=f"u{n}@example.net"))).ok
-            assert (
-                await client.send(message(9, sender="boss@corp.example", to="x@example.net"))
-            ).ok
-        await wait_until(lambda: all(m.attempt_count for m in running.spool.status()))
+        await queue_waiting(running, 2)
         yield running
 
 

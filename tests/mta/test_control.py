@@ -22,7 +22,7 @@ from smtpx.client import connect
 from smtpx.mta import control as control_module
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns
-from tests.mta.helpers import PLAIN, config, message, wait_until
+from tests.mta.helpers import PLAIN, config, message, queue_waiting
 
 
 @pytest.fixture
@@ -34,13 +34,7 @@ async def mta(tmp_path: Path) -> AsyncIterator[Mta]:
         spool={"retry_intervals": ["1h"]},
     )
     async with Mta(cfg, dns=FakeDns()) as running:
-        async with connect("127.0.0.1", running.server.ports[0], config=PLAIN) as client:
-            for n in range(3):
-                assert (await client.send(message(n, to=f"u{n}@example.net"))).ok
-            assert (
-                await client.send(message(9, sender="boss@corp.example", to="x@example.net"))
-            ).ok
-        await wait_until(lambda: all(m.attempt_count for m in running.spool.status()))
+        await queue_waiting(running, 3)
         yield running
 
 
