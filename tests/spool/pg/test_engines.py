@@ -21,6 +21,7 @@ from smtpx.envelope import Envelope, HostPort, RetryInterval
 from smtpx.protocol import Rcpt, Reply
 from smtpx.spool.journal import FsyncPolicy
 from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.pg.notify import DueListener
 from smtpx.spool.spool import Delivery, Spool, SpoolConfig, SpoolError
 from smtpx.spool.types import PostgresSettings
 from smtpx.testing import Handler, MemoryNetwork
@@ -188,3 +189,23 @@ async def test_state_and_dsn_parameters_survive_a_restart(
     (received,) = network.received("mx.test")
     (rcpt,) = received.recipients
     assert rcpt.params.notify == ("SUCCESS",)  # passed on to the next hop (it offers DSN)
+
+
+async def test_a_released_message_goes_without_the_wake_up_hint(
+    engine: Callable[..., SpoolConfig], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's own scheduler wakes for an operator's send even when no NOTIFY hint
+    arrives (its LISTEN connection still opening, or lost): here it never opens."""
+
+    async def no_listen(*args: object, **kwargs: object) -> DueListener:
+        raise OSError("LISTEN refused (test)")
+
+    monkeypatch.setattr(DueListener, "open", no_listen)
+    network = MemoryNetwork()
+    async for run in running(engine(), network, clock):
+        (message_id,) = await run.spool.add([mail(1)], frozen=True)
+        await run.advance()
+        assert await run.spool.send([message_id]) == 1
+        await asyncio.wait_for(run.advance(), 10)
+        assert await run.spool.list_all() == []
+    assert len(network.received("mx.test")) == 1

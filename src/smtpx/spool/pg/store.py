@@ -406,6 +406,11 @@ class PgStore:
                 )
             if not op.future.done():
                 op.future.set_result(op.message_id in done)
+        if any(op.kind == "change" and op.message_id in done for op in group):
+            # An operator's change may make a message due now. The queue's NOTIFY hint
+            # reaches this node too, but not while its LISTEN connection is (re)opening:
+            # this node's own scheduler must not depend on it.
+            self.wakeup.set()
 
     # -- bodies -------------------------------------------------------------------------
 
