@@ -54,6 +54,14 @@ def mail(n: int, *recipients: str, params: dict[str, str] | None = None) -> Deli
 @pytest.fixture(params=["journal", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., SpoolConfig]:
     """A SpoolConfig factory for this test's engine (the same store across restarts)."""
+    return engine_configs(request, tmp_path)
+
+
+def engine_configs(
+    request: pytest.FixtureRequest, tmp_path: Path, **defaults: object
+) -> Callable[..., SpoolConfig]:
+    """SpoolConfigs for the engine ``request.param`` names ("journal" or "postgresql": a
+    fresh schema of this test's own), with ``defaults`` under each call's values."""
     postgresql = None
     if request.param == "postgresql":
         dsn = request.getfixturevalue("pg_dsn")
@@ -65,6 +73,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Spoo
             "fsync": FsyncPolicy.NEVER,
             "ping_interval": 1e9,
             "postgresql": postgresql,
+            **defaults,
         }
         settings.update(values)
         return SpoolConfig(**settings)  # type: ignore[arg-type]

@@ -12,36 +12,18 @@ import pytest
 
 from smtpx.client import ClientConfig
 from smtpx.protocol import Reply
-from smtpx.spool.journal import FsyncPolicy
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import Outcome, Spool, SpoolConfig, SpoolError
-from smtpx.spool.types import PostgresSettings
 from smtpx.testing import MemoryNetwork
 from tests.spool.pg.helpers import Clock
-from tests.spool.pg.test_engines import Refuses, mail, running
+from tests.spool.pg.test_engines import Refuses, engine_configs, mail, running
 
 DAY = 86_400.0
 
 
 @pytest.fixture(params=["journal", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., SpoolConfig]:
-    postgresql = None
-    if request.param == "postgresql":
-        dsn = request.getfixturevalue("pg_dsn")
-        postgresql = PostgresSettings(dsn=dsn, node="node-a", lease=60)
-
-    def config(**values: object) -> SpoolConfig:
-        settings: dict[str, object] = {
-            "directory": tmp_path / "spool",
-            "fsync": FsyncPolicy.NEVER,
-            "ping_interval": 1e9,
-            "postgresql": postgresql,
-            "bounce": False,
-        }
-        settings.update(values)
-        return SpoolConfig(**settings)  # type: ignore[arg-type]
-
-    return config
+    return engine_configs(request, tmp_path, bounce=False)
 
 
 async def test_failed_mail_is_swept_after_the_retention(
