@@ -3,13 +3,17 @@ latency probe."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -182,3 +186,19 @@ def event_loop(choice: str) -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
+
+
+@contextlib.contextmanager
+def smtpx_serve(path: Path, ready: Callable[[], None]) -> Iterator[subprocess.Popen[bytes]]:
+    """``smtpx serve --config path`` in a child (warnings and worse logged beside the
+    file), from when ``ready`` returns until the block ends."""
+    log = path.with_suffix(".log").open("wb")
+    argv = [sys.executable, "-m", "smtpx", "serve", "--config", str(path), "--log-level", "warning"]
+    process = subprocess.Popen(argv, stdout=log, stderr=log)
+    try:
+        ready()
+        yield process
+    finally:
+        process.terminate()
+        process.wait(120)
+        log.close()

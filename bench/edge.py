@@ -47,7 +47,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from benchlib import free_port, read_reply, tool, wait_listening
+from benchlib import free_port, read_reply, smtpx_serve, tool, wait_listening
 from smtpx.testing.daemons import HAProxy, RedisServer
 from smtpx.testing.dns import DnsLab, Zone
 
@@ -93,20 +93,6 @@ def config(
     path = root / "smtpx.toml"
     path.write_text(text)
     return path
-
-
-@contextlib.contextmanager
-def serve(path: Path, port: int, proxied: bool) -> Iterator[subprocess.Popen[bytes]]:
-    log = path.with_suffix(".log").open("wb")
-    argv = [sys.executable, "-m", "smtpx", "serve", "--config", str(path), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
-    try:
-        wait_for_port(port, proxied)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(120)
-        log.close()
 
 
 def wait_for_port(port: int, proxied: bool) -> None:
@@ -179,7 +165,10 @@ def run_case(
     with contextlib.ExitStack() as stack:
         milter = stack.enter_context(opendkim(root / "opendkim")) if case == "milter" else ""
         process = stack.enter_context(
-            serve(config(root, case, port, redis, dns_port, milter=milter), port, proxied)
+            smtpx_serve(
+                config(root, case, port, redis, dns_port, milter=milter),
+                lambda: wait_for_port(port, proxied),
+            )
         )
         target = port
         if case in ("haproxy", "proxy-v2", "all"):

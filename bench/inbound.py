@@ -20,18 +20,16 @@ ARC, one thread) per message. Each run checks the maildir: every message carries
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
 
-from benchlib import free_port, tool, wait_listening
+from benchlib import free_port, smtpx_serve, tool, wait_listening
 from smtpx.mta.dkim import generate_key, parse_key
 from smtpx.mta.inbound.dkimverify import verify_arc, verify_dkim
 from smtpx.mta.inbound.lookup import Answer, Outcome
@@ -83,26 +81,12 @@ def config(root: Path, case: str, port: int, dns_port: int) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def serve(path: Path, port: int) -> Iterator[None]:
-    log = path.with_suffix(".log").open("wb")
-    argv = [sys.executable, "-m", "smtpx", "serve", "--config", str(path), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
-    try:
-        wait_listening(port, 60)
-        yield
-    finally:
-        process.terminate()
-        process.wait(120)
-        log.close()
-
-
 def run_case(
     root: Path, case: str, message_file: Path, dns_port: int, args: argparse.Namespace
 ) -> float:
     root.mkdir()
     port = free_port()
-    with serve(config(root, case, port, dns_port), port):
+    with smtpx_serve(config(root, case, port, dns_port), lambda: wait_listening(port, 60)):
         argv = [tool("smtp-source"), "-s", str(args.sessions), "-m", str(args.messages)]
         argv += ["-F", str(message_file), "-d", "-M", HELO, "-f", SENDER, "-t", f"user@{LOCAL}"]
         began = time.perf_counter()

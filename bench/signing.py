@@ -16,16 +16,14 @@ message. Each run checks its spool: every message signed when signing is on, non
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from benchlib import free_port, tool, wait_listening
+from benchlib import free_port, smtpx_serve, tool, wait_listening
 from smtpx.mta.dkim import DkimSigner, SigningKey, generate_key, parse_key
 
 DOMAIN = "bench.example"
@@ -51,24 +49,10 @@ def config(root: Path, case: str, port: int, keys: dict[str, Path]) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def serve(path: Path, port: int) -> Iterator[None]:
-    log = path.with_suffix(".log").open("wb")
-    argv = [sys.executable, "-m", "smtpx", "serve", "--config", str(path), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
-    try:
-        wait_listening(port, 60)
-        yield
-    finally:
-        process.terminate()
-        process.wait(120)
-        log.close()
-
-
 def run_case(root: Path, case: str, keys: dict[str, Path], args: argparse.Namespace) -> float:
     root.mkdir()
     port = free_port()
-    with serve(config(root, case, port, keys), port):
+    with smtpx_serve(config(root, case, port, keys), lambda: wait_listening(port, 60)):
         argv = [tool("smtp-source"), "-s", str(args.sessions), "-m", str(args.messages)]
         argv += ["-l", str(args.size), "-d", "-f", SENDER, "-t", "sink@example.net"]
         began = time.perf_counter()
