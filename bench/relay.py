@@ -19,8 +19,11 @@ machine hits both. Cases:
 1. Intake with delivery paused: ``smtp-source -s 20 -m 10000 -l 4096 -d`` (each session
    keeps its connection), then the same without ``-d`` (a new connection per message);
    messages/s is smtp-source's wall time. Delivery is paused for both: smtpx routes to a
-   port where nothing listens with retry intervals of 1h (so it makes one failed attempt
-   per message), Postfix has ``defer_transports = smtp``. One message's round trip (MAIL
+   port where nothing listens with retry intervals of 1h (the first messages' attempt
+   fails and suspends the destination for the first interval, so the rest are queued
+   already deferred, each with its own record and mail-log line: see
+   smtpx.spool.unreachable), Postfix has ``defer_transports = smtp`` (its queue manager
+   defers each message: a move to the deferred queue, a log line). One message's round trip (MAIL
    to the 250 after the content, bench/benchlib.py's ``LatencyProbe``) is timed 200 times
    on the idle MTA and all through the kept-connection run: p50 / p99. Every message, the
    probe's too, is counted in the queue afterwards (smtpx: ``Spool.count_from_disk``;

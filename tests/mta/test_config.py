@@ -77,6 +77,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.spool.max_per_destination == 10
     assert config.spool.bounce is True
     assert config.spool.delay_warning_after is None
+    assert config.spool.unreachable_backoff is None  # (the first retry interval)
     assert config.local.maildir == tmp_path / "var" / "mail"
     assert config.routing.smarthost is None
     assert dict(config.routing.routes) == {}
@@ -231,6 +232,7 @@ max_deliveries = 20
 max_per_destination = 2
 bounce = false
 delay_warning_after = "4h"
+unreachable_backoff = "0"
 
 [local]
 maildir = "mail"
@@ -320,6 +322,7 @@ def test_full_example(tmp_path: Path) -> None:
     assert spool.max_per_destination == 2
     assert spool.bounce is False
     assert spool.delay_warning_after == 4 * 3600.0
+    assert spool.unreachable_backoff == 0.0
 
     assert config.local.maildir == tmp_path / "mail"
 
@@ -553,6 +556,7 @@ BAD_DOCUMENTS = [
     ("[spool]\nmax_per_destination = -3", "spool.max_per_destination: must be at least 1"),
     ('[spool]\nbounce = "no"', "spool.bounce: expected a boolean"),
     ('[spool]\ndelay_warning_after = "4x"', "spool.delay_warning_after: not a duration: '4x'"),
+    ("[spool]\nunreachable_backoff = -1", "spool.unreachable_backoff: must be more than 0"),
     ("[local]\nmaildir = false", "local.maildir: expected a string, got the boolean false"),
     ('[routing]\nsmarthost = "a b:25"', "routing.smarthost: not a host:port: 'a b:25'"),
     ('[routing]\nsmarthost = "relay:99999"', "routing.smarthost: not a host:port: 'relay:99999'"),

@@ -396,6 +396,7 @@ def spool_config(config: MtaConfig) -> SpoolConfig:
         bounce=settings.bounce,
         reporting_mta=config.hostname,
         delay_warning_after=settings.delay_warning_after,
+        unreachable_backoff=settings.unreachable_backoff,
         failed_retention=settings.failed_retention,
         cache=config.cache_config(),
         postgresql=settings.postgresql if settings.backend is SpoolBackend.POSTGRESQL else None,

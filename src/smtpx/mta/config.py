@@ -395,6 +395,9 @@ class SpoolSettings:
       domains share a route or the smarthost.
     * ``delay_warning_after``: seconds after which the sender is told that the message is
       still queued (None: never).
+    * ``unreachable_backoff``: seconds a destination none of whose next hops could be
+      reached is suspended (its mail deferred without a connection; None: the first
+      retry interval; 0: never; see :mod:`smtpx.spool.unreachable`).
     * ``failed_retention``: seconds a message whose recipients all failed or expired stays
       frozen after its last attempt before it is removed and purged (None, ``"never"``
       in TOML: kept until an operator acts; see :mod:`smtpx.spool.retention`).
@@ -413,6 +416,7 @@ class SpoolSettings:
     max_per_destination: int = 10
     bounce: bool = True
     delay_warning_after: float | None = None
+    unreachable_backoff: float | None = None
     failed_retention: float | None = 7 * 86_400.0
     backend: SpoolBackend = SpoolBackend.JOURNAL
     postgresql: PostgresSettings | None = None
@@ -857,6 +861,9 @@ max_per_destination = 10
 bounce = true
 # Tell the sender when a message is still queued after this long.
 # delay_warning_after = "4h"
+# When no next hop of a destination answers, its mail is deferred without a connection
+# for this long (default: the first retry interval; "0": always try).
+# unreachable_backoff = "1m"
 # Mail whose recipients all failed (bounced, or out of retries) stays frozen this long
 # after its last attempt for an operator to look at, then is removed for good. "never"
 # keeps it until an operator acts.
@@ -1618,6 +1625,7 @@ class _Loader:
                 "max_per_destination": _positive_int,
                 "bounce": _boolean,
                 "delay_warning_after": _duration,
+                "unreachable_backoff": _duration_or_zero,
                 "failed_retention": _retention,
                 "backend": lambda v, k: _choice(SpoolBackend, v, k),
                 "postgresql": self.postgresql,

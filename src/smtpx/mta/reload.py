@@ -10,7 +10,8 @@ the certificate and key (read again at every reload, when TLS is on), ``[routing
 ``[dkim]``, ``[local]``, ``[log]``, ``[[milters]]`` (sessions that start after the
 reload use the new list; those under way keep their milters), and in ``[spool]`` the
 retry intervals (for mail spooled from then on), the delivery limits, ``bounce``,
-``delay_warning_after`` and ``failed_retention``.
+``delay_warning_after``, ``unreachable_backoff`` (a reload lifts every suspension) and
+``failed_retention``.
 
 Restart: ``hostname``, all of ``[server]`` (listeners, limits and timeouts are built into
 the server), ``[control]``, TLS turned on or off and ``tls.min_version``,

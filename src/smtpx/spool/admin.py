@@ -9,7 +9,7 @@ from smtpx.envelope import Envelope, RetryInterval
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import set_status
 from smtpx.spool.journal import BodyDamaged
-from smtpx.spool.message import QuarantineReason, SpooledMessage, Status
+from smtpx.spool.message import QuarantineReason, SpooledMessage, Status, destination_key
 from smtpx.spool.store import Store
 from smtpx.spool.types import EventKind, SpoolError
 
@@ -101,6 +101,9 @@ class Admin:
             entry.failed = []
             entry.status = Status.SEND_NOW
             entry.next_attempt = None
+            # An operator's "send now" is an attempt, even to a destination found
+            # unreachable a moment ago.
+            self.context.unreachable.clear(destination_key(entry))
             await self.store.update_durably(entry)  # (the store notes it is due now)
             if was_frozen:
                 self.context.emit(EventKind.UNFROZEN, entry)

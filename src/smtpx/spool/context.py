@@ -1,5 +1,6 @@
-"""What every part of the spool shares: its configuration, clock, events, counters and
-mail log (one object, handed to each part, so that none needs another for them)."""
+"""What every part of the spool shares: its configuration, clock, events, counters, mail
+log and the destinations found unreachable (one object, handed to each part, so that none
+needs another for them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from smtpx.maillog import Flows, MailLog
 from smtpx.server.events import EventBus
 from smtpx.spool.message import SpooledMessage
 from smtpx.spool.types import EventKind, SpoolConfig, SpoolEvent
+from smtpx.spool.unreachable import Unreachable
 
 __all__ = ["SpoolContext"]
 
@@ -25,6 +27,19 @@ class SpoolContext:
     mail: MailLog = field(default_factory=lambda: MailLog("spool"))
     # Where this node's events also go (a shared queue tells the other nodes).
     share: Callable[[SpoolEvent], None] | None = None
+    # Destinations not to be tried for now (delivery marks them, intake and delivery ask).
+    unreachable: Unreachable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unreachable = Unreachable(self.clock, self._unreachable_backoff)
+
+    def _unreachable_backoff(self) -> float:
+        """How long a destination found unreachable is suspended (the configuration's,
+        else the first retry interval; none: never)."""
+        config = self.config
+        if config.unreachable_backoff is not None:
+            return config.unreachable_backoff
+        return config.retry_intervals[0].span if config.retry_intervals else 0.0
 
     def emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
         """Publish an event about ``entry`` (intake events carry its arrival time)."""

@@ -26,11 +26,11 @@ from smtpx.client import (
     Unsendable,
 )
 from smtpx.envelope import RetryInterval
-from smtpx.errors import SMTPXError, describe
+from smtpx.errors import NoHopAvailable, SMTPXError, describe
 from smtpx.protocol.replies import Reply
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.journal import BodyDamaged
-from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.message import SpooledMessage, Status, destination_key
 from smtpx.spool.notices import Notices
 from smtpx.spool.store import Store
 from smtpx.spool.types import (
@@ -115,6 +115,7 @@ class DeliveryEngine:
                     await self.settle(entry, {}, INTERNAL_ERROR)
 
     async def _attempt(self, batch: list[SpooledMessage]) -> None:
+        batch = await self._skip_suspended(batch)
         to_send = []
         for entry in batch:
             decision = await self._ask_presend(entry)
@@ -148,6 +149,19 @@ class DeliveryEngine:
         else:
             await self._deliver(destination, to_send)
 
+    async def _skip_suspended(self, batch: list[SpooledMessage]) -> list[SpooledMessage]:
+        """While the batch's destination is suspended (found unreachable a moment ago:
+        :mod:`smtpx.spool.unreachable`), its messages back from a retry wait are deferred
+        again without a connection, except those on their last attempt; mail due now
+        because it is new or an operator released it is tried. Returns what to try."""
+        suspension = self.context.unreachable.suspended(destination_key(batch[0]))
+        if suspension is None:
+            return batch
+        for entry in batch:
+            if entry.next_attempt is not None and entry.retry_intervals:
+                await self.settle(entry, {}, suspension.reason, not_before=suspension.until)
+        return [entry for entry in batch if entry.status is Status.SENDING]
+
     async def _ask_presend(self, entry: SpooledMessage) -> Presend:
         try:
             decision = await self.presend(entry)
@@ -173,10 +187,12 @@ class DeliveryEngine:
             return
         settled: set[str] = set()
         error: str | None = None
+        key = destination_key(batch[0])
         try:
             async with self.cache.connection(
                 destination.hops, credentials=destination.credentials, route=destination.key or None
             ) as (hop, client):
+                self.context.unreachable.clear(key)
                 # Frozen or removed while the connection opened: not sent, already settled.
                 batch = _still_sending(batch)
                 items = [(entry.info(), self.store.body(entry)) for entry in batch]
@@ -197,6 +213,10 @@ class DeliveryEngine:
             damaged = next(e for e in batch if e.id not in settled)
             settled.add(damaged.id)
             await self.quarantine_damaged(damaged, damage)
+        except NoHopAvailable as exc:
+            error = describe(exc)
+            if exc.failures:  # (every hop tried and failed: the destination is down)
+                self.context.unreachable.mark(key, error)
         except (SMTPXError, OSError, TimeoutError) as exc:
             error = describe(exc)
         for entry in batch:
@@ -278,12 +298,14 @@ class DeliveryEngine:
         remote: str | None = None,
         *,
         success: str | None = None,
+        not_before: float = 0.0,
     ) -> None:
         """Apply one attempt's result. ``error``: the attempt did not happen (a
-        connection problem, no route now): everything is tried later. Otherwise each
-        recipient in ``refused`` is judged by ``on_error``, the others were accepted;
-        those that asked NOTIFY=SUCCESS get a notice with Action ``success``
-        ("delivered", "relayed"; None: the next hop took their DSN request)."""
+        connection problem, no route now): everything is tried later (not before
+        ``not_before``). Otherwise each recipient in ``refused`` is judged by
+        ``on_error``, the others were accepted; those that asked NOTIFY=SUCCESS get a
+        notice with Action ``success`` ("delivered", "relayed"; None: the next hop took
+        their DSN request)."""
         now = self.context.clock()
         judged = await self._judge_all(entry, refused, error, now)
         failed = dict(judged.failures)
@@ -309,7 +331,9 @@ class DeliveryEngine:
                 await self.quarantine_damaged(entry, damage)
                 return
         if judged.later:
-            await self._retry_later(entry, judged, refused, error=error, remote=remote, now=now)
+            await self._retry_later(
+                entry, judged, refused, error=error, remote=remote, now=now, not_before=not_before
+            )
         else:
             self._finish(entry)
 
@@ -369,32 +393,63 @@ class DeliveryEngine:
         error: str | None,
         remote: str | None,
         now: float,
+        not_before: float = 0.0,
     ) -> None:
         if held_by_operator(entry):
             self.store.update(entry)
             return
-        interval = RetryInterval.parse(entry.retry_intervals.pop(0))
-        entry.next_attempt = now + interval.to_span(self.rng)
-        entry.status = Status.SEND_AT
+        self._schedule_retry(entry, now, not_before)
         try:
             await self.notices.maybe_warn(entry, judged.later, refused, remote, now)
         except BodyDamaged as damage:
             await self.quarantine_damaged(entry, damage)
             return
         self.store.update(entry)
+        self.report_deferred(entry, judged.later, remote, error, rate_limited=judged.rate_limited)
+
+    def _schedule_retry(self, entry: SpooledMessage, now: float, not_before: float = 0.0) -> None:
+        interval = RetryInterval.parse(entry.retry_intervals.pop(0))
+        entry.next_attempt = max(now + interval.to_span(self.rng), not_before)
+        entry.status = Status.SEND_AT
+
+    def defer_untried(self, entry: SpooledMessage, now: float) -> bool:
+        """At intake, before ``entry`` is stored: when its destination is suspended and it
+        has a retry interval, it waits for that interval as after a failed attempt (one
+        record, no claim, no connection). False: it is to be tried now."""
+        if not entry.retry_intervals:
+            return False
+        suspension = self.context.unreachable.suspended(destination_key(entry))
+        if suspension is None:
+            return False
+        entry.record_attempt(now, suspension.reason)
+        self._schedule_retry(entry, now, suspension.until)
+        return True
+
+    def report_deferred(
+        self,
+        entry: SpooledMessage,
+        recipients: list[str],
+        remote: str | None,
+        error: str | None,
+        *,
+        rate_limited: bool = False,
+    ) -> None:
+        """Count, log and announce that ``entry`` waits for its next attempt."""
+        assert entry.next_attempt is not None
         context = self.context
         context.stats["deferred"] += 1
+        until = iso_time(entry.next_attempt)
         context.log(entry).info(
             "deferred",
             session_marker="deferred",
             spool_id=entry.id,
-            recipients=judged.later,
+            recipients=recipients,
             relay=remote,
             reply=entry.last_attempt[1] if entry.last_attempt else error,
-            next_attempt=iso_time(entry.next_attempt),
+            next_attempt=until,
         )
-        kind = EventKind.DELAYED_RATE_LIMITED if judged.rate_limited else EventKind.DELAYED
-        context.emit(kind, entry, f"until {iso_time(entry.next_attempt)}")
+        kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
+        context.emit(kind, entry, f"until {until}")
 
     def _finish(self, entry: SpooledMessage) -> None:
         """No recipient left to try: frozen when some failed (for an operator), else the

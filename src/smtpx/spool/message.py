@@ -20,7 +20,14 @@ from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.params import MailParams, RcptParams
 from smtpx.spool.journal import Location
 
-__all__ = ["META_VERSION", "QuarantineReason", "SpooledMessage", "Status", "message_id_of"]
+__all__ = [
+    "META_VERSION",
+    "QuarantineReason",
+    "SpooledMessage",
+    "Status",
+    "destination_key",
+    "message_id_of",
+]
 
 # 1: the first; 2: "rparams", each recipient's RCPT parameters (NOTIFY, ORCPT; RFC 3461)
 META_VERSION = 2
@@ -277,3 +284,13 @@ def _check_version(meta: dict[str, Any]) -> None:
     version = meta.get("v", 1)
     if not isinstance(version, int) or version > META_VERSION:
         raise ValueError(f"metadata version {version} is newer than this smtpx knows")
+
+
+def destination_key(entry: SpooledMessage) -> str:
+    """What the per-destination limit counts: explicit next hops, else the route."""
+    if entry.next_hops:
+        return "hops:" + ",".join(entry.next_hops)
+    if entry.route:
+        return "route:" + entry.route.lower()
+    domains = {r.rpartition("@")[2].lower() for r in entry.recipients}
+    return "route:" + ",".join(sorted(domains))

@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 
-from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.message import SpooledMessage, Status, destination_key
 from smtpx.spool.store import Store
 from smtpx.spool.types import SpoolConfig
 
@@ -134,13 +134,3 @@ class Scheduler:
             else:
                 self._busy.discard(entry.id)
         return batch
-
-
-def destination_key(entry: SpooledMessage) -> str:
-    """What the per-destination limit counts: explicit next hops, else the route."""
-    if entry.next_hops:
-        return "hops:" + ",".join(entry.next_hops)
-    if entry.route:
-        return "route:" + entry.route.lower()
-    domains = {r.rpartition("@")[2].lower() for r in entry.recipients}
-    return "route:" + ",".join(sorted(domains))

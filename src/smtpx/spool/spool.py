@@ -14,7 +14,8 @@
 * the **scheduler** (:mod:`smtpx.spool.scheduler`): what is due, per-destination limits,
   the workers;
 * **delivery** (:mod:`smtpx.spool.delivery`): an attempt, and what each outcome does
-  (retries, failures, quarantine of damaged bodies);
+  (retries, failures, quarantine of damaged bodies), and the destinations found
+  unreachable (:mod:`smtpx.spool.unreachable`: their new mail is spooled deferred);
 * **notices** (:mod:`smtpx.spool.notices`): bounces, delay warnings, success notices;
 * **admin** (:mod:`smtpx.spool.admin`): freeze, send, remove, recover, purge, status;
 * **retention** (:mod:`smtpx.spool.retention`): failed mail leaves after a while.
@@ -238,6 +239,8 @@ class Spool:
             self.context.log(entry).debug(
                 "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
             )
+            if entry.status is Status.SEND_AT:  # (its destination is suspended)
+                self.delivery.report_deferred(entry, entry.recipients, None, None)
         self.stats["spooled"] += len(entries)
         return [entry.id for entry in entries]
 
@@ -322,6 +325,9 @@ class Spool:
                     rcpt_params=_rcpt_params(envelope.info.recipient_params),
                 )
             )
+        if status is Status.SEND_NOW:
+            for entry in entries:
+                self.delivery.defer_untried(entry, now)
         await self.store.write(entries, [d.envelope.content for d in deliveries])
         return entries
 
@@ -397,6 +403,7 @@ class Spool:
             ping_interval=self.config.ping_interval,
         )
         self.config = self.context.config = self.scheduler.config = kept
+        self.context.unreachable.clear_all()  # (routes may have changed: try them again)
         self.store.wakeup.set()  # (new limits: the scheduler looks again)
 
     # -- offline -------------------------------------------------------------------------

@@ -224,6 +224,10 @@ class SpoolConfig:
     freeze_failed: bool = True  # keep a message whose recipients all failed, frozen
     reporting_mta: str = "localhost"
     delay_warning_after: float | None = None  # tell the sender once a message waits this long
+    # A destination no next hop of which could be reached is not tried for this long
+    # (its mail is deferred without a connection; None: the first retry interval; 0:
+    # always try; see unreachable.py).
+    unreachable_backoff: float | None = None
     # Frozen failed mail (every recipient done, some failed) is removed and purged this
     # long after its last attempt (None: kept until an operator acts; see retention.py).
     failed_retention: float | None = 7 * 86_400.0

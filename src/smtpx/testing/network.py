@@ -33,11 +33,13 @@ class MemoryNetwork:
     sessions: dict[str, list[Handler]] = field(default_factory=dict)
     open_now: Counter[str] = field(default_factory=Counter)
     most_open: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # connections refused (down)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def __call__(self, address: HostPort, credentials: Credentials | None) -> Client:
         host = address.host
         if host in self.down:
+            self.refused[host] += 1
             raise ConnectionRefusedError(f"{address}: connection refused (down)")
         factory = self.handlers.get(host, self.default)
         if factory is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smtpx.spool.types import EventKind
+from smtpx.spool.unreachable import SUSPENDED
 
 __all__ = ["COUNTED", "MINUTES", "OTHER", "REASONS_PER_MINUTE", "Rates", "merge_rates", "reason_of"]
 
@@ -42,8 +43,10 @@ class _Minute:
 
 def reason_of(error: str | None) -> str:
     """A deferral reason as the console groups it: the last attempt's error on one line,
-    cut to :data:`REASON_LENGTH` characters; ``unknown`` when there is none."""
-    text = re.sub(r"\s+", " ", error or "").strip()
+    cut to :data:`REASON_LENGTH` characters; ``unknown`` when there is none. Mail deferred
+    without an attempt while its destination is suspended counts under the error that
+    suspended it."""
+    text = re.sub(r"\s+", " ", error or "").strip().removeprefix(SUSPENDED)
     if not text:
         return "unknown"
     return text if len(text) <= REASON_LENGTH else text[: REASON_LENGTH - 1] + "…"
