@@ -20,6 +20,7 @@ from smtpx.mta.console.rates import (
 )
 from smtpx.mta.routing import FakeDns
 from smtpx.spool.types import EventKind
+from smtpx.spool.unreachable import SUSPENDED
 from tests.mta.helpers import config, queue_waiting
 
 TOKEN = "c0nsole-t0ken"
@@ -227,6 +228,8 @@ def test_rates_bound_the_reasons_they_keep() -> None:
 def test_a_reason_is_one_line_and_short() -> None:
     assert reason_of(None) == reason_of("  ") == "unknown"
     assert reason_of("421 4.4.2\n  closing") == "421 4.4.2 closing"
+    # Deferred without an attempt while suspended: counted under the error itself.
+    assert reason_of(SUSPENDED + "connection refused") == "connection refused"
     long = reason_of("x" * 500)
     assert len(long) == 120 and long.endswith("…")
 

@@ -351,13 +351,18 @@ class RelaySettings:
 
     def is_trusted(self, address: str) -> bool:
         """Whether the client IP ``address`` is inside a trusted network."""
-        try:
-            ip = ipaddress.ip_address(address.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
-        return any(ip in network for network in self.trusted_networks)
+        return _inside(address, self.trusted_networks)
+
+
+@functools.lru_cache(maxsize=4096)  # (asked per connection; clients come back)
+def _inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
+    return any(ip in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,11 +41,15 @@ class SpoolContext:
             return config.unreachable_backoff
         return config.retry_intervals[0].span if config.retry_intervals else 0.0
 
-    def emit(self, kind: EventKind, entry: SpooledMessage, detail: str = "") -> None:
+    def emit(
+        self, kind: EventKind, entry: SpooledMessage, detail: str = "", reason: str = ""
+    ) -> None:
         """Publish an event about ``entry`` (intake events carry its arrival time)."""
         when = entry.spool_date if kind in (EventKind.SPOOLED, EventKind.PRESEND) else self.clock()
         queue = "" if kind is EventKind.PURGED else entry.queue
-        event = SpoolEvent(when, kind, entry.id, detail, entry.spool_date, queue=queue)
+        event = SpoolEvent(
+            when, kind, entry.id, detail, entry.spool_date, queue=queue, reason=reason
+        )
         self.events.publish(event)
         if self.share is not None:
             self.share(event)

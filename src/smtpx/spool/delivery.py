@@ -14,6 +14,7 @@ no longer matches its checksum is never sent: the message goes to quarantine.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -408,7 +409,7 @@ class DeliveryEngine:
         self.report_deferred(entry, judged.later, remote, error, rate_limited=judged.rate_limited)
 
     def _schedule_retry(self, entry: SpooledMessage, now: float, not_before: float = 0.0) -> None:
-        interval = RetryInterval.parse(entry.retry_intervals.pop(0))
+        interval = _parse_interval(entry.retry_intervals.pop(0))
         entry.next_attempt = max(now + interval.to_span(self.rng), not_before)
         entry.status = Status.SEND_AT
 
@@ -439,17 +440,18 @@ class DeliveryEngine:
         context = self.context
         context.stats["deferred"] += 1
         until = iso_time(entry.next_attempt)
+        reply = entry.last_attempt[1] if entry.last_attempt else error
         context.log(entry).info(
             "deferred",
             session_marker="deferred",
             spool_id=entry.id,
             recipients=recipients,
             relay=remote,
-            reply=entry.last_attempt[1] if entry.last_attempt else error,
+            reply=reply,
             next_attempt=until,
         )
         kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
-        context.emit(kind, entry, f"until {until}")
+        context.emit(kind, entry, f"until {until}", reply or "")
 
     def _finish(self, entry: SpooledMessage) -> None:
         """No recipient left to try: frozen when some failed (for an operator), else the
@@ -472,6 +474,10 @@ class DeliveryEngine:
         self.store.forget(entry)
         context.stats["delivered"] += 1
         context.emit(EventKind.DELIVERED, entry)
+
+
+# Intervals are stored as text; a few distinct ones recur (RetryInterval is immutable).
+_parse_interval = functools.lru_cache(maxsize=256)(RetryInterval.parse)
 
 
 def held_by_operator(entry: SpooledMessage) -> bool:

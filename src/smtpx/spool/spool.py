@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -316,7 +317,7 @@ class Spool:
                     location=NOWHERE,
                     next_hops=tuple(intern(str(h)) for h in delivery.next_hops),
                     route=None if delivery.route is None else intern(delivery.route),
-                    retry_intervals=[intern(str(i)) for i in intervals],
+                    retry_intervals=list(_texts(tuple(intervals))),
                     quarantine_reason=None if held is None else held.description,
                     quarantine_from=None if held is None else held.from_headers,
                     related=tuple(i for i in ids if i != message_id) if set_related else (),
@@ -421,6 +422,11 @@ class Spool:
             for m in Spool.status_from_disk(directory)
             if m.status in (Status.SEND_NOW, Status.SEND_AT, Status.SENDING, Status.FROZEN)
         )
+
+
+@functools.lru_cache(maxsize=64)  # (the configuration's list, for nearly every message)
+def _texts(intervals: tuple[RetryInterval, ...]) -> tuple[str, ...]:
+    return tuple(intern(str(i)) for i in intervals)
 
 
 def _rcpt_params(params: tuple[tuple[Address, RcptParams], ...]) -> Mapping[str, str]:

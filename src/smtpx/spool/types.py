@@ -189,6 +189,9 @@ class SpoolEvent:
     # The queue the message is in after the event (active, frozen, removed, quarantine;
     # "delivered"); "" when it is gone (purged) or unknown (an event from another node).
     queue: str = ""
+    # Why, for a deferral: the last attempt's error (this process's events only; not in
+    # the events stream, not shared with other nodes).
+    reason: str = ""
 
     def __str__(self) -> str:
         return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()

@@ -9,6 +9,7 @@ given ``now``. Memory is bounded: :data:`MINUTES` minutes are kept, and at most
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class _Minute:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
+@functools.lru_cache(maxsize=256)  # (deferrals repeat the same few errors)
 def reason_of(error: str | None) -> str:
     """A deferral reason as the console groups it: the last attempt's error on one line,
     cut to :data:`REASON_LENGTH` characters; ``unknown`` when there is none. Mail deferred
@@ -58,25 +60,29 @@ class Rates:
     def __init__(self, minutes: int = MINUTES) -> None:
         self.minutes = minutes
         self._ring: dict[int, _Minute] = {}
+        self._newest: int | None = None  # the newest minute counted
 
     def count(self, kind: EventKind, when: float, reason: str | None = None) -> None:
         """Count one event of ``kind`` at ``when`` (a deferral with its ``reason``);
         events of other kinds, and older than the ring, are not counted."""
         name = COUNTED.get(kind)
         minute = int(when // 60)
-        newest = max(self._ring, default=minute)
+        newest = minute if self._newest is None else self._newest
         if name is None or minute <= newest - self.minutes:
             return
-        cell = self._ring.setdefault(minute, _Minute())
+        cell = self._ring.get(minute)
+        if cell is None:
+            cell = self._ring[minute] = _Minute()
         cell.counts[name] += 1
         if name == "deferred":
             text = reason_of(reason)
             if text not in cell.reasons and len(cell.reasons) >= REASONS_PER_MINUTE:
                 text = OTHER
             cell.reasons[text] += 1
-        newest = max(newest, minute)
-        for old in [m for m in self._ring if m <= newest - self.minutes]:
-            del self._ring[old]
+        if minute > newest or self._newest is None:  # (a new minute: drop what fell out)
+            self._newest = minute
+            for old in [m for m in self._ring if m <= minute - self.minutes]:
+                del self._ring[old]
 
     def as_json(self, now: float) -> dict[str, Any]:
         """The ring up to ``now``: ``series``, one entry per minute, oldest first (minutes
