@@ -287,7 +287,17 @@ async def test_every_kind_of_body_arrives_the_same(tmp_path: Path) -> None:
         for i in range(0, len(BODY), 7):
             yield BODY[i : i + 7]
 
-    bodies: list[object] = [BODY, io.BytesIO(BODY), raw, chunks(), WireFile(wire)]
+    stuffed = dot_stuff(BODY)[:-3]
+    sized = tmp_path / "sized"  # a part of a file, as a spool segment holds it
+    sized.write_bytes(b"before" + stuffed + b"after")
+    bodies: list[object] = [
+        BODY,
+        io.BytesIO(BODY),
+        raw,
+        chunks(),
+        WireFile(wire),  # the rest of the file: sendfile (or its fallback)
+        WireFile(sized, size=len(stuffed), offset=6),  # a small part: read at once
+    ]
     async with (
         ScriptedServer(Handler) as server,
         connect("127.0.0.1", server.port, config=ClientConfig.for_testing()) as client,
@@ -296,6 +306,20 @@ async def test_every_kind_of_body_arrives_the_same(tmp_path: Path) -> None:
             status = await client.send_envelope(ENVELOPE.info, body)  # type: ignore[arg-type]
             assert status.ok, status
     assert server.messages() == [BODY] * len(bodies)
+
+
+async def test_a_wire_file_without_a_final_crlf_gets_one(tmp_path: Path) -> None:
+    """Both ways of sending a wire-ready file (the rest of a file; a small sized part)
+    end the last line before the terminator."""
+    wire = tmp_path / "wire"
+    wire.write_bytes(b"Subject: x\r\n\r\nno end")
+    async with (
+        ScriptedServer(Handler) as server,
+        connect("127.0.0.1", server.port, config=ClientConfig.for_testing()) as client,
+    ):
+        for body in (WireFile(wire), WireFile(wire, size=wire.stat().st_size)):
+            assert (await client.send_envelope(ENVELOPE.info, body)).ok
+    assert server.messages() == [b"Subject: x\r\n\r\nno end\r\n"] * 2
 
 
 async def test_large_body_streams_in_pieces() -> None:
