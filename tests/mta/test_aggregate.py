@@ -78,6 +78,11 @@ async def test_actions_reach_the_worker_holding_each_id(
     first, second = await frozen_ids(mtas[0], 2), await frozen_ids(mtas[1], 1)
     status, listed = await call(aggregator, "GET", "/v1/spool/messages")
     assert status == 200 and {m["id"] for m in listed["messages"]} == {*first, *second}
+    assert listed["total"] == 3
+    # A limit: each worker's oldest, merged, the oldest of all kept; the total of all.
+    status, oldest = await call(aggregator, "GET", "/v1/spool/messages?limit=2")
+    assert (status, oldest["total"]) == (200, 3)
+    assert oldest["messages"] == listed["messages"][:2]
 
     # unknown id: 404, and the known ones were not touched
     status, error = await call(aggregator, "POST", "/v1/spool/remove", {"ids": [second[0], "x"]})

@@ -57,6 +57,17 @@ async def test_health_and_listing(api: TestClient[Any, Any]) -> None:
     assert first["attempts"] and "body" not in json.dumps(first).lower().replace("body_", "")
 
 
+async def test_a_listing_can_be_limited_to_the_oldest(api: TestClient[Any, Any]) -> None:
+    everything = await (await api.get("/v1/spool/messages")).json()
+    assert everything["total"] == len(everything["messages"]) == 4
+    oldest = await (await api.get("/v1/spool/messages", params={"limit": "2"})).json()
+    assert oldest == {"messages": everything["messages"][:2], "total": 4}
+    for wrong in ("0", "-1", "x", "1.5"):
+        response = await api.get("/v1/spool/messages", params={"limit": wrong})
+        assert response.status == 400
+        assert (await response.json())["error"].startswith("limit: a whole number from 1")
+
+
 @pytest.mark.parametrize(
     ("query", "count"),
     [

@@ -37,7 +37,7 @@ from aiohttp import web
 from smtpx._version import __version__
 from smtpx.mta import console
 from smtpx.mta.console.rates import merge_rates
-from smtpx.mta.controlsite import ControlSite, json_error
+from smtpx.mta.controlsite import ControlSite, json_error, list_limit
 from smtpx.mta.fanout import (
     Answer,
     WorkerClient,
@@ -174,15 +174,25 @@ class Aggregator(ControlSite):
         return "\n".join(lines) + "\n"
 
     async def list_messages(self, request: web.Request) -> web.Response:
-        return web.json_response({"messages": await self._messages(request)})
+        limit = list_limit(request.query.get("limit"))
+        parts = await self._listings(request)
+        messages = _oldest_first(parts)
+        return web.json_response(
+            {
+                "messages": messages if limit is None else messages[:limit],
+                "total": sum(part.get("total", len(part["messages"])) for part in parts),
+            }
+        )
 
     async def _messages(self, request: web.Request) -> list[dict[str, Any]]:
         """The queue as the workers list it (with the request's filters), oldest first."""
-        parts = await self._all(
+        return _oldest_first(await self._listings(request))
+
+    async def _listings(self, request: web.Request) -> list[dict[str, Any]]:
+        # Each worker applies the filters and the limit (its N oldest hold the N oldest
+        # of all); the merge keeps the N oldest of theirs.
+        return await self._all(
             "GET", "/v1/spool/messages", request.query, None, self._queue_workers()
-        )
-        return sorted(
-            (m for part in parts for m in part["messages"]), key=lambda m: m["spool_date"]
         )
 
     async def console_shape(self, request: web.Request) -> web.Response:
@@ -318,3 +328,7 @@ def _merge_action(parts: list[dict[str, Any]], ids: list[Any] | None = None) -> 
             if isinstance(value, list):
                 merged[key] = ids
     return merged
+
+
+def _oldest_first(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((m for part in parts for m in part["messages"]), key=lambda m: m["spool_date"])

@@ -7,7 +7,9 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 =====================================  ============================================
 ``GET  /healthz``                      ``{"status": "ok", "version", "uptime"}``
 ``GET  /metrics``                      Prometheus text exposition
-``GET  /v1/spool/messages``            ``{"messages": [message...]}``; filters below
+``GET  /v1/spool/messages``            ``{"messages": [message...], "total": n}``; filters
+                                       below; ``?limit=N``: the N oldest only (``total``
+                                       counts all that matched)
 ``GET  /v1/spool/count``               ``{"count": n, "by_status": {...}}``; filters
 ``GET  /v1/spool/messages/{id}``       one message, plus ``headers``; ``?raw=1``: the
                                        message itself (``message/rfc822``)
@@ -58,7 +60,7 @@ from prometheus_client.registry import Collector
 from smtpx._version import __version__
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.mta import console, observe
-from smtpx.mta.controlsite import ControlSite, json_error, mount_plugin
+from smtpx.mta.controlsite import ControlSite, json_error, list_limit, mount_plugin
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.limits import Refused
@@ -341,8 +343,12 @@ class ControlPlane(ControlSite):
         return selector_fields(message, content)
 
     async def list_messages(self, request: web.Request) -> web.Response:
+        limit = list_limit(request.query.get("limit"))
         selected = await self._selected(request)
-        return web.json_response({"messages": [message_json(m) for m in selected]})
+        shown = selected if limit is None else selected[:limit]
+        return web.json_response(
+            {"messages": [message_json(m) for m in shown], "total": len(selected)}
+        )
 
     async def count(self, request: web.Request) -> web.Response:
         messages = await self._selected(request)

@@ -32,6 +32,7 @@ __all__ = [
     "ControlSite",
     "OpenStreams",
     "json_error",
+    "list_limit",
     "mount_plugin",
     "token_refused",
 ]
@@ -169,3 +170,12 @@ def mount_plugin(app: web.Application, routes: Sequence[web.AbstractRouteDef]) -
     plugin = web.Application()
     plugin.add_routes(routes)
     app.add_subapp(PLUGIN_PREFIX, plugin)
+
+
+def list_limit(text: str | None) -> int | None:
+    """``?limit=``: how many messages a listing shows at most (None: all)."""
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"limit: a whole number from 1, not {text[:20]!r}")
+    return int(text)

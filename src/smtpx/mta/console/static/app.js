@@ -177,7 +177,9 @@ async function loadList() {
   const asked = ++listAsked; // an older answer arriving late must not replace a newer one
   let listing;
   try {
-    listing = await getJson("/v1/spool/messages?" + filters.toString());
+    const asking = new URLSearchParams(filters);
+    asking.set("limit", LIST_SHOWN); // the oldest rows only: a big queue is not sent whole
+    listing = await getJson("/v1/spool/messages?" + asking.toString());
     if (asked !== listAsked) return;
     $("filter-error").textContent = "";
   } catch (error) {
@@ -200,7 +202,7 @@ async function loadList() {
     return tr;
   });
   $("list").tBodies[0].replaceChildren(...rows);
-  const count = listing.messages.length;
+  const count = listing.total;
   $("list-count").textContent = count > LIST_SHOWN
     ? `${count} messages; the first ${LIST_SHOWN} shown (filter to narrow)`
     : count + " message(s)";
