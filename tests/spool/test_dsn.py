@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from smtpx.envelope import Envelope, RetryInterval
+from smtpx.protocol.params import RcptParams
 from smtpx.protocol.replies import Reply
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import Delivery, Local, RouteLater, Spool
@@ -178,7 +179,15 @@ def test_recipient_parameters_survive_a_restart(tmp_path: Path) -> None:
     async def first() -> str:
         async with make_spool(tmp_path, network) as spool:
             (message_id,) = await spool.add(
-                [delivery({"a@example.org": "NOTIFY=SUCCESS ORCPT=rfc822;A@x.org"})], frozen=True
+                [
+                    delivery(
+                        {
+                            "a@example.org": "NOTIFY=SUCCESS ORCPT=rfc822;A@x.org",
+                            "b@example.org": "",
+                        }
+                    )
+                ],
+                frozen=True,
             )
             return message_id
 
@@ -190,7 +199,27 @@ def test_recipient_parameters_survive_a_restart(tmp_path: Path) -> None:
             assert entry.status is Status.FROZEN
             params = entry.info().params_of(entry.info().recipients[0])
             assert params.notify == ("SUCCESS",) and params.orcpt == ("rfc822", "A@x.org")
+            assert not entry.info().params_of(entry.info().recipients[1]).notify
 
     virtual(second)
     (on_disk,) = Spool.status_from_disk(tmp_path)
+    # Only recipients that gave parameters are listed (b@ gave none).
     assert on_disk.rcpt_params == {"a@example.org": "NOTIFY=SUCCESS ORCPT=rfc822;A@x.org"}
+
+
+def test_a_message_without_recipient_parameters_stays_version_1(tmp_path: Path) -> None:
+    """RCPT without parameters (most mail) records none: the metadata keeps version 1,
+    which an older smtpx reads too."""
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, MemoryNetwork(down={"mx.test"})) as spool:
+            plain = delivery({"a@example.org": ""})
+            info = plain.envelope.info
+            # As the server hands it in: every recipient with its (here empty) parameters.
+            info = replace(info, recipient_params=((info.recipients[0], RcptParams()),))
+            envelope = Envelope(info=info, content=plain.envelope.content)
+            (message_id,) = await spool.add([replace(plain, envelope=envelope)], frozen=True)
+            entry = spool.get(message_id)
+            assert entry.rcpt_params == {} and entry.to_meta()["v"] == 1
+
+    virtual(scenario)

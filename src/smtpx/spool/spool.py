@@ -430,8 +430,10 @@ def _texts(intervals: tuple[RetryInterval, ...]) -> tuple[str, ...]:
 
 
 def _rcpt_params(params: tuple[tuple[Address, RcptParams], ...]) -> Mapping[str, str]:
-    """Each recipient's RCPT parameters as written (the shared empty mapping if none)."""
-    return {str(a): str(p) for a, p in params} if params else NO_RCPT_PARAMS
+    """Each recipient's RCPT parameters as written, for those that had any (the shared
+    empty mapping if none did: the message's metadata stays version 1, and smaller)."""
+    given = {str(a): str(p) for a, p in params if p.notify or p.orcpt or p.extra}
+    return given or NO_RCPT_PARAMS
 
 
 def _store(config: SpoolConfig, context: SpoolContext) -> Store:
