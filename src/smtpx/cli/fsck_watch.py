@@ -30,11 +30,11 @@ def watch(
     """Check ``directory`` every ``every`` seconds and print each alert (a problem seen
     in ``alert_after`` checks in a row, then gone); True when problems are alerting at
     the end (after ``cycles`` checks)."""
-    from smtpx.spool.fsck import check  # noqa: PLC0415
+    from smtpx.spool.fsck import check_all  # noqa: PLC0415
     from smtpx.spool.monitor import Alert, Monitor  # noqa: PLC0415
 
     monitor = Monitor(alert_after=alert_after)
-    once = functools.partial(check, directory, **check_options)
+    once = functools.partial(check_all, directory, **check_options)
 
     async def checked() -> list[Any]:
         return await asyncio.to_thread(once)

@@ -315,15 +315,18 @@ def _query(filters: dict[str, Any]) -> dict[str, str]:
 
 def _offline_messages(directory: Path, filters: dict[str, Any]) -> list[dict[str, Any]]:
     from smtpx.spool.filter import MessageFilter, message_json  # noqa: PLC0415
+    from smtpx.spool.shards import shard_dirs  # noqa: PLC0415
     from smtpx.spool.spool import Spool  # noqa: PLC0415
 
     if not (directory / "journal").is_dir():
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
     select = filters.pop("select", None)
     chosen = MessageFilter(**{k: v for k, v in filters.items() if v is not None})
-    messages = chosen.select(Spool.status_from_disk(directory), time.time())
-    if select is not None:
-        messages = _offline_select(directory, messages, select)
+    messages: list[Any] = []
+    for part in shard_dirs(directory):  # (with workers: each one's shard too)
+        found = chosen.select(Spool.status_from_disk(part), time.time())
+        messages += found if select is None else _offline_select(part, found, select)
+    messages.sort(key=lambda m: m.spool_date)
     return [message_json(m) for m in messages]
 
 
@@ -762,18 +765,23 @@ def _offline_show(directory: Path, message_id: str) -> list[tuple[dict[str, Any]
     from smtpx.protocol import dot_unstuff  # noqa: PLC0415
     from smtpx.spool.filter import MessageFilter, message_json  # noqa: PLC0415
     from smtpx.spool.journal import Journal  # noqa: PLC0415
+    from smtpx.spool.shards import shard_dirs  # noqa: PLC0415
     from smtpx.spool.spool import Spool  # noqa: PLC0415
 
     if not (directory / "journal").is_dir():
         raise Failure(f"{directory} is not a spool directory (no journal/ in it)", EXIT_USAGE)
-    matches = MessageFilter(id=message_id).select(Spool.status_from_disk(directory), time.time())
+    chosen = MessageFilter(id=message_id)
+    matches, journals = [], {}
+    for part in shard_dirs(directory):  # (with workers: each one's shard too)
+        for spooled in chosen.select(Spool.status_from_disk(part), time.time()):
+            matches.append(spooled)
+            journals[spooled.id] = Journal(part)
     by_id = {m.id: m for m in matches}
-    journal = Journal(directory)
     found = []
     for message in _named([message_json(m) for m in matches], message_id):
         spooled = by_id[message["id"]]
         try:
-            body, damage = journal.read_body_raw(spooled.location)
+            body, damage = journals[spooled.id].read_body_raw(spooled.location)
         except OSError as exc:
             raise Failure(f"{spooled.id}: cannot read its body: {exc}", EXIT_FAILURE) from None
         content = dot_unstuff(body)
@@ -920,7 +928,7 @@ def fsck(
     gone ("end"). It runs until interrupted, or for --cycles checks: then the exit status
     is 1 if problems are still reported.
     """
-    from smtpx.spool.fsck import check  # noqa: PLC0415
+    from smtpx.spool.fsck import check_all  # noqa: PLC0415
 
     directory = _spool_dir(ctx.meta.get(_META, {}))
     if every is not None:
@@ -939,7 +947,7 @@ def fsck(
             max_frozen_age=max_frozen_age,
         )
         ctx.exit(EXIT_FAILURE if alerting else 0)
-    problems = check(
+    problems = check_all(
         directory,
         verify_bodies=verify_bodies,
         max_due_age=max_due_age,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import shutil
 import socket
 from collections import Counter
@@ -31,6 +30,7 @@ from pathlib import Path
 from smtpx.mta.config import ListenAddress, MtaConfig, ServerSettings, SpoolBackend
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.migrate import migrate_queue
+from smtpx.spool.shards import SHARD_RE, shard_dir
 from smtpx.spool.spool import SpoolConfig
 
 __all__ = [
@@ -47,12 +47,6 @@ log = logging.getLogger("smtpx.mta")
 
 # The [server] keys that hold listeners, in the order their ports are passed on.
 LISTEN_KINDS = ("listen", "smtps", "submission", "lmtp")
-_SHARD_RE = re.compile(r"shard-([1-9][0-9]*)")
-
-
-def shard_dir(spool_dir: Path, index: int) -> Path:
-    """Worker ``index``'s part of the spool: the spool itself for worker 0."""
-    return spool_dir if index == 0 else spool_dir / f"shard-{index}"
 
 
 def worker_socket(control_socket: Path, index: int) -> Path:
@@ -142,7 +136,7 @@ async def adopt_shards(config: MtaConfig, count: int) -> Counter[int]:
     if config.spool.backend is not SpoolBackend.JOURNAL or not config.spool.dir.is_dir():
         return moved
     for path in sorted(config.spool.dir.iterdir()):
-        match = _SHARD_RE.fullmatch(path.name)
+        match = SHARD_RE.fullmatch(path.name)
         if match is None or int(match[1]) < count or not path.is_dir():
             continue
         index = int(match[1])

@@ -20,12 +20,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from smtpx.spool.journal import SEGMENT_SUFFIX, BodyDamaged, Journal, Location
 from smtpx.spool.manifest import MANIFEST_NAME
 from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.shards import shard_dirs
 
-__all__ = ["Problem", "check"]
+__all__ = ["Problem", "check", "check_all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +124,15 @@ def _age_problems(
         if age > max_frozen_age:
             found.append(Problem("too-old", message.id, f"frozen, {age:.0f}s on the spool"))
     return found
+
+
+def check_all(directory: str | Path, **options: Any) -> list[Problem]:
+    """:func:`check` of the spool and of each worker's shard in it (``shard-I``,
+    :mod:`smtpx.spool.shards`), their problems together."""
+    root = Path(directory)
+    problems = check(root, **options)
+    if any(p.kind == "not-a-spool" for p in problems):
+        return problems
+    for shard in shard_dirs(root)[1:]:
+        problems += check(shard, **options)
+    return problems
