@@ -132,6 +132,7 @@ def a_label(domain: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)  # (asked per recipient: domains repeat)
 def _host_key(host: str) -> str:
     """A host name or IP address as a lookup key: lower case, A-labels, no brackets."""
     text = host.strip().strip("[]")
