@@ -39,6 +39,7 @@ from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolve
 from smtpx.mta.inbound.arc import ArcSealer
 from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.local import MaildirAgent
+from smtpx.mta.milter import MilterStats
 from smtpx.mta.recipients import RecipientTable
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.reload import changed_keys, merge
@@ -118,6 +119,7 @@ class Mta:
         self.inbound = _inbound(config, dns_resolver, inbound_policy)
         # DNS lists, rate limits, greylisting; then the caller's own (``guards``).
         self.guards = [*build_guards(config, dns_resolver), *guards]
+        self.milter_stats = MilterStats()  # (kept across reloads: counters only grow)
         relay = RelayPlugin(
             config,
             self.spool,
@@ -127,6 +129,7 @@ class Mta:
             recipients=self.recipients,
             local=self.local,
             guards=self.guards,
+            milter_stats=self.milter_stats,
         )
         self.server = Server(relay, config.server_config())
         self.spool_watch = _spool_watch(config)
@@ -292,6 +295,7 @@ class Mta:
             recipients=recipients,
             local=self.local,
             guards=self.guards,
+            milter_stats=self.milter_stats,
         )
         self.router = Router(config, self.router.dns)
         if self.tls_policies is not None:

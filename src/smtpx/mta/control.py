@@ -148,6 +148,8 @@ class _MtaCollector(Collector):
         yield from _spool_faults(spool)
         for guard in self.mta.guards:  # DNS lists, rate limits, greylisting
             yield from guard.metrics()
+        if self.mta.config.milters or self.mta.milter_stats.verdicts:
+            yield from self.mta.milter_stats.metrics()
         if self.mta.spool_watch is not None:
             yield from self.mta.spool_watch.metrics()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from smtpx.envelope import EnvelopeId
 from smtpx.errors import ConfigError
@@ -145,7 +146,16 @@ async def test_refusals_reach_the_client_and_nothing_is_spooled(
     async with mta_with(tmp_path, milter) as mta:
         replies = await talk(mta, commands())
         assert not mta.spool.status()
+        counted = dict(mta.milter_stats.verdicts)
     assert any(r.startswith(answer) for r in replies), replies
+    # Counted for /metrics (smtpx_milter_verdicts) by milter, stage and verdict.
+    stage = {b"C": "connect", b"H": "helo", b"M": "mail", b"T": "data", b"L": "header"}.get(
+        code, {b"B": "body", b"E": "eom"}.get(code)
+    )
+    verdict = {REJECT: "reject", TEMPFAIL: "tempfail"}.get(packets[-1])
+    if verdict is None:
+        verdict = "shutdown" if packets[-1] == wire.command(b"4") else "reply"
+    assert counted == {("m0", stage, verdict): 1}
 
 
 async def test_a_rcpt_refusal_refuses_that_recipient_only(tmp_path: Path) -> None:
@@ -288,8 +298,18 @@ async def test_a_milter_down_gets_its_default_action(
     async with Mta(mta_config(tmp_path, entry), dns=FakeDns()) as mta:
         replies = await talk(mta, commands())
         assert len(mta.spool.status()) == (action == "accept")
+        async with TestClient(TestServer(mta.control.app)) as api:
+            mta.control.token = "secret"
+            metrics = await (
+                await api.get("/metrics", headers={"Authorization": "Bearer secret"})
+            ).text()
     assert replies[2] == answer
     assert f"milter gone (inet:127.0.0.1:{port}): cannot connect" in caplog.text
+    assert 'smtpx_milter_failures_total{milter="gone",stage="open"} 1.0' in metrics
+    if action != "accept":  # MAIL got the default action
+        assert f'smtpx_milter_default_actions_total{{action="{action}",milter="gone"}} 1.0' in (
+            metrics
+        )
 
 
 def test_the_config_reads_milters_and_refuses_bad_ones() -> None:
@@ -436,6 +456,8 @@ async def test_a_reload_gives_new_sessions_the_new_milters(tmp_path: Path) -> No
             before = await talk(mta, commands()[:2])
             assert mta.reload()
             after = await talk(mta, commands()[:2])
+            assert mta.reload()  # the counters outlive a reload
+            assert dict(mta.milter_stats.verdicts) == {("new", "mail", "tempfail"): 1}
     assert before[2] == "250 2.1.0 Ok"
     assert after[2] == "451 4.7.1 Service unavailable - try again later"
     assert milter.sessions == 1

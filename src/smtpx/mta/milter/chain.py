@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily
 
 from smtpx._version import __version__
 from smtpx.errors import ParseError
@@ -44,7 +47,7 @@ from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session, Transaction
 
-__all__ = ["Milters", "reply_of"]
+__all__ = ["MilterStats", "Milters", "reply_of"]
 
 log = logging.getLogger("smtpx.mta")
 
@@ -54,8 +57,45 @@ REPLIES: Mapping[str, Reply] = {
     "reject": Reply.of(550, "Command rejected", "5.7.1"),
     "tempfail": Reply.of(451, "Service unavailable - try again later", "4.7.1"),
 }
+_VERDICT_NAMES = {Verdict.CONN_FAIL: "shutdown", Verdict.SHUTDOWN: "shutdown"}
 CONNECT_REJECT = Reply.of(554, "Connection rejected", "5.7.1")
 SHUTDOWN = Reply.of(421, "Service not available, closing channel", "4.7.0")
+
+
+@dataclass
+class MilterStats:
+    """What the milters did, for ``/metrics``; the MTA keeps one across reloads."""
+
+    verdicts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # milter, stage
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # milter, stage
+    default_actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # milter, action
+
+    def metrics(self) -> Iterable[object]:
+        verdicts = CounterMetricFamily(
+            "smtpx_milter_verdicts",
+            "Final answers of the milters (accept, reject, tempfail, reply, discard, "
+            "shutdown) by milter and stage",
+            labels=["milter", "stage", "verdict"],
+        )
+        for (milter, stage, verdict), count in sorted(self.verdicts.items()):
+            verdicts.add_metric([milter, stage, verdict], count)
+        yield verdicts
+        failures = CounterMetricFamily(
+            "smtpx_milter_failures",
+            "Milters that could not be reached, timed out or broke the protocol, by stage",
+            labels=["milter", "stage"],
+        )
+        for (milter, stage), count in sorted(self.failures.items()):
+            failures.add_metric([milter, stage], count)
+        yield failures
+        defaults = CounterMetricFamily(
+            "smtpx_milter_default_actions",
+            "Messages answered with a failed milter's default action (tempfail, reject)",
+            labels=["milter", "action"],
+        )
+        for (milter, action), count in sorted(self.default_actions.items()):
+            defaults.add_metric([milter, action], count)
+        yield defaults
 
 
 @dataclass(eq=False)
@@ -90,10 +130,12 @@ class Milters:
         hostname: str,
         *,
         opener: Callable[[MilterSettings], Opener] | None = None,
+        stats: MilterStats | None = None,
     ) -> None:
         self.settings = tuple(settings)
         self.hostname = hostname
         self.opener = opener or (lambda milter: open_address(milter.address))
+        self.stats = stats or MilterStats()
 
     def _links(self, session: Session) -> list[_Link]:
         links = session.data.get(_KEY)
@@ -130,6 +172,7 @@ class Milters:
             opener = self.opener(milter)
             link.connection = await MilterConnection.open(opener, milter.connect_timeout, timeouts)
         except MilterUnavailable as exc:
+            self.stats.failures[milter.name, "open"] += 1
             log.warning("milter %s (%s): %s", milter.name, milter.address, exc)
 
     async def helo(self, session: Session, name: str) -> None:
@@ -275,6 +318,7 @@ class Milters:
 
     async def _fail(self, link: _Link, stage: str, exc: Exception) -> None:
         milter = link.settings
+        self.stats.failures[milter.name, stage] += 1
         log.warning(
             "milter %s (%s) at %s: %s; default action %s",
             milter.name, milter.address, stage, exc, milter.default_action,
@@ -285,11 +329,14 @@ class Milters:
 
     def _check_failed(self, link: _Link) -> None:
         """A milter out of use answers with its default action."""
-        if link.connection is None and link.settings.default_action != "accept":
-            raise Reject(REPLIES[link.settings.default_action])
+        action = link.settings.default_action
+        if link.connection is None and action != "accept":
+            self.stats.default_actions[link.settings.name, action] += 1
+            raise Reject(REPLIES[action])
 
     def _verdict(self, link: _Link, stage: str, answer: Answer) -> None:
         """Act on a final answer (None: no reply expected)."""
+        self._count(link, stage, answer)
         if answer.reply is not None:
             self._refused(link, stage, reply_of(answer.reply))
         verdict = answer.verdict
@@ -306,6 +353,15 @@ class Milters:
         elif verdict is Verdict.DISCARD and stage not in ("connect", "helo"):
             link.done_message = link.discarded = True
             log.info("milter %s discards the message (at %s)", link.settings.name, stage)
+
+    def _count(self, link: _Link, stage: str, answer: Answer) -> None:
+        if answer.reply is not None:
+            name = "reply"
+        elif answer.verdict is None or answer.verdict is Verdict.CONTINUE:
+            return
+        else:
+            name = _VERDICT_NAMES.get(answer.verdict, answer.verdict.name.lower())
+        self.stats.verdicts[link.settings.name, stage, name] += 1
 
     def _refused(self, link: _Link, stage: str, reply: Reply) -> None:
         log.info("milter %s refused at %s: %s", link.settings.name, stage, reply)
