@@ -71,13 +71,20 @@ class Server:
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
         self._id_prefix = f"{os.getpid():x}"
+        # The loop, looked up at first use (and again once that loop has stopped): on
+        # Python 3.11, asyncio.get_running_loop() is a getpid system call, and the time
+        # is asked per read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def new_session_id(self) -> str:
         return f"{self._id_prefix}.{next(self._ids)}"
 
     def loop_time(self) -> float:
         self._ensure_sweeper()
-        return asyncio.get_running_loop().time()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     # Read timeouts are enforced by one periodic sweep, not a timer per read: on a busy
     # server that is tens of thousands of timers a second saved. Precision: the period.
