@@ -230,7 +230,10 @@ class _Protocol(asyncio.BufferedProtocol):
         waiter = self._loop.create_future()
         self._read_waiter = waiter
         try:
-            await _wait(waiter, timeout)
+            if timeout is None:
+                await waiter  # the server's reads: its sweeper keeps their deadlines
+            else:
+                await _wait(waiter, timeout)
         finally:
             self._read_waiter = None
 

@@ -81,10 +81,13 @@ class Server:
 
     def loop_time(self) -> float:
         self._ensure_sweeper()
+        return self._running_loop().time()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None or not loop.is_running():
             loop = self._loop = asyncio.get_running_loop()
-        return loop.time()
+        return loop
 
     # Read timeouts are enforced by one periodic sweep, not a timer per read: on a busy
     # server that is tens of thousands of timers a second saved. Precision: the period.
@@ -238,7 +241,7 @@ class Server:
             return
         self._per_listener[key] += 1
         runner = SessionRunner(self, stream, key, self.limits_for(listener))
-        task = asyncio.get_running_loop().create_task(runner.run())
+        task = self._running_loop().create_task(runner.run())
         self._runners[task] = runner
         task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import functools
 import logging
 import re
 import time
@@ -336,7 +337,7 @@ class SessionRunner:
             replies.ehlo_ok(self._hostname(), f"greets {command.domain}", self._extensions())
         )
 
-    def _extensions(self) -> list[str]:
+    def _extensions(self) -> tuple[str, ...]:
         session, config = self.session, self.config
         try:
             offer = self.plugin.extensions(session)
@@ -350,17 +351,9 @@ class SessionRunner:
             if auth_ok and not session.authenticated
             else {}
         )
-        return Extensions(
-            pipelining=True,
-            size=config.max_message_size,
-            eightbitmime=True,
-            smtputf8=True,
-            enhancedstatuscodes=True,
-            chunking=True,
-            dsn=config.dsn,
-            starttls=starttls,
-            auth=tuple(self._mechanisms),
-        ).to_lines()
+        return _extension_lines(
+            config.max_message_size, config.dsn, starttls, tuple(self._mechanisms)
+        )
 
     def _end_transaction(self) -> None:
         self.transaction = None
@@ -609,6 +602,27 @@ class SessionRunner:
 
 
 MAX_LOGGED_NAME = 100  # characters of a user name a failed AUTH log line keeps
+
+
+@functools.lru_cache(maxsize=64)
+def _extension_lines(
+    size: int | None, dsn: bool, starttls: bool, auth: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The EHLO reply's extension lines (a server has only a few sets: each is made once)."""
+    return tuple(
+        Extensions(
+            pipelining=True,
+            size=size,
+            eightbitmime=True,
+            smtputf8=True,
+            enhancedstatuscodes=True,
+            chunking=True,
+            dsn=dsn,
+            starttls=starttls,
+            auth=auth,
+        ).to_lines()
+    )
+
 
 _TIMEOUT_REPLIES = {
     TimedOut.COMMAND: replies.command_timeout,
