@@ -151,6 +151,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def __init__(self, *, quickack: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
+        self._view = _read_buffer()  # this thread's: the loop's, as the protocol is
         self.transport: asyncio.Transport | None = None
         self._quickack = quickack and _QUICKACK is not None
         self._socket: socket.socket | None = None
@@ -170,10 +171,10 @@ class _Protocol(asyncio.BufferedProtocol):
             self._socket = transport.get_extra_info("socket")
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer()
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = _read_buffer()[:nbytes].tobytes()
+        data = self._view[:nbytes].tobytes()
         if self._socket is not None and _QUICKACK is not None:
             # Not a lasting mode: the kernel may go back to delaying, so it is set again
             # at each arrival.

@@ -134,14 +134,15 @@ class SessionRunner:
                 self._write(replies.service_unavailable())
                 return
             self.server.stats["sessions"] += 1
-            self.mail.debug(
-                "connected",
-                session_marker="connected",
-                remote_ip=session.remote_ip,
-                local_ip=session.local[0] if session.local else None,
-                listener=session.listener,
-                **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
-            )
+            if self.mail.enabled(logging.DEBUG):  # the line's tags are not made for nothing
+                self.mail.debug(
+                    "connected",
+                    session_marker="connected",
+                    remote_ip=session.remote_ip,
+                    local_ip=session.local[0] if session.local else None,
+                    listener=session.listener,
+                    **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
+                )
             try:
                 self.conn.send(
                     replies.service_ready(self._hostname(), self.plugin.greeting(session))
@@ -465,7 +466,9 @@ class SessionRunner:
                 return
             envelope = Envelope(info=info, message=_wrap(envelope.message, problem))
         size = envelope.size
-        self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
+        events = self.server.events
+        if events.subscribers:
+            events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
         try:
             if self.session.lmtp:
                 reply = await self._process_lmtp(transaction, envelope)
