@@ -334,9 +334,7 @@ class SessionRunner:
         if isinstance(command, Helo):
             self.conn.send(replies.helo_ok(self._hostname()))
             return
-        self.conn.send(
-            replies.ehlo_ok(self._hostname(), f"greets {command.domain}", self._extensions())
-        )
+        self.conn.send(_ehlo_reply(self._hostname(), command.domain, self._extensions()))
 
     def _extensions(self) -> tuple[str, ...]:
         session, config = self.session, self.config
@@ -605,6 +603,12 @@ class SessionRunner:
 
 
 MAX_LOGGED_NAME = 100  # characters of a user name a failed AUTH log line keeps
+
+
+@functools.lru_cache(maxsize=256)
+def _ehlo_reply(hostname: str, client: str, lines: tuple[str, ...]) -> Reply:
+    """The EHLO reply, made (checked, formatted) once for a client name that comes back."""
+    return replies.ehlo_ok(hostname, f"greets {client}", lines)
 
 
 @functools.lru_cache(maxsize=64)
