@@ -88,3 +88,18 @@ async def test_interleaved_tls_connections_each_read_their_own_bytes(ca: Any) ->
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     await _exchange(client_context, server_tls_context(ca, "localhost"))
+
+
+def test_interleaved_connections_on_uvloop(ca: Any) -> None:
+    """uvloop reads into a protocol's buffer through its own code: the same guarantee."""
+    import uvloop
+
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server_context = server_tls_context(ca, "localhost")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_exchange(None, None))
+        loop.run_until_complete(_exchange(client_context, server_context))
+    finally:
+        loop.close()
