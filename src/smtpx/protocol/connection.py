@@ -37,6 +37,7 @@ still owes, and a client sees each as a :class:`Response`.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass
 
@@ -84,6 +85,9 @@ from smtpx.protocol.states import (
 __all__ = ["ClientConnection", "Limits", "ServerConnection"]
 
 _NO_EXTENSIONS = Extensions()
+# A server sends the same few EHLO replies over and over: each is parsed once.
+# (Extensions are immutable, so sessions can share them.)
+_parse_extensions = functools.lru_cache(maxsize=64)(Extensions.parse)
 _ERROR = "ERROR"  # the kind of a line the core refused itself; its reply changes no state
 _CLOSED = ConnectionClosed()
 _END_OF_DATA = EndOfData()
@@ -546,7 +550,7 @@ class ServerConnection:
         if kind in ("EHLO", "LHLO"):
             assert isinstance(command, Ehlo)
             self.helo = command
-            self.extensions = Extensions.parse(reply.lines[1:])
+            self.extensions = _parse_extensions(tuple(reply.lines[1:]))
             self._end_transaction()
         elif kind == "HELO":
             assert isinstance(command, Helo)

@@ -48,7 +48,7 @@ class ReadDeadlines:
         self.data_timeout = data_timeout
         self.min_data_rate = min_data_rate
         self.data_rate_grace = data_rate_grace
-        self._command_deadline: float | None = None
+        self._command_deadline: Deadline | None = None  # one object per command awaited
         self._transfer_start: float | None = None
         self._transfer_octets = 0
 
@@ -68,9 +68,11 @@ class ReadDeadlines:
         """The deadline of a read that starts at ``now``; ``content``: it is for message
         content, not for a command."""
         if not content:
-            if self._command_deadline is None:
-                self._command_deadline = now + self.command_timeout
-            return Deadline(self._command_deadline, TimedOut.COMMAND)
+            deadline = self._command_deadline
+            if deadline is None:
+                deadline = Deadline(now + self.command_timeout, TimedOut.COMMAND)
+                self._command_deadline = deadline
+            return deadline
         if self._transfer_start is None:
             self._transfer_start = now
         idle = Deadline(now + self.data_timeout, TimedOut.DATA)

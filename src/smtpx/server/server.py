@@ -71,13 +71,23 @@ class Server:
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
         self._id_prefix = f"{os.getpid():x}"
+        # The loop, looked up at first use (and again once that loop has stopped): on
+        # Python 3.11, asyncio.get_running_loop() is a getpid system call, and the time
+        # is asked per read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def new_session_id(self) -> str:
         return f"{self._id_prefix}.{next(self._ids)}"
 
     def loop_time(self) -> float:
         self._ensure_sweeper()
-        return asyncio.get_running_loop().time()
+        return self._running_loop().time()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     # Read timeouts are enforced by one periodic sweep, not a timer per read: on a busy
     # server that is tens of thousands of timers a second saved. Precision: the period.
@@ -231,7 +241,7 @@ class Server:
             return
         self._per_listener[key] += 1
         runner = SessionRunner(self, stream, key, self.limits_for(listener))
-        task = asyncio.get_running_loop().create_task(runner.run())
+        task = self._running_loop().create_task(runner.run())
         self._runners[task] = runner
         task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))
 

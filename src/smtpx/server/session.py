@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import functools
 import logging
 import re
 import time
@@ -133,14 +134,15 @@ class SessionRunner:
                 self._write(replies.service_unavailable())
                 return
             self.server.stats["sessions"] += 1
-            self.mail.debug(
-                "connected",
-                session_marker="connected",
-                remote_ip=session.remote_ip,
-                local_ip=session.local[0] if session.local else None,
-                listener=session.listener,
-                **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
-            )
+            if self.mail.enabled(logging.DEBUG):  # the line's tags are not made for nothing
+                self.mail.debug(
+                    "connected",
+                    session_marker="connected",
+                    remote_ip=session.remote_ip,
+                    local_ip=session.local[0] if session.local else None,
+                    listener=session.listener,
+                    **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
+                )
             try:
                 self.conn.send(
                     replies.service_ready(self._hostname(), self.plugin.greeting(session))
@@ -332,11 +334,9 @@ class SessionRunner:
         if isinstance(command, Helo):
             self.conn.send(replies.helo_ok(self._hostname()))
             return
-        self.conn.send(
-            replies.ehlo_ok(self._hostname(), f"greets {command.domain}", self._extensions())
-        )
+        self.conn.send(_ehlo_reply(self._hostname(), command.domain, self._extensions()))
 
-    def _extensions(self) -> list[str]:
+    def _extensions(self) -> tuple[str, ...]:
         session, config = self.session, self.config
         try:
             offer = self.plugin.extensions(session)
@@ -350,17 +350,9 @@ class SessionRunner:
             if auth_ok and not session.authenticated
             else {}
         )
-        return Extensions(
-            pipelining=True,
-            size=config.max_message_size,
-            eightbitmime=True,
-            smtputf8=True,
-            enhancedstatuscodes=True,
-            chunking=True,
-            dsn=config.dsn,
-            starttls=starttls,
-            auth=tuple(self._mechanisms),
-        ).to_lines()
+        return _extension_lines(
+            config.max_message_size, config.dsn, starttls, tuple(self._mechanisms)
+        )
 
     def _end_transaction(self) -> None:
         self.transaction = None
@@ -472,7 +464,9 @@ class SessionRunner:
                 return
             envelope = Envelope(info=info, message=_wrap(envelope.message, problem))
         size = envelope.size
-        self.server.events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
+        events = self.server.events
+        if events.subscribers:
+            events.publish(EnvelopeReceived(time.time(), self.session.id, info, size))
         try:
             if self.session.lmtp:
                 reply = await self._process_lmtp(transaction, envelope)
@@ -609,6 +603,33 @@ class SessionRunner:
 
 
 MAX_LOGGED_NAME = 100  # characters of a user name a failed AUTH log line keeps
+
+
+@functools.lru_cache(maxsize=256)
+def _ehlo_reply(hostname: str, client: str, lines: tuple[str, ...]) -> Reply:
+    """The EHLO reply, made (checked, formatted) once for a client name that comes back."""
+    return replies.ehlo_ok(hostname, f"greets {client}", lines)
+
+
+@functools.lru_cache(maxsize=64)
+def _extension_lines(
+    size: int | None, dsn: bool, starttls: bool, auth: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The EHLO reply's extension lines (a server has only a few sets: each is made once)."""
+    return tuple(
+        Extensions(
+            pipelining=True,
+            size=size,
+            eightbitmime=True,
+            smtputf8=True,
+            enhancedstatuscodes=True,
+            chunking=True,
+            dsn=dsn,
+            starttls=starttls,
+            auth=auth,
+        ).to_lines()
+    )
+
 
 _TIMEOUT_REPLIES = {
     TimedOut.COMMAND: replies.command_timeout,
