@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from click.testing import CliRunner
 
@@ -19,7 +20,9 @@ from smtpx.errors import SessionError
 from smtpx.mta.app import Mta
 from smtpx.mta.config import MtaConfig
 from smtpx.mta.routing import FakeDns
+from smtpx.spool.pg import store as pg_store
 from smtpx.spool.pg.store import PgStore
+from smtpx.spool.types import PostgresSettings, SpoolConfig
 from tests.mta.helpers import PLAIN, message
 
 
@@ -120,3 +123,21 @@ def test_db_check_migrate_and_serve_check(tmp_path: Path, pg_dsn: str) -> None:
     down = runner.invoke(main, ["db", "check", "--config", str(path)])
     assert down.exit_code == 1 and "does not answer" in down.output
     assert runner.invoke(main, ["serve", "--check", "--config", str(path)]).exit_code == 2
+
+
+async def test_closing_does_not_wait_for_a_connection_that_never_comes_back(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection still out at close (a cancelled query waiting for PostgreSQL to
+    confirm its cancel, say) used to hold close() for good (asyncpg only warns after
+    60 s; the loaded full run's hang); the pool is terminated after CLOSE_TIMEOUT."""
+    monkeypatch.setattr(pg_store, "CLOSE_TIMEOUT", 0.2)
+    settings = PostgresSettings(dsn=pg_dsn, node="n1")
+    pg = PgStore(SpoolConfig(directory=tmp_path / "spool", postgresql=settings), {}, lambda: 0.0)
+    await pg.open()
+    pool = pg._pool
+    await pool.acquire()  # never released
+    await asyncio.wait_for(pg.close(), 5)
+    assert "the pool was terminated" in caplog.text
+    with pytest.raises(asyncpg.InterfaceError, match="closed"):
+        await pool.acquire()

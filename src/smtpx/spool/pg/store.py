@@ -40,6 +40,8 @@ from smtpx.spool.types import EventKind, PostgresSettings, SpoolConfig, SpoolEve
 
 __all__ = ["PgStore"]
 
+CLOSE_TIMEOUT = 10.0  # seconds the pool's connections get to come back at close
+
 log = logging.getLogger("smtpx.spool")
 
 # What a failing database raises through asyncpg.
@@ -166,7 +168,7 @@ class PgStore:
                     await self._queue.release((message_id, token))
             await self._queue.close()
         if self._pool is not None:
-            await self._pool.close()
+            await _close_pool(self._pool)
 
     async def _listen(self) -> None:
         """Wake the scheduler when another node says messages are due (best effort: the
@@ -505,3 +507,20 @@ async def _keep_listening(
         finally:
             with contextlib.suppress(*DB_ERRORS):
                 await listener.close()
+
+
+async def _close_pool(pool: Any) -> None:
+    """Close the pool, waiting at most :data:`CLOSE_TIMEOUT` for its connections to come
+    back. One can stay out for good: a query cancelled when its task was (the retention
+    sweep at shutdown, say) holds its connection until PostgreSQL confirms the cancel,
+    which asyncpg asks for over a new connection; asyncpg's own close would then wait
+    forever (it only warns after 60 s). Past the bound the pool is terminated (its
+    sockets closed): everything this node wrote was committed before."""
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+    except TimeoutError:  # (wait_for cancelled close(): asyncpg terminated the pool)
+        log.warning(
+            "spool database: a connection was still in use %gs after closing began; "
+            "the pool was terminated",
+            CLOSE_TIMEOUT,
+        )
