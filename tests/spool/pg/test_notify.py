@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -91,8 +93,14 @@ async def test_events_reach_every_listening_node(pg_dsn: str, pg_pool: asyncpg.P
             assert second is not None
             assert (second.node, second.kind, second.id) == ("node-b", "frozen", "m2")
         await pg_pool.execute("SELECT pg_notify($1, 'not ours')", EVENTS_CHANNEL)
+        await pg_pool.execute("SELECT pg_notify($1, '[1, 2]')", EVENTS_CHANNEL)
+        await pg_pool.execute('SELECT pg_notify($1, \'{"node": "x"}\')', EVENTS_CHANNEL)
         await publish(pg_pool, EVENT)
-        assert await asyncio.wait_for(one.next(30), 30) == EVENT  # the stranger was skipped
+        assert await asyncio.wait_for(one.next(30), 30) == EVENT  # the strangers were skipped
+        # A newer node's event with a key this one does not know still arrives.
+        newer = json.dumps({**dataclasses.asdict(EVENT), "reason": "451 busy"})
+        await pg_pool.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, newer)
+        assert await asyncio.wait_for(one.next(30), 30) == EVENT
 
 
 async def test_a_long_detail_is_cut_to_fit_a_notification(

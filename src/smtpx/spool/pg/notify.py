@@ -41,6 +41,9 @@ class NodeEvent:
     time: float
 
 
+_EVENT_FIELDS = tuple(NodeEvent.__dataclass_fields__)
+
+
 def event_payload(event: NodeEvent) -> str:
     """The NOTIFY payload for ``event``: JSON, its detail cut to fit PostgreSQL's limit."""
     payload = json.dumps(asdict(event), ensure_ascii=False)
@@ -137,8 +140,11 @@ class EventListener(_Listening):
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         try:
-            event = NodeEvent(**json.loads(str(payload)))
-        except (ValueError, TypeError):
+            data = json.loads(str(payload))
+            # Keys a newer node adds are left out: in a rolling upgrade its events still
+            # reach this one (the fields it knows must all be there).
+            event = NodeEvent(**{name: data[name] for name in _EVENT_FIELDS})
+        except (ValueError, TypeError, KeyError):
             return  # not an smtpx event: someone else's NOTIFY on the channel
         self._append(event)
 
