@@ -250,6 +250,24 @@ async def test_too_many_errors_hang_up() -> None:
     await raw.finish()
 
 
+async def test_idling_commands_past_the_junk_limit_spend_the_error_budget() -> None:
+    """NOOP, RSET, VRFY, EXPN and HELP are answered as ever; past max_junk_commands since
+    the last message accepted each also counts as an error (Postfix's
+    smtpd_junk_command_limit): a session that only idles ends with 421."""
+    raw = await raw_session(server(Keep(), max_junk_commands=4, max_errors=3))
+    await raw.send(EHLO)
+    junk = b"NOOP\r\nRSET\r\nVRFY x\r\nHELP\r\n"
+    assert await raw.codes(junk, 4) == [250, 250, 252, 214]
+    # A message accepted starts the count again.
+    await raw.send(ENVELOPE, 3)
+    assert (await raw.send(b"Subject: x\r\n\r\nbody\r\n.\r\n"))[0].code == 250
+    assert await raw.codes(junk, 4) == [250, 250, 252, 214]
+    # Past the limit: still answered, but each one is an error; the third ends it.
+    assert await raw.codes(b"NOOP\r\nEXPN x\r\nNOOP\r\nNOOP\r\n", 3) == [250, 502, 421]
+    assert await raw.closed() and raw.parser.next_reply() is None
+    await raw.finish()
+
+
 async def test_empty_lines_are_answered_and_spend_the_error_budget() -> None:
     raw = await raw_session(server(max_errors=3))
     replies = await raw.send(b"\r\n\r\n\r\nNOOP\r\n", 3)

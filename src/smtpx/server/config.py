@@ -84,6 +84,10 @@ class ServerConfig:
     * ``max_message_size``: advertised with SIZE and enforced while reading (RFC 1870).
     * ``max_recipients``: per transaction; more get ``452 4.5.3`` (RFC 5321 4.5.3.1.10).
     * ``max_errors``: refused commands per session before ``421`` and a hang-up.
+    * ``max_junk_commands``: NOOP, RSET, VRFY, EXPN and HELP a session may send between
+      two accepted messages; each one past it also counts as an error (Postfix's
+      ``smtpd_junk_command_limit``, 100 too), so a client that only idles this way is
+      let go at the error budget.
     * ``max_auth_failures``: failed AUTH attempts per session before ``421``.
     * ``auth_without_tls``: offer AUTH on a plaintext connection (RFC 4954 section 4 says
       a server SHOULD NOT accept plaintext passwords without TLS).
@@ -125,6 +129,7 @@ class ServerConfig:
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 1000
     max_errors: int = 20
+    max_junk_commands: int = 100
     max_auth_failures: int = 3
     max_command_line: int = 2048
     max_text_line: int | None = 1000

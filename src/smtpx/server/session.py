@@ -109,6 +109,7 @@ class SessionRunner:
         self.chunk_error: Reply | None = None
         self.errors = 0
         self.auth_failures = 0
+        self.junk = 0  # NOOP, RSET, VRFY, EXPN, HELP since the last message accepted
         self.waiting_for_command = False
         self.deadline: float | None = None  # loop time by which the pending read must end
         self.deadlines = ReadDeadlines(
@@ -204,6 +205,16 @@ class SessionRunner:
         self._send_each(reply)
         return False
 
+    def _answer_junk(self, reply: Reply) -> None:
+        """A command that moves no mail (Postfix's "junk": NOOP, RSET, VRFY, EXPN, HELP):
+        past ``max_junk_commands`` since the last message accepted, each also counts as
+        an error, so a session that only idles this way ends at the error budget."""
+        self.junk += 1
+        if self.junk <= self.config.max_junk_commands:
+            self.conn.send(reply)
+        elif self._answer_error(reply):
+            raise _Hangup
+
     def _send_each(self, reply: Reply) -> None:
         """``reply`` to the pending event: once, or (LMTP, at the end of the content)
         once for each recipient (RFC 2033 4.2)."""
@@ -289,24 +300,24 @@ class SessionRunner:
             await self._end_of_chunk(event.last)
         elif isinstance(event, Rset):
             self._end_transaction()
-            self.conn.send(replies.ok())
+            self._answer_junk(replies.ok())
         elif isinstance(event, (Ehlo, Helo)):
             await self._helo(event)
         elif isinstance(event, Quit):
             self.conn.send(replies.closing())
             raise _Hangup
         elif isinstance(event, Noop):
-            self.conn.send(replies.ok())
+            self._answer_junk(replies.ok())
         elif isinstance(event, StartTls):
             await self._starttls()
         elif isinstance(event, Auth):
             await self._auth(event)
         elif isinstance(event, Vrfy):
-            self.conn.send(replies.cannot_verify())
+            self._answer_junk(replies.cannot_verify())
         elif isinstance(event, Expn):
-            self.conn.send(replies.not_implemented("EXPN"))
+            self._answer_junk(replies.not_implemented("EXPN"))
         elif isinstance(event, Help):
-            self.conn.send(replies.help_text())
+            self._answer_junk(replies.help_text())
         elif isinstance(event, Command):  # pragma: no cover - every verb is handled above
             self.conn.send(replies.command_unrecognized(event.verb))
 
@@ -477,6 +488,7 @@ class SessionRunner:
             self._send_each(self._hook_failed("process", exc))
             return
         self.server.stats["messages"] += 1
+        self.junk = 0  # (as Postfix: the count starts again after mail is accepted)
         if self.mail.enabled():
             extra: dict[str, Any] = {}
             if self.config.fingerprints:
