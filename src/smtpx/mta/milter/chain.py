@@ -26,6 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily
 
@@ -71,31 +72,37 @@ class MilterStats:
     default_actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # milter, action
 
     def metrics(self) -> Iterable[object]:
-        verdicts = CounterMetricFamily(
+        yield _family(
             "smtpx_milter_verdicts",
             "Final answers of the milters (accept, reject, tempfail, reply, discard, "
             "shutdown) by milter and stage",
-            labels=["milter", "stage", "verdict"],
+            ["milter", "stage", "verdict"],
+            self.verdicts,
         )
-        for (milter, stage, verdict), count in sorted(self.verdicts.items()):
-            verdicts.add_metric([milter, stage, verdict], count)
-        yield verdicts
-        failures = CounterMetricFamily(
+        yield _family(
             "smtpx_milter_failures",
             "Milters that could not be reached, timed out or broke the protocol, by stage",
-            labels=["milter", "stage"],
+            ["milter", "stage"],
+            self.failures,
         )
-        for (milter, stage), count in sorted(self.failures.items()):
-            failures.add_metric([milter, stage], count)
-        yield failures
-        defaults = CounterMetricFamily(
+        yield _family(
             "smtpx_milter_default_actions",
             "Messages answered with a failed milter's default action (tempfail, reject)",
-            labels=["milter", "action"],
+            ["milter", "action"],
+            self.default_actions,
         )
-        for (milter, action), count in sorted(self.default_actions.items()):
-            defaults.add_metric([milter, action], count)
-        yield defaults
+
+
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
+
+
+def _family(
+    name: str, text: str, labels: list[str], counts: Mapping[_Labels, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text, labels=labels)
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
+    return family
 
 
 @dataclass(eq=False)
