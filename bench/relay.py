@@ -872,15 +872,7 @@ def main() -> int:
                     ">= 2.5x " + verdict(None if times is None else times >= 2.5),
                 )
             )
-            rows.append(
-                (
-                    "  MTA CPU per message",
-                    cell(ours.cpu_us, ",.0f", " us"),
-                    cell(theirs.cpu_us if theirs else None, ",.0f", " us"),
-                    "",
-                    "",
-                )
-            )
+            rows.append(_cpu_row(ours.cpu_us, theirs.cpu_us if theirs else None))
             targets.append((f"intake ({shape}{tag}) >= 2.5x Postfix", _met(times, 2.5)))
         for when, ours_latency, theirs_latency in (
             ("idle", intake.idle, pf_intake.idle if pf_intake else None),
@@ -914,15 +906,7 @@ def main() -> int:
                 "",
             )
         )
-        rows.append(
-            (
-                "  MTA CPU per message",
-                cell(relay.cpu_us, ",.0f", " us"),
-                cell(pf_relay.cpu_us if pf_relay else None, ",.0f", " us"),
-                "",
-                "",
-            )
-        )
+        rows.append(_cpu_row(relay.cpu_us, pf_relay.cpu_us if pf_relay else None))
         targets.append((f"relay{tag} >= 2x Postfix", _met(relay_ratio, 2)))
     rows += [
         (
@@ -1031,6 +1015,10 @@ def _middle(items: list[T], key: Callable[[T], float]) -> T:
 
 def _met(times: float | None, target: float) -> bool | None:
     return None if times is None else times >= target
+
+
+def _cpu_row(ours: float | None, theirs: float | None) -> tuple[str, str, str, str, str]:
+    return ("  MTA CPU per message", cell(ours, ",.0f", " us"), cell(theirs, ",.0f", " us"), "", "")
 
 
 def _latency(latency: Latency | None) -> str:
