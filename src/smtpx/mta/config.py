@@ -54,7 +54,7 @@ from smtpx.protocol.data import BareNewlines
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.lenient import AddressGrammar
 from smtpx.server.config import Listener, ServerConfig, ServerTls
-from smtpx.server.limits import ClientLimits
+from smtpx.server.limits import ClientLimits, client_ip
 from smtpx.spool.journal import FsyncPolicy
 from smtpx.spool.types import PostgresSettings
 from smtpx.units import parse_duration, parse_size
@@ -357,13 +357,8 @@ class RelaySettings:
 
 @functools.lru_cache(maxsize=4096)  # (asked per connection; clients come back)
 def _inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
-    return any(ip in network for network in networks)
+    ip = client_ip(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from smtpx.mta.config import DnsblSettings, DnsblZone, on_listener
 from smtpx.mta.guards import Guard, is_own
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session
+from smtpx.server.limits import client_ip
 
 __all__ = ["DnsblGuard", "Listing", "query_name"]
 
@@ -49,12 +50,9 @@ MAX_TEXT = 200
 
 def query_name(address: str, zone: str) -> str | None:
     """The name to ask ``zone`` about ``address`` (None when it is not an IP address)."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
+    ip = client_ip(address)
+    if ip is None:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     reverse = ip.reverse_pointer.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
     return f"{reverse}.{zone}"
 

@@ -36,6 +36,7 @@ from smtpx.mta.shared import REDIS_ERRORS, Outage
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session, Transaction
+from smtpx.server.limits import client_ip
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -48,12 +49,9 @@ KNOWN = -1  # passed before: passes
 
 def triplet(settings: GreylistSettings, ip: str, sender: str, recipient: str) -> str | None:
     """The triplet's key (None when ``ip`` is not an IP address)."""
-    try:
-        address = ipaddress.ip_address(ip.partition("%")[0])
-    except ValueError:
+    address = client_ip(ip)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     bits = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
     network = ipaddress.ip_network((address, bits), strict=False)
     return f"{network} {sender.lower()} {recipient.lower()}"

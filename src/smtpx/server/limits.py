@@ -25,6 +25,7 @@ __all__ = [
     "ClientLimits",
     "IPNetwork",
     "Refused",
+    "client_ip",
     "client_key",
 ]
 
@@ -68,9 +69,11 @@ KEY_CACHE = 4096  # client addresses whose key ClientLimiter remembers
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _client_ip(address: str) -> IPAddress | None:
+def client_ip(address: str) -> IPAddress | None:
+    """A client's address as text (a socket's, maybe with an IPv6 zone; a bracketed
+    literal) as an IP address, IPv4-mapped IPv6 unwrapped; None when it is not one."""
     try:
-        ip = ipaddress.ip_address(address.partition("%")[0])  # drop an IPv6 zone
+        ip = ipaddress.ip_address(address.strip("[]").partition("%")[0])  # drop a zone
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -87,7 +90,7 @@ def _key_of(ip: IPAddress) -> str:
 def client_key(address: str) -> str | None:
     """The client an IP address belongs to (the address, or its IPv6 /64); None when
     ``address`` is not an IP address."""
-    ip = _client_ip(address)
+    ip = client_ip(address)
     return None if ip is None else _key_of(ip)
 
 
@@ -133,7 +136,7 @@ class ClientLimiter:
             return self._keys[address]
         except KeyError:
             pass
-        ip = _client_ip(address)
+        ip = client_ip(address)
         exempt = ip is None or any(ip in network for network in self.limits.exempt)
         key = None if ip is None or exempt else _key_of(ip)
         if len(self._keys) >= KEY_CACHE:

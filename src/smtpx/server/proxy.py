@@ -19,6 +19,7 @@ from typing import IO
 
 from smtpx.io.stream import Stream
 from smtpx.protocol.proxy import ProxyHeaderError, parse_proxy_header
+from smtpx.server.limits import client_ip
 
 __all__ = ["ProxiedStream", "ProxyHeaderError", "peer_allowed", "unwrap"]
 
@@ -30,15 +31,8 @@ MAX_HEADER = 4096
 
 def peer_allowed(peer: tuple[str, int] | None, networks: Sequence[IPNetwork]) -> bool:
     """Whether a connection from ``peer`` may send a PROXY header."""
-    if peer is None:
-        return False
-    try:
-        ip = ipaddress.ip_address(peer[0].partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+    ip = None if peer is None else client_ip(peer[0])
+    return ip is not None and any(ip in network for network in networks)
 
 
 async def unwrap(stream: Stream, timeout: float) -> ProxiedStream:
