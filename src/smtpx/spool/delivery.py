@@ -214,12 +214,10 @@ class DeliveryEngine:
             damaged = next(e for e in batch if e.id not in settled)
             settled.add(damaged.id)
             await self.quarantine_damaged(damaged, damage)
-        except NoHopAvailable as exc:
-            error = describe(exc)
-            if exc.failures:  # (every hop tried and failed: the destination is down)
-                self.context.unreachable.mark(key, error)
         except (SMTPXError, OSError, TimeoutError) as exc:
             error = describe(exc)
+            if isinstance(exc, NoHopAvailable) and exc.failures:  # every hop failed
+                self.context.unreachable.mark(key, error)
         for entry in batch:
             if entry.id not in settled:
                 await self.settle(entry, {}, error or "not attempted")
@@ -413,18 +411,17 @@ class DeliveryEngine:
         entry.next_attempt = max(now + interval.to_span(self.rng), not_before)
         entry.status = Status.SEND_AT
 
-    def defer_untried(self, entry: SpooledMessage, now: float) -> bool:
+    def defer_untried(self, entry: SpooledMessage, now: float) -> None:
         """At intake, before ``entry`` is stored: when its destination is suspended and it
         has a retry interval, it waits for that interval as after a failed attempt (one
-        record, no claim, no connection). False: it is to be tried now."""
-        if not entry.retry_intervals:
-            return False
-        suspension = self.context.unreachable.suspended(destination_key(entry))
-        if suspension is None:
-            return False
-        entry.record_attempt(now, suspension.reason)
-        self._schedule_retry(entry, now, suspension.until)
-        return True
+        record, no claim, no connection; its status says so)."""
+        unreachable = self.context.unreachable
+        if not entry.retry_intervals or not unreachable:  # (nothing suspended: the norm)
+            return
+        suspension = unreachable.suspended(destination_key(entry))
+        if suspension is not None:
+            entry.record_attempt(now, suspension.reason)
+            self._schedule_retry(entry, now, suspension.until)
 
     def report_deferred(
         self,
