@@ -205,6 +205,27 @@ def wait_for_greeting(
             time.sleep(0.005)
 
 
+def wait_healthy(control: Path, process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> None:
+    """Poll ``GET /healthz`` on the control socket until it answers 200. With workers the
+    supervisor answers so only once every worker does: the first worker to listen gets
+    every connection made before the others listen (SO_REUSEPORT picks among listening
+    sockets), so a run started at the first greeting measured one worker."""
+    deadline = time.monotonic() + timeout
+    status = b""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(str(control))
+            sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: smtpx\r\n\r\n")
+            status = sock.recv(64).split(b"\r\n", 1)[0]
+            if status.split()[1:2] == [b"200"]:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"{control}: /healthz did not answer 200 in {timeout:.0f} s ({status!r})")
+
+
 @dataclass(frozen=True)
 class Load:
     messages: int
@@ -377,6 +398,7 @@ class Smtpx:
         try:
             try:
                 wait_for_greeting(port, process=process)
+                wait_healthy(config.with_suffix(".sock"), process)
             except RuntimeError as exc:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"smtpx serve: {exc}\n{tail}") from None
