@@ -25,11 +25,12 @@ from tests.mta.helpers import config, message
 class _Pool:
     def __init__(self, mtas: list[Mta]) -> None:
         self.mtas = mtas
+        self.pids = [1000 + i for i in range(len(mtas))]  # a restart gives a new one
 
     def status(self) -> list[dict[str, Any]]:
         return [
-            {"worker": i, "pid": 1000 + i, "running": True, "restarts": 0}
-            for i in range(len(self.mtas))
+            {"worker": i, "pid": pid, "running": True, "restarts": 0}
+            for i, pid in enumerate(self.pids)
         ]
 
 
@@ -108,15 +109,18 @@ async def test_actions_reach_the_worker_holding_each_id(
     assert status == 200 and b"Subject: 0" in raw
 
 
-async def test_metrics_add_up_and_a_silent_worker_is_a_503(
+async def test_metrics_add_up_over_restarts_and_a_silent_worker_is_a_503(
     plane: tuple[Aggregator, list[Mta]],
 ) -> None:
     aggregator, mtas = plane
     await frozen_ids(mtas[0], 2)
     await frozen_ids(mtas[1], 3)
+    mtas[0].server.stats["messages"] += 2
+    mtas[1].server.stats["messages"] += 3
     status, metrics = await call(aggregator, "GET", "/metrics")
     assert status == 200
     assert b'smtpx_queue_messages{status="frozen"} 5.0' in metrics
+    assert b"\nsmtpx_messages_received_total 5.0\n" in metrics
     assert b'smtpx_workers_up{worker="1"} 1' in metrics
     assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5
     assert (await call(aggregator, "GET", "/healthz"))[0] == 200
@@ -127,9 +131,19 @@ async def test_metrics_add_up_and_a_silent_worker_is_a_503(
     assert [w["healthy"] for w in health["workers"]] == [True, False]
     status, error = await call(aggregator, "GET", "/v1/spool/messages")
     assert status == 503 and "worker 1 does not answer" in error["error"]
+    # Metrics still answer, the silent worker as last seen: no counter goes down.
+    status, metrics = await call(aggregator, "GET", "/metrics")
+    assert status == 200 and b"\nsmtpx_messages_received_total 5.0\n" in metrics
+
+    aggregator.pool.pids[1] = 2001  # type: ignore[attr-defined]
     mtas[1] = Mta(dataclasses.replace(mtas[1].config))  # started again on its shard
     await mtas[1].start()
     assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5
+    # Its counters start from zero; the total goes on from its earlier life's.
+    mtas[1].server.stats["messages"] += 1
+    status, metrics = await call(aggregator, "GET", "/metrics")
+    assert status == 200 and b"\nsmtpx_messages_received_total 6.0\n" in metrics
+    assert b'smtpx_queue_messages{status="frozen"} 5.0' in metrics  # a gauge: as said now
 
 
 async def test_the_web_console_sees_both_shards(plane: tuple[Aggregator, list[Mta]]) -> None:

@@ -16,6 +16,7 @@ from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
 from smtpx.mta.supervisor import split_state_warnings
+from smtpx.mta.workermetrics import WorkerMetrics
 from smtpx.mta.workers import (
     adopt_shards,
     reserve_ports,
@@ -236,3 +237,37 @@ def test_smtpx_config_show_prints_workers(tmp_path: Path) -> None:
     result = invoke("config", "show", "--config", str(config))
     assert result.exit_code == 0, result.output
     assert f"workers = {os.cpu_count() or 1}\n" in result.stdout
+
+
+def test_worker_metrics_carry_counters_over_restarts() -> None:
+    def text(count: float, bucket: float, created: float, gauge: float, label: str) -> str:
+        return (
+            "# HELP m_total M\n# TYPE m_total counter\n"
+            f'm_total{{k="{label}"}} {count}\n'
+            "# HELP lat L\n# TYPE lat histogram\n"
+            f'lat_bucket{{le="1.0"}} {bucket}\nlat_count {bucket}\nlat_sum 0.5\n'
+            f"# HELP lat_created L\n# TYPE lat_created gauge\nlat_created {created}\n"
+            f"# HELP up U\n# TYPE up gauge\nup {gauge}\n"
+        )
+
+    metrics = WorkerMetrics()
+    assert metrics.last(0) is None
+    first = metrics.seen(0, 100, text(5, 2, 1000, 7, "a"))
+    assert first == text(5.0, 2.0, 1000.0, 7.0, "a")  # the first life: as it says
+    # Same process: as it says.
+    assert 'm_total{k="a"} 6.0' in metrics.seen(0, 100, text(6, 2, 1000, 7, "a"))
+    # A new process: counters from zero; its series "b" is new, "a" not made again yet.
+    second = metrics.seen(0, 200, text(1, 1, 2000, 3, "b")).splitlines()
+    assert 'm_total{k="b"} 1.0' in second and 'm_total{k="a"} 6.0' in second
+    assert second.index('m_total{k="a"} 6.0') < second.index("# HELP lat L")  # its family
+    assert 'lat_bucket{le="1.0"} 3.0' in second and "lat_count 3.0" in second
+    assert "lat_sum 1.0" in second and "lat_created 1000.0" in second  # the earliest
+    assert "up 3.0" in second  # a gauge is as said now
+    # Another restart: the carried values are the last ones shown.
+    third = metrics.seen(0, 300, text(2, 0, 3000, 1, "a")).splitlines()
+    assert 'm_total{k="a"} 8.0' in third and 'm_total{k="b"} 1.0' in third
+    assert 'lat_bucket{le="1.0"} 3.0' in third and "lat_created 1000.0" in third
+    assert metrics.last(0) == "\n".join(third) + "\n"
+    # Another worker is its own.
+    assert metrics.seen(1, 100, text(1, 0, 5, 1, "a")) == metrics.last(1)
+    assert 'm_total{k="a"} 1.0' in metrics.last(1)  # type: ignore[operator]

@@ -13,7 +13,9 @@ the workers and merging:
 * ``/v1/server``, ``/v1/cache``: counts added; ``/v1/server`` lists each worker
   (``workers``: index, pid, restarts, sessions, its stats).
 * ``/metrics``: every sample added across workers (``smtpx_queue_messages`` of a shared
-  queue from one worker), plus ``smtpx_workers_up`` and ``smtpx_worker_restarts_total``.
+  queue from one worker), plus ``smtpx_workers_up`` and ``smtpx_worker_restarts_total``;
+  a restarted worker's counters go on from its earlier lives', and a worker restarting
+  is shown as last seen (:mod:`smtpx.mta.workermetrics`): no counter goes down.
 * ``/healthz``: ``ok`` when every worker answers, else 503 ``degraded``.
 * streams (events, errors, envelopes, cache): merged as they come, each line with
   ``"worker": I``; a stream ends when one worker's ends (it restarted: reconnect).
@@ -48,6 +50,7 @@ from smtpx.mta.fanout import (
     sum_counts,
     worker_counter,
 )
+from smtpx.mta.workermetrics import WorkerMetrics
 
 __all__ = ["Aggregator", "Pool"]
 
@@ -82,6 +85,7 @@ class Aggregator(ControlSite):
         self.pool = pool
         self.workers = [WorkerClient(index, path) for index, path in enumerate(sockets)]
         self.shared_queue = shared_queue
+        self.worker_metrics = WorkerMetrics()
         # The web console's page and cross-origin check come first, as on one MTA.
         self.app.middlewares.insert(0, console.front)
         self.app.add_routes(
@@ -151,9 +155,25 @@ class Aggregator(ControlSite):
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
-        answers = await asyncio.gather(*(w.call("GET", "/metrics") for w in self.workers))
+        before = self.pool.status()
+        answers = await asyncio.gather(
+            *(w.call("GET", "/metrics") for w in self.workers), return_exceptions=True
+        )
+        after = self.pool.status()
+        texts = []
+        for worker, answer, was, now in zip(self.workers, answers, before, after, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, WorkerDown):
+                raise answer
+            # The answer is the process's whose pid the supervisor gave before and after.
+            fresh = isinstance(answer, Answer) and answer.status == 200
+            if fresh and now["pid"] is not None and was["pid"] == now["pid"]:
+                assert isinstance(answer, Answer)
+                texts.append(
+                    self.worker_metrics.seen(worker.index, now["pid"], answer.body.decode())
+                )
+            elif (last := self.worker_metrics.last(worker.index)) is not None:
+                texts.append(last)  # restarting: as last seen (smtpx_workers_up says so)
         shared = frozenset({"smtpx_queue_messages"}) if self.shared_queue else frozenset()
-        texts = [_ok(answer).body.decode() for answer in answers]
         body = merge_metrics([*texts, self._own_metrics()], first_only=shared)
         return web.Response(
             body=body.encode(),
