@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,36 @@ async def test_quarantine_reaches_each_shard(plane: tuple[Aggregator, list[Mta]]
     assert status == 200 and {m["id"] for m in listed["messages"]} == {*first, *second}
     status, error = await call(aggregator, "POST", "/v1/spool/quarantine", {"ids": first})
     assert status == 400 and "reason" in error["error"]
+
+
+async def test_the_merged_events_go_on_when_a_worker_restarts(
+    plane: tuple[Aggregator, list[Mta]],
+) -> None:
+    aggregator, mtas = plane
+    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        events = await session.get("http://smtpx/v1/spool/events")
+        assert events.status == 200
+
+        async def worker_of(message_id: str, seconds: float = 10) -> int:
+            """The worker of the event line about ``message_id``."""
+            while True:
+                line = await asyncio.wait_for(events.content.readline(), seconds)
+                assert line, "the merged stream ended"
+                if message_id in line.decode():
+                    return int(json.loads(line)["worker"])
+
+        assert await worker_of((await frozen_ids(mtas[1], 1))[0]) == 1
+        await mtas[1].close()  # its stream ends: the supervisor would restart it
+        assert await worker_of((await frozen_ids(mtas[0], 1))[0]) == 0  # still open
+        aggregator.pool.pids[1] = 2001  # type: ignore[attr-defined]
+        mtas[1] = Mta(dataclasses.replace(mtas[1].config))
+        await mtas[1].start()
+        # Its stream is opened again within moments (what comes before is not seen).
+        for _ in range(50):
+            with contextlib.suppress(TimeoutError):
+                assert await worker_of((await frozen_ids(mtas[1], 1))[0], 0.5) == 1
+                break
+        else:
+            raise AssertionError("worker 1's events never came back")
+        events.close()

@@ -18,7 +18,8 @@ the workers and merging:
   is shown as last seen (:mod:`smtpx.mta.workermetrics`): no counter goes down.
 * ``/healthz``: ``ok`` when every worker answers, else 503 ``degraded``.
 * streams (events, errors, envelopes, cache): merged as they come, each line with
-  ``"worker": I``; a stream ends when one worker's ends (it restarted: reconnect).
+  ``"worker": I``; when a worker restarts, its stream is opened again and the merged
+  one goes on (without what happened while the worker was down).
 
 A worker that does not answer (restarting) makes the queue endpoints answer 503: a
 partial list would look like lost mail.
@@ -281,7 +282,7 @@ class Aggregator(ControlSite):
         async with contextlib.AsyncExitStack() as stack:
             stack.enter_context(self.streams.streaming())
             replies = [
-                (w.index, await stack.enter_async_context(w.stream(request.path, request.query)))
+                (w, await stack.enter_async_context(w.stream(request.path, request.query)))
                 for w in workers
             ]
             for _, reply in replies:
@@ -289,7 +290,12 @@ class Aggregator(ControlSite):
                     body = await reply.read()
                     return web.Response(body=body, status=reply.status, content_type=_JSON)
             await response.prepare(request)
-            async for line in merge_streams(replies, tag=len(workers) > 1):
+            merged = await stack.enter_async_context(
+                contextlib.aclosing(
+                    merge_streams(replies, request.path, request.query, tag=len(workers) > 1)
+                )
+            )
+            async for line in merged:
                 try:
                     await response.write(line)
                 except (ConnectionError, RuntimeError):

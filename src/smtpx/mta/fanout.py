@@ -8,7 +8,7 @@ import contextlib
 import json
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,30 +88,51 @@ class WorkerClient:
                 yield reply
 
 
+RECONNECT_DELAY = 0.2  # seconds between attempts to reach a restarting worker's stream
+
+
 async def merge_streams(
-    replies: list[tuple[int, aiohttp.ClientResponse]], tag: bool
-) -> AsyncIterator[bytes]:
+    replies: list[tuple[WorkerClient, aiohttp.ClientResponse]],
+    path: str,
+    query: Mapping[str, str],
+    *,
+    tag: bool,
+) -> AsyncGenerator[bytes, None]:
     """The lines of every reply as they come (each with ``"worker": I`` when ``tag``),
-    until one of them ends (its worker stopped: the client reconnects)."""
-    lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1000)
+    for as long as the caller reads. When one worker's stream ends (the worker stopped:
+    the supervisor restarts it), it is asked again for ``path`` until it answers, and its
+    lines go on; what happened while it was down is not in the stream."""
+    lines: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
 
-    async def pump(index: int, reply: aiohttp.ClientResponse) -> None:
-        try:
-            async for line in reply.content:
-                if line.strip():
-                    await lines.put(_tagged(line, index) if tag else line)
-        except (aiohttp.ClientError, OSError):
-            pass
-        await lines.put(None)
+    async def pump(worker: WorkerClient, reply: aiohttp.ClientResponse) -> None:
+        await _pump_lines(reply, lines, worker.index if tag else None)
+        while True:
+            await asyncio.sleep(RECONNECT_DELAY)
+            with contextlib.suppress(WorkerDown):
+                async with worker.stream(path, query) as again:
+                    if again.status == 200:
+                        await _pump_lines(again, lines, worker.index if tag else None)
 
-    tasks = [asyncio.ensure_future(pump(index, reply)) for index, reply in replies]
+    tasks = [asyncio.ensure_future(pump(worker, reply)) for worker, reply in replies]
     try:
-        while (line := await lines.get()) is not None:
-            yield line
+        while True:
+            yield await lines.get()
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _pump_lines(
+    reply: aiohttp.ClientResponse, lines: asyncio.Queue[bytes], index: int | None
+) -> None:
+    """``reply``'s non-blank lines into ``lines`` until it ends."""
+    try:
+        async for line in reply.content:
+            if line.strip():
+                await lines.put(line if index is None else _tagged(line, index))
+    except (aiohttp.ClientError, OSError):
+        pass
 
 
 def _tagged(line: bytes, index: int) -> bytes:
