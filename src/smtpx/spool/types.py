@@ -189,8 +189,8 @@ class SpoolEvent:
     # The queue the message is in after the event (active, frozen, removed, quarantine;
     # "delivered"); "" when it is gone (purged) or unknown (an event from another node).
     queue: str = ""
-    # Why, for a deferral: the last attempt's error (this process's events only; not in
-    # the events stream, not shared with other nodes).
+    # Why, for a deferral: the last attempt's error (this process's events, and other
+    # nodes' of a shared queue; not in the events stream).
     reason: str = ""
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ import pytest
 from smtpx.spool.message import Status
 from smtpx.spool.pg.notify import (
     MAX_PAYLOAD,
+    MAX_REASON,
     DueListener,
     EventListener,
     NodeEvent,
@@ -97,16 +98,22 @@ async def test_events_reach_every_listening_node(pg_dsn: str, pg_pool: asyncpg.P
         await pg_pool.execute('SELECT pg_notify($1, \'{"node": "x"}\')', EVENTS_CHANNEL)
         await publish(pg_pool, EVENT)
         assert await asyncio.wait_for(one.next(30), 30) == EVENT  # the strangers were skipped
-        # A newer node's event with a key this one does not know still arrives.
-        newer = json.dumps({**dataclasses.asdict(EVENT), "reason": "451 busy"})
+        # A newer node's event with a key this one does not know still arrives, and an
+        # older node's without a reason.
+        newer = json.dumps({**dataclasses.asdict(EVENT), "reason": "451 busy", "shiny": 1})
         await pg_pool.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, newer)
+        assert await asyncio.wait_for(one.next(30), 30) == dataclasses.replace(
+            EVENT, reason="451 busy"
+        )
+        older = {k: v for k, v in dataclasses.asdict(EVENT).items() if k != "reason"}
+        await pg_pool.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, json.dumps(older))
         assert await asyncio.wait_for(one.next(30), 30) == EVENT
 
 
 async def test_a_long_detail_is_cut_to_fit_a_notification(
     pg_dsn: str, pg_pool: asyncpg.Pool
 ) -> None:
-    long = NodeEvent("node-a", "bounced", "m1", "é" * 9000, EPOCH)
+    long = NodeEvent("node-a", "bounced", "m1", "é" * 9000, EPOCH, reason="4" * 5000)
     assert len(event_payload(long).encode()) <= MAX_PAYLOAD
     async with await EventListener.open(pg_dsn) as listener:
         await publish(pg_pool, long)
@@ -115,6 +122,7 @@ async def test_a_long_detail_is_cut_to_fit_a_notification(
         assert got.detail.endswith("...")
         assert long.detail.startswith(got.detail[:-3])
         assert len(got.detail) > 3000
+        assert got.reason == "4" * MAX_REASON + "..."
 
 
 async def test_a_slow_reader_keeps_the_newest_events(pg_dsn: str, pg_pool: asyncpg.Pool) -> None:

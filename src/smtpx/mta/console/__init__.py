@@ -147,9 +147,9 @@ async def _feed(plane: ControlPlane, rates: Rates) -> None:
 
 
 async def _reason(plane: ControlPlane, event: SpoolEvent) -> str | None:
-    """Why a deferred message was deferred: its last attempt's error (this process's
-    events carry it; another node's are looked up); None for other events, or when the
-    message is gone meanwhile."""
+    """Why a deferred message was deferred: its last attempt's error (events carry it,
+    other nodes' too; an older node's are looked up); None for other events, or when
+    the message is gone meanwhile."""
     if event.kind not in (EventKind.DELAYED, EventKind.DELAYED_RATE_LIMITED):
         return None
     if event.reason:

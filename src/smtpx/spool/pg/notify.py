@@ -39,13 +39,20 @@ class NodeEvent:
     id: str
     detail: str
     time: float
+    # A deferral's reason (its last attempt's error); "" for other events, and in the
+    # events of a node older than this field.
+    reason: str = ""
 
 
-_EVENT_FIELDS = tuple(NodeEvent.__dataclass_fields__)
+_REQUIRED_FIELDS = ("node", "kind", "id", "detail", "time")
+MAX_REASON = 1000  # characters of a reason sent (the console shows 120)
 
 
 def event_payload(event: NodeEvent) -> str:
-    """The NOTIFY payload for ``event``: JSON, its detail cut to fit PostgreSQL's limit."""
+    """The NOTIFY payload for ``event``: JSON, its reason and detail cut to fit
+    PostgreSQL's limit."""
+    if len(event.reason) > MAX_REASON:
+        event = NodeEvent(**(asdict(event) | {"reason": event.reason[:MAX_REASON] + "..."}))
     payload = json.dumps(asdict(event), ensure_ascii=False)
     excess = len(payload.encode()) - MAX_PAYLOAD
     if excess <= 0:
@@ -141,10 +148,13 @@ class EventListener(_Listening):
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         try:
             data = json.loads(str(payload))
-            # Keys a newer node adds are left out: in a rolling upgrade its events still
-            # reach this one (the fields it knows must all be there).
-            event = NodeEvent(**{name: data[name] for name in _EVENT_FIELDS})
-        except (ValueError, TypeError, KeyError):
+            # Keys a newer node adds are left out, and an older node's event has no
+            # reason: in a rolling upgrade the events still reach every node.
+            event = NodeEvent(
+                **{name: data[name] for name in _REQUIRED_FIELDS},
+                reason=str(data.get("reason") or ""),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
             return  # not an smtpx event: someone else's NOTIFY on the channel
         self._append(event)
 

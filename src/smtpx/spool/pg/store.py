@@ -196,7 +196,8 @@ class PgStore:
         while self._outgoing:
             batch, self._outgoing = self._outgoing[:500], self._outgoing[500:]
             payloads = [
-                event_payload(NodeEvent(node, e.kind.value, e.id, e.detail, e.time)) for e in batch
+                event_payload(NodeEvent(node, e.kind.value, e.id, e.detail, e.time, e.reason))
+                for e in batch
             ]
             try:
                 await self._pool.execute(_NOTIFY_EVENTS, EVENTS_CHANNEL, payloads)
@@ -221,7 +222,11 @@ class PgStore:
             kind = EventKind(heard.kind)
         except ValueError:
             return  # a kind a newer smtpx knows
-        self.events.publish(SpoolEvent(heard.time, kind, heard.id, heard.detail, node=heard.node))
+        self.events.publish(
+            SpoolEvent(
+                heard.time, kind, heard.id, heard.detail, node=heard.node, reason=heard.reason
+            )
+        )
 
     async def _renew(self) -> None:
         """Keep the leases of what this node holds; drop what another node took over."""
