@@ -12,10 +12,12 @@ import pytest
 
 from smtpx.envelope import Envelope
 from smtpx.errors import ConfigError
+from smtpx.mta.app import Mta
 from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
 from smtpx.mta.supervisor import split_state_warnings
+from smtpx.mta.tlsrpt import SUCCESS, PolicyRef, TlsEvent
 from smtpx.mta.workermetrics import WorkerMetrics
 from smtpx.mta.workers import (
     adopt_shards,
@@ -27,6 +29,7 @@ from smtpx.mta.workers import (
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.spool import Delivery, Spool, SpoolConfig
 from tests.cli.helpers import invoke
+from tests.mta.helpers import config as mta_config
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +86,26 @@ dir = "spool"
     assert [listener.proxied for listener in second.listeners()] == [True, False, False]
     with pytest.raises(ValueError, match="2 ports given for 3 listeners"):
         worker_config(config, 1, 2, [1, 2])
+    # Each knows its index, which is not a key of the file: config show leaves it out.
+    assert (config.server.worker, first.server.worker, second.server.worker) == (None, 0, 1)
+    assert "worker =" not in to_toml(second) and "workers = 2" in to_toml(second)
+
+
+async def test_workers_share_one_tls_report(tmp_path: Path) -> None:
+    """TLS-RPT with workers: every worker records in the spool's tlsrpt/ (one file a
+    day, whole lines), and worker 0 alone sends the reports."""
+    base = mta_config(tmp_path, server={"workers": 2}, routing={"tlsrpt": {"enabled": True}})
+    mtas = [Mta(worker_config(base, i, 2, [0])) for i in range(2)]
+    logs = [mta.tls_reports for mta in mtas if mta.tls_reports is not None]
+    assert len(logs) == 2
+    assert logs[0].directory == logs[1].directory == tmp_path / "spool" / "tlsrpt"
+    assert mtas[0].tls_reporter is not None and mtas[1].tls_reporter is None
+    policy = PolicyRef("sts", "example.org", ("version: STSv1",), ("mx.example.org",))
+    for n in range(200):
+        result = SUCCESS if n % 3 == 0 else "starttls-not-supported"
+        logs[n % 2].record(TlsEvent(policy, result, 1_700_000_000.0, mx_host="mx.example.org"))
+    events = logs[0].events(logs[0].finished_days()[0])
+    assert len(events) == 200 and sum(e.result == SUCCESS for e in events) == 67
 
 
 def test_worker_config_postgresql_nodes(tmp_path: Path) -> None:

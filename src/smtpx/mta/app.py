@@ -52,6 +52,7 @@ from smtpx.mta.tlsrpt import TlsReporter, TlsRptLog
 from smtpx.mta.users import Users
 from smtpx.server import Server
 from smtpx.spool.message import SpooledMessage
+from smtpx.spool.shards import spool_of_shard
 from smtpx.spool.spool import (
     Delivery,
     Destination,
@@ -155,17 +156,22 @@ class Mta:
         self.tls_reporter: TlsReporter | None = None
         self._reporting: asyncio.Task[None] | None = None
         if routing.tlsrpt.enabled:
-            self.tls_reports = TlsRptLog(Path(self.config.spool.dir) / "tlsrpt")
+            # With workers, every worker records in the spool directory's tlsrpt/ (not its
+            # shard's) and worker 0 alone sends: one report a day per domain, of all.
+            worker = self.config.server.worker or 0
+            spool_dir = spool_of_shard(Path(self.config.spool.dir), worker)
+            self.tls_reports = TlsRptLog(spool_dir / "tlsrpt")
             hostname = self.config.hostname
-            self.tls_reporter = TlsReporter(
-                log=self.tls_reports,
-                dns=self.routing_dns,
-                submit=self._submit_report,
-                submitter=hostname,
-                organization=routing.tlsrpt.organization or hostname,
-                contact=routing.tlsrpt.contact or f"postmaster@{hostname}",
-                ssl_context=https_context(routing.mta_sts.ca_file),
-            )
+            if worker == 0:
+                self.tls_reporter = TlsReporter(
+                    log=self.tls_reports,
+                    dns=self.routing_dns,
+                    submit=self._submit_report,
+                    submitter=hostname,
+                    organization=routing.tlsrpt.organization or hostname,
+                    contact=routing.tlsrpt.contact or f"postmaster@{hostname}",
+                    ssl_context=https_context(routing.mta_sts.ca_file),
+                )
         self.tls_policies: TlsPolicies | None = None
         if routing.mta_sts.enabled or routing.dane.enabled:
             record = None if self.tls_reports is None else self.tls_reports.record

@@ -262,7 +262,8 @@ class ServerSettings:
     * ``workers``: processes that accept on the same listeners (``SO_REUSEPORT``) under
       one supervisor, each with its own shard of the journal (or the shared PostgreSQL
       queue); ``"auto"`` is the number of cores, resolved when the file is read. 1: one
-      process, no supervisor.
+      process, no supervisor. ``worker`` is not a key of the file: the supervisor sets it
+      in each worker's config (its index; None in a single process).
     * ``default_domain``: a MAIL or RCPT address without a domain gets it (None: such an
       address is refused, ``501 5.1.3``). ``lenient_addresses``: also take async_smtp's
       forms (display names, quoted addresses, any local part; F10).
@@ -291,6 +292,7 @@ class ServerSettings:
     proxy_from: tuple[IPNetwork, ...] = ()
     proxy_timeout: float = 5.0
     workers: int = 1
+    worker: int | None = field(default=None, metadata={"toml": False})
     default_domain: str | None = None
     lenient_addresses: bool = False
 

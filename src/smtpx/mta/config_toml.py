@@ -109,6 +109,8 @@ class _Writer:
         plain: list[tuple[str, Any]] = []
         for f in fields(record):
             value = getattr(record, f.name)
+            if f.metadata.get("toml") is False:
+                continue  # set by smtpx itself (a worker's index), not a key of the file
             if f.name in ("tls", "sign") and not value:
                 plain.append((f.name, value))  # an empty array of tables: [] says so
             elif (

@@ -22,6 +22,7 @@ import email.utils
 import gzip
 import json
 import logging
+import os
 import ssl
 import time
 import uuid
@@ -92,11 +93,20 @@ class TlsRptLog:
     clock: Callable[[], float] = time.time
 
     def record(self, event: TlsEvent) -> None:
-        """Append ``event`` (best effort: a failed write is logged, delivery goes on)."""
+        """Append ``event`` (best effort: a failed write is logged, delivery goes on).
+        One ``write`` of the whole line to a file opened with ``O_APPEND``: the workers
+        of one ``smtpx serve`` append to the same file, and lines never interleave."""
+        line = (event.to_json() + "\n").encode()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.directory / f"{_day(event.time)}.jsonl", "a", encoding="utf-8") as f:
-                f.write(event.to_json() + "\n")
+            path = self.directory / f"{_day(event.time)}.jsonl"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.write(fd, line)
+            finally:
+                os.close(fd)
+            if written != len(line):
+                raise OSError(f"{written} of {len(line)} octets written (disk full?)")
         except OSError as exc:
             log.error("TLS-RPT: cannot record an event in %s: %s", self.directory, exc)
 

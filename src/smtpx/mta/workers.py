@@ -74,7 +74,7 @@ def worker_config(config: MtaConfig, index: int, count: int, ports: list[int]) -
     )
     return dataclasses.replace(
         config,
-        server=dataclasses.replace(server, workers=count),
+        server=dataclasses.replace(server, workers=count, worker=index),
         spool=spool,
         control=control,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["SHARD_RE", "shard_dir", "shard_dirs"]
+__all__ = ["SHARD_RE", "shard_dir", "shard_dirs", "spool_of_shard"]
 
 SHARD_RE = re.compile(r"shard-([1-9][0-9]*)")
 
@@ -16,6 +16,12 @@ SHARD_RE = re.compile(r"shard-([1-9][0-9]*)")
 def shard_dir(spool_dir: Path, index: int) -> Path:
     """Worker ``index``'s part of the spool: the spool itself for worker 0."""
     return spool_dir if index == 0 else spool_dir / f"shard-{index}"
+
+
+def spool_of_shard(shard: Path, index: int) -> Path:
+    """The spool directory whose worker ``index``'s shard is ``shard`` (the inverse of
+    :func:`shard_dir`)."""
+    return shard if index == 0 else shard.parent
 
 
 def shard_dirs(spool_dir: Path) -> list[Path]:
