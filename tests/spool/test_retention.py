@@ -3,6 +3,7 @@ than the default week keep the tests fast: the connection cache ticks every seco
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -91,5 +92,43 @@ def test_mail_sent_again_is_not_swept(tmp_path: Path) -> None:
             await spool.send([message_id], retry_intervals=[])  # the failed recipient again
             await settle(2 * HOUR)  # waiting again: not failed mail
             assert spool.get(message_id).status is Status.SEND_AT
+
+    virtual(scenario)
+
+
+def test_closing_waits_for_a_statement_under_way_and_sweeps_no_further(tmp_path: Path) -> None:
+    """At shutdown the sweep and the claimer end by themselves at their next wait (on
+    PostgreSQL a statement cancelled halfway costs a cancel request and holds its
+    connection until the server confirms): a drop under way finishes, the next is not
+    started, and neither task is cancelled."""
+    network = MemoryNetwork(default=refusing({"r1@example.org": 550, "r2@example.org": 550}))
+
+    async def scenario() -> None:
+        spool = make_spool(tmp_path, network, bounce=False, failed_retention=HOUR)
+        await spool.start()
+        await spool.add([delivery(1), delivery(2)])
+        await settle()
+        sweeping, claimer = spool._sweeping, spool.scheduler._claimer
+        assert sweeping is not None and claimer is not None
+        started, finish = asyncio.Event(), asyncio.Event()
+        dropped: list[str] = []
+        drop = spool.retention._drop
+
+        async def slow_drop(message_id: str, now: float, retention: float) -> bool:
+            started.set()
+            await finish.wait()  # a statement under way
+            dropped.append(message_id)
+            return await drop(message_id, now, retention)
+
+        spool.retention._drop = slow_drop  # type: ignore[method-assign]
+        await settle(HOUR)  # the sweep begins with the first
+        assert started.is_set()
+        closing = asyncio.ensure_future(spool.kill_and_flush())
+        await settle(1)
+        assert not closing.done()  # waiting for the statement
+        finish.set()
+        await closing
+        assert len(dropped) == 1  # and not the second
+        assert not sweeping.cancelled() and not claimer.cancelled()
 
     virtual(scenario)

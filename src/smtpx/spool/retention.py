@@ -21,6 +21,7 @@ every node sweeps the whole queue, and a message another node got to first is sk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from smtpx.spool.admin import Admin
@@ -56,6 +57,7 @@ class Retention:
         self.context = context
         self.store = store
         self.admin = admin
+        self._stopping = asyncio.Event()
 
     def period(self) -> float:
         """Seconds to the next sweep: an hour, or a quarter of a short retention."""
@@ -65,12 +67,19 @@ class Retention:
     async def run(self) -> None:
         """Sweep now, then every :meth:`period` (read again each time: a reload may
         change the retention)."""
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.sweep()
             except Exception:
                 log.exception("spool: the sweep of failed mail failed (tried again later)")
-            await asyncio.sleep(self.period())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.period())
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next wait, or between two messages of a sweep: not in
+        the middle of a statement (on PostgreSQL a cancelled one costs a cancel request,
+        and its connection until the server confirms)."""
+        self._stopping.set()
 
     async def sweep(self) -> int:
         """Remove and purge the failed mail older than the retention; how many."""
@@ -80,6 +89,8 @@ class Retention:
         now = self.context.clock()
         swept = 0
         for entry in await self.store.all():
+            if self._stopping.is_set():
+                break
             if expired(entry, now, retention) and await self._drop(entry.id, now, retention):
                 swept += 1
         return swept

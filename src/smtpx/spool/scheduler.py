@@ -22,7 +22,7 @@ from smtpx.spool.message import SpooledMessage, Status, destination_key
 from smtpx.spool.store import Store
 from smtpx.spool.types import SpoolConfig
 
-__all__ = ["Scheduler", "destination_key"]
+__all__ = ["STOP_GRACE", "Scheduler", "destination_key", "grace", "wind_down"]
 
 log = logging.getLogger("smtpx.spool")
 
@@ -63,8 +63,8 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         if self._claimer is not None:
-            self._claimer.cancel()
-            await asyncio.gather(self._claimer, return_exceptions=True)
+            # It sees `stopped` after its statement (within the caller's timeout).
+            await wind_down(self._claimer, grace(timeout))
         return clean
 
     # -- what is due ----------------------------------------------------------------------
@@ -134,3 +134,22 @@ class Scheduler:
             else:
                 self._busy.discard(entry.id)
         return batch
+
+
+STOP_GRACE = 5.0  # seconds a background task has to end by itself at shutdown
+
+
+def grace(timeout: float | None) -> float:
+    """:data:`STOP_GRACE`, or less when the caller has less time."""
+    return STOP_GRACE if timeout is None else max(0.0, min(timeout, STOP_GRACE))
+
+
+async def wind_down(task: asyncio.Task[None], grace: float = STOP_GRACE) -> None:
+    """Wait up to ``grace`` seconds for ``task`` (told to stop) to end by itself, then
+    cancel it. A task cancelled in the middle of a database statement costs a cancel
+    request and holds its connection until the server confirms; one that ends at its
+    next wait costs nothing."""
+    _, pending = await asyncio.wait([task], timeout=grace)
+    if pending:
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

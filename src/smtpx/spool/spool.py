@@ -59,7 +59,7 @@ from smtpx.spool.message import (
 )
 from smtpx.spool.notices import Notices
 from smtpx.spool.retention import Retention
-from smtpx.spool.scheduler import Scheduler
+from smtpx.spool.scheduler import Scheduler, grace, wind_down
 from smtpx.spool.store import Store
 from smtpx.spool.types import (
     DEFAULT_RETRY_INTERVALS,
@@ -204,11 +204,13 @@ class Spool:
     async def kill_and_flush(self, timeout: float | None = None) -> bool:
         """Start no new deliveries, wait (up to ``timeout``) for the running ones, close
         the connection cache and the journal (F94). False when workers had to be cut off."""
+        self.retention.stop()
         clean = await self.scheduler.stop(timeout)
-        for task in (self._pinging, self._sweeping):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._pinging is not None:
+            self._pinging.cancel()
+            await asyncio.gather(self._pinging, return_exceptions=True)
+        if self._sweeping is not None:
+            await wind_down(self._sweeping, grace(timeout))
         self._pinging = self._sweeping = None
         await self.cache.close()
         await self.store.close()
