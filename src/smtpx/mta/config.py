@@ -723,7 +723,7 @@ class RedisSettings:
 
 
 MAX_WORKERS = 256  # [server] workers
-MILTER_DEFAULT_ACTIONS = ("tempfail", "accept", "reject")
+MILTER_DEFAULT_ACTIONS = ("tempfail", "accept", "reject", "quarantine")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1028,8 +1028,8 @@ ipv4_prefix = 24
 ipv6_prefix = 64
 
 # Milters (the Sendmail/Postfix milter protocol, version 6), run in this order on every
-# SMTP session, like Postfix's smtpd_milters. default_action ("tempfail", "accept" or
-# "reject") answers while the milter is down or late.
+# SMTP session, like Postfix's smtpd_milters. default_action ("tempfail", "accept",
+# "reject" or "quarantine") answers while the milter is down or late.
 # [[milters]]
 # name = "rspamd"
 # address = "inet:127.0.0.1:11332"      # or "unix:/run/milter.sock"

@@ -286,6 +286,7 @@ async def test_an_unfinished_message_is_aborted_before_the_next(tmp_path: Path) 
         ("tempfail", "451 4.7.1 Service unavailable - try again later"),
         ("reject", "550 5.7.1 Command rejected"),
         ("accept", "250 2.1.0 Ok"),
+        ("quarantine", "250 2.1.0 Ok"),
     ],
 )
 async def test_a_milter_down_gets_its_default_action(
@@ -297,7 +298,15 @@ async def test_a_milter_down_gets_its_default_action(
     entry = {"name": "gone", "address": f"inet:127.0.0.1:{port}", "default_action": action}
     async with Mta(mta_config(tmp_path, entry), dns=FakeDns()) as mta:
         replies = await talk(mta, commands())
-        assert len(mta.spool.status()) == (action == "accept")
+        held = [m for m in mta.spool.status() if m.status is Status.QUARANTINED]
+        assert len(mta.spool.status()) == (action in ("accept", "quarantine"))
+        if action == "quarantine":  # taken, and kept for an operator
+            assert replies[-2].startswith("250 ")
+            (message,) = held
+            reason = message.quarantine_reason or ""
+            assert reason.startswith("milter gone unavailable (default_action = quarantine)")
+        else:
+            assert not held
         async with TestClient(TestServer(mta.control.app)) as api:
             mta.control.token = "secret"
             metrics = await (

@@ -115,6 +115,7 @@ class _Link:
     done_message: bool = False  # accepted (or discarded) this message
     in_message: bool = False  # MAIL was sent and the message not ended: ABORT before MAIL
     discarded: bool = False  # this milter discards the message
+    held: bool = False  # out of use with default_action quarantine: this message is held
 
     def live(self) -> bool:
         return self.connection is not None and not self.done_session and not self.done_message
@@ -197,7 +198,7 @@ class Milters:
 
     async def mail_from(self, session: Session, transaction: Transaction) -> None:
         for link in self._links(session):
-            link.done_message = link.discarded = False
+            link.done_message = link.discarded = link.held = False
             if link.in_message and link.connection is not None:
                 try:
                     await link.connection.abort()
@@ -248,6 +249,9 @@ class Milters:
             assert link.connection is not None
             spaced = bool(link.connection.negotiated.protocol & wire.Proto.HDR_LEADSPC)
             apply_changes(outcome, link.settings.name, spaced, answer.changes)
+        held = [link.settings.name for link in self._links(session) if link.held]
+        if held and outcome.quarantine is None:
+            outcome.quarantine = f"milter {held[0]} unavailable (default_action = quarantine)"
         return outcome
 
     async def _content(
@@ -335,9 +339,15 @@ class Milters:
             await connection.close()
 
     def _check_failed(self, link: _Link) -> None:
-        """A milter out of use answers with its default action."""
+        """A milter out of use answers with its default action: a refusal, or (once a
+        message) the hold that puts the message in quarantine at its end."""
         action = link.settings.default_action
         if link.connection is None and action != "accept":
+            if action == "quarantine":
+                if not link.held:
+                    link.held = True
+                    self.stats.default_actions[link.settings.name, action] += 1
+                return
             self.stats.default_actions[link.settings.name, action] += 1
             raise Reject(REPLIES[action])
 
