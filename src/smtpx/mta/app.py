@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import ssl
@@ -37,9 +38,10 @@ from smtpx.mta.edge import build_guards
 from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import AuthDns, InboundJudge, InboundPolicy, make_resolver
 from smtpx.mta.inbound.arc import ArcSealer
+from smtpx.mta.inbound.clientname import client_name
 from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.local import MaildirAgent
-from smtpx.mta.milter import MilterStats
+from smtpx.mta.milter import ClientNames, MilterStats
 from smtpx.mta.recipients import RecipientTable
 from smtpx.mta.relay import RelayPlugin
 from smtpx.mta.reload import changed_keys, merge
@@ -95,6 +97,8 @@ class Mta:
         self.config = config
         if dns_resolver is None and config.dns.nameservers:
             dns_resolver = _resolver(config)
+        self._dns_resolver = dns_resolver
+        self._name_lookup: AuthDns | None = None  # clients' names, for milters
         routing = config.routing
         # MX, MTA-STS, TLSA and MX address lookups: routing.resolver (trusted for the AD
         # bit with DANE), else the resolver of [dns], else the system's.
@@ -131,6 +135,7 @@ class Mta:
             local=self.local,
             guards=self.guards,
             milter_stats=self.milter_stats,
+            client_names=self._client_names(config),
         )
         self.server = Server(relay, config.server_config())
         self.spool_watch = _spool_watch(config)
@@ -148,6 +153,16 @@ class Mta:
             http=None if control.http is None else (control.http.host, control.http.port),
             token=token,
         )
+
+    def _client_names(self, config: MtaConfig) -> ClientNames | None:
+        """How milters learn a client's verified name (``[server] client_names``, with
+        ``[[milters]]`` only: a PTR query and an address query per connection)."""
+        if not config.milters or not config.server.client_names:
+            return None
+        if self._name_lookup is None:
+            resolver = self._dns_resolver or _resolver(config)
+            self._name_lookup = AuthDns(resolver, timeout=config.dns.timeout)
+        return functools.partial(client_name, self._name_lookup)
 
     def _tls_setup(self) -> None:
         """Outbound TLS policies (MTA-STS, DANE) and TLS-RPT, as configured."""
@@ -302,6 +317,7 @@ class Mta:
             local=self.local,
             guards=self.guards,
             milter_stats=self.milter_stats,
+            client_names=self._client_names(config),
         )
         self.router = Router(config, self.router.dns)
         if self.tls_policies is not None:

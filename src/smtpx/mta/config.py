@@ -267,6 +267,10 @@ class ServerSettings:
     * ``default_domain``: a MAIL or RCPT address without a domain gets it (None: such an
       address is refused, ``501 5.1.3``). ``lenient_addresses``: also take async_smtp's
       forms (display names, quoted addresses, any local part; F10).
+    * ``client_names``: look up each client's verified host name (forward-confirmed
+      reverse DNS, :mod:`smtpx.mta.inbound.clientname`) for the milters' CONNECT and
+      their ``{client_name}``, ``{client_ptr}`` and ``{client_resolve}`` macros (off:
+      "unknown"); a PTR and an address query per connection, with ``[[milters]]`` only.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -295,6 +299,7 @@ class ServerSettings:
     worker: int | None = field(default=None, metadata={"toml": False})
     default_domain: str | None = None
     lenient_addresses: bool = False
+    client_names: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -828,6 +833,9 @@ workers = 1
 # (a display name before <...>, a quoted address, any local part).
 # default_domain = "example.com"
 lenient_addresses = false
+# client_names: look up each client's verified host name (reverse DNS, confirmed) for
+# the milters (their {client_name}); "unknown" without it.
+client_names = false
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1584,6 +1592,7 @@ class _Loader:
                 "workers": _workers,
                 "default_domain": _domain,
                 "lenient_addresses": _boolean,
+                "client_names": _boolean,
             },
         )
 

@@ -46,7 +46,7 @@ from smtpx.mta.guards import Guard
 from smtpx.mta.inbound import InboundJudge
 from smtpx.mta.inbound.policy import Quarantine
 from smtpx.mta.lmtpserver import deliver_at_once
-from smtpx.mta.milter import Milters, MilterStats, apply_envelope
+from smtpx.mta.milter import ClientNames, Milters, MilterStats, apply_envelope
 from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
@@ -80,13 +80,16 @@ class RelayPlugin(Plugin):
         guards: Sequence[Guard] = (),
         milters: Milters | None = None,
         milter_stats: MilterStats | None = None,
+        client_names: ClientNames | None = None,
     ) -> None:
         self.config = config
         self.recipients = recipients or RecipientTable.from_config(config)
         self.local = local  # delivers local mail at once in LMTP server mode
         self.guards = tuple(guards)  # DNS lists, rate limits, greylisting: after our checks
         if milters is None and config.milters:
-            milters = Milters(config.milters, config.hostname, stats=milter_stats)
+            milters = Milters(
+                config.milters, config.hostname, stats=milter_stats, names=client_names
+            )
         self.milters = milters  # after the guards
         self.spool = spool
         self.users = users

@@ -7,7 +7,7 @@ the header changes, :mod:`~smtpx.mta.milter.outcome` the verdict's changes appli
 relay (:class:`~smtpx.mta.relay.RelayPlugin`).
 """
 
-from smtpx.mta.milter.chain import Milters, MilterStats
+from smtpx.mta.milter.chain import ClientNames, Milters, MilterStats
 from smtpx.mta.milter.outcome import Outcome, apply_envelope
 
-__all__ = ["MilterStats", "Milters", "Outcome", "apply_envelope"]
+__all__ = ["ClientNames", "MilterStats", "Milters", "Outcome", "apply_envelope"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily
 from smtpx._version import __version__
 from smtpx.errors import ParseError
 from smtpx.mta.config import MilterSettings
+from smtpx.mta.inbound.clientname import UNKNOWN, ClientName
 from smtpx.mta.milter import edit
 from smtpx.mta.milter import protocol as wire
 from smtpx.mta.milter.client import (
@@ -48,11 +49,13 @@ from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session, Transaction
 
-__all__ = ["MilterStats", "Milters", "reply_of"]
+__all__ = ["ClientNames", "MilterStats", "Milters", "reply_of"]
 
 log = logging.getLogger("smtpx.mta")
 
 _KEY = "milters"
+# A client's verified name from its address (smtpx.mta.inbound.clientname).
+ClientNames = Callable[[str], Awaitable[ClientName]]
 
 REPLIES: Mapping[str, Reply] = {
     "reject": Reply.of(550, "Command rejected", "5.7.1"),
@@ -121,6 +124,10 @@ class _Link:
         return self.connection is not None and not self.done_session and not self.done_message
 
 
+async def _unnamed() -> ClientName:
+    return ClientName(UNKNOWN, UNKNOWN, "")  # not looked up: no {client_resolve}
+
+
 def reply_of(text: str) -> Reply:
     """A REPLYCODE's text (``"550 5.7.1 Go away"``) as a reply."""
     try:
@@ -139,11 +146,13 @@ class Milters:
         *,
         opener: Callable[[MilterSettings], Opener] | None = None,
         stats: MilterStats | None = None,
+        names: ClientNames | None = None,
     ) -> None:
         self.settings = tuple(settings)
         self.hostname = hostname
         self.opener = opener or (lambda milter: open_address(milter.address))
         self.stats = stats or MilterStats()
+        self.names = names  # the client's verified name (None: always "unknown")
 
     def _links(self, session: Session) -> list[_Link]:
         links = session.data.get(_KEY)
@@ -154,15 +163,21 @@ class Milters:
     async def connect(self, session: Session) -> None:
         links = [_Link(milter) for milter in self.settings]
         session.data[_KEY] = links
-        await asyncio.gather(*(self._open(link) for link in links))
-        host = "unknown"
         ip = session.remote_ip
+        # The client's name is looked up while the milters are connected to.
+        named = self.names(ip) if self.names is not None and ip else _unnamed()
+        _, found = await asyncio.gather(
+            asyncio.gather(*(self._open(link) for link in links)), named
+        )
+        host = found.name
         values = {
             "j": self.hostname,
             "{daemon_name}": "smtpx",
             "{if_addr}": None if session.local is None else session.local[0],
             "{client_addr}": ip,
             "{client_name}": host,
+            "{client_ptr}": found.ptr,
+            "{client_resolve}": found.status or None,
             "_": f"{host} [{ip}]" if ip else None,
             "v": f"smtpx {__version__}",
         }
