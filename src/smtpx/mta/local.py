@@ -64,7 +64,7 @@ class MaildirAgent:
         for recipient in message.recipients:
             headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
             try:
-                path = self._write(self.mailbox(self.mailbox_of(recipient)), headers + body)
+                path = self._write(self.mailbox(self.mailbox_of(recipient)), headers, body)
             except OSError as exc:
                 results.append(
                     (recipient, replies.local_error(f"Cannot write the mailbox: {exc.strerror}"))
@@ -73,13 +73,16 @@ class MaildirAgent:
             results.append((recipient, replies.ok(f"Delivered to {path.name}")))
         return results
 
-    def _write(self, mailbox: Path, data: bytes) -> Path:
+    def _write(self, mailbox: Path, headers: bytes, body: bytes) -> Path:
+        """The message (``headers``, then ``body``: not joined, which would copy a large
+        body once more per recipient) in a new file of ``mailbox``, durably."""
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._counter)}.{self.hostname}"
         temporary = mailbox / "tmp" / name
         with open(temporary, "wb") as file:
-            file.write(data)
+            file.write(headers)
+            file.write(body)
             file.flush()
             os.fsync(file.fileno())
         final = mailbox / "new" / name
