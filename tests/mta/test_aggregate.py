@@ -41,6 +41,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[tuple[Aggregator, list[Mta]]]:
     mtas = [Mta(worker_config(base, i, 2, [0])) for i in range(2)]
     for mta in mtas:
         await mta.start()
+        await mta.serve()  # as the supervisor says once every worker is ready
     aggregator = Aggregator(
         _Pool(mtas),
         [worker_socket(base.control.socket, i) for i in range(2)],
@@ -139,6 +140,7 @@ async def test_metrics_add_up_over_restarts_and_a_silent_worker_is_a_503(
     aggregator.pool.pids[1] = 2001  # type: ignore[attr-defined]
     mtas[1] = Mta(dataclasses.replace(mtas[1].config))  # started again on its shard
     await mtas[1].start()
+    await mtas[1].serve()
     assert (await call(aggregator, "GET", "/v1/spool/count"))[1]["count"] == 5
     # Its counters start from zero; the total goes on from its earlier life's.
     mtas[1].server.stats["messages"] += 1
@@ -215,6 +217,7 @@ async def test_the_merged_events_go_on_when_a_worker_restarts(
         aggregator.pool.pids[1] = 2001  # type: ignore[attr-defined]
         mtas[1] = Mta(dataclasses.replace(mtas[1].config))
         await mtas[1].start()
+        await mtas[1].serve()
         # Its stream is opened again within moments (what comes before is not seen).
         for _ in range(50):
             with contextlib.suppress(TimeoutError):

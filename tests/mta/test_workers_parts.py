@@ -3,11 +3,13 @@ the merging of the workers' control-plane answers (no processes: see test_worker
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from smtpx.envelope import Envelope
@@ -294,3 +296,40 @@ def test_worker_metrics_carry_counters_over_restarts() -> None:
     # Another worker is its own.
     assert metrics.seen(1, 100, text(1, 0, 5, 1, "a")) == metrics.last(1)
     assert 'm_total{k="a"} 1.0' in metrics.last(1)  # type: ignore[operator]
+
+
+async def test_a_worker_accepts_once_told_or_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker binds its listeners but listens only when the supervisor says that every
+    worker is ready (POST /v1/server/serve): the first one up would take every
+    connection made meanwhile. Its /healthz says so. Without a word, it listens anyway
+    after WORKER_GATE seconds."""
+    base = mta_config(tmp_path, server={"workers": 2})
+    async with Mta(worker_config(base, 1, 2, [0])) as mta:
+        port = mta.server.ports[0]
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # bound, not listening
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(mta.config.control.socket))
+        ) as http:
+            async with http.get("http://worker/healthz") as reply:
+                assert reply.status == 200 and (await reply.json())["serving"] is False
+            async with http.post("http://worker/v1/server/serve", json={}) as reply:
+                assert reply.status == 200
+            async with http.get("http://worker/healthz") as reply:
+                assert (await reply.json())["serving"] is True
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220 ")
+        writer.close()
+
+    monkeypatch.setattr("smtpx.mta.app.WORKER_GATE", 0.05)
+    async with Mta(worker_config(base, 1, 2, [0])) as mta:
+        assert not mta.server.serving
+        for _ in range(200):
+            if mta.server.serving:
+                break
+            await asyncio.sleep(0.01)
+        assert mta.server.serving
+    async with Mta(base) as single:  # one process: at once
+        assert single.server.serving

@@ -16,7 +16,7 @@ the workers and merging:
   queue from one worker), plus ``smtpx_workers_up`` and ``smtpx_worker_restarts_total``;
   a restarted worker's counters go on from its earlier lives', and a worker restarting
   is shown as last seen (:mod:`smtpx.mta.workermetrics`): no counter goes down.
-* ``/healthz``: ``ok`` when every worker answers, else 503 ``degraded``.
+* ``/healthz``: ``ok`` when every worker answers and accepts, else 503 ``degraded``.
 * streams (events, errors, envelopes, cache): merged as they come, each line with
   ``"worker": I``; when a worker restarts, its stream is opened again and the merged
   one goes on (without what happened while the worker was down).
@@ -143,7 +143,12 @@ class Aggregator(ControlSite):
             *(w.call("GET", "/healthz") for w in self.workers), return_exceptions=True
         )
         for entry, answer in zip(workers, answers, strict=True):
-            entry["healthy"] = isinstance(answer, Answer) and answer.status == 200
+            # Alive and accepting (a worker starting waits for the supervisor's word).
+            entry["healthy"] = (
+                isinstance(answer, Answer)
+                and answer.status == 200
+                and answer.json().get("serving", True) is True
+            )
         healthy = all(entry["healthy"] for entry in workers)
         return web.json_response(
             {

@@ -67,7 +67,9 @@ from smtpx.spool.spool import (
 )
 from smtpx.spool.types import LocalAgent
 
-__all__ = ["Mta", "spool_config"]
+__all__ = ["WORKER_GATE", "Mta", "spool_config"]
+
+WORKER_GATE = 10.0  # seconds a worker waits for its supervisor's word before accepting
 
 log = logging.getLogger("smtpx.mta")
 
@@ -143,6 +145,7 @@ class Mta:
         self.set_logging = set_logging
         self.shutdown_timeout = shutdown_timeout
         self._stop = asyncio.Event()
+        self._gate: asyncio.Task[None] | None = None  # a worker's wait for serve()
         control = config.control
         token = (
             control.token_file.read_text(encoding="utf-8").strip() if control.token_file else None
@@ -214,20 +217,42 @@ class Mta:
         await self.spool.start()
         for problem in self.spool.problems:
             log.warning("spool: %s", problem.description)
+        # A worker listens once its supervisor says every worker is ready (serve()): the
+        # first one up would otherwise get every connection made meanwhile.
+        gated = self.config.server.worker is not None
         try:
-            await self.server.start()
+            await self.server.start(serving=not gated)
             await self.control.start()
         except BaseException:
             await self.server.close(0)
             await self.spool.kill_and_flush(0)
             raise
+        if gated:
+            self._gate = asyncio.get_running_loop().create_task(self._serve_later())
         if self.tls_reporter is not None:
             self._reporting = asyncio.get_running_loop().create_task(self.tls_reporter.run())
         if self.spool_watch is not None:
             self.spool_watch.start()
 
+    async def serve(self) -> None:
+        """Start accepting (a worker: when its supervisor says; at once otherwise)."""
+        if self._gate is not None:
+            self._gate.cancel()
+            self._gate = None
+        await self.server.start_serving()
+
+    async def _serve_later(self) -> None:
+        """A worker whose supervisor never says: it accepts anyway after a while."""
+        await asyncio.sleep(WORKER_GATE)
+        log.warning("workers: no word from the supervisor in %g s: accepting", WORKER_GATE)
+        self._gate = None
+        await self.server.start_serving()
+
     async def close(self) -> None:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
+        if self._gate is not None:
+            self._gate.cancel()
+            self._gate = None
         if self._reporting is not None:
             self._reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,8 @@ Endpoints (all JSON unless said otherwise; errors are ``{"error": "..."}`` with 
 ``GET  /v1/cache``                     connection cache status
 ``GET  /v1/server``                    server statistics, listeners and ports
 ``POST /v1/tls/reload``                reload the TLS certificate from its files
+``POST /v1/server/serve``               start accepting (a worker: its supervisor's word
+                                        that every worker is ready; else nothing to do)
 =====================================  ============================================
 
 Filters (query parameters, combined with AND): ``sender``, ``recipient``, ``next_hop``
@@ -270,6 +272,7 @@ class ControlPlane(ControlSite):
                 web.get("/v1/cache", self.cache),
                 web.get("/v1/server", self.server),
                 web.post("/v1/tls/reload", self.reload_tls),
+                web.post("/v1/server/serve", self.serve),
                 *observe.routes(self, _ping),
             ]
         )
@@ -303,9 +306,20 @@ class ControlPlane(ControlSite):
     # -- handlers -------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # "serving": false while a worker waits for its supervisor's word (alive, but not
+        # accepting yet): the supervisor's /healthz is ok only once every worker serves.
         return web.json_response(
-            {"status": "ok", "version": __version__, "uptime": time.time() - self.started}
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime": time.time() - self.started,
+                "serving": self.mta.server.serving,
+            }
         )
+
+    async def serve(self, request: web.Request) -> web.Response:
+        await self.mta.serve()
+        return web.json_response({"serving": True})
 
     async def metrics(self, request: web.Request) -> web.Response:
         self._collector.queue_counts = await self.mta.spool.count_by_status()

@@ -36,6 +36,7 @@ from typing import Any
 from smtpx.errors import SMTPXError
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.config import MtaConfig, SpoolBackend
+from smtpx.mta.fanout import WorkerDown
 from smtpx.mta.workers import adopt_shards, reserve_ports, worker_socket
 
 __all__ = [
@@ -134,6 +135,8 @@ class Supervisor:
             for worker in self.workers:
                 await self._spawn(worker)
             await asyncio.gather(*(self._ready(worker) for worker in self.workers))
+            # Every worker is ready: now they listen, all together.
+            await asyncio.gather(*(self._serve(worker) for worker in self.workers))
         except BaseException:
             await self.close()
             raise
@@ -196,6 +199,17 @@ class Supervisor:
             await asyncio.sleep(0.05)
         raise WorkerFailed(f"worker {worker.index} did not start in {READY_TIMEOUT:g} s")
 
+    async def _serve(self, worker: _Worker) -> None:
+        """Tell a ready worker to accept (it would by itself after a while anyway)."""
+        client = self.control.workers[worker.index]
+        try:
+            answer = await client.call("POST", "/v1/server/serve", None, {})
+        except WorkerDown as exc:
+            log.warning("workers: worker %d was not told to accept: %s", worker.index, exc)
+            return
+        if answer.status != 200:
+            log.warning("workers: worker %d answered %d to serve", worker.index, answer.status)
+
     async def _watch(self, worker: _Worker) -> None:
         """Restart ``worker`` whenever it dies, until the supervisor stops."""
         pause = RESTART_MIN
@@ -226,6 +240,13 @@ class Supervisor:
             except OSError as exc:  # no memory or processes left: try again later
                 log.error("workers: cannot start worker %d: %s", worker.index, exc)
                 worker.process = None
+                continue
+            try:
+                await self._ready(worker)
+            except WorkerFailed as exc:  # it died again: the loop restarts it
+                log.error("workers: %s", exc)
+                continue
+            await self._serve(worker)
 
     # -- signals ------------------------------------------------------------------------
 

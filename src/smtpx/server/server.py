@@ -111,7 +111,10 @@ class Server:
 
     # -- life -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, serving: bool = True) -> None:
+        """Bind every listener; listen and accept now, or (``serving=False``) only from
+        :meth:`start_serving` on: bound, not listening, the port refuses connections (with
+        ``reuse_port``, the kernel gives them to the others that listen)."""
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
             if (listener.implicit_tls or listener.require_tls) and self.tls_context is None:
@@ -130,9 +133,18 @@ class Server:
                 reuse_address=True,
                 reuse_port=self.config.reuse_port,
                 backlog=1024,
+                start_serving=serving,
             )
             self._servers.append((listener, server))
-            log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+            if serving:
+                log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+
+    async def start_serving(self) -> None:
+        """Listen and accept on every listener bound by ``start(serving=False)``."""
+        for _, server in self._servers:
+            if not server.is_serving():
+                await server.start_serving()
+                log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
 
     @property
     def ports(self) -> list[int]:
@@ -142,6 +154,11 @@ class Server:
     @property
     def sessions(self) -> int:
         return len(self._runners)
+
+    @property
+    def serving(self) -> bool:
+        """Every listener accepts (not bound only: see ``start(serving=False)``)."""
+        return all(server.is_serving() for _, server in self._servers)
 
     async def serve_forever(self) -> None:
         await asyncio.gather(*(server.serve_forever() for _, server in self._servers))
