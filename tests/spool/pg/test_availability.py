@@ -91,7 +91,9 @@ async def test_serve_answers_421_until_the_database_answers(tmp_path: Path, pg_d
         assert refused.value.reply is not None
         assert (refused.value.reply.code, str(refused.value.reply.enhanced)) == (421, "4.3.0")
         async with tcp_relay(port, target):  # the database comes back
-            for _ in range(100):
+            # The store tries again after 1 s, then 2, 4 ...: which try finds the relay
+            # depends on how long the 421 above took (5 s was short for a loaded run).
+            for _ in range(600):
                 if store.ready:
                     break
                 await asyncio.sleep(0.05)
@@ -141,3 +143,27 @@ async def test_closing_does_not_wait_for_a_connection_that_never_comes_back(
     assert "the pool was terminated" in caplog.text
     with pytest.raises(asyncpg.InterfaceError, match="closed"):
         await pool.acquire()
+
+
+async def test_a_connection_attempt_cancelled_midway_does_not_hang(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing while the store (re)connects cancels the attempt; its new pool, with a
+    connection still out (the database gone mid-migration, say), is terminated, not
+    closed: a close waits for that connection for good (a loaded CI run hung so)."""
+    started = asyncio.Event()
+
+    async def stuck(pool: asyncpg.Pool) -> list[int]:
+        await pool.acquire()  # never released
+        started.set()
+        await asyncio.Event().wait()
+        return []
+
+    monkeypatch.setattr(pg_store, "migrate", stuck)
+    settings = PostgresSettings(dsn=pg_dsn, node="n1")
+    pg = PgStore(SpoolConfig(directory=tmp_path / "spool", postgresql=settings), {}, lambda: 0.0)
+    attempt = asyncio.ensure_future(pg._connect())
+    await asyncio.wait_for(started.wait(), 10)
+    attempt.cancel()
+    done, _ = await asyncio.wait([attempt], timeout=5)
+    assert done and attempt.cancelled()

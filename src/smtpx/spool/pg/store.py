@@ -125,8 +125,11 @@ class PgStore:
         pool = await connect_pool(settings.dsn, size=settings.pool_size, timeout=10)
         try:
             applied = await migrate(pool)
+        except asyncio.CancelledError:
+            pool.terminate()  # (a close would wait for a cancelled query's connection)
+            raise
         except BaseException:
-            await pool.close()
+            await _close_pool(pool)
             raise
         if applied:
             log.info("spool database: schema migrated to version %d", applied[-1])
