@@ -17,11 +17,16 @@ import aiohttp
 
 __all__ = [
     "Answer",
+    "Families",
+    "Family",
     "WorkerClient",
     "WorkerDown",
     "merge_cache",
+    "merge_families",
     "merge_metrics",
     "merge_streams",
+    "parse_metrics",
+    "render_metrics",
     "sum_counts",
     "worker_counter",
 ]
@@ -168,31 +173,69 @@ def merge_cache(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def merge_metrics(texts: list[str], *, first_only: frozenset[str] = frozenset()) -> str:
-    """Prometheus text expositions added sample by sample (same name and labels), family
-    by family; ``*_created`` samples keep the earliest. The families in ``first_only``
-    come from the first text alone (the shared queue's counts, the same in every one)."""
-    families: dict[str, tuple[list[str], dict[str, float]]] = {}
-    for number, text in enumerate(texts):
-        family, fresh = "", set()
-        for line in text.splitlines():
-            if line.startswith("# "):
-                family = line.split(" ", 3)[2]
-                if family not in families:
-                    families[family] = ([], {})
-                    fresh.add(family)
-                if family in fresh:
-                    families[family][0].append(line)
-            elif line.strip() and not (number and family in first_only):
-                key, _, value = line.rpartition(" ")
-                samples = families.setdefault(family, ([], {}))[1]
-                samples[key] = _combine(key, samples.get(key), float(value))
-    lines = [
-        text
-        for comments, samples in families.values()
-        for text in [*comments, *(f"{k} {_number(v)}" for k, v in samples.items())]
-    ]
+@dataclass
+class Family:
+    """One metric family of a Prometheus text exposition."""
+
+    comments: list[str]  # its "# HELP" and "# TYPE" lines
+    kind: str  # counter, gauge, histogram... ("" without a TYPE line)
+    samples: dict[str, float]  # sample (name and labels) -> value
+
+
+Families = dict[str, Family]  # by name, in the exposition's order
+
+
+def parse_metrics(text: str) -> Families:
+    """A text exposition's families (samples before any comment: family "")."""
+    families: Families = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            name = parts[2] if len(parts) > 2 else ""
+            current = families.setdefault(name, Family([], "", {}))
+            current.comments.append(line)
+            if parts[1] == "TYPE" and len(parts) > 3:
+                current.kind = parts[3].strip()
+        elif line.strip():
+            if current is None:
+                current = families.setdefault("", Family([], "", {}))
+            key, _, value = line.rpartition(" ")
+            current.samples[key] = float(value)
+    return families
+
+
+def render_metrics(families: Families) -> str:
+    """The text exposition of ``families``."""
+    lines = []
+    for family in families.values():
+        lines += family.comments
+        lines += (f"{key} {_number(value)}" for key, value in family.samples.items())
     return "\n".join(lines) + "\n"
+
+
+def merge_families(
+    parts: Iterable[Families], *, first_only: frozenset[str] = frozenset()
+) -> Families:
+    """Families added sample by sample (same name and labels), the comments of the first
+    part that has each; ``*_created`` samples keep the earliest. The families in
+    ``first_only`` come from the first part alone."""
+    merged: Families = {}
+    for number, part in enumerate(parts):
+        for name, family in part.items():
+            into = merged.setdefault(name, Family(family.comments, family.kind, {}))
+            if number and name in first_only:
+                continue
+            for key, value in family.samples.items():
+                into.samples[key] = _combine(key, into.samples.get(key), value)
+    return merged
+
+
+def merge_metrics(texts: list[str], *, first_only: frozenset[str] = frozenset()) -> str:
+    """Prometheus text expositions added as :func:`merge_families` does (the shared
+    queue's counts, the same in every one, in ``first_only``)."""
+    parts = [parse_metrics(text) for text in texts]
+    return render_metrics(merge_families(parts, first_only=first_only))
 
 
 def _combine(key: str, old: float | None, new: float) -> float:

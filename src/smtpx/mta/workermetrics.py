@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from smtpx.mta.fanout import Families, Family, merge_families, parse_metrics, render_metrics
+
 __all__ = ["WorkerMetrics"]
 
 _MONOTONIC = {
@@ -28,17 +30,10 @@ _MONOTONIC = {
 
 
 @dataclass
-class _Family:
-    comments: list[str]  # its "# HELP" and "# TYPE" lines
-    kind: str  # counter, gauge, histogram...
-    samples: dict[str, float]  # sample (name and labels) -> value
-
-
-@dataclass
 class _Lives:
     pid: int
-    families: dict[str, _Family]  # the last exposition, earlier lives' counters added
-    carried: dict[str, _Family] = field(default_factory=dict)  # earlier lives' counters
+    families: Families  # the last exposition, earlier lives' counters added
+    carried: Families = field(default_factory=dict)  # earlier lives' counters
 
 
 class WorkerMetrics:
@@ -50,55 +45,32 @@ class WorkerMetrics:
     def seen(self, worker: int, pid: int, text: str) -> str:
         """What worker ``worker`` (process ``pid``) said, its earlier lives' counters
         added; kept as its last exposition."""
-        families = _parse(text)
+        families = parse_metrics(text)
         lives = self._workers.get(worker)
         if lives is None:
             lives = self._workers[worker] = _Lives(pid, families)
         elif lives.pid != pid:  # a new process: its counters started from zero
             lives.carried = _monotonic(lives.families)
             lives.pid = pid
-        _add(families, lives.carried)
-        lives.families = families
-        return _render(families)
+        # A series an earlier life made and this one has not yet: at its carried value.
+        lives.families = merge_families([families, lives.carried])
+        return render_metrics(lives.families)
 
     def last(self, worker: int) -> str | None:
         """Worker ``worker``'s last exposition (None: never seen)."""
         lives = self._workers.get(worker)
-        return None if lives is None else _render(lives.families)
-
-
-def _parse(text: str) -> dict[str, _Family]:
-    families: dict[str, _Family] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("# "):
-            parts = line.split(" ", 3)
-            name = parts[2] if len(parts) > 2 else ""
-            current = families.setdefault(name, _Family([], "", {}))
-            current.comments.append(line)
-            if parts[1] == "TYPE" and len(parts) > 3:
-                current.kind = parts[3].strip()
-        elif line.strip():
-            if current is None:  # a sample before any comment: a family without one
-                current = families.setdefault("", _Family([], "", {}))
-            key, _, value = line.rpartition(" ")
-            current.samples[key] = float(value)
-    return families
-
-
-def _created(key: str) -> bool:
-    return key.partition("{")[0].endswith("_created")
+        return None if lives is None else render_metrics(lives.families)
 
 
 def _is_monotonic(kind: str, key: str) -> bool:
     name = key.partition("{")[0]
-    # _created is carried too: the earliest start is kept.
-    return _created(key) or any(name.endswith(end) for end in _MONOTONIC.get(kind, ()))
+    # _created is carried too (merging keeps the earliest).
+    return name.endswith("_created") or any(name.endswith(e) for e in _MONOTONIC.get(kind, ()))
 
 
-def _monotonic(families: dict[str, _Family]) -> dict[str, _Family]:
+def _monotonic(families: Families) -> Families:
     return {
-        name: _Family(
+        name: Family(
             family.comments,
             family.kind,
             {k: v for k, v in family.samples.items() if _is_monotonic(family.kind, k)},
@@ -106,24 +78,3 @@ def _monotonic(families: dict[str, _Family]) -> dict[str, _Family]:
         for name, family in families.items()
         if family.kind in _MONOTONIC or name.endswith("_created")
     }
-
-
-def _add(families: dict[str, _Family], carried: dict[str, _Family]) -> None:
-    """The carried values added to ``families`` (a series an earlier life made and this
-    one has not yet is shown at its carried value)."""
-    for name, old in carried.items():
-        family = families.setdefault(name, _Family(old.comments, old.kind, {}))
-        for key, value in old.samples.items():
-            now = family.samples.get(key)
-            if now is None:
-                family.samples[key] = value
-            else:
-                family.samples[key] = min(value, now) if _created(key) else value + now
-
-
-def _render(families: dict[str, _Family]) -> str:
-    lines = []
-    for family in families.values():
-        lines += family.comments
-        lines += (f"{key} {value!r}" for key, value in family.samples.items())
-    return "\n".join(lines) + "\n"
