@@ -171,12 +171,9 @@ class Aggregator(ControlSite):
             if isinstance(answer, BaseException) and not isinstance(answer, WorkerDown):
                 raise answer
             # The answer is the process's whose pid the supervisor gave before and after.
-            fresh = isinstance(answer, Answer) and answer.status == 200
-            if fresh and now["pid"] is not None and was["pid"] == now["pid"]:
-                assert isinstance(answer, Answer)
-                texts.append(
-                    self.worker_metrics.seen(worker.index, now["pid"], answer.body.decode())
-                )
+            pid = now["pid"] if was["pid"] == now["pid"] else None
+            if isinstance(answer, Answer) and answer.status == 200 and pid is not None:
+                texts.append(self.worker_metrics.seen(worker.index, pid, answer.body.decode()))
             elif (last := self.worker_metrics.last(worker.index)) is not None:
                 texts.append(last)  # restarting: as last seen (smtpx_workers_up says so)
         shared = frozenset({"smtpx_queue_messages"}) if self.shared_queue else frozenset()

@@ -162,9 +162,12 @@ class Mta:
         ``[[milters]]`` only: a PTR query and an address query per connection)."""
         if not config.milters or not config.server.client_names:
             return None
-        if self._name_lookup is None:
-            resolver = self._dns_resolver or _resolver(config)
-            self._name_lookup = AuthDns(resolver, timeout=config.dns.timeout)
+        if self._name_lookup is None:  # the inbound judge's lookups (and cache), if any
+            self._name_lookup = (
+                self.inbound.dns
+                if self.inbound is not None
+                else AuthDns(self._dns_resolver or _resolver(config), timeout=config.dns.timeout)
+            )
         return functools.partial(client_name, self._name_lookup)
 
     def _tls_setup(self) -> None:
@@ -236,10 +239,13 @@ class Mta:
 
     async def serve(self) -> None:
         """Start accepting (a worker: when its supervisor says; at once otherwise)."""
+        self._end_gate()
+        await self.server.start_serving()
+
+    def _end_gate(self) -> None:
         if self._gate is not None:
             self._gate.cancel()
             self._gate = None
-        await self.server.start_serving()
 
     async def _serve_later(self) -> None:
         """A worker whose supervisor never says: it accepts anyway after a while."""
@@ -250,9 +256,7 @@ class Mta:
 
     async def close(self) -> None:
         """Stop taking mail, finish sessions and deliveries, close the spool."""
-        if self._gate is not None:
-            self._gate.cancel()
-            self._gate = None
+        self._end_gate()
         if self._reporting is not None:
             self._reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

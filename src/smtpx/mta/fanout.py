@@ -110,13 +110,14 @@ async def merge_streams(
     lines: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
 
     async def pump(worker: WorkerClient, reply: aiohttp.ClientResponse) -> None:
-        await _pump_lines(reply, lines, worker.index if tag else None)
+        index = worker.index if tag else None
+        await _pump_lines(reply, lines, index)
         while True:
             await asyncio.sleep(RECONNECT_DELAY)
             with contextlib.suppress(WorkerDown):
                 async with worker.stream(path, query) as again:
                     if again.status == 200:
-                        await _pump_lines(again, lines, worker.index if tag else None)
+                        await _pump_lines(again, lines, index)
 
     tasks = [asyncio.ensure_future(pump(worker, reply)) for worker, reply in replies]
     try:

@@ -137,14 +137,14 @@ class Server:
             )
             self._servers.append((listener, server))
             if serving:
-                log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+                _log_listening(server)
 
     async def start_serving(self) -> None:
         """Listen and accept on every listener bound by ``start(serving=False)``."""
         for _, server in self._servers:
             if not server.is_serving():
                 await server.start_serving()
-                log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+                _log_listening(server)
 
     @property
     def ports(self) -> list[int]:
@@ -314,6 +314,10 @@ def _turn_away(stream: Stream, reply: Reply) -> None:
 def _peer(stream: Stream) -> str:
     peer = stream.peername()
     return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
+
+
+def _log_listening(server: asyncio.Server) -> None:
+    log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
 
 
 def _where(sock: object) -> str:

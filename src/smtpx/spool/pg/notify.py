@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -52,13 +53,13 @@ def event_payload(event: NodeEvent) -> str:
     """The NOTIFY payload for ``event``: JSON, its reason and detail cut to fit
     PostgreSQL's limit."""
     if len(event.reason) > MAX_REASON:
-        event = NodeEvent(**(asdict(event) | {"reason": event.reason[:MAX_REASON] + "..."}))
+        event = dataclasses.replace(event, reason=event.reason[:MAX_REASON] + "...")
     payload = json.dumps(asdict(event), ensure_ascii=False)
     excess = len(payload.encode()) - MAX_PAYLOAD
     if excess <= 0:
         return payload
     detail = event.detail.encode()[: max(0, len(event.detail.encode()) - excess - 8)]
-    cut = NodeEvent(**(asdict(event) | {"detail": detail.decode(errors="ignore") + "..."}))
+    cut = dataclasses.replace(event, detail=detail.decode(errors="ignore") + "...")
     return json.dumps(asdict(cut), ensure_ascii=False)
 
 
@@ -154,7 +155,7 @@ class EventListener(_Listening):
                 **{name: data[name] for name in _REQUIRED_FIELDS},
                 reason=str(data.get("reason") or ""),
             )
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError):
             return  # not an smtpx event: someone else's NOTIFY on the channel
         self._append(event)
 
