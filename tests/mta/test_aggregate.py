@@ -68,6 +68,18 @@ async def call(aggregator: Aggregator, method: str, path: str, body: Any = None)
         return reply.status, await reply.read()
 
 
+@contextlib.asynccontextmanager
+async def event_stream(
+    aggregator: Aggregator, query: str = ""
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The supervisor's merged /v1/spool/events, open (a 200)."""
+    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        events = await session.get(f"http://smtpx/v1/spool/events{query}")
+        assert events.status == 200
+        yield events
+
+
 async def frozen_ids(mta: Mta, count: int) -> list[str]:
     deliveries = [Delivery(message(n), route="example.net") for n in range(count)]
     return await mta.spool.add(deliveries, frozen=True)
@@ -169,10 +181,7 @@ async def test_closing_ends_the_merged_streams_at_once(
     plane: tuple[Aggregator, list[Mta]],
 ) -> None:
     aggregator, _ = plane
-    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        events = await session.get("http://smtpx/v1/spool/events?ping=3600")
-        assert events.status == 200
+    async with event_stream(aggregator, "?ping=3600") as events:
         await asyncio.wait_for(aggregator.close(), 5)
         with contextlib.suppress(aiohttp.ClientPayloadError):
             await asyncio.wait_for(events.content.read(), 5)
@@ -198,10 +207,7 @@ async def test_the_merged_events_go_on_when_a_worker_restarts(
     plane: tuple[Aggregator, list[Mta]],
 ) -> None:
     aggregator, mtas = plane
-    connector = aiohttp.UnixConnector(path=str(aggregator.socket_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        events = await session.get("http://smtpx/v1/spool/events")
-        assert events.status == 200
+    async with event_stream(aggregator) as events:
 
         async def worker_of(message_id: str, seconds: float = 10) -> int:
             """The worker of the event line about ``message_id``."""
