@@ -212,8 +212,15 @@ class Address:
         return f"<{self}>"
 
 
+class _SenderBase:
+    # ``Sender.NULL`` is declared here, not in Sender's body: there, the compiled build
+    # (mypyc) would take it for a dataclass field.
+    __slots__ = ()
+    NULL: ClassVar[Sender]
+
+
 @dataclass(frozen=True, slots=True)
-class Sender:
+class Sender(_SenderBase):
     """A reverse-path (RFC 5321 4.1.1.2): an :class:`Address`, or None for the null path ``<>``.
 
     The null sender is used for bounces and other notifications, which must never be
@@ -221,8 +228,6 @@ class Sender:
     """
 
     address: Address | None = None
-
-    NULL: ClassVar[Sender]
 
     @property
     def is_null(self) -> bool:

@@ -42,7 +42,12 @@ __all__ = [
 
 
 class Command:
-    """Base of every command record."""
+    """Base of every command record.
+
+    Each class's ``verb`` is set after its body, not in it: a class variable given a value
+    in a dataclass's body becomes a field in the compiled build (mypyc, see
+    docs/performance.md).
+    """
 
     __slots__ = ()
     verb: ClassVar[str]
@@ -62,19 +67,23 @@ class Command:
 @dataclass(frozen=True, slots=True)
 class Helo(Command):
     domain: str
-    verb: ClassVar[str] = "HELO"
 
     def argument(self) -> str:
         return self.domain
+
+
+Helo.verb = "HELO"
 
 
 @dataclass(frozen=True, slots=True)
 class Ehlo(Command):
     domain: str
-    verb: ClassVar[str] = "EHLO"
 
     def argument(self) -> str:
         return self.domain
+
+
+Ehlo.verb = "EHLO"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +91,14 @@ class Lhlo(Ehlo):
     """LMTP's EHLO (RFC 2033 4.1): the only greeting an LMTP server takes, and one an
     SMTP server refuses. A kind of :class:`Ehlo`: it asks for the same extensions."""
 
-    verb: ClassVar[str] = "LHLO"
+
+Lhlo.verb = "LHLO"
 
 
 @dataclass(frozen=True, slots=True)
 class Mail(Command):
     sender: Sender
     params: MailParams = field(default_factory=MailParams)
-    verb: ClassVar[str] = "MAIL"
 
     def __str__(self) -> str:
         params = str(self.params)
@@ -99,11 +108,13 @@ class Mail(Command):
         return str(self)[5:]
 
 
+Mail.verb = "MAIL"
+
+
 @dataclass(frozen=True, slots=True)
 class Rcpt(Command):
     recipient: Address
     params: RcptParams = field(default_factory=RcptParams)
-    verb: ClassVar[str] = "RCPT"
 
     def __str__(self) -> str:
         params = str(self.params)
@@ -113,9 +124,15 @@ class Rcpt(Command):
         return str(self)[5:]
 
 
+Rcpt.verb = "RCPT"
+
+
 @dataclass(frozen=True, slots=True)
 class Data(Command):
-    verb: ClassVar[str] = "DATA"
+    pass
+
+
+Data.verb = "DATA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,61 +141,80 @@ class Bdat(Command):
 
     size: int
     last: bool = False
-    verb: ClassVar[str] = "BDAT"
 
     def argument(self) -> str:
         return f"{self.size} LAST" if self.last else str(self.size)
 
 
+Bdat.verb = "BDAT"
+
+
 @dataclass(frozen=True, slots=True)
 class Rset(Command):
-    verb: ClassVar[str] = "RSET"
+    pass
+
+
+Rset.verb = "RSET"
 
 
 @dataclass(frozen=True, slots=True)
 class Noop(Command):
     text: str = ""
-    verb: ClassVar[str] = "NOOP"
 
     def argument(self) -> str:
         return self.text
 
 
+Noop.verb = "NOOP"
+
+
 @dataclass(frozen=True, slots=True)
 class Quit(Command):
-    verb: ClassVar[str] = "QUIT"
+    pass
+
+
+Quit.verb = "QUIT"
 
 
 @dataclass(frozen=True, slots=True)
 class Vrfy(Command):
     text: str
-    verb: ClassVar[str] = "VRFY"
 
     def argument(self) -> str:
         return self.text
+
+
+Vrfy.verb = "VRFY"
 
 
 @dataclass(frozen=True, slots=True)
 class Expn(Command):
     text: str
-    verb: ClassVar[str] = "EXPN"
 
     def argument(self) -> str:
         return self.text
 
 
+Expn.verb = "EXPN"
+
+
 @dataclass(frozen=True, slots=True)
 class Help(Command):
     topic: str = ""
-    verb: ClassVar[str] = "HELP"
 
     def argument(self) -> str:
         return self.topic
 
 
+Help.verb = "HELP"
+
+
 @dataclass(frozen=True, slots=True)
 class StartTls(Command):
-    verb: ClassVar[str] = "STARTTLS"
+    pass
+
+
+StartTls.verb = "STARTTLS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +227,6 @@ class Auth(Command):
 
     mechanism: str
     initial_response: str | None = None
-    verb: ClassVar[str] = "AUTH"
 
     def argument(self) -> str:
         if self.initial_response is None:
@@ -202,6 +237,9 @@ class Auth(Command):
         # Never show credentials in logs or tracebacks.
         hidden = None if self.initial_response is None else "<hidden>"
         return f"Auth(mechanism={self.mechanism!r}, initial_response={hidden!r})"
+
+
+Auth.verb = "AUTH"
 
 
 # -------------------------------------------------------------------------------------

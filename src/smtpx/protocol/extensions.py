@@ -76,7 +76,13 @@ class Extensions:
                     other.append(raw)
             elif keyword == "AUTH" or keyword.startswith("AUTH="):
                 mechs = words[1:] if keyword == "AUTH" else [keyword[5:], *words[1:]]
-                auth.extend(m.upper() for m in mechs if m and m.upper() not in auth)
+                # Each mechanism once, in the order named. (Not a generator given to
+                # extend(): whether it sees its own additions is CPython's detail, which
+                # the compiled build does not share.)
+                for mech in mechs:
+                    name = mech.upper()
+                    if name and name not in auth:
+                        auth.append(name)
             else:
                 other.append(raw)
         return cls(auth=tuple(auth), other=tuple(other), **values)  # type: ignore[arg-type]

@@ -63,6 +63,11 @@ class EnhancedStatus:
     def __str__(self) -> str:
         return f"{self.klass}.{self.subject}.{self.detail}"
 
+    def __reduce__(self) -> tuple[type[EnhancedStatus], tuple[int, int, int]]:
+        # Rebuilt through __init__ (a frozen dataclass's default unpickling sets each slot,
+        # which the compiled build's frozen class refuses), as Address does.
+        return (EnhancedStatus, (self.klass, self.subject, self.detail))
+
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 # At the start of a line's text: the code, then a space or the end of the line.
@@ -103,6 +108,12 @@ class Reply:
             raise ValueError(
                 f"enhanced status {self.enhanced} does not match the class of {self.code}"
             )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Reply], tuple[int, tuple[str, ...], EnhancedStatus | None]]:
+        # Rebuilt through __init__ (see EnhancedStatus); the wire form is made again.
+        return (Reply, (self.code, self.lines, self.enhanced))
 
     # -- construction -----------------------------------------------------------------
 
