@@ -23,6 +23,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def smtpx_build() -> str:
+    """Which smtpx is measured: "compiled (N modules)" when the installed one is the
+    compiled build (SMTPX_COMPILE=1, docs/performance.md), else "pure Python"."""
+    import importlib.machinery
+
+    import smtpx
+
+    root = Path(smtpx.__file__).parent
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    compiled = [path for path in root.rglob("*") if path.name.endswith(suffixes)]
+    return f"compiled ({len(compiled)} modules)" if compiled else "pure Python"
+
+
 def tool(name: str) -> str:
     """The path of one of Postfix's tools (smtp-source, smtp-sink, postfix), or exit."""
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin")

@@ -90,6 +90,7 @@ from benchlib import (
     parse_workers,
     read_reply,
     rss_kb,
+    smtpx_build,
     tool,
     wait_listening,
 )
@@ -786,7 +787,8 @@ def main() -> int:
         print(
             f"relay benchmark: smtp-source -s {load.sessions} -m {load.messages} "
             f"-l {load.size} -d; {queued:,} queued; python {platform.python_version()}, "
-            f"smtpx on {loop}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+            f"smtpx on {loop} ({smtpx_build()}), {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         print(

@@ -57,6 +57,7 @@ from benchlib import (
     parse_workers,
     read_reply,
     rss_kb,
+    smtpx_build,
     tool,
 )
 
@@ -321,7 +322,7 @@ def main() -> int:
     print(
         f"server benchmark: smtp-source -s {args.sessions} -m {total} -l {args.size} "
         f"(median of {rounds}), python {platform.python_version()}, {loop_name}, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, smtpx {smtpx_build()}"
     )
     modes = (("kept (-d)", True), ("new per message", False))
     runs: dict[tuple[str, str], list[Throughput]] = {}

@@ -3,6 +3,7 @@ warning an error (the build backend's deprecation warnings are what an installer
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -13,13 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _build(hook: str, directory: Path) -> str:
-    """Run a PEP 517 hook of setuptools in a fresh interpreter with ``-W error``; return
-    the name it builds."""
-    code = f"from setuptools import build_meta; print(build_meta.{hook}({str(directory)!r}))"
+def _hook(call: str, env: dict[str, str] | None = None) -> str:
+    """Call a PEP 517 hook of the project's build backend (tools/smtpx_build.py, as
+    pyproject.toml's backend-path has pip find it) in a fresh interpreter with ``-W
+    error``; return the last line it prints."""
+    code = f"import sys; sys.path.insert(0, 'tools'); import smtpx_build; print({call})"
     run = subprocess.run(
         [sys.executable, "-W", "error", "-c", code],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -28,6 +31,11 @@ def _build(hook: str, directory: Path) -> str:
     assert run.returncode == 0, run.stderr
     assert "deprecat" not in run.stderr.lower(), run.stderr
     return run.stdout.strip().splitlines()[-1]
+
+
+def _build(hook: str, directory: Path) -> str:
+    """Run a building hook; return the name it builds."""
+    return _hook(f"smtpx_build.{hook}({str(directory)!r})")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +68,7 @@ def test_the_sdist_carries_docs_contrib_tests_and_the_project_files(
         and ".egg-info" not in path.parent.name
     }
     wanted |= {"LICENSE", "CHANGELOG.md", "CONTRIBUTING.md", "README.md", "Makefile", ".ci/run"}
+    wanted |= {"setup.py", "tools/smtpx_build.py"}
     assert wanted - names == set()
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
@@ -76,3 +85,14 @@ def test_one_version(tmp_path: Path) -> None:
     assert f"\nVersion: {__version__}\n" in metadata
     shown = CliRunner().invoke(main, ["--version"], prog_name="smtpx")
     assert (shown.exit_code, shown.output) == (0, f"smtpx, version {__version__}\n")
+
+
+@pytest.mark.parametrize(("compile_", "mypy"), [("1", True), ("0", False), (None, False)])
+def test_the_compiled_build_alone_needs_mypy(compile_: str | None, mypy: bool) -> None:
+    """SMTPX_COMPILE=1 adds mypy (mypyc) to what a wheel's build needs; a plain build
+    needs no more than setuptools."""
+    env = {k: v for k, v in os.environ.items() if k != "SMTPX_COMPILE"}
+    if compile_ is not None:
+        env["SMTPX_COMPILE"] = compile_
+    requires = _hook("smtpx_build.get_requires_for_build_wheel()", env)
+    assert ("mypy" in requires) is mypy, requires
