@@ -89,10 +89,11 @@ def test_one_version(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("compile_", "mypy"), [("1", True), ("0", False), (None, False)])
 def test_the_compiled_build_alone_needs_mypy(compile_: str | None, mypy: bool) -> None:
-    """SMTPX_COMPILE=1 adds mypy (mypyc) to what a wheel's build needs; a plain build
-    needs no more than setuptools."""
+    """SMTPX_COMPILE=1 adds mypy (mypyc), and smtpx's dependencies it type-checks against,
+    to what a wheel's build needs; a plain build needs no more than setuptools."""
     env = {k: v for k, v in os.environ.items() if k != "SMTPX_COMPILE"}
     if compile_ is not None:
         env["SMTPX_COMPILE"] = compile_
     requires = _hook("smtpx_build.get_requires_for_build_wheel()", env)
     assert ("mypy" in requires) is mypy, requires
+    assert ("idna" in requires) is mypy, requires

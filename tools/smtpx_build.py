@@ -1,12 +1,15 @@
-"""smtpx's build backend: setuptools', plus mypy (mypyc) among the build requirements when
-``SMTPX_COMPILE=1`` asks for the compiled build (see setup.py). An editable install stays
-pure Python whatever the variable says: a compiled module would be imported in place of
-its source, and edits of the source would do nothing until the next build."""
+"""smtpx's build backend: setuptools', plus mypy (mypyc) and smtpx's dependencies among the
+build requirements when ``SMTPX_COMPILE=1`` asks for the compiled build (see setup.py).
+
+An editable install stays pure Python whatever the variable says: a compiled module would
+be imported in place of its source, and edits of the source would do nothing until the
+next build."""
 
 from __future__ import annotations
 
 import os
 import sys
+import tomllib
 from typing import Any
 
 from setuptools import build_meta
@@ -39,8 +42,24 @@ def _compiling() -> bool:
 
 
 def get_requires_for_build_wheel(config_settings: Settings = None) -> list[str]:
-    requires = list(build_meta.get_requires_for_build_wheel(config_settings))
-    return [*requires, MYPYC] if _compiling() else requires
+    if not _compiling():
+        return list(build_meta.get_requires_for_build_wheel(config_settings))
+    # setuptools runs setup.py to find its own requirements, which must not compile yet:
+    # mypy is what is asked for here.
+    os.environ["SMTPX_COMPILE"] = "0"
+    try:
+        requires = list(build_meta.get_requires_for_build_wheel(config_settings))
+    finally:
+        os.environ["SMTPX_COMPILE"] = "1"
+    return [*requires, MYPYC, *_dependencies()]
+
+
+def _dependencies() -> list[str]:
+    """smtpx's own dependencies: mypyc type-checks what it compiles, and the compiled
+    modules import idna, aiohttp and the rest (a missing one is an error, not an Any)."""
+    with open("pyproject.toml", "rb") as file:
+        names: list[str] = tomllib.load(file)["project"]["dependencies"]
+    return names
 
 
 def build_wheel(
