@@ -130,9 +130,14 @@ class Supervised:
         return self.socket.with_name(f"control.sock.worker-{index}")
 
     async def terminate(self) -> int:
+        """SIGTERM; the exit status once every worker has drained (at most 60 s: past
+        that the failure shows the supervisor's and workers' log)."""
         assert self.process is not None
         self.process.terminate()
-        return await asyncio.to_thread(self.process.wait, 60)
+        try:
+            return await asyncio.to_thread(self.process.wait, 60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 60 s after SIGTERM; the log:\n{self.log()}") from None
 
     def cleanup(self, worker_pids: list[int] | None = None) -> None:
         """Stop what a failed test left running (never leak a server)."""
