@@ -144,22 +144,32 @@ class SessionRunner:
                     listener=session.listener,
                     **({"proxy_peer": session.proxy_peer[0]} if session.proxy_peer else {}),
                 )
+            ended: BaseException | None = None
             try:
                 self.conn.send(
                     replies.service_ready(self._hostname(), self.plugin.greeting(session))
                 )
                 await self._loop()
-            finally:
-                try:
-                    await self.plugin.disconnect(session)
-                except Exception:
-                    log.exception("plugin disconnect failed (session %s)", session.id)
-                self.mail.debug("disconnected", errors=self.errors)
+            except BaseException as error:  # re-raised once the plugin has been told
+                ended = error
+            # Not awaited in a finally block: a compiled coroutine (mypyc) that awaits
+            # there leaves the exception it handles behind for the next code that runs
+            # (docs/performance.md); tests/test_compiled.py checks compiled modules.
+            await self._disconnect()
+            if ended is not None:
+                raise ended
         except (ConnectionError, OSError) as exc:
             log.debug("session %s: connection lost: %s", session.id, exc)
         finally:
             self._drop_content()  # a transaction cut off: its memory and file go
             self.stream.close()
+
+    async def _disconnect(self) -> None:
+        try:
+            await self.plugin.disconnect(self.session)
+        except Exception:
+            log.exception("plugin disconnect failed (session %s)", self.session.id)
+        self.mail.debug("disconnected", errors=self.errors)
 
     async def _loop(self) -> None:
         while True:
