@@ -76,6 +76,36 @@ def test_no_compiled_coroutine_awaits_while_handling_an_exception() -> None:
     assert found == {}
 
 
+def _calls_in_slice_bounds(tree: ast.AST) -> list[int]:
+    """Lines that slice with a bound that calls something other than len()."""
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+            bounds = (node.slice.lower, node.slice.upper, node.slice.step)
+            calls = [n for b in bounds if b is not None for n in ast.walk(b)]
+            if any(
+                isinstance(n, ast.Call)
+                and not (isinstance(n.func, ast.Name) and n.func.id == "len")
+                for n in calls
+            ):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_compiled_slice_bound_calls_a_function() -> None:
+    """mypyc evaluates a slice's bound twice when it slices a memoryview (or any object it
+    does not know): ``view[os.write(fd, view):]`` wrote each chunk twice, compiled. In
+    compiled modules a bound calls nothing (len() excepted: it has no effect)."""
+    found = {}
+    for name in _compiled_modules():
+        path = ROOT / "src" / (name.replace(".", "/") + ".py")
+        lines = _calls_in_slice_bounds(ast.parse(path.read_text(encoding="utf-8")))
+        if lines:
+            found[name] = lines
+    assert found == {}
+    assert _calls_in_slice_bounds(ast.parse("v[os.write(fd, v):]\nv[len(p):]\n")) == [1]
+
+
 def test_the_check_finds_an_await_while_handling() -> None:
     code = (
         "async def f():\n"

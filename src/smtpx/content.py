@@ -200,4 +200,5 @@ class Spill:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)  # not in the slice: mypyc evaluates its bound twice
+        view = view[written:]
