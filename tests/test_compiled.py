@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,18 @@ def _compiled_modules() -> list[str]:
     return names
 
 
+def _found_in_compiled(check: Callable[[ast.AST], list[int]]) -> dict[str, list[int]]:
+    """The lines ``check`` finds in each compiled module's source (modules with none left
+    out)."""
+    found = {}
+    for name in _compiled_modules():
+        path = ROOT / "src" / (name.replace(".", "/") + ".py")
+        lines = check(ast.parse(path.read_text(encoding="utf-8")))
+        if lines:
+            found[name] = lines
+    return found
+
+
 def _awaits_while_handling(tree: ast.AST) -> list[int]:
     """Lines that await in a finally or except block, or use ``async with`` (whose exit
     is awaited while the body's exception is handled)."""
@@ -67,13 +80,7 @@ def test_no_compiled_coroutine_awaits_while_handling_an_exception() -> None:
     exception it handles set for whatever runs next (with the server's session compiled
     so, a session cut off by close() made the next sessions fail with its
     CancelledError). Compiled modules await outside those blocks."""
-    found = {}
-    for name in _compiled_modules():
-        path = ROOT / "src" / (name.replace(".", "/") + ".py")
-        lines = _awaits_while_handling(ast.parse(path.read_text(encoding="utf-8")))
-        if lines:
-            found[name] = lines
-    assert found == {}
+    assert _found_in_compiled(_awaits_while_handling) == {}
 
 
 def _calls_in_slice_bounds(tree: ast.AST) -> list[int]:
@@ -96,13 +103,7 @@ def test_no_compiled_slice_bound_calls_a_function() -> None:
     """mypyc evaluates a slice's bound twice when it slices a memoryview (or any object it
     does not know): ``view[os.write(fd, view):]`` wrote each chunk twice, compiled. In
     compiled modules a bound calls nothing (len() excepted: it has no effect)."""
-    found = {}
-    for name in _compiled_modules():
-        path = ROOT / "src" / (name.replace(".", "/") + ".py")
-        lines = _calls_in_slice_bounds(ast.parse(path.read_text(encoding="utf-8")))
-        if lines:
-            found[name] = lines
-    assert found == {}
+    assert _found_in_compiled(_calls_in_slice_bounds) == {}
     assert _calls_in_slice_bounds(ast.parse("v[os.write(fd, v):]\nv[len(p):]\n")) == [1]
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from setuptools import build_meta
 from setuptools.build_meta import (
     build_sdist,
+    build_wheel,
+    get_requires_for_build_editable,
     get_requires_for_build_sdist,
     prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
@@ -60,16 +62,6 @@ def _dependencies() -> list[str]:
     with open("pyproject.toml", "rb") as file:
         names: list[str] = tomllib.load(file)["project"]["dependencies"]
     return names
-
-
-def build_wheel(
-    wheel_directory: str, config_settings: Settings = None, metadata_directory: str | None = None
-) -> str:
-    return str(build_meta.build_wheel(wheel_directory, config_settings, metadata_directory))
-
-
-def get_requires_for_build_editable(config_settings: Settings = None) -> list[str]:
-    return list(build_meta.get_requires_for_build_editable(config_settings))
 
 
 def build_editable(
