@@ -20,6 +20,7 @@ sender arguments.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import email.message
 import email.parser
@@ -30,6 +31,7 @@ import math
 import os
 import random
 import re
+import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -74,17 +76,21 @@ _ID_LENGTH = _ID_TIME_CHARS + _ID_RANDOM_CHARS
 _ID_MAX_MICROS = 64**_ID_TIME_CHARS - 1
 
 
-# Two characters per lookup: 4096 precomputed pairs make encoding a few table reads.
-_PAIRS = [a + b for a in _ID_ALPHABET for b in _ID_ALPHABET]
+# Standard base64 has the same 6-bit digits in another order: encoding is binascii's,
+# then one translation to the sorted alphabet (a quarter of the time of a Python loop).
+_FROM_BASE64 = bytes.maketrans(
+    (string.ascii_uppercase + string.ascii_lowercase + string.digits + "+/").encode(),
+    _ID_ALPHABET.encode(),
+)
 
 
 def _encode64(value: int, width: int) -> str:
-    """``value`` in ``width`` characters of the sorted alphabet (``width`` even)."""
-    pairs = []
-    for _ in range(width // 2):
-        value, pair = divmod(value, 4096)
-        pairs.append(_PAIRS[pair])
-    return "".join(reversed(pairs))
+    """The low ``6 * width`` bits of ``value`` in ``width`` characters of the sorted
+    alphabet."""
+    size = -(-width // 4) * 3  # whole base64 quanta: 3 bytes give 4 characters
+    raw = (value & ((1 << 6 * width) - 1)).to_bytes(size, "big")
+    encoded = binascii.b2a_base64(raw, newline=False).translate(_FROM_BASE64)
+    return encoded[-width:].decode("ascii")
 
 
 def _decode64(text: str) -> int:
@@ -127,7 +133,7 @@ class EnvelopeIdGenerator:
         if micros > _ID_MAX_MICROS:
             raise OverflowError("the clock reads a time too far in the future for an id")
         noise = self._rng.getrandbits(6 * _ID_RANDOM_CHARS)
-        text = _encode64(micros, _ID_TIME_CHARS) + _encode64(noise, _ID_RANDOM_CHARS)
+        text = _encode64(micros << 6 * _ID_RANDOM_CHARS | noise, _ID_LENGTH)
         return str.__new__(EnvelopeId, text)  # valid by construction: no check
 
 

@@ -149,8 +149,10 @@ class _Protocol(asyncio.BufferedProtocol):
     there, per message (bench/chunking.py measured 22 messages/s instead of 700).
     """
 
-    def __init__(self, *, quickack: bool = False) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(
+        self, *, quickack: bool = False, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
         self._view = _read_buffer()  # this thread's: the loop's, as the protocol is
         self.transport: asyncio.Transport | None = None
         self._quickack = quickack and _QUICKACK is not None
@@ -401,8 +403,13 @@ def _address(value: object) -> tuple[str, int] | None:
 
 
 class _ServerProtocol(_Protocol):
-    def __init__(self, on_stream: Callable[[TransportStream], None], tls: bool) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        on_stream: Callable[[TransportStream], None],
+        tls: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(loop=loop)
         self._on_stream = on_stream
         self._tls = tls
 
@@ -418,8 +425,10 @@ def server_protocol_factory(
     on_stream: Callable[[TransportStream], None], *, tls: bool = False
 ) -> Callable[[], asyncio.BaseProtocol]:
     """For ``loop.create_server``: each accepted connection is handed to ``on_stream`` as a
-    :class:`TransportStream` (``tls`` for implicit-TLS listeners)."""
-    return lambda: _ServerProtocol(on_stream, tls)
+    :class:`TransportStream` (``tls`` for implicit-TLS listeners). Call it in the loop
+    the server runs in (its protocols are made there)."""
+    loop = asyncio.get_running_loop()
+    return lambda: _ServerProtocol(on_stream, tls, loop)
 
 
 # ---------------------------------------------------------------------------------------

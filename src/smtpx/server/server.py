@@ -243,13 +243,13 @@ class Server:
             self.stats["refused_connections"] += 1
             return
         if listener.proxied:
-            self._accept_proxied(stream, listener)
+            self._accept_proxied(stream, listener, key)
             return
-        self._start(stream, listener)
+        self._start(stream, listener, key)
 
-    def _start(self, stream: Stream, listener: Listener) -> None:
-        """Admit the client (its limits) and run its session."""
-        key = str(listener)
+    def _start(self, stream: Stream, listener: Listener, key: str) -> None:
+        """Admit the client (its limits) and run its session (``key``: the listener's
+        name)."""
         peer = stream.peername()
         admitted = self.clients.admit(peer[0] if peer is not None else None)
         if isinstance(admitted, Refused):
@@ -262,19 +262,19 @@ class Server:
         self._runners[task] = runner
         task.add_done_callback(functools.partial(self._done, listener=key, admitted=admitted))
 
-    def _accept_proxied(self, stream: TransportStream, listener: Listener) -> None:
+    def _accept_proxied(self, stream: TransportStream, listener: Listener, key: str) -> None:
         """A proxied listener: the peer must be a configured proxy, and its PROXY header
         is read (the listener's slot held meanwhile) before the client's limits apply."""
         if not peer_allowed(stream.peername(), listener.proxy_from):
             _turn_away(stream, Reply.of(421, "Not a trusted proxy; closing connection", "4.7.0"))
             self.stats["refused_proxy_peer"] += 1
             return
-        self._per_listener[str(listener)] += 1
-        task = asyncio.get_running_loop().create_task(self._unwrap(stream, listener))
+        self._per_listener[key] += 1
+        task = asyncio.get_running_loop().create_task(self._unwrap(stream, listener, key))
         self._unwrapping.add(task)
         task.add_done_callback(self._unwrapping.discard)
 
-    async def _unwrap(self, stream: TransportStream, listener: Listener) -> None:
+    async def _unwrap(self, stream: TransportStream, listener: Listener, key: str) -> None:
         try:
             proxied = await unwrap(stream, self.config.proxy_timeout)
         except (ProxyHeaderError, TimeoutError) as exc:
@@ -286,11 +286,11 @@ class Server:
             stream.close()
             return
         finally:
-            self._per_listener[str(listener)] -= 1
+            self._per_listener[key] -= 1
         if self.closing:
             _turn_away(proxied, replies.shutting_down())
             return
-        self._start(proxied, listener)
+        self._start(proxied, listener, key)
 
     def _done(self, task: asyncio.Task[None], *, listener: str, admitted: Admitted) -> None:
         self._runners.pop(task, None)
