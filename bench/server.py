@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/server.py [--messages 10000] [--size 4096] [--sessions 20]
                                      [--idle 1000] [--rounds 3] [--uvloop] [--quick]
-                                     [--probe 200] [--workers 1]
+                                     [--probe 200] [--workers 1,2]
 
 Throughput: Postfix's ``smtp-source`` (``-s 20 -m 10000 -l 4096``, the same sender,
 recipient and flags for both) against (a) an ``smtpx.server.Server`` whose plugin accepts
@@ -23,10 +23,13 @@ from MAIL to the 250 after the content: ``--probe`` of them on the idle server b
 load, and then, 20 ms apart, all through each kept-connection run (their messages are
 counted on top of smtp-source's). The table gives p50 / p99 of each.
 
-Workers: this benchmark measures the ``smtpx.server.Server`` class in one process, as
-aiosmtpd's ``Controller`` is: a single event loop each, by design. ``--workers`` counts
-above 1 are for ``smtpx serve`` (``[server] workers``): bench/relay.py and
-bench/scaling.py; here they are reported as not applicable.
+Workers: ``--workers 1,2`` runs smtpx once per count; above 1 ("smtpx w2") the sink is
+that many processes, each a ``Server`` listening on the same port with ``reuse_port``
+(``SO_REUSEPORT``: the kernel spreads the connections over them, as it does for ``smtpx
+serve``'s ``[server] workers``, which bench/relay.py and bench/scaling.py measure).
+Their messages and CPU time are added up. aiosmtpd's ``Controller`` runs one event loop
+in one process (it has no workers), so it runs once, and each smtpx count is compared
+with it.
 
 Memory: a fresh child of each server is warmed up with a few short sessions, then the
 parent opens ``--idle`` TCP connections (reads the greeting, sends EHLO, reads the reply)
@@ -82,7 +85,7 @@ def raise_open_files(wanted: int) -> int:
 # --- child mode: one server ------------------------------------------------------------------
 
 
-def serve_smtpx(port: int, use_uvloop: bool) -> None:
+def serve_smtpx(port: int, use_uvloop: bool, reuse_port: bool = False) -> None:
     from smtpx.envelope import Envelope
     from smtpx.server import Listener, Plugin, Server, ServerConfig, Session, Transaction
 
@@ -100,6 +103,7 @@ def serve_smtpx(port: int, use_uvloop: bool) -> None:
         max_message_size=MAX_MESSAGE,
         command_timeout=TIMEOUT,
         data_timeout=TIMEOUT,
+        reuse_port=reuse_port,
     )
 
     async def run() -> None:
@@ -163,52 +167,74 @@ def serve_aiosmtpd(port: int, use_uvloop: bool) -> None:
 
 @dataclass
 class Child:
-    """A server in a child process, with a line protocol on its stdin/stdout."""
+    """A server in child processes (several: workers accepting on one port with
+    SO_REUSEPORT), each with a line protocol on its stdin/stdout."""
 
     name: str
-    process: subprocess.Popen[str]
+    processes: list[subprocess.Popen[str]]
     port: int
 
     def messages(self) -> int:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write("stats\n")
-        self.process.stdin.flush()
-        words = self.process.stdout.readline().split()
-        return int(words[1])
+        """The messages the processes received, added up."""
+        total = 0
+        for process in self.processes:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            process.stdin.write("stats\n")
+            process.stdin.flush()
+            total += int(process.stdout.readline().split()[1])
+        return total
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the child (all its threads)."""
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        # Fields 14 and 15 (utime, stime), counted from 1 with the pid and the name cut off.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the processes (all their threads)."""
+        ticks = 0
+        for process in self.processes:
+            with open(f"/proc/{process.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            # Fields 14 and 15 (utime, stime), counted from 1 with the pid and name cut off.
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int:
-        return rss_kb(self.process.pid)
+        return sum(rss_kb(process.pid) for process in self.processes)
 
 
 @contextlib.contextmanager
-def child(name: str, use_uvloop: bool, files: int) -> Iterator[Child]:
+def child(name: str, use_uvloop: bool, files: int, workers: int = 1) -> Iterator[Child]:
+    """``name``'s server in ``workers`` processes (each an smtpx ``Server`` with
+    ``reuse_port``: the kernel spreads connections over them, as with ``smtpx serve``'s
+    ``[server] workers``); aiosmtpd's Controller is one process, so 1 only."""
+    if workers > 1 and name != "smtpx":
+        raise ValueError(f"{name} runs in one process")
+    port = 0 if name == "smtpx" and workers == 1 else free_port()
     argv = [sys.executable, os.path.abspath(__file__), "--serve", name]
-    argv += ["--port", str(0 if name == "smtpx" else free_port()), "--files", str(files)]
+    argv += ["--port", str(port), "--files", str(files)]
     if use_uvloop:
         argv.append("--uvloop")
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if workers > 1:
+        argv.append("--reuse-port")
+    processes: list[subprocess.Popen[str]] = []
     try:
-        assert process.stdout is not None
-        ready = process.stdout.readline().split()
-        if len(ready) != 2 or ready[0] != "port":
-            raise RuntimeError(f"{name} server did not start (said {ready!r})")
-        yield Child(name, process, int(ready[1]))
+        for _ in range(workers):
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            processes.append(process)
+            assert process.stdout is not None
+            ready = process.stdout.readline().split()  # once it listens
+            if len(ready) != 2 or ready[0] != "port":
+                raise RuntimeError(f"{name} server did not start (said {ready!r})")
+        yield Child(name, processes, int(ready[1]))
     finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            if process.stdin is not None:
+                process.stdin.close()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @dataclass
@@ -299,15 +325,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 messages, 200 idle, 1 round")
     parser.add_argument("--probe", type=int, default=200, help="latency probes on the idle server")
     parser.add_argument(
-        "--workers", default="1", help="worker counts, 1,2: above 1 not applicable here"
+        "--workers", default="1", help="smtpx worker process counts to run, e.g. 1,2"
     )
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--files", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         raise_open_files(args.files)
-        (serve_smtpx if args.serve == "smtpx" else serve_aiosmtpd)(args.port, args.uvloop)
+        if args.serve == "smtpx":
+            serve_smtpx(args.port, args.uvloop, args.reuse_port)
+        else:
+            serve_aiosmtpd(args.port, args.uvloop)
         return 0
 
     source = tool("smtp-source")
@@ -325,17 +355,23 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, smtpx {smtpx_build()}"
     )
     modes = (("kept (-d)", True), ("new per message", False))
+    # smtpx once per worker count ("smtpx w2": two processes on one port), then aiosmtpd.
+    lineup = [(_label(count), "smtpx", count) for count in workers] + [("aiosmtpd", "aiosmtpd", 1)]
+    labels = [label for label, _, _ in lineup]
     runs: dict[tuple[str, str], list[Throughput]] = {}
     idle_latency: dict[str, Latency | None] = {}
-    loaded: dict[str, list[float]] = {name: [] for name in SERVERS}
+    loaded: dict[str, list[float]] = {label: [] for label in labels}
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(child(name, args.uvloop, files)) for name in SERVERS]
-        for server in servers:
-            idle_latency[server.name] = LatencyProbe(server.port, SENDER, RECIPIENT).run(args.probe)
-        # Rounds alternate the servers, so a slow spell of the machine hits both alike.
+        servers = {
+            label: stack.enter_context(child(name, args.uvloop, files, count))
+            for label, name, count in lineup
+        }
+        for label, server in servers.items():
+            idle_latency[label] = LatencyProbe(server.port, SENDER, RECIPIENT).run(args.probe)
+        # Rounds alternate the servers, so a slow spell of the machine hits each alike.
         for _ in range(rounds):
             for mode, reuse in modes:
-                for server in servers:
+                for label, server in servers.items():
                     probe = LatencyProbe(server.port, SENDER, RECIPIENT) if reuse else None
                     result = smtp_source(
                         source,
@@ -346,9 +382,9 @@ def main() -> int:
                         reuse=reuse,
                         probe=probe,
                     )
-                    runs.setdefault((server.name, mode), []).append(result)
+                    runs.setdefault((label, mode), []).append(result)
                     if probe is not None:
-                        loaded[server.name].extend(probe.seconds)
+                        loaded[label].extend(probe.seconds)
     rates = {key: median(results) for key, results in runs.items()}
     memory: dict[str, float] = {}
     for name in SERVERS:
@@ -356,29 +392,31 @@ def main() -> int:
             memory[name] = idle_memory(server, idle)
 
     print(f"{'server':<10}{'connections':<18}{'msg/s':>10}{'server CPU/msg':>17}")
-    for name in SERVERS:
+    for label in labels:
         for mode, _ in modes:
-            result = rates[(name, mode)]
-            print(f"{name:<10}{mode:<18}{result.rate:>10,.0f}{result.cpu_us:>14,.0f} us")
-    for mode, _ in modes:
-        ratio = rates[("smtpx", mode)].rate / rates[("aiosmtpd", mode)].rate
-        print(f"smtpx / aiosmtpd, {mode:<18}{ratio:>6.2f}x")
+            result = rates[(label, mode)]
+            print(f"{label:<10}{mode:<18}{result.rate:>10,.0f}{result.cpu_us:>14,.0f} us")
+    for label in labels[:-1]:
+        for mode, _ in modes:
+            ratio = rates[(label, mode)].rate / rates[("aiosmtpd", mode)].rate
+            print(f"{label + ' / aiosmtpd, ' + mode:<40}{ratio:>6.2f}x")
     print("one message's round trip (MAIL to the 250 after the content), p50 / p99:")
-    for name in SERVERS:
-        busy = Latency.of(loaded[name])
+    for label in labels:
+        busy = Latency.of(loaded[label])
         print(
-            f"{name:<10}idle {_cell(idle_latency[name]):>20}   "
+            f"{label:<10}idle {_cell(idle_latency[label]):>20}   "
             f"under the kept-connection load {_cell(busy):>20} ({busy.count if busy else 0})"
         )
-    for count in workers:
-        if count > 1:
-            print(f"workers={count}: not applicable (the sink is one process by design)")
     print(f"idle sessions ({idle}, greeted + EHLO), server RSS per session:")
     for name in SERVERS:
         print(f"{name:<10}{memory[name]:>8.1f} KB")
     verdict = "met" if memory["smtpx"] <= 30 else "NOT MET"
     print(f"smtpx: target (<= 30 KB per idle session) {verdict}")
     return 0
+
+
+def _label(workers: int) -> str:
+    return "smtpx" if workers == 1 else f"smtpx w{workers}"
 
 
 def _cell(latency: Latency | None) -> str:
