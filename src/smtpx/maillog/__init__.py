@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -224,23 +223,25 @@ class PlainFormatter(logging.Formatter):
         return text
 
 
-_BARE = re.compile(r'[^\s"]+')  # a value that needs no quotes (if printable, too)
-
-
 def _plain(value: Any) -> str:
     """A field's value in a plain line: as it is, or quoted (JSON string escapes) when it
     is empty or holds a space, a quote or anything unprintable: a value a client chose
     (a user name, a HELO name) never ends the line or passes for another field."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         text = value
+    elif kind is int:  # digits and a sign (bool and enums are not of this exact type)
+        return str(value)
     elif isinstance(value, (list, tuple)):
         text = ",".join(map(str, value))
     elif isinstance(value, Mapping):  # a fingerprint: compact JSON
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     else:
         text = str(value)
+    # A printable text's only white space is the ASCII space (every other is a separator
+    # or a control character, which isprintable() refuses): no pattern needed.
     if text.isprintable():
-        if _BARE.fullmatch(text):
+        if text and " " not in text and '"' not in text:
             return text
         if '"' not in text and "\\" not in text:
             return f'"{text}"'  # what json.dumps gives for it, without its cost

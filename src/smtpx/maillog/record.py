@@ -27,6 +27,21 @@ _PID = [os.getpid()]  # this process's id, refreshed in a forked child
 _PATH = os.path.join(os.path.dirname(__file__), "__init__.py")  # MailLog.log's file
 
 
+# The attributes every mail log record has with the same value. funcName is None, as the
+# stdlib's record has it when given no function.
+_FIXED: dict[str, Any] = {
+    "args": (),
+    "pathname": _PATH,
+    "filename": "__init__.py",
+    "module": "__init__",
+    "lineno": 0,
+    "funcName": None,
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+}
+
+
 def _forked() -> None:
     _PID[0] = os.getpid()
 
@@ -39,18 +54,11 @@ class MailRecord(logging.LogRecord):
 
     def __init__(self, name: str, level: int, msg: str, mail: dict[str, Any]) -> None:
         now = time.time()
-        # Instance attributes all (formatters read the record's __dict__).
+        # Instance attributes all (formatters read the record's __dict__); those that are
+        # the same for every line are copied in at once.
+        self.__dict__.update(_FIXED)
         self.name = name
         self.msg = msg
-        self.args = ()
-        self.pathname = _PATH
-        self.filename = "__init__.py"
-        self.module = "__init__"
-        self.lineno = 0
-        self.funcName = None  # type: ignore[assignment]  # as the stdlib's, given no func
-        self.exc_info = None
-        self.exc_text = None
-        self.stack_info = None
         self.levelname = logging.getLevelName(level)
         self.levelno = level
         self.created = now
