@@ -228,6 +228,7 @@ def _plain(value: Any) -> str:
     is empty or holds a space, a quote or anything unprintable: a value a client chose
     (a user name, a HELO name) never ends the line or passes for another field."""
     kind = type(value)
+    text: str
     if kind is str:
         text = value
     elif kind is int:  # digits and a sign (bool and enums are not of this exact type)
