@@ -3,6 +3,8 @@ endpoints with it, the cross-origin refusal, and the per-minute rates."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from smtpx.mta.console.rates import (
     reason_of,
 )
 from smtpx.mta.routing import FakeDns
-from smtpx.spool.types import EventKind
+from smtpx.spool.types import EventKind, SpoolEvent
 from smtpx.spool.unreachable import SUSPENDED
 from tests.mta.helpers import config, queue_waiting
 
@@ -118,6 +120,28 @@ async def test_the_rates_count_the_spool_s_events(
     [reason] = rates["reasons"]
     assert reason["total"] == 3 and sum(reason["by_minute"]) == 3
     assert "127.0.0.1" in reason["reason"] or "refused" in reason["reason"].lower()
+
+
+async def test_a_deferral_without_its_reason_is_counted_with_the_one_looked_up(
+    http: tuple[aiohttp.ClientSession, str], mta: Mta
+) -> None:
+    """An older node's deferral events carry no reason: the console looks up the
+    message's last attempt (in a task of its own) and counts the deferral with it."""
+    session, base = http
+    message = mta.spool.status()[0]
+    assert message.last_attempt is not None
+    mta.spool.events.publish(
+        SpoolEvent(time.time(), EventKind.DELAYED, message.id, spool_date=message.spool_date)
+    )
+    for _ in range(100):  # the lookup's task runs on the loop
+        async with session.get(base + "/v1/console/rates", headers=AUTH) as response:
+            rates = await response.json()
+        if sum(m["deferred"] for m in rates["series"]) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert sum(m["deferred"] for m in rates["series"]) == 4  # the fixture's three, and it
+    [reason] = rates["reasons"]
+    assert reason["total"] == 4
 
 
 async def test_a_cross_origin_browser_may_not_act(

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from smtpx.client import connect
 from smtpx.mta import control as control_module
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns
+from smtpx.spool.types import EventKind, SpoolEvent
 from tests.mta.helpers import PLAIN, config, message, queue_waiting
 
 
@@ -362,6 +364,26 @@ async def test_metrics_parse(api: TestClient[Any, Any]) -> None:
     assert queue["send_at"] == 4.0 and queue["frozen"] == 0.0
     assert "smtpx_delivery_latency_seconds" in families
     assert "smtpx_sessions_active" in families and "smtpx_tls_handshakes" in families
+
+
+async def test_each_delivery_is_timed_into_the_latency_histogram(
+    api: TestClient[Any, Any], mta: Mta
+) -> None:
+    def observed(text: str) -> tuple[float, float]:
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = families["smtpx_delivery_latency_seconds"].samples
+        count = next(s.value for s in samples if s.name.endswith("_count"))
+        total = next(s.value for s in samples if s.name.endswith("_sum"))
+        return count, total
+
+    before = observed(await (await api.get("/metrics")).text())
+    now = time.time()
+    events = mta.spool.events
+    events.publish(SpoolEvent(now, EventKind.DELIVERED, "x", spool_date=now - 2.5))
+    events.publish(SpoolEvent(now, EventKind.DELAYED, "y", spool_date=now - 9.0))  # not timed
+    count, total = observed(await (await api.get("/metrics")).text())
+    assert count == before[0] + 1
+    assert total == pytest.approx(before[1] + 2.5)
 
 
 async def test_metrics_count_per_client_refusals_and_deadline_hangups(tmp_path: Path) -> None:

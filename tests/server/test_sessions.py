@@ -18,6 +18,7 @@ from smtpx.protocol import (
 )
 from smtpx.protocol.params import RcptParams
 from smtpx.server import (
+    EventBus,
     MalformedMessages,
     Offer,
     Plugin,
@@ -448,6 +449,34 @@ async def test_envelope_received_events() -> None:
     assert [str(r) for r in event.info.recipients] == ["b@example.org"]
     assert event.size == len(b"Subject: e\r\n\r\nx\r\n")
     assert srv.events.subscribers == 0
+
+
+def test_listeners_hear_each_event_as_it_is_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus: EventBus[int] = EventBus()
+    heard: list[int] = []
+    twice: list[int] = []
+
+    def failing(event: int) -> None:
+        raise RuntimeError("listener bug")
+
+    with bus.listen(heard.append), bus.listen(failing):
+        first = bus.listen(twice.append)
+        second = bus.listen(twice.append)  # the same callable, registered twice
+        assert bus.subscribers == 4
+        bus.publish(1)  # a failing listener is logged; the others and the publisher go on
+        first.close()  # ends that registration only
+        bus.publish(2)
+        second.close()
+        bus.publish(3)
+    bus.publish(4)
+    assert heard == [1, 2, 3]
+    assert twice == [1, 1, 2]
+    assert bus.subscribers == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"event listener {failing!r} failed"
+    ] * 3
 
 
 async def test_stats_count_sessions_and_messages() -> None:

@@ -44,7 +44,6 @@ header terms read the stored messages that the other filters let through).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -65,6 +64,7 @@ from smtpx.mta import console, observe
 from smtpx.mta.controlsite import ControlSite, json_error, list_limit, mount_plugin
 from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
+from smtpx.server.events import Listening
 from smtpx.server.limits import Refused
 from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
@@ -251,7 +251,7 @@ class ControlPlane(ControlSite):
             registry=self.registry,
         )
         self._build()
-        self._watcher: asyncio.Task[None] | None = None
+        self._watching: Listening[SpoolEvent] | None = None
 
     def _build(self) -> None:
         app = self.app
@@ -282,21 +282,19 @@ class ControlPlane(ControlSite):
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_deliveries())
+        self._watching = self.mta.spool.events.listen(self._delivered)
         await super().start()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        if self._watching is not None:
+            self._watching.close()
+            self._watching = None
         await super().close()
 
-    async def _watch_deliveries(self) -> None:
-        with self.mta.spool.events.subscribe() as events:
-            async for event in events:
-                if event.kind is EventKind.DELIVERED and event.spool_date is not None:
-                    self.latency.observe(max(0.0, event.time - event.spool_date))
+    def _delivered(self, event: SpoolEvent) -> None:
+        """The delivery latency histogram, fed as each delivery is published."""
+        if event.kind is EventKind.DELIVERED and event.spool_date is not None:
+            self.latency.observe(max(0.0, event.time - event.spool_date))
 
     def error_reply(self, exc: Exception) -> web.Response | None:
         if isinstance(exc, SpoolError):

@@ -14,7 +14,7 @@
 """
 
 from smtpx.server.config import Listener, MalformedMessages, ServerConfig, ServerTls
-from smtpx.server.events import EnvelopeReceived, EventBus, Subscription
+from smtpx.server.events import EnvelopeReceived, EventBus, Listening, Subscription
 from smtpx.server.limits import ClientLimits
 from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
 from smtpx.server.server import Server
@@ -24,6 +24,7 @@ __all__ = [
     "EnvelopeReceived",
     "EventBus",
     "Listener",
+    "Listening",
     "MalformedMessages",
     "Offer",
     "Plugin",

@@ -2,7 +2,9 @@
 the error stream (F109: every error-level log record, as events).
 
 A slow subscriber never slows the server: each subscriber has a bounded queue, and when it
-is full the oldest event is dropped (and counted).
+is full the oldest event is dropped (and counted). A listener (:meth:`EventBus.listen`)
+is called with each event as it is published instead: for quick bookkeeping (a counter,
+a histogram), with no queue and no task to wake per event.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ import collections
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from smtpx.envelope import EnvelopeInfo
 
-__all__ = ["EnvelopeReceived", "ErrorEvent", "ErrorStream", "EventBus", "Subscription"]
+__all__ = [
+    "EnvelopeReceived",
+    "ErrorEvent",
+    "ErrorStream",
+    "EventBus",
+    "Listening",
+    "Subscription",
+]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +50,21 @@ class EventBus(Generic[T]):
     def __init__(self, queue_size: int = 1000) -> None:
         self._queue_size = queue_size
         self._subscribers: set[asyncio.Queue[T]] = set()
+        self._listeners: tuple[Callable[[T], None], ...] = ()
         self.dropped = 0
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
+        """How many subscriptions and listeners get the events (none: publishing can be
+        skipped, and the event need not be made)."""
+        return len(self._subscribers) + len(self._listeners)
 
     def publish(self, event: T) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # the publisher (a session, the spool) goes on regardless
+                log.exception("event listener %r failed", listener)
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
@@ -52,12 +72,42 @@ class EventBus(Generic[T]):
                 self.dropped += 1
             queue.put_nowait(event)
 
+    def listen(self, listener: Callable[[T], None]) -> Listening[T]:
+        """Call ``listener`` with each event published from now on, inside
+        :meth:`publish`: it must be quick and must not block (an exception it raises is
+        logged, and the publisher goes on). Close the returned handle, or leave its
+        ``with``, to stop."""
+        self._listeners = (*self._listeners, listener)
+        return Listening(self, listener)
+
     def subscribe(self) -> Subscription[T]:
         """Events published from now on (the subscription starts at once, before the
         first ``async for`` step); close it, or leave the ``async with``, to stop."""
         subscription = Subscription(self, asyncio.Queue(self._queue_size))
         self._subscribers.add(subscription.queue)
         return subscription
+
+
+class Listening(Generic[T]):
+    """A listener's registration (see :meth:`EventBus.listen`)."""
+
+    def __init__(self, bus: EventBus[T], listener: Callable[[T], None]) -> None:
+        self._bus = bus
+        self._listener = listener
+
+    def close(self) -> None:
+        listeners = list(self._bus._listeners)
+        for index, item in enumerate(listeners):
+            if item is self._listener:  # this registration only (one callable may have two)
+                del listeners[index]
+                self._bus._listeners = tuple(listeners)
+                return
+
+    def __enter__(self) -> Listening[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Subscription(Generic[T]):

@@ -27,7 +27,6 @@ only its own scripts and styles (Content-Security-Policy) and may not be framed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,11 +76,10 @@ def install(app: web.Application, plane: ControlPlane) -> None:
     app.middlewares.insert(0, front)
 
     async def feeding(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(_feed(plane, rates))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        feed = _Feed(plane, rates)
+        with plane.mta.spool.events.listen(feed.count):
+            yield
+        await feed.close()
 
     async def shape_handler(request: web.Request) -> web.Response:
         messages = [message_json(m) for m in await plane._selected(request)]
@@ -137,23 +135,44 @@ def _cross_origin(request: web.Request) -> bool:
     return parts.scheme not in ("http", "https") or parts.netloc != request.host
 
 
-async def _feed(plane: ControlPlane, rates: Rates) -> None:
-    """Count the spool's events into ``rates`` while the control plane runs."""
-    spool = plane.mta.spool
-    with spool.events.subscribe() as events:
-        async for event in events:
-            if event.kind in COUNTED:
-                rates.count(event.kind, event.time, await _reason(plane, event))
+class _Feed:
+    """Counts the spool's events into ``rates`` as they are published (a listener: no
+    queue, no task woken per event). A deferral whose event does not say why (an older
+    node's) is counted once its reason is looked up, in a task of its own."""
+
+    def __init__(self, plane: ControlPlane, rates: Rates) -> None:
+        self.plane = plane
+        self.rates = rates
+        self._lookups: set[asyncio.Task[None]] = set()
+
+    def count(self, event: SpoolEvent) -> None:
+        if event.kind not in COUNTED:
+            return
+        if event.kind not in _DEFERRALS:
+            self.rates.count(event.kind, event.time)
+        elif event.reason:
+            self.rates.count(event.kind, event.time, event.reason)
+        else:
+            task = asyncio.get_running_loop().create_task(self._count_looked_up(event))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    async def _count_looked_up(self, event: SpoolEvent) -> None:
+        self.rates.count(event.kind, event.time, await _reason(self.plane, event))
+
+    async def close(self) -> None:
+        for task in list(self._lookups):
+            task.cancel()
+        await asyncio.gather(*self._lookups, return_exceptions=True)
+
+
+_DEFERRALS = (EventKind.DELAYED, EventKind.DELAYED_RATE_LIMITED)
 
 
 async def _reason(plane: ControlPlane, event: SpoolEvent) -> str | None:
-    """Why a deferred message was deferred: its last attempt's error (events carry it,
-    other nodes' too; an older node's are looked up); None for other events, or when
-    the message is gone meanwhile."""
-    if event.kind not in (EventKind.DELAYED, EventKind.DELAYED_RATE_LIMITED):
-        return None
-    if event.reason:
-        return event.reason
+    """Why a deferred message was deferred: its last attempt's error, looked up (the
+    events of today's nodes carry it; an older node's do not); None when the message is
+    gone meanwhile or the store cannot answer."""
     try:
         message = await plane.mta.spool.find(event.id)
     except SpoolError:
