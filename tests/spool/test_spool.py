@@ -559,6 +559,34 @@ def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
     virtual(scenario)
 
 
+def test_deliveries_from_the_segment_being_written_do_not_list_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A relay that keeps up empties the current segment at nearly every delivery: that
+    segment is never deleted, so the journal's directory is not listed for it."""
+    network = MemoryNetwork()
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network) as spool:
+            listings = 0
+            listed = spool.journal.segment_numbers
+
+            def counted() -> list[int]:
+                nonlocal listings
+                listings += 1
+                return listed()
+
+            spool.journal.segment_numbers = counted  # type: ignore[method-assign]
+            for i in range(5):
+                await spool.add([delivery(i)])
+                await settle()
+                assert spool.messages == {}
+            assert len(network.received(MX.host)) == 5
+            assert listings == 0
+
+    virtual(scenario)
+
+
 def test_permanent_failure_bounces_to_the_sender(tmp_path: Path) -> None:
     import email
     import email.message

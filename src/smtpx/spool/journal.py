@@ -174,6 +174,7 @@ class Journal:
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._pins: dict[int, int] = {}  # segment -> open readers
+        self._paths: dict[int, Path] = {}  # segment -> its path (each delivery asks)
         self._failing_until = float("-inf")  # loop time
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.fsyncs = 0  # counters, for status, metrics and benchmarks
@@ -232,7 +233,10 @@ class Journal:
         return segment_numbers(self.journal_dir)
 
     def segment_path(self, number: int) -> Path:
-        return segment_path(self.journal_dir, number)
+        path = self._paths.get(number)
+        if path is None:
+            path = self._paths[number] = segment_path(self.journal_dir, number)
+        return path
 
     def _open_segment(self, number: int) -> tuple[int, int, int]:
         """Open (creating it, durably) segment ``number`` for appending: fd, number, size."""
@@ -504,6 +508,10 @@ class Journal:
             if not self._pins[segment]:
                 del self._pins[segment]
 
+    def pins_sealed(self) -> bool:
+        """Whether a sealed segment is pinned now (kept from deletion while it is read)."""
+        return any(number != self._segment for number in self._pins)
+
     # -- compaction ---------------------------------------------------------------------
 
     def removable_segments(self, live: set[int]) -> list[int]:
@@ -538,6 +546,7 @@ class Journal:
         for number in numbers:
             with contextlib.suppress(FileNotFoundError):
                 self.segment_path(number).unlink()
+            self._paths.pop(number, None)
         if self.fsync is not FsyncPolicy.NEVER:
             fsync_directory(self.journal_dir)
 

@@ -69,6 +69,11 @@ class JournalStore:
         self.on_damaged: OnDamaged | None = None
         # Live message bodies per journal segment (count, octets): what keeps it on disk.
         self._live: dict[int, list[int]] = {}
+        # Whether collect_segments may find something: a sealed segment lost a body, or
+        # the journal rolled, since it last looked (or a pin held a segment back then).
+        # The segment being written is never deleted or compacted: a relay that keeps
+        # up empties it at nearly every delivery, and need not list the directory.
+        self._to_collect = True
         self._compaction: asyncio.Task[int] | None = None
         self._closing = False
         # What is due: ids to try now, and (due time, sequence, id) of those to try later.
@@ -260,18 +265,26 @@ class JournalStore:
             return False
         held[0] -= 1
         held[1] -= location.length
+        if location.segment != self.journal.current_segment:
+            self._to_collect = True
         if held[0] > 0:
             return False
         del self._live[location.segment]
         return True
 
     def _on_new_segment(self) -> None:
+        self._to_collect = True  # the segment written until now is sealed
         if not self._closing:
             self.collect_segments()
 
     def collect_segments(self) -> None:
         """Delete the segments nothing needs any more; start a compaction when most of
-        what the kept ones hold is dead."""
+        what the kept ones hold is dead. Nothing to do unless a sealed segment lost a
+        body or the journal rolled since the last time."""
+        if not self._to_collect:
+            return
+        # A pinned sealed segment (being read) is kept now and looked at again next time.
+        self._to_collect = self.journal.pins_sealed()
         dead = self.journal.removable_segments(set(self._live))
         if dead:
             self.journal.delete_segments(dead)
