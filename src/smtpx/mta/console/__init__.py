@@ -71,7 +71,7 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def install(app: web.Application, plane: ControlPlane) -> None:
     """Add the console to the control plane's ``app``: its page ahead of the token guard,
-    the cross-origin check, its JSON endpoints and the task that feeds the rates."""
+    the cross-origin check, its JSON endpoints and the listener that feeds the rates."""
     rates = Rates()
     app.middlewares.insert(0, front)
 
