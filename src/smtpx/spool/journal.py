@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("smtpx.spool")
+_NEVER = float("-inf")  # Journal._failing_until before any failure
 
 
 class SpoolLocked(SMTPXError):
@@ -175,7 +176,7 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self._pins: dict[int, int] = {}  # segment -> open readers
         self._paths: dict[int, Path] = {}  # segment -> its path (each delivery asks)
-        self._failing_until = float("-inf")  # loop time
+        self._failing_until = _NEVER  # loop time
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.fsyncs = 0  # counters, for status, metrics and benchmarks
         self.appended = 0
@@ -295,7 +296,9 @@ class Journal:
 
     def refusing(self) -> bool:
         """Appends are refused right now without trying (just after a failure)."""
-        return asyncio.get_running_loop().time() < self._failing_until
+        until = self._failing_until
+        # (No failure yet, the usual case: no loop lookup, a getpid system call on 3.11.)
+        return until != _NEVER and asyncio.get_running_loop().time() < until
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():
