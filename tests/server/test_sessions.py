@@ -27,6 +27,7 @@ from smtpx.server import (
     Transaction,
     password_mechanisms,
 )
+from smtpx.server.events import ErrorEvent, ErrorStream
 from smtpx.testing import Transcript
 from smtpx.testing.clock import run_virtual
 from tests.server.helpers import Keep, raw_session, server
@@ -477,6 +478,31 @@ def test_listeners_hear_each_event_as_it_is_published(
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
         f"event listener {failing!r} failed"
     ] * 3
+
+
+async def test_a_listener_failing_on_the_error_stream_is_reported_once() -> None:
+    """The error stream publishes every error record; a listener of it that fails is
+    logged as an error, which reaches the stream again: reported once, not without end."""
+    stream = ErrorStream(asyncio.get_running_loop())
+    logger = logging.getLogger("smtpx.server.events")
+    logger.addHandler(stream)
+    calls = 0
+
+    def failing(event: ErrorEvent) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("listener bug")
+
+    try:
+        with stream.bus.listen(failing):
+            logger.error("something went wrong")
+    finally:
+        logger.removeHandler(stream)
+    assert calls == 2  # the error, then the report of the listener's failure
+    assert [e.message for e in stream.recent] == [
+        "something went wrong",
+        f"event listener {failing!r} failed",
+    ]
 
 
 async def test_stats_count_sessions_and_messages() -> None:

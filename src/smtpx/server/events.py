@@ -51,6 +51,7 @@ class EventBus(Generic[T]):
         self._queue_size = queue_size
         self._subscribers: set[asyncio.Queue[T]] = set()
         self._listeners: tuple[Callable[[T], None], ...] = ()
+        self._reporting = False  # a listener's failure is being logged
         self.dropped = 0
 
     @property
@@ -64,13 +65,24 @@ class EventBus(Generic[T]):
             try:
                 listener(event)
             except Exception:  # the publisher (a session, the spool) goes on regardless
-                log.exception("event listener %r failed", listener)
+                self._report(listener)
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
                 self.dropped += 1
             queue.put_nowait(event)
+
+    def _report(self, listener: Callable[[T], None]) -> None:
+        # Not again from inside the report: the error stream's bus publishes each error
+        # record, and a listener failing there would report itself without end.
+        if self._reporting:
+            return
+        self._reporting = True
+        try:
+            log.exception("event listener %r failed", listener)
+        finally:
+            self._reporting = False
 
     def listen(self, listener: Callable[[T], None]) -> Listening[T]:
         """Call ``listener`` with each event published from now on, inside
