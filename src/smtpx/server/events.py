@@ -109,11 +109,9 @@ class Listening(Generic[T]):
 
     def close(self) -> None:
         listeners = list(self._bus._listeners)
-        for index, item in enumerate(listeners):
-            if item is self._listener:  # this registration only (one callable may have two)
-                del listeners[index]
-                self._bus._listeners = tuple(listeners)
-                return
+        with contextlib.suppress(ValueError):  # (closed already)
+            listeners.remove(self._listener)  # the first: one callable may be there twice
+        self._bus._listeners = tuple(listeners)
 
     def __enter__(self) -> Listening[T]:
         return self

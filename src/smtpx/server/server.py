@@ -124,7 +124,7 @@ class Server:
                 raise ValueError(f"listener {listener}: PROXY headers need a plain listener")
             server = await loop.create_server(
                 server_protocol_factory(
-                    functools.partial(self._accept, listener=listener),
+                    functools.partial(self._accept, listener=listener, key=str(listener)),
                     tls=listener.implicit_tls,
                 ),
                 listener.host,
@@ -234,8 +234,8 @@ class Server:
         finally:
             self._runners.pop(task, None)
 
-    def _accept(self, stream: TransportStream, *, listener: Listener) -> None:
-        key = str(listener)
+    def _accept(self, stream: TransportStream, *, listener: Listener, key: str) -> None:
+        """A new connection on ``listener`` (``key``: its name, made once per listener)."""
         limit = listener.max_sessions
         if self.closing or (limit is not None and self._per_listener[key] >= limit):
             reply = replies.shutting_down() if self.closing else replies.too_many_connections()

@@ -175,7 +175,6 @@ class Journal:
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._pins: dict[int, int] = {}  # segment -> open readers
-        self._paths: dict[int, Path] = {}  # segment -> its path (each delivery asks)
         self._failing_until = _NEVER  # loop time
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.fsyncs = 0  # counters, for status, metrics and benchmarks
@@ -234,10 +233,7 @@ class Journal:
         return segment_numbers(self.journal_dir)
 
     def segment_path(self, number: int) -> Path:
-        path = self._paths.get(number)
-        if path is None:
-            path = self._paths[number] = segment_path(self.journal_dir, number)
-        return path
+        return segment_path(self.journal_dir, number)
 
     def _open_segment(self, number: int) -> tuple[int, int, int]:
         """Open (creating it, durably) segment ``number`` for appending: fd, number, size."""
@@ -549,7 +545,6 @@ class Journal:
         for number in numbers:
             with contextlib.suppress(FileNotFoundError):
                 self.segment_path(number).unlink()
-            self._paths.pop(number, None)
         if self.fsync is not FsyncPolicy.NEVER:
             fsync_directory(self.journal_dir)
 

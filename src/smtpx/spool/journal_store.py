@@ -289,6 +289,7 @@ class JournalStore:
         if dead:
             self.journal.delete_segments(dead)
         if self._closing or (self._compaction is not None and not self._compaction.done()):
+            self._to_collect = True  # the compaction check is still owed
             return
         if self._worth_compacting():
             self._compaction = asyncio.get_running_loop().create_task(self.compact())

@@ -40,7 +40,7 @@ from smtpx.mta.console.rates import COUNTED, Rates
 from smtpx.spool.filter import message_json
 from smtpx.spool.shape import BY, shape
 from smtpx.spool.spool import SpoolError
-from smtpx.spool.types import EventKind, SpoolEvent
+from smtpx.spool.types import SpoolEvent
 
 if TYPE_CHECKING:
     from smtpx.mta.control import ControlPlane
@@ -146,9 +146,10 @@ class _Feed:
         self._lookups: set[asyncio.Task[None]] = set()
 
     def count(self, event: SpoolEvent) -> None:
-        if event.kind not in COUNTED:
+        name = COUNTED.get(event.kind)
+        if name is None:
             return
-        if event.kind not in _DEFERRALS:
+        if name != "deferred":
             self.rates.count(event.kind, event.time)
         elif event.reason:
             self.rates.count(event.kind, event.time, event.reason)
@@ -164,9 +165,6 @@ class _Feed:
         for task in list(self._lookups):
             task.cancel()
         await asyncio.gather(*self._lookups, return_exceptions=True)
-
-
-_DEFERRALS = (EventKind.DELAYED, EventKind.DELAYED_RATE_LIMITED)
 
 
 async def _reason(plane: ControlPlane, event: SpoolEvent) -> str | None:
