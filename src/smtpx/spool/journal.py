@@ -66,6 +66,7 @@ from smtpx.spool.replay import (
     segment_numbers,
     segment_path,
 )
+from smtpx.spool.syncer import FsyncHelper, helper_supported
 
 __all__ = [
     "HEADER",
@@ -127,6 +128,9 @@ class DiskOps:
         store_manifest(directory, manifest, sync=sync)
 
 
+_Locations = list[list[Location | None]]  # each pending append's body locations
+
+
 @dataclass(slots=True)
 class _Encoded:
     """A record ready to write; ``body`` is (offset within data, length, crc)."""
@@ -147,6 +151,8 @@ class Journal:
     # After a failed write, appends are refused at once for this long (seconds): no disk
     # work, and at most a few new segments a second while a disk is full or failing.
     RETRY_AFTER = 0.5
+    # A group of more octets than this is written by the worker thread, not on the loop.
+    HELPED_GROUP_MAX = 1024 * 1024
 
     def __init__(
         self,
@@ -176,6 +182,8 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self._pins: dict[int, int] = {}  # segment -> open readers
         self._failing_until = _NEVER  # loop time
+        self._fsync_helper: FsyncHelper | None = None
+        self._no_helper = not helper_supported()
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.fsyncs = 0  # counters, for status, metrics and benchmarks
         self.appended = 0
@@ -313,7 +321,10 @@ class Journal:
             for group in groups:
                 segment = self._segment
                 try:
-                    results = await loop.run_in_executor(None, self._write_group, group)
+                    if self._helped(group, loop):
+                        results = await self._write_group_helped(group, loop)
+                    else:
+                        results = await loop.run_in_executor(None, self._write_group, group)
                 except BaseException as exc:
                     if isinstance(exc, JournalWriteError):
                         self._failing_until = loop.time() + self.RETRY_AFTER
@@ -341,24 +352,96 @@ class Journal:
             except OSError as exc:
                 self.write_errors += 1
                 self._fail("opening a new segment", exc)
+        base, results, end = self._write_unsynced(group)
+        if self.fsync is not FsyncPolicy.NEVER:
+            try:
+                self.ops.fdatasync(self._written_fd())
+            except OSError as exc:
+                self._sync_failed(base, exc)
+        return self._committed(group, results, end)
+
+    def _helped(self, group: list[_Pending], loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``group`` is written on the loop and synced by the helper process
+        (:mod:`smtpx.spool.syncer`): small encoded records into a segment that has
+        room. A new segment (its creation and the manifest are synced too), a streamed
+        body (read from its file a chunk at a time), a large group, fsync by an
+        injected :class:`DiskOps` or a virtual clock (a wait on another process would
+        look idle to it) go to a worker thread as before."""
+        if self._fd is None or self._size >= self.segment_size or self._no_helper:
+            return False
+        if self.fsync is FsyncPolicy.NEVER or getattr(loop, "virtual_clock", False):
+            return False
+        if type(self.ops).fdatasync is not DiskOps.fdatasync:
+            return False
+        size = 0
+        for pending in group:
+            for record in pending.records:
+                if not isinstance(record, _Encoded):
+                    return False
+                size += len(record.data)
+        return size <= self.HELPED_GROUP_MAX
+
+    async def _write_group_helped(
+        self, group: list[_Pending], loop: asyncio.AbstractEventLoop
+    ) -> _Locations:
+        """Write the group here (into the page cache) and have the helper sync it; on
+        failure, as :meth:`_write_group`."""
+        helper = self._helper(loop)
+        if helper is None:
+            return await loop.run_in_executor(None, self._write_group, group)
+        base, results, end = self._write_unsynced(group)
+        try:
+            await helper.sync(self._written_fd())
+        except OSError as exc:
+            self._sync_failed(base, exc)
+        return self._committed(group, results, end)
+
+    def _helper(self, loop: asyncio.AbstractEventLoop) -> FsyncHelper | None:
+        """The helper process, started when first needed and again after one ended;
+        None when none can be started (the worker thread syncs from then on)."""
+        helper = self._fsync_helper
+        if helper is not None and not helper.gone:
+            return helper
+        if helper is not None:
+            helper.close()
+            self._fsync_helper = None
+        try:
+            self._fsync_helper = FsyncHelper(loop)
+        except OSError as exc:
+            self._no_helper = True
+            log.warning("spool journal: no fsync helper (%s); syncing in a thread", exc)
+        return self._fsync_helper
+
+    def _written_fd(self) -> int:
         assert self._fd is not None
+        return self._fd
+
+    def _write_unsynced(self, group: list[_Pending]) -> tuple[int, _Locations, int]:
+        """Write the group at the end of the current segment: where it starts, its
+        records' locations, where it ends. A failed write is cut off again (or the
+        segment sealed) and raises :class:`JournalWriteError`."""
+        fd = self._written_fd()
         base = self._size
         try:
-            results, end = self._write_records(self._fd, group, base)
+            results, end = self._write_records(fd, group, base)
         except OSError as exc:
             self.write_errors += 1
             try:
-                self.ops.ftruncate(self._fd, base)
+                self.ops.ftruncate(fd, base)
             except OSError:
                 self._seal_suspect(base)
             self._fail("write", exc)
+        return base, results, end
+
+    def _sync_failed(self, base: int, exc: OSError) -> NoReturn:
+        self.fsync_errors += 1
+        self._seal_suspect(base)
+        self._fail("fsync", exc)
+
+    def _committed(
+        self, group: list[_Pending], results: list[list[Location | None]], end: int
+    ) -> list[list[Location | None]]:
         if self.fsync is not FsyncPolicy.NEVER:
-            try:
-                self.ops.fdatasync(self._fd)
-            except OSError as exc:
-                self.fsync_errors += 1
-                self._seal_suspect(base)
-                self._fail("fsync", exc)
             self.fsyncs += 1
         self._size = end
         self.appended += len(group)
@@ -559,6 +642,9 @@ class Journal:
         self.close()
 
     def close(self) -> None:
+        if self._fsync_helper is not None:
+            self._fsync_helper.close()
+            self._fsync_helper = None
         if self._fd is not None:
             if self.fsync is not FsyncPolicy.NEVER:
                 with contextlib.suppress(OSError):

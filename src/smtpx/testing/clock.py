@@ -5,7 +5,8 @@ nothing is ready to run. It suits code that talks over in-memory streams
 (:func:`smtpx.io.memory_pair`): a test of a 5-minute timeout takes milliseconds. Real
 sockets still work, but their waits would be skipped too, so keep those tests on the
 normal loop. ``run_in_executor`` runs its function inline, so file work done in threads
-(the spool's journal) does not look like idle time.
+(the spool's journal) does not look like idle time; the journal's fsync helper process is
+not used on this loop (``VirtualClockLoop.virtual_clock``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class _JumpingSelector(selectors.DefaultSelector):
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """A selector event loop with a virtual monotonic clock starting at 0."""
+
+    # Says so to code that would wait for another process (the spool journal's fsync
+    # helper): such a wait looks idle here, so that code keeps to run_in_executor.
+    virtual_clock = True
 
     def __init__(self) -> None:
         self._now = 0.0
