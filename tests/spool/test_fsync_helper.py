@@ -152,6 +152,50 @@ def test_a_helper_that_died_between_groups_costs_nothing(tmp_path: Path) -> None
     assert replayed(tmp_path) == {"m1", "m2"}
 
 
+def test_a_request_the_dead_helper_never_got_goes_to_a_new_one(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
+        journal.open()
+        await journal.append([message(1)])
+        helper = journal._fsync_helper
+        assert helper is not None
+        os.kill(helper.pid, signal.SIGKILL)
+        wait_dead(helper.pid)  # blocking: the loop has not seen its socket close
+        await journal.append([message(2)])  # the send fails; a new helper syncs it
+        assert journal._fsync_helper is not helper and journal.fsync_errors == 0
+        await journal.aclose()
+
+    asyncio.run(scenario())
+    assert replayed(tmp_path) == {"m1", "m2"}
+
+
+def test_a_group_cancelled_while_syncing_is_cut_off(tmp_path: Path) -> None:
+    """Cancelled between its write and the helper's answer, a group is not known to be
+    on disk: it is cut off, and the next group lands where the journal says it does."""
+
+    async def scenario() -> bytes:
+        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
+        journal.open()
+        await journal.append([message(1)])
+        helper = journal._fsync_helper
+        assert helper is not None and journal._writer is not None
+        os.kill(helper.pid, signal.SIGSTOP)
+        pending = asyncio.ensure_future(journal.append([message(2)]))
+        await asyncio.sleep(0.05)
+        journal._writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        os.kill(helper.pid, signal.SIGCONT)
+        (location,) = await journal.append([message(3)])
+        assert location is not None
+        body = journal.read_body(location)  # checked against its checksum
+        await journal.aclose()
+        return body
+
+    assert asyncio.run(scenario()) == message(3).body
+    assert replayed(tmp_path) == {"m1", "m3"}
+
+
 def test_sigterm_and_sigint_leave_the_helper_to_its_journal(tmp_path: Path) -> None:
     async def scenario() -> None:
         journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)

@@ -66,7 +66,7 @@ from smtpx.spool.replay import (
     segment_numbers,
     segment_path,
 )
-from smtpx.spool.syncer import FsyncHelper, helper_supported
+from smtpx.spool.syncer import FsyncHelper, HelperUnreachable, helper_supported
 
 __all__ = [
     "HEADER",
@@ -341,7 +341,7 @@ class Journal:
                 if self._segment != segment and self.on_new_segment is not None:
                     self.on_new_segment()
 
-    def _write_group(self, group: list[_Pending]) -> list[list[Location | None]]:
+    def _write_group(self, group: list[_Pending]) -> _Locations:
         """In a worker thread: append the group to the current segment and sync it.
 
         A failure leaves the journal as if the group had never been written (see the
@@ -390,10 +390,25 @@ class Journal:
         if helper is None:
             return await loop.run_in_executor(None, self._write_group, group)
         base, results, end = self._write_unsynced(group)
+        fd = self._written_fd()
         try:
-            await helper.sync(self._written_fd())
+            try:
+                await helper.sync(fd)
+            except HelperUnreachable:
+                # It ended before it got this request (nothing of this file went
+                # through it unanswered): a new one can sync the group.
+                helper = self._helper(loop)
+                if helper is None:
+                    raise
+                await helper.sync(fd)
         except OSError as exc:
             self._sync_failed(base, exc)
+        except BaseException:
+            # Cancelled (the journal is being closed): the group is not known to be on
+            # disk and nobody is told that it is; cut it off as after a failed sync, so
+            # that the next group's locations are where it really lands.
+            self._seal_suspect(base)
+            raise
         return self._committed(group, results, end)
 
     def _helper(self, loop: asyncio.AbstractEventLoop) -> FsyncHelper | None:
@@ -438,9 +453,7 @@ class Journal:
         self._seal_suspect(base)
         self._fail("fsync", exc)
 
-    def _committed(
-        self, group: list[_Pending], results: list[list[Location | None]], end: int
-    ) -> list[list[Location | None]]:
+    def _committed(self, group: list[_Pending], results: _Locations, end: int) -> _Locations:
         if self.fsync is not FsyncPolicy.NEVER:
             self.fsyncs += 1
         self._size = end

@@ -14,9 +14,10 @@ What the sync means does not change: ``fdatasync`` flushes the file, whichever p
 asks (the helper gets the journal's own open file, ``SCM_RIGHTS``), and a group is
 acknowledged only once the helper answered that its call succeeded. The helper's
 ``errno`` is raised here as the :class:`OSError` it was; a helper that is gone (killed,
-out of memory) fails the groups it had not answered with :class:`HelperGone`: the
+out of memory) fails the group it had not answered with :class:`HelperGone`: the
 journal treats both as a failed fsync (the group is refused and never retried on that
-segment), and starts a new helper for the next group.
+segment), and starts a new helper for the next group. A request that could not even be
+sent (:class:`HelperUnreachable`: the helper had ended) is sent to a new helper.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from smtpx.spool.fsync_helper import ANSWER, REQUEST
 
-__all__ = ["FsyncHelper", "HelperGone", "helper_supported"]
+__all__ = ["FsyncHelper", "HelperGone", "HelperUnreachable", "helper_supported"]
 
 log = logging.getLogger("smtpx.spool")
 _PROGRAM = Path(__file__).with_name("fsync_helper.py")
@@ -41,6 +42,10 @@ _PROGRAM = Path(__file__).with_name("fsync_helper.py")
 
 class HelperGone(OSError):
     """The helper process ended before it answered."""
+
+
+class HelperUnreachable(HelperGone):
+    """The helper process had ended before the request could be sent: it never saw it."""
 
 
 def helper_supported() -> bool:
@@ -80,14 +85,15 @@ class FsyncHelper:
         """``fdatasync(fd)`` in the helper; raises the :class:`OSError` it got, or
         :class:`HelperGone`."""
         if self.gone:
-            raise HelperGone(errno.EPIPE, "the fsync helper has ended")
+            raise HelperUnreachable(errno.EPIPE, "the fsync helper has ended")
         self._sequence += 1
         future: asyncio.Future[None] = self._loop.create_future()
         try:
             socket.send_fds(self._channel, [REQUEST.pack(self._sequence)], [fd])
         except OSError as exc:
-            self._end(f"cannot reach the fsync helper: {exc}")
-            raise HelperGone(errno.EPIPE, f"cannot reach the fsync helper: {exc}") from exc
+            why = f"cannot reach the fsync helper: {exc}"
+            self._end(why)
+            raise HelperUnreachable(errno.EPIPE, why) from exc
         self._waiting.append((self._sequence, future))
         await future
 
