@@ -39,7 +39,7 @@ def envelope(n: int, size: int) -> Envelope:
     )
 
 
-def unchecked(locations: list[Location]) -> list[BodyDamaged | None]:
+def unchecked(locations: list[Location], *, cached_only: bool = False) -> list[BodyDamaged | None]:
     return [None] * len(locations)
 
 

@@ -7,12 +7,14 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpx.envelope import Envelope
 from smtpx.spool.journal import (
     HEADER,
     FsyncPolicy,
@@ -22,6 +24,9 @@ from smtpx.spool.journal import (
     RecordKind,
     SpoolLocked,
 )
+from smtpx.spool.records import NotCached
+from smtpx.spool.spool import Delivery, Spool
+from smtpx.spool.types import SpoolConfig
 
 
 def message(n: int, body: bytes = b"") -> Record:
@@ -553,3 +558,69 @@ def test_metadata_with_a_remote_replys_undecodable_octets_reads_back(tmp_path: P
     write(tmp_path, [message(1), Record(RecordKind.UPDATE, {"id": "m1", "failed": [text]})])
     replay = Journal(tmp_path).replay_readonly()
     assert replay.messages["m1"][0]["failed"] == [text] and replay.problems == []
+
+
+def evict(path: Path) -> None:
+    """Drop the file's clean pages from the page cache (as memory pressure would)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no RWF_NOWAIT here")
+def test_a_cached_only_check_reads_the_page_cache_and_never_waits_for_the_disk(
+    tmp_path: Path,
+) -> None:
+    bodies = [bytes([65 + n]) * 5000 for n in range(3)]
+    found = write(tmp_path, [message(n, body) for n, body in enumerate(bodies)])
+    locations = [location for location in found if location is not None]
+    journal = Journal(tmp_path)
+    segment = journal.segment_path(locations[0].segment)
+    assert journal.check_bodies(locations, cached_only=True) == [None] * 3  # just written
+    with open(segment, "r+b") as file:  # a flipped bit, through the cache
+        file.seek(locations[1].offset + 10)
+        file.write(b"!")
+    damage = journal.check_bodies(locations, cached_only=True)
+    assert damage[0] is None and damage[2] is None
+    assert damage[1] is not None and "checksum mismatch" in str(damage[1])
+    evict(segment)
+    with pytest.raises(NotCached):
+        journal.check_bodies(locations, cached_only=True)
+    # The ordinary check reads the disk and finds the same.
+    assert [d is None for d in journal.check_bodies(locations)] == [True, False, True]
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no RWF_NOWAIT here")
+def test_the_spool_checks_cached_bodies_on_the_loop_and_others_in_a_thread(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> tuple[int, int, list[bool]]:
+        config = SpoolConfig(directory=tmp_path, fsync=FsyncPolicy.BATCH)
+        async with Spool(config) as spool:
+            text = "Subject: t\r\n\r\n" + "x" * 4000 + "\r\n"
+            to = ["b@example.org"]
+            envelopes = [
+                Envelope.create(sender="a@example.com", recipients=to, message=text)
+                for _ in range(4)
+            ]
+            ids = await spool.add([Delivery(e) for e in envelopes], frozen=True)
+            entries = [spool.get(i) for i in ids]
+            loop = asyncio.get_running_loop()
+            submitted = []
+            original = loop.run_in_executor
+
+            def counting(executor: Any, func: Any, *args: Any) -> Any:
+                submitted.append(func)
+                return original(executor, func, *args)
+
+            loop.run_in_executor = counting  # type: ignore[method-assign,assignment]
+            assert await spool.store.check(entries) == [None] * 4
+            cached = len(submitted)
+            evict(spool.journal.segment_path(entries[0].location.segment))
+            sound = [d is None for d in await spool.store.check(entries)]
+            return cached, len(submitted), sound
+
+    cached, after_eviction, sound = asyncio.run(scenario())
+    assert (cached, after_eviction, sound) == (0, 1, [True] * 4)

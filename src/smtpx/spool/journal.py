@@ -583,9 +583,13 @@ class Journal:
         """Check the body at ``location`` a chunk at a time (:class:`BodyDamaged`)."""
         records.check_body(self.segment_path(location.segment), location)
 
-    def check_bodies(self, locations: list[Location]) -> list[BodyDamaged | None]:
-        """What is wrong with each body (None: it matches its checksum)."""
-        return records.check_bodies(self.segment_path, locations)
+    def check_bodies(
+        self, locations: list[Location], *, cached_only: bool = False
+    ) -> list[BodyDamaged | None]:
+        """What is wrong with each body (None: it matches its checksum); with
+        ``cached_only``, :class:`~smtpx.spool.records.NotCached` unless every octet is in
+        the page cache."""
+        return records.check_bodies(self.segment_path, locations, cached_only=cached_only)
 
     def read_body_raw(self, location: Location) -> tuple[bytes, BodyDamaged | None]:
         """The octets at ``location`` unchecked, and what is wrong with them (compaction

@@ -37,6 +37,7 @@ __all__ = [
     "MAGIC",
     "BodyDamaged",
     "Location",
+    "NotCached",
     "Record",
     "RecordKind",
     "StoreWriteError",
@@ -240,11 +241,26 @@ def check_body(path: Path, location: Location) -> None:
         raise damage
 
 
+class NotCached(Exception):
+    """Some octets asked for with ``cached_only`` are not in the page cache (or the file
+    system cannot tell): read them where a wait on the disk does no harm."""
+
+
 def check_bodies(
-    segment_path: Callable[[int], Path], locations: Sequence[Location]
+    segment_path: Callable[[int], Path],
+    locations: Sequence[Location],
+    *,
+    cached_only: bool = False,
 ) -> list[BodyDamaged | None]:
     """What is wrong with each body (None: it matches its CRC). Each segment file is
-    opened once (an ``open`` costs several times the read and CRC of a 4 KB body)."""
+    opened once (an ``open`` costs several times the read and CRC of a 4 KB body).
+
+    With ``cached_only``, every read is made with ``RWF_NOWAIT`` and :class:`NotCached`
+    is raised as soon as one would wait for the disk (or comes back short): so that the
+    event loop can check bodies that were just written without a worker thread, and
+    leaves the others to one."""
+    if cached_only and not _NOWAIT:
+        raise NotCached("no RWF_NOWAIT here")
     found: list[BodyDamaged | None] = []
     files: dict[int, int | None] = {}
     try:
@@ -259,7 +275,7 @@ def check_bodies(
                 found.append(BodyDamaged(location, "its segment file is gone"))
                 continue
             try:
-                _judge(location, *_crc_at(fd, location))
+                _judge(location, *_crc_at(fd, location, cached_only))
             except BodyDamaged as damage:
                 found.append(damage)
             else:
@@ -271,17 +287,37 @@ def check_bodies(
     return found
 
 
-def _crc_at(fd: int, location: Location) -> tuple[int, int]:
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14 and later
+
+
+def _crc_at(fd: int, location: Location, cached_only: bool = False) -> tuple[int, int]:
     """The octets found at ``location`` (up to its length) and their CRC32."""
     crc = 0
     seen = 0
     while seen < location.length:
-        chunk = os.pread(fd, min(CHUNK, location.length - seen), location.offset + seen)
+        size = min(CHUNK, location.length - seen)
+        if cached_only:
+            chunk = _cached(fd, size, location.offset + seen)
+        else:
+            chunk = os.pread(fd, size, location.offset + seen)
         if not chunk:
             break
         crc = zlib.crc32(chunk, crc)
         seen += len(chunk)
     return seen, crc
+
+
+def _cached(fd: int, size: int, offset: int) -> bytes:
+    """``size`` octets at ``offset``, all from the page cache, or :class:`NotCached`
+    (a short read too: the rest may be on the disk only, or past the end)."""
+    buffer = bytearray(size)
+    try:
+        got = os.preadv(fd, [buffer], offset, _NOWAIT)
+    except OSError as exc:  # EAGAIN: not cached; EOPNOTSUPP: cannot tell
+        raise NotCached(str(exc)) from exc
+    if got != size:
+        raise NotCached(f"{got} of {size} octets")
+    return bytes(buffer)
 
 
 def _judge(location: Location, seen: int, crc: int) -> None:
