@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -51,6 +52,13 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
             assert len(acknowledged) == 60
             seen = await wait_for(sink, acknowledged)
             workers = await daemon.workers()
+            assert daemon.process is not None
+            # [server] worker_scheduling = "batch" (the default): the workers, not the
+            # supervisor; and each worker's journal is synced by its fsync helper.
+            assert os.sched_getscheduler(daemon.process.pid) == os.SCHED_OTHER
+            for worker in workers:
+                assert os.sched_getscheduler(worker["pid"]) == os.SCHED_BATCH
+                assert fsync_helpers(worker["pid"]), worker
             metrics = await daemon.get("/metrics")
             assert daemon.process is not None
             daemon.process.send_signal(signal.SIGHUP)  # passed on: each worker reloads
@@ -70,6 +78,21 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
     assert "shutting down" in daemon.log()
     reloads = [line for line in daemon.log().splitlines() if "reload: done" in line]
     assert {line.rsplit("worker=", 1)[-1] for line in reloads} == {"0", "1"}  # who said it
+
+
+def fsync_helpers(pid: int) -> list[int]:
+    """The fsync helper processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"fsync_helper.py" in command:
+                found.append(int(entry))
+    return found
 
 
 async def _wait_all_tried(daemon: Supervised, count: int) -> list[dict[str, Any]]:

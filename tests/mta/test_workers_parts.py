@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -333,3 +335,25 @@ async def test_a_worker_accepts_once_told_or_after_a_while(
         assert mta.server.serving
     async with Mta(base) as single:  # one process: at once
         assert single.server.serving
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("batch", "SCHED_BATCH"), ("normal", "SCHED_OTHER")]
+)
+def test_a_worker_takes_its_scheduling_policy(policy: str, expected: str) -> None:
+    script = (
+        "import os\n"
+        "from smtpx.cli.workers import schedule\n"
+        f"schedule({policy!r})\n"
+        "print(os.sched_getscheduler(0))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(result.stdout) == getattr(os, expected)
+
+
+def test_worker_scheduling_is_checked() -> None:
+    with pytest.raises(ConfigError, match="worker_scheduling"):
+        MtaConfig.from_toml('[server]\nworker_scheduling = "fast"\n')
+    assert MtaConfig.default().server.worker_scheduling == "batch"
