@@ -113,7 +113,8 @@ class FsyncHelper:
             expected, future = self._waiting.popleft()
             if sequence != expected:
                 self._end(f"answer {sequence} where {expected} was due")
-                future.set_exception(HelperGone(errno.EPROTO, "the fsync helper lost count"))
+                if not future.done():
+                    future.set_exception(HelperGone(errno.EPROTO, "the fsync helper lost count"))
                 return
             if future.done():
                 continue
