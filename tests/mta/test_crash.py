@@ -174,10 +174,12 @@ async def test_kill_during_intake_loses_nothing_acknowledged(tmp_path: Path) -> 
 KILLS = 3
 # Each outcome is recorded as soon as its reply arrives, so a kill repeats at most the
 # messages in flight (with the default limits, up to 10 connections to the destination,
-# each with about two messages pipelined) and the outcomes still waiting for their shared
-# fsync: 12-14 a kill on a quiet machine, up to 21 seen on a loaded one. (Outcomes written
-# per batch of 20 gave 38-145.)
-MAX_DUPLICATES_PER_KILL = 30
+# each with a few messages pipelined) and the outcomes still waiting for their shared
+# fsync. Measured on a quiet machine (2026-12-04): 20-29 a kill at 07a79b5, 14-23 with
+# the fsync helper; 54 once with the whole suite running beside it in CI (the fsyncs
+# slower, more outcomes waiting). (Outcomes written per batch of 20 gave 38-145 when
+# the relay was slower: a batch now holds more.)
+MAX_DUPLICATES_PER_KILL = 60
 
 
 @pytest.mark.timeout(180)
