@@ -20,7 +20,7 @@ from smtpx.mta.app import Mta
 from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
-from smtpx.mta.supervisor import split_state_warnings
+from smtpx.mta.supervisor import split_state_warnings, watch_parent
 from smtpx.mta.tlsrpt import SUCCESS, PolicyRef, TlsEvent
 from smtpx.mta.workermetrics import WorkerMetrics
 from smtpx.mta.workers import (
@@ -32,6 +32,7 @@ from smtpx.mta.workers import (
 )
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.spool import Delivery, Spool, SpoolConfig
+from smtpx.testing import run_virtual
 from tests.cli.helpers import invoke
 from tests.mta.helpers import config as mta_config
 
@@ -357,3 +358,52 @@ def test_worker_scheduling_is_checked() -> None:
     with pytest.raises(ConfigError, match="worker_scheduling"):
         MtaConfig.from_toml('[server]\nworker_scheduling = "fast"\n')
     assert MtaConfig.default().server.worker_scheduling == "batch"
+
+
+def test_an_orphaned_worker_stops_then_exits_if_its_drain_hangs() -> None:
+    """The supervisor gone (this process's parent is not the pid given): stop at once;
+    still running after the grace (a drain that hangs): the process ends, status 1.
+    Cancelled first (the worker closed): nothing more."""
+    stopped: list[float] = []
+    ended: list[tuple[int, float]] = []
+
+    async def scenario(close_after: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(
+            watch_parent(
+                os.getpid(),  # never this process's parent: the supervisor is "gone"
+                lambda: stopped.append(loop.time()),
+                grace=60.0,
+                end_process=lambda status: ended.append((status, loop.time())),
+            )
+        )
+        if close_after is None:
+            await watcher
+        else:
+            await asyncio.sleep(close_after)
+            watcher.cancel()
+
+    run_virtual(scenario(close_after=None))
+    assert stopped == [0.0] and ended == [(1, 60.0)]
+    stopped.clear()
+    ended.clear()
+    run_virtual(scenario(close_after=5.0))  # the drain finished in time
+    assert stopped == [0.0] and ended == []
+
+
+def test_a_worker_whose_supervisor_lives_is_left_alone() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        watcher = asyncio.get_running_loop().create_task(
+            watch_parent(
+                os.getppid(),
+                lambda: calls.append("stop"),
+                end_process=lambda status: calls.append("exit"),
+            )
+        )
+        await asyncio.sleep(3600)
+        watcher.cancel()
+
+    run_virtual(scenario())
+    assert calls == []

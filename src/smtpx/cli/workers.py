@@ -146,9 +146,11 @@ async def run_worker(mta: Mta, spec: WorkerSpec) -> None:
     from smtpx.mta.supervisor import watch_parent  # noqa: PLC0415
 
     schedule(mta.config.server.worker_scheduling)
-    async with mta:
-        watcher = asyncio.get_running_loop().create_task(watch_parent(spec.parent, mta.stop))
-        try:
+    # Watching the supervisor lasts until the worker has closed: a drain that hangs once
+    # the supervisor is gone must not leave the worker running alone for good.
+    watcher = asyncio.get_running_loop().create_task(watch_parent(spec.parent, mta.stop))
+    try:
+        async with mta:
             await mta.wait_for_signal()
-        finally:
-            watcher.cancel()
+    finally:
+        watcher.cancel()

@@ -55,6 +55,7 @@ RESTART_MIN = 0.1
 RESTART_MAX = 10.0
 STABLE_AFTER = 30.0
 READY_TIMEOUT = 60.0
+ORPHAN_GRACE = 60.0  # a worker whose supervisor is gone exits this long after, drained or not
 CONFIG_ERROR = 2  # the exit status of smtpx serve for a bad configuration
 
 
@@ -295,10 +296,24 @@ def split_state_warnings(config: MtaConfig) -> list[str]:
     return warnings
 
 
-async def watch_parent(parent: int, stop: Callable[[], None], every: float = 1.0) -> None:
+async def watch_parent(
+    parent: int,
+    stop: Callable[[], None],
+    every: float = 1.0,
+    *,
+    grace: float = ORPHAN_GRACE,
+    end_process: Callable[[int], object] = os._exit,
+) -> None:
     """Call ``stop`` once the process ``parent`` is no longer this one's parent (the
-    supervisor died: a worker must not live on alone)."""
+    supervisor died: a worker must not live on alone). Run it until the worker has
+    closed, drain included: if it is still running ``grace`` seconds after the
+    supervisor was found gone (its drain hangs), the process exits with status 1 (what
+    it acknowledged is on disk: as after a crash, the next start delivers it)."""
     while os.getppid() == parent:
         await asyncio.sleep(every)
     log.error("workers: the supervisor (pid %d) is gone; stopping", parent)
     stop()
+    await asyncio.sleep(grace)
+    log.error("workers: still not stopped %gs after the supervisor went: exiting", grace)
+    logging.shutdown()
+    end_process(1)
