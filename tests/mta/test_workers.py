@@ -6,6 +6,7 @@ killed mid-intake: test_crash.py; the shared PostgreSQL queue: tests/spool/pg.)"
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 
 from smtpx.testing import Handler, ScriptedServer
 from tests.cli.helpers import invoke
+from tests.conftest import proc_stat
 from tests.mta.test_crash import free_port, send_until_stopped, wait_for
 from tests.mta.workers_helpers import Supervised, workers_config
 
@@ -83,15 +85,12 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
 def fsync_helpers(pid: int) -> list[int]:
     """The fsync helper processes whose parent is ``pid``."""
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"fsync_helper.py" in command:
-                found.append(int(entry))
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = proc_stat(int(entry))
+        if fields is not None and int(fields[1]) == pid:
+            with contextlib.suppress(OSError):
+                if b"fsync_helper.py" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
     return found
 
 

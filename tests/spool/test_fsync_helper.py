@@ -23,7 +23,7 @@ from smtpx.spool.journal import (
 )
 from smtpx.spool.syncer import FsyncHelper, HelperGone, helper_supported
 from smtpx.testing import run_virtual
-from tests.conftest import grow, small_filesystem
+from tests.conftest import grow, proc_stat, small_filesystem
 
 pytestmark = pytest.mark.skipif(not helper_supported(), reason="no SCM_RIGHTS here")
 
@@ -40,12 +40,19 @@ def replayed(directory: Path) -> set[str]:
         journal.close()
 
 
+async def helped_journal(directory: Path) -> tuple[Journal, FsyncHelper]:
+    """A journal (group commit) that has appended m1, and the helper that synced it."""
+    journal = Journal(directory, fsync=FsyncPolicy.BATCH)
+    journal.open()
+    await journal.append([message(1)])
+    helper = journal._fsync_helper
+    assert helper is not None
+    return journal, helper
+
+
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def wait_dead(pid: int) -> None:
@@ -107,12 +114,8 @@ def test_a_helper_killed_while_syncing_fails_that_group_and_a_new_one_takes_over
     tmp_path: Path,
 ) -> None:
     async def scenario() -> tuple[int, int]:
-        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
+        journal, helper = await helped_journal(tmp_path)
         journal.RETRY_AFTER = 0.0
-        journal.open()
-        await journal.append([message(1)])
-        helper = journal._fsync_helper
-        assert helper is not None
         first = helper.pid
         os.kill(first, signal.SIGSTOP)  # it will not answer the next group...
         pending = asyncio.ensure_future(journal.append([message(2)]))
@@ -136,11 +139,7 @@ def test_a_helper_killed_while_syncing_fails_that_group_and_a_new_one_takes_over
 
 def test_a_helper_that_died_between_groups_costs_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
-        journal.open()
-        await journal.append([message(1)])
-        helper = journal._fsync_helper
-        assert helper is not None
+        journal, helper = await helped_journal(tmp_path)
         os.kill(helper.pid, signal.SIGKILL)
         await asyncio.to_thread(wait_dead, helper.pid)
         await asyncio.sleep(0.01)  # the loop sees its socket close
@@ -154,11 +153,7 @@ def test_a_helper_that_died_between_groups_costs_nothing(tmp_path: Path) -> None
 
 def test_a_request_the_dead_helper_never_got_goes_to_a_new_one(tmp_path: Path) -> None:
     async def scenario() -> None:
-        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
-        journal.open()
-        await journal.append([message(1)])
-        helper = journal._fsync_helper
-        assert helper is not None
+        journal, helper = await helped_journal(tmp_path)
         os.kill(helper.pid, signal.SIGKILL)
         wait_dead(helper.pid)  # blocking: the loop has not seen its socket close
         await journal.append([message(2)])  # the send fails; a new helper syncs it
@@ -174,11 +169,8 @@ def test_a_group_cancelled_while_syncing_is_cut_off(tmp_path: Path) -> None:
     on disk: it is cut off, and the next group lands where the journal says it does."""
 
     async def scenario() -> bytes:
-        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
-        journal.open()
-        await journal.append([message(1)])
-        helper = journal._fsync_helper
-        assert helper is not None and journal._writer is not None
+        journal, helper = await helped_journal(tmp_path)
+        assert journal._writer is not None
         os.kill(helper.pid, signal.SIGSTOP)
         pending = asyncio.ensure_future(journal.append([message(2)]))
         await asyncio.sleep(0.05)
@@ -198,11 +190,7 @@ def test_a_group_cancelled_while_syncing_is_cut_off(tmp_path: Path) -> None:
 
 def test_sigterm_and_sigint_leave_the_helper_to_its_journal(tmp_path: Path) -> None:
     async def scenario() -> None:
-        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
-        journal.open()
-        await journal.append([message(1)])
-        helper = journal._fsync_helper
-        assert helper is not None
+        journal, helper = await helped_journal(tmp_path)
         os.kill(helper.pid, signal.SIGTERM)
         os.kill(helper.pid, signal.SIGINT)
         await asyncio.sleep(0.1)
