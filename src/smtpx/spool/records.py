@@ -54,6 +54,7 @@ MAGIC = b"SXJ1"
 VERSION = 2  # 1: no header check (still read)
 HEADER = struct.Struct("<4sBBHIIII")
 CHUNK = 1 << 20  # octets read at a time when scanning, checking or copying
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # reads that refuse to wait for the disk (Linux 4.14+)
 
 
 class RecordKind(enum.IntEnum):
@@ -285,9 +286,6 @@ def check_bodies(
             if fd is not None:
                 os.close(fd)
     return found
-
-
-_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14 and later
 
 
 def _crc_at(fd: int, location: Location, cached_only: bool = False) -> tuple[int, int]:

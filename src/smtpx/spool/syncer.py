@@ -1,14 +1,14 @@
 """The journal's group commits, synced by a helper process instead of a thread.
 
-Why: a group commit synced in a worker thread costs the event loop's thread four to six
-context switches (measured: 3.8 voluntary switches a message with kept connections, 6.6
-with a new connection per message, against none for the same server without a spool).
+Why: group commits synced in a worker thread cost the event loop's process 3.8
+voluntary context switches a message with kept connections and 6.6 with a new
+connection per message (measured; the same server without a spool: none).
 The worker needs the GIL back after its write, after its ``fdatasync`` and after waking
 the loop, and each time it waits for the loop thread to let go of it, at the loop's next
 system call. A process holds no GIL: the loop writes the group itself (into the page
 cache: microseconds) and hands the file to :mod:`smtpx.spool.fsync_helper`, whose answer
 arrives as one more readable socket in the loop's ``epoll``. On ``smtpx serve`` intake
-this took 12-15% of the CPU a message costs (``docs/performance.md``).
+this took 12-17% of the CPU a message costs (``docs/performance.md``).
 
 What the sync means does not change: ``fdatasync`` flushes the file, whichever process
 asks (the helper gets the journal's own open file, ``SCM_RIGHTS``), and a group is
