@@ -302,7 +302,7 @@ async def watch_parent(
     every: float = 1.0,
     *,
     grace: float = ORPHAN_GRACE,
-    end_process: Callable[[int], object] = os._exit,
+    end_process: Callable[[int], object] | None = None,
 ) -> None:
     """Call ``stop`` once the process ``parent`` is no longer this one's parent (the
     supervisor died: a worker must not live on alone). Run it until the worker has
@@ -315,5 +315,10 @@ async def watch_parent(
     stop()
     await asyncio.sleep(grace)
     log.error("workers: still not stopped %gs after the supervisor went: exiting", grace)
+    (end_process or _exit_now)(1)
+
+
+def _exit_now(status: int) -> None:
+    """Leave at once (a drain that hangs would hold up a normal exit), the log flushed."""
     logging.shutdown()
-    end_process(1)
+    os._exit(status)
