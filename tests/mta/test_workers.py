@@ -24,7 +24,7 @@ from smtpx.testing import Handler, ScriptedServer
 from tests.cli.helpers import invoke
 from tests.conftest import proc_stat
 from tests.mta.test_crash import free_port, send_until_stopped, wait_for
-from tests.mta.workers_helpers import Supervised, workers_config
+from tests.mta.workers_helpers import Supervised, wait_all_tried, workers_config
 
 
 async def cli(daemon: Supervised, *args: str) -> Any:
@@ -94,17 +94,6 @@ def fsync_helpers(pid: int) -> list[int]:
     return found
 
 
-async def _wait_all_tried(daemon: Supervised, count: int) -> list[dict[str, Any]]:
-    for _ in range(400):
-        messages = await daemon.get("/v1/spool/messages")
-        if len(messages["messages"]) == count and all(
-            m["attempt_count"] >= 1 for m in messages["messages"]
-        ):
-            return messages["messages"]  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not all {count} messages were tried: {messages}")
-
-
 @pytest.mark.timeout(240)
 async def test_the_cli_sees_one_mta_and_one_worker_keeps_all_the_mail(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there: the mail waits in the shards
@@ -113,7 +102,7 @@ async def test_the_cli_sees_one_mta_and_one_worker_keeps_all_the_mail(tmp_path: 
     try:
         await daemon.start()
         assert len(await send_many(port, connections=20, each=1)) == 20
-        messages = await _wait_all_tried(daemon, 20)
+        messages = await wait_all_tried(daemon, 20)
         ids = {m["id"] for m in messages}
         shards = [
             {m["id"] for m in (await daemon.get("/v1/spool/messages", sock))["messages"]}

@@ -151,3 +151,16 @@ class Supervised:
         for pid in worker_pids or []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def wait_all_tried(daemon: Supervised, count: int) -> list[dict[str, Any]]:
+    """Every one of the ``count`` queued messages has had its first attempt (its next
+    hop down): none is still being tried, so each can be released."""
+    for _ in range(400):
+        messages = await daemon.get("/v1/spool/messages")
+        if len(messages["messages"]) == count and all(
+            m["attempt_count"] >= 1 for m in messages["messages"]
+        ):
+            return messages["messages"]  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not all {count} messages were tried: {messages}")

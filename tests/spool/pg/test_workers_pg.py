@@ -11,7 +11,7 @@ import pytest
 
 from smtpx.testing import Handler, ScriptedServer
 from tests.mta.test_crash import free_port, send_until_stopped, wait_for
-from tests.mta.workers_helpers import Supervised, workers_config
+from tests.mta.workers_helpers import Supervised, wait_all_tried, workers_config
 
 
 @pytest.mark.timeout(180)
@@ -35,6 +35,7 @@ async def test_two_workers_share_the_postgresql_queue(tmp_path: Path, pg_dsn: st
         assert (await daemon.get("/v1/spool/count"))["count"] == 40
         metrics = await daemon.get("/metrics")
         assert "smtpx_messages_received_total 40.0" in metrics
+        await wait_all_tried(daemon, 40)  # a message still in its first attempt is not released
         async with ScriptedServer(Handler, port=sink_port) as sink:
             status, released = await daemon.request("POST", "/v1/spool/send", {"all": True})
             assert status == 200 and released["released"] == 40
