@@ -100,7 +100,13 @@ class Daemon:
         answer the daemon's QUITs)."""
         assert self.process is not None
         self.process.terminate()
-        return await asyncio.to_thread(self.process.wait, 30)
+        try:
+            return await asyncio.to_thread(self.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            log = (self.config.parent / "serve.log").read_text(errors="replace")
+            raise AssertionError(
+                f"no exit 30 s after SIGTERM; its log ends:\n{log[-6000:]}"
+            ) from None
 
 
 def message(n: int) -> Envelope:

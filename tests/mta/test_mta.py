@@ -28,6 +28,7 @@ from smtpx.client import (
 )
 from smtpx.envelope import Envelope, HostPort
 from smtpx.io import StaticResolver
+from smtpx.mta import app as app_module
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns, Route, RouteResult
 from smtpx.mta.users import Users
@@ -358,3 +359,29 @@ def test_a_second_mta_on_the_same_spool_is_refused(tmp_path: Path) -> None:
                     pass
 
     asyncio.run(scenario())
+
+
+async def test_a_slow_shutdown_says_where_it_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown past SLOW_SHUTDOWN logs the chain each task waits in: here the spool's
+    close, held up by its store."""
+    monkeypatch.setattr(app_module, "SLOW_SHUTDOWN", 0.05)
+    release = asyncio.Event()
+    mta = Mta(config(tmp_path), dns=FakeDns())
+    await mta.start()
+    closing = mta.spool.store.close
+
+    async def held_close() -> None:
+        await release.wait()
+        await closing()
+
+    monkeypatch.setattr(mta.spool.store, "close", held_close)
+    shutdown = asyncio.create_task(mta.close())
+    await wait_until(lambda: "shutdown still running" in caplog.text)
+    release.set()
+    await shutdown
+    report = next(r.getMessage() for r in caplog.records if "still running" in r.getMessage())
+    assert "Mta.close (app.py:" in report
+    assert "Spool.kill_and_flush (spool.py:" in report
+    assert "held_close (test_mta.py:" in report and "Event.wait" in report

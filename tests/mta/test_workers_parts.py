@@ -4,7 +4,9 @@ the merging of the workers' control-plane answers (no processes: see test_worker
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from smtpx.mta.app import Mta
 from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
-from smtpx.mta.supervisor import split_state_warnings, watch_parent
+from smtpx.mta.supervisor import DRAIN_DEADLINE, Supervisor, split_state_warnings, watch_parent
 from smtpx.mta.tlsrpt import SUCCESS, PolicyRef, TlsEvent
 from smtpx.mta.workermetrics import WorkerMetrics
 from smtpx.mta.workers import (
@@ -407,3 +409,61 @@ def test_a_worker_whose_supervisor_lives_is_left_alone() -> None:
 
     run_virtual(scenario())
     assert calls == []
+
+
+HANGS_ON_TERM = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+async def started_worker(supervisor: Supervisor, index: int, script: str) -> None:
+    """Worker ``index`` of ``supervisor`` as a process running ``script`` (ready once
+    it printed so: its signal handling is in place)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=subprocess.PIPE
+    )
+    supervisor.workers[index].process = process
+    assert process.stdout is not None
+    assert await process.stdout.readline() == b"ready\n"
+
+
+def test_a_worker_that_does_not_drain_is_killed_at_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The supervisor's SIGTERM is ignored (a drain that hangs): at the deadline (on
+    the virtual clock) the worker is killed, and the error says which."""
+    config = MtaConfig.from_toml("[server]\nworkers = 2\n")
+
+    async def scenario() -> tuple[int | None, float]:
+        supervisor = Supervisor(config, ["unused"])
+        await started_worker(supervisor, 0, HANGS_ON_TERM)  # worker 1 never started
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await supervisor.close()
+        process = supervisor.workers[0].process
+        assert process is not None
+        return process.returncode, loop.time() - started
+
+    with caplog.at_level(logging.ERROR, logger="smtpx"):
+        status, took = run_virtual(scenario())
+    assert status == -signal.SIGKILL
+    assert took == pytest.approx(DRAIN_DEADLINE, abs=1.0)
+    assert "worker 0 (pid" in caplog.text and "still running 120 s after SIGTERM" in caplog.text
+    assert "worker 1" not in caplog.text
+
+
+async def test_a_worker_that_drains_in_time_is_not_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor(MtaConfig.from_toml("[server]\nworkers = 2\n"), ["unused"])
+    for index in range(2):
+        await started_worker(
+            supervisor, index, "import time\nprint('ready', flush=True)\ntime.sleep(600)\n"
+        )
+    with caplog.at_level(logging.ERROR, logger="smtpx"):
+        await supervisor.close()
+    assert [w.process.returncode for w in supervisor.workers if w.process] == [-signal.SIGTERM] * 2
+    assert "killed" not in caplog.text

@@ -200,7 +200,8 @@ async def watch(
             if remaining is not None and remaining <= 0:
                 return
             try:
-                line = await asyncio.wait_for(content.readline(), remaining)
+                async with asyncio.timeout(remaining):
+                    line = await content.readline()
             except TimeoutError:
                 return
             except aiohttp.ClientError as exc:

@@ -145,7 +145,8 @@ class StressTest:
             last, last_change = self.received, loop.time()
             while not self._done.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._done.wait(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._done.wait()
                 if self.received != last:
                     last, last_change = self.received, loop.time()
                 elif loop.time() - last_change > STALL_SECONDS:

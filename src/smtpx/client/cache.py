@@ -201,7 +201,8 @@ class ConnectionCache:
                 )
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+                    async with asyncio.timeout(min(remaining, 1.0)):
+                        await self._changed.wait()
 
     def _take_idle(self, pool: _Pool) -> _Slot | None:
         while pool.idle:

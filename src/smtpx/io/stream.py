@@ -390,9 +390,8 @@ async def open_unix(path: str, *, timeout: float | None = None) -> TransportStre
     """A client stream over a unix socket (an LMTP server's, say): connected within
     ``timeout`` seconds, or OSError / TimeoutError. It has no peer or socket address."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await asyncio.wait_for(
-        loop.create_unix_connection(_Protocol, path), timeout
-    )
+    async with asyncio.timeout(timeout):
+        transport, protocol = await loop.create_unix_connection(_Protocol, path)
     return TransportStream(transport, protocol)
 
 

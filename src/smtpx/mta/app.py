@@ -31,6 +31,7 @@ from smtpx.auth import Credentials
 from smtpx.envelope import Envelope, HostPort
 from smtpx.errors import ConfigError
 from smtpx.io.resolve import Resolver
+from smtpx.io.tasks import report_while_slow
 from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
@@ -70,6 +71,9 @@ from smtpx.spool.types import LocalAgent
 __all__ = ["WORKER_GATE", "Mta", "spool_config"]
 
 WORKER_GATE = 10.0  # seconds a worker waits for its supervisor's word before accepting
+# A shutdown still running after this (and every as long again) logs where each task
+# waits: deliveries may take the shutdown timeout, anything longer is worth a look.
+SLOW_SHUTDOWN = 20.0
 
 log = logging.getLogger("smtpx.mta")
 
@@ -255,7 +259,17 @@ class Mta:
         await self.server.start_serving()
 
     async def close(self) -> None:
-        """Stop taking mail, finish sessions and deliveries, close the spool."""
+        """Stop taking mail, finish sessions and deliveries, close the spool. Slow, it
+        says where it waits (:func:`report_while_slow`)."""
+        loop = asyncio.get_running_loop()
+        watch = loop.create_task(report_while_slow("shutdown", SLOW_SHUTDOWN, log))
+        try:
+            await self._close()
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _close(self) -> None:
         self._end_gate()
         if self._reporting is not None:
             self._reporting.cancel()

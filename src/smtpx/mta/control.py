@@ -456,7 +456,8 @@ class ControlPlane(ControlSite):
                 line = next(backlog, None)
                 if line is None:
                     try:
-                        event = await asyncio.wait_for(events.__anext__(), ping)
+                        async with asyncio.timeout(ping):
+                            event = await anext(events)
                     except TimeoutError:
                         event = SpoolEvent(time.time(), EventKind.PING)
                     if not wanted(event):

@@ -161,9 +161,8 @@ class DnsblGuard(Guard):
         name = query_name(ip, zone.zone)
         assert name is not None
         try:
-            answer = await asyncio.wait_for(
-                self.resolver.resolve(name, "TXT"), self.settings.timeout
-            )
+            async with asyncio.timeout(self.settings.timeout):
+                answer = await self.resolver.resolve(name, "TXT")
         except (dns.exception.DNSException, TimeoutError):
             return ""
         raw = b"".join(b"".join(record.strings) for record in answer)

@@ -110,9 +110,12 @@ async def _errors(stream: ErrorStream, ping: float, recent: int) -> AsyncIterato
             yield event.to_json()
         while True:
             try:
-                yield (await asyncio.wait_for(live.__anext__(), ping)).to_json()
+                async with asyncio.timeout(ping):
+                    event = await anext(live)
             except TimeoutError:
                 yield {"kind": "heartbeat", "seq": stream.seq, "time": time.time()}
+            else:
+                yield event.to_json()
 
 
 async def _envelopes(server: Server, ping: float) -> AsyncIterator[dict[str, Any]]:
@@ -120,7 +123,8 @@ async def _envelopes(server: Server, ping: float) -> AsyncIterator[dict[str, Any
     with server.events.subscribe() as received:
         while True:
             try:
-                event: EnvelopeReceived = await asyncio.wait_for(received.__anext__(), ping)
+                async with asyncio.timeout(ping):
+                    event: EnvelopeReceived = await anext(received)
             except TimeoutError:
                 yield {"kind": "ping", "time": time.time()}
                 continue

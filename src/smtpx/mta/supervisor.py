@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from smtpx.errors import SMTPXError
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.config import MtaConfig, SpoolBackend
 from smtpx.mta.fanout import WorkerDown
@@ -56,6 +57,9 @@ RESTART_MAX = 10.0
 STABLE_AFTER = 30.0
 READY_TIMEOUT = 60.0
 ORPHAN_GRACE = 60.0  # a worker whose supervisor is gone exits this long after, drained or not
+# A worker still running this long after SIGTERM is killed: its deliveries had 30 s, its
+# spool's close is bounded; past this it hangs, and what it acknowledged is durable.
+DRAIN_DEADLINE = 120.0
 CONFIG_ERROR = 2  # the exit status of smtpx serve for a bad configuration
 
 
@@ -100,6 +104,7 @@ class Supervisor:
         self._held: list[socket.socket] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.drain_deadline = DRAIN_DEADLINE
         control = config.control
         token = (
             control.token_file.read_text(encoding="utf-8").strip() if control.token_file else None
@@ -149,17 +154,33 @@ class Supervisor:
         self._stop.set()
         for worker in self.workers:
             worker.signal(signal.SIGTERM)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for worker in self.workers:
-            if worker.process is not None and worker.process.returncode is None:
-                await worker.process.wait()
-            worker.running = False
+        await cancel_and_wait(self._tasks)
+        await asyncio.gather(*(self._drained(worker) for worker in self.workers))
         await self.control.close()
         for sock in self._held:
             sock.close()
         self._held = []
+
+    async def _drained(self, worker: _Worker) -> None:
+        """Wait for ``worker`` (told to stop) to end; kill it :attr:`drain_deadline`
+        seconds after, as a crash would (its mail is delivered from its shard or the
+        shared queue at the next start)."""
+        process = worker.process
+        if process is not None and process.returncode is None:
+            try:
+                async with asyncio.timeout(self.drain_deadline):
+                    await process.wait()
+            except TimeoutError:
+                log.error(
+                    "workers: worker %d (pid %d) still running %g s after SIGTERM: killed",
+                    worker.index,
+                    process.pid,
+                    self.drain_deadline,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        worker.running = False
 
     @property
     def clean_exit(self) -> bool:
@@ -232,7 +253,8 @@ class Supervisor:
             pause = RESTART_MIN if lived >= STABLE_AFTER else min(pause * 2, RESTART_MAX)
             log.warning("workers: restarting worker %d in %.1f s", worker.index, pause)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._stop.wait()
             if self._stop.is_set():
                 return
             worker.restarts += 1

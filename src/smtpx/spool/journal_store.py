@@ -30,6 +30,7 @@ from typing import Any
 
 from smtpx.client import WireFile
 from smtpx.content import SpilledMessage
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.protocol.data import dot_stuff, dot_unstuff
 from smtpx.spool.journal import (
     BodyDamaged,
@@ -110,8 +111,7 @@ class JournalStore:
     async def close(self) -> None:
         self._closing = True
         if self._compaction is not None:
-            self._compaction.cancel()
-            await asyncio.gather(self._compaction, return_exceptions=True)
+            await cancel_and_wait([self._compaction])
         await self.journal.aclose()
 
     # -- writing ------------------------------------------------------------------------

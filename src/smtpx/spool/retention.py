@@ -73,7 +73,8 @@ class Retention:
             except Exception:
                 log.exception("spool: the sweep of failed mail failed (tried again later)")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.period())
+                async with asyncio.timeout(self.period()):
+                    await self._stopping.wait()
 
     def stop(self) -> None:
         """End :meth:`run` at its next wait, or between two messages of a sweep: not in

@@ -18,6 +18,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.spool.message import SpooledMessage, Status, destination_key
 from smtpx.spool.store import Store
 from smtpx.spool.types import SpoolConfig
@@ -58,10 +59,8 @@ class Scheduler:
         clean = True
         if self._workers:
             _, pending = await asyncio.wait(list(self._workers), timeout=timeout)
-            for task in pending:
-                clean = False
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            clean = not pending
+            await cancel_and_wait(pending)
         if self._claimer is not None:
             # It sees `stopped` after its statement (within the caller's timeout).
             await wind_down(self._claimer, grace(timeout))
@@ -83,7 +82,8 @@ class Scheduler:
             due = await store.next_due()
             delay = None if due is None else max(due - now, 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(store.wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await store.wakeup.wait()
 
     # -- who works on it ------------------------------------------------------------------
 
@@ -149,7 +149,5 @@ async def wind_down(task: asyncio.Task[None], grace: float = STOP_GRACE) -> None
     cancel it. A task cancelled in the middle of a database statement costs a cancel
     request and holds its connection until the server confirms; one that ends at its
     next wait costs nothing."""
-    _, pending = await asyncio.wait([task], timeout=grace)
-    if pending:
-        task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait([task], timeout=grace)
+    await cancel_and_wait([task])

@@ -40,6 +40,7 @@ from sys import intern
 from smtpx.client import ClientConfig, ConnectionCache
 from smtpx.client.cache import Opener
 from smtpx.envelope import Batch, Envelope, RetryInterval
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.maillog import Flows, MailLog
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.params import RcptParams
@@ -207,8 +208,7 @@ class Spool:
         self.retention.stop()
         clean = await self.scheduler.stop(timeout)
         if self._pinging is not None:
-            self._pinging.cancel()
-            await asyncio.gather(self._pinging, return_exceptions=True)
+            await cancel_and_wait([self._pinging])
         if self._sweeping is not None:
             await wind_down(self._sweeping, grace(timeout))
         self._pinging = self._sweeping = None

@@ -103,7 +103,8 @@ class ContentFilter:
             await self._send(envelope.add_header(TAG, token))
             wait = self.timeout if timeout is None else timeout
             try:
-                returned = await asyncio.wait_for(future, wait)
+                async with asyncio.timeout(wait):
+                    returned = await future
             except TimeoutError:
                 raise ContentFilterError(
                     f"{self.scanner} did not send the message back within {wait:g}s "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,7 @@ from smtpx.spool.pg import store as pg_store
 from smtpx.spool.pg.store import PgStore
 from smtpx.spool.types import PostgresSettings, SpoolConfig
 from tests.mta.helpers import PLAIN, message
+from tests.spool.pg.helpers import entry, meta
 
 
 def free_port() -> int:
@@ -143,6 +145,31 @@ async def test_closing_does_not_wait_for_a_connection_that_never_comes_back(
     assert "the pool was terminated" in caplog.text
     with pytest.raises(asyncpg.InterfaceError, match="closed"):
         await pool.acquire()
+
+
+async def test_closing_gives_up_the_writes_a_database_does_not_answer(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Giving back what the node holds waits on a lock someone else keeps (a database
+    that stopped answering looks the same): close gives up after CLOSE_TIMEOUT and
+    says so; the message keeps its lease, so it returns to the queue once that lapses."""
+    monkeypatch.setattr(pg_store, "CLOSE_TIMEOUT", 0.3)
+    settings = PostgresSettings(dsn=pg_dsn, node="n1")
+    pg = PgStore(SpoolConfig(directory=tmp_path / "spool", postgresql=settings), {}, time.time)
+    await pg.open()
+    await pg.queue.add(meta(1), b"Subject: 1\r\n\r\nbody\r\n")
+    assert [m.id for m in await pg.claim_due(time.time())] == [entry(1).id]
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            await asyncio.wait_for(pg.close(), 5)
+        assert "writes still under way 0.3s after closing began: given up" in caplog.text
+        assert "1 messages held by node n1" in caplog.text
+        owner = await locker.fetchval("SELECT lease_owner FROM messages")
+        assert owner == "n1"  # not given back: it waits for its lease to lapse
+    finally:
+        await locker.close()
 
 
 async def test_a_connection_attempt_cancelled_midway_does_not_hang(

@@ -68,7 +68,8 @@ class MilterConnection:
     ) -> MilterConnection:
         """Connect and negotiate (:class:`MilterUnavailable` when it fails)."""
         try:
-            streams = await asyncio.wait_for(opener(), connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                streams = await opener()
         except (OSError, TimeoutError, ValueError) as exc:
             raise MilterUnavailable(f"cannot connect: {exc or 'timed out'}") from None
         link = cls(streams, Negotiated(0, wire.Act(0), wire.Proto(0), {}), timeouts)
@@ -123,12 +124,13 @@ class MilterConnection:
             await self._write(wire.command(b"Q"))
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
 
     async def _write(self, packet: bytes) -> None:
         try:
             self.writer.write(packet)
-            async with asyncio.timeout(self.content_timeout):  # cheaper than wait_for
+            async with asyncio.timeout(self.content_timeout):
                 await self.writer.drain()
         except (OSError, TimeoutError) as exc:
             raise MilterUnavailable(f"cannot write: {exc or 'timed out'}") from None

@@ -127,7 +127,8 @@ class DueListener(_Listening):
         """True when a hint came (since the last wait), False after ``timeout`` seconds
         without one: poll then. Raises :class:`QueueError` once the connection is lost."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hinted.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._hinted.wait()
         self._check()
         hinted = self._hinted.is_set()
         self._hinted.clear()
@@ -176,7 +177,8 @@ class EventListener(_Listening):
             self._check()
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             if not self._events:
                 return None
         event = self._events.popleft()

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 
 from smtpx.content import SpilledMessage
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.server.events import EventBus
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.pg.notify import DueListener, EventListener, NodeEvent, event_payload
@@ -40,7 +41,7 @@ from smtpx.spool.types import EventKind, PostgresSettings, SpoolConfig, SpoolEve
 
 __all__ = ["PgStore"]
 
-CLOSE_TIMEOUT = 10.0  # seconds the pool's connections get to come back at close
+CLOSE_TIMEOUT = 10.0  # seconds the writes at close, then the pool's connections, may take
 
 log = logging.getLogger("smtpx.spool")
 
@@ -157,21 +158,37 @@ class PgStore:
                 log.warning("spool database: connected (node %s)", self.settings.node)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sending is not None:
-            await asyncio.gather(self._sending, return_exceptions=True)
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+        """End the background tasks, finish the writes under way and give back what is
+        held, within :data:`CLOSE_TIMEOUT` (a database that stopped answering must not
+        hold the shutdown: what is not given back returns when its lease lapses, a
+        state not written is tried again, delivery being at least once), then close
+        the pool (bounded too)."""
+        await cancel_and_wait(self._tasks)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._finish()
+        except TimeoutError:
+            log.error(
+                "spool database: writes still under way %gs after closing began: given up "
+                "(%d messages held by node %s go to any node once their leases lapse)",
+                CLOSE_TIMEOUT,
+                len(self._tokens),
+                self.settings.node,
+            )
+        if self._pool is not None:
+            await _close_pool(self._pool)
+
+    async def _finish(self) -> None:
+        for task in (self._sending, self._writer):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         if self._queue is not None:
             # What this node claimed and did not settle waits for the next claim.
             for message_id, token in list(self._tokens.items()):
                 with contextlib.suppress(*DB_ERRORS):
                     await self._queue.release((message_id, token))
+                self._tokens.pop(message_id, None)
             await self._queue.close()
-        if self._pool is not None:
-            await _close_pool(self._pool)
 
     async def _listen(self) -> None:
         """Wake the scheduler when another node says messages are due (best effort: the
@@ -525,8 +542,9 @@ async def _close_pool(pool: Any) -> None:
     forever (it only warns after 60 s). Past the bound the pool is terminated (its
     sockets closed): everything this node wrote was committed before."""
     try:
-        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
-    except TimeoutError:  # (wait_for cancelled close(): asyncpg terminated the pool)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await pool.close()
+    except TimeoutError:  # (close() was cancelled: asyncpg terminated the pool)
         log.warning(
             "spool database: a connection was still in use %gs after closing began; "
             "the pool was terminated",

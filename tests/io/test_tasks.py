@@ -1,0 +1,88 @@
+"""The report of where tasks wait (a shutdown that does not end says why)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from smtpx.io.tasks import MAX_LINES, await_chain, report_while_slow, waiting_tasks
+from smtpx.testing.clock import run_virtual
+
+
+async def _innermost(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def _middle(event: asyncio.Event) -> None:
+    await _innermost(event)
+
+
+async def _outer(event: asyncio.Event) -> None:
+    await _middle(event)
+
+
+async def test_the_chain_goes_down_to_what_is_awaited() -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(_outer(event))
+    await asyncio.sleep(0)
+    chain = await_chain(task)
+    names = [part.split(" ")[0] for part in chain.split(" > ")]
+    assert names[:4] == ["_outer", "_middle", "_innermost", "Event.wait"], chain
+    assert "test_tasks.py:" in chain
+    assert names[-1] == "future"  # what Event.wait awaits
+    event.set()
+    await task
+
+
+async def test_tasks_waiting_alike_are_counted_once() -> None:
+    event = asyncio.Event()
+    tasks = [asyncio.create_task(_outer(event)) for _ in range(3)]
+    alone = asyncio.create_task(_innermost(event))
+    await asyncio.sleep(0)
+    lines = waiting_tasks(exclude=asyncio.current_task())
+    assert len(lines) == 2
+    assert lines[0].startswith("3 x _outer (")
+    assert lines[1].startswith("_innermost (")
+    event.set()
+    await asyncio.gather(*tasks, alone)
+
+
+async def test_the_list_is_bounded() -> None:
+    event = asyncio.Event()
+
+    async def waits(n: int) -> None:  # a distinct chain each: the line differs
+        await asyncio.wait_for(event.wait(), 100 + n)
+
+    tasks = [asyncio.create_task(waits(n)) for n in range(MAX_LINES + 5)]
+    for task in tasks:
+        task.set_name(f"t{id(task)}")
+    await asyncio.sleep(0)
+    lines = waiting_tasks(exclude=asyncio.current_task())
+    assert len(lines) <= MAX_LINES + 1
+    event.set()
+    await asyncio.gather(*tasks)
+
+
+def test_a_slow_wait_is_reported_each_period(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("smtpx.test.stuck")
+
+    async def scenario() -> None:
+        event = asyncio.Event()
+        stuck = asyncio.create_task(_outer(event))
+        watch = asyncio.create_task(report_while_slow("shutdown", 20, log))
+        await asyncio.sleep(45)  # virtual seconds: two reports
+        watch.cancel()
+        event.set()
+        await stuck
+        await asyncio.gather(watch, return_exceptions=True)
+
+    with caplog.at_level(logging.WARNING, logger="smtpx.test.stuck"):
+        run_virtual(scenario())
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 2
+    assert reports[0].startswith("shutdown still running after 20 s; 2 tasks waiting:")
+    assert reports[1].startswith("shutdown still running after 40 s;")
+    assert "_outer (test_tasks.py:" in reports[0]
+    assert "scenario (test_tasks.py:" in reports[0]  # the task that waits on the others
