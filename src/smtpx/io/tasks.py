@@ -3,8 +3,8 @@ takes too long (a shutdown that does not end).
 
 A task's own stack (``Task.get_stack``) shows only its outermost coroutine; the report
 follows each coroutine's ``cr_await`` down to what it really waits on, so a line reads
-``Mta.close (app.py:268) > Spool.kill_and_flush (spool.py:216) > PgStore.close
-(store.py:166) > future``. Compiled coroutines do not expose that chain: they
+``Mta._close (app.py:282) > Spool.kill_and_flush (spool.py:216) > PgStore.close
+(store.py:169) > future``. Compiled coroutines do not expose that chain: they
 show as their type.
 """
 
