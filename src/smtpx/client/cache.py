@@ -35,6 +35,7 @@ from smtpx.client.session import Client, connect
 from smtpx.envelope import HostPort
 from smtpx.errors import CacheClosed, GaveUpWaiting, NoHopAvailable, SMTPXError
 from smtpx.io.resolve import Resolver
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.protocol.states import State
 
 __all__ = ["CacheConfig", "CacheKey", "ConnectionCache", "Opener", "TlsPolicy"]
@@ -349,11 +350,7 @@ class ConnectionCache:
     async def close(self) -> None:
         """Refuse new sessions, QUIT the idle ones (busy ones close when released)."""
         self._closed = True
-        for task in (self._warmer, self._reaper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(task for task in (self._warmer, self._reaper) if task is not None)
         self._reaper = self._warmer = None
         idle = [slot.client for pool in self._pools.values() for slot in pool.idle]
         for pool in self._pools.values():

@@ -31,7 +31,7 @@ from smtpx.auth import Credentials
 from smtpx.envelope import Envelope, HostPort
 from smtpx.errors import ConfigError
 from smtpx.io.resolve import Resolver
-from smtpx.io.tasks import report_while_slow
+from smtpx.io.tasks import cancel_and_wait, report_while_slow
 from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
 from smtpx.mta.control import ControlPlane
 from smtpx.mta.dkim import DkimSigner
@@ -266,15 +266,12 @@ class Mta:
         try:
             await self._close()
         finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            await cancel_and_wait([watch])
 
     async def _close(self) -> None:
         self._end_gate()
         if self._reporting is not None:
-            self._reporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reporting
+            await cancel_and_wait([self._reporting])
             self._reporting = None
         if self.spool_watch is not None:
             await self.spool_watch.close()

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from smtpx.io.tasks import cancel_and_wait
+
 __all__ = [
     "Answer",
     "Families",
@@ -124,9 +126,7 @@ async def merge_streams(
         while True:
             yield await lines.get()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
 
 async def _pump_lines(

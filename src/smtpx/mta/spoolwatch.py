@@ -6,13 +6,13 @@ persisting ones as ``smtpx_spool_problems{kind}``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.spool.fsck import Problem, check
 from smtpx.spool.monitor import Alert, Monitor
 
@@ -65,9 +65,7 @@ class SpoolWatch:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     def metrics(self) -> Iterable[object]:

@@ -27,6 +27,7 @@ import ssl
 from collections import Counter
 
 from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.protocol import replies
 from smtpx.protocol.connection import Limits
 from smtpx.protocol.replies import Reply
@@ -192,16 +193,12 @@ class Server:
             if pending:
                 clean = False
                 log.warning("close: cutting off %d sessions still busy", len(pending))
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await cancel_and_wait(pending)
         for _, server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait([self._sweeper])
         return clean
 
     # -- connections ----------------------------------------------------------------------

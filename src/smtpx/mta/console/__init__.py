@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from smtpx.io.tasks import cancel_and_wait
 from smtpx.mta.console.rates import COUNTED, Rates
 from smtpx.spool.filter import message_json
 from smtpx.spool.shape import BY, shape
@@ -162,9 +163,7 @@ class _Feed:
         self.rates.count(event.kind, event.time, await _reason(self.plane, event))
 
     async def close(self) -> None:
-        for task in list(self._lookups):
-            task.cancel()
-        await asyncio.gather(*self._lookups, return_exceptions=True)
+        await cancel_and_wait(self._lookups)
 
 
 async def _reason(plane: ControlPlane, event: SpoolEvent) -> str | None:
