@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 
-from smtpx.io.tasks import MAX_LINES, await_chain, report_while_slow, waiting_tasks
+from smtpx.io.tasks import (
+    MAX_LINES,
+    await_chain,
+    cancel_and_wait,
+    report_while_slow,
+    waiting_tasks,
+)
 from smtpx.testing.clock import run_virtual
 
 
@@ -86,3 +93,51 @@ def test_a_slow_wait_is_reported_each_period(caplog: pytest.LogCaptureFixture) -
     assert reports[1].startswith("shutdown still running after 40 s;")
     assert "_outer (test_tasks.py:" in reports[0]
     assert "scenario (test_tasks.py:" in reports[0]  # the task that waits on the others
+
+
+def test_a_task_that_lost_the_cancel_is_cancelled_again() -> None:
+    """The first cancel is swallowed (as Python 3.11's wait_for could): a second one,
+    a second later, ends the task; the exception of another task is taken, not logged."""
+
+    async def swallows_once() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # goes on as if nothing happened
+
+    async def fails() -> None:
+        raise ValueError("taken")
+
+    async def scenario() -> tuple[float, bool, bool]:
+        loop = asyncio.get_running_loop()
+        stubborn, failing = asyncio.create_task(swallows_once()), asyncio.create_task(fails())
+        await asyncio.sleep(0)
+        started = loop.time()
+        await cancel_and_wait([stubborn, failing])
+        return loop.time() - started, stubborn.cancelled(), failing.done()
+
+    took, cancelled, failed_done = run_virtual(scenario())
+    assert cancelled and failed_done
+    assert took == pytest.approx(1.0)  # one more period: the second cancel
+
+
+def test_the_callers_own_cancel_goes_through() -> None:
+    stubborn_until = [True]
+
+    async def stubborn() -> None:
+        while stubborn_until[0]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(stubborn())
+        closer = loop.create_task(cancel_and_wait([task]))
+        await asyncio.sleep(5)  # five cancels lost meanwhile
+        closer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closer
+        stubborn_until[0] = False
+        await cancel_and_wait([task])
+        return closer.cancelled()
+
+    assert run_virtual(scenario())
