@@ -1,7 +1,8 @@
 """Local delivery into maildirs: ``<root>/<domain>/<local part>/new/``.
 
 Each message is written to ``tmp/``, flushed, and renamed into ``new/`` (the maildir
-protocol), with ``Return-Path`` and ``Delivered-To`` added on top (RFC 5321 4.4: the
+protocol); ``new/`` is flushed too, so the rename is durable before the spool forgets
+the message. ``Return-Path`` and ``Delivered-To`` are added on top (RFC 5321 4.4: the
 final delivery MTA records the envelope sender). Files use LF line endings, as maildir
 readers expect. A subaddress (``alice+tag@d``) goes into its mailbox's maildir (alice's),
 as the recipient table says; ``Delivered-To`` keeps the whole address.
@@ -22,6 +23,7 @@ from smtpx.errors import ParseError
 from smtpx.protocol import replies
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.replies import Reply
+from smtpx.spool.manifest import fsync_directory
 from smtpx.spool.message import SpooledMessage
 
 __all__ = ["MaildirAgent"]
@@ -87,6 +89,9 @@ class MaildirAgent:
             os.fsync(file.fileno())
         final = mailbox / "new" / name
         os.rename(temporary, final)
+        # The rename is durable only once new/ is: without this a crash could leave the
+        # message in tmp/ (which readers skip, and clean) after the spool forgot it.
+        fsync_directory(final.parent)
         return final
 
 

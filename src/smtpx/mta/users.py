@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtpx.errors import ConfigError
+from smtpx.spool.manifest import fsync_directory
 
 __all__ = ["Users", "hash_password", "verify_password"]
 
@@ -264,14 +265,7 @@ class Users:
 
 
 def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is (POSIX fsync(2)).
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    # The rename is durable only once the directory entry is (POSIX fsync(2)); a
+    # directory that cannot be flushed leaves the file written, as before.
+    with contextlib.suppress(OSError):
+        fsync_directory(directory)

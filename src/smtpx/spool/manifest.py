@@ -120,7 +120,9 @@ def store_manifest(directory: Path, manifest: Manifest, *, sync: bool) -> None:
 
 
 def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Flush the directory ``path``: a file created or renamed in it survives a crash
+    only once its entry is on disk (POSIX fsync(2)). OSError when it cannot be."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

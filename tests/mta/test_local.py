@@ -1,0 +1,59 @@
+"""Local maildir delivery: what reaches the disk, and in which order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from smtpx.mta import local
+from smtpx.mta.local import MaildirAgent
+from tests.mta.helpers import sending
+
+
+async def test_the_message_then_its_name_in_new_are_flushed_before_the_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync of the file in tmp/, the rename into new/, then fsync of new/ itself: a crash
+    after the spool forgot the message cannot leave it in tmp/ (readers skip tmp/)."""
+    steps: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync " + str(Path(os.readlink(f"/proc/self/fd/{fd}")).relative_to(tmp_path)))
+        real_fsync(fd)
+
+    def rename(source: str | Path, target: str | Path) -> None:
+        steps.append("rename")
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    agent = MaildirAgent(tmp_path, hostname="h")
+    results = await agent.deliver(sending("bob@example.org"), b"Subject: hi\r\n\r\nbody\r\n")
+    assert [reply.code for _, reply in results] == [250]
+    name = next((tmp_path / "example.org" / "bob" / "new").iterdir()).name
+    assert steps == [
+        f"fsync example.org/bob/tmp/{name}",
+        "rename",
+        "fsync example.org/bob/new",
+    ]
+
+
+async def test_a_directory_that_cannot_be_flushed_fails_the_recipient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename might not survive a crash: the recipient is tried again (a reader may
+    see the message twice, never lose it)."""
+
+    def failing(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local, "fsync_directory", failing)
+    agent = MaildirAgent(tmp_path, hostname="h")
+    [(recipient, reply)] = await agent.deliver(
+        sending("bob@example.org"), b"Subject: x\r\n\r\n.\r\n"
+    )
+    assert recipient == "bob@example.org" and not reply.is_completion
+    assert "Input/output error" in str(reply)
