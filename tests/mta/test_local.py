@@ -57,3 +57,24 @@ async def test_a_directory_that_cannot_be_flushed_fails_the_recipient(
     )
     assert recipient == "bob@example.org" and not reply.is_completion
     assert "Input/output error" in str(reply)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_slices_turn_crlf_into_lf_without_cutting_one(size: int) -> None:
+    content = b"a\r\n\r\nb\rc\r\n.d\n\r\r\n" * 3 + b"\r"
+    parts = list(local.lf_slices(content, size))
+    assert b"".join(parts) == content.replace(b"\r\n", b"\n")
+    assert all(len(part) <= size + 1 for part in parts)
+
+
+async def test_a_message_larger_than_a_slice_reaches_the_maildir_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "SLICE", 7)  # many slices, CRLFs across their edges
+    content = b"Subject: sliced\r\n\r\n" + b"line one\r\n.dot\r\n" * 50
+    agent = MaildirAgent(tmp_path, hostname="h")
+    [(_, reply)] = await agent.deliver(sending("bob@example.org"), content)
+    assert reply.code == 250
+    (path,) = (tmp_path / "example.org" / "bob" / "new").iterdir()
+    expected = b"Return-Path: <me@example.com>\nDelivered-To: bob@example.org\n"
+    assert path.read_bytes() == expected + content.replace(b"\r\n", b"\n")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from smtpx.envelope import Envelope, HostPort
+from smtpx.mta import lmtp
 from smtpx.mta.lmtp import LmtpAgent
 from smtpx.protocol import replies
 from smtpx.protocol.replies import Reply
@@ -106,3 +109,26 @@ async def test_lmtp_listeners_take_lhlo_only() -> None:
     lines = data.decode().splitlines()
     assert lines[0].startswith("500 5.5.1") and lines[1].startswith("500 5.5.1")
     assert lines[2].startswith("250-")
+
+
+async def test_content_sent_in_slices_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent encodes and sends a slice at a time: dots at line starts and CRLFs
+    across the slices' edges come out as one message."""
+    monkeypatch.setattr(lmtp, "SLICE", 5)
+    got: list[bytes] = []
+
+    class Keeps(Plugin):
+        async def process(
+            self, session: Session, transaction: Transaction, envelope: Envelope
+        ) -> str:
+            assert isinstance(envelope.content, bytes)
+            got.append(envelope.content)
+            return "Ok: kept"
+
+    content = b"Subject: slices\r\n\r\n.one\r\n..two\r\nthree.\r\n.\r\n" * 7
+    config = ServerConfig(listeners=[Listener(lmtp=True)])
+    async with Server(Keeps(), config) as server:
+        agent = LmtpAgent(HostPort("127.0.0.1", server.ports[0]), "client.test", timeout=10)
+        [(_, reply)] = await agent.deliver(sending("a@y.test"), content)
+    assert reply.code == 250
+    assert got == [content]

@@ -38,6 +38,7 @@ from smtpx.spool.message import SpooledMessage
 __all__ = ["LmtpAgent"]
 
 Results = list[tuple[str, Reply]]
+SLICE = 1 << 20  # octets of content encoded and sent at a time
 
 
 class LmtpAgent:
@@ -165,7 +166,10 @@ class _Session:
                 outcome[recipient] = reply if mail_reply.code < 300 else mail_reply
         data_reply = await self.reply()
         if data_reply.code == 354:
-            await self.send(DataChunk(content), EndOfData())
+            # A slice at a time: the dot-stuffed copy of a large message is never whole.
+            for start in range(0, len(content), SLICE):
+                await self.send(DataChunk(content[start : start + SLICE]))
+            await self.send(EndOfData())
             finals = [await self.reply() for _ in accepted or [""]]  # one each, RCPT order
             outcome.update(zip(accepted, finals, strict=False))
         else:

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from smtpx.errors import ParseError
@@ -29,6 +29,7 @@ from smtpx.spool.message import SpooledMessage
 __all__ = ["MaildirAgent"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+SLICE = 1 << 20  # octets converted and written at a time
 
 
 class MaildirAgent:
@@ -61,12 +62,11 @@ class MaildirAgent:
         return await asyncio.to_thread(self._deliver, message, content)
 
     def _deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
-        body = content.replace(b"\r\n", b"\n")
         results = []
         for recipient in message.recipients:
             headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
             try:
-                path = self._write(self.mailbox(self.mailbox_of(recipient)), headers, body)
+                path = self._write(self.mailbox(self.mailbox_of(recipient)), headers, content)
             except OSError as exc:
                 results.append(
                     (recipient, replies.local_error(f"Cannot write the mailbox: {exc.strerror}"))
@@ -75,16 +75,18 @@ class MaildirAgent:
             results.append((recipient, replies.ok(f"Delivered to {path.name}")))
         return results
 
-    def _write(self, mailbox: Path, headers: bytes, body: bytes) -> Path:
-        """The message (``headers``, then ``body``: not joined, which would copy a large
-        body once more per recipient) in a new file of ``mailbox``, durably."""
+    def _write(self, mailbox: Path, headers: bytes, content: bytes) -> Path:
+        """The message (``headers``, then ``content`` with LF line endings, converted a
+        slice at a time: a large message is not copied whole once more) in a new file of
+        ``mailbox``, durably."""
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._counter)}.{self.hostname}"
         temporary = mailbox / "tmp" / name
         with open(temporary, "wb") as file:
             file.write(headers)
-            file.write(body)
+            for part in lf_slices(content):
+                file.write(part)
             file.flush()
             os.fsync(file.fileno())
         final = mailbox / "new" / name
@@ -93,6 +95,18 @@ class MaildirAgent:
         # message in tmp/ (which readers skip, and clean) after the spool forgot it.
         fsync_directory(final.parent)
         return final
+
+
+def lf_slices(content: bytes, size: int = SLICE) -> Iterator[bytes]:
+    """``content`` with CRLF turned into LF, in slices of about ``size`` octets (a CRLF
+    is never cut in two)."""
+    start, end = 0, len(content)
+    while start < end:
+        stop = min(start + size, end)
+        if content[stop - 1 : stop] == b"\r" and content[stop : stop + 1] == b"\n":
+            stop += 1
+        yield content[start:stop].replace(b"\r\n", b"\n")
+        start = stop
 
 
 def _itself(recipient: str) -> str:
