@@ -467,3 +467,30 @@ async def test_a_worker_that_drains_in_time_is_not_killed(
         await supervisor.close()
     assert [w.process.returncode for w in supervisor.workers if w.process] == [-signal.SIGTERM] * 2
     assert "killed" not in caplog.text
+
+
+async def test_tls_report_events_left_in_shards_join_the_shared_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers once recorded TLS-RPT events in their shard (spool/shard-1/tlsrpt): worker
+    0 moves them into the shared log at start, so the day's report counts them."""
+    policy = PolicyRef("sts", "example.org", ("version: STSv1",), ("mx.example.org",))
+    event = TlsEvent(policy, SUCCESS, 1_700_000_000.0, mx_host="mx.example.org")
+    shard_log = tmp_path / "spool" / "shard-1" / "tlsrpt"
+    shard_log.mkdir(parents=True)
+    day = "2023-11-14"
+    (shard_log / f"{day}.jsonl").write_text(
+        event.to_json() + "\n" + event.to_json() + "\n" + event.to_json()[:20]  # cut short
+    )
+    base = mta_config(tmp_path, server={"workers": 2}, routing={"tlsrpt": {"enabled": True}})
+    second = Mta(worker_config(base, 1, 2, [0]))  # worker 1 leaves the shards alone
+    assert second.tls_reports is not None
+    second.tls_reports.record(event)
+    assert (shard_log / f"{day}.jsonl").exists()
+    with caplog.at_level(logging.INFO, logger="smtpx.mta"):
+        first = Mta(worker_config(base, 0, 2, [0]))
+    assert first.tls_reports is not None
+    assert not (shard_log / f"{day}.jsonl").exists()
+    assert first.tls_reports.finished_days() == [day]
+    assert len(first.tls_reports.events(day)) == 3  # two moved, one recorded; the cut one dropped
+    assert "TLS-RPT: 1 days of events moved from" in caplog.text

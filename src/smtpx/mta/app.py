@@ -55,7 +55,7 @@ from smtpx.mta.tlsrpt import TlsReporter, TlsRptLog
 from smtpx.mta.users import Users
 from smtpx.server import Server
 from smtpx.spool.message import SpooledMessage
-from smtpx.spool.shards import spool_of_shard
+from smtpx.spool.shards import SHARD_RE, spool_of_shard
 from smtpx.spool.spool import (
     Delivery,
     Destination,
@@ -188,6 +188,7 @@ class Mta:
             self.tls_reports = TlsRptLog(spool_dir / "tlsrpt")
             hostname = self.config.hostname
             if worker == 0:
+                self._adopt_shard_reports(spool_dir)
                 self.tls_reporter = TlsReporter(
                     log=self.tls_reports,
                     dns=self.routing_dns,
@@ -411,6 +412,21 @@ class Mta:
             return Unroutable(result.reply)
         assert isinstance(result, RouteLaterResult)
         return RouteLater(result.reason)
+
+    def _adopt_shard_reports(self, spool_dir: Path) -> None:
+        """TLS-RPT events that workers recorded in their shards (before they shared the
+        spool's tlsrpt/) join the shared log, so they are reported too."""
+        assert self.tls_reports is not None
+        for shard in sorted(spool_dir.glob("shard-*")):
+            if SHARD_RE.fullmatch(shard.name) is None:
+                continue
+            try:
+                moved = self.tls_reports.adopt(shard / "tlsrpt")
+            except OSError as exc:
+                log.error("TLS-RPT: cannot move the events of %s: %s", shard, exc)
+                continue
+            if moved:
+                log.info("TLS-RPT: %d days of events moved from %s", moved, shard)
 
     def _credentials(self, hops: tuple[HostPort, ...]) -> Credentials | None:
         return self.config.credentials_for(hops[0].host) if hops else None

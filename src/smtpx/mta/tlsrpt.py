@@ -129,6 +129,30 @@ class TlsRptLog:
     def forget(self, day: str) -> None:
         (self.directory / f"{day}.jsonl").unlink(missing_ok=True)
 
+    def adopt(self, other: Path) -> int:
+        """Append the days recorded in ``other`` (a worker's shard, where workers
+        recorded before they shared this directory) to this log's, whole lines, then
+        remove them: their events are reported with the rest (a crash between the two
+        counts that day's moved events twice). How many days moved."""
+        moved = 0
+        for path in sorted(other.glob("*.jsonl")):
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                data = data[: data.rfind(b"\n") + 1]  # a line cut by a crash: dropped
+            self.directory.mkdir(parents=True, exist_ok=True)
+            target = self.directory / path.name
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path.unlink()
+            moved += 1
+        return moved
+
 
 # -- the report ------------------------------------------------------------------------
 
