@@ -473,7 +473,8 @@ async def test_tls_report_events_left_in_shards_join_the_shared_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Workers once recorded TLS-RPT events in their shard (spool/shard-1/tlsrpt): worker
-    0 moves them into the shared log at start, so the day's report counts them."""
+    0 moves them into the shared log when it starts (not when it is built), so the
+    day's report counts them."""
     policy = PolicyRef("sts", "example.org", ("version: STSv1",), ("mx.example.org",))
     event = TlsEvent(policy, SUCCESS, 1_700_000_000.0, mx_host="mx.example.org")
     shard_log = tmp_path / "spool" / "shard-1" / "tlsrpt"
@@ -487,8 +488,11 @@ async def test_tls_report_events_left_in_shards_join_the_shared_log(
     assert second.tls_reports is not None
     second.tls_reports.record(event)
     assert (shard_log / f"{day}.jsonl").exists()
+    first = Mta(worker_config(base, 0, 2, [0]))
+    assert (shard_log / f"{day}.jsonl").exists()  # built (serve --check does): not yet
     with caplog.at_level(logging.INFO, logger="smtpx.mta"):
-        first = Mta(worker_config(base, 0, 2, [0]))
+        await first.start()
+        await first.close()
     assert first.tls_reports is not None
     assert not (shard_log / f"{day}.jsonl").exists()
     assert first.tls_reports.finished_days() == [day]

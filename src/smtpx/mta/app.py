@@ -188,7 +188,6 @@ class Mta:
             self.tls_reports = TlsRptLog(spool_dir / "tlsrpt")
             hostname = self.config.hostname
             if worker == 0:
-                self._adopt_shard_reports(spool_dir)
                 self.tls_reporter = TlsReporter(
                     log=self.tls_reports,
                     dns=self.routing_dns,
@@ -238,6 +237,7 @@ class Mta:
         if gated:
             self._gate = asyncio.get_running_loop().create_task(self._serve_later())
         if self.tls_reporter is not None:
+            self._adopt_shard_reports()
             self._reporting = asyncio.get_running_loop().create_task(self.tls_reporter.run())
         if self.spool_watch is not None:
             self.spool_watch.start()
@@ -413,11 +413,12 @@ class Mta:
         assert isinstance(result, RouteLaterResult)
         return RouteLater(result.reason)
 
-    def _adopt_shard_reports(self, spool_dir: Path) -> None:
+    def _adopt_shard_reports(self) -> None:
         """TLS-RPT events that workers recorded in their shards (before they shared the
-        spool's tlsrpt/) join the shared log, so they are reported too."""
+        spool's tlsrpt/) join the shared log, so the reporter starting now sends them
+        too (at start, not when the MTA is built: ``serve --check`` builds one)."""
         assert self.tls_reports is not None
-        for shard in sorted(spool_dir.glob("shard-*")):
+        for shard in sorted(self.tls_reports.directory.parent.glob("shard-*")):
             if SHARD_RE.fullmatch(shard.name) is None:
                 continue
             try:

@@ -98,9 +98,7 @@ class TlsRptLog:
         of one ``smtpx serve`` append to the same file, and lines never interleave."""
         line = (event.to_json() + "\n").encode()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"{_day(event.time)}.jsonl"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open_day(f"{_day(event.time)}.jsonl")
             try:
                 written = os.write(fd, line)
             finally:
@@ -109,6 +107,12 @@ class TlsRptLog:
                 raise OSError(f"{written} of {len(line)} octets written (disk full?)")
         except OSError as exc:
             log.error("TLS-RPT: cannot record an event in %s: %s", self.directory, exc)
+
+    def _open_day(self, name: str) -> int:
+        """A day's file, opened to append (created, with the directory, if need be)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        return os.open(self.directory / name, flags, 0o600)
 
     def finished_days(self) -> list[str]:
         """The days recorded and over (before today, UTC), oldest first."""
@@ -139,9 +143,7 @@ class TlsRptLog:
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
                 data = data[: data.rfind(b"\n") + 1]  # a line cut by a crash: dropped
-            self.directory.mkdir(parents=True, exist_ok=True)
-            target = self.directory / path.name
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open_day(path.name)
             try:
                 view = memoryview(data)
                 while view:
