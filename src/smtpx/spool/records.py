@@ -294,6 +294,7 @@ def _crc_at(fd: int, location: Location, cached_only: bool = False) -> tuple[int
     seen = 0
     while seen < location.length:
         size = min(CHUNK, location.length - seen)
+        chunk: bytes | bytearray
         if cached_only:
             chunk = _cached(fd, size, location.offset + seen)
         else:
@@ -305,9 +306,10 @@ def _crc_at(fd: int, location: Location, cached_only: bool = False) -> tuple[int
     return seen, crc
 
 
-def _cached(fd: int, size: int, offset: int) -> bytes:
+def _cached(fd: int, size: int, offset: int) -> bytearray:
     """``size`` octets at ``offset``, all from the page cache, or :class:`NotCached`
-    (a short read too: the rest may be on the disk only, or past the end)."""
+    (a short read too: the rest may be on the disk only, or past the end). The buffer
+    itself: the CRC reads it as it is, no copy."""
     buffer = bytearray(size)
     try:
         got = os.preadv(fd, [buffer], offset, _NOWAIT)
@@ -315,7 +317,7 @@ def _cached(fd: int, size: int, offset: int) -> bytes:
         raise NotCached(str(exc)) from exc
     if got != size:
         raise NotCached(f"{got} of {size} octets")
-    return bytes(buffer)
+    return buffer
 
 
 def _judge(location: Location, seen: int, crc: int) -> None:
