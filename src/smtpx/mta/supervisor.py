@@ -104,7 +104,6 @@ class Supervisor:
         self._held: list[socket.socket] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.drain_deadline = DRAIN_DEADLINE
         control = config.control
         token = (
             control.token_file.read_text(encoding="utf-8").strip() if control.token_file else None
@@ -162,20 +161,20 @@ class Supervisor:
         self._held = []
 
     async def _drained(self, worker: _Worker) -> None:
-        """Wait for ``worker`` (told to stop) to end; kill it :attr:`drain_deadline`
+        """Wait for ``worker`` (told to stop) to end; kill it :data:`DRAIN_DEADLINE`
         seconds after, as a crash would (its mail is delivered from its shard or the
         shared queue at the next start)."""
         process = worker.process
         if process is not None and process.returncode is None:
             try:
-                async with asyncio.timeout(self.drain_deadline):
+                async with asyncio.timeout(DRAIN_DEADLINE):
                     await process.wait()
             except TimeoutError:
                 log.error(
                     "workers: worker %d (pid %d) still running %g s after SIGTERM: killed",
                     worker.index,
                     process.pid,
-                    self.drain_deadline,
+                    DRAIN_DEADLINE,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
