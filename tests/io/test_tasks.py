@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from smtpx.io import tasks as tasks_module
 from smtpx.io.tasks import (
-    MAX_LINES,
     await_chain,
     cancel_and_wait,
     report_while_slow,
@@ -56,18 +56,16 @@ async def test_tasks_waiting_alike_are_counted_once() -> None:
     await asyncio.gather(*tasks, alone)
 
 
-async def test_the_list_is_bounded() -> None:
+async def test_the_list_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three distinct chains (each task starts in another function) and room for two:
+    two lines and one that counts the rest."""
+    monkeypatch.setattr(tasks_module, "MAX_LINES", 2)
     event = asyncio.Event()
-
-    async def waits(n: int) -> None:  # a distinct chain each: the line differs
-        await asyncio.wait_for(event.wait(), 100 + n)
-
-    tasks = [asyncio.create_task(waits(n)) for n in range(MAX_LINES + 5)]
-    for task in tasks:
-        task.set_name(f"t{id(task)}")
+    tasks = [asyncio.create_task(f(event)) for f in (_outer, _middle, _innermost)]
     await asyncio.sleep(0)
     lines = waiting_tasks(exclude=asyncio.current_task())
-    assert len(lines) <= MAX_LINES + 1
+    assert len(lines) <= tasks_module.MAX_LINES + 1
+    assert len(lines) == 3 and lines[-1] == "... and 1 more"
     event.set()
     await asyncio.gather(*tasks)
 
