@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from smtpx.protocol.data import DotStuffer
 
-__all__ = ["CHUNK", "Spill", "SpillClosed", "SpillFile", "SpilledMessage"]
+__all__ = ["CHUNK", "Spill", "SpillClosed", "SpillFile", "SpilledMessage", "write_all"]
 
 CHUNK = 1 << 20  # octets read or written at a time
 
@@ -171,7 +171,7 @@ class Spill:
         if self._file is None:
             self._memory.append(data)
         else:
-            _write_all(self._file.fd, data)
+            write_all(self._file.fd, data)
         self._size += len(data)
 
     def _spill(self) -> None:
@@ -179,7 +179,7 @@ class Spill:
         self._file = SpillFile(os.dup(spilled.fileno()))
         spilled.close()
         for part in self._memory:
-            _write_all(self._file.fd, part)
+            write_all(self._file.fd, part)
         self._memory = []
 
     def result(self) -> bytes | SpilledMessage:
@@ -197,7 +197,8 @@ class Spill:
             self._file = None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a short write goes on where it stopped)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)  # not in the slice: mypyc evaluates its bound twice

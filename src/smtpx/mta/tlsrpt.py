@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from smtpx.content import write_all
 from smtpx.mta.resolver import RoutingResolver
 
 __all__ = ["PolicyRef", "TlsEvent", "TlsReporter", "TlsRptLog", "build_report", "rua_of"]
@@ -145,9 +146,7 @@ class TlsRptLog:
                 data = data[: data.rfind(b"\n") + 1]  # a line cut by a crash: dropped
             fd = self._open_day(path.name)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
