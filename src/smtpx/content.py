@@ -21,12 +21,48 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Protocol, TypeAlias
 
 from smtpx.protocol.data import DotStuffer
 
-__all__ = ["CHUNK", "Spill", "SpillClosed", "SpillFile", "SpilledMessage", "write_all"]
+__all__ = [
+    "CHUNK",
+    "Chunked",
+    "Content",
+    "Spill",
+    "SpillClosed",
+    "SpillFile",
+    "SpilledMessage",
+    "chunks_of",
+    "write_all",
+]
 
 CHUNK = 1 << 20  # octets read or written at a time
+
+
+class Chunked(Protocol):
+    """Content read a chunk at a time (:class:`SpilledMessage`, a body in the spool)."""
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The raw message (CRLF line endings, not dot-stuffed), from its start, in chunks
+        of at most about ``size`` octets; may be called again for another pass. Raises
+        (``OSError``, a damaged body's error) before the last chunk when it cannot give
+        the whole content: a reader that commits only after the last chunk never
+        commits a part."""
+        ...
+
+
+# A message's content, whole in memory or read a chunk at a time.
+Content: TypeAlias = bytes | Chunked
+
+
+def chunks_of(content: Content, size: int = CHUNK) -> Iterator[bytes]:
+    """``content`` a chunk at a time, however it is kept."""
+    if isinstance(content, bytes):
+        for start in range(0, len(content), size):
+            yield content[start : start + size]
+    else:
+        yield from content.chunks(size)
 
 
 class SpillClosed(ValueError):

@@ -60,9 +60,10 @@ async def test_a_directory_that_cannot_be_flushed_fails_the_recipient(
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
-def test_slices_turn_crlf_into_lf_without_cutting_one(size: int) -> None:
+def test_chunks_turn_crlf_into_lf_however_they_are_cut(size: int) -> None:
     content = b"a\r\n\r\nb\rc\r\n.d\n\r\r\n" * 3 + b"\r"
-    parts = list(local.lf_slices(content, size))
+    chunks = [content[i : i + size] for i in range(0, len(content), size)]
+    parts = list(local.lf_chunks(chunks))
     assert b"".join(parts) == content.replace(b"\r\n", b"\n")
     assert all(len(part) <= size + 1 for part in parts)
 

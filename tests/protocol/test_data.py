@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,8 @@ from smtpx.protocol.data import (
     BareNewlines,
     DataReader,
     DotStuffer,
+    DotUnstuffer,
+    EightBitCheck,
     LineEndings,
     dot_stuff,
     dot_unstuff,
@@ -359,3 +362,81 @@ def test_line_endings_end_closes_an_open_line_only() -> None:
 )
 def test_fits_8bit(data: bytes, fits: bool) -> None:
     assert fits_8bit(data) is fits
+
+
+# -- the streaming decoders: the same answers as the whole-content functions --------------
+
+
+def _cut(data: bytes, sizes: list[int]) -> list[bytes]:
+    """``data`` cut into chunks of the given sizes, in turn (the last: what is left)."""
+    chunks: list[bytes] = []
+    start = 0
+    for size in itertools.cycle(sizes):
+        if start >= len(data):
+            return chunks
+        chunks.append(data[start : start + size])
+        start += size
+    raise AssertionError  # (cycle never ends)
+
+
+def test_the_unstuffer_turns_stored_content_back_into_the_message() -> None:
+    stored = b"..a\r\nb\r\n...\r\n"  # the lines ".a", "b", ".."
+    decoder = DotUnstuffer()
+    got = b"".join(decoder.decode(c) for c in _cut(stored, [1, 2])) + decoder.end()
+    assert got == b".a\r\nb\r\n..\r\n"
+
+
+_LINES = st.lists(st.sampled_from([b"", b".", b"..", b"a.b", b".x", b"\r", b"y" * 9]))
+_SIZES = st.lists(st.integers(1, 9), min_size=1, max_size=5)
+
+
+@given(_LINES, _SIZES)
+@settings(max_examples=300, deadline=None)
+def test_the_unstuffer_agrees_with_dot_unstuff_however_the_chunks_are_cut(
+    lines: list[bytes], sizes: list[int]
+) -> None:
+    stored = dot_stuff(b"\r\n".join(lines))[:-3]  # as the spool keeps it: no terminator
+    decoder = DotUnstuffer()
+    got = b"".join(decoder.decode(c) for c in _cut(stored, sizes)) + decoder.end()
+    assert got == dot_unstuff(stored)
+
+
+@given(
+    st.lists(st.sampled_from([b"x" * 400, b"x" * 598, b"\r\n", b"\r", b"\n", b"\0", b"e"])),
+    st.lists(st.integers(1, 1200), min_size=1, max_size=4),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_8bit_check_agrees_with_fits_8bit_however_the_chunks_are_cut(
+    parts: list[bytes], sizes: list[int]
+) -> None:
+    content = b"".join(parts)
+    check = EightBitCheck()
+    for chunk in _cut(content, sizes):
+        check.feed(chunk)
+    assert check.result() == fits_8bit(content)
+
+
+@pytest.mark.parametrize(
+    ("content", "fits"),
+    [(b"x" * 998 + b"\r\n", True), (b"x" * 999 + b"\r\n", False), (b"x" * 998, True)],
+)
+def test_the_8bit_check_knows_the_longest_line(content: bytes, fits: bool) -> None:
+    check = EightBitCheck()
+    for chunk in _cut(content, [7]):
+        check.feed(chunk)
+    assert check.result() is fits is fits_8bit(content)
+
+
+def test_the_8bit_check_keeps_no_more_than_a_line() -> None:
+    tracemalloc.start()
+    try:
+        check = EightBitCheck()
+        chunk = b"z" * (1 << 20)  # 16 MiB of one line, a MiB at a time
+        tracemalloc.reset_peak()
+        for _ in range(16):
+            check.feed(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not check.result()
+    assert peak < 3 << 20

@@ -5,7 +5,7 @@ read by smtpx's own LMTP client."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -132,3 +132,64 @@ async def test_content_sent_in_slices_arrives_whole(monkeypatch: pytest.MonkeyPa
         [(_, reply)] = await agent.deliver(sending("a@y.test"), content)
     assert reply.code == 250
     assert got == [content]
+
+
+class Pieces:
+    """Content read a chunk at a time (as a body from the spool is); ``fail``: the pass
+    (1, 2...) whose read breaks down before the last chunk, as a damaged body's does."""
+
+    def __init__(self, content: bytes, *, fail: int = 0) -> None:
+        self.content = content
+        self.fail = fail
+        self.passes = 0
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        self.passes += 1
+        for start in range(0, len(self.content), size):
+            if self.passes == self.fail and start + size >= len(self.content):
+                raise OSError(5, "Input/output error")
+            yield self.content[start : start + size]
+
+
+class Keeps(Plugin):
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, int | None]] = []
+
+    async def process(self, session: Session, transaction: Transaction, envelope: Envelope) -> str:
+        self.got.append((envelope.message, transaction.params.size))
+        return "Ok: kept"
+
+
+async def test_content_read_in_chunks_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Content larger than a slice is read twice (its size and kind for MAIL FROM, then
+    to send it); content of one slice once."""
+    large = Pieces(b"Subject: pieces\r\n\r\n.one\r\n..two\r\n\xc3\xa9\r\n" * 3)
+    small = Pieces(b"Subject: x\r\n\r\nhi\r\n")
+    plugin = Keeps()
+    async with Server(plugin, ServerConfig(listeners=[Listener(lmtp=True)])) as server:
+        agent = LmtpAgent(HostPort("127.0.0.1", server.ports[0]), "client.test", timeout=10)
+        for content, slice_size in ((large, 5), (small, 64)):
+            monkeypatch.setattr(lmtp, "SLICE", slice_size)
+            [(_, reply)] = await agent.deliver(sending("a@y.test"), content)
+            assert reply.code == 250
+    assert plugin.got == [(large.content, len(large.content)), (small.content, len(small.content))]
+    assert (large.passes, small.passes) == (2, 1)
+
+
+@pytest.mark.parametrize("fail", [1, 2])
+async def test_content_that_breaks_down_is_not_delivered(
+    monkeypatch: pytest.MonkeyPatch, fail: int
+) -> None:
+    """The reads fail before the last chunk (of the first pass, before the session; of
+    the second, while the content is sent): no final dot is sent, the server keeps
+    nothing, and the agent raises (the spool tries again, or quarantines a damaged
+    body)."""
+    monkeypatch.setattr(lmtp, "SLICE", 5)
+    plugin = Keeps()
+    content = Pieces(b"Subject: pieces\r\n\r\n" + b"line\r\n" * 20, fail=fail)
+    async with Server(plugin, ServerConfig(listeners=[Listener(lmtp=True)])) as server:
+        agent = LmtpAgent(HostPort("127.0.0.1", server.ports[0]), "client.test", timeout=10)
+        with pytest.raises(OSError, match="Input/output error"):
+            await agent.deliver(sending("a@y.test"), content)
+    assert plugin.got == []
+    assert content.passes == fail

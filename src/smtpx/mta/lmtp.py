@@ -8,7 +8,10 @@ per accepted recipient (section 4.2). Every recipient gets its own reply back, w
 spool settles on its own: 2xx delivered, 4xx tried again later (that recipient only),
 5xx bounced. A server that cannot be reached, or breaks off, fails the attempt as a whole
 (everything is tried again). The server itself adds ``Return-Path`` and
-``Delivered-To``; the content goes as the spool holds it.
+``Delivered-To``; the content goes as the spool holds it, read and sent a slice at a
+time (a large message is never whole in memory; the reads of a stored body are made in
+a worker thread). A body found damaged as it is read breaks the session off before the
+final dot: nothing is delivered.
 
 DSN parameters are not passed on: the spool sends the notices itself (``delivered``
 for NOTIFY=SUCCESS). Mail whose addresses need SMTPUTF8 goes only to a server that
@@ -18,9 +21,13 @@ offers it (else ``553 5.6.7``); ``BODY=BINARYMIME`` content only if it fits 8bit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from smtpx.content import Content, chunks_of
 from smtpx.envelope import HostPort
 from smtpx.errors import ConnectionLost, ReplyTimeout, SessionError
 from smtpx.io.resolve import connect_first
@@ -28,7 +35,7 @@ from smtpx.io.stream import Stream, open_unix
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.commands import Command, Data, Lhlo, Mail, Quit, Rcpt
 from smtpx.protocol.connection import ClientConnection
-from smtpx.protocol.data import fits_8bit
+from smtpx.protocol.data import EightBitCheck
 from smtpx.protocol.events import DataChunk, EndOfData, Response
 from smtpx.protocol.params import MailParams
 from smtpx.protocol.replies import Reply
@@ -45,6 +52,8 @@ class LmtpAgent:
     """Delivers to the LMTP server at ``target`` (a unix socket's path, or host:port),
     greeting it as ``hostname``. ``timeout``: the longest wait for a reply (the final
     replies may take as long: the server delivers before it answers)."""
+
+    reads_chunks = True  # takes content read a chunk at a time (ChunkReadingAgent)
 
     def __init__(
         self,
@@ -68,28 +77,67 @@ class LmtpAgent:
             return await open_unix(str(target), timeout=self.connect_timeout)
         return await connect_first(target.host, target.port, timeout=self.connect_timeout)
 
-    async def deliver(self, message: SpooledMessage, content: bytes) -> Results:
+    async def deliver(self, message: SpooledMessage, content: Content) -> Results:
         """One reply per remaining recipient of ``message``; raises (OSError, a
-        :class:`~smtpx.errors.ClientError`) when the session fails as a whole."""
-        unsendable = _unsendable(message, content)
+        :class:`~smtpx.errors.ClientError`, a damaged body's error) when the session
+        fails as a whole."""
+        if not isinstance(content, bytes):
+            # One pass first (MAIL FROM needs the size and the octets' kind), in a thread:
+            # a message of one slice comes back whole and is not read again.
+            traits, whole = await asyncio.to_thread(_Traits.of, content)
+            content = whole if whole is not None else content
+        else:
+            traits, _ = _Traits.of(content)
+        unsendable = _unsendable(message, traits)
         if unsendable is not None:
             return [(r, unsendable) for r in message.recipients]
         stream = await self._connect()
         session = _Session(stream, str(self), self.timeout)
         try:
             await session.open(self.hostname)
-            results = await session.transaction(message, content)
+            results = await session.transaction(message, content, traits)
             await session.quit()
             return results
         finally:
             stream.close()
 
 
-def _unsendable(message: SpooledMessage, content: bytes) -> Reply | None:
+@dataclass(frozen=True, slots=True)
+class _Traits:
+    """What MAIL FROM needs to know of the content."""
+
+    size: int
+    ascii: bool
+    fits_8bit: bool
+
+    @classmethod
+    def of(cls, content: Content) -> tuple[_Traits, bytes | None]:
+        """The content's traits, and the content itself when it is one slice or less."""
+        size, ascii_only, check = 0, True, EightBitCheck()
+        first: list[bytes] = []
+        for chunk in chunks_of(content, SLICE):
+            size += len(chunk)
+            ascii_only = ascii_only and chunk.isascii()
+            check.feed(chunk)
+            if len(first) < 2:
+                first.append(chunk)
+        whole = first[0] if len(first) == 1 else b"" if not first else None
+        return cls(size, ascii_only, check.result()), whole
+
+
+def _unsendable(message: SpooledMessage, traits: _Traits) -> Reply | None:
     params = MailParams.parse(message.sender_args)
-    if params.body == "BINARYMIME" and not fits_8bit(content):
+    if params.body == "BINARYMIME" and not traits.fits_8bit:
         return Reply.of(554, "Binary content cannot go over LMTP DATA", "5.6.3")
     return None
+
+
+async def _next(chunks: Iterator[bytes], *, in_memory: bool) -> bytes | None:
+    """The next slice of the content (None after the last), read in a worker thread
+    unless the content is in memory."""
+    if in_memory:
+        return next(chunks, None)
+    return await asyncio.to_thread(next, chunks, None)
 
 
 class _Session:
@@ -131,7 +179,7 @@ class _Session:
         if reply.code != 250:
             raise SessionError(f"{self.name} refused LHLO: {reply}", reply)
 
-    def _mail(self, message: SpooledMessage, content: bytes) -> Mail | Reply:
+    def _mail(self, message: SpooledMessage, traits: _Traits) -> Mail | Reply:
         """MAIL FROM with what this server takes, or the reply when it cannot be sent."""
         ext = self.conn.extensions
         sender = Sender.parse(message.sender)
@@ -139,19 +187,21 @@ class _Session:
         utf8 = any(a is not None and a.is_utf8 for a in addresses)
         if utf8 and not ext.smtputf8:
             return Reply.of(553, f"{self.name} does not offer SMTPUTF8", "5.6.7")
-        eight_bit = not content.isascii() and ext.eightbitmime
+        eight_bit = not traits.ascii and ext.eightbitmime
         return Mail(
             sender,
             MailParams(
                 body="8BITMIME" if eight_bit else None,
                 smtputf8=utf8,
-                size=len(content) if ext.size is not None else None,
+                size=traits.size if ext.size is not None else None,
             ),
         )
 
-    async def transaction(self, message: SpooledMessage, content: bytes) -> Results:
+    async def transaction(
+        self, message: SpooledMessage, content: Content, traits: _Traits
+    ) -> Results:
         recipients = list(message.recipients)
-        mail = self._mail(message, content)
+        mail = self._mail(message, traits)
         if isinstance(mail, Reply):
             return [(r, mail) for r in recipients]
         await self.send(mail, *(Rcpt(Address.parse(r)) for r in recipients), Data())
@@ -167,8 +217,11 @@ class _Session:
         data_reply = await self.reply()
         if data_reply.code == 354:
             # A slice at a time: the dot-stuffed copy of a large message is never whole.
-            for start in range(0, len(content), SLICE):
-                await self.send(DataChunk(content[start : start + SLICE]))
+            # An error reading the content (a damaged body) ends the session here,
+            # before the final dot: the server delivers nothing.
+            chunks, in_memory = chunks_of(content, SLICE), isinstance(content, bytes)
+            while (chunk := await _next(chunks, in_memory=in_memory)) is not None:
+                await self.send(DataChunk(chunk))
             await self.send(EndOfData())
             finals = [await self.reply() for _ in accepted or [""]]  # one each, RCPT order
             outcome.update(zip(accepted, finals, strict=False))

@@ -25,7 +25,7 @@ from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Transaction
 from smtpx.spool.journal_store import NOWHERE
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.types import LocalAgent
+from smtpx.spool.types import LocalAgent, deliver_locally
 
 __all__ = ["deliver_at_once"]
 
@@ -93,7 +93,7 @@ async def _delivered(
         rcpt_params={str(g): str(params[g]) for g in now if str(params.get(g, ""))},
     )
     try:
-        results = dict(await agent.deliver(message, envelope.message))
+        results = dict(await deliver_locally(agent, message, envelope.content))
     except Exception as exc:
         log.exception("LMTP: local delivery of %s failed", envelope.id)
         failed = replies.local_error(f"Local delivery failed, try later: {type(exc).__name__}")

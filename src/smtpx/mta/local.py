@@ -4,21 +4,26 @@ Each message is written to ``tmp/``, flushed, and renamed into ``new/`` (the mai
 protocol); ``new/`` is flushed too, so the rename is durable before the spool forgets
 the message. ``Return-Path`` and ``Delivered-To`` are added on top (RFC 5321 4.4: the
 final delivery MTA records the envelope sender). Files use LF line endings, as maildir
-readers expect. A subaddress (``alice+tag@d``) goes into its mailbox's maildir (alice's),
+readers expect. The content is read, converted and written a slice at a time (a large
+message is never whole in memory), and a file is renamed into ``new/`` only once all of
+it was read: a body found damaged on the way leaves nothing behind. A subaddress
+(``alice+tag@d``) goes into its mailbox's maildir (alice's),
 as the recipient table says; ``Delivered-To`` keeps the whole address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from smtpx.content import Content, chunks_of
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
 from smtpx.protocol.domains import domain_to_ascii
@@ -34,6 +39,8 @@ SLICE = 1 << 20  # octets converted and written at a time
 
 class MaildirAgent:
     """A :class:`~smtpx.spool.spool.LocalAgent` that writes maildirs under ``root``."""
+
+    reads_chunks = True  # takes content read a chunk at a time (ChunkReadingAgent)
 
     def __init__(
         self,
@@ -58,10 +65,10 @@ class MaildirAgent:
             local, domain = domain, "localhost"  # <Postmaster>
         return self.root / _SAFE.sub("_", _folder(domain)) / _SAFE.sub("_", local.lower())
 
-    async def deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+    async def deliver(self, message: SpooledMessage, content: Content) -> list[tuple[str, Reply]]:
         return await asyncio.to_thread(self._deliver, message, content)
 
-    def _deliver(self, message: SpooledMessage, content: bytes) -> list[tuple[str, Reply]]:
+    def _deliver(self, message: SpooledMessage, content: Content) -> list[tuple[str, Reply]]:
         results = []
         for recipient in message.recipients:
             headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
@@ -75,20 +82,25 @@ class MaildirAgent:
             results.append((recipient, replies.ok(f"Delivered to {path.name}")))
         return results
 
-    def _write(self, mailbox: Path, headers: bytes, content: bytes) -> Path:
-        """The message (``headers``, then ``content`` with LF line endings, converted a
-        slice at a time: a large message is not copied whole once more) in a new file of
-        ``mailbox``, durably."""
+    def _write(self, mailbox: Path, headers: bytes, content: Content) -> Path:
+        """The message (``headers``, then ``content`` with LF line endings, read and
+        converted a slice at a time) in a new file of ``mailbox``, durably. Whatever
+        fails (reading the content included), the file in ``tmp/`` is removed."""
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._counter)}.{self.hostname}"
         temporary = mailbox / "tmp" / name
-        with open(temporary, "wb") as file:
-            file.write(headers)
-            for part in lf_slices(content):
-                file.write(part)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(temporary, "wb") as file:
+                file.write(headers)
+                for part in lf_chunks(chunks_of(content, SLICE)):
+                    file.write(part)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         final = mailbox / "new" / name
         os.rename(temporary, final)
         # The rename is durable only once new/ is: without this a crash could leave the
@@ -97,16 +109,19 @@ class MaildirAgent:
         return final
 
 
-def lf_slices(content: bytes, size: int = SLICE) -> Iterator[bytes]:
-    """``content`` with CRLF turned into LF, in slices of about ``size`` octets (a CRLF
-    is never cut in two)."""
-    start, end = 0, len(content)
-    while start < end:
-        stop = min(start + size, end)
-        if content[stop - 1 : stop] == b"\r" and content[stop : stop + 1] == b"\n":
-            stop += 1
-        yield content[start:stop].replace(b"\r\n", b"\n")
-        start = stop
+def lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The ``chunks`` with CRLF turned into LF, a CRLF cut between two chunks
+    included."""
+    held = b""  # a CR that ended the last chunk: its LF may start the next
+    for chunk in chunks:
+        part = held + chunk if held else chunk
+        held = b"\r" if part[-1:] == b"\r" else b""
+        if held:
+            part = part[:-1]
+        if part:
+            yield part.replace(b"\r\n", b"\n")
+    if held:
+        yield held
 
 
 def _itself(recipient: str) -> str:

@@ -26,6 +26,8 @@ __all__ = [
     "BareNewlines",
     "DataReader",
     "DotStuffer",
+    "DotUnstuffer",
+    "EightBitCheck",
     "LineEndings",
     "dot_stuff",
     "dot_unstuff",
@@ -170,6 +172,65 @@ class DotStuffer:
     @property
     def at_line_start(self) -> bool:
         return self._at_line_start and not self._pending_cr
+
+
+class DotUnstuffer:
+    """Streaming decoder of content as the spool stores it (dot-stuffed, CRLF line
+    endings, no terminator) back to the message: :func:`dot_unstuff` for content that
+    comes a chunk at a time. The chunks may be cut anywhere, a CRLF or the dot after it
+    included; :meth:`end` gives back an octet held at the last cut (a final CR)."""
+
+    __slots__ = ("_at_line_start", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._at_line_start = True  # the input so far is empty or ends with CRLF
+        self._pending_cr = False  # the last chunk ended with CR; its LF may come next
+
+    def decode(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        if not chunk:
+            return b""
+        decoded = dot_unstuff(chunk, at_line_start=self._at_line_start)
+        self._at_line_start = chunk[-2:] == CRLF
+        return decoded
+
+    def end(self) -> bytes:
+        held = b"\r" if self._pending_cr else b""
+        self._pending_cr = False
+        self._at_line_start = True
+        return held
+
+
+class EightBitCheck:
+    """:func:`fits_8bit` of content that comes a chunk at a time (cut anywhere): feed
+    every chunk, then ask :meth:`result`. Only the open line is kept between chunks."""
+
+    __slots__ = ("_fits", "_open")
+
+    def __init__(self) -> None:
+        self._fits = True
+        self._open = b""  # the octets after the last LF so far
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._fits:
+            return
+        data = self._open + chunk if self._open else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut and not fits_8bit(data[:cut]):
+            self._fits = False
+            return
+        # An open line this long cannot end in time (998 octets, and a CR that waits):
+        # nothing more is kept, however long it goes on.
+        self._fits = len(data) - cut <= MAX_TEXT_LINE - 1
+        self._open = data[cut:] if self._fits else b""
+
+    def result(self) -> bool:
+        return self._fits and fits_8bit(self._open)
 
 
 class LineEndings:

@@ -46,6 +46,7 @@ from smtpx.spool.types import (
     RouteLater,
     Router,
     Unroutable,
+    deliver_locally,
 )
 from smtpx.units import iso_time
 
@@ -257,12 +258,13 @@ class DeliveryEngine:
 
     async def _deliver_locally(self, agent: LocalAgent, entry: SpooledMessage) -> None:
         try:
-            content = await self.store.read(entry)
+            # The agent reads the content a chunk at a time: a large message is never
+            # whole in memory; a damaged one raises before its last chunk is read.
+            async with self.store.content(entry) as content:
+                results = await deliver_locally(agent, entry, content)
         except BodyDamaged as damage:
             await self.quarantine_damaged(entry, damage)
             return
-        try:
-            results = await agent.deliver(entry, content)
         except Exception as exc:
             log.exception("local delivery of %s failed", entry.id)
             await self.settle(entry, {}, f"local delivery failed: {exc}")

@@ -23,7 +23,7 @@ import contextlib
 import heapq
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from smtpx.spool.journal import (
     Replay,
 )
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.records import NotCached
+from smtpx.spool.records import NotCached, StoredBody
 from smtpx.spool.types import SpoolConfig
 
 __all__ = ["NOWHERE", "JournalStore"]
@@ -244,6 +244,13 @@ class JournalStore:
         """The message as stored, damaged or not, and what is wrong with it."""
         body, damage = await asyncio.to_thread(self.journal.read_body_raw, entry.location)
         return dot_unstuff(body), damage
+
+    @contextlib.asynccontextmanager
+    async def content(self, entry: SpooledMessage) -> AsyncIterator[StoredBody]:
+        """The message read from its segment a chunk at a time (nothing is read here),
+        the segment kept from compaction meanwhile."""
+        with self.journal.pinned(entry.location.segment) as path:
+            yield StoredBody(path, entry.location)
 
     def body(self, entry: SpooledMessage) -> WireFile:
         """The stored body, ready for ``sendfile`` (keep it :meth:`pinned` meanwhile)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from smtpx.errors import SMTPXError
+from smtpx.protocol.data import DotUnstuffer
 
 __all__ = [
     "HEADER",
@@ -41,6 +42,7 @@ __all__ = [
     "Record",
     "RecordKind",
     "StoreWriteError",
+    "StoredBody",
     "WireSource",
     "check_bodies",
     "check_body",
@@ -240,6 +242,51 @@ def check_body(path: Path, location: Location) -> None:
     (damage,) = check_bodies(lambda _: path, [location])
     if damage is not None:
         raise damage
+
+
+class StoredBody:
+    """The message whose body is at ``location`` of the segment file ``path``, read a
+    chunk at a time (a :class:`smtpx.content.Chunked`): dot-unstuffed as it goes, and
+    checked against its CRC, the last chunk held back until the whole body matched
+    (:class:`BodyDamaged` otherwise). Memory stays at a chunk or two whatever the size.
+    The segment must stay (``Journal.pinned``) while it is read."""
+
+    __slots__ = ("location", "path")
+
+    def __init__(self, path: Path, location: Location) -> None:
+        self.path = path
+        self.location = location
+
+    def __repr__(self) -> str:
+        return f"StoredBody({self.path.name}, {self.location})"
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        location = self.location
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BodyDamaged(location, "its segment file is gone") from None
+        try:
+            decoder = DotUnstuffer()
+            crc = seen = 0
+            held = b""
+            while seen < location.length:
+                chunk = os.pread(fd, min(size, location.length - seen), location.offset + seen)
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                seen += len(chunk)
+                decoded = decoder.decode(chunk)
+                if decoded:  # (a lone CR is held by the decoder: nothing to give yet)
+                    if held:
+                        yield held
+                    held = decoded
+            _judge(location, seen, crc)
+        finally:
+            os.close(fd)
+        held += decoder.end()
+        if held:
+            yield held
 
 
 class NotCached(Exception):

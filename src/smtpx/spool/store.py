@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from smtpx.client.session import Body
-from smtpx.content import SpilledMessage
+from smtpx.content import Content, SpilledMessage
 from smtpx.spool.journal import BodyDamaged, JournalProblem
 from smtpx.spool.message import SpooledMessage
 
@@ -100,6 +101,12 @@ class Store(Protocol):
 
     async def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it."""
+        ...
+
+    def content(self, entry: SpooledMessage) -> AbstractAsyncContextManager[Content]:
+        """The message as received, for a local delivery while the block runs: read a
+        chunk at a time where the store can, so a large message is never whole in
+        memory; damage raises :class:`BodyDamaged` before the last chunk."""
         ...
 
     def body(self, entry: SpooledMessage) -> Body:

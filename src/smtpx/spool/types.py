@@ -8,14 +8,16 @@ closed types and import none of each other for them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from smtpx.auth import Credentials
 from smtpx.client import CacheConfig
+from smtpx.content import Content, chunks_of
 from smtpx.envelope import Envelope, HostPort, RetryInterval
 from smtpx.errors import SMTPXError
 from smtpx.maillog import Flows
@@ -25,6 +27,7 @@ from smtpx.spool.message import SpooledMessage
 
 __all__ = [
     "DEFAULT_RETRY_INTERVALS",
+    "ChunkReadingAgent",
     "Delivery",
     "Destination",
     "EventKind",
@@ -44,7 +47,9 @@ __all__ = [
     "Unroutable",
     "default_on_error",
     "default_presend",
+    "deliver_locally",
     "hops_only",
+    "reads_chunks",
 ]
 
 DEFAULT_RETRY_INTERVALS = tuple(
@@ -122,6 +127,39 @@ class LocalAgent(Protocol):
         """Deliver ``content`` (the raw message) to each remaining recipient; one reply
         each (2xx: delivered)."""
         ...
+
+
+class ChunkReadingAgent(Protocol):
+    """A :class:`LocalAgent` that also takes content read a chunk at a time (says so
+    with ``reads_chunks = True``): a large message is then never whole in memory. It
+    reads with :func:`smtpx.content.chunks_of`, and commits nothing before the last
+    chunk was read (a damaged body raises its error before then: let it pass)."""
+
+    reads_chunks: bool
+
+    async def deliver(
+        self, message: SpooledMessage, content: Content
+    ) -> list[tuple[str, Reply]]: ...
+
+
+def reads_chunks(agent: LocalAgent | ChunkReadingAgent) -> TypeGuard[ChunkReadingAgent]:
+    return getattr(agent, "reads_chunks", False) is True
+
+
+async def deliver_locally(
+    agent: LocalAgent, message: SpooledMessage, content: Content
+) -> list[tuple[str, Reply]]:
+    """``agent``'s replies for ``content``: given as it is to an agent that reads chunks,
+    read whole (in a worker thread) for the others."""
+    if reads_chunks(agent):
+        return await agent.deliver(message, content)
+    if not isinstance(content, bytes):
+        content = await asyncio.to_thread(_whole, content)
+    return await agent.deliver(message, content)
+
+
+def _whole(content: Content) -> bytes:
+    return b"".join(chunks_of(content))
 
 
 @dataclass(frozen=True, slots=True)

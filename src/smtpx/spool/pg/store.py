@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
-from smtpx.content import SpilledMessage
+from smtpx.content import Spill, SpilledMessage
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.server.events import EventBus
 from smtpx.spool.message import SpooledMessage, Status
@@ -40,6 +40,8 @@ from smtpx.spool.replay import JournalProblem
 from smtpx.spool.types import EventKind, PostgresSettings, SpoolConfig, SpoolEvent
 
 __all__ = ["PgStore"]
+
+SPILL_AT = 1 << 20  # octets of a body kept in memory for a local delivery, then a file
 
 CLOSE_TIMEOUT = 10.0  # seconds the writes at close, then the pool's connections, may take
 
@@ -462,6 +464,19 @@ class PgStore:
 
     def body(self, entry: SpooledMessage) -> AsyncIterator[bytes]:
         return self._chunks(entry.id)
+
+    @contextlib.asynccontextmanager
+    async def content(self, entry: SpooledMessage) -> AsyncIterator[bytes | SpilledMessage]:
+        """The message fetched from the database, checked: in memory up to ``SPILL_AT``
+        octets, past that in an unnamed file (closed after the block), as the server
+        keeps what it receives."""
+        spill = Spill(SPILL_AT)
+        try:
+            async for chunk in self._chunks(entry.id):
+                spill.add(chunk)
+            yield spill.result()
+        finally:
+            spill.close()
 
     async def _chunks(self, message_id: str) -> AsyncIterator[bytes]:
         try:

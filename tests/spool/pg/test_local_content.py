@@ -1,0 +1,56 @@
+"""A local delivery from the PostgreSQL queue: the body fetched checked, kept in memory
+up to ``SPILL_AT`` octets and past that in an unnamed file, closed afterwards."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from smtpx.content import SpillClosed, SpilledMessage
+from smtpx.spool.pg import store as pg_store
+from smtpx.spool.pg.store import PgStore
+from smtpx.spool.records import BodyDamaged
+from smtpx.spool.types import PostgresSettings, SpoolConfig
+from tests.spool.pg.helpers import entry, meta
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+async def store(tmp_path: Path, pg_dsn: str) -> AsyncIterator[PgStore]:
+    settings = PostgresSettings(dsn=pg_dsn, node="n1")
+    pg = PgStore(SpoolConfig(directory=tmp_path / "spool", postgresql=settings), {}, time.time)
+    await pg.open()
+    yield pg
+    await pg.close()
+
+
+async def test_a_small_body_comes_in_memory_a_large_one_in_a_file(
+    store: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_store, "SPILL_AT", 1000)
+    small, large = b"Subject: s\r\n\r\nhi\r\n", os.urandom(300_000)
+    await store.queue.add(meta(1), small)
+    await store.queue.add(meta(2), large)
+    async with store.content(entry(1)) as content:
+        assert content == small and isinstance(content, bytes)
+    async with store.content(entry(2)) as content:
+        assert isinstance(content, SpilledMessage)
+        assert b"".join(content.chunks(4096)) == large
+    with pytest.raises(SpillClosed):  # the file is closed once the delivery is over
+        content.read()
+
+
+async def test_a_damaged_body_is_refused_before_any_of_it_is_given(
+    store: PgStore, pg_pool: asyncpg.Pool
+) -> None:
+    await store.queue.add(meta(1), os.urandom(100_000))
+    await pg_pool.execute("UPDATE messages SET body_crc32 = 0")
+    with pytest.raises(BodyDamaged, match="CRC32"):
+        async with store.content(entry(1)):
+            pytest.fail("a damaged body was handed on")

@@ -1,0 +1,118 @@
+"""Local delivery reads a stored message a chunk at a time: the same octets as a whole
+read, damage found before the last chunk (nothing delivered), and memory that stays flat
+whatever the message's size."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from smtpx.content import chunks_of
+from smtpx.envelope import Envelope
+from smtpx.mta.local import MaildirAgent
+from smtpx.spool.journal import BodyDamaged, Journal
+from smtpx.spool.message import SpooledMessage, Status
+from smtpx.spool.records import StoredBody
+from smtpx.spool.spool import Delivery, Local
+from smtpx.testing import MemoryNetwork
+from tests.spool.helpers import make_spool, settle, virtual
+from tests.spool.test_faults import rot
+
+AWKWARD = b"Subject: dots\r\n\r\n.one\r\n..two\r\n\r\n.\r\nlast line\r\n"
+
+
+def local_delivery(message: bytes, recipients: list[str]) -> Delivery:
+    envelope = Envelope.create(sender="s@example.com", recipients=recipients, message=message)
+    return Delivery(envelope, next_hops=())
+
+
+def stored(directory: Path, entry: SpooledMessage) -> StoredBody:
+    return StoredBody(Journal(directory).segment_path(entry.location.segment), entry.location)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 64, 1 << 20])
+def test_a_stored_body_reads_as_the_message_however_it_is_cut(tmp_path: Path, size: int) -> None:
+    async def scenario() -> tuple[bytes, SpooledMessage]:
+        async with make_spool(tmp_path, MemoryNetwork()) as spool:
+            (mid,) = await spool.add([local_delivery(AWKWARD, ["a@example.org"])], frozen=True)
+            return await spool.read_message(mid), spool.get(mid)
+
+    whole, entry = virtual(scenario)
+    assert whole.endswith(b"\r\n.one\r\n..two\r\n\r\n.\r\nlast line\r\n")
+    chunks = list(stored(tmp_path, entry).chunks(size))
+    assert b"".join(chunks) == whole
+    assert max(map(len, chunks)) <= size + 1  # (+1: a CR held back at a cut)
+
+
+def test_a_rotten_body_fails_before_its_last_chunk(tmp_path: Path) -> None:
+    async def scenario() -> SpooledMessage:
+        async with make_spool(tmp_path, MemoryNetwork()) as spool:
+            (mid,) = await spool.add([local_delivery(AWKWARD, ["a@example.org"])], frozen=True)
+            rot(tmp_path, spool.get(mid), at=len(AWKWARD) - 3)  # near the end
+            return spool.get(mid)
+
+    entry = virtual(scenario)
+    got: list[bytes] = []
+    with pytest.raises(BodyDamaged, match="checksum mismatch"):
+        got.extend(stored(tmp_path, entry).chunks(8))
+    read = b"".join(got)
+    assert read.startswith(b"Subject: dots\r\n")  # it was read on...
+    assert len(read) < len(AWKWARD)  # ...but the last chunk never came
+
+
+def test_a_rotten_body_leaves_nothing_in_the_maildir(tmp_path: Path) -> None:
+    agent = MaildirAgent(tmp_path / "mail", hostname="h")
+
+    async def router(message: SpooledMessage) -> Local:
+        return Local(agent)
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path / "spool", MemoryNetwork(), router=router) as spool:
+            message = local_delivery(AWKWARD * 3, ["a@example.org", "b@example.org"])
+            (bad,) = await spool.add([message], frozen=True)
+            rot(tmp_path / "spool", spool.get(bad), at=100)
+            await spool.send([bad])
+            await settle()
+            assert spool.get(bad).status is Status.QUARANTINED
+
+    virtual(scenario)
+    left = [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
+    assert left == []  # not in new/, and no half-written file in tmp/
+
+
+def test_a_large_message_is_delivered_without_being_held_whole(tmp_path: Path) -> None:
+    """16 MB to two maildirs: what Python allocates meanwhile stays at a few slices."""
+    line = b"a line of the message that goes on for a while, then ends\r\n"
+    content = b"Subject: large\r\n\r\n" + line * (16_000_000 // len(line))
+    agent = MaildirAgent(tmp_path / "mail", hostname="h")
+
+    async def router(message: SpooledMessage) -> Local:
+        return Local(agent)
+
+    async def scenario() -> int:
+        async with make_spool(tmp_path / "spool", MemoryNetwork(), router=router) as spool:
+            recipients = ["a@example.org", "b@example.org"]
+            (mid,) = await spool.add([local_delivery(content, recipients)], frozen=True)
+            tracemalloc.start()
+            try:
+                await spool.send([mid])
+                await settle()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert mid not in spool.messages  # delivered to both
+            return peak
+
+    peak = virtual(scenario)
+    for user in ("a", "b"):
+        (path,) = (tmp_path / "mail" / "example.org" / user / "new").iterdir()
+        delivered = path.read_bytes()
+        assert delivered.endswith(content.replace(b"\r\n", b"\n"))
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB allocated at the peak"  # whole: 30+
+
+
+async def test_chunks_of_bytes_are_slices() -> None:
+    assert list(chunks_of(b"abcdefg", 3)) == [b"abc", b"def", b"g"]
+    assert list(chunks_of(b"", 3)) == []
