@@ -95,3 +95,26 @@ async def test_lmtp_mode_in_front_of_dovecot_passes_each_reply_on(tmp_path: Path
     alice, nobody = results["alice@example.org"], results["nobody@example.org"]
     assert alice.code == 250 and "Saved" in alice.text
     assert str(nobody).startswith("550 5.1.1 ") and "User doesn't exist" in nobody.text
+
+
+async def test_a_large_message_goes_from_the_spool_to_dovecot_slice_by_slice(
+    tmp_path: Path,
+) -> None:
+    """3 MB through the MTA's spool to Dovecot: read from the journal, unstuffed and sent
+    a slice at a time (dots at line starts all the way through); Dovecot stores it whole."""
+    body = b"".join(
+        b".%07d a line that starts with a dot\r\nplain line\r\n" % n for n in range(70_000)
+    )
+    content = b"From: me@example.com\r\nSubject: large\r\nMessage-ID: <big@t>\r\n\r\n" + body
+    with private_dovecot(["alice"]) as dovecot:
+        cfg = config(tmp_path, local={"lmtp": str(dovecot.socket)})
+        envelope = Envelope.create(
+            sender="me@example.com", recipients=["alice@example.org"], message=content
+        )
+        async with Mta(cfg, dns=FakeDns()) as mta:
+            async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+                assert isinstance(await client.send(envelope), Accepted)
+            await wait_until(lambda: dovecot.messages("alice"), timeout=30)
+        (stored,) = dovecot.messages("alice")
+    assert len(content) > 3 * (1 << 20)
+    assert stored.endswith(b"\n\n" + body.replace(b"\r\n", b"\n"))
