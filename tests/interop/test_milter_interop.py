@@ -139,3 +139,19 @@ async def test_a_libmilter_milter_edits_body_envelope_and_header(
     replies, stored = await send(tmp_path / "2", b"reject me\r\n", pymilter)
     assert replies[-2] == "550 5.7.1 Rejected by pymilter"
     assert stored == []
+
+
+async def test_opendkim_after_a_rewriting_milter_signs_what_is_sent(
+    tmp_path: Path, pymilter: str, opendkim: tuple[str, bytes]
+) -> None:
+    """The libmilter milter rewrites the Subject and replaces the body; OpenDKIM, next,
+    is sent the message with those changes, so its signature holds for what is stored
+    (with each milter seeing the original, it signed a body that was then replaced)."""
+    address, record = opendkim
+    replies, stored = await send(tmp_path, b"Original body.\r\n", pymilter, address)
+    assert replies[-2].startswith("250 "), replies
+    ((_, message),) = stored
+    assert b"\r\nSubject: rewritten\r\n" in message
+    assert message.endswith(b"\r\n\r\nReplaced by libmilter.\r\nSecond line.\r\n")
+    assert message.startswith(b"DKIM-Signature: ")
+    assert verify(message, record)

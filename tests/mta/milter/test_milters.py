@@ -37,6 +37,7 @@ from tests.interop.test_haproxy import dialogue
 from tests.mta.helpers import config
 from tests.mta.milter.fake import (
     ACCEPT,
+    CONTINUE,
     DISCARD,
     HANG,
     PROGRESS,
@@ -207,6 +208,45 @@ async def test_header_and_body_changes_land_in_the_spool(tmp_path: Path) -> None
     assert stored.endswith(
         b"Subject: [tagged] hello\r\nX-Spam: no\r\n\r\nnew\r\nbody in two chunks\r\n"
     )
+
+
+async def test_each_milter_sees_the_changes_of_the_ones_before_it(tmp_path: Path) -> None:
+    """As with Postfix: a signing milter placed last signs the header fields as they will
+    be sent (a Subject rewritten by a filter before it, a field it added) and the body as
+    replaced; a milter's changes land on top of the earlier ones'."""
+    tagger = FakeMilter(
+        script={
+            b"E": [
+                [
+                    reply(b"m", "Subject", "[spam] hello", index=1),
+                    reply(b"h", "X-Spam", "yes"),
+                    reply(b"b", data=b"filtered body\r\n"),
+                    CONTINUE,
+                ]
+            ]
+        }
+    )
+    signer = FakeMilter(script={b"E": [[reply(b"i", "DKIM-Signature", "v=1", index=0), ACCEPT]]})
+    async with mta_with(tmp_path, tagger, signer) as mta:
+        await talk(mta, commands())
+        ((_, stored),) = await spooled(mta)
+    headers = [data for code, data in signer.received if code == b"L"]
+    assert b"Subject\0[spam] hello\0" in headers and b"X-Spam\0yes\0" in headers
+    assert b"Subject\0hello\0" not in headers
+    assert [data for code, data in signer.received if code == b"B"] == [b"filtered body\r\n"]
+    assert stored.startswith(b"DKIM-Signature: v=1\r\n")
+    assert b"Subject: [spam] hello\r\nX-Tag: one\r\nX-Spam: yes\r\n\r\n" in stored
+    assert stored.endswith(b"\r\n\r\nfiltered body\r\n")
+
+
+async def test_a_discard_ends_the_message_before_the_next_milter(tmp_path: Path) -> None:
+    first = FakeMilter(script={b"E": [[DISCARD]]})
+    second = FakeMilter()
+    async with mta_with(tmp_path, first, second) as mta:
+        replies = await talk(mta, commands())
+        assert not mta.spool.status()
+    assert replies[-2].startswith("250")
+    assert b"E" not in second.codes()  # never asked about a message already dropped
 
 
 async def test_envelope_changes_apply(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ Each SMTP session opens one connection to each milter. Every stage goes to each 
 in turn (CONNECT, HELO, MAIL, RCPT, DATA, then at the end of the data the header
 fields, the end of the header, the body in chunks of at most 65535 octets, the end of
 the message), with the macros it asked for; the first refusal answers the client.
-Each milter sees the message as it arrived; the changes they ask for at the end are
-applied afterwards, in milter order (:class:`Outcome`).
+The content goes to one milter after the other, each seeing the message as the milters
+before it changed it (as Postfix does: a signing milter such as OpenDKIM, placed last,
+signs the header fields as they will be sent, a rewritten Subject included); the
+changes are applied in milter order (:class:`Outcome`).
 
 Verdicts: ``reject`` is ``550 5.7.1`` (``554 5.7.1`` at connect), ``tempfail``
 ``451 4.7.1``, a REPLYCODE its own text; at RCPT they refuse that recipient only.
@@ -241,26 +243,28 @@ class Milters:
     async def end_of_message(
         self, session: Session, transaction: Transaction, message: Message
     ) -> Outcome:
-        """Send the content, read the verdicts; apply the changes (refusals raise)."""
-        head, body = split(message)
-        fields = edit.parse_head(head)
+        """Send the content to each milter in turn, each seeing the message as the ones
+        before it changed it, and apply its changes before the next (refusals raise; a
+        discard ends it: the milters after it are not asked)."""
         values = {"i": str(transaction.id)}
         outcome = Outcome(message)
-        changes: list[tuple[_Link, Answer]] = []
+        for link in self._links(session):
+            if link.discarded:  # at an earlier stage
+                outcome.discarded_by = link.settings.name
+                return outcome
         for link in self._links(session):
             self._check_failed(link)
             if not link.live():
                 continue
-            answer = await self._content(link, values, fields, body)
-            if answer is not None:
-                link.in_message = False
-                self._verdict(link, "eom", answer)
-                changes.append((link, answer))
-        for link in self._links(session):
+            head, body = split(outcome.message)
+            answer = await self._content(link, values, edit.parse_head(head), body)
+            if answer is None:
+                continue
+            link.in_message = False
+            self._verdict(link, "eom", answer)
             if link.discarded:
                 outcome.discarded_by = link.settings.name
                 return outcome
-        for link, answer in changes:
             assert link.connection is not None
             spaced = bool(link.connection.negotiated.protocol & wire.Proto.HDR_LEADSPC)
             apply_changes(outcome, link.settings.name, spaced, answer.changes)
