@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,3 +224,45 @@ def test_a_message_without_recipient_parameters_stays_version_1(tmp_path: Path) 
             assert entry.rcpt_params == {} and entry.to_meta()["v"] == 1
 
     virtual(scenario)
+
+
+def test_ret_full_returns_a_small_message_and_a_large_one_s_headers(tmp_path: Path) -> None:
+    """RET=FULL: the message comes back whole up to 64 KB; a larger one's header section
+    comes back, and the bounce reads it without holding it (8 MB: a few 1 MiB chunks
+    allocated at the peak of the failed attempt and its notice, not the message)."""
+    network = MemoryNetwork(default=refusing({"a@example.org": 550}))
+    head = b"From: sender@example.com\r\nSubject: big\r\nMessage-ID: <big@t>\r\n\r\n"
+    large = head + b"a line of the large message\r\n" * (8_000_000 // 29)
+
+    def full(message: bytes) -> Delivery:
+        envelope = Envelope.create(
+            sender=SENDER, recipients=["a@example.org"], sender_args="RET=FULL", message=message
+        )
+        return Delivery(envelope, next_hops=(MX,))
+
+    async def scenario() -> int:
+        async with make_spool(tmp_path / "1", network, reporting_mta="mx.test") as spool:
+            await spool.add([full(head + b"small body\r\n")])
+            await settle()
+            (small,) = await notices(spool)
+            (returned,) = [p for p in small.walk() if p.get_content_type() == "message/rfc822"]
+            assert b"small body" in returned.as_bytes()
+        async with make_spool(tmp_path / "2", network, reporting_mta="mx.test") as spool:
+            (big,) = await spool.add([full(large)], frozen=True)
+            tracemalloc.start()
+            try:
+                await spool.send([big])
+                await settle()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            (notice,) = await notices(spool)
+            types = [p.get_content_type() for p in notice.walk()]
+            assert "message/rfc822" not in types and "text/rfc822-headers" in types
+            (headers,) = [p for p in notice.walk() if p.get_content_type() == "text/rfc822-headers"]
+            assert "Subject: big" in headers.get_content()
+            assert "a line of the large message" not in notice.as_string()
+            return peak
+
+    peak = virtual(scenario)
+    assert peak < 6 << 20, f"{peak / 2**20:.1f} MiB allocated at the peak"  # whole: 16+

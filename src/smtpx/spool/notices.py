@@ -2,22 +2,31 @@
 recipients, one delay warning for a message that waits long, success notices for the
 recipients that asked NOTIFY=SUCCESS.
 
-Each notice is built by :mod:`smtpx.spool.bounce` from the original (read from the store,
-checked: a damaged body raises :class:`~smtpx.spool.journal.BodyDamaged` and the caller
-quarantines the message) and spooled like any other message, to the sender's domain.
+Each notice is built by :mod:`smtpx.spool.bounce` from the original (read from the store
+a chunk at a time, checked: a damaged body raises :class:`~smtpx.spool.journal.BodyDamaged`
+and the caller quarantines the message) and spooled like any other message, to the
+sender's domain. Only the start of a large original is kept: a notice returns a message
+whole only up to ``DEFAULT_MAX_RETURNED`` octets, otherwise its header section.
 Each recipient's NOTIFY and ORCPT decide whether it is reported and how.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
+from smtpx.content import Content, chunks_of
 from smtpx.envelope import Envelope
 from smtpx.maillog import Flows
 from smtpx.protocol.addresses import Address
 from smtpx.protocol.replies import Reply
-from smtpx.spool.bounce import RecipientFailure, build_bounce, build_delay_warning
+from smtpx.spool.bounce import (
+    DEFAULT_MAX_RETURNED,
+    RecipientFailure,
+    build_bounce,
+    build_delay_warning,
+)
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.message import SpooledMessage
 from smtpx.spool.store import Store
@@ -26,6 +35,9 @@ from smtpx.spool.types import Delivery, EventKind
 __all__ = ["Notices"]
 
 Submit = Callable[[Sequence[Delivery]], Awaitable[list[str]]]
+# Octets of an original kept for a notice: more than any message a notice returns whole
+# (DEFAULT_MAX_RETURNED), and room for a large header section.
+KEEP = max(1 << 20, DEFAULT_MAX_RETURNED)
 
 
 class Notices:
@@ -49,7 +61,7 @@ class Notices:
         context = self.context
         if not context.config.bounce or entry.sender == "<>":
             return
-        original = await self._original(entry, [r for r, _ in failures])
+        original, whole = await self._original(entry, [r for r, _ in failures])
         reported = [
             self.with_dsn(
                 entry,
@@ -65,6 +77,7 @@ class Notices:
             reporting_mta=context.config.reporting_mta,
             arrival_date=entry.spool_date,
             now=context.clock(),
+            return_content=None if whole else False,
         )
         if notice is None:
             return
@@ -94,7 +107,7 @@ class Notices:
         if after is None or entry.warned or entry.sender == "<>" or now - entry.spool_date < after:
             return
         entry.warned = True
-        original = await self._original(entry, waiting)
+        original, whole = await self._original(entry, waiting)
         # A recipient without a reply was not reached at all (a connection or DNS
         # problem): say what went wrong, as RFC 3463 4.4.1 (no answer from host).
         error = entry.last_attempt[1] if entry.last_attempt else "not attempted yet"
@@ -116,6 +129,7 @@ class Notices:
             arrival_date=entry.spool_date,
             now=now,
             will_retry_until=now + sum(i.span for i in entry.intervals()),
+            return_content=None if whole else False,
         )
         if notice is not None:
             await self._spool(notice, original, entry)
@@ -133,7 +147,7 @@ class Notices:
         wanted = [r for r in done if "SUCCESS" in (entry.params_of(r).notify or ())]
         if not wanted:
             return
-        original = await self._original(entry, wanted)
+        original, whole = await self._original(entry, wanted)
         how = f"relayed to {remote}, which does not offer DSN" if remote else "delivered"
         successes = [
             self.with_dsn(
@@ -155,6 +169,7 @@ class Notices:
             reporting_mta=context.config.reporting_mta,
             arrival_date=entry.spool_date,
             now=context.clock(),
+            return_content=None if whole else False,
         )
         if notice is not None:
             await self._spool(notice, original, entry)
@@ -169,13 +184,26 @@ class Notices:
             return failure
         return dataclasses.replace(failure, notify=params.notify, orcpt=params.orcpt)
 
-    async def _original(self, entry: SpooledMessage, recipients: list[str]) -> Envelope:
-        return Envelope.create(
+    async def _original(
+        self, entry: SpooledMessage, recipients: list[str]
+    ) -> tuple[Envelope, bool]:
+        """The original for a notice, and whether it is whole: a message longer than
+        :data:`KEEP` is read to its end (checked) but only its header section is kept
+        (too long to be returned whole anyway)."""
+        async with self.store.content(entry) as content:
+            if isinstance(content, bytes):
+                start, whole = _start_of(content)
+            else:
+                start, whole = await asyncio.to_thread(_start_of, content)
+        end = start.find(b"\r\n\r\n")
+        message = start if whole or end < 0 else start[: end + 4]
+        original = Envelope.create(
             sender=entry.sender,
             recipients=recipients,
-            message=await self.store.read(entry),
+            message=message,
             sender_args=entry.sender_args,
         )
+        return original, whole
 
     async def _spool(self, notice: Envelope, original: Envelope, entry: SpooledMessage) -> None:
         await self.submit([Delivery(notice, route=_domain(original), flows=Flows(entry.flows))])
@@ -185,3 +213,17 @@ def _domain(original: Envelope) -> str | None:
     """Where a notice about ``original`` goes: its sender's domain."""
     address = original.sender.address
     return None if address is None else address.domain.lower()
+
+
+def _start_of(content: Content) -> tuple[bytes, bool]:
+    """The first :data:`KEEP` octets of ``content``, all of which is read (a damaged body
+    raises), and whether they are the whole of it."""
+    kept: list[bytes] = []
+    room, whole = KEEP, True
+    for chunk in chunks_of(content):
+        if len(chunk) > room:
+            whole = False
+        if room > 0:
+            kept.append(chunk[:room])
+            room -= len(kept[-1])
+    return b"".join(kept), whole
