@@ -116,3 +116,24 @@ def test_a_large_message_is_delivered_without_being_held_whole(tmp_path: Path) -
 async def test_chunks_of_bytes_are_slices() -> None:
     assert list(chunks_of(b"abcdefg", 3)) == [b"abc", b"def", b"g"]
     assert list(chunks_of(b"", 3)) == []
+
+
+def test_the_head_is_read_without_the_body(tmp_path: Path) -> None:
+    """What selections and quarantine reasons read: the header section as received (a
+    rotten body still has it), not the 3 MB after it."""
+    head = b"From: a@example.com\r\nSubject: heads\r\n.X-Dot: stuffed\r\n\r\n"
+    message = head + b".body line\r\n" * 300_000
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        async with make_spool(tmp_path, MemoryNetwork()) as spool:
+            mid, rotten = await spool.add(
+                [local_delivery(message, ["a@example.org"]), local_delivery(AWKWARD, ["b@x.org"])],
+                frozen=True,
+            )
+            rot(tmp_path, spool.get(rotten), at=30)  # in the body
+            read = spool.store.head(spool.get(mid))
+            return await read, await spool.store.head(spool.get(rotten)), head
+
+    got, rotten_head, expected = virtual(scenario)
+    assert got == expected
+    assert rotten_head == b"Subject: dots\r\n\r\n"

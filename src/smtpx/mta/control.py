@@ -345,12 +345,12 @@ class ControlPlane(ControlSite):
 
     async def _fields(self, message: SpooledMessage, selector: Selector) -> Fields | None:
         """What ``selector`` sees of ``message``: its stored header fields only if it
-        looks at headers (the message is then read, in a thread). None: it could not be
-        read (delivered meanwhile, say), so it is not selected."""
+        looks at headers (its header section is then read, in a thread; not the body).
+        None: it could not be read (delivered meanwhile, say), so it is not selected."""
         if not selector.uses_headers:
             return selector_fields(message)
         try:
-            content, _ = await self.mta.spool.store.inspect(message)  # damaged or not
+            content = await self.mta.spool.store.head(message)  # damaged or not
         except OSError as exc:
             log.warning("select: cannot read %s: %s", message.id, exc)
             return None

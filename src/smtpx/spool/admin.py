@@ -133,8 +133,8 @@ class Admin:
             entry = await self.find(message_id)
             if entry.status is Status.QUARANTINED:
                 continue
-            content, _ = await self.store.inspect(entry)  # a damaged body has its fields
-            envelope = Envelope(info=entry.info(), message=content)
+            head = await self.store.head(entry)  # a damaged body has its fields
+            envelope = Envelope(info=entry.info(), message=head)
             reason = QuarantineReason.of_envelope(description, envelope)
             entry.quarantine_reason = reason.description
             entry.quarantine_from = reason.from_headers

@@ -42,7 +42,8 @@ from smtpx.spool.journal import (
     Replay,
 )
 from smtpx.spool.message import SpooledMessage, Status
-from smtpx.spool.records import NotCached, StoredBody
+from smtpx.spool.records import NotCached, StoredBody, stored_head
+from smtpx.spool.store import HEAD_LIMIT
 from smtpx.spool.types import SpoolConfig
 
 __all__ = ["NOWHERE", "JournalStore"]
@@ -244,6 +245,10 @@ class JournalStore:
         """The message as stored, damaged or not, and what is wrong with it."""
         body, damage = await asyncio.to_thread(self.journal.read_body_raw, entry.location)
         return dot_unstuff(body), damage
+
+    async def head(self, entry: SpooledMessage) -> bytes:
+        with self.journal.pinned(entry.location.segment) as path:
+            return await asyncio.to_thread(stored_head, path, entry.location, HEAD_LIMIT)
 
     @contextlib.asynccontextmanager
     async def content(self, entry: SpooledMessage) -> AsyncIterator[StoredBody]:

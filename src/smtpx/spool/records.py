@@ -50,6 +50,7 @@ __all__ = [
     "encode_record",
     "read_body",
     "read_body_raw",
+    "stored_head",
 ]
 
 MAGIC = b"SXJ1"
@@ -287,6 +288,24 @@ class StoredBody:
         held += decoder.end()
         if held:
             yield held
+
+
+def stored_head(path: Path, location: Location, limit: int) -> bytes:
+    """The header section of the message at ``location`` (with its blank line), or its
+    first ``limit`` octets when that ends later; unchecked (a damaged body has fields
+    too), empty when the segment is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        stored = os.pread(fd, min(limit, location.length), location.offset)
+    finally:
+        os.close(fd)
+    decoder = DotUnstuffer()
+    start = decoder.decode(stored) + decoder.end()
+    end = start.find(b"\r\n\r\n")
+    return start[: end + 4] if end >= 0 else start[:limit]
 
 
 class NotCached(Exception):

@@ -28,7 +28,9 @@ from smtpx.content import Content, SpilledMessage
 from smtpx.spool.journal import BodyDamaged, JournalProblem
 from smtpx.spool.message import SpooledMessage
 
-__all__ = ["Store"]
+__all__ = ["HEAD_LIMIT", "Store"]
+
+HEAD_LIMIT = 256 * 1024  # octets of a message read for its header section at most
 
 
 class Store(Protocol):
@@ -101,6 +103,12 @@ class Store(Protocol):
 
     async def inspect(self, entry: SpooledMessage) -> tuple[bytes, BodyDamaged | None]:
         """The message as stored, damaged or not, and what is wrong with it."""
+        ...
+
+    async def head(self, entry: SpooledMessage) -> bytes:
+        """The message's header section as stored (with its blank line; at most
+        :data:`HEAD_LIMIT` octets), damaged or not: what selections and reasons read,
+        without reading the body."""
         ...
 
     def content(self, entry: SpooledMessage) -> AbstractAsyncContextManager[Content]:

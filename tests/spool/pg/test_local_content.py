@@ -21,6 +21,21 @@ from tests.spool.pg.helpers import entry, meta
 pytestmark = pytest.mark.interop
 
 
+class Counted:
+    """A pool that counts the queries of ``fetch``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.queries: list[str] = []
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        self.queries.append(query)
+        return await self.pool.fetch(query, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.pool, name)
+
+
 @pytest.fixture
 async def store(tmp_path: Path, pg_dsn: str) -> AsyncIterator[PgStore]:
     settings = PostgresSettings(dsn=pg_dsn, node="n1")
@@ -54,3 +69,20 @@ async def test_a_damaged_body_is_refused_before_any_of_it_is_given(
     with pytest.raises(BodyDamaged, match="CRC32"):
         async with store.content(entry(1)):
             pytest.fail("a damaged body was handed on")
+
+
+async def test_the_head_is_fetched_without_the_body(
+    store: PgStore, pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first chunk is fetched (one query of one chunk, of the 13 the body
+    has): a body damaged further on still gives its header section."""
+    head = b"From: a@example.com\r\nSubject: heads\r\n\r\n"
+    await store.queue.add(meta(1), head + os.urandom(3 << 20))
+    await pg_pool.execute("UPDATE message_chunks SET data = '' WHERE seq = 5")  # further on
+    counted = Counted(store.queue.pool)
+    monkeypatch.setattr(store.queue, "read_chunks", 1)
+    monkeypatch.setattr(store.queue, "pool", counted)
+    assert await store.head(entry(1)) == head
+    assert len(counted.queries) == 1
+    await store.queue.add(meta(2), b"Subject: no body")
+    assert await store.head(entry(2)) == b"Subject: no body"

@@ -27,7 +27,14 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -423,7 +430,7 @@ class PgQueue:
 
     # -- bodies ---------------------------------------------------------------------------
 
-    async def read_body(self, message_id: str) -> AsyncIterator[bytes]:
+    async def read_body(self, message_id: str) -> AsyncGenerator[bytes, None]:
         """The body, chunk by chunk, a few chunks per query (no transaction held). Its
         length and CRC32 are checked as it ends: :class:`BodyDamaged` comes after the last
         chunk, so commit to nothing (no final dot) before the iteration has ended."""

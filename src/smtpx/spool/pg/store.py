@@ -37,6 +37,7 @@ from smtpx.spool.pg.queue import PgQueue, QueuedMessage, QueueError, connect_poo
 from smtpx.spool.pg.schema import EVENTS_CHANNEL, migrate
 from smtpx.spool.records import BodyDamaged, Location, StoreWriteError
 from smtpx.spool.replay import JournalProblem
+from smtpx.spool.store import HEAD_LIMIT
 from smtpx.spool.types import EventKind, PostgresSettings, SpoolConfig, SpoolEvent
 
 __all__ = ["PgStore"]
@@ -464,6 +465,19 @@ class PgStore:
 
     def body(self, entry: SpooledMessage) -> AsyncIterator[bytes]:
         return self._chunks(entry.id)
+
+    async def head(self, entry: SpooledMessage) -> bytes:
+        """The first chunks, up to the end of the header section (or ``HEAD_LIMIT``);
+        the rest is not fetched, nor checked."""
+        start = b""
+        with contextlib.suppress(PgBodyDamaged):  # damaged or not: what was read has them
+            async with contextlib.aclosing(self.queue.read_body(entry.id)) as chunks:
+                async for chunk in chunks:
+                    start += chunk
+                    if b"\r\n\r\n" in start or len(start) >= HEAD_LIMIT:
+                        break
+        end = start.find(b"\r\n\r\n")
+        return start[: end + 4] if end >= 0 else start[:HEAD_LIMIT]
 
     @contextlib.asynccontextmanager
     async def content(self, entry: SpooledMessage) -> AsyncIterator[bytes | SpilledMessage]:
