@@ -34,6 +34,7 @@ __all__ = [
     "SpillFile",
     "SpilledMessage",
     "chunks_of",
+    "header_block",
     "write_all",
 ]
 
@@ -63,6 +64,16 @@ def chunks_of(content: Content, size: int = CHUNK) -> Iterator[bytes]:
             yield content[start : start + size]
     else:
         yield from content.chunks(size)
+
+
+def header_block(start: bytes) -> bytes:
+    """The header block at the start of a message, with the empty line that ends it (all
+    of ``start`` when there is no empty line: a message of header fields only, or one
+    whose start is cut short)."""
+    if start.startswith(b"\r\n"):
+        return b""
+    end = start.find(b"\r\n\r\n")
+    return start if end < 0 else start[: end + 4]
 
 
 class SpillClosed(ValueError):

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
-from smtpx.content import Content, chunks_of
+from smtpx.content import Content, chunks_of, header_block
 from smtpx.envelope import Envelope
 from smtpx.maillog import Flows
 from smtpx.protocol.addresses import Address
@@ -195,12 +195,10 @@ class Notices:
                 start, whole = _start_of(content)
             else:
                 start, whole = await asyncio.to_thread(_start_of, content)
-        end = start.find(b"\r\n\r\n")
-        message = start if whole or end < 0 else start[: end + 4]
         original = Envelope.create(
             sender=entry.sender,
             recipients=recipients,
-            message=message,
+            message=start if whole else header_block(start),
             sender_args=entry.sender_args,
         )
         return original, whole

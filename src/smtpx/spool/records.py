@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from smtpx.content import header_block
 from smtpx.errors import SMTPXError
 from smtpx.protocol.data import DotUnstuffer
 
@@ -303,9 +304,7 @@ def stored_head(path: Path, location: Location, limit: int) -> bytes:
     finally:
         os.close(fd)
     decoder = DotUnstuffer()
-    start = decoder.decode(stored) + decoder.end()
-    end = start.find(b"\r\n\r\n")
-    return start[: end + 4] if end >= 0 else start[:limit]
+    return header_block(decoder.decode(stored) + decoder.end())
 
 
 class NotCached(Exception):

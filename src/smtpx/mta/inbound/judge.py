@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from smtpx.content import SpilledMessage
+from smtpx.content import SpilledMessage, header_block
 from smtpx.envelope import MAX_HEADER_BLOCK
 from smtpx.mta.config import InboundSettings
 from smtpx.mta.inbound.arc import ArcSealer
@@ -49,7 +49,7 @@ from smtpx.mta.inbound.spf import SpfChecker, SpfResults
 from smtpx.protocol.replies import Reply
 from smtpx.server import Reject, Session, Transaction
 
-__all__ = ["InboundJudge", "Judged", "header_block"]
+__all__ = ["InboundJudge", "Judged"]
 
 log = logging.getLogger("smtpx.mta")
 T = TypeVar("T")
@@ -66,15 +66,6 @@ class Judged:
     content: Content
     verdict: Verdict
     quarantine: str | None = None
-
-
-def header_block(start: bytes) -> bytes:
-    """The header block at the start of a message, with the empty line that ends it (all
-    of ``start`` when there is no empty line: a message of header fields only)."""
-    if start.startswith(b"\r\n"):
-        return b""
-    end = start.find(b"\r\n\r\n")
-    return start if end < 0 else start[: end + 4]
 
 
 class InboundJudge:

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
-from smtpx.content import Spill, SpilledMessage
+from smtpx.content import Spill, SpilledMessage, header_block
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.server.events import EventBus
 from smtpx.spool.message import SpooledMessage, Status
@@ -476,8 +476,7 @@ class PgStore:
                     start += chunk
                     if b"\r\n\r\n" in start or len(start) >= HEAD_LIMIT:
                         break
-        end = start.find(b"\r\n\r\n")
-        return start[: end + 4] if end >= 0 else start[:HEAD_LIMIT]
+        return header_block(start[:HEAD_LIMIT])
 
     @contextlib.asynccontextmanager
     async def content(self, entry: SpooledMessage) -> AsyncIterator[bytes | SpilledMessage]:
