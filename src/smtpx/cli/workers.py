@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from smtpx._version import __version__
+from smtpx.maillog import FieldsFilter
 
 if TYPE_CHECKING:
     from smtpx.mta.app import Mta
@@ -44,7 +45,7 @@ class WorkerSpec:
         def configure_worker(level: str, fmt: str) -> None:
             configure(level, fmt)
             for handler in logging.getLogger().handlers:
-                handler.addFilter(_WorkerField(self.index))
+                handler.addFilter(FieldsFilter({"worker": self.index}))
 
         return configure_worker
 
@@ -52,20 +53,6 @@ class WorkerSpec:
         from smtpx.mta.workers import worker_config  # noqa: PLC0415
 
         return worker_config(config, self.index, self.count, self.ports)
-
-
-class _WorkerField(logging.Filter):
-    """Adds ``worker: I`` to each record's mail fields."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        fields = getattr(record, "mail", None)
-        given = fields if isinstance(fields, Mapping) else {}
-        record.mail = {**given, "worker": self.index}
-        return True
 
 
 def worker_command(

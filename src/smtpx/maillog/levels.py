@@ -81,23 +81,25 @@ class RemapFilter(logging.Filter):
         self.by_name = sorted((by_name or {}).items(), key=lambda item: -len(item[0]))
         self.threshold = threshold
 
-    def _remap(self, record: logging.LogRecord) -> LevelRemap | None:
+    def level_for(self, name: str, component: str, level: int) -> int | None:
+        """The level a line of logger ``name`` (and mail log ``component``, or "")
+        logged at ``level`` gets; None when it is dropped."""
         remap = _CURRENT.get()
-        if remap is not None or not self.by_name:
-            return remap
-        fields = getattr(record, "mail", None)
-        component = fields.get("component", "") if isinstance(fields, Mapping) else ""
-        for name, candidate in self.by_name:
-            if _under(record.name, name, ".") or (component and _under(component, name, "/")):
-                return candidate
-        return None
+        if remap is None:
+            for prefix, candidate in self.by_name:
+                if _under(name, prefix, ".") or (component and _under(component, prefix, "/")):
+                    remap = candidate
+                    break
+            else:
+                return level
+        new = remap.apply(level)
+        return None if new < max(self.threshold, remap.minimum) else new
 
     def filter(self, record: logging.LogRecord) -> bool:
-        remap = self._remap(record)
-        if remap is None:
-            return True
-        level = remap.apply(record.levelno)
-        if level < max(self.threshold, remap.minimum):
+        fields = getattr(record, "mail", None)
+        component = fields.get("component", "") if isinstance(fields, Mapping) else ""
+        level = self.level_for(record.name, component or "", record.levelno)
+        if level is None:
             return False
         if level != record.levelno:
             record.levelno = level
