@@ -8,7 +8,9 @@ follow a message from the session that received it to the attempts that delivere
 A **component** is a path such as ``smtp-server/session``. **Tags** are the standard fields
 below (anything else is allowed too). Lines go through the stdlib :mod:`logging` (logger
 ``smtpx.mail``), so any handler works; :class:`JsonFormatter` writes one JSON object per
-line, :class:`PlainFormatter` a readable ``key=value`` line.
+line, :class:`PlainFormatter` a readable ``key=value`` line. When the handler
+:func:`configure_logging` installed is the only one a line would reach (``smtpx serve``),
+the line is written to it directly, the same line for less CPU (:class:`_Direct`).
 
 Standard tags: ``session_marker`` (connected, mail_from, rcpt_to, data, sending,
 delivered, deferred, bounced, frozen), ``local_ip``, ``remote_ip``, ``remote_address``,
