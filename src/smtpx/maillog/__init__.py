@@ -250,10 +250,11 @@ class PlainFormatter(logging.Formatter):
         component = fields.get("component") or name
         flows = fields.get("flows")
         parts = [self._stamp, levelname.lower(), component, message]
-        # A field without a value (None: no relay yet, no reply) is left out.
-        parts.extend(
-            f"{k}={_plain(v)}" for k, v in fields.items() if v is not None and k not in _HEAD
-        )
+        # A field without a value (None: no relay yet, no reply) is left out. (A loop,
+        # not a generator: this is the mail log's hottest line.)
+        for key, value in fields.items():
+            if value is not None and key not in _HEAD:
+                parts.append(f"{key}={_plain(value)}")
         if flows:
             parts.append("[" + " ".join(flows) + "]")
         text = " ".join(parts)
