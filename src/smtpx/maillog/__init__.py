@@ -183,8 +183,8 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the mail fields."""
+class _LineFormatter(logging.Formatter):
+    """A formatter whose line can be made without a record (:class:`_Direct`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         exception = self.formatException(record.exc_info) if record.exc_info else None
@@ -204,6 +204,22 @@ class JsonFormatter(logging.Formatter):
         exception: str | None = None,
     ) -> str:
         """The line of a record with these attributes (``fields``: its mail fields)."""
+        raise NotImplementedError
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: time, level, logger, message, and the mail fields."""
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: Mapping[str, Any],
+        *,
+        exception: str | None = None,
+    ) -> str:
         line: dict[str, Any] = {
             "time": round(created, 6),
             "level": levelname.lower(),
@@ -219,18 +235,11 @@ class JsonFormatter(logging.Formatter):
 _HEAD = frozenset({"component", "flows"})  # the fields a plain line shows first and last
 
 
-class PlainFormatter(logging.Formatter):
+class PlainFormatter(_LineFormatter):
     """``2026-11-24T04:30:00Z info component message key=value ... [flows]``."""
 
     _second = -1
     _stamp = ""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exception = self.formatException(record.exc_info) if record.exc_info else None
-        return self.line(
-            record.created, record.levelname, record.name, record.getMessage(), _fields(record),
-            exception=exception,
-        )  # fmt: skip
 
     def line(
         self,
@@ -242,7 +251,6 @@ class PlainFormatter(logging.Formatter):
         *,
         exception: str | None = None,
     ) -> str:
-        """The line of a record with these attributes (``fields``: its mail fields)."""
         second = int(created)
         if second != self._second:  # one strftime per second, not per line
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
@@ -314,7 +322,7 @@ class _Direct:
     def __init__(
         self,
         handler: logging.StreamHandler[Any],
-        formatter: PlainFormatter | JsonFormatter,
+        formatter: _LineFormatter,
         remap: RemapFilter,
     ) -> None:
         self.handler = handler

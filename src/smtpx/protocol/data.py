@@ -126,7 +126,30 @@ def dot_stuff(body: bytes) -> bytes:
     return stuffer.encode(body) + stuffer.end()
 
 
-class DotStuffer:
+class _Cuts:
+    """What the streaming stuffer and unstuffer share: chunks may be cut anywhere, so a
+    CR that ends one is held until the next says whether its LF follows, and whether the
+    content so far ends a line is kept."""
+
+    __slots__ = ("_at_line_start", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._at_line_start = True  # the content so far is empty or ends with CRLF
+        self._pending_cr = False  # the last chunk ended with CR; its LF may come next
+
+    def _joined(self, chunk: bytes) -> bytes:
+        """``chunk`` after the CR held from the last one, without the CR it ends with
+        (held in turn)."""
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        return chunk
+
+
+class DotStuffer(_Cuts):
     """Streaming encoder for DATA content (the client side).
 
     Feed any chunks; the output never holds a bare CR or LF (they become CRLF), every line
@@ -134,19 +157,10 @@ class DotStuffer:
     final CRLF if needed and the ``.CRLF`` terminator.
     """
 
-    __slots__ = ("_at_line_start", "_pending_cr")
-
-    def __init__(self) -> None:
-        self._at_line_start = True  # the output so far is empty or ends with CRLF
-        self._pending_cr = False  # the last chunk ended with CR; its LF may come next
+    __slots__ = ()
 
     def encode(self, chunk: bytes) -> bytes:
-        if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk[-1:] == b"\r":
-            chunk = chunk[:-1]
-            self._pending_cr = True
+        chunk = self._joined(chunk)
         if not chunk:
             return b""
         chunk = normalize_newlines(chunk)
@@ -174,25 +188,16 @@ class DotStuffer:
         return self._at_line_start and not self._pending_cr
 
 
-class DotUnstuffer:
+class DotUnstuffer(_Cuts):
     """Streaming decoder of content as the spool stores it (dot-stuffed, CRLF line
     endings, no terminator) back to the message: :func:`dot_unstuff` for content that
     comes a chunk at a time. The chunks may be cut anywhere, a CRLF or the dot after it
     included; :meth:`end` gives back an octet held at the last cut (a final CR)."""
 
-    __slots__ = ("_at_line_start", "_pending_cr")
-
-    def __init__(self) -> None:
-        self._at_line_start = True  # the input so far is empty or ends with CRLF
-        self._pending_cr = False  # the last chunk ended with CR; its LF may come next
+    __slots__ = ()
 
     def decode(self, chunk: bytes) -> bytes:
-        if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk[-1:] == b"\r":
-            chunk = chunk[:-1]
-            self._pending_cr = True
+        chunk = self._joined(chunk)
         if not chunk:
             return b""
         decoded = dot_unstuff(chunk, at_line_start=self._at_line_start)
