@@ -23,18 +23,21 @@ import tempfile
 from collections.abc import Iterator
 from typing import Protocol, TypeAlias
 
+from smtpx.errors import SMTPXError
 from smtpx.protocol.data import DotStuffer
 
 __all__ = [
     "CHUNK",
     "Chunked",
     "Content",
+    "ContentUnreadable",
     "Spill",
     "SpillClosed",
     "SpillFile",
     "SpilledMessage",
     "chunks_of",
     "header_block",
+    "read_chunks",
     "write_all",
 ]
 
@@ -64,6 +67,24 @@ def chunks_of(content: Content, size: int = CHUNK) -> Iterator[bytes]:
             yield content[start : start + size]
     else:
         yield from content.chunks(size)
+
+
+class ContentUnreadable(SMTPXError):
+    """The content could not be read (the spool's disk, a spill file's)."""
+
+
+def read_chunks(content: Content, size: int = CHUNK) -> Iterator[bytes]:
+    """:func:`chunks_of`, an ``OSError`` on the way raised as :class:`ContentUnreadable`:
+    a writer tells the source's failure from its own (a mailbox's disk)."""
+    chunks = chunks_of(content, size)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise ContentUnreadable(f"Cannot read the message: {exc.strerror or exc}") from exc
+        yield chunk
 
 
 def header_block(start: bytes) -> bytes:

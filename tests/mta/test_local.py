@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,31 @@ async def test_a_message_larger_than_a_slice_reaches_the_maildir_whole(
     (path,) = (tmp_path / "example.org" / "bob" / "new").iterdir()
     expected = b"Return-Path: <me@example.com>\nDelivered-To: bob@example.org\n"
     assert path.read_bytes() == expected + content.replace(b"\r\n", b"\n")
+
+
+class Unreadable:
+    """Content whose second read fails (the spool's disk), as a stored body's would."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.passes = 0
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        self.passes += 1
+        if self.passes == 2:
+            raise OSError(5, "Input/output error")
+        yield self.content
+
+
+async def test_content_that_cannot_be_read_is_not_the_mailbox_s_fault(tmp_path: Path) -> None:
+    """The first recipient has the message; the second gets a 4xx that names the
+    message, not its mailbox, and no half-written file is left in its tmp/."""
+    agent = MaildirAgent(tmp_path, hostname="h")
+    content = Unreadable(b"Subject: x\r\n\r\nbody\r\n")
+    (first, ok), (second, failed) = await agent.deliver(
+        sending("a@example.org", "b@example.org"), content
+    )
+    assert (first, ok.code) == ("a@example.org", 250)
+    assert second == "b@example.org" and not failed.is_completion
+    assert str(failed) == "451 4.3.0 Cannot read the message: Input/output error"
+    assert [p for p in (tmp_path / "example.org" / "b").rglob("*") if p.is_file()] == []

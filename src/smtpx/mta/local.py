@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from smtpx.content import Content, chunks_of
+from smtpx.content import Content, ContentUnreadable, read_chunks
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
 from smtpx.protocol.domains import domain_to_ascii
@@ -74,12 +74,13 @@ class MaildirAgent:
             headers = f"Return-Path: {message.sender}\nDelivered-To: {recipient}\n".encode()
             try:
                 path = self._write(self.mailbox(self.mailbox_of(recipient)), headers, content)
+            except ContentUnreadable as exc:  # the spool's disk: this recipient later
+                reply = replies.local_error(str(exc))
             except OSError as exc:
-                results.append(
-                    (recipient, replies.local_error(f"Cannot write the mailbox: {exc.strerror}"))
-                )
-                continue
-            results.append((recipient, replies.ok(f"Delivered to {path.name}")))
+                reply = replies.local_error(f"Cannot write the mailbox: {exc.strerror}")
+            else:
+                reply = replies.ok(f"Delivered to {path.name}")
+            results.append((recipient, reply))
         return results
 
     def _write(self, mailbox: Path, headers: bytes, content: Content) -> Path:
@@ -93,7 +94,8 @@ class MaildirAgent:
         try:
             with open(temporary, "wb") as file:
                 file.write(headers)
-                for part in lf_chunks(chunks_of(content, SLICE)):
+                # (A failure to read the content is not the mailbox's: ContentUnreadable.)
+                for part in lf_chunks(read_chunks(content, SLICE)):
                     file.write(part)
                 file.flush()
                 os.fsync(file.fileno())
