@@ -137,3 +137,31 @@ def test_the_head_is_read_without_the_body(tmp_path: Path) -> None:
     got, rotten_head, expected = virtual(scenario)
     assert got == expected
     assert rotten_head == b"Subject: dots\r\n\r\n"
+
+
+def test_a_large_body_is_checked_without_being_held(tmp_path: Path) -> None:
+    """What the control plane shows of a message (its head, whether its body is sound)
+    takes a chunk or two of memory, not the message."""
+    content = b"Subject: big\r\n\r\n" + b"a line of the message\r\n" * (16_000_000 // 23)
+
+    async def scenario() -> tuple[int, list[BodyDamaged | None]]:
+        async with make_spool(tmp_path, MemoryNetwork()) as spool:
+            sound, rotten = await spool.add(
+                [local_delivery(content, ["a@example.org"]), local_delivery(AWKWARD, ["b@x.org"])],
+                frozen=True,
+            )
+            rot(tmp_path, spool.get(rotten), at=30)
+            tracemalloc.start()
+            try:
+                head = await spool.store.head(spool.get(sound))
+                found = [await spool.store.damage(spool.get(m)) for m in (sound, rotten)]
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert head == b"Subject: big\r\n\r\n"
+            return peak, found
+
+    peak, (sound_damage, rotten_damage) = virtual(scenario)
+    assert sound_damage is None
+    assert isinstance(rotten_damage, BodyDamaged) and "checksum" in str(rotten_damage)
+    assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB allocated at the peak"

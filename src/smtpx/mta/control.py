@@ -374,11 +374,15 @@ class ControlPlane(ControlSite):
     async def show(self, request: web.Request) -> web.StreamResponse:
         spool = self.mta.spool
         message = await spool.find(request.match_info["id"])
-        content, damage = await spool.inspect_message(message.id)
-        problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
         if request.query.get("raw"):
+            content, damage = await spool.inspect_message(message.id)
+            problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
             return web.Response(body=content, content_type="message/rfc822", headers=problem)
-        headers = Envelope.create(sender="<>", recipients=[], message=content).headers()
+        # The header section, and a check of the body a chunk at a time: a large message
+        # is never whole in memory to show its fields.
+        head = await spool.store.head(message)
+        damage = await spool.store.damage(message)
+        headers = Envelope.create(sender="<>", recipients=[], message=head).headers()
         shown = {**message_json(message), "headers": [list(h) for h in headers]}
         if damage is not None:
             shown["damaged"] = str(damage)

@@ -246,6 +246,10 @@ class JournalStore:
         body, damage = await asyncio.to_thread(self.journal.read_body_raw, entry.location)
         return dot_unstuff(body), damage
 
+    async def damage(self, entry: SpooledMessage) -> BodyDamaged | None:
+        (found,) = await self.check([entry])
+        return found
+
     async def head(self, entry: SpooledMessage) -> bytes:
         with self.journal.pinned(entry.location.segment) as path:
             return await asyncio.to_thread(stored_head, path, entry.location, HEAD_LIMIT)

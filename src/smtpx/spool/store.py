@@ -105,6 +105,11 @@ class Store(Protocol):
         """The message as stored, damaged or not, and what is wrong with it."""
         ...
 
+    async def damage(self, entry: SpooledMessage) -> BodyDamaged | None:
+        """What is wrong with the body (None: sound), read a chunk at a time to its end
+        (memory stays flat whatever its size)."""
+        ...
+
     async def head(self, entry: SpooledMessage) -> bytes:
         """The message's header section as stored (with its blank line; at most
         :data:`HEAD_LIMIT` octets), damaged or not: what selections and reasons read,

@@ -86,3 +86,14 @@ async def test_the_head_is_fetched_without_the_body(
     assert len(counted.queries) == 1
     await store.queue.add(meta(2), b"Subject: no body")
     assert await store.head(entry(2)) == b"Subject: no body"
+
+
+async def test_damage_is_found_a_chunk_at_a_time(store: PgStore, pg_pool: asyncpg.Pool) -> None:
+    await store.queue.add(meta(1), os.urandom(1 << 20))
+    await store.queue.add(meta(2), os.urandom(1 << 20))
+    await pg_pool.execute(
+        "UPDATE message_chunks SET data = data || '\\x00' WHERE message_id = 'm2' AND seq = 1"
+    )
+    assert await store.damage(entry(1)) is None
+    found = await store.damage(entry(2))
+    assert isinstance(found, BodyDamaged) and "octets found" in str(found)

@@ -466,6 +466,14 @@ class PgStore:
     def body(self, entry: SpooledMessage) -> AsyncIterator[bytes]:
         return self._chunks(entry.id)
 
+    async def damage(self, entry: SpooledMessage) -> BodyDamaged | None:
+        try:
+            async for _ in self._chunks(entry.id):
+                pass
+        except BodyDamaged as damage:
+            return damage
+        return None
+
     async def head(self, entry: SpooledMessage) -> bytes:
         """The first chunks, up to the end of the header section (or ``HEAD_LIMIT``);
         the rest is not fetched, nor checked."""
