@@ -68,3 +68,18 @@ def test_lmtp_listeners_in_the_config(tmp_path: Path) -> None:
         MtaConfig.from_dict({"server": {"lmtp": ["127.0.0.1:25"]}})
     assert caught.value.key == "server.lmtp[0]"
     assert MtaConfig.default().server.lmtp == ()
+
+
+async def test_a_spilled_message_goes_to_the_maildir_from_its_file(tmp_path: Path) -> None:
+    """Past spill_threshold the server keeps the message in a file; the maildir is
+    written from it a slice at a time, before the session closes the file."""
+    body = b"".join(b".%06d a line that starts with a dot\r\n" % n for n in range(40_000))
+    message = b"From: me@example.com\r\nSubject: large\r\n\r\n" + body
+    cfg = config(tmp_path, server={"listen": [], "lmtp": ["127.0.0.1:0"]})
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        assert len(message) > 4 * mta.config.server.spill_threshold
+        agent = LmtpAgent(HostPort("127.0.0.1", mta.server.ports[0]), "postfix.test")
+        [(_, reply)] = await agent.deliver(sending("alice@example.org"), message)
+    assert reply.code == 250, reply
+    (stored,) = maildir(tmp_path, "alice@example.org")
+    assert stored.endswith(b"\n\n" + body.replace(b"\r\n", b"\n"))
