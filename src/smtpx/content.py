@@ -18,9 +18,10 @@ file's octets). A plugin that keeps an envelope for later keeps
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, TypeAlias
 
 from smtpx.errors import SMTPXError
@@ -35,6 +36,7 @@ __all__ = [
     "SpillClosed",
     "SpillFile",
     "SpilledMessage",
+    "chunks_in_thread",
     "chunks_of",
     "header_block",
     "read_chunks",
@@ -67,6 +69,22 @@ def chunks_of(content: Content, size: int = CHUNK) -> Iterator[bytes]:
             yield content[start : start + size]
     else:
         yield from content.chunks(size)
+
+
+async def chunks_in_thread(content: Content, size: int = CHUNK) -> AsyncIterator[bytes]:
+    """:func:`chunks_of` for the event loop: each chunk of content that is not in memory
+    is read in a worker thread (a file's, a stored body's reads may wait for the disk)."""
+    chunks = chunks_of(content, size)
+    if isinstance(content, bytes):
+        for chunk in chunks:
+            yield chunk
+        return
+    while (part := await asyncio.to_thread(_next_chunk, chunks)) is not None:
+        yield part
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
 
 
 class ContentUnreadable(SMTPXError):

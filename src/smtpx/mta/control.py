@@ -59,6 +59,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smtpx._version import __version__
+from smtpx.content import chunks_in_thread
 from smtpx.envelope import Envelope, RetryInterval
 from smtpx.mta import console, observe
 from smtpx.mta.controlsite import ControlSite, json_error, list_limit, mount_plugin
@@ -375,9 +376,7 @@ class ControlPlane(ControlSite):
         spool = self.mta.spool
         message = await spool.find(request.match_info["id"])
         if request.query.get("raw"):
-            content, damage = await spool.inspect_message(message.id)
-            problem = {} if damage is None else {"X-Smtpx-Damaged": damage.problem}
-            return web.Response(body=content, content_type="message/rfc822", headers=problem)
+            return await self._raw(request, message)
         # The header section, and a check of the body a chunk at a time: a large message
         # is never whole in memory to show its fields.
         head = await spool.store.head(message)
@@ -387,6 +386,23 @@ class ControlPlane(ControlSite):
         if damage is not None:
             shown["damaged"] = str(damage)
         return web.json_response(shown)
+
+    async def _raw(self, request: web.Request, message: SpooledMessage) -> web.StreamResponse:
+        """The message as received, streamed a chunk at a time once its body checked
+        sound; a damaged one whole, as stored, with what is wrong in a header."""
+        store = self.mta.spool.store
+        damage = await store.damage(message)
+        if damage is not None:
+            content, _ = await store.inspect(message)
+            headers = {"X-Smtpx-Damaged": damage.problem}
+            return web.Response(body=content, content_type="message/rfc822", headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "message/rfc822"})
+        async with store.content(message) as stored:
+            await response.prepare(request)
+            async for chunk in chunks_in_thread(stored):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def _ids(self, request: web.Request) -> tuple[list[str], dict[str, Any]]:
         try:

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpx.content import Content, chunks_of
+from smtpx.content import Content, chunks_in_thread, chunks_of
 from smtpx.envelope import HostPort
 from smtpx.errors import ConnectionLost, ReplyTimeout, SessionError
 from smtpx.io.resolve import connect_first
@@ -132,14 +131,6 @@ def _unsendable(message: SpooledMessage, traits: _Traits) -> Reply | None:
     return None
 
 
-async def _next(chunks: Iterator[bytes], *, in_memory: bool) -> bytes | None:
-    """The next slice of the content (None after the last), read in a worker thread
-    unless the content is in memory."""
-    if in_memory:
-        return next(chunks, None)
-    return await asyncio.to_thread(next, chunks, None)
-
-
 class _Session:
     def __init__(self, stream: Stream, name: str, timeout: float) -> None:
         self.stream = stream
@@ -219,8 +210,7 @@ class _Session:
             # A slice at a time: the dot-stuffed copy of a large message is never whole.
             # An error reading the content (a damaged body) ends the session here,
             # before the final dot: the server delivers nothing.
-            chunks, in_memory = chunks_of(content, SLICE), isinstance(content, bytes)
-            while (chunk := await _next(chunks, in_memory=in_memory)) is not None:
+            async for chunk in chunks_in_thread(content, SLICE):
                 await self.send(DataChunk(chunk))
             await self.send(EndOfData())
             finals = [await self.reply() for _ in accepted or [""]]  # one each, RCPT order
