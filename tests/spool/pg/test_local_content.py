@@ -39,6 +39,7 @@ class Counted:
 @pytest.fixture
 async def store(tmp_path: Path, pg_dsn: str) -> AsyncIterator[PgStore]:
     settings = PostgresSettings(dsn=pg_dsn, node="n1")
+    (tmp_path / "spool").mkdir()
     pg = PgStore(SpoolConfig(directory=tmp_path / "spool", postgresql=settings), {}, time.time)
     await pg.open()
     yield pg
@@ -57,6 +58,9 @@ async def test_a_small_body_comes_in_memory_a_large_one_in_a_file(
     async with store.content(entry(2)) as content:
         assert isinstance(content, SpilledMessage)
         assert b"".join(content.chunks(4096)) == large
+        # In the spool's directory, as the server's spill files (not a tmpfs /tmp).
+        where = os.readlink(f"/proc/self/fd/{content.file.fd}")
+        assert where.startswith(f"{store.config.directory}/"), where
     with pytest.raises(SpillClosed):  # the file is closed once the delivery is over
         content.read()
 

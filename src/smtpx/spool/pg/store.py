@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -490,8 +491,10 @@ class PgStore:
     async def content(self, entry: SpooledMessage) -> AsyncIterator[bytes | SpilledMessage]:
         """The message fetched from the database, checked: in memory up to ``SPILL_AT``
         octets, past that in an unnamed file (closed after the block), as the server
-        keeps what it receives."""
-        spill = Spill(SPILL_AT)
+        keeps what it receives: in the spool's directory, like the server's (a /tmp on
+        tmpfs would hold it in memory after all)."""
+        directory = Path(self.config.directory)
+        spill = Spill(SPILL_AT, str(directory) if directory.is_dir() else None)
         try:
             async for chunk in self._chunks(entry.id):
                 spill.add(chunk)
