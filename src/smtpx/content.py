@@ -14,6 +14,12 @@ crash. Its owner (the server session) closes it once the plugin's ``process`` re
 reading a :class:`SpilledMessage` after that raises :class:`SpillClosed` (never another
 file's octets). A plugin that keeps an envelope for later keeps
 ``envelope.in_memory()``.
+
+Whatever keeps a message (bytes, a :class:`SpilledMessage`, a body in the spool's
+journal) is read the same way: :data:`Content` is bytes or anything :class:`Chunked`,
+and :func:`chunks_of` (:func:`chunks_in_thread` on the event loop, :func:`read_chunks`
+to tell a read error from the writer's own) gives its chunks. :func:`header_block` cuts
+a message's start at the blank line.
 """
 
 from __future__ import annotations
