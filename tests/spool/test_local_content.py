@@ -4,13 +4,19 @@ whatever the message's size."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import os
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from smtpx.content import chunks_of
-from smtpx.envelope import Envelope
+from smtpx.envelope import Envelope, HostPort
+from smtpx.errors import ConnectionLost, ReplyTimeout
+from smtpx.mta.lmtp import LmtpAgent
 from smtpx.mta.local import MaildirAgent
 from smtpx.spool.journal import BodyDamaged, Journal
 from smtpx.spool.message import SpooledMessage, Status
@@ -165,3 +171,49 @@ def test_a_large_body_is_checked_without_being_held(tmp_path: Path) -> None:
     assert sound_damage is None
     assert isinstance(rotten_damage, BodyDamaged) and "checksum" in str(rotten_damage)
     assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB allocated at the peak"
+
+
+async def test_a_session_cut_off_mid_data_leaves_no_file_open(tmp_path: Path) -> None:
+    """The LMTP server goes away while the content is sent: the agent raises, and the
+    stored body's segment file (opened by its reader in a worker thread) is closed."""
+    spool_dir = tmp_path / "spool"
+    async with make_spool(spool_dir, MemoryNetwork()) as spool:
+        big = local_delivery(b"Subject: big\r\n\r\n" + b"line\r\n" * 1_000_000, ["a@y.test"])
+        (mid,) = await spool.add([big], frozen=True)
+        entry = spool.get(mid)
+
+        async def cut_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 lmtp.test\r\n")
+            await reader.readline()  # LHLO
+            writer.write(b"250-lmtp.test\r\n250 PIPELINING\r\n")
+            for _ in range(3):  # MAIL, RCPT, DATA
+                await reader.readline()
+            writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            await writer.drain()
+            await reader.readexactly(100_000)  # some of the content, then gone
+            writer.transport.abort()
+
+        server = await asyncio.start_server(cut_off, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        agent = LmtpAgent(HostPort("127.0.0.1", port), "client.test", timeout=10)
+        before = open_files(spool_dir)
+        with pytest.raises((ConnectionError, ConnectionLost, ReplyTimeout, OSError)):
+            async with spool.store.content(entry) as content:
+                await agent.deliver(entry, content)
+        server.close()
+        await server.wait_closed()
+        for _ in range(3):  # the abandoned reader's finalizer runs on the loop
+            gc.collect()
+            await asyncio.sleep(0)
+        assert open_files(spool_dir) == before
+
+
+def open_files(under: Path) -> list[str]:
+    """This process's open files under ``under``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(under)):
+                found.append(target)
+    return sorted(found)
