@@ -7,8 +7,8 @@ final delivery MTA records the envelope sender). Files use LF line endings, as m
 readers expect. The content is read, converted and written a slice at a time (a large
 message is never whole in memory), and a file is renamed into ``new/`` only once all of
 it was read: a body found damaged on the way leaves nothing behind. A subaddress
-(``alice+tag@d``) goes into its mailbox's maildir (alice's),
-as the recipient table says; ``Delivered-To`` keeps the whole address.
+(``alice+tag@d``) goes into its mailbox's maildir (alice's), as the recipient table
+says; ``Delivered-To`` keeps the whole address.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from smtpx.content import Content, ContentUnreadable, read_chunks
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
+from smtpx.protocol.data import LfLines
 from smtpx.protocol.domains import domain_to_ascii
 from smtpx.protocol.replies import Reply
 from smtpx.spool.manifest import fsync_directory
@@ -114,16 +115,12 @@ class MaildirAgent:
 def lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The ``chunks`` with CRLF turned into LF, a CRLF cut between two chunks
     included."""
-    held = b""  # a CR that ended the last chunk: its LF may start the next
+    lines = LfLines()
     for chunk in chunks:
-        part = held + chunk if held else chunk
-        held = b"\r" if part[-1:] == b"\r" else b""
-        if held:
-            part = part[:-1]
-        if part:
-            yield part.replace(b"\r\n", b"\n")
-    if held:
-        yield held
+        if part := lines.convert(chunk):
+            yield part
+    if tail := lines.end():
+        yield tail
 
 
 def _itself(recipient: str) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "DotStuffer",
     "DotUnstuffer",
     "EightBitCheck",
+    "LfLines",
     "LineEndings",
     "dot_stuff",
     "dot_unstuff",
@@ -148,6 +149,27 @@ class _Cuts:
             self._pending_cr = True
         return chunk
 
+    def _released(self) -> bytes:
+        """The CR still held at the end of the content (none left held)."""
+        held = b"\r" if self._pending_cr else b""
+        self._pending_cr = False
+        self._at_line_start = True
+        return held
+
+
+class LfLines(_Cuts):
+    """Streaming CRLF to LF (the line endings of a maildir file), the chunks cut
+    anywhere, a CRLF included; :meth:`end` gives back a CR held at the last cut."""
+
+    __slots__ = ()
+
+    def convert(self, chunk: bytes) -> bytes:
+        chunk = self._joined(chunk)
+        return chunk.replace(CRLF, b"\n") if chunk else b""
+
+    def end(self) -> bytes:
+        return self._released()
+
 
 class DotStuffer(_Cuts):
     """Streaming encoder for DATA content (the client side).
@@ -205,10 +227,7 @@ class DotUnstuffer(_Cuts):
         return decoded
 
     def end(self) -> bytes:
-        held = b"\r" if self._pending_cr else b""
-        self._pending_cr = False
-        self._at_line_start = True
-        return held
+        return self._released()
 
 
 class EightBitCheck:
