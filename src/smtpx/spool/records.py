@@ -272,13 +272,10 @@ class StoredBody:
             decoder = DotUnstuffer()
             crc = seen = 0
             held = b""
-            while seen < location.length:
-                chunk = os.pread(fd, min(size, location.length - seen), location.offset + seen)
-                if not chunk:
-                    break
+            for chunk in _stored(fd, location, size):
                 crc = zlib.crc32(chunk, crc)
                 seen += len(chunk)
-                decoded = decoder.decode(chunk)
+                decoded = decoder.decode(bytes(chunk))  # (bytes already: not copied)
                 if decoded:  # (a lone CR is held by the decoder: nothing to give yet)
                     if held:
                         yield held
@@ -357,18 +354,30 @@ def _crc_at(fd: int, location: Location, cached_only: bool = False) -> tuple[int
     """The octets found at ``location`` (up to its length) and their CRC32."""
     crc = 0
     seen = 0
-    while seen < location.length:
-        size = min(CHUNK, location.length - seen)
-        chunk: bytes | bytearray
-        if cached_only:
-            chunk = _cached(fd, size, location.offset + seen)
-        else:
-            chunk = os.pread(fd, size, location.offset + seen)
-        if not chunk:
-            break
+    for chunk in _stored(fd, location, CHUNK, cached_only):
         crc = zlib.crc32(chunk, crc)
         seen += len(chunk)
     return seen, crc
+
+
+def _stored(
+    fd: int, location: Location, size: int, cached_only: bool = False
+) -> Iterator[bytes | bytearray]:
+    """The octets at ``location`` of the open segment ``fd``, ``size`` at a time, until
+    its length or the file's end; with ``cached_only`` from the page cache only
+    (:class:`NotCached` otherwise)."""
+    seen = 0
+    while seen < location.length:
+        want = min(size, location.length - seen)
+        chunk: bytes | bytearray
+        if cached_only:
+            chunk = _cached(fd, want, location.offset + seen)
+        else:
+            chunk = os.pread(fd, want, location.offset + seen)
+        if not chunk:
+            return
+        yield chunk
+        seen += len(chunk)
 
 
 def _cached(fd: int, size: int, offset: int) -> bytearray:
