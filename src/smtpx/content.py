@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from typing import Protocol, TypeAlias
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol, TypeAlias, TypeVar
 
 from smtpx.errors import SMTPXError
 from smtpx.protocol.data import DotStuffer
@@ -46,10 +46,12 @@ __all__ = [
     "chunks_of",
     "header_block",
     "read_chunks",
+    "read_with",
     "write_all",
 ]
 
 CHUNK = 1 << 20  # octets read or written at a time
+T = TypeVar("T")
 
 
 class Chunked(Protocol):
@@ -75,6 +77,14 @@ def chunks_of(content: Content, size: int = CHUNK) -> Iterator[bytes]:
             yield content[start : start + size]
     else:
         yield from content.chunks(size)
+
+
+async def read_with(read: Callable[[Content], T], content: Content) -> T:
+    """``read(content)`` from the event loop: at once for content in memory, in a worker
+    thread for the rest (its reads may wait for the disk)."""
+    if isinstance(content, bytes):
+        return read(content)
+    return await asyncio.to_thread(read, content)
 
 
 async def chunks_in_thread(content: Content, size: int = CHUNK) -> AsyncIterator[bytes]:

@@ -21,12 +21,11 @@ offers it (else ``553 5.6.7``); ``BODY=BINARYMIME`` content only if it fits 8bit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpx.content import Content, chunks_in_thread, chunks_of
+from smtpx.content import Content, chunks_in_thread, chunks_of, read_with
 from smtpx.envelope import HostPort
 from smtpx.errors import ConnectionLost, ReplyTimeout, SessionError
 from smtpx.io.resolve import connect_first
@@ -80,13 +79,10 @@ class LmtpAgent:
         """One reply per remaining recipient of ``message``; raises (OSError, a
         :class:`~smtpx.errors.ClientError`, a damaged body's error) when the session
         fails as a whole."""
-        if not isinstance(content, bytes):
-            # One pass first (MAIL FROM needs the size and the octets' kind), in a thread:
-            # a message of one slice comes back whole and is not read again.
-            traits, whole = await asyncio.to_thread(_Traits.of, content)
-            content = whole if whole is not None else content
-        else:
-            traits, _ = _Traits.of(content)
+        # One pass first (MAIL FROM needs the size and the octets' kind): a message of
+        # one slice comes back whole and is not read again.
+        traits, whole = await read_with(_Traits.of, content)
+        content = whole if whole is not None else content
         unsendable = _unsendable(message, traits)
         if unsendable is not None:
             return [(r, unsendable) for r in message.recipients]

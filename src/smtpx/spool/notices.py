@@ -12,11 +12,10 @@ Each recipient's NOTIFY and ORCPT decide whether it is reported and how.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
-from smtpx.content import Content, chunks_of, header_block
+from smtpx.content import Content, chunks_of, header_block, read_with
 from smtpx.envelope import Envelope
 from smtpx.maillog import Flows
 from smtpx.protocol.addresses import Address
@@ -191,10 +190,7 @@ class Notices:
         :data:`KEEP` is read to its end (checked) but only its header section is kept
         (too long to be returned whole anyway)."""
         async with self.store.content(entry) as content:
-            if isinstance(content, bytes):
-                start, whole = _start_of(content)
-            else:
-                start, whole = await asyncio.to_thread(_start_of, content)
+            start, whole = await read_with(_start_of, content)
         original = Envelope.create(
             sender=entry.sender,
             recipients=recipients,

@@ -8,7 +8,6 @@ closed types and import none of each other for them.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Protocol, TypeGuard
 
 from smtpx.auth import Credentials
 from smtpx.client import CacheConfig
-from smtpx.content import Content, chunks_of
+from smtpx.content import Content, chunks_of, read_with
 from smtpx.envelope import Envelope, HostPort, RetryInterval
 from smtpx.errors import SMTPXError
 from smtpx.maillog import Flows
@@ -153,13 +152,11 @@ async def deliver_locally(
     read whole (in a worker thread) for the others."""
     if reads_chunks(agent):
         return await agent.deliver(message, content)
-    if not isinstance(content, bytes):
-        content = await asyncio.to_thread(_whole, content)
-    return await agent.deliver(message, content)
+    return await agent.deliver(message, await read_with(_whole, content))
 
 
 def _whole(content: Content) -> bytes:
-    return b"".join(chunks_of(content))
+    return content if isinstance(content, bytes) else b"".join(chunks_of(content))
 
 
 @dataclass(frozen=True, slots=True)
