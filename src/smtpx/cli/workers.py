@@ -130,6 +130,7 @@ async def run_worker(mta: Mta, spec: WorkerSpec) -> None:
     gone."""
     import asyncio  # noqa: PLC0415
 
+    from smtpx.io.tasks import cancel_and_wait  # noqa: PLC0415
     from smtpx.mta.supervisor import watch_parent  # noqa: PLC0415
 
     schedule(mta.config.server.worker_scheduling)
@@ -140,4 +141,4 @@ async def run_worker(mta: Mta, spec: WorkerSpec) -> None:
         async with mta:
             await mta.wait_for_signal()
     finally:
-        watcher.cancel()
+        await cancel_and_wait([watcher])

@@ -25,7 +25,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpx.content import Content, chunks_in_thread, chunks_of, read_with
+from smtpx.content import CHUNK, Content, chunks_in_thread, chunks_of, read_with
 from smtpx.envelope import HostPort
 from smtpx.errors import ConnectionLost, ReplyTimeout, SessionError
 from smtpx.io.resolve import connect_first
@@ -43,7 +43,7 @@ from smtpx.spool.message import SpooledMessage
 __all__ = ["LmtpAgent"]
 
 Results = list[tuple[str, Reply]]
-SLICE = 1 << 20  # octets of content encoded and sent at a time
+SLICE = CHUNK  # octets of content encoded and sent at a time
 
 
 class LmtpAgent:

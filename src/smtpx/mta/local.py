@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from smtpx.content import Content, ContentUnreadable, read_chunks
+from smtpx.content import CHUNK, Content, ContentUnreadable, read_chunks
 from smtpx.errors import ParseError
 from smtpx.protocol import replies
 from smtpx.protocol.data import LfLines
@@ -35,7 +35,7 @@ from smtpx.spool.message import SpooledMessage
 __all__ = ["MaildirAgent"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]")
-SLICE = 1 << 20  # octets converted and written at a time
+SLICE = CHUNK  # octets converted and written at a time
 
 
 class MaildirAgent:
