@@ -196,6 +196,7 @@ async def test_a_large_message_is_shown_and_streamed_whole(
     assert ["Subject", "large"] in shown["headers"] and "damaged" not in shown
     response = await api.get(f"/v1/spool/messages/{entry.id}?raw=1")
     assert response.headers["Content-Type"] == "message/rfc822"
+    assert response.headers.get("Transfer-Encoding") == "chunked"  # streamed, not whole
     raw = await response.read()
     assert len(raw) > 3_000_000
     assert raw.startswith(b"Received: from ") and raw.endswith(b"\r\n\r\n" + body)

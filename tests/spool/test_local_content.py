@@ -130,19 +130,25 @@ def test_the_head_is_read_without_the_body(tmp_path: Path) -> None:
     head = b"From: a@example.com\r\nSubject: heads\r\n.X-Dot: stuffed\r\n\r\n"
     message = head + b".body line\r\n" * 300_000
 
-    async def scenario() -> tuple[bytes, bytes, bytes]:
+    async def scenario() -> tuple[bytes, bytes, bytes, int]:
         async with make_spool(tmp_path, MemoryNetwork()) as spool:
             mid, rotten = await spool.add(
                 [local_delivery(message, ["a@example.org"]), local_delivery(AWKWARD, ["b@x.org"])],
                 frozen=True,
             )
             rot(tmp_path, spool.get(rotten), at=30)  # in the body
-            read = spool.store.head(spool.get(mid))
-            return await read, await spool.store.head(spool.get(rotten)), head
+            tracemalloc.start()
+            try:
+                read = await spool.store.head(spool.get(mid))
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            return read, await spool.store.head(spool.get(rotten)), head, peak
 
-    got, rotten_head, expected = virtual(scenario)
+    got, rotten_head, expected, peak = virtual(scenario)
     assert got == expected
     assert rotten_head == b"Subject: dots\r\n\r\n"
+    assert peak < 1 << 20, f"{peak / 2**20:.1f} MiB allocated for the head"  # the body: 3
 
 
 def test_a_large_body_is_checked_without_being_held(tmp_path: Path) -> None:
