@@ -4,11 +4,13 @@ thread, so each stream must still get exactly its own bytes, in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from typing import Any
 
 from smtpx.io.stream import TransportStream, server_protocol_factory
+from smtpx.server.proxy import ProxiedStream
 from tests.conftest import server_tls_context
 
 
@@ -101,5 +103,51 @@ def test_interleaved_connections_on_uvloop(ca: Any) -> None:
     try:
         loop.run_until_complete(_exchange(None, None))
         loop.run_until_complete(_exchange(client_context, server_context))
+    finally:
+        loop.close()
+
+
+async def _held_back_then_aborted() -> None:
+    """A peer that reads nothing: ``write_blocked`` goes up once the writes pass the
+    high-water mark (through a ProxiedStream too), and ``abort`` drops the rest at once."""
+    accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        server_protocol_factory(accepted.put_nowait, tls=False), "127.0.0.1", 0
+    )
+    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1])
+    wrapped = ProxiedStream(server_end, ("192.0.2.1", 1), 2, b"")
+    try:
+        assert not wrapped.write_blocked
+        chunk = _payload(5, 65536)
+        written = 0
+        while not wrapped.write_blocked:
+            wrapped.write(chunk)
+            written += len(chunk)
+            await asyncio.sleep(0)
+            assert written < 256 * 1024 * 1024, "never blocked"
+        wrapped.abort()
+        assert server_end.is_closing
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while data := await asyncio.wait_for(client.read(), 10):
+                received += len(data)
+        assert received < written  # what was queued went with the connection
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_peer_that_reads_nothing_blocks_writes_and_abort_drops_them() -> None:
+    await _held_back_then_aborted()
+
+
+def test_blocked_writes_and_abort_on_uvloop() -> None:
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_held_back_then_aborted())
     finally:
         loop.close()

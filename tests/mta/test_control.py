@@ -430,6 +430,7 @@ async def test_metrics_count_per_client_refusals_and_deadline_hangups(tmp_path: 
         # The sessions' tests make these count for real; here: they reach /metrics.
         running.server.stats["timeouts_slow_data"] += 2
         running.server.stats["timeouts_command"] += 1
+        running.server.stats["timeouts_unread_replies"] += 3
         text = await (await api.get("/metrics")).text()
     samples = {
         (s.name, tuple(s.labels.values())): s.value
@@ -441,6 +442,7 @@ async def test_metrics_count_per_client_refusals_and_deadline_hangups(tmp_path: 
     assert samples[("smtpx_session_timeouts_total", ("slow_data",))] == 2
     assert samples[("smtpx_session_timeouts_total", ("command",))] == 1
     assert samples[("smtpx_session_timeouts_total", ("data",))] == 0
+    assert samples[("smtpx_session_timeouts_total", ("unread_replies",))] == 3
     assert samples[("smtpx_connections_refused_total", ())] == 0  # the listener cap's own
 
 

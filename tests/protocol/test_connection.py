@@ -151,7 +151,9 @@ def test_pipelined_commands_come_one_at_a_time_and_replies_keep_order() -> None:
         texts.append(event.text)
         conn.send(replies.ok(f"noop {event.text}"))
     assert texts == ["1", "2", "3"]
+    assert conn.unsent == 5  # replies sent, not yet taken
     wire = parse_replies(conn.data_to_send())
+    assert conn.unsent == 0
     assert [r.code for r in wire[:2]] == [220, 250]
     assert [r.lines[-1] for r in wire[2:]] == ["noop 1", "noop 2", "noop 3"]
 

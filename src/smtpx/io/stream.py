@@ -103,6 +103,17 @@ class Stream(abc.ABC):
     def close(self) -> None:
         """Close without waiting."""
 
+    def abort(self) -> None:
+        """Close at once, dropping what is written and not sent yet (a peer that does
+        not read would otherwise hold the connection open until it does)."""
+        self.close()
+
+    @property
+    def write_blocked(self) -> bool:
+        """True while the peer lags behind: what is written and not sent yet is above
+        the high-water mark, and :meth:`drain` would wait."""
+        return False
+
     @property
     @abc.abstractmethod
     def is_closing(self) -> bool: ...
@@ -164,7 +175,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self.reading_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._writing_paused = False
+        self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
@@ -206,10 +217,10 @@ class _Protocol(asyncio.BufferedProtocol):
                 waiter.set_exception(exc)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self.writing_paused = True
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
+        self.writing_paused = False
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -241,7 +252,7 @@ class _Protocol(asyncio.BufferedProtocol):
             self._read_waiter = None
 
     async def wait_writable(self, timeout: float | None) -> None:
-        if not self._writing_paused:
+        if not self.writing_paused:
             return
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection lost")
@@ -357,6 +368,13 @@ class TransportStream(Stream):
 
     def close(self) -> None:
         self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def write_blocked(self) -> bool:
+        return self._protocol.writing_paused
 
     def interrupt(self, exc: BaseException) -> None:
         waiter = self._protocol._read_waiter

@@ -207,7 +207,8 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
     timeouts = CounterMetricFamily(
         "smtpx_session_timeouts",
         "Sessions ended by a deadline (421 4.4.2): a command not complete in time, no "
-        "content for data_timeout, content slower than min_data_rate",
+        "content for data_timeout, content slower than min_data_rate; or dropped with "
+        "their replies unread for command_timeout",
         labels=["reason"],
     )
     for reason in TimedOut:

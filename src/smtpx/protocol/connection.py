@@ -200,6 +200,11 @@ class ServerConnection:
         return out
 
     @property
+    def unsent(self) -> int:
+        """Replies sent and not yet taken by :meth:`data_to_send`."""
+        return len(self._out)
+
+    @property
     def awaiting_reply(self) -> bool:
         """True when the last event needs a reply before the next one."""
         return self._pending is not None

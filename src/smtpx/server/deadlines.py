@@ -24,6 +24,9 @@ class TimedOut(enum.Enum):
     COMMAND = "command"  # a command not complete within command_timeout
     DATA = "data"  # no content for data_timeout
     SLOW_DATA = "slow_data"  # content below min_data_rate after the grace period
+    # Not a read's: replies the client left unread for command_timeout (the session
+    # waits for it before it reads on; dropped without a 421, which it would not read).
+    UNREAD_REPLIES = "unread_replies"
 
 
 @dataclass(frozen=True, slots=True)

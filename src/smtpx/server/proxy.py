@@ -102,6 +102,13 @@ class ProxiedStream(Stream):
     def close(self) -> None:
         self.inner.close()
 
+    def abort(self) -> None:
+        self.inner.abort()
+
+    @property
+    def write_blocked(self) -> bool:
+        return self.inner.write_blocked
+
     @property
     def is_closing(self) -> bool:
         return self.inner.is_closing

@@ -191,6 +191,10 @@ class SessionRunner:
             except _Hangup:
                 self._flush()
                 return
+            if self.conn.unsent >= _FLUSH_AT:  # commands pipelined without end
+                self._flush()
+                if self.stream.write_blocked and not await self._wait_for_reader():
+                    return
 
     def _next_event(self) -> ServerEvent:
         """The core's next event. One it produced, or a line it refused, ends the wait for
@@ -234,6 +238,8 @@ class SessionRunner:
     async def _read(self) -> bool:
         """Flush the replies, wait for more input; False when the session must end."""
         self._flush()
+        if self.stream.write_blocked and not await self._wait_for_reader():
+            return False
         conn = self.conn
         if conn.state is State.CLOSED:
             return False
@@ -264,6 +270,19 @@ class SessionRunner:
             self.deadline = None
         self.deadlines.received(len(data), content=in_data)
         conn.receive_data(data)
+        return True
+
+    async def _wait_for_reader(self) -> bool:
+        """The client sends commands and does not read the replies: read nothing more
+        from it until it has taken them. False, the connection dropped, when it has not
+        within ``command_timeout``: its replies are never buffered without end."""
+        try:
+            await self.stream.drain(self.config.command_timeout)
+        except TimeoutError:
+            self.server.stats[f"timeouts_{TimedOut.UNREAD_REPLIES.value}"] += 1
+            self.mail.info("dropped: replies not read", remote_ip=self.session.remote_ip)
+            self.stream.abort()
+            return False
         return True
 
     def interrupt(self) -> None:
@@ -652,6 +671,11 @@ def _extension_lines(
         ).to_lines()
     )
 
+
+# Replies are written once per batch of pipelined commands, and at the latest after this
+# many: a client that sends commands without end and reads no reply (each EHLO's is 30
+# times its size) is then held back by the transport's high-water mark.
+_FLUSH_AT = 64
 
 _TIMEOUT_REPLIES = {
     TimedOut.COMMAND: replies.command_timeout,
