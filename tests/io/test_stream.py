@@ -107,15 +107,20 @@ def test_interleaved_connections_on_uvloop(ca: Any) -> None:
         loop.close()
 
 
-async def _held_back_then_aborted() -> None:
+async def _held_back_then_aborted(
+    context: ssl.SSLContext | None = None, server_context: ssl.SSLContext | None = None
+) -> None:
     """A peer that reads nothing: ``write_blocked`` goes up once the writes pass the
     high-water mark (through a ProxiedStream too), and ``abort`` drops the rest at once."""
     accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        server_protocol_factory(accepted.put_nowait, tls=False), "127.0.0.1", 0
+        server_protocol_factory(accepted.put_nowait, tls=server_context is not None),
+        "127.0.0.1",
+        0,
+        ssl=server_context,
     )
-    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1])
+    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1], context)
     wrapped = ProxiedStream(server_end, ("192.0.2.1", 1), 2, b"")
     try:
         assert not wrapped.write_blocked
@@ -139,15 +144,23 @@ async def _held_back_then_aborted() -> None:
         await server.wait_closed()
 
 
-async def test_a_peer_that_reads_nothing_blocks_writes_and_abort_drops_them() -> None:
+def _tls(ca: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return client_context, server_tls_context(ca, "localhost")
+
+
+async def test_a_peer_that_reads_nothing_blocks_writes_and_abort_drops_them(ca: Any) -> None:
     await _held_back_then_aborted()
+    await _held_back_then_aborted(*_tls(ca))
 
 
-def test_blocked_writes_and_abort_on_uvloop() -> None:
+def test_blocked_writes_and_abort_on_uvloop(ca: Any) -> None:
     import uvloop
 
     loop = uvloop.new_event_loop()
     try:
         loop.run_until_complete(_held_back_then_aborted())
+        loop.run_until_complete(_held_back_then_aborted(*_tls(ca)))
     finally:
         loop.close()
