@@ -488,3 +488,70 @@ def test_runs_on_uvloop(tmp_path: Path) -> None:
         assert loop.run_until_complete(scenario(wire)) == [BODY, BODY]
     finally:
         loop.close()
+
+
+class _StopsReading(asyncio.Protocol):
+    """A server that answers until the content should come (``354`` to DATA; a BDAT
+    command), then reads nothing more: a stalled or tarpitting MX."""
+
+    def __init__(self, chunking: bool) -> None:
+        self.chunking = chunking
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(b"220 stall.example ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            if line.startswith(b"EHLO"):
+                offer = b"250-CHUNKING\r\n" if self.chunking else b""
+                self.transport.write(b"250-stall.example\r\n" + offer + b"250 PIPELINING\r\n")
+            elif line.startswith((b"DATA", b"BDAT")):
+                if line.startswith(b"DATA"):
+                    self.transport.write(b"354 go ahead\r\n")
+                self.transport.pause_reading()
+                return
+            else:
+                self.transport.write(b"250 ok\r\n")
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+def test_a_server_that_stops_reading_mid_message_is_given_up_on(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """Content sent straight from a file (a spooled message) waits for the server at
+    most ``data_block_timeout`` per block: it had no deadline at all."""
+    wire = tmp_path / "wire"
+    wire.write_bytes((b"y" * 998 + b"\r\n") * 8000)  # 8 MB: far more than the buffers hold
+    config = ClientConfig.for_testing(chunking=chunking)
+
+    async def scenario() -> tuple[BaseException | None, float]:
+        loop = asyncio.get_running_loop()
+        # Held here: a transport that reads nothing is referred to by nothing else, and
+        # the garbage collector would close it (a reset, not a stall).
+        held: list[_StopsReading] = []
+
+        def accept() -> _StopsReading:
+            held.append(_StopsReading(chunking))
+            return held[-1]
+
+        server = await loop.create_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        started = loop.time()
+        error: BaseException | None = None
+        try:
+            async with connect("127.0.0.1", port, config=config) as client:
+                # The guard: a client without a deadline would wait until this one.
+                await asyncio.wait_for(client.send_envelope(ENVELOPE.info, WireFile(wire)), 3600)
+        except (ReplyTimeout, TimeoutError) as exc:
+            error = exc
+        server.close()
+        return error, loop.time() - started
+
+    error, elapsed = run_virtual(scenario())
+    assert isinstance(error, ReplyTimeout), error
+    assert config.data_block_timeout <= elapsed < 2 * config.data_block_timeout

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
-from smtpx.io.stream import TransportStream, server_protocol_factory
+from smtpx.io.stream import SENDFILE_BLOCK, TransportStream, server_protocol_factory
 from smtpx.server.proxy import ProxiedStream
 from tests.conftest import server_tls_context
 
@@ -162,5 +163,54 @@ def test_blocked_writes_and_abort_on_uvloop(ca: Any) -> None:
     try:
         loop.run_until_complete(_held_back_then_aborted())
         loop.run_until_complete(_held_back_then_aborted(*_tls(ca)))
+    finally:
+        loop.close()
+
+
+async def _sendfile_round_trip(
+    path: Path, context: ssl.SSLContext | None = None, server_context: ssl.SSLContext | None = None
+) -> None:
+    """``sendfile`` goes a block at a time (each with its own deadline): every octet still
+    arrives once and in order, from an offset, to a count or to the end of the file."""
+    accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        server_protocol_factory(accepted.put_nowait, tls=server_context is not None),
+        "127.0.0.1",
+        0,
+        ssl=server_context,
+    )
+    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1], context)
+    data = path.read_bytes()
+    try:
+        with open(path, "rb") as file:
+            sent = await client.sendfile(file, 7, None, timeout=60)
+            assert sent == len(data) - 7
+            assert await _read_exactly(server_end, sent) == data[7:]
+            sent = await client.sendfile(file, 3, SENDFILE_BLOCK + 5, timeout=60)
+            assert sent == SENDFILE_BLOCK + 5
+            assert await _read_exactly(server_end, sent) == data[3 : 3 + sent]
+    finally:
+        client.close()
+        server_end.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_sendfile_in_blocks_sends_every_octet_once(tmp_path: Path, ca: Any) -> None:
+    path = tmp_path / "content"
+    path.write_bytes(_payload(9, 3 * SENDFILE_BLOCK + 1234))
+    await _sendfile_round_trip(path)
+    await _sendfile_round_trip(path, *_tls(ca))  # asyncio's read-and-write fallback
+
+
+def test_sendfile_in_blocks_on_uvloop(tmp_path: Path) -> None:
+    import uvloop
+
+    path = tmp_path / "content"
+    path.write_bytes(_payload(9, 3 * SENDFILE_BLOCK + 1234))
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_sendfile_round_trip(path))
     finally:
         loop.close()

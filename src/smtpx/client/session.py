@@ -17,9 +17,10 @@ content goes only this way, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import IO, Any, TypeAlias
@@ -39,6 +40,7 @@ from smtpx.client.status import (
 from smtpx.envelope import Envelope, EnvelopeInfo
 from smtpx.errors import (
     ConnectionLost,
+    LocalProtocolError,
     RemoteProtocolError,
     ReplyTimeout,
     SessionError,
@@ -211,12 +213,28 @@ class Client:
         if data:
             timeout = timeout or self.config.command_timeout
             self._stream.write(data)
-            try:
+            with self._sending(timeout):
                 await self._stream.drain(timeout)
-            except TimeoutError:
-                raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
-            except OSError as exc:
-                raise ConnectionLost(f"{self.host} closed the connection: {exc}") from exc
+
+    async def _sendfile(self, file: IO[bytes], offset: int, count: int | None) -> int:
+        """Content straight from ``file``; the server must take each block within
+        ``data_block_timeout`` (one that stops reading mid-message is given up on)."""
+        timeout = self.config.data_block_timeout
+        with self._sending(timeout):
+            return await self._stream.sendfile(file, offset, count, timeout)
+
+    @contextlib.contextmanager
+    def _sending(self, timeout: float) -> Iterator[None]:
+        """A send that fails ends the session: the connection is closed at once (a
+        server that takes nothing would take no QUIT either)."""
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(f"{self.host} closed the connection: {exc}") from exc
 
     async def _receive(self, timeout: float) -> Response:
         conn = self._conn
@@ -586,7 +604,7 @@ class Client:
                 sent, ends_with_crlf = len(data), not data or data.endswith(b"\r\n")
             else:
                 with open(body.path, "rb") as file:
-                    sent = await self._stream.sendfile(file, body.offset, body.size)
+                    sent = await self._sendfile(file, body.offset, body.size)
                     ends_with_crlf = _ends_with_crlf(file, body.offset, sent)
             self._conn.send_encoded_content(sent, ends_with_crlf=ends_with_crlf)
         else:
@@ -690,7 +708,7 @@ class Client:
             self._send(Bdat(stop - start + len(tail), last=last))
             tx.unread += 1
             await self._flush(self.config.data_block_timeout)
-            sent = await self._stream.sendfile(file, start, stop - start)
+            sent = await self._sendfile(file, start, stop - start)
             self._conn.send_chunk_content(sent)
             if sent != stop - start:
                 raise OSError(f"{file.name}: ended {stop - start - sent} octets early")
@@ -802,6 +820,8 @@ class Client:
                     log.info("%s answered QUIT with %s", self.host, reply)
         except (ConnectionLost, ReplyTimeout, OSError) as exc:
             log.debug("QUIT to %s: %s", self.host, exc)
+        except LocalProtocolError as exc:  # cut off where no command may go (in a chunk)
+            log.debug("no QUIT to %s: %s", self.host, exc)
         finally:
             self.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -33,6 +34,10 @@ __all__ = [
 # Stop reading from the socket when this much has arrived unread (the session is busy,
 # say waiting on a plugin): a client cannot make us buffer without bound.
 _HIGH_WATER = 256 * 1024
+
+# What Stream.sendfile's timeout applies to (RFC 5321 4.5.3.2.5 gives each TCP send of the
+# content 3 minutes; Postfix's smtp_data_xfer_timeout is the time without progress).
+SENDFILE_BLOCK = 256 * 1024
 
 # Linux's TCP_QUICKACK (absent elsewhere): acknowledge what arrives at once.
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -86,8 +91,18 @@ class Stream(abc.ABC):
         must not be taken as if it came over TLS: CVE-2011-0411); the number of discarded
         octets is returned so a client can refuse injected data."""
 
-    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
-        """Send ``count`` octets of ``file`` from ``offset`` (zero-copy where possible)."""
+    async def sendfile(
+        self,
+        file: IO[bytes],
+        offset: int = 0,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Send ``count`` octets of ``file`` from ``offset`` (zero-copy where possible).
+
+        ``timeout``: seconds the peer may take for each block (:data:`SENDFILE_BLOCK`
+        octets at most) before TimeoutError: a peer that stops reading mid-message is
+        given up on, not waited for without end."""
         file.seek(offset)
         sent = 0
         while count is None or sent < count:
@@ -95,7 +110,7 @@ class Stream(abc.ABC):
             if not chunk:
                 break
             self.write(chunk)
-            await self.drain()
+            await self.drain(timeout)
             sent += len(chunk)
         return sent
 
@@ -356,15 +371,35 @@ class TransportStream(Stream):
         self.tls = True
         return discarded
 
-    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
-        await self.drain()
+    async def sendfile(
+        self,
+        file: IO[bytes],
+        offset: int = 0,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        await self.drain(timeout)
         loop = asyncio.get_running_loop()
-        # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS.
+        if count is None:
+            count = max(0, os.fstat(file.fileno()).st_size - offset)
+        # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS. A
+        # block at a time, each within ``timeout``: one call for the whole file could
+        # only have a deadline for the whole file.
+        sent = 0
         try:
-            return await loop.sendfile(self._transport, file, offset, count, fallback=True)
+            while sent < count:
+                block = min(SENDFILE_BLOCK, count - sent)
+                async with asyncio.timeout(timeout):
+                    done = await loop.sendfile(
+                        self._transport, file, offset + sent, block, fallback=True
+                    )
+                sent += done
+                if done < block:  # the file ended
+                    break
         except NotImplementedError:
             # uvloop has no loop.sendfile: copy through the write buffer instead.
-            return await super().sendfile(file, offset, count)
+            return sent + await super().sendfile(file, offset + sent, count - sent, timeout)
+        return sent
 
     def close(self) -> None:
         self._transport.close()

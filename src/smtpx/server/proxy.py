@@ -96,8 +96,14 @@ class ProxiedStream(Stream):
         self.tls = self.inner.tls
         return discarded
 
-    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
-        return await self.inner.sendfile(file, offset, count)
+    async def sendfile(
+        self,
+        file: IO[bytes],
+        offset: int = 0,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self.inner.sendfile(file, offset, count, timeout)
 
     def close(self) -> None:
         self.inner.close()
