@@ -17,6 +17,7 @@ content goes only this way, byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -165,6 +166,9 @@ class Client:
         self.tls_config = config.tls_for(host) if tls is None else tls
         self.greeting: Reply | None = None
         self._closed = False
+        # The stream's loop, looked up at first use (on Python 3.11 each lookup is a
+        # getpid system call).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- peer information -----------------------------------------------------------
 
@@ -236,21 +240,41 @@ class Client:
             self.close()
             raise ConnectionLost(f"{self.host} closed the connection: {exc}") from exc
 
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
     async def _receive(self, timeout: float) -> Response:
+        """The next reply, whole within ``timeout`` seconds: a server that trickles its
+        reply an octet at a time (a tarpit) does not extend the wait."""
         conn = self._conn
+        wait = timeout
+        deadline: float | None = None
         while True:
             event = conn.next_event()
             if isinstance(event, Response):
                 return event
             if conn.state is State.CLOSED:
                 raise ConnectionLost(f"{self.host} closed the connection")
+            if deadline is None:  # the first read: most replies need no other
+                deadline = self._now() + timeout
+            else:
+                wait = deadline - self._now()
             try:
-                data = await self._stream.read(timeout)
+                if wait <= 0:
+                    raise TimeoutError
+                data = await self._stream.read(wait)
             except TimeoutError:
+                # Out of step for good (a late reply would pass for the next one's): the
+                # connection is closed, no QUIT.
+                self.close()
                 raise ReplyTimeout(
                     f"Timeout {timeout}s waiting for a reply from {self.host}"
                 ) from None
             except OSError as exc:
+                self.close()
                 raise ConnectionLost(f"{self.host}: {exc}") from exc
             conn.receive_data(data)
 
@@ -917,9 +941,9 @@ def connect(
     read the greeting, EHLO (HELO as fallback), STARTTLS per ``tls`` (default:
     ``config.tls_for(host)``), AUTH with ``credentials``.
 
-    ``stream`` skips the connecting (an in-memory stream in tests, say). On any failure
+    ``stream`` skips the connecting (an in-memory stream in tests, say). On a failure
     after the connection is up, QUIT is sent and the connection closed before the error
-    is raised.
+    is raised; after a timeout or a lost connection, it is closed without QUIT.
     """
     return _Connect(_open(host, port, config or ClientConfig(), credentials, resolver, stream, tls))
 
