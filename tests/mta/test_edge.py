@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from smtpx.mta.config import DnsblZone, MtaConfig, RateRule
 from smtpx.mta.greylist import GreylistGuard
 from smtpx.mta.ratelimit import LocalCounters, RateLimitGuard, RedisCounters
 from smtpx.mta.routing import FakeDns
+from smtpx.testing.clock import run_virtual
 from tests.interop.test_haproxy import dialogue
 from tests.mta.helpers import config
 
@@ -151,3 +153,48 @@ async def test_metrics_of_the_edge(tmp_path: Path) -> None:
     assert samples[("smtpx_proxy_refused_total", ("header",))] == 0
     assert samples[("smtpx_rate_limited_total", ("client", "messages"))] == 0
     assert samples[("smtpx_greylist_total", ("deferred",))] == 0
+    assert samples[("smtpx_early_talkers_total", ())] == 0
+
+
+def test_greeting_delay_loads() -> None:
+    assert MtaConfig.from_dict({}).server.greeting_delay == 0.0
+    assert MtaConfig.from_dict({"server": {"greeting_delay": "6s"}}).server.greeting_delay == 6
+    with pytest.raises(ConfigError, match=r"server\.greeting_delay: not a duration"):
+        MtaConfig.from_dict({"server": {"greeting_delay": "soon"}})
+
+
+def test_untrusted_clients_of_listen_wait_for_the_greeting(tmp_path: Path) -> None:
+    """``greeting_delay`` on a real MTA (the virtual clock skips the waits): an untrusted
+    client is greeted after the pause, a trusted one at once, and one that talks first
+    gets 554 and is counted; the LMTP listener never pauses."""
+    cfg = config(
+        tmp_path,
+        server={"greeting_delay": "6s", "lmtp": ["127.0.0.1:0"]},
+        relay={"trusted_networks": ["127.0.0.2/32"]},
+    )
+
+    async def scenario() -> tuple[list[tuple[list[str], float]], float]:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[list[str], float]] = []
+        async with Mta(cfg, dns=FakeDns()) as running:
+            smtp, lmtp = running.server.ports
+            for port, source, first in (
+                (smtp, "127.0.0.1", b""),
+                (smtp, "127.0.0.2", b""),
+                (lmtp, "127.0.0.1", b""),
+                (smtp, "127.0.0.1", b"EHLO bot.example\r\n"),
+            ):
+                start = loop.time()
+                replies = await dialogue(port, [b"QUIT\r\n"], source=source, first=first)
+                got.append(([str(r) for r in replies], loop.time() - start))
+            early = running.server.stats["early_talkers"]
+        return got, early
+
+    (untrusted, trusted, lmtp, talker), early = run_virtual(scenario())
+    assert untrusted[0] == ["220 mx.test ESMTP smtpx", "221 2.0.0 Bye"]
+    assert 6.0 <= untrusted[1] < 6.5
+    assert trusted[0] == untrusted[0] and trusted[1] < 0.5
+    assert lmtp[0][0].startswith("220 ") and lmtp[1] < 0.5
+    assert talker[0] == ["554 mx.test Protocol error: talked before the greeting"]
+    assert talker[1] < 0.5
+    assert early == 1

@@ -275,6 +275,10 @@ class ServerSettings:
       reverse DNS, :mod:`smtpx.mta.inbound.clientname`) for the milters' CONNECT and
       their ``{client_name}``, ``{client_ptr}`` and ``{client_resolve}`` macros (off:
       "unknown"); a PTR and an address query per connection, with ``[[milters]]`` only.
+    * ``greeting_delay``: on ``listen`` listeners, a pause before the greeting for clients
+      outside ``relay.trusted_networks`` (0: none). A client that talks during it (spam
+      software that does not wait, RFC 5321 section 3.1; Postfix's postscreen pregreet
+      test) gets ``554`` and the connection is closed.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -305,6 +309,7 @@ class ServerSettings:
     default_domain: str | None = None
     lenient_addresses: bool = False
     client_names: bool = False
+    greeting_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -845,6 +850,11 @@ lenient_addresses = false
 # client_names: look up each client's verified host name (reverse DNS, confirmed) for
 # the milters (their {client_name}); "unknown" without it.
 client_names = false
+# A pause before the greeting on the listen listeners, for clients outside
+# relay.trusted_networks ("0s": none). A client that talks meanwhile, as spam software
+# that does not wait for the greeting does, gets 554 and is disconnected. Postfix's
+# postscreen waits 6s; well-behaved senders wait minutes.
+greeting_delay = "0s"
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1603,6 +1613,7 @@ class _Loader:
                 "default_domain": _domain,
                 "lenient_addresses": _boolean,
                 "client_names": _boolean,
+                "greeting_delay": _duration_or_zero,
             },
         )
 

@@ -195,7 +195,8 @@ def _spool_faults(spool: Spool) -> Iterable[Any]:
 
 
 def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
-    """Connections a per-client limit turned away, sessions a deadline ended."""
+    """Connections a per-client limit turned away, sessions a deadline ended, clients
+    that did not wait for the greeting."""
     limited = CounterMetricFamily(
         "smtpx_connections_limited",
         "Connections refused by a per-client limit (421 4.7.0)",
@@ -223,6 +224,12 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
     proxy.add_metric(["peer"], stats["refused_proxy_peer"])
     proxy.add_metric(["header"], stats["refused_proxy_header"])
     yield proxy
+    early = CounterMetricFamily(
+        "smtpx_early_talkers",
+        "Clients that talked before the greeting ([server] greeting_delay): 554, closed",
+    )
+    early.add_metric([], stats["early_talkers"])
+    yield early
 
 
 # -- the application -----------------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from smtpx.content import SpilledMessage
 from smtpx.envelope import Envelope, EnvelopeInfo
-from smtpx.mta.config import MtaConfig, a_label
+from smtpx.mta.config import ListenerKind, MtaConfig, a_label, listener_kind
 from smtpx.mta.dkim import DkimSigner
 from smtpx.mta.expansion import expand, expanded_notice, remember
 from smtpx.mta.guards import Guard
@@ -106,6 +106,13 @@ class RelayPlugin(Plugin):
 
     def greeting(self, session: Session) -> str:
         return "ESMTP smtpx"
+
+    def greeting_delay(self, session: Session) -> float:
+        """``[server] greeting_delay`` on the ``listen`` listeners, for untrusted clients."""
+        delay = self.config.server.greeting_delay
+        if delay <= 0 or session.data.get("trusted"):
+            return 0.0
+        return delay if listener_kind(session.listener) is ListenerKind.SMTP else 0.0
 
     def control_routes(self) -> Sequence[AbstractRouteDef]:
         """The guards' control endpoints (the configured guards have none)."""

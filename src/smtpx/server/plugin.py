@@ -163,6 +163,13 @@ class Plugin:
         """The text of the 220 greeting (after the host name)."""
         return "ESMTP smtpx"
 
+    def greeting_delay(self, session: Session) -> float:
+        """Seconds to wait, once connected, before the greeting (0: none). A client that
+        talks in that time, which RFC 5321 section 3.1 forbids and spam software commonly
+        does (Postfix's postscreen calls it PREGREET), gets ``554`` instead of the
+        greeting and the connection is closed."""
+        return 0.0
+
     async def helo(self, session: Session, name: str) -> None:
         """HELO or EHLO ``name`` (``session.esmtp`` tells which)."""
 

@@ -146,10 +146,12 @@ class SessionRunner:
                 )
             ended: BaseException | None = None
             try:
-                self.conn.send(
-                    replies.service_ready(self._hostname(), self.plugin.greeting(session))
-                )
-                await self._loop()
+                delay = self.plugin.greeting_delay(session)
+                if delay <= 0 or await self._waited_to_greet(delay):
+                    self.conn.send(
+                        replies.service_ready(self._hostname(), self.plugin.greeting(session))
+                    )
+                    await self._loop()
             except BaseException as error:  # re-raised once the plugin has been told
                 ended = error
             # Not awaited in a finally block: a compiled coroutine (mypyc) that awaits
@@ -163,6 +165,26 @@ class SessionRunner:
         finally:
             self._drop_content()  # a transaction cut off: its memory and file go
             self.stream.close()
+
+    async def _waited_to_greet(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before the greeting; False, the client sent away, when
+        it talked (or left) meanwhile. The server's close ends the wait with ``421``."""
+        self.waiting_for_command = True  # for interrupt()
+        try:
+            early = await self.stream.read(delay)
+        except TimeoutError:
+            return True
+        except _Closing:
+            self._write(replies.shutting_down())
+            return False
+        finally:
+            self.waiting_for_command = False
+        if early:
+            self.server.stats["early_talkers"] += 1
+            self.mail.info("talked before the greeting", remote_ip=self.session.remote_ip)
+            # RFC 5321 3.1's 554 in the greeting's place (no enhanced code there)
+            self._write(replies.service_refused(self._hostname(), _TALKED_EARLY))
+        return False
 
     async def _disconnect(self) -> None:
         try:
@@ -671,6 +693,8 @@ def _extension_lines(
         ).to_lines()
     )
 
+
+_TALKED_EARLY = "Protocol error: talked before the greeting"
 
 # Replies are written once per batch of pipelined commands, and at the latest after this
 # many: a client that sends commands without end and reads no reply (each EHLO's is 30
