@@ -187,6 +187,60 @@ async def test_xoauth2_failure_dance() -> None:
     assert "expired" not in outcome.client_log.text + outcome.server_log.text
 
 
+# An access token as long as some providers issue (Microsoft Entra's run to 2-3 KB).
+LONG = XOAuth2("user@example.com", "eyJ0eXAiOiJKV1Qi." + "x" * 2000)
+
+
+def check_long_token(session: Session, username: str, token: str) -> bool:
+    return (username, token) == ("user@example.com", LONG.token)
+
+
+async def test_a_long_initial_response_waits_for_the_empty_challenge() -> None:
+    """RFC 4954 section 4: an initial response that would make the AUTH command longer
+    than SMTP's 512 octets is not sent with it, but after the server's empty 334."""
+    outcome = await converse(LONG, [XOAuth2Server(check_long_token, on_success=record_user)])
+    assert outcome.client_error is None
+    assert outcome.transcript == expect(
+        "C: AUTH XOAUTH2",
+        "S: 334 ",
+        f"C: {b64(LONG.message())}",
+        "S: 235 2.7.0 Authentication successful",
+    )
+    assert outcome.session == Session(authenticated="user@example.com")
+
+
+async def test_a_long_initial_response_that_fails() -> None:
+    outcome = await converse(LONG, [XOAUTH2])  # that server knows another token
+    assert [line[:8] for line in outcome.lines] == [
+        "C: AUTH ",
+        "S: 334 ",
+        "C: dXNlc",
+        "S: 334 e",
+        "C: ",
+        "S: 535 5",
+    ]
+    assert isinstance(outcome.client_error, AuthFailed)
+
+
+@pytest.mark.parametrize(("password", "octets", "alone"), [(369, 509, False), (370, 513, True)])
+async def test_the_512_octet_line_decides(password: int, octets: int, alone: bool) -> None:
+    """``AUTH PLAIN <response>`` CRLF: up to 512 octets with the command, then alone
+    (base64 makes the line grow by four: 509, then 513)."""
+    plain = Plain("u", "p" * password)
+    line = f"AUTH PLAIN {b64(plain.message())}"
+    assert len(line) + 2 == octets
+    outcome = await script_client(plain, ["334 ", "235 2.7.0 ok"] if alone else ["235 2.7.0 ok"])
+    assert outcome.client_error is None
+    assert outcome.lines[0] == ("C: AUTH PLAIN" if alone else f"C: {line}")
+    assert outcome.lines[-1] == "S: 235 2.7.0 ok"
+
+
+async def test_a_refused_bare_command_fails_as_the_long_one_would() -> None:
+    outcome = await script_client(LONG, ["504 5.5.4 Unrecognized authentication type"])
+    assert outcome.lines == ["C: AUTH XOAUTH2", "S: 504 5.5.4 Unrecognized authentication type"]
+    assert isinstance(outcome.client_error, AuthFailed)
+
+
 async def test_xoauth2_client_refuses_a_second_challenge() -> None:
     outcome = await script_client(
         GOOD, ["334 e30=", "334 e30=", "501 5.7.0 Authentication cancelled"]

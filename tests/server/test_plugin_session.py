@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smtpx.auth import Credentials
+from smtpx.auth import Credentials, XOAuth2Server
 from smtpx.client import ClientConfig, connect
 from smtpx.envelope import Envelope
 from smtpx.errors import SMTPXError
@@ -66,3 +66,32 @@ async def test_without_emulation_the_password_is_not_sent_in_the_clear() -> None
     with pytest.raises(SMTPXError, match="mechanism"):
         await refused_without_tls(plugin)
     assert plugin.seen == [] and plugin.kept == []
+
+
+class OAuth(Keep):
+    """Offers XOAUTH2 with a token as long as some providers issue."""
+
+    TOKEN = "eyJ0eXAiOiJKV1Qi." + "t" * 2500
+
+    def extensions(self, session: Session) -> Offer:
+        return Offer(auth=[XOAuth2Server(self.check)])
+
+    def check(self, session: Session, username: str, token: str) -> bool:
+        return (username, token) == ("user@example.com", self.TOKEN)
+
+
+async def test_a_long_oauth_token_goes_after_the_auth_command() -> None:
+    """The client's initial response would make AUTH longer than the server's command
+    line limit (2048 here; SMTP's 512): it goes as the answer to the empty 334, which
+    the server reads up to RFC 4954's 12288 octets. Before, this got 500 (line too long)."""
+    record = Transcript()
+    config = ClientConfig.for_testing(helo_name="client.example")
+    credentials = Credentials.xoauth2("user@example.com", OAuth.TOKEN)
+    async with (
+        plugin_session(OAuth(), emulate_tls=True, tap=record.record) as running,
+        connect("mx.test", config=config, credentials=credentials, stream=running.client) as client,
+    ):
+        assert client.authenticated
+    record.flush()
+    assert "C: AUTH XOAUTH2\n" in record.text() + "\n"
+    assert "S: 235 " in record.text()

@@ -92,6 +92,11 @@ def _check_callable(name: str, phase: _Phase) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+# RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets, CRLF included; an
+# AUTH command with its initial response must fit (RFC 4954 section 4).
+MAX_AUTH_COMMAND = 512
+
+
 class _ClientFlow:
     """The state behind one ``send_response_and_expect_challenge`` callback."""
 
@@ -114,18 +119,33 @@ class _ClientFlow:
         elif isinstance(item, Response):
             if phase is _Phase.NOT_STARTED:
                 # RFC 4954 section 4: "=" stands for an empty initial response.
-                message = Auth(self.name, _encode(item.data) or "=")
+                encoded = _encode(item.data) or "="
+                if len(self.name) + len(encoded) + 8 <= MAX_AUTH_COMMAND:  # AUTH, SP, CRLF
+                    message = Auth(self.name, encoded)
+                else:
+                    # Too long to go with the command (RFC 4954 section 4 forbids it): the
+                    # command alone, and the response to the server's empty challenge
+                    # (RFC 4422 section 5.1). The mechanism sees one step, as it asked.
+                    started = await self._ask(Auth(self.name))
+                    if started.code != 334:
+                        return self._outcome(started)
+                    message = AuthResponse(encoded)
             else:
                 message = AuthResponse(_encode(item.data))
         else:
             raise TypeError(f"expected START_AUTH or Response, not {type(item).__name__}")
+        return self._outcome(await self._ask(message))
+
+    async def _ask(self, message: Auth | AuthResponse) -> Reply:
         self.phase = _Phase.WAITING
         try:
-            reply = await self.exchange(message)
+            return await self.exchange(message)
         except BaseException as exc:
             self.phase = _Phase.BROKEN
             self.transport_error = exc
             raise
+
+    def _outcome(self, reply: Reply) -> Challenge | AuthCompleted:
         if reply.code == 235:
             self.phase = _Phase.COMPLETED
             self.final = reply
