@@ -187,10 +187,12 @@ async def run_client_mechanism(
     """Run ``mechanism`` over ``exchange``; return the server's ``235`` reply.
 
     The first call of ``send_response_and_expect_challenge`` sends ``AUTH MECH``
-    (:data:`START_AUTH`) or ``AUTH MECH <base64>`` (:class:`Response`; ``=`` when empty);
-    later calls send a bare base64 line. A ``235`` reply is :data:`AUTH_COMPLETED`, a
-    ``334`` a :class:`Challenge`, anything else :class:`~smtpx.errors.AuthFailed` with
-    the reply (message ``AUTH failed: <reply>``).
+    (:data:`START_AUTH`) or ``AUTH MECH <base64>`` (:class:`Response`; ``=`` when empty;
+    when that line would pass SMTP's 512 octets, ``AUTH MECH`` and then the response to
+    the server's empty ``334``, RFC 4954 section 4); later calls send a bare base64 line.
+    A ``235`` reply is :data:`AUTH_COMPLETED`, a ``334`` a :class:`Challenge`, anything
+    else :class:`~smtpx.errors.AuthFailed` with the reply (message ``AUTH failed:
+    <reply>``).
 
     Raises, besides what the mechanism and ``exchange`` raise (unchanged):
 
