@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import IO, Any, TypeAlias
@@ -247,36 +247,13 @@ class Client:
         return loop.time()
 
     async def _receive(self, timeout: float) -> Response:
-        """The next reply, whole within ``timeout`` seconds: a server that trickles its
-        reply an octet at a time (a tarpit) does not extend the wait."""
-        conn = self._conn
-        wait = timeout
-        deadline: float | None = None
-        while True:
-            event = conn.next_event()
-            if isinstance(event, Response):
-                return event
-            if conn.state is State.CLOSED:
-                raise ConnectionLost(f"{self.host} closed the connection")
-            if deadline is None:  # the first read: most replies need no other
-                deadline = self._now() + timeout
-            else:
-                wait = deadline - self._now()
-            try:
-                if wait <= 0:
-                    raise TimeoutError
-                data = await self._stream.read(wait)
-            except TimeoutError:
-                # Out of step for good (a late reply would pass for the next one's): the
-                # connection is closed, no QUIT.
-                self.close()
-                raise ReplyTimeout(
-                    f"Timeout {timeout}s waiting for a reply from {self.host}"
-                ) from None
-            except OSError as exc:
-                self.close()
-                raise ConnectionLost(f"{self.host}: {exc}") from exc
-            conn.receive_data(data)
+        try:
+            return await receive_response(self._conn, self._stream, timeout, self.host, self._now)
+        except (ReplyTimeout, ConnectionLost):
+            # Out of step for good (a late reply would pass for the next one's): the
+            # connection is closed, no QUIT.
+            self.close()
+            raise
 
     async def _command(self, command: Command, timeout: float | None = None) -> Reply:
         self._send(command)
@@ -864,6 +841,36 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.quit()
+
+
+async def receive_response(
+    conn: ClientConnection, stream: Stream, timeout: float, peer: str, clock: Callable[[], float]
+) -> Response:
+    """The next reply from ``peer``, whole within ``timeout`` seconds of ``clock`` (the
+    loop's time): one that trickles its reply an octet at a time (a tarpit) does not
+    extend the wait, and a first read, which most replies need alone, reads no clock.
+    Raises :class:`~smtpx.errors.ReplyTimeout` or :class:`~smtpx.errors.ConnectionLost`."""
+    wait = timeout
+    deadline: float | None = None
+    while True:
+        event = conn.next_event()
+        if isinstance(event, Response):
+            return event
+        if conn.state is State.CLOSED:
+            raise ConnectionLost(f"{peer} closed the connection")
+        if deadline is None:
+            deadline = clock() + timeout
+        else:
+            wait = deadline - clock()
+        try:
+            if wait <= 0:
+                raise TimeoutError
+            data = await stream.read(wait)
+        except TimeoutError:
+            raise ReplyTimeout(f"Timeout {timeout}s waiting for a reply from {peer}") from None
+        except OSError as exc:
+            raise ConnectionLost(f"{peer}: {exc}") from exc
+        conn.receive_data(data)
 
 
 def _size_of(body: Body) -> int | None:

@@ -21,10 +21,12 @@ offers it (else ``553 5.6.7``); ``BODY=BINARYMIME`` content only if it fits 8bit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpx.client.session import receive_response
 from smtpx.content import CHUNK, Content, chunks_in_thread, chunks_of, read_with
 from smtpx.envelope import HostPort
 from smtpx.errors import ConnectionLost, ReplyTimeout, SessionError
@@ -34,10 +36,9 @@ from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.commands import Command, Data, Lhlo, Mail, Quit, Rcpt
 from smtpx.protocol.connection import ClientConnection
 from smtpx.protocol.data import EightBitCheck
-from smtpx.protocol.events import DataChunk, EndOfData, Response
+from smtpx.protocol.events import DataChunk, EndOfData
 from smtpx.protocol.params import MailParams
 from smtpx.protocol.replies import Reply
-from smtpx.protocol.states import State
 from smtpx.spool.message import SpooledMessage
 
 __all__ = ["LmtpAgent"]
@@ -133,20 +134,14 @@ class _Session:
         self.name = name
         self.timeout = timeout
         self.conn = ClientConnection(lmtp=True)
+        self.clock = asyncio.get_running_loop().time
 
     async def reply(self) -> Reply:
-        conn = self.conn
-        while True:
-            event = conn.next_event()
-            if isinstance(event, Response):
-                return event.reply
-            if conn.state is State.CLOSED:
-                raise ConnectionLost(f"{self.name} closed the connection")
-            try:
-                data = await self.stream.read(self.timeout)
-            except TimeoutError:
-                raise ReplyTimeout(f"no reply from {self.name} in {self.timeout}s") from None
-            conn.receive_data(data)
+        """The next reply, whole within ``timeout`` (as the SMTP client's)."""
+        response = await receive_response(
+            self.conn, self.stream, self.timeout, self.name, self.clock
+        )
+        return response.reply
 
     async def send(self, *items: Command | DataChunk | EndOfData) -> None:
         for item in items:
