@@ -18,10 +18,9 @@ content goes only this way, byte for byte.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import IO, Any, TypeAlias
@@ -217,28 +216,34 @@ class Client:
         if data:
             timeout = timeout or self.config.command_timeout
             self._stream.write(data)
-            with self._sending(timeout):
+            try:
                 await self._stream.drain(timeout)
+            except TimeoutError:
+                raise self._send_timed_out(timeout) from None
+            except OSError as exc:
+                raise self._send_lost(exc) from exc
 
     async def _sendfile(self, file: IO[bytes], offset: int, count: int | None) -> int:
         """Content straight from ``file``; the server must take each block within
         ``data_block_timeout`` (one that stops reading mid-message is given up on)."""
         timeout = self.config.data_block_timeout
-        with self._sending(timeout):
-            return await self._stream.sendfile(file, offset, count, timeout)
-
-    @contextlib.contextmanager
-    def _sending(self, timeout: float) -> Iterator[None]:
-        """A send that fails ends the session: the connection is closed at once (a
-        server that takes nothing would take no QUIT either)."""
         try:
-            yield
+            return await self._stream.sendfile(file, offset, count, timeout)
         except TimeoutError:
-            self.close()
-            raise ReplyTimeout(f"timeout after {timeout}s sending to {self.host}") from None
+            raise self._send_timed_out(timeout) from None
         except OSError as exc:
-            self.close()
-            raise ConnectionLost(f"{self.host} closed the connection: {exc}") from exc
+            raise self._send_lost(exc) from exc
+
+    # A send that fails ends the session: the connection is closed at once (a server that
+    # takes nothing would take no QUIT either). Not a context manager: _flush is hot.
+
+    def _send_timed_out(self, timeout: float) -> ReplyTimeout:
+        self.close()
+        return ReplyTimeout(f"timeout after {timeout}s sending to {self.host}")
+
+    def _send_lost(self, exc: OSError) -> ConnectionLost:
+        self.close()
+        return ConnectionLost(f"{self.host} closed the connection: {exc}")
 
     def _now(self) -> float:
         loop = self._loop
