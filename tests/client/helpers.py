@@ -63,3 +63,23 @@ async def in_memory(
         run.error = exc
     await asyncio.wait_for(server, 5)
     return run
+
+
+class Trickling(asyncio.Protocol):
+    """A tarpit: its greeting comes an octet every ``every`` seconds (then it reads
+    nothing). For a virtual clock."""
+
+    def __init__(self, every: float, greeting: bytes = b"220 tarpit.example ESMTP\r\n") -> None:
+        self.every = every
+        self.left = greeting
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._next()
+
+    def _next(self) -> None:
+        if self.left and not self.transport.is_closing():
+            self.transport.write(self.left[:1])
+            self.left = self.left[1:]
+            asyncio.get_running_loop().call_later(self.every, self._next)

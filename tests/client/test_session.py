@@ -39,7 +39,7 @@ from smtpx.protocol import (
 )
 from smtpx.testing import Handler, Hangup, ScriptedServer
 from smtpx.testing.clock import run_virtual
-from tests.client.helpers import Run, in_memory
+from tests.client.helpers import Run, Trickling, in_memory
 
 BODY = b"Subject: test\r\n\r\nline one\r\n.leading dot\r\n"
 ENVELOPE = Envelope.create(
@@ -557,32 +557,13 @@ def test_a_server_that_stops_reading_mid_message_is_given_up_on(
     assert config.data_block_timeout <= elapsed < 2 * config.data_block_timeout
 
 
-class _Trickles(asyncio.Protocol):
-    """A tarpit: its greeting comes an octet every ``every`` seconds."""
-
-    def __init__(self, every: float) -> None:
-        self.every = every
-        self.left = b"220 tarpit.example ESMTP slowly\r\n"
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._next()
-
-    def _next(self) -> None:
-        if self.left and not self.transport.is_closing():
-            self.transport.write(self.left[:1])
-            self.left = self.left[1:]
-            asyncio.get_running_loop().call_later(self.every, self._next)
-
-
 def test_a_reply_trickled_an_octet_at_a_time_does_not_extend_the_wait() -> None:
     config = ClientConfig.for_testing()  # 10 s for the greeting
-    every = config.greeting_timeout / 4  # each octet well within the timeout; 33 of them
+    every = config.greeting_timeout / 4  # each octet well within the timeout; 26 of them
 
     async def scenario() -> tuple[BaseException | None, float]:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Trickles(every), "127.0.0.1", 0)
+        server = await loop.create_server(lambda: Trickling(every), "127.0.0.1", 0)
         started = loop.time()
         error: BaseException | None = None
         try:

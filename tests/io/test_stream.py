@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,20 @@ def _payload(tag: int, size: int) -> bytes:
     return (pattern * (size // len(pattern) + 1))[:size]
 
 
-async def _exchange(context: ssl.SSLContext | None, server_context: ssl.SSLContext | None) -> None:
+def _tls(ca: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A client context trusting ``ca``, and a server context for localhost."""
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return client_context, server_tls_context(ca, "localhost")
+
+
+@contextlib.asynccontextmanager
+async def _connections(
+    count: int,
+    context: ssl.SSLContext | None = None,
+    server_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[list[tuple[TransportStream, TransportStream]]]:
+    """``count`` connections over loopback as (client end, server end), closed after."""
     accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -52,11 +66,22 @@ async def _exchange(context: ssl.SSLContext | None, server_context: ssl.SSLConte
         ssl=server_context,
     )
     port = server.sockets[0].getsockname()[1]
-    pairs = [await _pair(accepted, port, context) for _ in range(4)]
+    pairs = [await _pair(accepted, port, context) for _ in range(count)]
+    try:
+        yield pairs
+    finally:
+        for client, server_end in pairs:
+            client.close()
+            server_end.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def _exchange(context: ssl.SSLContext | None, server_context: ssl.SSLContext | None) -> None:
     # Sizes above the shared buffer (256 KiB) and above the read high-water mark too.
     sizes = [1, 4096, 300_000, 700_000]
     payloads = [_payload(tag, size) for tag, size in enumerate(sizes)]
-    try:
+    async with _connections(len(sizes), context, server_context) as pairs:
         for (client, _), payload in zip(pairs, payloads, strict=True):
             client.write(payload)
         reads = [
@@ -75,12 +100,6 @@ async def _exchange(context: ssl.SSLContext | None, server_context: ssl.SSLConte
             )
         )
         assert replies == list(reversed(payloads))
-    finally:
-        for client, server_end in pairs:
-            client.close()
-            server_end.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_interleaved_connections_each_read_their_own_bytes() -> None:
@@ -88,22 +107,17 @@ async def test_interleaved_connections_each_read_their_own_bytes() -> None:
 
 
 async def test_interleaved_tls_connections_each_read_their_own_bytes(ca: Any) -> None:
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    await _exchange(client_context, server_tls_context(ca, "localhost"))
+    await _exchange(*_tls(ca))
 
 
 def test_interleaved_connections_on_uvloop(ca: Any) -> None:
     """uvloop reads into a protocol's buffer through its own code: the same guarantee."""
     import uvloop
 
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    server_context = server_tls_context(ca, "localhost")
     loop = uvloop.new_event_loop()
     try:
         loop.run_until_complete(_exchange(None, None))
-        loop.run_until_complete(_exchange(client_context, server_context))
+        loop.run_until_complete(_exchange(*_tls(ca)))
     finally:
         loop.close()
 
@@ -113,17 +127,8 @@ async def _held_back_then_aborted(
 ) -> None:
     """A peer that reads nothing: ``write_blocked`` goes up once the writes pass the
     high-water mark (through a ProxiedStream too), and ``abort`` drops the rest at once."""
-    accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        server_protocol_factory(accepted.put_nowait, tls=server_context is not None),
-        "127.0.0.1",
-        0,
-        ssl=server_context,
-    )
-    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1], context)
-    wrapped = ProxiedStream(server_end, ("192.0.2.1", 1), 2, b"")
-    try:
+    async with _connections(1, context, server_context) as [(client, server_end)]:
+        wrapped = ProxiedStream(server_end, ("192.0.2.1", 1), 2, b"")
         assert not wrapped.write_blocked
         chunk = _payload(5, 65536)
         written = 0
@@ -139,16 +144,6 @@ async def _held_back_then_aborted(
             while data := await asyncio.wait_for(client.read(), 10):
                 received += len(data)
         assert received < written  # what was queued went with the connection
-    finally:
-        client.close()
-        server.close()
-        await server.wait_closed()
-
-
-def _tls(ca: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return client_context, server_tls_context(ca, "localhost")
 
 
 async def test_a_peer_that_reads_nothing_blocks_writes_and_abort_drops_them(ca: Any) -> None:
@@ -172,17 +167,8 @@ async def _sendfile_round_trip(
 ) -> None:
     """``sendfile`` goes a block at a time (each with its own deadline): every octet still
     arrives once and in order, from an offset, to a count or to the end of the file."""
-    accepted: asyncio.Queue[TransportStream] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        server_protocol_factory(accepted.put_nowait, tls=server_context is not None),
-        "127.0.0.1",
-        0,
-        ssl=server_context,
-    )
-    client, server_end = await _pair(accepted, server.sockets[0].getsockname()[1], context)
     data = path.read_bytes()
-    try:
+    async with _connections(1, context, server_context) as [(client, server_end)]:
         with open(path, "rb") as file:
             sent = await client.sendfile(file, 7, None, timeout=60)
             assert sent == len(data) - 7
@@ -190,11 +176,6 @@ async def _sendfile_round_trip(
             sent = await client.sendfile(file, 3, SENDFILE_BLOCK + 5, timeout=60)
             assert sent == SENDFILE_BLOCK + 5
             assert await _read_exactly(server_end, sent) == data[3 : 3 + sent]
-    finally:
-        client.close()
-        server_end.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_sendfile_in_blocks_sends_every_octet_once(tmp_path: Path, ca: Any) -> None:

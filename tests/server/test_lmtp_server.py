@@ -17,6 +17,7 @@ from smtpx.protocol import replies
 from smtpx.protocol.replies import Reply
 from smtpx.server import Listener, Plugin, Reject, Server, ServerConfig, Session, Transaction
 from smtpx.testing.clock import run_virtual
+from tests.client.helpers import Trickling
 from tests.mta.helpers import sending
 
 MESSAGE = b"Subject: lmtp\r\n\r\nhello\r\n"
@@ -197,28 +198,14 @@ async def test_content_that_breaks_down_is_not_delivered(
     assert content.passes == fail
 
 
-class _TricklingLmtp(asyncio.Protocol):
-    """An LMTP server whose greeting comes an octet every 4 seconds."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.left = b"220 slow.test LMTP\r\n"
-        self._next()
-
-    def _next(self) -> None:
-        if self.left and not self.transport.is_closing():
-            self.transport.write(self.left[:1])
-            self.left = self.left[1:]
-            asyncio.get_running_loop().call_later(4, self._next)
-
-
 def test_a_trickled_lmtp_reply_does_not_extend_the_wait() -> None:
     """The agent reads replies as the SMTP client does: whole within its timeout."""
 
     async def scenario() -> tuple[BaseException | None, float]:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(_TricklingLmtp, "127.0.0.1", 0)
+        server = await loop.create_server(
+            lambda: Trickling(4, b"220 slow.test LMTP\r\n"), "127.0.0.1", 0
+        )
         agent = LmtpAgent(
             HostPort("127.0.0.1", server.sockets[0].getsockname()[1]), "c.test", timeout=10
         )
