@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -176,6 +177,9 @@ async def _sendfile_round_trip(
             sent = await client.sendfile(file, 3, SENDFILE_BLOCK + 5, timeout=60)
             assert sent == SENDFILE_BLOCK + 5
             assert await _read_exactly(server_end, sent) == data[3 : 3 + sent]
+        # Not a file on disk: its octets go too.
+        sent = await client.sendfile(io.BytesIO(data), 5, None, timeout=60)
+        assert await _read_exactly(server_end, sent) == data[5:]
 
 
 async def test_sendfile_in_blocks_sends_every_octet_once(tmp_path: Path, ca: Any) -> None:

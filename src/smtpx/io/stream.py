@@ -381,7 +381,10 @@ class TransportStream(Stream):
         await self.drain(timeout)
         loop = asyncio.get_running_loop()
         if count is None:
-            count = max(0, os.fstat(file.fileno()).st_size - offset)
+            try:
+                count = max(0, os.fstat(file.fileno()).st_size - offset)
+            except (OSError, ValueError):  # not a file on disk (io.UnsupportedOperation)
+                return await super().sendfile(file, offset, None, timeout)
         # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS. A
         # block at a time, each within ``timeout``: one call for the whole file could
         # only have a deadline for the whole file.
