@@ -853,7 +853,8 @@ async def receive_response(
 ) -> Response:
     """The next reply from ``peer``, whole within ``timeout`` seconds of ``clock`` (the
     loop's time): one that trickles its reply an octet at a time (a tarpit) does not
-    extend the wait, and a first read, which most replies need alone, reads no clock.
+    extend the wait. A reply already received reads no clock; one that must be waited for
+    reads it once, and again for each further read.
     Raises :class:`~smtpx.errors.ReplyTimeout` or :class:`~smtpx.errors.ConnectionLost`."""
     wait = timeout
     deadline: float | None = None
