@@ -697,8 +697,8 @@ def _extension_lines(
 _TALKED_EARLY = "Protocol error: talked before the greeting"
 
 # Replies are written once per batch of pipelined commands, and at the latest after this
-# many: a client that sends commands without end and reads no reply (each EHLO's is 30
-# times its size) is then held back by the transport's high-water mark.
+# many: a client that sends commands without end and reads no reply (an EHLO's is 20 or
+# 30 times its size) is then held back by the transport's high-water mark.
 _FLUSH_AT = 64
 
 _TIMEOUT_REPLIES = {
