@@ -153,7 +153,7 @@ async def test_metrics_of_the_edge(tmp_path: Path) -> None:
     assert samples[("smtpx_proxy_refused_total", ("header",))] == 0
     assert samples[("smtpx_rate_limited_total", ("client", "messages"))] == 0
     assert samples[("smtpx_greylist_total", ("deferred",))] == 0
-    assert samples[("smtpx_early_talkers_total", ())] == 0
+    assert samples[("smtpx_early_talkers_total", ("greeting",))] == 0
 
 
 def test_greeting_delay_loads() -> None:
@@ -187,7 +187,7 @@ def test_untrusted_clients_of_listen_wait_for_the_greeting(tmp_path: Path) -> No
                 start = loop.time()
                 replies = await dialogue(port, [b"QUIT\r\n"], source=source, first=first)
                 got.append(([str(r) for r in replies], loop.time() - start))
-            early = running.server.stats["early_talkers"]
+            early = running.server.stats["early_talkers_greeting"]
         return got, early
 
     (untrusted, trusted, lmtp, talker), early = run_virtual(scenario())
@@ -198,3 +198,25 @@ def test_untrusted_clients_of_listen_wait_for_the_greeting(tmp_path: Path) -> No
     assert talker[0] == ["554 mx.test Protocol error: talked before the greeting"]
     assert talker[1] < 0.5
     assert early == 1
+
+
+async def test_untrusted_clients_of_listen_must_wait_for_their_replies(tmp_path: Path) -> None:
+    """``reject_unauth_pipelining``: EHLO with MAIL in one packet from an untrusted
+    client gets 554 and the end; the same from a trusted client is served."""
+    cfg = config(
+        tmp_path,
+        server={"reject_unauth_pipelining": True},
+        relay={"trusted_networks": ["127.0.0.2/32"]},
+    )
+    hasty = [b"EHLO bot.example\r\nMAIL FROM:<a@example.com>\r\n", b"QUIT\r\n"]
+    async with Mta(cfg, dns=FakeDns()) as running:
+        port = running.server.ports[0]
+        untrusted = await dialogue(port, hasty, source="127.0.0.1")
+        trusted = await dialogue(port, hasty, source="127.0.0.2")
+        counted = running.server.stats["early_talkers_pipelining"]
+    assert [str(r) for r in untrusted[1:]] == [
+        "554 5.5.0 Protocol error: improper use of SMTP command pipelining"
+    ]
+    assert [r.code for r in trusted] == [220, 250, 250]  # greeting, EHLO, then MAIL's
+    assert counted == 1
+    assert MtaConfig.from_dict({}).server.reject_unauth_pipelining is False

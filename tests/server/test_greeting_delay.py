@@ -69,7 +69,13 @@ def test_a_client_that_talks_first_is_refused_and_dropped(
         await asyncio.wait_for(raw.task, 5)
         await srv.close()
         waited = loop.time() - start
-        return [str(r) for r in got], closed, waited, srv.stats["early_talkers"], plugin.calls
+        return (
+            [str(r) for r in got],
+            closed,
+            waited,
+            srv.stats["early_talkers_greeting"],
+            plugin.calls,
+        )
 
     got, closed, waited, counted, calls = run_virtual(scenario())
     assert got == ["554 mx.test Protocol error: talked before the greeting"]
@@ -96,7 +102,7 @@ def test_no_pause_by_default_and_a_client_that_leaves_during_it() -> None:
         raw.stream.close()  # gone before the greeting: nothing to say, nothing counted
         await asyncio.wait_for(raw.task, 5)
         await pausing.close()
-        return no_pause, pausing.stats["early_talkers"]
+        return no_pause, pausing.stats["early_talkers_greeting"]
 
     no_pause, counted = run_virtual(scenario())
     assert no_pause < 0.1

@@ -279,6 +279,9 @@ class ServerSettings:
       outside ``relay.trusted_networks`` (0: none). A client that talks during it (spam
       software that does not wait, RFC 5321 section 3.1; Postfix's postscreen pregreet
       test) gets ``554`` and the connection is closed.
+    * ``reject_unauth_pipelining``: on the same listeners for the same clients, a client
+      that sends more before the reply to EHLO, HELO or DATA (RFC 2920 section 3.1; the
+      message without waiting for the 354, say) gets ``554 5.5.0`` and is disconnected.
     """
 
     listen: tuple[ListenAddress, ...] = field(default_factory=_default_listen)
@@ -310,6 +313,7 @@ class ServerSettings:
     lenient_addresses: bool = False
     client_names: bool = False
     greeting_delay: float = 0.0
+    reject_unauth_pipelining: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -855,6 +859,9 @@ client_names = false
 # that does not wait for the greeting does, gets 554 and is disconnected. Postfix's
 # postscreen waits 6s; well-behaved senders wait minutes.
 greeting_delay = "0s"
+# The same clients must wait for the replies to EHLO, HELO and DATA (RFC 2920): one
+# that sends more first (the message before the 354, say) gets 554 and is disconnected.
+reject_unauth_pipelining = false
 
 [tls]
 # The server certificate (PEM). When set, STARTTLS is offered.
@@ -1614,6 +1621,7 @@ class _Loader:
                 "lenient_addresses": _boolean,
                 "client_names": _boolean,
                 "greeting_delay": _duration_or_zero,
+                "reject_unauth_pipelining": _boolean,
             },
         )
 

@@ -67,6 +67,7 @@ from smtpx.selector import Fields, Selector
 from smtpx.server.deadlines import TimedOut
 from smtpx.server.events import Listening
 from smtpx.server.limits import Refused
+from smtpx.server.session import EARLY_TALKERS_GREETING, EARLY_TALKERS_PIPELINING
 from smtpx.spool.filter import MessageFilter, message_json, read_selector, selector_fields
 from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import SpooledMessage, Status
@@ -226,9 +227,12 @@ def _abuse_families(stats: Counter[str]) -> Iterable[CounterMetricFamily]:
     yield proxy
     early = CounterMetricFamily(
         "smtpx_early_talkers",
-        "Clients that talked before the greeting ([server] greeting_delay): 554, closed",
+        "Clients sent away (554) for talking before the greeting ([server] greeting_delay) "
+        "or before a reply they must wait for ([server] reject_unauth_pipelining)",
+        labels=["when"],
     )
-    early.add_metric([], stats["early_talkers"])
+    early.add_metric(["greeting"], stats[EARLY_TALKERS_GREETING])
+    early.add_metric(["pipelining"], stats[EARLY_TALKERS_PIPELINING])
     yield early
 
 

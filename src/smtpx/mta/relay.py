@@ -110,9 +110,11 @@ class RelayPlugin(Plugin):
     def greeting_delay(self, session: Session) -> float:
         """``[server] greeting_delay`` on the ``listen`` listeners, for untrusted clients."""
         delay = self.config.server.greeting_delay
-        if delay <= 0 or session.data.get("trusted"):
-            return 0.0
-        return delay if listener_kind(session.listener) is ListenerKind.SMTP else 0.0
+        return delay if delay > 0 and _from_outside(session) else 0.0
+
+    def enforce_sync(self, session: Session) -> bool:
+        """``[server] reject_unauth_pipelining``, as ``greeting_delay`` applies."""
+        return self.config.server.reject_unauth_pipelining and _from_outside(session)
 
     def control_routes(self) -> Sequence[AbstractRouteDef]:
         """The guards' control endpoints (the configured guards have none)."""
@@ -357,6 +359,13 @@ def _route_key(recipient: Address) -> str:
         return a_label(domain)
     except ValueError:
         return domain.lower()
+
+
+def _from_outside(session: Session) -> bool:
+    """A client of a ``listen`` listener outside ``relay.trusted_networks`` (known once
+    :meth:`RelayPlugin.connect` has run): the one the edge's protocol checks apply to."""
+    trusted = session.data.get("trusted")
+    return not trusted and listener_kind(session.listener) is ListenerKind.SMTP
 
 
 def received_header(

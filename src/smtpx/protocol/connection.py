@@ -205,6 +205,12 @@ class ServerConnection:
         return len(self._out)
 
     @property
+    def input_pending(self) -> bool:
+        """Bytes received and not yet parsed: after an event, what the client sent
+        beyond it (before it could see the reply to it)."""
+        return bool(self._buf)
+
+    @property
     def awaiting_reply(self) -> bool:
         """True when the last event needs a reply before the next one."""
         return self._pending is not None

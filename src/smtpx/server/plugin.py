@@ -170,6 +170,16 @@ class Plugin:
         greeting and the connection is closed."""
         return 0.0
 
+    def enforce_sync(self, session: Session) -> bool:
+        """Whether a client must wait for the replies RFC 2920 section 3.1 says it must
+        wait for: those to EHLO, HELO and DATA, and to every command of a session that
+        was not offered PIPELINING (after HELO). One that sends more before such a reply
+        (spam software commonly sends the message without waiting for the 354; Postfix's
+        ``reject_unauth_pipelining``, Exim's ``smtp_enforce_sync``) gets ``554 5.5.0``
+        and the connection is closed. Asked once, after :meth:`connect`. False: not
+        checked."""
+        return False
+
     async def helo(self, session: Session, name: str) -> None:
         """HELO or EHLO ``name`` (``session.esmtp`` tells which)."""
 

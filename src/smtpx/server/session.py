@@ -119,6 +119,7 @@ class SessionRunner:
             data_rate_grace=self.config.data_rate_grace,
         )
         self._mechanisms: dict[str, ServerMechanism[Session]] = {}
+        self.enforce_sync = False  # the plugin's answer, asked once connected
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class SessionRunner:
                 )
             ended: BaseException | None = None
             try:
+                self.enforce_sync = self.plugin.enforce_sync(session)
                 delay = self.plugin.greeting_delay(session)
                 if delay <= 0 or await self._waited_to_greet(delay):
                     self.conn.send(
@@ -180,7 +182,7 @@ class SessionRunner:
         finally:
             self.waiting_for_command = False
         if early:
-            self.server.stats["early_talkers"] += 1
+            self.server.stats[EARLY_TALKERS_GREETING] += 1
             self.mail.info("talked before the greeting", remote_ip=self.session.remote_ip)
             # RFC 5321 3.1's 554 in the greeting's place (no enhanced code there)
             self._write(replies.service_refused(self._hostname(), _TALKED_EARLY))
@@ -208,6 +210,8 @@ class SessionRunner:
             if isinstance(event, ConnectionClosed):
                 self._flush()
                 return
+            if self.enforce_sync and self._sent_ahead(event):
+                return
             try:
                 await self._dispatch(event)
             except _Hangup:
@@ -217,6 +221,24 @@ class SessionRunner:
                 self._flush()
                 if self.stream.write_blocked and not await self._wait_for_reader():
                     return
+
+    def _sent_ahead(self, event: object) -> bool:
+        """RFC 2920 section 3.1: the client waits for the reply to EHLO, HELO and DATA,
+        and, not offered PIPELINING (after HELO, or before any greeting command), to every
+        command. True, the client told so and the session over, when more is here."""
+        if not isinstance(event, Command) or not self.conn.input_pending:
+            return False
+        if isinstance(event, (Ehlo, Helo, Data)):
+            pass  # always the last of a group
+        elif self.session.esmtp or isinstance(event, Bdat):  # (a chunk follows its BDAT)
+            return False
+        self.server.stats[EARLY_TALKERS_PIPELINING] += 1
+        self.mail.info(
+            "did not wait for a reply", command=event.verb, remote_ip=self.session.remote_ip
+        )
+        self.conn.send(_SENT_AHEAD)
+        self._flush()
+        return True
 
     def _next_event(self) -> ServerEvent:
         """The core's next event. One it produced, or a line it refused, ends the wait for
@@ -695,6 +717,12 @@ def _extension_lines(
 
 
 _TALKED_EARLY = "Protocol error: talked before the greeting"
+_SENT_AHEAD = Reply.of(554, "Protocol error: improper use of SMTP command pipelining", "5.5.0")
+
+# The server's stats counters of the clients sent away for not waiting (the metric
+# smtpx_early_talkers_total's labels: "greeting", "pipelining").
+EARLY_TALKERS_GREETING = "early_talkers_greeting"
+EARLY_TALKERS_PIPELINING = "early_talkers_pipelining"
 
 # Replies are written once per batch of pipelined commands, and at the latest after this
 # many: a client that sends commands without end and reads no reply (an EHLO's is 20 or
