@@ -1,5 +1,5 @@
 """Real SMTP clients against ``smtpx.server.Server``: stdlib smtplib, aiosmtplib, swaks,
-curl and Postfix's smtp-source.
+curl, msmtp and Postfix's smtp-source.
 
 Each test runs the server on 127.0.0.1 (port 0) in the test's event loop; blocking clients
 run in a thread (smtplib) or a subprocess (the command-line tools), so the loop keeps
@@ -25,6 +25,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from smtpx.auth import XOAuth2Server
 from smtpx.envelope import Envelope
 from smtpx.server import (
     Listener,
@@ -118,10 +119,15 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def serve(
-    ca: Any, *, implicit_tls: bool = False, require: bool = False, **config: Any
+    ca: Any,
+    *,
+    implicit_tls: bool = False,
+    require: bool = False,
+    plugin: Keeper | None = None,
+    **config: Any,
 ) -> AsyncIterator[Running]:
     """``require``: the listener requires TLS and AUTH, as a submission listener does."""
-    plugin = Keeper()
+    plugin = plugin or Keeper()
     listener = Listener(
         host="127.0.0.1",
         port=0,
@@ -613,3 +619,117 @@ async def test_smtp_source_2000_messages_20_sessions(ca: Any) -> None:
     ids = {email.message_from_bytes(k.envelope.message)["Message-Id"] for k in kept}
     assert None not in ids
     assert len(ids) == 2000
+
+
+# --- msmtp --------------------------------------------------------------------------------
+
+
+def msmtp_argv(msmtp: str, port: int, ca_file: str, *auth: str) -> list[str]:
+    """msmtp over STARTTLS, verifying the test CA, with ``auth``'s options; the envelope
+    from the arguments, the message on stdin."""
+    return [
+        msmtp,
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--domain=msmtp.example",
+        "--set-date-header=off",  # (it would add a Date field: the message is checked whole)
+        "--set-msgid-header=off",
+        "--tls=on",
+        "--tls-starttls=on",
+        f"--tls-trust-file={ca_file}",
+        *auth,
+        "--from=sender@example.com",
+        "--",
+        "a@example.org",
+        "b@example.org",
+    ]
+
+
+async def test_msmtp_starttls_auth_pipelining(ca: Any, ca_file: str) -> None:
+    msmtp = require_tool("msmtp")
+    auth = ["--auth=plain", f"--user={USER}", f"--passwordeval=echo {PASSWORD}"]
+    async with serve(ca) as running:
+        await run_tool(*msmtp_argv(msmtp, running.port, ca_file, *auth), stdin=EIGHT_BIT)
+        kept_all = list(running.plugin.kept)
+    (kept,) = kept_all
+    assert kept.user == USER and kept.tls
+    assert kept.sender == "<sender@example.com>"
+    assert kept.recipients == ["a@example.org", "b@example.org"]
+    assert kept.envelope.message == EIGHT_BIT
+
+
+class OAuthKeeper(Keeper):
+    """Takes an XOAUTH2 token as long as some providers issue (2.5 KB)."""
+
+    TOKEN = "eyJ0eXAiOiJKV1Qi." + "t" * 2500
+
+    def extensions(self, session: Session) -> Offer:
+        return Offer(
+            starttls=True, auth=[XOAuth2Server(self.check_token, on_success=Session.login)]
+        )
+
+    def check_token(self, session: Session, username: str, token: str) -> bool:
+        return (username, token) == (USER, self.TOKEN)
+
+
+async def test_msmtp_with_a_long_xoauth2_token(ca: Any, ca_file: str, tmp_path: Path) -> None:
+    msmtp = require_tool("msmtp")
+    token = tmp_path / "token"
+    token.write_text(OAuthKeeper.TOKEN)
+    auth = ["--auth=xoauth2", f"--user={USER}", f"--passwordeval=cat {token}"]
+    async with serve(ca, plugin=OAuthKeeper()) as running:
+        await run_tool(*msmtp_argv(msmtp, running.port, ca_file, *auth), stdin=MESSAGE)
+        kept_all = list(running.plugin.kept)
+    (kept,) = kept_all
+    assert kept.user == USER and kept.envelope.message == MESSAGE
+
+
+# --- clients that must wait their turn ----------------------------------------------------
+
+
+class Strict(Keeper):
+    """Sends away clients that talk before the greeting (after a short pause) or before
+    a reply they must wait for (RFC 2920)."""
+
+    def greeting_delay(self, session: Session) -> float:
+        return 0.2
+
+    def enforce_sync(self, session: Session) -> bool:
+        return True
+
+
+async def test_real_clients_wait_their_turn(ca: Any, ca_file: str, tmp_path: Path) -> None:
+    """With the pause before the greeting and the pipelining check on, the real clients
+    (swaks and msmtp pipelining, smtplib, aiosmtplib, smtp-source) are all served."""
+    swaks = require_tool("swaks", "TLS", "Basic AUTH")
+    msmtp = require_tool("msmtp")
+    source = require_tool("smtp-source")
+    data = tmp_path / "data.eml"
+    data.write_bytes(MESSAGE)
+    async with serve(ca, plugin=Strict()) as running:
+        port = running.port
+        address = f"127.0.0.1:{port}"
+        await run_tool(
+            swaks, "--server", address, "--from", "s@example.com", "--to", "r@example.org",
+            "--tls", "--pipeline", "--data", f"@{data}",
+        )  # fmt: skip
+        auth = ["--auth=plain", f"--user={USER}", f"--passwordeval=echo {PASSWORD}"]
+        await run_tool(*msmtp_argv(msmtp, port, ca_file, *auth), stdin=MESSAGE)
+
+        def with_smtplib() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail("s@example.com", ["r@example.org"], MESSAGE)
+
+        await in_thread(with_smtplib)
+        await aiosmtplib.send(
+            MESSAGE, sender="s@example.com", recipients=["r@example.org"],
+            hostname="127.0.0.1", port=port, start_tls=False, timeout=10,
+        )  # fmt: skip
+        await run_tool(
+            source, "-s", "5", "-m", "20", "-f", "s@example.com", "-t", "r@example.org", address
+        )
+        kept = len(running.plugin.kept)
+        stats = dict(running.server.stats)
+    assert stats.get("early_talkers_greeting", 0) == 0
+    assert stats.get("early_talkers_pipelining", 0) == 0
+    assert kept == 24
