@@ -13,6 +13,7 @@ from smtpx.protocol import (
     NEED_DATA,
     PAUSED,
     Address,
+    Auth,
     AuthResponse,
     BareNewlines,
     Bdat,
@@ -893,3 +894,20 @@ def test_client_parses_replies_in_any_pieces(step: int) -> None:
     ]
     assert got[0].reply.lines == ("mx first", "mx second")
     assert client.extensions == ALL_EXTENSIONS
+
+
+def test_an_auth_command_may_carry_a_long_initial_response() -> None:
+    """Clients send OAuth tokens of 1-2 KB with the AUTH command (RFC 4954 says not to;
+    refusing leaves their users unable to log in): such a line may run to max_auth_line,
+    any other stays within max_command_line."""
+    d = ehlo_driver(Limits(max_command_line=512, max_auth_line=4096), responder=auth_responder)
+    token = "dG9r" * 700  # 2,800 octets of base64
+    assert d.codes(f"AUTH PLAIN {token}\r\n".encode()) == [334]
+    auth = d.events[-1]
+    assert isinstance(auth, Auth) and auth.initial_response == token
+    assert d.codes(b"*\r\n") == [501]  # (leave the exchange)
+    assert d.codes(f"auth plain {token}\r\n".encode()) == [334]  # any case
+    assert d.codes(b"*\r\n") == [501]
+    assert d.codes(b"NOOP " + b"x" * 600 + b"\r\n") == [500]
+    assert d.codes(f"AUTH PLAIN {token * 2}\r\n".encode()) == [500]  # past max_auth_line
+    assert d.codes(b"NOOP\r\n") == [250]  # in step

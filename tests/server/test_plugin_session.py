@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from smtpx.auth import Credentials, XOAuth2Server
+from smtpx.auth import Credentials, XOAuth2, XOAuth2Server
 from smtpx.client import ClientConfig, connect
 from smtpx.envelope import Envelope
 from smtpx.errors import SMTPXError
+from smtpx.protocol import Reply, ReplyParser
 from smtpx.server import Offer, Session, Transaction, password_mechanisms
 from smtpx.testing import Transcript, plugin_session
 from tests.server.helpers import Keep
@@ -95,3 +98,24 @@ async def test_a_long_oauth_token_goes_after_the_auth_command() -> None:
     record.flush()
     assert "C: AUTH XOAUTH2\n" in record.text() + "\n"
     assert "S: 235 " in record.text()
+
+
+async def test_a_long_initial_response_sent_with_the_command_is_taken() -> None:
+    """Clients such as Thunderbird send the token with the AUTH command, however long
+    (RFC 4954 section 4 says not to; Dovecot and Gmail refuse the line): accepted."""
+    token = base64.b64encode(XOAuth2("user@example.com", OAuth.TOKEN).message()).decode()
+    async with plugin_session(OAuth(), emulate_tls=True) as running:
+        client = running.client
+        parser = ReplyParser()
+
+        async def reply() -> Reply:
+            while (got := parser.next_reply()) is None:
+                parser.feed(await client.read())
+            return got
+
+        assert (await reply()).code == 220
+        client.write(b"EHLO client.example\r\n")
+        assert (await reply()).code == 250
+        client.write(f"AUTH XOAUTH2 {token}\r\n".encode())
+        assert str(await reply()) == "235 2.7.0 Authentication successful"
+        assert len(token) > 2048  # past the command line limit

@@ -100,7 +100,9 @@ class Limits:
     * ``max_command_line``: octets in a command line, CRLF included. RFC 5321 4.5.3.1.4
       sets 512 as the minimum, and extensions grow it (RFC 1869 section 4.1.2; DSN's ORCPT
       alone can add 500), so the default is 2048, like Postfix's ``line_length_limit``.
-    * ``max_auth_line``: a SASL response line; RFC 4954 section 4 asks for 12288.
+    * ``max_auth_line``: a SASL response line; RFC 4954 section 4 asks for 12288. An
+      AUTH command with its initial response may run to it too (clients send OAuth
+      tokens of 1-2 KB that way, though the RFC says not to).
     * ``max_text_line``: a line of message content, CRLF included (RFC 5321 4.5.3.1.6:
       1000). None: no limit.
     * ``max_message_size``: decoded content octets; None: no limit. A message over it is
@@ -205,12 +207,6 @@ class ServerConnection:
         return len(self._out)
 
     @property
-    def input_pending(self) -> bool:
-        """Bytes received and not yet parsed: after an event, what the client sent
-        beyond it (before it could see the reply to it)."""
-        return bool(self._buf)
-
-    @property
     def awaiting_reply(self) -> bool:
         """True when the last event needs a reply before the next one."""
         return self._pending is not None
@@ -230,6 +226,8 @@ class ServerConnection:
 
     @property
     def buffered_input(self) -> int:
+        """Octets received and not parsed yet: after an event, what the client sent beyond
+        it (before it could see the reply to it)."""
         return len(self._buf)
 
     @property
@@ -276,7 +274,7 @@ class ServerConnection:
         while True:
             lf = buf.find(b"\n")
             if lf < 0:
-                if len(buf) >= limit and not self._skipping:
+                if not self._skipping and self._over(buf, len(buf) + 1, limit):
                     # RFC 5321 4.5.3.1.4; keep reading the line to stay in step (4.5.3.1).
                     self._skipping = True
                     buf.clear()
@@ -294,7 +292,7 @@ class ServerConnection:
                 del buf[: lf + 1]
                 self._skipping = False
                 continue
-            if lf + 1 > limit:
+            if self._over(buf, lf + 1, limit):
                 del buf[: lf + 1]
                 raise self._refuse(
                     "command line too long",
@@ -320,6 +318,16 @@ class ServerConnection:
                 # too: left unanswered, it would be a free way to hold a session open.
                 raise self._refuse("empty command line", replies.empty_line())
             return self._command(line)
+
+    def _over(self, buf: bytearray, length: int, limit: int) -> bool:
+        """Whether a line of ``length`` octets (its LF included; so far, when it has not
+        ended) passes ``limit``. An AUTH command may run to ``max_auth_line``: clients
+        send long initial responses (OAuth tokens of 1-2 KB) with the command, though
+        RFC 4954 section 4 says not to, and a server that refuses them (Dovecot, Gmail)
+        leaves their users unable to log in."""
+        if length <= limit:
+            return False
+        return length > self.limits.max_auth_line or bytes(buf[:5]).upper() != b"AUTH "
 
     def _auth_line(self, line: bytes) -> AuthResponse:
         try:

@@ -226,7 +226,7 @@ class SessionRunner:
         """RFC 2920 section 3.1: the client waits for the reply to EHLO, HELO and DATA,
         and, not offered PIPELINING (after HELO, or before any greeting command), to every
         command. True, the client told so and the session over, when more is here."""
-        if not isinstance(event, Command) or not self.conn.input_pending:
+        if not isinstance(event, Command) or not self.conn.buffered_input:
             return False
         if isinstance(event, (Ehlo, Helo, Data)):
             pass  # always the last of a group
