@@ -167,3 +167,27 @@ def test_data_at_a_steady_rate_gets_through() -> None:
     got, waited, plugin = run_virtual(scenario())
     assert [r.code for r in got] == [250] and waited >= 180
     assert len(plugin.kept) == 1 and len(plugin.kept[0].message) == 19 + 180_000
+
+
+def test_the_sweeper_ends_with_the_last_session_and_comes_back_with_the_next() -> None:
+    """A server with no listener (sessions over serve_stream) keeps no task once its last
+    session is over; the next session's deadlines are enforced again."""
+
+    async def scenario() -> tuple[bool, list[Reply], float]:
+        loop = asyncio.get_running_loop()
+        srv = server(command_timeout=300)
+        first = await raw_session(srv)
+        await first.send(b"QUIT\r\n")
+        await first.finish()
+        await asyncio.sleep(0)  # the cancelled sweeper's last step
+        idle = srv._sweeper is None or srv._sweeper.done()
+        second = await raw_session(srv)  # then says nothing
+        start = loop.time()
+        got = await second.replies(1)
+        await second.finish()
+        await srv.close()
+        return idle, got, loop.time() - start
+
+    idle, got, waited = run_virtual(scenario())
+    assert idle
+    assert [r.code for r in got] == [421] and 300 <= waited < 302

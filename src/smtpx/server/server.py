@@ -95,7 +95,8 @@ class Server:
     SWEEP_PERIOD = 1.0
 
     def _ensure_sweeper(self) -> None:
-        if self._sweeper is None or self._sweeper.done():
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done() or sweeper.cancelling():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
@@ -230,6 +231,10 @@ class Server:
             await runner.run()
         finally:
             self._runners.pop(task, None)
+            if not self._runners and not self._servers and self._sweeper is not None:
+                # No session left and no listener to bring one: the sweeper is not kept
+                # for its last second (a test's loop may close before it would end).
+                self._sweeper.cancel()
 
     def _accept(self, stream: TransportStream, *, listener: Listener, key: str) -> None:
         """A new connection on ``listener`` (``key``: its name, made once per listener)."""
