@@ -135,6 +135,9 @@ def _matches(host: str, suffix: str) -> bool:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
     """How the client behaves. Every timeout is in seconds (RFC 5321 4.5.3.2 defaults).
+    A reply timeout is for the whole reply (a server that trickles it does not extend it);
+    ``data_block_timeout`` is for each 256 KiB of content sent from a file. A timeout
+    closes the connection without QUIT.
 
     ``tls`` maps destination domain suffixes to TLS settings: the first entry whose suffix
     matches the destination host name wins ("" matches every host); a host no entry
