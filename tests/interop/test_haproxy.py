@@ -91,3 +91,44 @@ async def test_the_client_behind_haproxy_is_the_one_smtpx_sees(
     connected = [r for r in caplog.records if r.getMessage() == "connected"]
     seen = sorted((r.mail["remote_ip"], r.mail["proxy_peer"]) for r in connected)  # type: ignore[attr-defined]
     assert seen == [("127.0.0.1", "127.0.0.1"), ("127.0.0.2", "127.0.0.1")]
+
+
+async def test_early_talkers_behind_haproxy(tmp_path: Path) -> None:
+    """The pause before the greeting and the pipelining check see the client HAProxy
+    names: bytes it sent early come through the proxy right behind the PROXY header,
+    and are caught as if it had connected directly (real time: HAProxy is a process)."""
+    require_tool("haproxy")
+    cfg = config(
+        tmp_path,
+        server={
+            "proxied": ["127.0.0.1:0"],
+            "proxy_from": ["127.0.0.1/32"],
+            "greeting_delay": "0.3s",
+            "reject_unauth_pipelining": True,
+        },
+        relay={"trusted_networks": ["127.0.0.1/32"]},
+    )
+    loop = asyncio.get_running_loop()
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        backend = mta.server.ports[0]
+        with HAProxy(tmp_path / "haproxy", backend_port=backend, send="send-proxy-v2") as proxy:
+            start = loop.time()
+            patient = await dialogue(proxy.port, [b"QUIT\r\n"], source="127.0.0.2")
+            waited = loop.time() - start
+            early = await dialogue(proxy.port, [], source="127.0.0.2", first=b"EHLO bot.test\r\n")
+            hasty = await dialogue(
+                proxy.port, [b"EHLO bot.test\r\nMAIL FROM:<a@example.com>\r\n"], source="127.0.0.2"
+            )
+            start = loop.time()
+            trusted = await dialogue(proxy.port, [b"QUIT\r\n"], source="127.0.0.1")
+            at_once = loop.time() - start
+        stats = dict(mta.server.stats)
+    assert [r.code for r in patient] == [220, 221] and waited >= 0.3
+    assert [(r.code, r.text) for r in early] == [
+        (554, "mx.test Protocol error: talked before the greeting")
+    ]
+    assert [str(r) for r in hasty[1:]] == [
+        "554 5.5.0 Protocol error: improper use of SMTP command pipelining"
+    ]
+    assert [r.code for r in trusted] == [220, 221] and at_once < 0.3
+    assert (stats["early_talkers_greeting"], stats["early_talkers_pipelining"]) == (1, 1)
