@@ -81,6 +81,7 @@ __all__ = [
     "SessionError",
     "TlsPolicyError",
     "TlsRequiredError",
+    "UnknownCommand",
     "describe",
 ]
 
@@ -110,13 +111,26 @@ class RemoteProtocolError(ProtocolError):
 
     On a server connection the connection stays usable: send ``reply`` (or another reply
     of your choice) and carry on reading. ``fatal`` says that the session cannot go on
-    after the reply (the connection should then be closed).
+    after the reply (the connection should then be closed). ``unknown``: the line of a
+    command nobody defines, when that is what was refused (a plugin may answer it).
     """
 
-    def __init__(self, message: str, reply: Reply, *, fatal: bool = False) -> None:
+    def __init__(
+        self, message: str, reply: Reply, *, fatal: bool = False, unknown: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reply = reply
         self.fatal = fatal
+        self.unknown = unknown
+
+
+class UnknownCommand(ParseError):
+    """A command line whose verb nothing defines (``500 5.5.1``); ``line``: the line as
+    sent, control characters shown as ``?``."""
+
+    def __init__(self, message: str, reply: Reply, line: str) -> None:
+        super().__init__(message, reply)
+        self.line = line
 
 
 class LocalProtocolError(ProtocolError):

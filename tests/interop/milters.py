@@ -135,7 +135,16 @@ import Milter
 
 class Editor(Milter.Base):
     """At the end of the message: replace the body, change the sender, a recipient and
-    the Subject, add a header; or reject, when the body says so."""
+    the Subject, add a header; or reject, when the body says so. An unknown command
+    XFROB is refused with its own reply."""
+
+    def unknown(self, command):
+        if isinstance(command, bytes):
+            command = command.decode("ascii", "replace")
+        if command.split(" ")[0].upper() == "XFROB":
+            self.setreply("550", "5.7.1", "pymilter knows no XFROB")
+            return Milter.REJECT
+        return Milter.CONTINUE
 
     def envfrom(self, sender, *args):
         self.chunks = b""

@@ -155,3 +155,15 @@ async def test_opendkim_after_a_rewriting_milter_signs_what_is_sent(
     assert message.endswith(b"\r\n\r\nReplaced by libmilter.\r\nSecond line.\r\n")
     assert message.startswith(b"DKIM-Signature: ")
     assert verify(message, record)
+
+
+async def test_a_libmilter_milter_answers_an_unknown_command(tmp_path: Path, pymilter: str) -> None:
+    """SMFIC_UNKNOWN to a real libmilter milter (its unknown callback): it refuses XFROB
+    with its own reply; another unknown command keeps smtpx's own 500."""
+    sent = [b"EHLO client.test\r\n", b"XFROB now\r\n", b"XOTHER\r\n", b"QUIT\r\n"]
+    async with Mta(mta_config(tmp_path, pymilter), dns=FakeDns()) as mta:
+        replies = await dialogue(mta.server.ports[0], sent, source="127.0.0.1")
+    assert [str(r) for r in replies[2:4]] == [
+        "550 5.7.1 pymilter knows no XFROB",
+        "500 5.5.1 Command unrecognized: XOTHER",
+    ]

@@ -911,3 +911,14 @@ def test_an_auth_command_may_carry_a_long_initial_response() -> None:
     assert d.codes(b"NOOP " + b"x" * 600 + b"\r\n") == [500]
     assert d.codes(f"AUTH PLAIN {token * 2}\r\n".encode()) == [500]  # past max_auth_line
     assert d.codes(b"NOOP\r\n") == [250]  # in step
+
+
+def test_an_unknown_command_is_refused_with_its_line() -> None:
+    """The refusal of a command nobody defines carries its line (a plugin may answer
+    it: Plugin.unknown_command, the milters' UNKNOWN); other refusals carry none."""
+    d = ehlo_driver()
+    assert d.codes(b"XFROB now\tplease\r\n") == [500]
+    assert d.errors[-1].unknown == "XFROB now?please"
+    assert str(d.errors[-1].reply) == "500 5.5.1 Command unrecognized: XFROB"
+    assert d.codes(b"MAIL FROM:<nope\r\n") == [501]
+    assert d.errors[-1].unknown is None

@@ -135,6 +135,10 @@ class RelayPlugin(Plugin):
         if self.milters is not None:
             await self.milters.helo(session, name)
 
+    async def unknown_command(self, session: Session, line: str) -> None:
+        if self.milters is not None:
+            await self.milters.unknown(session, line)
+
     async def disconnect(self, session: Session) -> None:
         if self.milters is not None:
             await self.milters.disconnect(session)

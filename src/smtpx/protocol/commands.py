@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from smtpx.errors import ParseError
+from smtpx.errors import ParseError, UnknownCommand
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.lenient import STRICT, AddressGrammar, match_lenient_path
@@ -388,7 +388,10 @@ def parse_command(line: bytes | str, grammar: AddressGrammar = STRICT) -> Comman
     if parser is None:
         # Echo the verb only as printable ASCII: a reply must not carry CR, LF or controls.
         shown = "".join(c if c.isascii() and c.isprintable() else "?" for c in verb[:20])
-        raise ParseError(f"unknown command {shown!r}", replies.command_unrecognized(shown))
+        line = "".join(c if c.isprintable() else "?" for c in text)
+        raise UnknownCommand(
+            f"unknown command {shown!r}", replies.command_unrecognized(shown), line
+        )
     if not text.isprintable():
         # CR, LF, NUL and other controls have no place in a command (RFC 5321 4.1.1).
         raise ParseError(

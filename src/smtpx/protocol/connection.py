@@ -41,7 +41,7 @@ import functools
 from collections import deque
 from dataclasses import dataclass
 
-from smtpx.errors import LocalProtocolError, ParseError, RemoteProtocolError
+from smtpx.errors import LocalProtocolError, ParseError, RemoteProtocolError, UnknownCommand
 from smtpx.protocol import replies
 from smtpx.protocol.commands import (
     Auth,
@@ -262,10 +262,12 @@ class ServerConnection:
         self._buf.clear()
         return _CLOSED
 
-    def _refuse(self, message: str, reply: Reply, kind: str = _ERROR) -> RemoteProtocolError:
+    def _refuse(
+        self, message: str, reply: Reply, kind: str = _ERROR, *, unknown: str | None = None
+    ) -> RemoteProtocolError:
         self._pending = kind
         self._pending_command = None
-        return RemoteProtocolError(message, reply)
+        return RemoteProtocolError(message, reply, unknown=unknown)
 
     def _command_event(self) -> ServerEvent:
         buf = self._buf
@@ -346,7 +348,9 @@ class ServerConnection:
         try:
             command = parse_command(line, self.limits.addresses)
         except ParseError as exc:
-            raise self._refuse(str(exc), exc.reply or replies.syntax_error()) from None
+            unknown = exc.line if isinstance(exc, UnknownCommand) else None
+            reply = exc.reply or replies.syntax_error()
+            raise self._refuse(str(exc), reply, unknown=unknown) from None
         if isinstance(command, Bdat):
             return self._bdat(command)
         verb = command.verb

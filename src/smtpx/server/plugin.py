@@ -187,6 +187,11 @@ class Plugin:
         """What to offer now: STARTTLS and AUTH mechanisms (asked at every EHLO)."""
         return Offer()
 
+    async def unknown_command(self, session: Session, line: str) -> None:
+        """A command line whose verb nothing defines (``line`` as sent, control characters
+        shown as ``?``): answered ``500 5.5.1`` and counted as an error, unless this raises
+        :class:`Reject` with another reply."""
+
     async def disconnect(self, session: Session) -> None:
         """The session ended (always called once; errors here are only logged)."""
 

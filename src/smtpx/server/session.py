@@ -197,10 +197,16 @@ class SessionRunner:
 
     async def _loop(self) -> None:
         while True:
+            refused: RemoteProtocolError | None = None
             try:
                 event = self._next_event()
             except RemoteProtocolError as error:
-                if self._answer_error(error.reply):
+                refused = error
+            if refused is not None:  # (awaited out of the handler: docs/performance.md)
+                reply = refused.reply
+                if refused.unknown is not None:
+                    reply = await self._unknown(refused.unknown, reply)
+                if self._answer_error(reply):
                     return
                 continue
             if event is NEED_DATA:
@@ -221,6 +227,19 @@ class SessionRunner:
                 self._flush()
                 if self.stream.write_blocked and not await self._wait_for_reader():
                     return
+
+    async def _unknown(self, line: str, reply: Reply) -> Reply:
+        """The reply to a command nobody defines: the core's ``reply`` (``500 5.5.1``),
+        or the one the plugin's ``unknown_command`` refuses it with (a failing hook is
+        logged)."""
+        try:
+            await self.plugin.unknown_command(self.session, line)
+        except Reject as reject:
+            return reject.reply
+        except Exception:
+            log.exception("plugin unknown_command failed (session %s)", self.session.id)
+            self.server.stats["plugin_errors"] += 1
+        return reply
 
     def _sent_ahead(self, event: object) -> bool:
         """RFC 2920 section 3.1: the client waits for the reply to EHLO, HELO and DATA,

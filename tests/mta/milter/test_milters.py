@@ -305,7 +305,9 @@ async def test_milters_run_in_order_and_an_accept_ends_the_message(tmp_path: Pat
         replies = await talk(mta, commands())
         assert not mta.spool.status()
     assert first.codes() == b"OCHMQ"  # accepted: nothing more of this message
-    assert second.codes() == b"OCHMRQ"  # the third refused the recipient
+    # The third refused the recipient, so DATA was refused, and the content's lines came
+    # as commands: the four that are no command went to the milter as UNKNOWN.
+    assert second.codes() == b"OCHMRUUUUQ"
     assert replies[3] == "550 5.7.1 Command rejected"
 
 
@@ -528,3 +530,15 @@ async def test_a_spilled_message_keeps_its_file_under_header_changes(tmp_path: P
     assert sent == body
     assert stored.startswith(b"X-Top: 1\r\nReceived: from client.test")
     assert stored.endswith(b"\r\nSubject: hello\r\n\r\n" + body)
+
+
+async def test_an_unknown_command_goes_to_the_milters_that_want_it(tmp_path: Path) -> None:
+    """SMFIC_UNKNOWN (Postfix sends it too): the command as the client sent it, to each
+    milter that did not negotiate NOUNKNOWN; a refusal is the client's reply."""
+    refusing = FakeMilter(script={b"U": [[reply(b"y", "550 5.7.1 No such trick here")]]})
+    uninterested = FakeMilter(protocol=wire.Proto.NOUNKNOWN)
+    async with mta_with(tmp_path, uninterested, refusing) as mta:
+        replies = await talk(mta, [b"EHLO client.test\r\n", b"XFROB it now\r\n", b"QUIT\r\n"])
+    assert replies[2] == "550 5.7.1 No such trick here"
+    assert (b"U", b"XFROB it now\0") in refusing.received
+    assert b"U" not in uninterested.codes()

@@ -55,6 +55,10 @@ __all__ = ["ClientNames", "MilterStats", "Milters", "reply_of"]
 
 log = logging.getLogger("smtpx.mta")
 
+# Stages outside a message: a milter out of use does not turn them into refusals (its
+# default action applies from MAIL on).
+_SESSION_STAGES = ("connect", "helo", "unknown")
+
 _KEY = "milters"
 # A client's verified name from its address (smtpx.mta.inbound.clientname).
 ClientNames = Callable[[str], Awaitable[ClientName]]
@@ -205,6 +209,12 @@ class Milters:
         packet = wire.strings(b"H", name)
         await self._stage(session, "helo", values, lambda link: [packet])
 
+    async def unknown(self, session: Session, line: str) -> None:
+        """SMFIC_UNKNOWN: a command no extension defines, as the client sent it; a milter
+        may refuse it with its own reply (Postfix sends it too; no macros)."""
+        packet = wire.strings(b"U", line)
+        await self._stage(session, "unknown", {}, lambda link: [packet])
+
     async def disconnect(self, session: Session) -> None:
         for link in self._links(session):
             if link.connection is not None:
@@ -317,7 +327,7 @@ class Milters:
         values: Mapping[str, str | None],
         packets: Callable[[_Link], list[bytes]],
     ) -> None:
-        message = stage not in ("connect", "helo")
+        message = stage not in _SESSION_STAGES
         for link in self._links(session):
             if message:
                 self._check_failed(link)
@@ -342,7 +352,7 @@ class Milters:
             return await connection.stage(stage, macros + packets)
         except MilterUnavailable as exc:
             await self._fail(link, stage, exc)
-        if stage not in ("connect", "helo"):
+        if stage not in _SESSION_STAGES:
             self._check_failed(link)
         return None
 

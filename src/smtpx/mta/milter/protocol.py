@@ -115,6 +115,7 @@ STAGES: Mapping[str, Stage] = {
     "eoh": Stage(b"N", Proto.NOEOH, Proto.NR_EOH, 6, content=True),
     "body": Stage(b"B", Proto.NOBODY, Proto.NR_BODY, None, content=True),
     "eom": Stage(b"E", NOTHING, NOTHING, 5, content=True),
+    "unknown": Stage(b"U", Proto.NOUNKNOWN, Proto.NR_UNKN, None, content=False),
 }
 
 # Macros sent unless the milter asks for others (Postfix's defaults, those smtpx has).
