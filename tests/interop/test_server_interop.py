@@ -1,5 +1,5 @@
 """Real SMTP clients against ``smtpx.server.Server``: stdlib smtplib, aiosmtplib, swaks,
-curl, msmtp and Postfix's smtp-source.
+curl, msmtp, Postfix's smtp-source and Postfix's smtp client.
 
 Each test runs the server on 127.0.0.1 (port 0) in the test's event loop; blocking clients
 run in a thread (smtplib) or a subprocess (the command-line tools), so the loop keeps
@@ -38,6 +38,7 @@ from smtpx.server import (
     password_mechanisms,
 )
 from tests.conftest import require_tool, server_tls_context
+from tests.interop.postfix import private_postfix
 
 pytestmark = pytest.mark.interop
 
@@ -733,3 +734,28 @@ async def test_real_clients_wait_their_turn(ca: Any, ca_file: str, tmp_path: Pat
     assert stats.get("early_talkers_greeting", 0) == 0
     assert stats.get("early_talkers_pipelining", 0) == 0
     assert kept == 24
+
+
+async def test_postfix_delivering_to_the_server_waits_its_turn(ca: Any) -> None:
+    """Postfix's smtp client (a private Postfix relaying to the server) under the same
+    checks: it waits for the greeting, pipelines only where RFC 2920 allows, and its
+    message arrives; no early talker counted."""
+    async with serve(ca, plugin=Strict()) as running:
+        with private_postfix(running.port) as postfix:
+
+            def submit() -> None:
+                with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as client:
+                    client.sendmail("s@example.com", ["r@example.org"], MESSAGE)
+
+            await in_thread(submit)
+            for _ in range(600):  # Postfix's queue manager picks it up
+                if running.plugin.kept:
+                    break
+                await asyncio.sleep(0.05)
+        kept = list(running.plugin.kept)
+        stats = dict(running.server.stats)
+    (message,) = kept
+    assert message.sender == "<s@example.com>" and message.recipients == ["r@example.org"]
+    assert message.envelope.message.endswith(MESSAGE.split(b"\r\n\r\n", 1)[1])
+    assert stats.get("early_talkers_greeting", 0) == 0
+    assert stats.get("early_talkers_pipelining", 0) == 0
