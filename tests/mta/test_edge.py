@@ -161,6 +161,9 @@ def test_greeting_delay_loads() -> None:
     assert MtaConfig.from_dict({"server": {"greeting_delay": "6s"}}).server.greeting_delay == 6
     with pytest.raises(ConfigError, match=r"server\.greeting_delay: not a duration"):
         MtaConfig.from_dict({"server": {"greeting_delay": "soon"}})
+    with pytest.raises(ConfigError, match=r"server\.greeting_delay: must be under 5 minutes"):
+        MtaConfig.from_dict({"server": {"greeting_delay": "5m"}})
+    assert MtaConfig.from_dict({"server": {"greeting_delay": "0"}}).server.greeting_delay == 0
 
 
 def test_untrusted_clients_of_listen_wait_for_the_greeting(tmp_path: Path) -> None:

@@ -1279,6 +1279,18 @@ def _duration_or_zero(value: object, key: str) -> float:
     return _duration(value, key)
 
 
+def _greeting_delay(value: object, key: str) -> float:
+    """A pause before the greeting, or 0; under the 5 minutes an RFC 5321 client waits for
+    a greeting (section 4.5.3.2.1), past which every sender would give up."""
+    seconds = _duration_or_zero(value, key)
+    if seconds >= 300:
+        raise ConfigError(
+            f"must be under 5 minutes (clients wait that long for a greeting), got {value!r}",
+            key=key,
+        )
+    return seconds
+
+
 def _retention(value: object, key: str) -> float | None:
     """A duration, or ``"never"`` (None)."""
     if isinstance(value, str) and value.strip().lower() == "never":
@@ -1620,7 +1632,7 @@ class _Loader:
                 "default_domain": _domain,
                 "lenient_addresses": _boolean,
                 "client_names": _boolean,
-                "greeting_delay": _duration_or_zero,
+                "greeting_delay": _greeting_delay,
                 "reject_unauth_pipelining": _boolean,
             },
         )
