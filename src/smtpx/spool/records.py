@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Protocol
 
 from smtpx.content import header_block
 from smtpx.errors import SMTPXError
-from smtpx.protocol.data import DotUnstuffer
+from smtpx.protocol.data import DotUnstuffer, dot_unstuff
 
 __all__ = [
     "HEADER",
@@ -300,8 +300,7 @@ def stored_head(path: Path, location: Location, limit: int) -> bytes:
         stored = os.pread(fd, min(limit, location.length), location.offset)
     finally:
         os.close(fd)
-    decoder = DotUnstuffer()
-    return header_block(decoder.decode(stored) + decoder.end())
+    return header_block(dot_unstuff(stored))  # (a cut chunk unstuffs as well as a whole)
 
 
 class NotCached(Exception):
