@@ -134,8 +134,8 @@ async def test_a_client_that_reads_late_gets_every_reply_in_order() -> None:
     assert server.stats["timeouts_unread_replies"] == 0
 
 
-async def test_many_pipelined_replies_are_flushed_as_they_come() -> None:
-    # 200 replies from one batch of input, by a client that reads them as they come.
+async def test_many_replies_to_one_batch_all_come_in_order() -> None:
+    # 200 replies from one batch of input (written 64 at a time), read as they come.
     async with _server() as server:
         sock = await _connect(server.ports[0])
         loop = asyncio.get_running_loop()

@@ -216,7 +216,7 @@ class SessionRunner:
             if isinstance(event, ConnectionClosed):
                 self._flush()
                 return
-            if self.enforce_sync and self._sent_ahead(event):
+            if self.enforce_sync and self._refuse_sent_ahead(event):
                 return
             try:
                 await self._dispatch(event)
@@ -241,10 +241,11 @@ class SessionRunner:
             self.server.stats["plugin_errors"] += 1
         return reply
 
-    def _sent_ahead(self, event: object) -> bool:
+    def _refuse_sent_ahead(self, event: object) -> bool:
         """RFC 2920 section 3.1: the client waits for the reply to EHLO, HELO and DATA,
         and, not offered PIPELINING (after HELO, or before any greeting command), to every
-        command. True, the client told so and the session over, when more is here."""
+        command. When more is here already, tell it so (554) and return True: the session
+        is over."""
         if not isinstance(event, Command) or not self.conn.buffered_input:
             return False
         if isinstance(event, (Ehlo, Helo, Data)):
