@@ -187,7 +187,7 @@ async def test_xoauth2_failure_dance() -> None:
     assert "expired" not in outcome.client_log.text + outcome.server_log.text
 
 
-# An access token as long as some providers issue (Microsoft Entra's run to 2-3 KB).
+# An access token of 2 KB, as long as some providers' are reported to be.
 LONG = XOAuth2("user@example.com", "eyJ0eXAiOiJKV1Qi." + "x" * 2000)
 
 

@@ -101,8 +101,9 @@ async def test_a_long_oauth_token_goes_after_the_auth_command() -> None:
 
 
 async def test_a_long_initial_response_sent_with_the_command_is_taken() -> None:
-    """Clients such as Thunderbird send the token with the AUTH command, however long
-    (RFC 4954 section 4 says not to; Dovecot and Gmail refuse the line): accepted."""
+    """Some clients send the token with the AUTH command, however long (RFC 4954
+    section 4 says not to; Dovecot and Gmail refuse the line, their users report):
+    accepted."""
     token = base64.b64encode(XOAuth2("user@example.com", OAuth.TOKEN).message()).decode()
     async with plugin_session(OAuth(), emulate_tls=True) as running:
         client = running.client

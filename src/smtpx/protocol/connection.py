@@ -325,8 +325,8 @@ class ServerConnection:
         """Whether a line of ``length`` octets (its LF included; so far, when it has not
         ended) passes ``limit``. An AUTH command may run to ``max_auth_line``: clients
         send long initial responses (OAuth tokens of 1-2 KB) with the command, though
-        RFC 4954 section 4 says not to, and a server that refuses them (Dovecot, Gmail)
-        leaves their users unable to log in."""
+        RFC 4954 section 4 says not to, and a server that refuses them leaves their users
+        unable to log in (as Dovecot's and Gmail's users report)."""
         if length <= limit:
             return False
         return length > self.limits.max_auth_line or bytes(buf[:5]).upper() != b"AUTH "
