@@ -23,6 +23,17 @@ from smtpx.maillog import (
 )
 
 
+class Collecting(logging.Handler):
+    """A handler that keeps the records it gets."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
@@ -95,13 +106,8 @@ def test_no_record_is_made_while_the_handler_is_alone(monkeypatch: pytest.Monkey
 def test_a_handler_added_on_the_way_gets_the_records() -> None:
     stream = io.StringIO()
     configure_logging("info", "plain", stream)
-    seen: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    keep = Keep()
+    keep = Collecting()
+    seen = keep.records
     logging.getLogger("smtpx").addHandler(keep)
     try:
         MailLog("spool").info("spooled", spool_id="m1")
@@ -129,19 +135,14 @@ def test_errors_also_reach_a_handler_that_takes_only_errors() -> None:
     still go straight to the stream; an error line goes through the loggers, to both."""
     stream = io.StringIO()
     configure_logging("info", "plain", stream)
-    errors: list[logging.LogRecord] = []
-
-    class Errors(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            errors.append(record)
-
-    logging.getLogger().addHandler(Errors(logging.ERROR))
+    errors = Collecting(logging.ERROR)
+    logging.getLogger().addHandler(errors)
     direct = maillog._DIRECT[0]
     assert direct is not None
     assert direct.alone(logging.INFO) == [] and direct.alone(logging.ERROR) is None
     MailLog("spool").info("spooled", spool_id="m1")
     MailLog("spool").error("lost", spool_id="m2")
-    assert [r.getMessage() for r in errors] == ["lost"]
+    assert [r.getMessage() for r in errors.records] == ["lost"]
     assert stream.getvalue().count(" spool_id=") == 2
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,3 +73,14 @@ async def settle(seconds: float = 0.0) -> None:
     await asyncio.sleep(seconds)
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[Callable[[], int]]:
+    """Python's memory traced (tracemalloc) while the block runs; the function it gives
+    says the most held so far."""
+    tracemalloc.start()
+    try:
+        yield lambda: tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

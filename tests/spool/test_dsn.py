@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
-import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from smtpx.protocol.replies import Reply
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import Delivery, Local, RouteLater, Spool
 from smtpx.testing import Handler, MemoryNetwork
-from tests.spool.helpers import MX, make_spool, settle, virtual
+from tests.spool.helpers import MX, make_spool, settle, traced, virtual
 from tests.spool.test_spool import refusing
 
 SENDER = "sender@example.com"
@@ -249,13 +248,10 @@ def test_ret_full_returns_a_small_message_and_a_large_one_s_headers(tmp_path: Pa
             assert b"small body" in returned.as_bytes()
         async with make_spool(tmp_path / "2", network, reporting_mta="mx.test") as spool:
             (big,) = await spool.add([full(large)], frozen=True)
-            tracemalloc.start()
-            try:
+            with traced() as peak_now:
                 await spool.send([big])
                 await settle()
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+                peak = peak_now()
             (notice,) = await notices(spool)
             types = [p.get_content_type() for p in notice.walk()]
             assert "message/rfc822" not in types and "text/rfc822-headers" in types

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.records import StoredBody
 from smtpx.spool.spool import Delivery, Local
 from smtpx.testing import MemoryNetwork
-from tests.spool.helpers import make_spool, settle, virtual
+from tests.spool.helpers import make_spool, settle, traced, virtual
 from tests.spool.test_faults import rot
 
 AWKWARD = b"Subject: dots\r\n\r\n.one\r\n..two\r\n\r\n.\r\nlast line\r\n"
@@ -101,13 +100,10 @@ def test_a_large_message_is_delivered_without_being_held_whole(tmp_path: Path) -
         async with make_spool(tmp_path / "spool", MemoryNetwork(), router=router) as spool:
             recipients = ["a@example.org", "b@example.org"]
             (mid,) = await spool.add([local_delivery(content, recipients)], frozen=True)
-            tracemalloc.start()
-            try:
+            with traced() as peak_now:
                 await spool.send([mid])
                 await settle()
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+                peak = peak_now()
             assert mid not in spool.messages  # delivered to both
             return peak
 
@@ -137,12 +133,9 @@ def test_the_head_is_read_without_the_body(tmp_path: Path) -> None:
                 frozen=True,
             )
             rot(tmp_path, spool.get(rotten), at=30)  # in the body
-            tracemalloc.start()
-            try:
+            with traced() as peak_now:
                 read = await spool.store.head(spool.get(mid))
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+                peak = peak_now()
             return read, await spool.store.head(spool.get(rotten)), head, peak
 
     got, rotten_head, expected, peak = virtual(scenario)
@@ -163,13 +156,10 @@ def test_a_large_body_is_checked_without_being_held(tmp_path: Path) -> None:
                 frozen=True,
             )
             rot(tmp_path, spool.get(rotten), at=30)
-            tracemalloc.start()
-            try:
+            with traced() as peak_now:
                 head = await spool.store.head(spool.get(sound))
                 found = [await spool.store.damage(spool.get(m)) for m in (sound, rotten)]
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+                peak = peak_now()
             assert head == b"Subject: big\r\n\r\n"
             return peak, found
 
