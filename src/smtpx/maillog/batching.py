@@ -75,7 +75,8 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
     def _write_soon(self) -> None:
         self.acquire()
         try:
-            self._flush_pending()
+            if self._pending:  # (a warning may have written them)
+                self._flush_pending()
         finally:
             self.release()
 
