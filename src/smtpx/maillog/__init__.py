@@ -10,7 +10,9 @@ below (anything else is allowed too). Lines go through the stdlib :mod:`logging`
 ``smtpx.mail``), so any handler works; :class:`JsonFormatter` writes one JSON object per
 line, :class:`PlainFormatter` a readable ``key=value`` line. When the handler
 :func:`configure_logging` installed is the only one a line would reach (``smtpx serve``),
-the line is written to it directly, the same line for less CPU (:class:`_Direct`).
+the line is written to it directly, the same line for less CPU (:class:`_Direct`); its info
+and debug lines made in an event loop are written together at the loop's next pass
+(:mod:`smtpx.maillog.batching`).
 
 Standard tags: ``session_marker`` (connected, mail_from, rcpt_to, data, sending,
 delivered, deferred, bounced, frozen), ``local_ip``, ``remote_ip``, ``remote_address``,
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smtpx.maillog.batching import BatchingHandler
 from smtpx.maillog.levels import QUIET, LevelRemap, RemapFilter, remapped
 from smtpx.maillog.record import make_record
 
@@ -322,7 +325,7 @@ class _Direct:
 
     def __init__(
         self,
-        handler: logging.StreamHandler[Any],
+        handler: BatchingHandler,
         formatter: _LineFormatter,
         remap: RemapFilter,
     ) -> None:
@@ -346,9 +349,7 @@ class _Direct:
         try:
             name = logging.getLevelName(got)
             text = self.formatter.line(time.time(), name, _MAIL.name, message, fields)
-            stream = handler.stream
-            stream.write(text + handler.terminator)
-            stream.flush()
+            handler.add_line(text, urgent=got >= logging.WARNING)
         except Exception:  # as StreamHandler.emit: reported, never raised into mail
             handler.handleError(make_record(_MAIL, got, message, fields))
         finally:
@@ -396,7 +397,7 @@ def configure_logging(
     :func:`~smtpx.maillog.levels.remapped` apply too."""
     import sys  # noqa: PLC0415 - only the CLI calls this
 
-    handler: logging.StreamHandler[Any] = logging.StreamHandler(stream or sys.stderr)
+    handler = BatchingHandler(stream or sys.stderr)
     formatter = JsonFormatter() if fmt == "json" else PlainFormatter()
     remap = RemapFilter(levels, logging.getLevelName(level.upper()))
     handler.setFormatter(formatter)
