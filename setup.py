@@ -23,12 +23,18 @@ def compiled_modules() -> list[str]:
     return names
 
 
+def _source(name: str) -> str:
+    """A module's file, from the tree's top (a package's: its ``__init__.py``)."""
+    path = Path("src", *name.split("."))
+    return str(path / "__init__.py" if (HERE / path).is_dir() else path.with_suffix(".py"))
+
+
 def extensions() -> list[Extension]:
     if os.environ.get("SMTPX_COMPILE", "0") != "1":
         return []
     from mypyc.build import mypycify  # noqa: PLC0415 (only the compiled build needs mypy)
 
-    sources = [f"src/{name.replace('.', '/')}.py" for name in compiled_modules()]
+    sources = [_source(name) for name in compiled_modules()]
     print(f"smtpx: compiling {len(sources)} modules with mypyc", file=sys.stderr)
     # One shared runtime module for them all, named after the package (not a hash).
     return mypycify(sources, opt_level="3", group_name="smtpx")

@@ -24,12 +24,19 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[1]
 
 # The tests of the compiled modules' layers (the protocol core, the server, the client
-# that talks to it, the streams under both) and a real MTA's intake and relay.
+# that talks to it, the streams under both, the spool's records and the mail log) and a
+# real MTA's intake and relay.
 COMPILED_TESTS = [
     "tests/protocol",
     "tests/server",
     "tests/client",
     "tests/io",
+    "tests/spool",
+    "tests/test_maillog.py",
+    "tests/test_maillog_batching.py",
+    "tests/test_maillog_direct.py",
+    "tests/test_maillog_record.py",
+    "tests/test_maillog_tags.py",
     "tests/mta/test_mta.py",
 ]
 
@@ -50,7 +57,8 @@ def _found_in_compiled(check: Callable[[ast.AST], list[int]]) -> dict[str, list[
     out)."""
     found = {}
     for name in _compiled_modules():
-        path = ROOT / "src" / (name.replace(".", "/") + ".py")
+        path = ROOT / "src" / name.replace(".", "/")
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         lines = check(ast.parse(path.read_text(encoding="utf-8")))
         if lines:
             found[name] = lines

@@ -11,6 +11,7 @@ import pytest
 
 from smtpx.envelope import Batch, Envelope, RoutedEnvelope
 from smtpx.spool.ids import SpoolIds, parent_of
+from smtpx.spool.journal_store import NOWHERE
 from smtpx.spool.message import QuarantineReason, SpooledMessage, Status
 from smtpx.spool.spool import Delivery, SpoolError
 from smtpx.testing import MemoryNetwork
@@ -110,7 +111,7 @@ def test_an_older_record_without_from_fields_still_loads() -> None:
             "rcpts": ["c@d.example"],
             "quarantine": "virus",
         },
-        location=None,  # type: ignore[arg-type]
+        location=NOWHERE,
     )
     assert entry.quarantine == QuarantineReason("virus", "<a@b.example>", "")
     assert "qfrom" not in json.dumps(entry.state_meta())

@@ -18,9 +18,18 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import IO, cast
+from typing import IO, Any, cast
 
+from smtpx.io.tasks import within
 from smtpx.io.tls import peer_chain
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # (mypy's; only the compiled build reads the attribute)
+
+    def mypyc_attr(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 
 __all__ = [
     "MemoryStream",
@@ -57,6 +66,9 @@ def _read_buffer() -> memoryview:
     return view
 
 
+# A transport of your own implements Stream (the server's ProxiedStream does): in the
+# compiled build (this module is compiled) a Python class may still subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Stream(abc.ABC):
     """A bidirectional byte stream."""
 
@@ -381,26 +393,28 @@ class TransportStream(Stream):
         await self.drain(timeout)
         loop = asyncio.get_running_loop()
         if count is None:
-            try:
-                count = max(0, os.fstat(file.fileno()).st_size - offset)
-            except (OSError, ValueError):  # not a file on disk (io.UnsupportedOperation)
+            size = _file_size(file)
+            if size is None:  # not a file on disk: through the write buffer
                 return await super().sendfile(file, offset, None, timeout)
+            count = max(0, size - offset)
         # Zero-copy on a plain socket; asyncio falls back to read-and-write under TLS. A
         # block at a time, each within ``timeout``: one call for the whole file could
-        # only have a deadline for the whole file.
+        # only have a deadline for the whole file. (No ``async with``, no await in an
+        # except block: this module is compiled, tests/test_compiled.py.)
         sent = 0
-        try:
-            while sent < count:
-                block = min(SENDFILE_BLOCK, count - sent)
-                async with asyncio.timeout(timeout):
-                    done = await loop.sendfile(
-                        self._transport, file, offset + sent, block, fallback=True
-                    )
-                sent += done
-                if done < block:  # the file ended
-                    break
-        except NotImplementedError:
-            # uvloop has no loop.sendfile: copy through the write buffer instead.
+        native = True
+        while sent < count:
+            block = min(SENDFILE_BLOCK, count - sent)
+            sending = loop.sendfile(self._transport, file, offset + sent, block, fallback=True)
+            try:
+                done = await within(sending, timeout)
+            except NotImplementedError:  # uvloop has no loop.sendfile
+                native = False
+                break
+            sent += done
+            if done < block:  # the file ended
+                break
+        if not native:  # copied through the write buffer instead
             return sent + await super().sendfile(file, offset + sent, count - sent, timeout)
         return sent
 
@@ -446,9 +460,17 @@ async def open_unix(path: str, *, timeout: float | None = None) -> TransportStre
     """A client stream over a unix socket (an LMTP server's, say): connected within
     ``timeout`` seconds, or OSError / TimeoutError. It has no peer or socket address."""
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        transport, protocol = await loop.create_unix_connection(_Protocol, path)
+    connecting = loop.create_unix_connection(_Protocol, path)
+    transport, protocol = await within(connecting, timeout)
     return TransportStream(transport, protocol)
+
+
+def _file_size(file: IO[bytes]) -> int | None:
+    """The size of the file on disk behind ``file``; None when there is none."""
+    try:
+        return os.fstat(file.fileno()).st_size
+    except (OSError, ValueError):  # no descriptor (io.UnsupportedOperation is both)
+        return None
 
 
 def _address(value: object) -> tuple[str, int] | None:
@@ -557,8 +579,7 @@ class MemoryStream(Stream):
         self._buffer.clear()
         self._tls_started.set()
         if self.peer is not None:
-            async with asyncio.timeout(timeout):
-                await self.peer._tls_started.wait()
+            await within(self.peer._tls_started.wait(), timeout)
         self.tls = True
         return discarded
 

@@ -13,13 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["await_chain", "cancel_and_wait", "report_while_slow", "waiting_tasks"]
+T = TypeVar("T")
+
+__all__ = ["await_chain", "cancel_and_wait", "report_while_slow", "waiting_tasks", "within"]
 
 MAX_LINES = 40  # distinct chains listed in one report (sessions alike are counted once)
+
+
+async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """``await awaitable``, cancelled with :class:`TimeoutError` after ``timeout``
+    seconds (None: no limit): ``asyncio.timeout`` for the modules the compiled build
+    makes C extensions of, which must not use ``async with`` (tests/test_compiled.py)."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
 
 
 def await_chain(task: asyncio.Task[Any]) -> str:

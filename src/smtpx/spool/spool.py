@@ -222,7 +222,7 @@ class Spool:
     async def _pinger(self) -> None:
         while True:
             await asyncio.sleep(self.config.ping_interval)
-            self.events.publish(SpoolEvent(self.clock(), EventKind.PING))
+            self.events.publish(SpoolEvent(self.context.clock(), EventKind.PING))
 
     # -- intake -------------------------------------------------------------------------
 
@@ -296,7 +296,7 @@ class Spool:
         *,
         set_related: bool = False,
     ) -> list[SpooledMessage]:
-        now = self.clock()
+        now = self.context.clock()
         entries: list[SpooledMessage] = []
         ids = [self._ids(str(d.envelope.id), self._taken) for d in deliveries]
         for delivery, message_id in zip(deliveries, ids, strict=True):
