@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 import pytest
 from hypothesis import HealthCheck, settings
 
+from smtpx import maillog
 from smtpx.testing.dns import DnsLab, Zone
 
 # CI runs the property tests a bit harder than a developer's edit-test loop.
@@ -167,3 +169,17 @@ def redis_server(tmp_path: Path) -> Iterator[Any]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The root logger's handlers and level, and the direct path, as before the test."""
+    root = logging.getLogger()
+    handlers, level, direct = list(root.handlers), root.level, maillog._DIRECT[0]
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    maillog._DIRECT[0] = direct

@@ -8,11 +8,9 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from smtpx import maillog
 from smtpx.maillog import Flows, MailLog, configure_logging
 from smtpx.maillog.batching import ATOMIC_WRITE, BatchingHandler, _chunks
 
@@ -36,19 +34,11 @@ class Writes(io.StringIO):
 
 
 @pytest.fixture
-def stream() -> Iterator[Writes]:
-    """configure_logging's handler on a :class:`Writes`: configured again by the first
-    line of the test (configured here, pytest's capture handler would be added after
-    it, and the lines would take the stdlib's path)."""
-    root = logging.getLogger()
-    handlers, level, direct = list(root.handlers), root.level, maillog._DIRECT[0]
-    yield Writes()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    maillog._DIRECT[0] = direct
+def stream(restore_logging: None) -> Writes:
+    """A stream for configure_logging's handler, which the first line of each test sets up
+    (set up here, pytest's capture handler would come after it, and the lines would take
+    the stdlib's path)."""
+    return Writes()
 
 
 def accepted(n: int) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,19 +31,6 @@ class Collecting(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level, direct = list(root.handlers), root.level, maillog._DIRECT[0]
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    maillog._DIRECT[0] = direct
 
 
 def some_lines() -> None:
