@@ -159,3 +159,36 @@ async def test_a_pipe_gets_the_lines_of_a_pass_in_one_write() -> None:
         assert reader.read() is None  # nothing written yet
         await asyncio.sleep(0)
         assert reader.read() == b"line 0\nline 1\nline 2\n"
+
+
+def test_a_loop_closed_before_its_write_does_not_hold_the_next_loops_lines(
+    stream: Writes,
+) -> None:
+    """asyncio.run() twice (a test, an embedding program): the first loop ends before its
+    pass writes its last line; the next loop's lines are written at its own pass."""
+    configure_logging("info", "plain", stream)
+
+    async def last_line() -> None:
+        accepted(1)
+        asyncio.get_running_loop().stop()  # the loop ends with this pass
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(last_line())
+    loop.run_forever()  # the write is scheduled for the next pass, which never comes
+    loop.close()
+    assert task.done()
+    assert stream.writes == []
+
+    async def lines_then_a_pass() -> None:
+        accepted(2)
+        await asyncio.sleep(0)
+
+    asyncio.run(lines_then_a_pass())
+    assert [line.split()[-2] for line in stream.lines()] == ["local_id=m1", "local_id=m2"]
+
+
+def test_a_new_stream_is_batched_as_its_kind_says() -> None:
+    handler = BatchingHandler(io.StringIO())
+    text = Writes()
+    handler.setStream(text)
+    assert handler._batching
