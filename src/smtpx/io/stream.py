@@ -405,8 +405,8 @@ class TransportStream(Stream):
         native = True
         while sent < count:
             block = min(SENDFILE_BLOCK, count - sent)
-            sending = loop.sendfile(self._transport, file, offset + sent, block, fallback=True)
-            try:
+            try:  # (a loop may refuse when called or when awaited)
+                sending = loop.sendfile(self._transport, file, offset + sent, block, fallback=True)
                 done = await within(sending, timeout)
             except NotImplementedError:  # uvloop has no loop.sendfile
                 native = False
