@@ -47,7 +47,7 @@ from smtpx.errors import (
     TlsRequiredError,
 )
 from smtpx.io.resolve import Resolver, connect_first
-from smtpx.io.stream import Stream
+from smtpx.io.stream import Stream, file_size
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address, Sender
 from smtpx.protocol.commands import (
@@ -888,12 +888,7 @@ def _size_of(body: Body) -> int | None:
         return os.stat(body.path).st_size - body.offset
     if isinstance(body, os.PathLike):
         return os.stat(body).st_size
-    if hasattr(body, "fileno"):
-        try:
-            return os.fstat(body.fileno()).st_size
-        except (OSError, ValueError):
-            return None
-    return None
+    return file_size(body)  # an open file; None for what is not one
 
 
 def _size_of_wire(body: WireFile, file: IO[bytes]) -> int:

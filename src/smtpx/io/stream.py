@@ -35,6 +35,7 @@ __all__ = [
     "MemoryStream",
     "Stream",
     "TransportStream",
+    "file_size",
     "memory_pair",
     "open_unix",
     "server_protocol_factory",
@@ -393,7 +394,7 @@ class TransportStream(Stream):
         await self.drain(timeout)
         loop = asyncio.get_running_loop()
         if count is None:
-            size = _file_size(file)
+            size = file_size(file)
             if size is None:  # not a file on disk: through the write buffer
                 return await super().sendfile(file, offset, None, timeout)
             count = max(0, size - offset)
@@ -465,11 +466,15 @@ async def open_unix(path: str, *, timeout: float | None = None) -> TransportStre
     return TransportStream(transport, protocol)
 
 
-def _file_size(file: IO[bytes]) -> int | None:
-    """The size of the file on disk behind ``file``; None when there is none."""
+def file_size(file: object) -> int | None:
+    """The size of the file on disk behind ``file``; None when it has none (a
+    ``BytesIO``, a closed file, no ``fileno`` at all)."""
+    fileno = getattr(file, "fileno", None)
+    if fileno is None:
+        return None
     try:
-        return os.fstat(file.fileno()).st_size
-    except (OSError, ValueError):  # no descriptor (io.UnsupportedOperation is both)
+        return os.fstat(fileno()).st_size
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
         return None
 
 
