@@ -10,8 +10,10 @@ from typing import TypeVar
 
 from smtpx.auth import Credentials
 from smtpx.client import Client, ClientConfig, connect
+from smtpx.errors import ReplyTimeout
 from smtpx.io import memory_pair
 from smtpx.testing import Handler, Transcript, serve_stream
+from smtpx.testing.clock import run_virtual
 
 T = TypeVar("T")
 
@@ -83,3 +85,25 @@ class Trickling(asyncio.Protocol):
             self.transport.write(self.left[:1])
             self.left = self.left[1:]
             asyncio.get_running_loop().call_later(self.every, self._next)
+
+
+def against_peer(
+    peer: Callable[[], asyncio.BaseProtocol], attempt: Callable[[int], Awaitable[object]]
+) -> tuple[BaseException | None, float]:
+    """On a virtual clock, ``attempt(port)`` against a misbehaving ``peer`` (a protocol
+    factory) listening on 127.0.0.1: the timeout it ended with (None when it ended
+    otherwise) and the time it took."""
+
+    async def scenario() -> tuple[BaseException | None, float]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(peer, "127.0.0.1", 0)
+        started = loop.time()
+        error: BaseException | None = None
+        try:
+            await attempt(server.sockets[0].getsockname()[1])
+        except (ReplyTimeout, TimeoutError) as exc:
+            error = exc
+        server.close()
+        return error, loop.time() - started
+
+    return run_virtual(scenario())

@@ -39,7 +39,7 @@ from smtpx.protocol import (
 )
 from smtpx.testing import Handler, Hangup, ScriptedServer
 from smtpx.testing.clock import run_virtual
-from tests.client.helpers import Run, Trickling, in_memory
+from tests.client.helpers import Run, Trickling, against_peer, in_memory
 
 BODY = b"Subject: test\r\n\r\nline one\r\n.leading dot\r\n"
 ENVELOPE = Envelope.create(
@@ -529,30 +529,20 @@ def test_a_server_that_stops_reading_mid_message_is_given_up_on(
     wire.write_bytes((b"y" * 998 + b"\r\n") * 8000)  # 8 MB: far more than the buffers hold
     config = ClientConfig.for_testing(chunking=chunking)
 
-    async def scenario() -> tuple[BaseException | None, float]:
-        loop = asyncio.get_running_loop()
-        # Held here: a transport that reads nothing is referred to by nothing else, and
-        # the garbage collector would close it (a reset, not a stall).
-        held: list[_StopsReading] = []
+    # Held here: a transport that reads nothing is referred to by nothing else, and the
+    # garbage collector would close it (a reset, not a stall).
+    held: list[_StopsReading] = []
 
-        def accept() -> _StopsReading:
-            held.append(_StopsReading(chunking))
-            return held[-1]
+    def accept() -> _StopsReading:
+        held.append(_StopsReading(chunking))
+        return held[-1]
 
-        server = await loop.create_server(accept, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        started = loop.time()
-        error: BaseException | None = None
-        try:
-            async with connect("127.0.0.1", port, config=config) as client:
-                # The guard: a client without a deadline would wait until this one.
-                await asyncio.wait_for(client.send_envelope(ENVELOPE.info, WireFile(wire)), 3600)
-        except (ReplyTimeout, TimeoutError) as exc:
-            error = exc
-        server.close()
-        return error, loop.time() - started
+    async def attempt(port: int) -> None:
+        async with connect("127.0.0.1", port, config=config) as client:
+            # The guard: a client without a deadline would wait until this one.
+            await asyncio.wait_for(client.send_envelope(ENVELOPE.info, WireFile(wire)), 3600)
 
-    error, elapsed = run_virtual(scenario())
+    error, elapsed = against_peer(accept, attempt)
     assert isinstance(error, ReplyTimeout), error
     assert config.data_block_timeout <= elapsed < 2 * config.data_block_timeout
 
@@ -561,19 +551,10 @@ def test_a_reply_trickled_an_octet_at_a_time_does_not_extend_the_wait() -> None:
     config = ClientConfig.for_testing()  # 10 s for the greeting
     every = config.greeting_timeout / 4  # each octet well within the timeout; 26 of them
 
-    async def scenario() -> tuple[BaseException | None, float]:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Trickling(every), "127.0.0.1", 0)
-        started = loop.time()
-        error: BaseException | None = None
-        try:
-            client = await connect("127.0.0.1", server.sockets[0].getsockname()[1], config=config)
-            await client.quit()
-        except ReplyTimeout as exc:
-            error = exc
-        server.close()
-        return error, loop.time() - started
+    async def attempt(port: int) -> None:
+        client = await connect("127.0.0.1", port, config=config)
+        await client.quit()
 
-    error, elapsed = run_virtual(scenario())
+    error, elapsed = against_peer(lambda: Trickling(every), attempt)
     assert isinstance(error, ReplyTimeout), error
     assert config.greeting_timeout <= elapsed < config.greeting_timeout + every

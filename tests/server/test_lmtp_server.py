@@ -16,8 +16,7 @@ from smtpx.mta.lmtp import LmtpAgent
 from smtpx.protocol import replies
 from smtpx.protocol.replies import Reply
 from smtpx.server import Listener, Plugin, Reject, Server, ServerConfig, Session, Transaction
-from smtpx.testing.clock import run_virtual
-from tests.client.helpers import Trickling
+from tests.client.helpers import Trickling, against_peer
 from tests.mta.helpers import sending
 
 MESSAGE = b"Subject: lmtp\r\n\r\nhello\r\n"
@@ -201,23 +200,10 @@ async def test_content_that_breaks_down_is_not_delivered(
 def test_a_trickled_lmtp_reply_does_not_extend_the_wait() -> None:
     """The agent reads replies as the SMTP client does: whole within its timeout."""
 
-    async def scenario() -> tuple[BaseException | None, float]:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: Trickling(4, b"220 slow.test LMTP\r\n"), "127.0.0.1", 0
-        )
-        agent = LmtpAgent(
-            HostPort("127.0.0.1", server.sockets[0].getsockname()[1]), "c.test", timeout=10
-        )
-        start = loop.time()
-        error: BaseException | None = None
-        try:
-            await agent.deliver(sending("a@y.test"), MESSAGE)
-        except ReplyTimeout as exc:
-            error = exc
-        server.close()
-        return error, loop.time() - start
+    async def attempt(port: int) -> None:
+        agent = LmtpAgent(HostPort("127.0.0.1", port), "c.test", timeout=10)
+        await agent.deliver(sending("a@y.test"), MESSAGE)
 
-    error, waited = run_virtual(scenario())
+    error, waited = against_peer(lambda: Trickling(4, b"220 slow.test LMTP\r\n"), attempt)
     assert isinstance(error, ReplyTimeout), error
     assert 10 <= waited < 14  # it came whole after 80 s, each octet within 10 s
