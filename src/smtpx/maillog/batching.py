@@ -75,13 +75,14 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
         super().emit(record)
 
     def flush(self) -> None:
+        """The waiting lines first (``logging.shutdown`` calls this at exit)."""
         self.acquire()
         try:
             if self._pending:
                 self._flush_pending()
+            super().flush()  # (the lock is an RLock)
         finally:
             self.release()
-        super().flush()
 
     def _write_soon(self) -> None:
         self.acquire()
