@@ -21,6 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "smtpx"
 RANK = {
     "_version": 0,
     "errors": 0,
+    "compiled": 0,
     "protocol": 1,
     "units": 1,
     "auth": 2,

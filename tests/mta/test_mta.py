@@ -365,18 +365,19 @@ async def test_a_slow_shutdown_says_where_it_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A shutdown past SLOW_SHUTDOWN logs the chain each task waits in: here the spool's
-    close, held up by its store."""
+    close, held up by its connection cache (a Python object: the compiled build's store
+    cannot be patched)."""
     monkeypatch.setattr(app_module, "SLOW_SHUTDOWN", 0.05)
     release = asyncio.Event()
     mta = Mta(config(tmp_path), dns=FakeDns())
     await mta.start()
-    closing = mta.spool.store.close
+    closing = mta.spool.cache.close
 
     async def held_close() -> None:
         await release.wait()
         await closing()
 
-    monkeypatch.setattr(mta.spool.store, "close", held_close)
+    monkeypatch.setattr(mta.spool.cache, "close", held_close)
     shutdown = asyncio.create_task(mta.close())
     await wait_until(lambda: "shutdown still running" in caplog.text)
     release.set()

@@ -15,7 +15,7 @@ from smtpx.client import connect
 from smtpx.envelope import Envelope
 from smtpx.mta.app import Mta
 from smtpx.mta.routing import FakeDns
-from smtpx.spool.journal import Journal
+from smtpx.spool.journal import RETRY_AFTER
 from tests.conftest import grow, small_filesystem
 from tests.mta.helpers import PLAIN, config, wait_until
 
@@ -70,7 +70,7 @@ async def test_a_full_spool_disk_answers_4xx_then_recovers(tmp_path: Path) -> No
             assert kept == codes.count(250)
 
             grow(small, "4m")
-            await asyncio.sleep(Journal.RETRY_AFTER)
+            await asyncio.sleep(RETRY_AFTER)
             async with connect("127.0.0.1", port, config=PLAIN) as client:
                 assert (await client.send(big(100))).ok
             assert len(mta.spool.messages) == kept + 1

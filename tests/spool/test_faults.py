@@ -14,7 +14,7 @@ import pytest
 from smtpx.envelope import Envelope
 from smtpx.protocol.replies import Reply
 from smtpx.spool.fsck import check
-from smtpx.spool.journal import FsyncPolicy, Journal, JournalWriteError
+from smtpx.spool.journal import RETRY_AFTER, FsyncPolicy, Journal, JournalWriteError
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.spool import Delivery, Hops, Local, Spool
 from smtpx.testing import MemoryNetwork
@@ -170,11 +170,11 @@ def test_a_full_disk_refuses_then_recovers_and_mixes_nothing(tmp_path: Path) -> 
         async with make_spool(root, network, fsync=FsyncPolicy.BATCH, segment_size=20_000) as spool:
             for start in range(0, 120, 6):  # 4.9 KB each: the 96 KB filesystem fills
                 await offer(spool, range(start, start + 6))
-                await settle(Journal.RETRY_AFTER)
+                await settle(RETRY_AFTER)
             assert refused and acknowledged, (len(refused), len(acknowledged))
             assert spool.journal.failing
             grow(root, "4m")  # space comes back
-            await settle(Journal.RETRY_AFTER)
+            await settle(RETRY_AFTER)
             await offer(spool, range(1000, 1012))
             assert set(range(1000, 1012)) <= set(acknowledged)
             network.down.clear()

@@ -115,7 +115,7 @@ def test_a_helper_killed_while_syncing_fails_that_group_and_a_new_one_takes_over
 ) -> None:
     async def scenario() -> tuple[int, int]:
         journal, helper = await helped_journal(tmp_path)
-        journal.RETRY_AFTER = 0.0
+        journal.retry_after = 0.0
         first = helper.pid
         os.kill(first, signal.SIGSTOP)  # it will not answer the next group...
         pending = asyncio.ensure_future(journal.append([message(2)]))
@@ -207,7 +207,7 @@ def test_a_full_disk_fails_the_helped_write_cleanly_then_recovers(tmp_path: Path
 
     async def scenario(root: Path) -> tuple[set[str], set[str]]:
         journal = Journal(root, fsync=FsyncPolicy.BATCH)
-        journal.RETRY_AFTER = 0.0
+        journal.retry_after = 0.0
         journal.open()
         acknowledged: set[str] = set()
         refused: set[str] = set()

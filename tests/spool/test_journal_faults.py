@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from smtpx.spool.journal import (
+    RETRY_AFTER,
     DiskOps,
     FsyncPolicy,
     Journal,
@@ -88,7 +89,7 @@ def reopen(directory: Path) -> Replay:
 
 
 async def wait_out_the_refusal() -> None:
-    await asyncio.sleep(Journal.RETRY_AFTER)
+    await asyncio.sleep(RETRY_AFTER)
 
 
 def test_a_partial_write_that_fails_leaves_no_trace(tmp_path: Path) -> None:

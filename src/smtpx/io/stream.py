@@ -18,18 +18,11 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import IO, Any, cast
+from typing import IO, cast
 
+from smtpx.compiled import mypyc_attr
 from smtpx.io.tasks import within
 from smtpx.io.tls import peer_chain
-
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # (mypy's; only the compiled build reads the attribute)
-
-    def mypyc_attr(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-        return lambda cls: cls
-
 
 __all__ = [
     "MemoryStream",

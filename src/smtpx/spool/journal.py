@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from smtpx.compiled import mypyc_attr
 from smtpx.errors import SMTPXError
 from smtpx.spool import records
 from smtpx.spool.manifest import MANIFEST_NAME, Manifest, fsync_directory, store_manifest
@@ -70,6 +71,7 @@ from smtpx.spool.syncer import FsyncHelper, HelperUnreachable, helper_supported
 
 __all__ = [
     "HEADER",
+    "RETRY_AFTER",
     "SEGMENT_SUFFIX",
     "BodyDamaged",
     "DiskOps",
@@ -99,7 +101,7 @@ class JournalWriteError(StoreWriteError):
 
 
 class JournalUnavailable(JournalWriteError):
-    """Refused without trying: a write failed moments ago (see ``Journal.RETRY_AFTER``)."""
+    """Refused without trying: a write failed moments ago (see ``RETRY_AFTER``)."""
 
 
 class FsyncPolicy(enum.Enum):
@@ -108,6 +110,8 @@ class FsyncPolicy(enum.Enum):
     NEVER = "never"  # no fsync at all: tests and benchmarks only
 
 
+# The fault tests subclass it in Python (allowed in the compiled build too).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DiskOps:
     """The system calls the journal writes through. Tests replace them to inject the
     faults a real disk has (ENOSPC, EIO on fsync) on every platform."""
@@ -145,14 +149,16 @@ class _Pending:
     future: asyncio.Future[list[Location | None]]
 
 
+# After a failed write, appends are refused at once for this long (seconds; a journal's
+# ``retry_after``): no disk work, and at most a few new segments a second while a disk is
+# full or failing.
+RETRY_AFTER = 0.5
+# A group of more octets than this is written by the worker thread, not on the loop.
+HELPED_GROUP_MAX = 1024 * 1024
+
+
 class Journal:
     """The segment files of one spool directory (one process at a time)."""
-
-    # After a failed write, appends are refused at once for this long (seconds): no disk
-    # work, and at most a few new segments a second while a disk is full or failing.
-    RETRY_AFTER = 0.5
-    # A group of more octets than this is written by the worker thread, not on the loop.
-    HELPED_GROUP_MAX = 1024 * 1024
 
     def __init__(
         self,
@@ -166,6 +172,7 @@ class Journal:
         self.fsync = fsync
         self.segment_size = segment_size
         self.ops = ops or DiskOps()
+        self.retry_after = RETRY_AFTER  # (tests shorten it)
         # Called (on the event loop) after an append opened a new segment: the old one is
         # sealed and may now be deleted.
         self.on_new_segment: Callable[[], None] | None = None
@@ -327,7 +334,7 @@ class Journal:
                         results = await loop.run_in_executor(None, self._write_group, group)
                 except BaseException as exc:
                     if isinstance(exc, JournalWriteError):
-                        self._failing_until = loop.time() + self.RETRY_AFTER
+                        self._failing_until = loop.time() + self.retry_after
                     _fail_all(group, exc)
                     if not isinstance(exc, Exception):
                         raise
@@ -379,7 +386,7 @@ class Journal:
                 if not isinstance(record, _Encoded):
                     return False
                 size += len(record.data)
-        return size <= self.HELPED_GROUP_MAX
+        return size <= HELPED_GROUP_MAX
 
     async def _write_group_helped(
         self, group: list[_Pending], loop: asyncio.AbstractEventLoop
@@ -392,15 +399,7 @@ class Journal:
         base, results, end = self._write_unsynced(group)
         fd = self._written_fd()
         try:
-            try:
-                await helper.sync(fd)
-            except HelperUnreachable:
-                # It ended before it got this request (nothing of this file went
-                # through it unanswered): a new one can sync the group.
-                helper = self._helper(loop)
-                if helper is None:
-                    raise
-                await helper.sync(fd)
+            await self._sync_helped(helper, fd, loop)
         except OSError as exc:
             self._sync_failed(base, exc)
         except BaseException:
@@ -410,6 +409,23 @@ class Journal:
             self._seal_suspect(base)
             raise
         return self._committed(group, results, end)
+
+    async def _sync_helped(
+        self, helper: FsyncHelper, fd: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Have ``helper`` sync ``fd``; once more through a new helper when it ended
+        before it got the request (nothing of this file went through it unanswered)."""
+        unreachable: HelperUnreachable | None = None
+        try:
+            await helper.sync(fd)
+        except HelperUnreachable as exc:
+            unreachable = exc
+        if unreachable is None:
+            return
+        again = self._helper(loop)
+        if again is None:
+            raise unreachable
+        await again.sync(fd)  # (awaited out of the handler: docs/performance.md)
 
     def _helper(self, loop: asyncio.AbstractEventLoop) -> FsyncHelper | None:
         """The helper process, started when first needed and again after one ended;

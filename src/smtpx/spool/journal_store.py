@@ -23,7 +23,8 @@ import contextlib
 import heapq
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,12 +255,10 @@ class JournalStore:
         with self.journal.pinned(entry.location.segment) as path:
             return await asyncio.to_thread(stored_head, path, entry.location, HEAD_LIMIT)
 
-    @contextlib.asynccontextmanager
-    async def content(self, entry: SpooledMessage) -> AsyncIterator[StoredBody]:
+    def content(self, entry: SpooledMessage) -> AbstractAsyncContextManager[StoredBody]:
         """The message read from its segment a chunk at a time (nothing is read here),
         the segment kept from compaction meanwhile."""
-        with self.journal.pinned(entry.location.segment) as path:
-            yield StoredBody(path, entry.location)
+        return _PinnedContent(self.journal, entry.location)
 
     def body(self, entry: SpooledMessage) -> WireFile:
         """The stored body, ready for ``sendfile`` (keep it :meth:`pinned` meanwhile)."""
@@ -410,6 +409,22 @@ class JournalStore:
         replay = _EntryReplay()
         Journal(directory).replay_readonly(replay)
         return sorted(replay.entries.values(), key=lambda m: (m.spool_date, m.id))
+
+
+class _PinnedContent:
+    """The stored body of the message at ``location``, its segment kept from compaction
+    from entering the block to leaving it (a class: the compiled build has no async
+    generators, so no ``asynccontextmanager``)."""
+
+    def __init__(self, journal: Journal, location: Location) -> None:
+        self._pin = journal.pinned(location.segment)
+        self._location = location
+
+    async def __aenter__(self) -> StoredBody:
+        return StoredBody(self._pin.__enter__(), self._location)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pin.__exit__(None, None, None)
 
 
 @dataclass

@@ -32,6 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from smtpx.compiled import mypyc_attr
 from smtpx.spool.fsync_helper import ANSWER, REQUEST
 
 __all__ = ["FsyncHelper", "HelperGone", "HelperUnreachable", "helper_supported"]
@@ -40,10 +41,12 @@ log = logging.getLogger("smtpx.spool")
 _PROGRAM = Path(__file__).with_name("fsync_helper.py")
 
 
+@mypyc_attr(native_class=False)
 class HelperGone(OSError):
     """The helper process ended before it answered."""
 
 
+@mypyc_attr(native_class=False)
 class HelperUnreachable(HelperGone):
     """The helper process had ended before the request could be sent: it never saw it."""
 
