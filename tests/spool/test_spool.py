@@ -101,6 +101,35 @@ def test_retry_schedule_with_jitter_then_bounce_and_freeze(tmp_path: Path) -> No
     virtual(scenario)
 
 
+def test_mail_for_a_suspended_destination_waits_quietly_then_goes_out(tmp_path: Path) -> None:
+    """Mail spooled while its destination is suspended waits for the suspension's end
+    without an attempt, and without waking the scheduler (which waits for an earlier
+    message already); a message due sooner than the earliest does wake it; all of it
+    goes out once the destination is back."""
+    network = MemoryNetwork(down={MX.host})
+
+    async def scenario() -> None:
+        async with make_spool(tmp_path, network) as spool:
+            (first,) = await spool.add([delivery(1, retry=["1m"])])
+            await settle()
+            assert spool.get(first).status is Status.SEND_AT  # tried: the host is down
+            store = spool.store
+            assert isinstance(store, JournalStore) and not store.wakeup.is_set()
+            later = await spool.add([delivery(n, retry=["1m"]) for n in range(2, 5)])
+            assert {spool.get(i).status for i in later} == {Status.SEND_AT}
+            assert not store.wakeup.is_set()  # (each added its record, none an attempt)
+            sooner = spool.get(later[0])
+            sooner.next_attempt = spool.get(first).next_attempt - 30  # type: ignore[operator]
+            store.update(sooner)
+            assert store.wakeup.is_set()
+            network.down.clear()
+            await settle(61)
+            assert spool.messages == {}
+            assert len(network.received(MX.host)) == 4
+
+    virtual(scenario)
+
+
 def test_partial_recipient_failures(tmp_path: Path) -> None:
     codes = {"gone@example.org": 550, "busy@example.org": 452}
     network = MemoryNetwork(default=refusing(codes))

@@ -159,6 +159,11 @@ class JournalStore:
         elif entry.status is Status.SEND_AT and entry.next_attempt is not None:
             self._seq += 1
             heapq.heappush(self._later, (entry.next_attempt, self._seq, entry.id))
+            if self._later[0][1] != self._seq:
+                # Not the earliest: the scheduler waits for an earlier one already (or
+                # has yet to ask next_due()), and looks again then. Mail spooled
+                # deferred to a suspended destination wakes it no more per message.
+                return
         else:
             return
         self.wakeup.set()
