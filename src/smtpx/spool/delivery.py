@@ -14,7 +14,6 @@ no longer matches its checksum is never sent: the message goes to quarantine.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from smtpx.client import (
     RejectedAllRecipients,
     Unsendable,
 )
-from smtpx.envelope import RetryInterval
 from smtpx.errors import NoHopAvailable, SMTPXError, describe
 from smtpx.protocol.replies import Reply
 from smtpx.spool.context import SpoolContext
+from smtpx.spool.deferral import report_deferred, schedule_retry
 from smtpx.spool.journal import BodyDamaged
 from smtpx.spool.message import SpooledMessage, Status, destination_key
 from smtpx.spool.notices import Notices
@@ -48,7 +47,6 @@ from smtpx.spool.types import (
     Unroutable,
     deliver_locally,
 )
-from smtpx.units import iso_time
 
 __all__ = ["DeliveryEngine", "held_by_operator", "set_status"]
 
@@ -399,58 +397,16 @@ class DeliveryEngine:
         if held_by_operator(entry):
             self.store.update(entry)
             return
-        self._schedule_retry(entry, now, not_before)
+        schedule_retry(entry, now, self.rng, not_before)
         try:
             await self.notices.maybe_warn(entry, judged.later, refused, remote, now)
         except BodyDamaged as damage:
             await self.quarantine_damaged(entry, damage)
             return
         self.store.update(entry)
-        self.report_deferred(entry, judged.later, remote, error, rate_limited=judged.rate_limited)
-
-    def _schedule_retry(self, entry: SpooledMessage, now: float, not_before: float = 0.0) -> None:
-        interval = _parse_interval(entry.retry_intervals.pop(0))
-        entry.next_attempt = max(now + interval.to_span(self.rng), not_before)
-        entry.status = Status.SEND_AT
-
-    def defer_untried(self, entry: SpooledMessage, now: float) -> None:
-        """At intake, before ``entry`` is stored: when its destination is suspended and it
-        has a retry interval, it waits for that interval as after a failed attempt (one
-        record, no claim, no connection; its status says so)."""
-        unreachable = self.context.unreachable
-        if not entry.retry_intervals or not unreachable:  # (nothing suspended: the norm)
-            return
-        suspension = unreachable.suspended(destination_key(entry))
-        if suspension is not None:
-            entry.record_attempt(now, suspension.reason)
-            self._schedule_retry(entry, now, suspension.until)
-
-    def report_deferred(
-        self,
-        entry: SpooledMessage,
-        recipients: list[str],
-        remote: str | None,
-        error: str | None,
-        *,
-        rate_limited: bool = False,
-    ) -> None:
-        """Count, log and announce that ``entry`` waits for its next attempt."""
-        assert entry.next_attempt is not None
-        context = self.context
-        context.stats["deferred"] += 1
-        until = iso_time(entry.next_attempt)
-        reply = entry.last_attempt[1] if entry.last_attempt else error
-        context.log(entry).info(
-            "deferred",
-            session_marker="deferred",
-            spool_id=entry.id,
-            recipients=recipients,
-            relay=remote,
-            reply=reply,
-            next_attempt=until,
+        report_deferred(
+            self.context, entry, judged.later, remote, error, rate_limited=judged.rate_limited
         )
-        kind = EventKind.DELAYED_RATE_LIMITED if rate_limited else EventKind.DELAYED
-        context.emit(kind, entry, f"until {until}", reply or "")
 
     def _finish(self, entry: SpooledMessage) -> None:
         """No recipient left to try: frozen when some failed (for an operator), else the
@@ -473,10 +429,6 @@ class DeliveryEngine:
         self.store.forget(entry)
         context.stats["delivered"] += 1
         context.emit(EventKind.DELIVERED, entry)
-
-
-# Intervals are stored as text; a few distinct ones recur (RetryInterval is immutable).
-_parse_interval = functools.lru_cache(maxsize=256)(RetryInterval.parse)
 
 
 def held_by_operator(entry: SpooledMessage) -> bool:

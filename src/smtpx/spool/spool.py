@@ -9,6 +9,8 @@
 
 :class:`Spool` puts together parts that each own one thing (``docs/architecture.md``):
 
+* **intake** (:mod:`smtpx.spool.intake`): new messages, their ids and records, durable
+  before :meth:`Spool.add` returns;
 * the **store** (:mod:`smtpx.spool.journal_store`): messages and bodies on disk, the
   index, compaction;
 * the **scheduler** (:mod:`smtpx.spool.scheduler`): what is due, per-destination limits,
@@ -20,43 +22,38 @@
 * **admin** (:mod:`smtpx.spool.admin`): freeze, send, remove, recover, purge, status;
 * **retention** (:mod:`smtpx.spool.retention`): failed mail leaves after a while.
 
-This module keeps intake (:meth:`Spool.add`: durable before it returns) and the life of
-the whole (start, the pinger, :meth:`Spool.kill_and_flush`).
+This module keeps the life of the whole (start, the pinger, :meth:`Spool.kill_and_flush`)
+and the names users know.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from sys import intern
 
 from smtpx.client import ClientConfig, ConnectionCache
 from smtpx.client.cache import Opener
-from smtpx.envelope import Batch, Envelope, RetryInterval
+from smtpx.envelope import Batch, RetryInterval
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.maillog import Flows, MailLog
-from smtpx.protocol.addresses import Address
-from smtpx.protocol.params import RcptParams
 from smtpx.server.events import EventBus
 from smtpx.spool.admin import Admin
 from smtpx.spool.context import SpoolContext
 from smtpx.spool.delivery import DeliveryEngine
 from smtpx.spool.ids import SpoolIds
+from smtpx.spool.intake import Intake
 from smtpx.spool.journal import BodyDamaged, Journal, JournalProblem
-from smtpx.spool.journal_store import NOWHERE, JournalStore
+from smtpx.spool.journal_store import JournalStore
 from smtpx.spool.message import (
-    NO_RCPT_PARAMS,
     QuarantineReason,
     SpooledMessage,
     Status,
-    message_id_of,
 )
 from smtpx.spool.notices import Notices
 from smtpx.spool.retention import Retention
@@ -140,7 +137,7 @@ class Spool:
         )
         self.store.on_damaged = self.delivery.quarantine_damaged
         self.admin = Admin(self.context, self.store)
-        self._ids = SpoolIds(rng)
+        self.intake = Intake(self.context, self.store, SpoolIds(rng), self.delivery.rng)
         self.retention = Retention(self.context, self.store, self.admin)
         self._pinging: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -235,17 +232,7 @@ class Spool:
         (``related``; the metadata grows with the square of the call's size, so keep it
         for small calls, like one SMTP transaction split by domain).
         """
-        status = Status.FROZEN if frozen else Status.SEND_NOW
-        entries = await self._write(deliveries, status, set_related=set_related)
-        for entry in entries:
-            self.context.emit(EventKind.SPOOLED, entry)
-            self.context.log(entry).debug(
-                "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
-            )
-            if entry.status is Status.SEND_AT:  # (its destination is suspended)
-                self.delivery.report_deferred(entry, entry.recipients, None, None)
-        self.stats["spooled"] += len(entries)
-        return [entry.id for entry in entries]
+        return await self.intake.add(deliveries, frozen=frozen, set_related=set_related)
 
     async def add_batches(
         self, batches: Sequence[Batch], *, frozen: bool = False, flows: Flows | None = None
@@ -274,7 +261,7 @@ class Spool:
         """Keep ``deliveries`` on disk, never sent unless recovered (F93). A text
         ``reason`` is the description of each message's :class:`QuarantineReason` (F13),
         with its envelope sender and From fields."""
-        entries = await self._write(deliveries, Status.QUARANTINED, quarantine=reason)
+        entries = await self.intake.write(deliveries, Status.QUARANTINED, quarantine=reason)
         for entry in entries:
             self.context.emit(EventKind.QUARANTINED, entry, entry.quarantine_reason or "")
         return [entry.id for entry in entries]
@@ -282,57 +269,6 @@ class Spool:
     async def quarantine_messages(self, ids: Iterable[str], description: str) -> None:
         """Put spooled messages in quarantine (F13; ``smtpx spool quarantine``)."""
         await self.admin.quarantine(ids, description)
-
-    def _taken(self, message_id: str) -> bool:
-        # The journal knows every id it holds; a shared store's primary key refuses a
-        # duplicate (the add fails: nothing is overwritten).
-        return isinstance(self.store, JournalStore) and message_id in self.store.messages
-
-    async def _write(
-        self,
-        deliveries: Sequence[Delivery],
-        status: Status,
-        quarantine: str | QuarantineReason | None = None,
-        *,
-        set_related: bool = False,
-    ) -> list[SpooledMessage]:
-        now = self.context.clock()
-        entries: list[SpooledMessage] = []
-        ids = [self._ids(str(d.envelope.id), self._taken) for d in deliveries]
-        for delivery, message_id in zip(deliveries, ids, strict=True):
-            envelope = delivery.envelope
-            held = _reason(quarantine, envelope)
-            intervals = (
-                self.config.retry_intervals
-                if delivery.retry_intervals is None
-                else delivery.retry_intervals
-            )
-            entries.append(
-                SpooledMessage(
-                    id=message_id,
-                    parent_id=str(envelope.id),
-                    spool_date=now,
-                    status=status,
-                    sender=intern(envelope.sender.path()),
-                    sender_args=intern(str(envelope.info.sender_args)),
-                    recipients=[str(r) for r in envelope.recipients],
-                    location=NOWHERE,
-                    next_hops=tuple(intern(str(h)) for h in delivery.next_hops),
-                    route=None if delivery.route is None else intern(delivery.route),
-                    retry_intervals=list(_texts(tuple(intervals))),
-                    quarantine_reason=None if held is None else held.description,
-                    quarantine_from=None if held is None else held.from_headers,
-                    related=tuple(i for i in ids if i != message_id) if set_related else (),
-                    flows=delivery.flows.extend("out").ids,
-                    message_id=message_id_of(envelope),
-                    rcpt_params=_rcpt_params(envelope.info.recipient_params),
-                )
-            )
-        if status is Status.SEND_NOW:
-            for entry in entries:
-                self.delivery.defer_untried(entry, now)
-        await self.store.write(entries, [d.envelope.content for d in deliveries])
-        return entries
 
     # -- admin (F89-F92) ----------------------------------------------------------------
 
@@ -426,18 +362,6 @@ class Spool:
         )
 
 
-@functools.lru_cache(maxsize=64)  # (the configuration's list, for nearly every message)
-def _texts(intervals: tuple[RetryInterval, ...]) -> tuple[str, ...]:
-    return tuple(intern(str(i)) for i in intervals)
-
-
-def _rcpt_params(params: tuple[tuple[Address, RcptParams], ...]) -> Mapping[str, str]:
-    """Each recipient's RCPT parameters as written, for those that had any (the shared
-    empty mapping if none did: the message's metadata stays version 1, and smaller)."""
-    given = {str(a): str(p) for a, p in params if p.notify or p.orcpt or p.extra}
-    return given or NO_RCPT_PARAMS
-
-
 def _store(config: SpoolConfig, context: SpoolContext) -> Store:
     """The local journal, or the shared PostgreSQL queue (``config.postgresql``)."""
     if config.postgresql is None:
@@ -449,11 +373,3 @@ def _store(config: SpoolConfig, context: SpoolContext) -> Store:
     store.events = context.events
     context.share = store.share_event
     return store
-
-
-def _reason(
-    quarantine: str | QuarantineReason | None, envelope: Envelope
-) -> QuarantineReason | None:
-    if quarantine is None or isinstance(quarantine, QuarantineReason):
-        return quarantine
-    return QuarantineReason.of_envelope(quarantine, envelope)
