@@ -58,6 +58,20 @@ def test_append_and_replay(tmp_path: Path) -> None:
     journal.close()
 
 
+def test_segment_paths_and_pins(tmp_path: Path) -> None:
+    """Each segment's own path, whichever was asked before (the last one is kept); a
+    segment pinned twice stays pinned until unpinned twice."""
+    journal = Journal(tmp_path)
+    for number in (1, 2, 2, 1, 300):
+        assert journal.segment_path(number) == tmp_path / "journal" / f"{number:08d}.sxj"
+    journal.pin(7)
+    with journal.pinned(7) as path:
+        assert path == journal.segment_path(7) and journal.pins_sealed()
+    assert journal.pins_sealed()
+    journal.unpin(7)
+    assert not journal.pins_sealed()
+
+
 def test_updates_and_forgets_replay_in_order(tmp_path: Path) -> None:
     write(
         tmp_path,

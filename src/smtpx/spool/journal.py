@@ -173,6 +173,7 @@ class Journal:
         self.segment_size = segment_size
         self.ops = ops or DiskOps()
         self.retry_after = RETRY_AFTER  # (tests shorten it)
+        self._path_of: tuple[int, Path] = (-1, Path())  # the last segment_path()
         # Called (on the event loop) after an append opened a new segment: the old one is
         # sealed and may now be deleted.
         self.on_new_segment: Callable[[], None] | None = None
@@ -248,7 +249,11 @@ class Journal:
         return segment_numbers(self.journal_dir)
 
     def segment_path(self, number: int) -> Path:
-        return segment_path(self.journal_dir, number)
+        # The last one asked for is kept: a delivery asks for the same few segments for
+        # every message, and a Path costs microseconds to make.
+        if number != self._path_of[0]:
+            self._path_of = (number, segment_path(self.journal_dir, number))
+        return self._path_of[1]
 
     def _open_segment(self, number: int) -> tuple[int, int, int]:
         """Open (creating it, durably) segment ``number`` for appending: fd, number, size."""
@@ -615,13 +620,20 @@ class Journal:
     @contextlib.contextmanager
     def pinned(self, segment: int) -> Iterator[Path]:
         """The segment's path, kept from compaction while the block runs."""
-        self._pins[segment] = self._pins.get(segment, 0) + 1
+        self.pin(segment)
         try:
             yield self.segment_path(segment)
         finally:
-            self._pins[segment] -= 1
-            if not self._pins[segment]:
-                del self._pins[segment]
+            self.unpin(segment)
+
+    def pin(self, segment: int) -> None:
+        """Keep the segment from compaction until as many :meth:`unpin` calls."""
+        self._pins[segment] = self._pins.get(segment, 0) + 1
+
+    def unpin(self, segment: int) -> None:
+        self._pins[segment] -= 1
+        if not self._pins[segment]:
+            del self._pins[segment]
 
     def pins_sealed(self) -> bool:
         """Whether a sealed segment is pinned now (kept from deletion while it is read)."""

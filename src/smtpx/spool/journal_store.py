@@ -273,10 +273,15 @@ class JournalStore:
     @contextlib.contextmanager
     def pinned(self, entries: list[SpooledMessage]) -> Iterator[None]:
         """Keep the entries' segments from compaction while the block runs."""
-        with contextlib.ExitStack() as pins:
-            for entry in entries:
-                pins.enter_context(self.journal.pinned(entry.location.segment))
+        journal = self.journal
+        segments = [entry.location.segment for entry in entries]
+        for segment in segments:
+            journal.pin(segment)
+        try:
             yield
+        finally:
+            for segment in segments:
+                journal.unpin(segment)
 
     # -- disk space ---------------------------------------------------------------------
 
