@@ -250,10 +250,15 @@ class Journal:
 
     def segment_path(self, number: int) -> Path:
         # The last one asked for is kept: a delivery asks for the same few segments for
-        # every message, and a Path costs microseconds to make.
-        if number != self._path_of[0]:
-            self._path_of = (number, segment_path(self.journal_dir, number))
-        return self._path_of[1]
+        # every message, and a Path costs microseconds to make. Read once and replaced
+        # whole: the worker thread asks too (a new segment), and neither may get the
+        # other's path.
+        cached = self._path_of
+        if cached[0] == number:
+            return cached[1]
+        path = segment_path(self.journal_dir, number)
+        self._path_of = (number, path)
+        return path
 
     def _open_segment(self, number: int) -> tuple[int, int, int]:
         """Open (creating it, durably) segment ``number`` for appending: fd, number, size."""
