@@ -11,6 +11,7 @@ report names the coroutines it waits in) is not.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from sys import intern
@@ -53,11 +54,13 @@ class Intake:
         status = Status.FROZEN if frozen else Status.SEND_NOW
         entries = await self.write(deliveries, status, set_related=set_related)
         context = self.context
+        debug = context.mail.enabled(logging.DEBUG)  # (else no line, nor its MailLog)
         for entry in entries:
             context.emit(EventKind.SPOOLED, entry)
-            context.log(entry).debug(
-                "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
-            )
+            if debug:
+                context.log(entry).debug(
+                    "spooled", spool_id=entry.id, local_id=entry.parent_id, route=entry.route
+                )
             if entry.status is Status.SEND_AT:  # (its destination is suspended)
                 report_deferred(context, entry, entry.recipients, None, None)
         context.stats["spooled"] += len(entries)

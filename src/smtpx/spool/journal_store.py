@@ -427,14 +427,16 @@ class _PinnedContent:
     generators, so no ``asynccontextmanager``)."""
 
     def __init__(self, journal: Journal, location: Location) -> None:
-        self._pin = journal.pinned(location.segment)
+        self._journal = journal
         self._location = location
 
     async def __aenter__(self) -> StoredBody:
-        return StoredBody(self._pin.__enter__(), self._location)
+        segment = self._location.segment
+        self._journal.pin(segment)
+        return StoredBody(self._journal.segment_path(segment), self._location)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._pin.__exit__(None, None, None)
+        self._journal.unpin(self._location.segment)
 
 
 @dataclass
