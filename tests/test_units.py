@@ -3,6 +3,7 @@ reads back."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,13 @@ def test_sizes_print_exactly_and_read_back() -> None:
 
 def test_moments_are_iso_8601_in_utc() -> None:
     assert units.iso_time(1_800_000_000.4) == "2027-01-15T08:00:00Z"
+
+
+@given(st.lists(st.floats(min_value=-1e9, max_value=4e9, allow_nan=False), max_size=40))
+def test_the_moments_remembered_are_the_moments_asked(moments: list[float]) -> None:
+    # iso_time keeps the texts of recent seconds: asked again, in any order and across
+    # second boundaries (negative ones round down too), it says what strftime says.
+    for moment in moments + moments[::-1]:
+        expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+        assert units.iso_time(moment) == expected
+    assert len(units._RECENT) <= 16

@@ -5,7 +5,6 @@ its errors, reloading the TLS certificate), through the same control plane as
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ import click
 from smtpx.cli.client import ControlClient, Target, watch
 from smtpx.cli.common import DurationType, run
 from smtpx.cli.spool import _online, connection_options
+from smtpx.units import iso_time
 from smtpx.units import short_duration as span
 
 __all__ = ["daemon"]
@@ -127,7 +127,7 @@ async def _errors(
 
 def _error_text(event: dict[str, Any]) -> str:
     """``#seq 2026-11-24T04:51:50Z error logger: message``, then the traceback."""
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(event.get("time", 0))))
+    when = iso_time(float(event.get("time", 0)))
     text = f"#{event.get('seq')} {when} {event.get('level')} {event.get('logger')}: "
     text += str(event.get("message"))
     fields = event.get("fields")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from smtpx.cli.common import EXIT_FAILURE, EXIT_USAGE, Failure
+from smtpx.units import iso_time
 
 if TYPE_CHECKING:
     from smtpx.tools.logs import SessionStory
@@ -83,11 +83,7 @@ def _story_json(story: SessionStory) -> dict[str, Any]:
 
 
 def _story_text(story: SessionStory) -> str:
-    when = (
-        ""
-        if story.first is None
-        else time.strftime(" %Y-%m-%dT%H:%M:%SZ", time.gmtime(story.first))
-    )
+    when = "" if story.first is None else " " + iso_time(story.first)
     lines = [f"session {story.flow} {story.remote_ip or '-'}{when}"]
     for inbound in story.inbound.values():
         summary = inbound.summary()

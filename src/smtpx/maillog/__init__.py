@@ -38,6 +38,7 @@ from typing import Any
 from smtpx.maillog.batching import BatchingHandler
 from smtpx.maillog.levels import QUIET, LevelRemap, RemapFilter, remapped
 from smtpx.maillog.record import make_record
+from smtpx.units import iso_time
 
 __all__ = [
     "QUIET",
@@ -241,9 +242,6 @@ _HEAD = frozenset({"component", "flows"})  # the fields a plain line shows first
 class PlainFormatter(_LineFormatter):
     """``2026-11-24T04:30:00Z info component message key=value ... [flows]``."""
 
-    _second = -1
-    _stamp = ""
-
     def line(
         self,
         created: float,
@@ -254,13 +252,9 @@ class PlainFormatter(_LineFormatter):
         *,
         exception: str | None = None,
     ) -> str:
-        second = int(created)
-        if second != self._second:  # one strftime per second, not per line
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-            self._second = second
         component = fields.get("component") or name
         flows = fields.get("flows")
-        parts = [self._stamp, levelname.lower(), component, message]
+        parts = [iso_time(created), levelname.lower(), component, message]
         # A field without a value (None: no relay yet, no reply) is left out. (A loop,
         # not a generator: this is the mail log's hottest line.)
         for key, value in fields.items():

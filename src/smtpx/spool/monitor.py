@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from smtpx.spool.fsck import Problem
+from smtpx.units import iso_time
 
 __all__ = ["Alert", "Monitor"]
 
@@ -46,8 +47,7 @@ class Alert:
         }
 
     def __str__(self) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
-        return f"{stamp} {self.event} {self.problem}"
+        return f"{iso_time(self.time)} {self.event} {self.problem}"
 
 
 @dataclass
