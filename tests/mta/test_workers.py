@@ -72,7 +72,7 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
             daemon.cleanup()
     assert set(seen) == acknowledged and max(seen.values()) == 1  # each exactly once
     took = [worker["stats"]["messages"] for worker in workers]
-    assert sum(took) == 60 and min(took) > 0, took  # the kernel spread the connections
+    assert sum(took) == 60 and min(took) > 0, took  # each worker took its part
     assert {worker["restarts"] for worker in workers} == {0}
     assert "smtpx_messages_received_total 60.0" in metrics
     assert "smtpx_messages_delivered_total 60.0" in metrics
@@ -80,6 +80,49 @@ async def test_two_workers_take_the_mail_and_deliver_each_message_once(tmp_path:
     assert "shutting down" in daemon.log()
     reloads = [line for line in daemon.log().splitlines() if "reload: done" in line]
     assert {line.rsplit("worker=", 1)[-1] for line in reloads} == {"0", "1"}  # who said it
+
+
+@pytest.mark.timeout(180)
+async def test_a_worker_that_is_busy_leaves_new_connections_to_the_others(
+    tmp_path: Path,
+) -> None:
+    """The workers share their supervisor's listening socket and take a connection when
+    they are free: with one worker stopped (SIGSTOP, as a worker stuck in a long task
+    would look), every new connection is greeted by the other. (With a socket of its
+    own per worker, SO_REUSEPORT, the kernel queued about half of them on the stopped
+    one: they waited for it.) Taken one at a time, a burst of kept connections is shared
+    too."""
+    config, port = workers_config(tmp_path, workers=2, sink=free_port())
+    daemon = Supervised(config)
+    stopped: int | None = None
+    try:
+        await daemon.start()
+        workers = await daemon.workers()
+        stopped = workers[0]["pid"]
+        os.kill(stopped, signal.SIGSTOP)
+        for _ in range(12):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                greeting = await asyncio.wait_for(reader.readline(), 10)
+            finally:
+                writer.close()
+            assert greeting.startswith(b"220 "), greeting
+        os.kill(stopped, signal.SIGCONT)
+        stopped = None
+        # A burst of connections kept open: both workers take some (each at most one
+        # a pass of its loop, not the whole queue at once).
+        burst = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for reader, _ in burst:
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220 ")
+        sessions = [w["stats"]["sessions"] for w in await daemon.workers()]
+        for _, writer in burst:
+            writer.close()
+        assert await daemon.terminate() == 0
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        daemon.cleanup()
+    assert sessions[1] >= 12 and min(sessions) > 0, sessions
 
 
 def fsync_helpers(pid: int) -> list[int]:

@@ -134,6 +134,8 @@ def main() -> None:
 # Set by the supervisor of [server] workers = N on the workers it starts (smtpx.cli.workers).
 @click.option("--worker", hidden=True)
 @click.option("--ports", hidden=True)
+@click.option("--fds", hidden=True)
+@click.option("--balance", hidden=True)
 def serve(
     *,
     config_file: str | None,
@@ -144,6 +146,8 @@ def serve(
     check: bool,
     worker: str | None,
     ports: str | None,
+    fds: str | None,
+    balance: str | None,
 ) -> None:
     """Run the relay MTA until SIGTERM or SIGINT; SIGHUP reloads the configuration, the
     users file and the TLS files (what needs a restart is refused in the log). With
@@ -173,7 +177,7 @@ def serve(
             )
         return config if spec is None else spec.apply(config)
 
-    spec = None if worker is None else _workers.WorkerSpec(worker, ports)
+    spec = None if worker is None else _workers.WorkerSpec(worker, ports, fds, balance)
 
     try:
         config = load()

@@ -1,5 +1,6 @@
 """``smtpx serve`` with ``[server] workers = N``: the supervisor's side (the ``serve``
-process itself) and the workers' (``serve --worker I/N --ports P,...``, started by it).
+process itself) and the workers' (``serve --worker I/N --ports P,... --fds F,...``,
+started by it).
 See :mod:`smtpx.mta.supervisor`."""
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ __all__ = ["WorkerSpec", "run_supervisor", "run_worker", "worker_command"]
 
 
 class WorkerSpec:
-    """``--worker I/N --ports P,...``: which worker this process is, and the ports the
-    supervisor reserved (one per listener)."""
+    """``--worker I/N --ports P,... --fds F,... --balance B``: which worker this process
+    is, the ports the supervisor reserved (one per listener) and their sockets, and the
+    workers' shared counts of sessions (the last two inherited)."""
 
-    def __init__(self, worker: str, ports: str | None) -> None:
+    def __init__(
+        self, worker: str, ports: str | None, fds: str | None = None, balance: str | None = None
+    ) -> None:
         index, slash, count = worker.partition("/")
         try:
             self.index, self.count = int(index), int(count)
             self.ports = [int(port) for port in (ports or "").split(",") if port]
+            self.fds = [int(fd) for fd in (fds or "").split(",") if fd]
+            self.balance = int(balance) if balance else None
         except ValueError:
-            raise click.BadParameter("--worker I/N --ports P,P,...") from None
+            raise click.BadParameter("--worker I/N --ports P,... --fds F,... --balance B") from None
         if not slash or not 0 <= self.index < self.count:
             raise click.BadParameter(f"--worker {worker!r}: I/N with 0 <= I < N")
         self.parent = os.getppid()
@@ -52,7 +58,9 @@ class WorkerSpec:
     def apply(self, config: MtaConfig) -> MtaConfig:
         from smtpx.mta.workers import worker_config  # noqa: PLC0415
 
-        return worker_config(config, self.index, self.count, self.ports)
+        return worker_config(
+            config, self.index, self.count, self.ports, fds=self.fds, balance=self.balance
+        )
 
 
 def worker_command(

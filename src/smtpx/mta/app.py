@@ -30,6 +30,7 @@ import dns.asyncresolver
 from smtpx.auth import Credentials
 from smtpx.envelope import Envelope, HostPort
 from smtpx.errors import ConfigError
+from smtpx.io.balance import SessionBalance
 from smtpx.io.resolve import Resolver
 from smtpx.io.tasks import cancel_and_wait, report_while_slow
 from smtpx.mta.config import MtaConfig, SpoolBackend, TlsSettings, a_label
@@ -144,6 +145,9 @@ class Mta:
             client_names=self._client_names(config),
         )
         self.server = Server(relay, config.server_config())
+        server = config.server
+        if server.balance_fd is not None and server.worker is not None:
+            self.server.balance = SessionBalance(server.balance_fd, server.worker, server.workers)
         self.spool_watch = _spool_watch(config)
         self.reload_config = reload_config or self._read_source
         self.set_logging = set_logging
@@ -277,6 +281,8 @@ class Mta:
         if self.spool_watch is not None:
             await self.spool_watch.close()
         await self.server.close()
+        if self.server.balance is not None:
+            self.server.balance.close()
         await self.spool.kill_and_flush(self.shutdown_timeout)
         await self.control.close()
         if self.inbound is not None:

@@ -259,11 +259,13 @@ class ServerSettings:
       each connection there must start with a PROXY protocol header (v1 or v2) and come
       from ``proxy_from``; everything then sees the client it names. ``proxy_timeout``:
       the longest wait for that header.
-    * ``workers``: processes that accept on the same listeners (``SO_REUSEPORT``) under
-      one supervisor, each with its own shard of the journal (or the shared PostgreSQL
-      queue); ``"auto"`` is the number of cores, resolved when the file is read. 1: one
-      process, no supervisor. ``worker`` is not a key of the file: the supervisor sets it
-      in each worker's config (its index; None in a single process).
+    * ``workers``: processes that accept on the same listeners under one supervisor (its
+      listening sockets, which a worker takes a connection from when it is free), each
+      with its own shard of the journal (or the shared PostgreSQL queue); ``"auto"`` is
+      the number of cores, resolved when the file is read. 1: one process, no supervisor.
+      ``worker``, ``listen_fds`` and ``balance_fd`` are not keys of the file: the
+      supervisor sets them in each worker's config (its index, the listening sockets
+      and the shared counts of sessions it inherits; none in a single process).
       ``worker_scheduling``: the workers' CPU scheduling policy on Linux, ``"batch"``
       (``SCHED_BATCH``: a worker woken by a packet does not preempt the one running, so
       workers that share the cores switch less: 10% less CPU a message with a new
@@ -308,6 +310,10 @@ class ServerSettings:
     proxy_timeout: float = 5.0
     workers: int = 1
     worker: int | None = field(default=None, metadata={"toml": False})
+    # A worker's: the supervisor's listening sockets, one per listener (LISTEN_KINDS order),
+    # and the memory where the workers keep their counts of sessions (smtpx.io.balance).
+    listen_fds: tuple[int, ...] = field(default=(), metadata={"toml": False})
+    balance_fd: int | None = field(default=None, metadata={"toml": False})
     worker_scheduling: str = "batch"
     default_domain: str | None = None
     lenient_addresses: bool = False
@@ -839,7 +845,8 @@ dsn = true
 proxied = []
 proxy_from = []
 proxy_timeout = "5s"
-# Processes accepting on the same listeners under one supervisor ("auto": one per core).
+# Processes accepting on the same listeners under one supervisor ("auto": one per core),
+# a connection going to a worker that is free.
 # With the journal each has its own shard of the spool (spool.dir/shard-N) and delivers
 # its own mail; with PostgreSQL they share the queue. A restart changes it.
 workers = 1
@@ -2303,6 +2310,7 @@ class MtaConfig:
             (ListenerKind.LMTP, self.server.lmtp),
         )
         proxied = {str(address) for address in self.server.proxied}
+        fds = iter(self.server.listen_fds)
         return tuple(
             Listener(
                 host=address.host,
@@ -2315,6 +2323,7 @@ class MtaConfig:
                 lmtp=kind is ListenerKind.LMTP,
                 proxied=kind is not ListenerKind.SMTPS and str(address) in proxied,
                 proxy_from=self.server.proxy_from,
+                fd=next(fds, None),
             )
             for kind, addresses in kinds
             for address in addresses
@@ -2347,7 +2356,8 @@ class MtaConfig:
             ),
             # The spool's disk, not /tmp (often a tmpfs: memory again).
             spill_directory=str(self.spool.dir),
-            reuse_port=self.server.workers > 1,
+            # A worker without its supervisor's sockets binds its own next to the others'.
+            reuse_port=self.server.workers > 1 and not self.server.listen_fds,
         )
 
     def client_limits(self) -> ClientLimits:

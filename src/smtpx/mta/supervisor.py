@@ -10,7 +10,9 @@
 It takes no mail itself. It reserves the listeners' ports (:func:`~smtpx.mta.workers.
 reserve_ports`), moves the mail of shards no worker owns any more into those that remain
 (:func:`~smtpx.mta.workers.adopt_shards`), starts the workers (``command`` plus
-``--worker I/N --ports P,...``), serves the public control plane
+``--worker I/N --ports P,... --fds F,... --balance B``: they inherit the reserved
+sockets and share them, :mod:`smtpx.io.accept`, with their counts of sessions,
+:mod:`smtpx.io.balance`), serves the public control plane
 (:mod:`smtpx.mta.aggregate`), and restarts a worker that dies, after a pause that doubles
 from :data:`RESTART_MIN` up to :data:`RESTART_MAX` while it keeps dying young (a worker
 that ran :data:`STABLE_AFTER` seconds starts over at the minimum). A restarted worker
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from smtpx.errors import SMTPXError
+from smtpx.io.balance import make_balance
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.config import MtaConfig, SpoolBackend
@@ -102,6 +105,7 @@ class Supervisor:
         self.workers = [_Worker(index) for index in range(self.count)]
         self.ports: list[int] = []
         self._held: list[socket.socket] = []
+        self._balance: int | None = None  # the workers' counts of sessions (smtpx.io.balance)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         control = config.control
@@ -133,6 +137,7 @@ class Supervisor:
         for warning in split_state_warnings(self.config):
             log.warning("workers: %s", warning)
         self._held, self.ports = reserve_ports(self.config.server)
+        self._balance = make_balance(self.count)
         try:
             for index, moved in (await adopt_shards(self.config, self.count)).items():
                 log.warning("workers: shard-%d adopted (%d messages)", index, moved)
@@ -151,14 +156,19 @@ class Supervisor:
     async def close(self) -> None:
         """Stop every worker (SIGTERM: each drains) and wait for them."""
         self._stop.set()
+        # The listening sockets end with the last worker's (no restart now): a client
+        # then finds the port closed, not a queue nobody takes from.
+        for sock in self._held:
+            sock.close()
+        self._held = []
+        if self._balance is not None:
+            os.close(self._balance)  # (the workers have theirs)
+            self._balance = None
         for worker in self.workers:
             worker.signal(signal.SIGTERM)
         await cancel_and_wait(self._tasks)
         await asyncio.gather(*(self._drained(worker) for worker in self.workers))
         await self.control.close()
-        for sock in self._held:
-            sock.close()
-        self._held = []
 
     async def _drained(self, worker: _Worker) -> None:
         """Wait for ``worker`` (told to stop) to end; kill it :data:`DRAIN_DEADLINE`
@@ -193,13 +203,19 @@ class Supervisor:
 
     async def _spawn(self, worker: _Worker) -> None:
         ports = ",".join(str(port) for port in self.ports)
+        fds = [sock.fileno() for sock in self._held]  # the workers share them
+        balance = [] if self._balance is None else ["--balance", str(self._balance)]
         worker.process = await asyncio.create_subprocess_exec(
             *self.command,
             "--worker",
             f"{worker.index}/{self.count}",
             "--ports",
             ports,
+            "--fds",
+            ",".join(str(fd) for fd in fds),
+            *balance,
             stdin=asyncio.subprocess.DEVNULL,
+            pass_fds=[*fds, *([] if self._balance is None else [self._balance])],
         )
         worker.started = time.monotonic()
         worker.running = True

@@ -4,7 +4,11 @@ A worker is a normal :class:`~smtpx.mta.app.Mta` whose configuration
 :func:`worker_config` derives from the operator's:
 
 * its listeners are the configured ones, on the ports the supervisor resolved (port 0
-  becomes the port it reserved), opened with ``SO_REUSEPORT`` (``workers > 1``);
+  becomes the port it reserved), served on the supervisor's own listening sockets
+  (inherited): a worker takes a connection when its loop is free, so a busy worker
+  leaves it to another (:mod:`smtpx.io.accept`), and one with more sessions than the
+  others lets it wait a moment for them (their counts in a shared memory,
+  :mod:`smtpx.io.balance`);
 * with the journal it owns a shard of the spool: worker 0 the spool directory itself
   (so going back to one worker finds its mail where it is), worker ``I`` the directory
   ``spool.dir/shard-I``; with PostgreSQL the queue is shared and each worker is a node
@@ -25,6 +29,7 @@ import logging
 import shutil
 import socket
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from smtpx.mta.config import ListenAddress, MtaConfig, ServerSettings, SpoolBackend
@@ -59,10 +64,24 @@ def listen_addresses(server: ServerSettings) -> list[ListenAddress]:
     return [address for kind in LISTEN_KINDS for address in getattr(server, kind)]
 
 
-def worker_config(config: MtaConfig, index: int, count: int, ports: list[int]) -> MtaConfig:
+def worker_config(
+    config: MtaConfig,
+    index: int,
+    count: int,
+    ports: list[int],
+    *,
+    fds: Sequence[int] = (),
+    balance: int | None = None,
+) -> MtaConfig:
     """What worker ``index`` of ``count`` runs (see the module docstring). ``ports``: one
-    per :func:`listen_addresses`, as the supervisor resolved them."""
-    server = _with_ports(config.server, ports)
+    per :func:`listen_addresses`, as the supervisor resolved them; ``fds``: its listening
+    sockets, in the same order (none: the worker binds its own, with ``SO_REUSEPORT``);
+    ``balance``: the workers' shared counts of sessions (:mod:`smtpx.io.balance`)."""
+    if fds and len(fds) != len(ports):
+        raise ValueError(f"{len(fds)} sockets given for {len(ports)} listeners")
+    server = dataclasses.replace(
+        _with_ports(config.server, ports), listen_fds=tuple(fds), balance_fd=balance
+    )
     spool = dataclasses.replace(config.spool, dir=shard_dir(config.spool.dir, index))
     if spool.postgresql is not None:
         node = f"{spool.postgresql.node}-w{index}"
@@ -97,10 +116,11 @@ def _with_ports(server: ServerSettings, ports: list[int]) -> ServerSettings:
 
 
 def reserve_ports(server: ServerSettings) -> tuple[list[socket.socket], list[int]]:
-    """Bind (without listening) a ``SO_REUSEPORT`` socket on every listener address: the
-    port is then the workers' for as long as the supervisor runs (port 0 becomes a real
-    one, a port taken by another program is an OSError now, not in every worker), and
-    no connection is ever queued on these sockets. The sockets, and the ports."""
+    """Bind (without listening) a socket on every listener address: the port is then the
+    workers' for as long as the supervisor runs (port 0 becomes a real one, a port taken
+    by another program is an OSError now, not in every worker). The workers inherit them
+    and listen once they start accepting: until then the ports refuse connections. The
+    sockets, and the ports."""
     held: list[socket.socket] = []
     try:
         for address in listen_addresses(server):

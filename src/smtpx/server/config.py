@@ -32,6 +32,10 @@ class Listener:
     ``proxied``: every connection starts with a PROXY protocol header (v1 or v2) naming
     the real client, and may come only from ``proxy_from``; anything else is closed
     with ``421 4.7.0`` before the greeting (see :mod:`smtpx.server.proxy`).
+    ``fd``: a socket listening already, shared with other processes (its file
+    descriptor), to serve instead of binding ``host:port``; it is taken one connection
+    at a time (:mod:`smtpx.io.accept`). The workers of ``smtpx serve`` get their
+    supervisor's.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +48,7 @@ class Listener:
     lmtp: bool = False
     proxied: bool = False
     proxy_from: Sequence[IPNetwork] = ()
+    fd: int | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -23,9 +23,12 @@ import functools
 import itertools
 import logging
 import os
+import socket
 import ssl
 from collections import Counter
 
+from smtpx.io.accept import SharedListener
+from smtpx.io.balance import SessionBalance
 from smtpx.io.stream import Stream, TransportStream, server_protocol_factory
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.protocol import replies
@@ -64,7 +67,10 @@ class Server:
         self.buffers = BufferBudget(self.config.max_buffered, self.config.max_spilled)
         self.stats: Counter[str] = Counter()
         self.closing = False
-        self._servers: list[tuple[Listener, asyncio.Server]] = []
+        self._servers: list[tuple[Listener, asyncio.Server | SharedListener]] = []
+        # A worker's count of sessions, shared with the other workers (set before start():
+        # its shared listeners take connections by it; smtpx.io.balance).
+        self.balance: SessionBalance | None = None
         self._runners: dict[asyncio.Task[None], SessionRunner] = {}
         self._unwrapping: set[asyncio.Task[None]] = set()  # PROXY headers being read
         self._per_listener: Counter[str] = Counter()
@@ -124,11 +130,24 @@ class Server:
             if listener.proxied and listener.implicit_tls:
                 # The TLS handshake would start before the PROXY header could be read.
                 raise ValueError(f"listener {listener}: PROXY headers need a plain listener")
+            factory = server_protocol_factory(
+                functools.partial(self._accept, listener=listener, key=str(listener)),
+                tls=listener.implicit_tls,
+            )
+            if listener.fd is not None:  # shared with other processes: one at a time
+                shared = SharedListener(
+                    socket.socket(fileno=os.dup(listener.fd)),
+                    factory,
+                    tls=self.tls_context if listener.implicit_tls else None,
+                    takes_more=None if self.balance is None else self.balance.takes_more,
+                )
+                self._servers.append((listener, shared))
+                if serving:
+                    await shared.start_serving()
+                    _log_listening(shared)
+                continue
             server = await loop.create_server(
-                server_protocol_factory(
-                    functools.partial(self._accept, listener=listener, key=str(listener)),
-                    tls=listener.implicit_tls,
-                ),
+                factory,
                 listener.host,
                 listener.port,
                 ssl=self.tls_context if listener.implicit_tls else None,
@@ -259,6 +278,8 @@ class Server:
             self.stats[f"refused_{admitted.value}"] += 1
             return
         self._per_listener[key] += 1
+        if self.balance is not None:
+            self.balance.change(1)
         runner = SessionRunner(self, stream, key, self.limits_for(listener))
         task = self._running_loop().create_task(runner.run())
         self._runners[task] = runner
@@ -297,6 +318,8 @@ class Server:
     def _done(self, task: asyncio.Task[None], *, listener: str, admitted: Admitted) -> None:
         self._runners.pop(task, None)
         self._per_listener[listener] -= 1
+        if self.balance is not None:
+            self.balance.change(-1)
         self.clients.release(admitted)
         if not task.cancelled() and task.exception() is not None:
             log.error("session task failed", exc_info=task.exception())
@@ -318,7 +341,7 @@ def _peer(stream: Stream) -> str:
     return "an unknown peer" if peer is None else f"{peer[0]} port {peer[1]}"
 
 
-def _log_listening(server: asyncio.Server) -> None:
+def _log_listening(server: asyncio.Server | SharedListener) -> None:
     log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
 
 

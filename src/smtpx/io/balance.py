@@ -1,0 +1,72 @@
+"""How many sessions each worker of ``smtpx serve`` has, in memory they all share.
+
+Workers that share a listening socket (:mod:`smtpx.io.accept`) take a connection when
+their loop is free, which balances new connections; but a burst of connections that stay
+open (a client that keeps twenty sessions for hours) may all go to the first worker to
+wake. So each worker keeps its count of live sessions in a slot of a small shared memory
+(a ``memfd`` its supervisor makes, inherited), and one that has more than
+:data:`SLACK` sessions over the least busy worker lets a connection wait a moment
+(:data:`smtpx.io.accept.DEFER`) for another to take it, before it takes it itself.
+
+Each worker writes its own slot only (8 aligned octets: a single store), and reads the
+others' as they are: a count one connection old changes nothing that matters.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+__all__ = ["SLACK", "SessionBalance", "make_balance"]
+
+# A worker takes connections while it has at most this many sessions over the least busy.
+SLACK = 2
+
+_SLOT = 8  # octets a count
+
+
+def make_balance(count: int) -> int | None:
+    """The shared memory for ``count`` workers' counts (all zero): its file descriptor,
+    for the workers to inherit; None where there is no ``memfd`` (not Linux: the
+    workers then take connections as they come)."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    fd = os.memfd_create("smtpx-sessions", 0)  # (closed on exec, unless passed on)
+    try:
+        os.ftruncate(fd, count * _SLOT)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class SessionBalance:
+    """Worker ``index``'s view of the ``count`` workers' counts in the memory of ``fd``."""
+
+    def __init__(self, fd: int, index: int, count: int) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"worker {index} of {count}?")
+        self._memory = mmap.mmap(fd, count * _SLOT)
+        self._counts = memoryview(self._memory).cast("q")
+        self._index = index
+        self._others = [i for i in range(count) if i != index]
+        self._counts[index] = 0  # a restarted worker's sessions ended with it
+
+    @property
+    def sessions(self) -> int:
+        return int(self._counts[self._index])
+
+    def change(self, by: int) -> None:
+        """This worker has ``by`` sessions more (or fewer)."""
+        self._counts[self._index] += by
+
+    def takes_more(self) -> bool:
+        """Whether this worker should take the next connection now: it has at most
+        :data:`SLACK` sessions over the least busy other."""
+        counts = self._counts
+        least = min((counts[i] for i in self._others), default=counts[self._index])
+        return bool(counts[self._index] <= least + SLACK)
+
+    def close(self) -> None:
+        self._counts.release()
+        self._memory.close()

@@ -1,0 +1,149 @@
+"""SharedListener: a listening socket served together with other processes (here: other
+listeners in the same loop, on duplicates of the same socket), one connection at a
+time; implicit TLS; an accept error pauses it, and it takes connections again."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from smtpx.io import accept
+from smtpx.io.accept import SharedListener
+from smtpx.io.stream import TransportStream, server_protocol_factory
+from tests.conftest import server_tls_context
+
+
+def _bound() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _greeter(taken: list[str], name: str) -> Callable[[TransportStream], None]:
+    def on_stream(stream: TransportStream) -> None:
+        taken.append(name)
+        stream.write(f"220 {name}\r\n".encode())
+        stream.close()
+
+    return on_stream
+
+
+async def _greeting(port: int, tls: ssl.SSLContext | None = None) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_listeners_on_one_socket_share_its_connections(loop_kind: str) -> None:
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        runner: Any = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_share())
+
+
+async def _share() -> None:
+    sock = _bound()
+    port = sock.getsockname()[1]
+    taken: list[str] = []
+    listeners = [
+        SharedListener(
+            socket.socket(fileno=os.dup(sock.fileno())), server_protocol_factory(_greeter(taken, n))
+        )
+        for n in ("a", "b")
+    ]
+    sock.close()  # (a supervisor's copy: the listeners keep theirs)
+    for listener in listeners:
+        assert not listener.is_serving()
+        await listener.start_serving()  # the first listens; the second's listen is harmless
+        assert listener.is_serving() and listener.sockets
+    greetings = await asyncio.gather(*(_greeting(port) for _ in range(10)))
+    assert sorted(g[4:5] for g in greetings) == sorted(n.encode() for n in taken)
+    assert len(taken) == 10
+    listeners[0].close()  # one gone: the other takes every connection
+    assert not listeners[0].sockets and not listeners[0].is_serving()
+    assert [await _greeting(port) for _ in range(3)] == [b"220 b\r\n"] * 3
+    listeners[1].close()
+    await listeners[1].wait_closed()
+    with pytest.raises(ConnectionRefusedError):
+        await _greeting(port)  # the last copy closed: the port is free again
+
+
+async def test_an_implicit_tls_listener_shakes_hands(ca: Any) -> None:
+    sock = _bound()
+    taken: list[str] = []
+    listener = SharedListener(
+        sock,
+        server_protocol_factory(_greeter(taken, "tls"), tls=True),
+        tls=server_tls_context(ca, "localhost"),
+    )
+    await listener.start_serving()
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    client.check_hostname = False
+    assert await _greeting(sock.getsockname()[1], client) == b"220 tls\r\n"
+    listener.close()
+    await listener.wait_closed()
+
+
+async def test_an_accept_error_pauses_the_listener_then_it_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(accept, "RETRY_ACCEPT", 0.05)
+    sock = _OutOfDescriptorsOnce()
+    sock.bind(("127.0.0.1", 0))
+    taken: list[str] = []
+    listener = SharedListener(sock, server_protocol_factory(_greeter(taken, "x")))
+    await listener.start_serving()
+    assert await _greeting(sock.getsockname()[1]) == b"220 x\r\n"  # taken after the pause
+    assert sock.failed and "cannot accept" in caplog.text
+    assert listener.is_serving()
+    listener.close()
+
+
+class _OutOfDescriptorsOnce(socket.socket):
+    """Its first accept fails as a process out of file descriptors does."""
+
+    failed = False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+async def test_a_listener_over_its_share_leaves_a_connection_to_another_then_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(accept, "DEFER", 0.05)
+    sock = _bound()
+    port = sock.getsockname()[1]
+    taken: list[str] = []
+    full = SharedListener(
+        socket.socket(fileno=os.dup(sock.fileno())),
+        server_protocol_factory(_greeter(taken, "full")),
+        takes_more=lambda: False,
+    )
+    await full.start_serving()
+    # Nobody else serves: the connection waits DEFER, then the full one takes it.
+    assert await _greeting(port) == b"220 full\r\n"
+    free = SharedListener(sock, server_protocol_factory(_greeter(taken, "free")))
+    await free.start_serving()
+    # Now another does: every connection goes to it while the first one waits.
+    assert [await _greeting(port) for _ in range(4)] == [b"220 free\r\n"] * 4
+    assert taken == ["full", "free", "free", "free", "free"]
+    for listener in (full, free):
+        listener.close()
