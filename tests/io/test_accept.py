@@ -107,7 +107,11 @@ async def test_an_accept_error_pauses_the_listener_then_it_goes_on(
     taken: list[str] = []
     listener = SharedListener(sock, server_protocol_factory(_greeter(taken, "x")))
     await listener.start_serving()
-    assert await _greeting(sock.getsockname()[1]) == b"220 x\r\n"  # taken after the pause
+    greeting = asyncio.ensure_future(_greeting(sock.getsockname()[1]))
+    while not sock.failed:
+        await asyncio.sleep(0)
+    assert listener.is_serving()  # (paused, not stopped)
+    assert await greeting == b"220 x\r\n"  # taken after the pause
     assert sock.failed and "cannot accept" in caplog.text
     assert listener.is_serving()
     listener.close()
@@ -138,8 +142,10 @@ async def test_a_listener_over_its_share_leaves_a_connection_to_another_then_tak
         takes_more=lambda: False,
     )
     await full.start_serving()
-    # Nobody else serves: the connection waits DEFER, then the full one takes it.
+    # Nobody else serves: the connection waits DEFER, then the full one takes it (still
+    # serving all along: a deferral is not a pause to the health check).
     assert await _greeting(port) == b"220 full\r\n"
+    assert full.is_serving()
     free = SharedListener(sock, server_protocol_factory(_greeter(taken, "free")))
     await free.start_serving()
     # Now another does: every connection goes to it while the first one waits.

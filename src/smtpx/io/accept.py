@@ -69,7 +69,8 @@ class SharedListener:
         self._tls = tls
         self._handshake_timeout = tls_handshake_timeout if tls is not None else None
         self._loop = asyncio.get_running_loop()
-        self._serving = False
+        self._serving = False  # started and not closed (what is_serving() says)
+        self._reading = False  # taking connections now (not during a pause or a deferral)
         self._closed = False
         self._connecting: set[asyncio.Task[_Connected]] = set()
         self._retry: asyncio.TimerHandle | None = None
@@ -87,7 +88,7 @@ class SharedListener:
             return
         self._sock.listen(self._backlog)
         self._serving = True
-        self._loop.add_reader(self._sock.fileno(), self._take)
+        self._start_taking()
 
     async def serve_forever(self) -> None:
         await self.start_serving()
@@ -99,6 +100,7 @@ class SharedListener:
         if self._closed:
             return
         self._closed = True
+        self._serving = False
         self._stop_taking()
         if self._retry is not None:
             self._retry.cancel()
@@ -111,9 +113,14 @@ class SharedListener:
         while self._connecting:
             await asyncio.wait(set(self._connecting))
 
+    def _start_taking(self) -> None:
+        if self._serving and not self._reading:
+            self._reading = True
+            self._loop.add_reader(self._sock.fileno(), self._take)
+
     def _stop_taking(self) -> None:
-        if self._serving:
-            self._serving = False
+        if self._reading:
+            self._reading = False
             self._loop.remove_reader(self._sock.fileno())
 
     def _take(self, *, insist: bool = False) -> None:
@@ -161,15 +168,13 @@ class SharedListener:
 
     def _resume(self) -> None:
         self._retry = None
-        if not self._closed and not self._serving:
-            self._serving = True
-            self._loop.add_reader(self._sock.fileno(), self._take)
+        self._start_taking()
 
     def _after_deferring(self) -> None:
         """Take the connection left to the others if nobody did (nobody may be able to:
         a worker stopped or stuck), then go on as usual."""
         self._resume()
-        if self._serving:
+        if self._reading:
             self._take(insist=True)
 
 
