@@ -94,8 +94,15 @@ async def test_an_implicit_tls_listener_shakes_hands(ca: Any) -> None:
     ca.configure_trust(client)
     client.check_hostname = False
     assert await _greeting(sock.getsockname()[1], client) == b"220 tls\r\n"
+    # A client that never says hello: closing does not wait for its handshake's timeout.
+    _, silent = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    while not listener._connecting:
+        await asyncio.sleep(0)
     listener.close()
-    await listener.wait_closed()
+    async with asyncio.timeout(5):
+        await listener.wait_closed()
+    assert not listener._connecting
+    silent.close()
 
 
 async def test_an_accept_error_pauses_the_listener_then_it_goes_on(

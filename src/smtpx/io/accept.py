@@ -2,12 +2,12 @@
 
 The workers of ``smtpx serve`` (``[server] workers = N``) used to listen each on a
 socket of their own, bound with ``SO_REUSEPORT``: the kernel hashes every new connection
-to one of them, busy or not, and it waits in that worker's queue while another may sit
-idle. With a new connection per message, two workers on two cores left 5-6% of the
-machine idle that way (docs/performance.md). Here every worker serves the one socket
-their supervisor listens on, as Postfix's ``smtpd`` processes share theirs: a worker
-takes a connection only when its event loop comes round to it, so a busy worker leaves
-the next connection to one that is free.
+to one of them, busy or not, and it waits in that worker's queue, behind a worker that
+is busy, stopped or restarting, while another may be free. Here every worker serves the
+one socket their supervisor bound, as Postfix's ``smtpd`` processes share theirs: a
+worker takes a connection only when its event loop comes round to it, so a busy worker
+leaves the next connection to one that is free. (What that changed in messages a second
+on a two-core machine is within the noise: docs/performance.md.)
 
 :class:`SharedListener` takes at most one connection each time its loop finds the socket
 readable, never a whole queue at once (as ``loop.create_server`` would: with kept
@@ -109,9 +109,15 @@ class SharedListener:
             self._done.set_result(None)
 
     async def wait_closed(self) -> None:
-        """Once closed, wait for the connections still being set up (a TLS handshake)."""
-        while self._connecting:
-            await asyncio.wait(set(self._connecting))
+        """Once closed: the connections still being set up (a TLS handshake, which may
+        take up to its timeout) are cut off, and waited for."""
+        if not self._closed:
+            await asyncio.shield(self._done)
+        pending = set(self._connecting)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     def _start_taking(self) -> None:
         if self._serving and not self._reading:
