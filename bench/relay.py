@@ -46,7 +46,11 @@ machine hits both. Cases:
 Alongside: the MTA's CPU time per message (smtpx serve's process with its threads;
 Postfix's master, the children it reaped and the live ones; not smtp-source or smtp-sink),
 the disk's fsync latency measured at the start, and the load average (this machine may be
-shared: other work slows both MTAs and the ratios move from run to run).
+shared: other work slows both MTAs and the ratios move from run to run). With
+``--rounds`` over 1, each intake case also shows its slowest and fastest round, for
+either MTA: the ratio is of the medians, and the spread says how far to trust it (on a
+two-core VM, Postfix's rate with a new connection per message has moved by a quarter
+between rounds of one run).
 
 ``--workers 1,2`` runs smtpx's cases 1 and 2 for each count, ``[server] workers = N`` in
 the config (left out for 1, the default); Postfix runs once. A build whose ``smtpx serve
@@ -743,6 +747,12 @@ def cell(value: float | None, fmt: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{unit}"
 
 
+def _spread(runs: Sequence[IntakeRun | str], shape: str) -> str:
+    """The slowest and fastest round's msg/s of ``shape`` ("kept" or "new")."""
+    rates = [getattr(run, shape).rate for run in runs if not isinstance(run, str)]
+    return f"{min(rates):,.0f}-{max(rates):,.0f}" if rates else "-"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -897,6 +907,17 @@ def main() -> int:
                 )
             )
             rows.append(_cpu_row(ours.cpu_us, theirs.cpu_us if theirs else None))
+            if rounds > 1:  # how far the rounds lie apart: this machine's noise
+                pick = "kept" if shape.startswith("kept") else "new"
+                rows.append(
+                    (
+                        "  msg/s, slowest-fastest round",
+                        _spread(sx_intakes[count], pick),
+                        _spread(pf_intakes, pick),
+                        "",
+                        "",
+                    )
+                )
             targets.append((f"intake ({shape}{tag}) >= 2.5x Postfix", _met(times, 2.5)))
         for when, ours_latency, theirs_latency in (
             ("idle", intake.idle, pf_intake.idle if pf_intake else None),
