@@ -93,6 +93,15 @@ dir = "spool"
     assert [listener.proxied for listener in second.listeners()] == [True, False, False]
     with pytest.raises(ValueError, match="2 ports given for 3 listeners"):
         worker_config(config, 1, 2, [1, 2])
+    # The supervisor's sockets, one per listener in order, and the shared counts.
+    shared = worker_config(config, 1, 2, [3001, 3002, 3003], fds=[7, 8, 9], balance=5)
+    assert [listener.fd for listener in shared.listeners()] == [7, 8, 9]
+    assert shared.server.balance_fd == 5
+    assert not shared.server_config().reuse_port  # nothing of its own to bind
+    assert second.server_config().reuse_port  # (a worker given no sockets binds its own)
+    assert "listen_fds" not in to_toml(shared) and "balance_fd" not in to_toml(shared)
+    with pytest.raises(ValueError, match="2 sockets given for 3 listeners"):
+        worker_config(config, 1, 2, [3001, 3002, 3003], fds=[7, 8])
     # Each knows its index, which is not a key of the file: config show leaves it out.
     assert (config.server.worker, first.server.worker, second.server.worker) == (None, 0, 1)
     assert "worker =" not in to_toml(second) and "workers = 2" in to_toml(second)

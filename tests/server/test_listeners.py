@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from typing import Any
@@ -13,6 +14,7 @@ from smtpx.auth import Credentials
 from smtpx.client import CertificateCheck, ClientConfig, TlsConfig, TlsMode, connect
 from smtpx.envelope import Envelope
 from smtpx.io import StaticResolver
+from smtpx.io.balance import SessionBalance, make_balance
 from smtpx.protocol import ReplyParser
 from smtpx.server import Listener, Offer, Server, ServerConfig, Session, password_mechanisms
 from tests.conftest import server_tls_context
@@ -155,6 +157,47 @@ async def test_implicit_tls_listener(ca: Any, ca_file: str) -> None:
         assert (await client.send(ENVELOPE)).ok
     assert len(plugin.kept) == 1
     assert server.stats["tls_sessions"] == 1
+
+
+async def test_a_shared_implicit_tls_listener_serves_sessions_and_counts_them(
+    ca: Any, ca_file: str
+) -> None:
+    """``Listener.fd``: a socket bound elsewhere (a worker's supervisor), served one
+    connection at a time, TLS from the first byte; a worker's shared count of sessions
+    goes up with the session and back down when it ends."""
+    shared = socket.socket()
+    shared.bind(("127.0.0.1", 0))
+    port = shared.getsockname()[1]
+    memory = make_balance(1)
+    if memory is None:
+        pytest.skip("no memfd on this system (not Linux)")
+    plugin = Keep()
+    config = ServerConfig(
+        listeners=[Listener(implicit_tls=True, fd=shared.fileno())],
+        tls_context=server_tls_context(ca, "mx.test"),
+    )
+    policy = TlsConfig(mode=TlsMode.IMPLICIT, certificate=CertificateCheck.VERIFY, ca_file=ca_file)
+    server = Server(plugin, config)
+    server.balance = balance = SessionBalance(memory, 0, 1)
+    try:
+        async with server:
+            assert server.ports == [port]
+            async with connect(
+                "mx.test",
+                port,
+                config=ClientConfig.for_testing(tls=[("", policy)]),
+                resolver=RESOLVER,
+            ) as client:
+                assert client.is_using_tls
+                assert balance.sessions == 1
+                assert (await client.send(ENVELOPE)).ok
+            while balance.sessions:  # (the session ends after QUIT)
+                await asyncio.sleep(0.01)
+    finally:
+        balance.close()
+        os.close(memory)
+        shared.close()
+    assert len(plugin.kept) == 1 and server.stats["tls_sessions"] == 1
 
 
 async def test_graceful_close_ends_idle_sessions_and_lets_busy_ones_finish() -> None:
