@@ -1,6 +1,6 @@
 """``smtpx serve`` with ``[server] workers = N``: the supervisor's side (the ``serve``
-process itself) and the workers' (``serve --worker I/N --ports P,... --fds F,...``,
-started by it).
+process itself) and the workers' (``serve --worker I/N --ports P,... --fds F,...
+--balance B``, started by it).
 See :mod:`smtpx.mta.supervisor`."""
 
 from __future__ import annotations
