@@ -28,7 +28,9 @@ def test_each_worker_sees_the_others_counts_and_takes_while_within_its_slack() -
         views[1].change(1)
         views[2].change(1)  # the least busy now has one
         assert views[0].takes_more()
-        views[0].change(-3)
+        # Connections taken whose sessions are not counted yet count too.
+        assert views[1].takes_more(SLACK) and not views[1].takes_more(SLACK + 1)
+        views[0].change(-(SLACK + 1))
         assert views[0].sessions == 0
         again = SessionBalance(fd, 1, 3)  # a restarted worker starts from none
         assert views[1].sessions == 0 and again.sessions == 0

@@ -18,6 +18,13 @@ enough for a burst of connections that stay open (the first worker to wake may s
 take most of them): given ``takes_more`` (:class:`smtpx.io.balance.SessionBalance`),
 a listener that has more than its share lets a connection wait :data:`DEFER` seconds
 for another worker, then takes it if it is still there.
+
+On uvloop the listener serves through uvloop's own server (accepting in C, no task per
+connection: 5-6% more messages a second with a new connection each, measured). uvloop
+takes every connection queued at once, but it asks for each one's protocol as it takes
+it: the listener counts them there, and once it has more than its share it closes that
+server after the pass (closing it during the pass would drop the connection being
+taken), to open another after :data:`DEFER`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -59,7 +67,7 @@ class SharedListener:
         tls: ssl.SSLContext | None = None,
         tls_handshake_timeout: float | None = None,
         backlog: int = 1024,
-        takes_more: Callable[[], bool] | None = None,
+        takes_more: Callable[[int], bool] | None = None,
     ) -> None:
         sock.setblocking(False)
         self._backlog = backlog
@@ -75,6 +83,12 @@ class SharedListener:
         self._connecting: set[asyncio.Task[_Connected]] = set()
         self._retry: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] = self._loop.create_future()
+        # uvloop's server (see the module's text): the one open now, the one being
+        # opened, the connections taken since the loop's last pass.
+        self._native = type(self._loop).__module__.startswith("uvloop")
+        self._server: asyncio.Server | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._taken_now = 0
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -120,19 +134,71 @@ class SharedListener:
             await asyncio.wait(pending)
 
     def _start_taking(self) -> None:
-        if self._serving and not self._reading:
-            self._reading = True
+        if not self._serving or self._reading:
+            return
+        self._reading = True
+        if not self._native:
             self._loop.add_reader(self._sock.fileno(), self._take)
+        elif self._opening is None:
+            self._opening = self._loop.create_task(self._open_native())
 
     def _stop_taking(self) -> None:
-        if self._reading:
-            self._reading = False
+        if not self._reading:
+            return
+        self._reading = False
+        if not self._native:
             self._loop.remove_reader(self._sock.fileno())
+            return
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+        if self._server is not None:
+            self._server.close()  # (its copy of the socket: ours stays open)
+            self._server = None
+
+    async def _open_native(self) -> None:
+        try:
+            server = await self._loop.create_server(
+                self._counted,
+                sock=socket.socket(fileno=os.dup(self._sock.fileno())),
+                backlog=self._backlog,
+                ssl=self._tls,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except OSError as exc:
+            self._opening = None
+            self._pause(exc)
+            return
+        self._opening = None
+        if self._reading:
+            self._server = server
+        else:  # stopped meanwhile
+            server.close()
+
+    def _counted(self) -> asyncio.BaseProtocol:
+        """uvloop's server took a connection: its protocol; and no more connections
+        taken now when this listener has more than its share."""
+        protocol = self._factory()
+        if self._takes_more is not None:
+            if not self._taken_now:
+                self._loop.call_soon(self._after_pass)
+            self._taken_now += 1
+        return protocol
+
+    def _after_pass(self) -> None:
+        """After uvloop's server took connections: leave the next ones to the others a
+        moment if this listener has more than its share now. (Its sessions count the
+        connections taken from here on.)"""
+        taken, self._taken_now = self._taken_now, 0
+        assert self._takes_more is not None
+        if self._reading and not self._takes_more(taken):
+            self._stop_taking()
+            self._retry = self._loop.call_later(DEFER, self._resume)
 
     def _take(self, *, insist: bool = False) -> None:
         """The socket is readable: take one connection (another process may have), or
         leave it to the others a moment when this one has more than its share."""
-        if not insist and self._takes_more is not None and not self._takes_more():
+        if not insist and self._takes_more is not None and not self._takes_more(0):
             self._stop_taking()
             self._retry = self._loop.call_later(DEFER, self._after_deferring)
             return

@@ -20,7 +20,7 @@ import os
 __all__ = ["SLACK", "SessionBalance", "make_balance"]
 
 # A worker takes connections while it has at most this many sessions over the least busy.
-SLACK = 2
+SLACK = 6
 
 _SLOT = 8  # octets a count
 
@@ -60,12 +60,14 @@ class SessionBalance:
         """This worker has ``by`` sessions more (or fewer)."""
         self._counts[self._index] += by
 
-    def takes_more(self) -> bool:
-        """Whether this worker should take the next connection now: it has at most
+    def takes_more(self, pending: int = 0) -> bool:
+        """Whether this worker should take the next connection now: with the ``pending``
+        connections it took whose sessions are not counted yet, it has at most
         :data:`SLACK` sessions over the least busy other."""
         counts = self._counts
-        least = min((counts[i] for i in self._others), default=counts[self._index])
-        return bool(counts[self._index] <= least + SLACK)
+        mine = counts[self._index] + pending
+        least = min((counts[i] for i in self._others), default=mine)
+        return bool(mine <= least + SLACK)
 
     def close(self) -> None:
         self._counts.release()
