@@ -36,6 +36,9 @@ def test_each_worker_sees_the_others_counts_and_takes_while_within_its_slack() -
         assert views[1].sessions == 0 and again.sessions == 0
         for view in [*views, again]:
             view.close()
+        views[0].close()  # (again: nothing)
+        views[0].change(-1)  # a session that ends after its server let go: nothing
+        assert views[0].takes_more() and views[0].sessions == 0
     finally:
         os.close(fd)
 

@@ -51,24 +51,31 @@ class SessionBalance:
         self._index = index
         self._others = [i for i in range(count) if i != index]
         self._counts[index] = 0  # a restarted worker's sessions ended with it
+        self._closed = False
 
     @property
     def sessions(self) -> int:
-        return int(self._counts[self._index])
+        return 0 if self._closed else int(self._counts[self._index])
 
     def change(self, by: int) -> None:
-        """This worker has ``by`` sessions more (or fewer)."""
-        self._counts[self._index] += by
+        """This worker has ``by`` sessions more (or fewer); nothing once closed (a
+        session cut off at shutdown may end after its server let go of the counts)."""
+        if not self._closed:
+            self._counts[self._index] += by
 
     def takes_more(self, pending: int = 0) -> bool:
         """Whether this worker should take the next connection now: with the ``pending``
         connections it took whose sessions are not counted yet, it has at most
-        :data:`SLACK` sessions over the least busy other."""
+        :data:`SLACK` sessions over the least busy other (always, once closed)."""
+        if self._closed:
+            return True
         counts = self._counts
         mine = counts[self._index] + pending
         least = min((counts[i] for i in self._others), default=mine)
         return bool(mine <= least + SLACK)
 
     def close(self) -> None:
-        self._counts.release()
-        self._memory.close()
+        if not self._closed:
+            self._closed = True
+            self._counts.release()
+            self._memory.close()
