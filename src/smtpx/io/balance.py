@@ -5,8 +5,8 @@ their loop is free, which balances new connections; but a burst of connections t
 open (a client that keeps twenty sessions for hours) may all go to the first worker to
 wake. So each worker keeps its count of live sessions in a slot of a small shared memory
 (a ``memfd`` its supervisor makes, inherited), and one that has more than
-:data:`SLACK` sessions over the least busy worker lets a connection wait a moment
-(:data:`smtpx.io.accept.DEFER`) for another to take it, before it takes it itself.
+:data:`SLACK` sessions over the least busy worker leaves new connections to the others
+for a moment (:data:`smtpx.io.accept.DEFER`), then takes them again itself.
 
 Each worker writes its own slot only (8 aligned octets: a single store), and reads the
 others' as they are: a count one connection old changes nothing that matters.
