@@ -783,6 +783,9 @@ class _HeaderOps:
 _BARE_LF_RE = re.compile(rb"(?<!\r)\n")
 # How far into a spilled message its header block is looked for.
 MAX_HEADER_BLOCK = 4 * 1024 * 1024
+MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1: the longest line; a longer Message-ID is not kept
+# A Message-ID field and its continuation lines; searched in the header section only.
+_MESSAGE_ID = re.compile(rb"^message-id:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
 
 
 def _message_bytes(message: bytes | bytearray | memoryview | str | email.message.Message) -> bytes:
@@ -992,6 +995,21 @@ class Envelope(_HeaderOps):
         if isinstance(content, bytes):
             return content
         return content.read_until(b"\r\n\r\n", MAX_HEADER_BLOCK)
+
+    def message_id(self) -> str | None:
+        """The value of the message's last Message-ID field, unfolded and trimmed (None if
+        it has none, or one over ``MAX_MESSAGE_ID`` octets): what the spool keeps and the
+        mail log's ``accepted`` line says. A regular expression rather than a header
+        parser: it runs for every message received."""
+        message = self.start()  # the header region: a spilled message is not read whole
+        if message.startswith(b"\r\n"):
+            return None  # no header fields
+        end = message.find(b"\r\n\r\n")
+        found = _MESSAGE_ID.findall(message, 0, len(message) if end < 0 else end)
+        if not found:
+            return None
+        value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
+        return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
     def __repr__(self) -> str:
         return f"Envelope(info={self.info!r}, message=<{self.size} bytes>)"

@@ -73,3 +73,22 @@ def test_redaction_keeps_names_and_md5s(caplog: pytest.LogCaptureFixture) -> Non
     (record,) = caplog.records
     logged = record.mail["fingerprint"]  # type: ignore[attr-defined]
     assert logged == {"headers": [["From", "***"]], "md5": fp["md5"], "parts": []}
+
+
+async def test_the_accepted_line_says_the_message_id_the_spool_keeps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Envelope.message_id(): the last field, unfolded (the spool's record has the same).
+    caplog.set_level(logging.INFO, logger="smtpx.mail")
+    sent = Envelope.create(
+        sender="a@example.com",
+        recipients=["b@example.org"],
+        message=b"Message-ID: <old@t>\r\nMessage-ID:\r\n <new@t>\r\nSubject: x\r\n\r\nbody\r\n",
+    )
+    async with (
+        Server(Accept(), ServerConfig(listeners=[Listener(port=0)])) as server,
+        connect("127.0.0.1", server.ports[0], config=CLIENT) as client,
+    ):
+        assert (await client.send(sent)).ok
+    (record,) = accepted(caplog)
+    assert record.mail["rfc822_id"] == "<new@t>" == sent.message_id()  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from smtpx.envelope import Envelope
-from smtpx.spool.message import SpooledMessage, Status, message_id_of
+from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.records import Location
 from smtpx.spool.spool import Delivery, Spool
 from smtpx.testing import MemoryNetwork
@@ -76,8 +76,8 @@ def test_metadata_written_before_message_ids_were_kept_still_loads() -> None:
         (b"Message-ID:   \r\n\r\n", None),
     ],
 )
-def test_message_id_of(message: bytes, expected: str | None) -> None:
+def test_message_id(message: bytes, expected: str | None) -> None:
     envelope = Envelope.create(
         sender="a@example.com", recipients=["b@example.org"], message=message
     )
-    assert message_id_of(envelope) == expected
+    assert envelope.message_id() == expected

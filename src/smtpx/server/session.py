@@ -559,7 +559,7 @@ class SessionRunner:
                 zip(transaction.recipients, transaction.recipient_params, strict=True)
             ),
         )
-        envelope = Envelope(info=info, content=buffer.result())
+        envelope = received = Envelope(info=info, content=buffer.result())
         start = envelope.start()
         problem = _malformed(start)
         if problem is not None:
@@ -594,7 +594,7 @@ class SessionRunner:
                 sender=str(transaction.sender),
                 recipients=[str(r) for r in transaction.recipients],
                 message_size=size,
-                rfc822_id=_message_id(start),
+                rfc822_id=received.message_id(),
                 local_id=str(transaction.id),
                 reply=str(reply),
                 **extra,
@@ -797,15 +797,6 @@ def _wrap(data: bytes, problem: str) -> bytes:
     message["X-Smtpx-Parse-Error"] = problem
     message.set_content(data, maintype="text", subtype="plain")
     return message.as_bytes()
-
-
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
-
-
-def _message_id(data: bytes) -> str | None:
-    """The Message-ID header's value, for the mail log (headers only are searched)."""
-    match = _MESSAGE_ID.search(_header_section(data))
-    return match[1].decode("ascii", "replace").strip() if match else None
 
 
 INLINE_FINGERPRINT = 256 * 1024  # larger content is fingerprinted in a thread

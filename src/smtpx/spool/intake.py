@@ -28,7 +28,6 @@ from smtpx.spool.message import (
     QuarantineReason,
     SpooledMessage,
     Status,
-    message_id_of,
 )
 from smtpx.spool.store import Store
 from smtpx.spool.types import Delivery, EventKind
@@ -104,7 +103,7 @@ class Intake:
                     quarantine_from=None if held is None else held.from_headers,
                     related=tuple([i for i in ids if i != message_id]) if set_related else (),
                     flows=delivery.flows.extend("out").ids,
-                    message_id=message_id_of(envelope),
+                    message_id=envelope.message_id(),
                     rcpt_params=_rcpt_params(envelope.info.recipient_params),
                 )
             )

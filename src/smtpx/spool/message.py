@@ -8,7 +8,6 @@ its :class:`~smtpx.spool.journal.Location` in the journal.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from sys import intern
@@ -26,7 +25,6 @@ __all__ = [
     "SpooledMessage",
     "Status",
     "destination_key",
-    "message_id_of",
 ]
 
 # 1: the first; 2: "rparams", each recipient's RCPT parameters (NOTIFY, ORCPT; RFC 3461)
@@ -36,7 +34,6 @@ _NO_RCPT_PARAMS = RcptParams()
 # Most messages have no recipient parameters: they share this one empty mapping (100,000
 # queued messages, not 100,000 empty dicts).
 NO_RCPT_PARAMS: Mapping[str, str] = MappingProxyType({})
-MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1: the longest line; longer is not kept
 
 
 class Status(enum.Enum):
@@ -259,25 +256,6 @@ class SpooledMessage:
             self.quarantine_from = meta.get("qfrom")
         if "warned" in meta:
             self.warned = bool(meta["warned"])
-
-
-# A Message-ID field and its continuation lines; searched in the header section only.
-_MESSAGE_ID = re.compile(rb"^message-id:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
-
-
-def message_id_of(envelope: Envelope) -> str | None:
-    """The value of the message's last Message-ID field, unfolded and trimmed (None if it
-    has none, or an unreasonably long one). A regular expression rather than a header
-    parser: it runs for every message spooled."""
-    message = envelope.start()  # the header region: a spilled message is not read whole
-    if message.startswith(b"\r\n"):
-        return None  # no header fields
-    end = message.find(b"\r\n\r\n")
-    found = _MESSAGE_ID.findall(message, 0, len(message) if end < 0 else end)
-    if not found:
-        return None
-    value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
-    return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
 
 def _check_version(meta: dict[str, Any]) -> None:
