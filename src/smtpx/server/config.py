@@ -32,10 +32,10 @@ class Listener:
     ``proxied``: every connection starts with a PROXY protocol header (v1 or v2) naming
     the real client, and may come only from ``proxy_from``; anything else is closed
     with ``421 4.7.0`` before the greeting (see :mod:`smtpx.server.proxy`).
-    ``fd``: a socket listening already, shared with other processes (its file
-    descriptor), to serve instead of binding ``host:port``; it is taken one connection
-    at a time (:mod:`smtpx.io.accept`). The workers of ``smtpx serve`` get their
-    supervisor's.
+    ``fd``: a bound socket shared with other processes (its file descriptor), to serve
+    instead of binding ``host:port``: it listens once the server serves, and each
+    process takes connections when it is free (:mod:`smtpx.io.accept`). The workers of
+    ``smtpx serve`` get their supervisor's.
     """
 
     host: str = "127.0.0.1"

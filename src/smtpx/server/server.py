@@ -134,7 +134,7 @@ class Server:
                 functools.partial(self._accept, listener=listener, key=str(listener)),
                 tls=listener.implicit_tls,
             )
-            if listener.fd is not None:  # shared with other processes: one at a time
+            if listener.fd is not None:  # shared with other processes (io.accept)
                 shared = SharedListener(
                     socket.socket(fileno=os.dup(listener.fd)),
                     factory,
