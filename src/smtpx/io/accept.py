@@ -157,15 +157,19 @@ class SharedListener:
             self._server = None
 
     async def _open_native(self) -> None:
+        copy = socket.socket(fileno=os.dup(self._sock.fileno()))  # (the server closes it)
         try:
             server = await self._loop.create_server(
                 self._counted,
-                sock=socket.socket(fileno=os.dup(self._sock.fileno())),
+                sock=copy,
                 backlog=self._backlog,
                 ssl=self._tls,
                 ssl_handshake_timeout=self._handshake_timeout,
             )
-        except OSError as exc:
+        except BaseException as exc:
+            copy.close()  # (not the server's: there is none)
+            if not isinstance(exc, OSError):
+                raise  # (cancelled by _stop_taking, which let go of this task)
             self._opening = None
             self._pause(exc)
             return

@@ -204,7 +204,10 @@ class Supervisor:
     async def _spawn(self, worker: _Worker) -> None:
         ports = ",".join(str(port) for port in self.ports)
         fds = [sock.fileno() for sock in self._held]  # the workers share them
-        balance = [] if self._balance is None else ["--balance", str(self._balance)]
+        inherited, balance = list(fds), []
+        if self._balance is not None:
+            inherited.append(self._balance)
+            balance = ["--balance", str(self._balance)]
         worker.process = await asyncio.create_subprocess_exec(
             *self.command,
             "--worker",
@@ -215,7 +218,7 @@ class Supervisor:
             ",".join(str(fd) for fd in fds),
             *balance,
             stdin=asyncio.subprocess.DEVNULL,
-            pass_fds=[*fds, *([] if self._balance is None else [self._balance])],
+            pass_fds=inherited,
         )
         worker.started = time.monotonic()
         worker.running = True
