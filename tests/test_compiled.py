@@ -32,6 +32,8 @@ COMPILED_TESTS = [
     "tests/client",
     "tests/io",
     "tests/spool",
+    "tests/test_envelope.py",
+    "tests/test_routed_headers.py",
     "tests/test_maillog.py",
     "tests/test_maillog_batching.py",
     "tests/test_maillog_direct.py",

@@ -69,7 +69,8 @@ def test_all_names_exist_and_addresses_are_re_exported() -> None:
 
 
 def test_module_imports_only_stdlib_and_smtpx() -> None:
-    source = Path(envelope_module.__file__).read_text(encoding="utf-8")
+    # (compiled, the module's __file__ is the extension: its source lies next to it)
+    source = Path(envelope_module.__file__).with_name("envelope.py").read_text(encoding="utf-8")
     roots: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -489,7 +490,7 @@ def test_info_create_rejects_bad_text() -> None:
 
 def test_info_constructor_freezes_lists_and_checks_types() -> None:
     recipients = [Address.parse("b@example.com")]
-    info = EnvelopeInfo(sender=Sender.NULL, recipients=recipients)  # type: ignore[arg-type]
+    info = EnvelopeInfo(sender=Sender.NULL, recipients=recipients)
     recipients.append(Address.parse("c@example.com"))
     assert info.recipients == (Address.parse("b@example.com"),)
     hash(info)
@@ -1001,13 +1002,13 @@ def test_batch_shares_one_body_among_different_envelopes() -> None:
 
 def test_batch_and_routing_type_checks() -> None:
     bodiless, body = make().split_bodiless()
-    member = RoutedBodiless(bodiless=bodiless, next_hop_choices=[HostPort(host="mx")])  # type: ignore[arg-type]
+    member = RoutedBodiless(bodiless=bodiless, next_hop_choices=[HostPort(host="mx")])
     assert member.next_hop_choices == (HostPort(host="mx"),)  # the list was frozen
     with pytest.raises(TypeError, match="HostPort"):
         RoutedBodiless(bodiless=bodiless, next_hop_choices=("mx",))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="RoutedBodiless"):
         Batch(envelopes=(bodiless,), body=body)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="body"):
+    with pytest.raises(TypeError, match=r"body|bytes"):  # (compiled: mypyc's, naming the type)
         Batch(envelopes=(member,), body="text")  # type: ignore[arg-type]
     assert Batch(envelopes=(), body=b"").to_envelopes() == []
 

@@ -26,6 +26,7 @@ RANK = {
     "units": 1,
     "auth": 2,
     "envelope": 2,
+    "hops": 2,
     "fingerprint": 2,
     "content": 2,
     "selector": 2,

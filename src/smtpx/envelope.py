@@ -10,8 +10,9 @@ This is a pure data module (stdlib only, no I/O). The records follow ``async_smt
   header helpers that never touch the body bytes (F3) and :meth:`Envelope.of_email` (F2).
 * :class:`EnvelopeBodiless` - info plus the raw header block only; the body travels apart
   so several envelopes can share it (F3, F4).
-* :class:`HostPort`, :class:`RetryInterval`, :class:`RoutedEnvelope`,
-  :class:`RoutedBodiless` and :class:`Batch` - where to deliver and when to retry (F4, F5).
+* :class:`HostPort`, :class:`RetryInterval` (from :mod:`smtpx.hops`),
+  :class:`RoutedEnvelope`, :class:`RoutedBodiless` and :class:`Batch` - where to deliver
+  and when to retry (F4, F5).
 
 :class:`~smtpx.protocol.addresses.Sender` and :class:`~smtpx.protocol.addresses.Address`
 are re-exported from here; :class:`~smtpx.protocol.params.MailParams` is the type of the
@@ -26,8 +27,6 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
-import ipaddress
-import math
 import os
 import random
 import re
@@ -38,11 +37,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
+from smtpx.compiled import mypyc_attr
 from smtpx.content import SpilledMessage
 from smtpx.errors import ParseError
+from smtpx.hops import HostPort, RetryInterval
 from smtpx.protocol.addresses import ASCII_SPACE, Address, Sender, parse_path
 from smtpx.protocol.params import MailParams, RcptParams
-from smtpx.units import format_duration, parse_duration
 
 __all__ = [
     "Address",
@@ -137,6 +137,7 @@ class EnvelopeIdGenerator:
         return str.__new__(EnvelopeId, text)  # valid by construction: no check
 
 
+@mypyc_attr(native_class=False)  # (mypyc compiles no subclass of str)
 class EnvelopeId(str):
     """A unique, time-sortable, URL-safe envelope id (16 characters).
 
@@ -158,7 +159,7 @@ class EnvelopeId(str):
             raise ParseError(f"envelope id must be {_ID_LENGTH} characters long: {text!r}")
         if any(char not in _ID_DIGIT for char in text):
             raise ParseError(f"envelope id has characters outside [0-9A-Z_a-z~]: {text!r}")
-        return super().__new__(cls, text)
+        return str.__new__(cls, text)
 
     @classmethod
     def parse(cls, text: str) -> EnvelopeId:
@@ -180,135 +181,6 @@ class EnvelopeId(str):
 
 
 _DEFAULT_GENERATOR = EnvelopeIdGenerator()
-
-
-# ---------------------------------------------------------------------------------------
-# Retry intervals and next hops
-
-
-def _check_seconds(what: str, seconds: float) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {seconds!r}")
-    # -0.0 prints as "0s" and reads back as 0.0, so store 0.0.
-    return float(seconds) + 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryInterval:
-    """How long to wait before the next delivery attempt (F5).
-
-    ``span`` and ``jitter`` are seconds, both >= 0. :meth:`to_span` spreads retries over
-    ``span ± jitter`` so that a backlog does not retry in lockstep. Text form: a duration
-    of :mod:`smtpx.units` (``30s``, ``5m``, ``1h30m``, ``1.5h``, or bare seconds), optionally
-    followed by ``~`` and the jitter (``5m~30s``).
-    """
-
-    span: float
-    jitter: float | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "span", _check_seconds("span", self.span))
-        if self.jitter is not None:
-            object.__setattr__(self, "jitter", _check_seconds("jitter", self.jitter))
-
-    @classmethod
-    def parse(cls, text: str) -> RetryInterval:
-        """Read the form written by :meth:`__str__` (and the shorthands of
-        :func:`smtpx.units.parse_duration`: ``90``, ``1.5h``, ``1h30m``)."""
-        span_text, tilde, jitter_text = text.partition("~")
-        try:
-            span = parse_duration(span_text)
-            jitter = parse_duration(jitter_text) if tilde else None
-            return cls(span=span, jitter=jitter)
-        except ValueError:
-            raise ParseError(f"not a retry interval (like 5m or 5m~30s): {text!r}") from None
-
-    def to_span(self, rng: random.Random | None = None) -> float:
-        """A delay in seconds drawn uniformly from ``[span - jitter, span + jitter]``.
-
-        The lower end is raised to 0 when the jitter exceeds the span (the draw stays
-        uniform over what remains). Without jitter this is ``span``.
-        """
-        if not self.jitter:
-            return self.span
-        low = max(0.0, self.span - self.jitter)
-        high = self.span + self.jitter
-        # uniform() may round a hair past its ends; clamp to keep the contract.
-        return min(high, max(low, (rng or random).uniform(low, high)))
-
-    def __str__(self) -> str:
-        text = format_duration(self.span)
-        if self.jitter is not None:
-            text += "~" + format_duration(self.jitter)
-        return text
-
-
-_PORT_RE = re.compile(r"[0-9]{1,5}")
-# Characters that would make ``host:port`` ambiguous or are never part of a host name.
-_BAD_HOST_RE = re.compile(r"[\x00-\x20\x7f\[\]/@,<>]")
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    """A next hop: a host name or IP address, and a TCP port (default 25, RFC 5321 4.5.4).
-
-    ``host`` never carries brackets; an IPv6 address is written ``[::1]:25`` by
-    :meth:`__str__`, which :meth:`parse` reads back.
-    """
-
-    host: str
-    port: int = 25
-
-    def __post_init__(self) -> None:
-        if not self.host or _BAD_HOST_RE.search(self.host):
-            raise ValueError(f"not a host name or address: {self.host!r}")
-        if ":" in self.host and not _is_ipv6(self.host):
-            raise ValueError(f"a host with ':' must be an IPv6 address: {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int):
-            raise TypeError(f"port must be an int, not {type(self.port).__name__}")
-        if not 1 <= self.port <= 65_535:
-            raise ValueError(f"port must be in 1..65535, not {self.port}")
-
-    @classmethod
-    def parse(cls, text: str, *, default_port: int = 25) -> HostPort:
-        """Read ``host``, ``host:port``, ``[ipv6]``, ``[ipv6]:port`` or a bare IPv6 address."""
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or not _is_ipv6(host):
-                raise ParseError(f"bad bracketed IPv6 address in {text!r}")
-            if rest and not rest.startswith(":"):
-                raise ParseError(f"unexpected text after ']' in {text!r}")
-            port_text: str | None = rest[1:] if rest else None
-        elif text.count(":") == 1:
-            host, _, port_text = text.partition(":")
-        else:
-            # No colon, or several: the latter is only valid as an IPv6 address without a
-            # port, which __post_init__ checks.
-            host, port_text = text, None
-        if port_text is None:
-            port = default_port
-        elif _PORT_RE.fullmatch(port_text):
-            port = int(port_text)
-        else:
-            raise ParseError(f"bad port in {text!r}")
-        try:
-            return cls(host=host, port=port)
-        except ValueError as exc:
-            raise ParseError(f"bad next hop {text!r}: {exc}") from None
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,13 +238,20 @@ def _to_recipient_params(value: RecipientParams) -> tuple[tuple[Address, RcptPar
     return tuple(found)
 
 
+def _frozen_addresses(name: str, values: Iterable[Address]) -> tuple[Address, ...]:
+    frozen = values if type(values) is tuple else tuple(values)
+    if not all(isinstance(value, Address) for value in frozen):
+        raise TypeError(f"{name} must hold Address values (use create() for strings)")
+    return frozen
+
+
 def _to_id(value: EnvelopeId | str | None) -> EnvelopeId:
     if value is None:
         return EnvelopeId.create()
     return value if isinstance(value, EnvelopeId) else EnvelopeId.parse(value)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class EnvelopeInfo:
     """The SMTP envelope (F1): everything about a message that is not the message.
 
@@ -391,28 +270,48 @@ class EnvelopeInfo:
     recipients: tuple[Address, ...]
     rejected_recipients: tuple[Address, ...] = ()
     route: str | None = None
-    id: EnvelopeId = field(default_factory=EnvelopeId.create, compare=False)
+    id: EnvelopeId = field(compare=False)
     recipient_params: tuple[tuple[Address, RcptParams], ...] = ()
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.sender, Sender):
-            raise TypeError(f"sender must be a Sender, not {type(self.sender).__name__}")
-        if not isinstance(self.sender_args, MailParams):
+    # The constructor is written out, not made by the dataclass, so that it takes what
+    # the fields' types do not say (lists, parameters as text) in the compiled build too,
+    # whose native fields take their exact types only.
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        recipients: Iterable[Address],
+        sender_args: MailParams = _NO_PARAMS,
+        rejected_recipients: Iterable[Address] = (),
+        route: str | None = None,
+        id: EnvelopeId | None = None,
+        recipient_params: RecipientParams = (),
+    ) -> None:
+        if not isinstance(sender, Sender):
+            raise TypeError(f"sender must be a Sender, not {type(sender).__name__}")
+        if not isinstance(sender_args, MailParams):
             raise TypeError("sender_args must be MailParams")
-        if not isinstance(self.id, EnvelopeId):
+        if id is None:
+            id = EnvelopeId.create()
+        elif not isinstance(id, EnvelopeId):
             raise TypeError("id must be an EnvelopeId")
+        if route is not None and not isinstance(route, str):
+            raise TypeError("route must be a str or None")
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "sender_args", sender_args)
         # Lists are accepted for convenience and frozen here, so that the record stays
         # hashable and nobody can change it behind its back.
-        for name in ("recipients", "rejected_recipients"):
-            values = tuple(getattr(self, name))
-            if not all(isinstance(value, Address) for value in values):
-                raise TypeError(f"{name} must hold Address values (use create() for strings)")
-            object.__setattr__(self, name, values)
-        params = self.recipient_params
+        object.__setattr__(self, "recipients", _frozen_addresses("recipients", recipients))
+        rejected = _frozen_addresses("rejected_recipients", rejected_recipients)
+        object.__setattr__(self, "rejected_recipients", rejected)
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "id", id)
+        params = recipient_params
         if not isinstance(params, tuple) or not all(
             isinstance(a, Address) and isinstance(p, RcptParams) for a, p in params
         ):
-            object.__setattr__(self, "recipient_params", _to_recipient_params(params))
+            params = _to_recipient_params(params)
+        object.__setattr__(self, "recipient_params", params)
 
     def params_of(self, recipient: Address) -> RcptParams:
         """The RCPT parameters ``recipient`` was given (none: empty parameters)."""
@@ -596,7 +495,10 @@ class _HeaderOps:
 
     __slots__ = ()
 
-    info: EnvelopeInfo
+    def _info(self) -> EnvelopeInfo:
+        """The envelope's info (a method, not a declared field: on the routed kinds
+        ``info`` is a property, which a compiled base's field would hide)."""
+        raise NotImplementedError
 
     def _header_bytes(self) -> bytes:
         raise NotImplementedError
@@ -608,27 +510,27 @@ class _HeaderOps:
 
     @property
     def sender(self) -> Sender:
-        return self.info.sender
+        return self._info().sender
 
     @property
     def sender_args(self) -> MailParams:
-        return self.info.sender_args
+        return self._info().sender_args
 
     @property
     def recipients(self) -> tuple[Address, ...]:
-        return self.info.recipients
+        return self._info().recipients
 
     @property
     def rejected_recipients(self) -> tuple[Address, ...]:
-        return self.info.rejected_recipients
+        return self._info().rejected_recipients
 
     @property
     def route(self) -> str | None:
-        return self.info.route
+        return self._info().route
 
     @property
     def id(self) -> EnvelopeId:
-        return self.info.id
+        return self._info().id
 
     # -- reading -----------------------------------------------------------------------
 
@@ -636,7 +538,7 @@ class _HeaderOps:
         return _HeaderBlock.parse(self._header_bytes())
 
     def _policy(self) -> email.policy.EmailPolicy[email.message.EmailMessage]:
-        return email.policy.SMTPUTF8 if self.info.sender_args.smtputf8 else email.policy.SMTP
+        return email.policy.SMTPUTF8 if self._info().sender_args.smtputf8 else email.policy.SMTP
 
     def header_list(self) -> list[tuple[str, str]]:
         """Every header field in order, as (name as written, unfolded raw value).
@@ -1011,6 +913,9 @@ class Envelope(_HeaderOps):
         value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
         return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
+    def _info(self) -> EnvelopeInfo:
+        return self.info
+
     def __repr__(self) -> str:
         return f"Envelope(info={self.info!r}, message=<{self.size} bytes>)"
 
@@ -1035,6 +940,9 @@ class EnvelopeBodiless(_HeaderOps):
 
     def with_info(self, info: EnvelopeInfo) -> EnvelopeBodiless:
         return dataclasses.replace(self, info=info)
+
+    def _info(self) -> EnvelopeInfo:
+        return self.info
 
     def _header_bytes(self) -> bytes:
         return self.headers
@@ -1062,10 +970,14 @@ def _to_intervals(intervals: Iterable[RetryInterval | str]) -> tuple[RetryInterv
     )
 
 
-def _freeze_routing(record: RoutedEnvelope | RoutedBodiless) -> None:
+def _set_routing(
+    record: RoutedEnvelope | RoutedBodiless,
+    hops: Iterable[HostPort],
+    intervals: Iterable[RetryInterval],
+) -> None:
     # Lists are accepted and frozen into tuples, as in EnvelopeInfo.
-    hops = tuple(record.next_hop_choices)
-    intervals = tuple(record.retry_intervals)
+    hops = tuple(hops)
+    intervals = tuple(intervals)
     if not all(isinstance(hop, HostPort) for hop in hops):
         raise TypeError("next_hop_choices must hold HostPort values (use create() for strings)")
     if not all(isinstance(interval, RetryInterval) for interval in intervals):
@@ -1074,7 +986,7 @@ def _freeze_routing(record: RoutedEnvelope | RoutedBodiless) -> None:
     object.__setattr__(record, "retry_intervals", intervals)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RoutedEnvelope(_HeaderOps):
     """An envelope with where to send it and when to retry (F4).
 
@@ -1088,10 +1000,17 @@ class RoutedEnvelope(_HeaderOps):
     next_hop_choices: tuple[HostPort, ...] = ()
     retry_intervals: tuple[RetryInterval, ...] = ()
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.envelope, Envelope):
+    def __init__(
+        self,
+        *,
+        envelope: Envelope,
+        next_hop_choices: Iterable[HostPort] = (),
+        retry_intervals: Iterable[RetryInterval] = (),
+    ) -> None:
+        if not isinstance(envelope, Envelope):
             raise TypeError("envelope must be an Envelope")
-        _freeze_routing(self)
+        object.__setattr__(self, "envelope", envelope)
+        _set_routing(self, next_hop_choices, retry_intervals)
 
     @classmethod
     def create(
@@ -1109,7 +1028,11 @@ class RoutedEnvelope(_HeaderOps):
         )
 
     @property
-    def info(self) -> EnvelopeInfo:  # type: ignore[override]  # read-only: the envelope's
+    def info(self) -> EnvelopeInfo:
+        """The envelope's (read-only)."""
+        return self.envelope.info
+
+    def _info(self) -> EnvelopeInfo:
         return self.envelope.info
 
     def _header_bytes(self) -> bytes:
@@ -1129,7 +1052,7 @@ class RoutedEnvelope(_HeaderOps):
         return routed, body
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RoutedBodiless(_HeaderOps):
     """A bodiless envelope with its routing, as it sits in a :class:`Batch` (F4); the
     header helpers (F3) work on it directly and keep the routing."""
@@ -1138,13 +1061,24 @@ class RoutedBodiless(_HeaderOps):
     next_hop_choices: tuple[HostPort, ...] = ()
     retry_intervals: tuple[RetryInterval, ...] = ()
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.bodiless, EnvelopeBodiless):
+    def __init__(
+        self,
+        *,
+        bodiless: EnvelopeBodiless,
+        next_hop_choices: Iterable[HostPort] = (),
+        retry_intervals: Iterable[RetryInterval] = (),
+    ) -> None:
+        if not isinstance(bodiless, EnvelopeBodiless):
             raise TypeError("bodiless must be an EnvelopeBodiless")
-        _freeze_routing(self)
+        object.__setattr__(self, "bodiless", bodiless)
+        _set_routing(self, next_hop_choices, retry_intervals)
 
     @property
-    def info(self) -> EnvelopeInfo:  # type: ignore[override]  # read-only: the bodiless's
+    def info(self) -> EnvelopeInfo:
+        """The bodiless envelope's (read-only)."""
+        return self.bodiless.info
+
+    def _info(self) -> EnvelopeInfo:
         return self.bodiless.info
 
     def _header_bytes(self) -> bytes:
@@ -1162,7 +1096,7 @@ class RoutedBodiless(_HeaderOps):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, init=False)
 class Batch:
     """Envelopes that share one body (F4).
 
@@ -1174,15 +1108,18 @@ class Batch:
     envelopes: tuple[RoutedBodiless, ...]
     body: bytes
 
-    def __post_init__(self) -> None:
-        members = tuple(self.envelopes)
+    def __init__(
+        self, *, envelopes: Iterable[RoutedBodiless], body: bytes | bytearray | memoryview
+    ) -> None:
+        members = tuple(envelopes)
         if not all(isinstance(member, RoutedBodiless) for member in members):
             raise TypeError("envelopes must hold RoutedBodiless values")
-        object.__setattr__(self, "envelopes", members)
-        if isinstance(self.body, bytearray | memoryview):
-            object.__setattr__(self, "body", bytes(self.body))
-        elif not isinstance(self.body, bytes):
+        if isinstance(body, bytearray | memoryview):
+            body = bytes(body)
+        elif not isinstance(body, bytes):
             raise TypeError("body must be bytes")
+        object.__setattr__(self, "envelopes", members)
+        object.__setattr__(self, "body", body)
 
     @classmethod
     def single_envelope(cls, routed: RoutedEnvelope) -> Batch:
