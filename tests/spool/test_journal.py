@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from smtpx.envelope import Envelope
 from smtpx.spool.journal import (
+    GATHER_TURNS,
     HEADER,
     FsyncPolicy,
     Journal,
@@ -192,6 +193,55 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
     fsyncs, appended = asyncio.run(run())
     assert appended == 50
     assert fsyncs < 50  # waiting appends shared their fsync
+
+
+def test_appends_a_few_loop_turns_apart_share_one_group(tmp_path: Path) -> None:
+    async def run(turns: int) -> int:
+        journal = Journal(tmp_path / str(turns), fsync=FsyncPolicy.BATCH)
+        journal.gather_turns = turns
+        journal.gather_for = 60.0  # (turns only: a slow machine must not cut it short)
+        journal.open()
+        await journal.append([message(0)])  # (the segment is open: the fsync helper's path)
+        before = journal.fsyncs
+
+        async def late(n: int) -> None:
+            for _ in range(n):
+                await asyncio.sleep(0)
+            await journal.append([message(n + 1)])
+
+        await asyncio.gather(*(late(n) for n in range(6)))
+        fsyncs = journal.fsyncs - before
+        await journal.aclose()
+        return fsyncs
+
+    assert asyncio.run(run(GATHER_TURNS)) == 1  # the last came five turns after the first
+    assert asyncio.run(run(0)) > 1
+
+
+def test_a_group_is_gathered_for_its_turns_or_its_time_whichever_ends_first(
+    tmp_path: Path,
+) -> None:
+    async def turns_taken(gather_for: float) -> int:
+        journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
+        journal.gather_for = gather_for
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = ticks
+        await journal._gather()
+        task.cancel()
+        return ticks - start
+
+    assert asyncio.run(turns_taken(60.0)) == GATHER_TURNS
+    assert asyncio.run(turns_taken(0.0)) == 1  # the time was up after the first turn
+    assert Journal(tmp_path, fsync=FsyncPolicy.ALWAYS).gather_turns == 0
 
 
 def test_fsync_always_pays_per_append(tmp_path: Path) -> None:

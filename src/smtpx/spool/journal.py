@@ -5,7 +5,9 @@ Why a journal and not a file per message: on this kind of machine one ``fsync`` 
 per message tops out near 1,000-2,000 messages/s (``reference/mta_practice.md`` 2.10,
 5.1). Here every message is one record appended to the current segment file, and the
 records of all the sessions that are waiting are made durable by one ``fdatasync``
-together (group commit). A caller's :meth:`Journal.append` returns only once its records
+together (group commit); under ``"batch"`` the writer lets the loop run a few more turns
+before it takes a group, so that what the sessions append meanwhile joins it
+(``GATHER_TURNS``). A caller's :meth:`Journal.append` returns only once its records
 are on disk (``fsync="always"`` or ``"batch"``), so a server that awaits it before saying
 250 never acknowledges mail it could lose.
 
@@ -39,6 +41,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -155,6 +158,15 @@ class _Pending:
 RETRY_AFTER = 0.5
 # A group of more octets than this is written by the worker thread, not on the loop.
 HELPED_GROUP_MAX = 1024 * 1024
+# Under ``fsync = "batch"``, before a group is taken the loop runs up to this many more
+# turns, for at most GATHER_FOR seconds (a journal's ``gather_turns``, 0: none, and
+# ``gather_for``), so that
+# the sessions whose content is already in their sockets' buffers append meanwhile and
+# share the group's write and fsync. Idle, a turn costs a few microseconds; busy, the
+# time bounds what it adds to a message's wait (docs/performance.md, "Gathering a
+# group").
+GATHER_TURNS = 12
+GATHER_FOR = 0.002
 
 
 class Journal:
@@ -173,6 +185,8 @@ class Journal:
         self.segment_size = segment_size
         self.ops = ops or DiskOps()
         self.retry_after = RETRY_AFTER  # (tests shorten it)
+        self.gather_turns = GATHER_TURNS if fsync is FsyncPolicy.BATCH else 0
+        self.gather_for = GATHER_FOR
         self._path_of: tuple[int, Path] = (-1, Path())  # the last segment_path()
         # Called (on the event loop) after an append opened a new segment: the old one is
         # sealed and may now be deleted.
@@ -330,6 +344,7 @@ class Journal:
         then wake every waiter; repeat while more arrived meanwhile."""
         loop = asyncio.get_running_loop()
         while self._queue:
+            await self._gather()
             batch, self._queue = self._queue, []
             if self.fsync is FsyncPolicy.ALWAYS:
                 groups = [[pending] for pending in batch]
@@ -357,6 +372,18 @@ class Journal:
                         pending.future.set_result(locations)
                 if self._segment != segment and self.on_new_segment is not None:
                     self.on_new_segment()
+
+    async def _gather(self) -> None:
+        """Let the loop run up to ``gather_turns`` turns (``gather_for`` seconds at most)
+        before a group is taken: what the sessions append meanwhile joins it."""
+        turns = self.gather_turns
+        if turns <= 0:
+            return
+        until = time.monotonic() + self.gather_for
+        for _ in range(turns):
+            await asyncio.sleep(0)
+            if time.monotonic() >= until:
+                return
 
     def _write_group(self, group: list[_Pending]) -> _Locations:
         """In a worker thread: append the group to the current segment and sync it.
