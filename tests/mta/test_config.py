@@ -444,6 +444,19 @@ def test_relay_helpers() -> None:
     assert not config.relay.is_trusted("not an address")
 
 
+def test_trust_is_remembered_per_set_of_networks_never_across_them() -> None:
+    # Settings made one after another (a reload, a test), each asked the same address:
+    # each answers from its own networks, however many there were, and when a freed
+    # tuple's place in memory is taken by the next one.
+    for n in range(40):
+        networks = ["10.0.0.0/8"] if n % 2 else ["192.0.2.0/24"]
+        relay = MtaConfig.from_dict({"relay": {"trusted_networks": networks}}).relay
+        assert relay.is_trusted("10.1.2.3") is bool(n % 2)
+        assert relay.is_trusted("10.1.2.3") is bool(n % 2)  # (remembered)
+        assert relay.is_trusted("192.0.2.7") is not bool(n % 2)
+        del relay
+
+
 def test_port_zero_listeners_are_allowed(tmp_path: Path) -> None:
     config = MtaConfig.from_dict({"server": {"listen": ["127.0.0.1:0", "127.0.0.1:0"]}})
     assert [listener.port for listener in config.server_config().listeners] == [0, 0]

@@ -382,10 +382,28 @@ class RelaySettings:
         return _inside(address, self.trusted_networks)
 
 
-@functools.lru_cache(maxsize=4096)  # (asked per connection; clients come back)
+# What _inside found, per tuple of networks (by identity, the tuple kept alive with its
+# answers) and then per address: asked per connection, and clients come back. Not an
+# lru_cache over both: it hashed every network of the tuple, in Python, each time.
+_INSIDE: dict[int, tuple[tuple[IPNetwork, ...], dict[str, bool]]] = {}
+_INSIDE_MAX = 4096  # addresses remembered per tuple (then forgotten all at once)
+
+
 def _inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    ip = client_ip(address)
-    return ip is not None and any(ip in network for network in networks)
+    entry = _INSIDE.get(id(networks))
+    if entry is None or entry[0] is not networks:
+        if len(_INSIDE) >= 16:  # (settings made again and again: a test, reloads)
+            _INSIDE.clear()
+        entry = _INSIDE[id(networks)] = (networks, {})
+    answers = entry[1]
+    found = answers.get(address)
+    if found is None:
+        ip = client_ip(address)
+        found = ip is not None and any(ip in network for network in networks)
+        if len(answers) >= _INSIDE_MAX:
+            answers.clear()
+        answers[address] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
