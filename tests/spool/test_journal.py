@@ -28,6 +28,7 @@ from smtpx.spool.journal import (
 from smtpx.spool.records import NotCached
 from smtpx.spool.spool import Delivery, Spool
 from smtpx.spool.types import SpoolConfig
+from smtpx.testing import LoopTurns
 
 
 def message(n: int, body: bytes = b"") -> Record:
@@ -224,20 +225,9 @@ def test_a_group_is_gathered_for_its_turns_or_its_time_whichever_ends_first(
     async def turns_taken(gather_for: float) -> int:
         journal = Journal(tmp_path, fsync=FsyncPolicy.BATCH)
         journal.gather_for = gather_for
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        start = ticks
-        await journal._gather()
-        task.cancel()
-        return ticks - start
+        async with LoopTurns() as turns:
+            await journal._gather()
+        return turns.count
 
     assert asyncio.run(turns_taken(60.0)) == GATHER_TURNS
     assert asyncio.run(turns_taken(0.0)) == 1  # the time was up after the first turn

@@ -10,6 +10,7 @@ import pytest
 import spf
 
 from smtpx.mta.inbound.spf import SpfChecker, SpfResult
+from smtpx.testing import LoopTurns
 from smtpx.testing.dns import DnsLab
 from tests.mta.inbound.helpers import CLIENT, auth_dns
 
@@ -79,21 +80,12 @@ async def test_checks_run_in_threads_while_the_loop_goes_on(lab: DnsLab) -> None
 
     spf.query.check = check
     try:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        ticker = asyncio.create_task(tick())
-        results = await asyncio.gather(
-            *(checker.check(CLIENT, HELO, f"u{n}@example.test") for n in range(8))
-        )
-        ticker.cancel()
+        async with LoopTurns() as turns:
+            results = await asyncio.gather(
+                *(checker.check(CLIENT, HELO, f"u{n}@example.test") for n in range(8))
+            )
     finally:
         spf.query.check = real
     assert {r.mailfrom.result for r in results} == {"pass"}
     assert seen and all(name.startswith("spf") for name in seen)
-    assert ticks > 4  # the loop ran while the checks waited (a blocked loop ticks once)
+    assert turns.count > 4  # the loop ran while the checks waited (a blocked loop turns once)
