@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 from collections import Counter
+from typing import Any
 
 from smtpx.io.accept import SharedListener
 from smtpx.io.balance import SessionBalance
@@ -170,7 +171,7 @@ class Server:
     @property
     def ports(self) -> list[int]:
         """The bound port of each listener, in configuration order (port 0 resolved)."""
-        return [int(server.sockets[0].getsockname()[1]) for _, server in self._servers]
+        return [int(_sockets(server)[0].getsockname()[1]) for _, server in self._servers]
 
     @property
     def sessions(self) -> int:
@@ -342,7 +343,13 @@ def _peer(stream: Stream) -> str:
 
 
 def _log_listening(server: asyncio.Server | SharedListener) -> None:
-    log.info("listening on %s", ", ".join(_where(s) for s in server.sockets))
+    log.info("listening on %s", ", ".join(_where(s) for s in _sockets(server)))
+
+
+def _sockets(server: asyncio.Server | SharedListener) -> list[Any]:
+    """The server's sockets. uvloop's server gives a list where typeshed says a tuple,
+    which the compiled build's check of the declared type refuses: read untyped."""
+    return list(getattr(server, "sockets"))  # noqa: B009
 
 
 def _where(sock: object) -> str:
