@@ -170,3 +170,44 @@ async def _leave_to_another() -> None:
     assert taken == ["full", "free", "free", "free", "free"]
     for listener in (full, free):
         listener.close()
+
+
+def test_uvloops_server_that_cannot_open_pauses_and_keeps_no_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On uvloop a listener serves through a server of uvloop's own, on a copy of the
+    # socket. When that server cannot be made, the listener pauses and tries again, and
+    # the copy it made for the failed one is closed (a descriptor a retry otherwise):
+    # after two failures the process holds as many descriptors as after none.
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setattr(accept, "RETRY_ACCEPT", 0.01)
+
+    def opened_after(failures: int) -> int:
+        class Failing(uvloop.Loop):  # type: ignore[name-defined,misc]
+            left = failures
+
+            async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+                if Failing.left:
+                    Failing.left -= 1
+                    raise OSError(errno.EMFILE, "Too many open files")
+                return await super().create_server(*args, **kwargs)
+
+        Failing.__module__ = "uvloop.failing"  # (what the listener takes for uvloop)
+
+        async def run() -> int:
+            sock = _bound()
+            before = len(os.listdir("/proc/self/fd"))
+            taken: list[str] = []
+            listener = SharedListener(sock, server_protocol_factory(_greeter(taken, "u")))
+            await listener.start_serving()
+            assert await _greeting(sock.getsockname()[1]) == b"220 u\r\n"
+            opened = len(os.listdir("/proc/self/fd")) - before
+            listener.close()
+            await listener.wait_closed()
+            assert Failing.left == 0
+            return opened
+
+        with asyncio.Runner(loop_factory=Failing) as runner:
+            return runner.run(run())
+
+    assert opened_after(2) == opened_after(0)
