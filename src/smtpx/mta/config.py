@@ -382,27 +382,22 @@ class RelaySettings:
         return _inside(address, self.trusted_networks)
 
 
-# What _inside found, per tuple of networks (by identity, the tuple kept alive with its
-# answers) and then per address: asked per connection, and clients come back. Not an
-# lru_cache over both: it hashed every network of the tuple, in Python, each time.
-_INSIDE: dict[int, tuple[tuple[IPNetwork, ...], dict[str, bool]]] = {}
-_INSIDE_MAX = 4096  # addresses remembered per tuple (then forgotten all at once)
+# What _inside found per address, with the tuple of networks it was asked against (by
+# identity): asked per connection, and clients come back. Not an lru_cache over both: it
+# hashed every network of the tuple, in Python, each time.
+_INSIDE: dict[str, tuple[tuple[IPNetwork, ...], bool]] = {}
+_INSIDE_MAX = 4096  # addresses remembered (then forgotten all at once)
 
 
 def _inside(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    entry = _INSIDE.get(id(networks))
-    if entry is None or entry[0] is not networks:
-        if len(_INSIDE) >= 16:  # (settings made again and again: a test, reloads)
-            _INSIDE.clear()
-        entry = _INSIDE[id(networks)] = (networks, {})
-    answers = entry[1]
-    found = answers.get(address)
-    if found is None:
-        ip = client_ip(address)
-        found = ip is not None and any(ip in network for network in networks)
-        if len(answers) >= _INSIDE_MAX:
-            answers.clear()
-        answers[address] = found
+    known = _INSIDE.get(address)
+    if known is not None and known[0] is networks:
+        return known[1]
+    ip = client_ip(address)
+    found = ip is not None and any(ip in network for network in networks)
+    if len(_INSIDE) >= _INSIDE_MAX:
+        _INSIDE.clear()
+    _INSIDE[address] = (networks, found)
     return found
 
 
