@@ -160,11 +160,10 @@ RETRY_AFTER = 0.5
 HELPED_GROUP_MAX = 1024 * 1024
 # Under ``fsync = "batch"``, before a group is taken the loop runs up to this many more
 # turns, for at most GATHER_FOR seconds (a journal's ``gather_turns``, 0: none, and
-# ``gather_for``), so that
-# the sessions whose content is already in their sockets' buffers append meanwhile and
-# share the group's write and fsync. Idle, a turn costs a few microseconds; busy, the
-# time bounds what it adds to a message's wait (docs/performance.md, "Gathering a
-# group").
+# ``gather_for``), so that the sessions whose content is already in their sockets'
+# buffers append meanwhile and share the group's write and fsync. Idle, a turn costs a
+# few microseconds; busy, the time bounds what it adds to a message's wait
+# (docs/performance.md, "Gathering a group").
 GATHER_TURNS = 12
 GATHER_FOR = 0.002
 
