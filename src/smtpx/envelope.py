@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Self
+from typing import NamedTuple, Self, TypeVar
 
 from smtpx.compiled import mypyc_attr
 from smtpx.content import SpilledMessage
@@ -57,6 +57,7 @@ __all__ = [
     "RoutedBodiless",
     "RoutedEnvelope",
     "Sender",
+    "message_id_in",
 ]
 
 
@@ -188,6 +189,8 @@ _DEFAULT_GENERATOR = EnvelopeIdGenerator()
 
 
 _NO_PARAMS = MailParams()
+_FROM_TEXT = " (use create() for strings)"
+_T = TypeVar("_T")
 
 
 def _to_sender(value: Sender | Address | str) -> Sender:
@@ -238,10 +241,14 @@ def _to_recipient_params(value: RecipientParams) -> tuple[tuple[Address, RcptPar
     return tuple(found)
 
 
-def _frozen_addresses(name: str, values: Iterable[Address]) -> tuple[Address, ...]:
+def _frozen(
+    name: str, values: Iterable[_T], kind: type[_T], hint: str = _FROM_TEXT
+) -> tuple[_T, ...]:
+    """``values`` as a tuple (lists are accepted, and frozen so that a record stays
+    hashable and nobody changes it behind its back), each checked to be a ``kind``."""
     frozen = values if type(values) is tuple else tuple(values)
-    if not all(isinstance(value, Address) for value in frozen):
-        raise TypeError(f"{name} must hold Address values (use create() for strings)")
+    if not all(isinstance(value, kind) for value in frozen):
+        raise TypeError(f"{name} must hold {kind.__name__} values{hint}")
     return frozen
 
 
@@ -299,10 +306,8 @@ class EnvelopeInfo:
             raise TypeError("route must be a str or None")
         object.__setattr__(self, "sender", sender)
         object.__setattr__(self, "sender_args", sender_args)
-        # Lists are accepted for convenience and frozen here, so that the record stays
-        # hashable and nobody can change it behind its back.
-        object.__setattr__(self, "recipients", _frozen_addresses("recipients", recipients))
-        rejected = _frozen_addresses("rejected_recipients", rejected_recipients)
+        object.__setattr__(self, "recipients", _frozen("recipients", recipients, Address))
+        rejected = _frozen("rejected_recipients", rejected_recipients, Address)
         object.__setattr__(self, "rejected_recipients", rejected)
         object.__setattr__(self, "route", route)
         object.__setattr__(self, "id", id)
@@ -391,6 +396,19 @@ _FIELD_NAME_RE = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _FIELD_NAME_BYTES_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # Unfolding (RFC 5322 2.2.3) removes a line break that is followed by white space.
 _FOLD_RE = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def message_id_in(start: bytes) -> str | None:
+    """:meth:`Envelope.message_id` of a message that begins with ``start`` (its
+    :meth:`Envelope.start`), for a caller that has read it already."""
+    if start.startswith(b"\r\n"):
+        return None  # no header fields
+    end = start.find(b"\r\n\r\n")
+    found = _MESSAGE_ID.findall(start, 0, len(start) if end < 0 else end)
+    if not found:
+        return None
+    value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
+    return value if 0 < len(value) <= MAX_MESSAGE_ID else None
 
 
 def _split_message(message: bytes) -> tuple[bytes, bytes]:
@@ -903,15 +921,8 @@ class Envelope(_HeaderOps):
         it has none, or one over ``MAX_MESSAGE_ID`` octets): what the spool keeps and the
         mail log's ``accepted`` line says. A regular expression rather than a header
         parser: it runs for every message received."""
-        message = self.start()  # the header region: a spilled message is not read whole
-        if message.startswith(b"\r\n"):
-            return None  # no header fields
-        end = message.find(b"\r\n\r\n")
-        found = _MESSAGE_ID.findall(message, 0, len(message) if end < 0 else end)
-        if not found:
-            return None
-        value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace")
-        return value if 0 < len(value) <= MAX_MESSAGE_ID else None
+        # (the header region: a spilled message is not read whole)
+        return message_id_in(self.start())
 
     def _info(self) -> EnvelopeInfo:
         return self.info
@@ -975,14 +986,8 @@ def _set_routing(
     hops: Iterable[HostPort],
     intervals: Iterable[RetryInterval],
 ) -> None:
-    # Lists are accepted and frozen into tuples, as in EnvelopeInfo.
-    hops = tuple(hops)
-    intervals = tuple(intervals)
-    if not all(isinstance(hop, HostPort) for hop in hops):
-        raise TypeError("next_hop_choices must hold HostPort values (use create() for strings)")
-    if not all(isinstance(interval, RetryInterval) for interval in intervals):
-        raise TypeError("retry_intervals must hold RetryInterval values (use create() for strings)")
-    object.__setattr__(record, "next_hop_choices", hops)
+    object.__setattr__(record, "next_hop_choices", _frozen("next_hop_choices", hops, HostPort))
+    intervals = _frozen("retry_intervals", intervals, RetryInterval)
     object.__setattr__(record, "retry_intervals", intervals)
 
 
@@ -1111,9 +1116,7 @@ class Batch:
     def __init__(
         self, *, envelopes: Iterable[RoutedBodiless], body: bytes | bytearray | memoryview
     ) -> None:
-        members = tuple(envelopes)
-        if not all(isinstance(member, RoutedBodiless) for member in members):
-            raise TypeError("envelopes must hold RoutedBodiless values")
+        members = _frozen("envelopes", envelopes, RoutedBodiless, "")
         if isinstance(body, bytearray | memoryview):
             body = bytes(body)
         elif not isinstance(body, bytes):

@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from smtpx.auth import run_server_mechanism
-from smtpx.envelope import Envelope, EnvelopeId, EnvelopeInfo
+from smtpx.envelope import Envelope, EnvelopeId, EnvelopeInfo, message_id_in
 from smtpx.errors import RemoteProtocolError
 from smtpx.fingerprint import fingerprint
 from smtpx.io.stream import Stream
@@ -559,7 +559,7 @@ class SessionRunner:
                 zip(transaction.recipients, transaction.recipient_params, strict=True)
             ),
         )
-        envelope = received = Envelope(info=info, content=buffer.result())
+        envelope = Envelope(info=info, content=buffer.result())
         start = envelope.start()
         problem = _malformed(start)
         if problem is not None:
@@ -594,7 +594,7 @@ class SessionRunner:
                 sender=str(transaction.sender),
                 recipients=[str(r) for r in transaction.recipients],
                 message_size=size,
-                rfc822_id=received.message_id(),
+                rfc822_id=message_id_in(start),  # (as received: read once)
                 local_id=str(transaction.id),
                 reply=str(reply),
                 **extra,
