@@ -24,6 +24,7 @@ RANK = {
     "compiled": 0,
     "protocol": 1,
     "units": 1,
+    "compactjson": 1,
     "auth": 2,
     "envelope": 2,
     "hops": 2,
@@ -95,6 +96,11 @@ def imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 found.append((node.lineno, "." * node.level + (node.module or "")))
+            elif node.module == "smtpx":  # a submodule (a layer) or a name of the package's
+                found.extend(
+                    (node.lineno, f"smtpx.{a.name}" if a.name in RANK else "smtpx")
+                    for a in node.names
+                )
             else:
                 assert node.module is not None
                 found.append((node.lineno, node.module))

@@ -21,7 +21,6 @@ message, well under 1% of relaying it).
 from __future__ import annotations
 
 import enum
-import json
 import os
 import struct
 import zlib
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from smtpx import compactjson
 from smtpx.content import header_block
 from smtpx.errors import SMTPXError
 from smtpx.protocol.data import DotUnstuffer, dot_unstuff
@@ -126,26 +126,11 @@ def encode_record(record: Record) -> tuple[bytes, int]:
 
 def encode_head(record: Record, body_len: int, body_crc: int) -> bytes:
     """The record's header and metadata, for a body of ``body_len`` octets."""
-    meta = _meta_bytes(record.meta)
+    meta = compactjson.dumps(record.meta)
     fields = (len(meta), body_len, zlib.crc32(meta), body_crc)
     unchecked = HEADER.pack(MAGIC, int(record.kind), VERSION, 0, *fields)
     header = HEADER.pack(MAGIC, int(record.kind), VERSION, _header_check(unchecked), *fields)
     return header + meta
-
-
-# One encoder for every record: json.dumps with options builds a new one per call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _meta_bytes(meta: dict[str, Any]) -> bytes:
-    """The metadata as JSON in UTF-8; with escapes when a text holds a lone surrogate (a
-    remote reply's non-UTF-8 octets, kept by ``surrogateescape``), so that it reads back
-    exactly instead of failing the write."""
-    text = _COMPACT.encode(meta)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(meta, separators=(",", ":")).encode("ascii")
 
 
 def _header_check(header: bytes) -> int:
@@ -185,7 +170,7 @@ def parse_record(file: BinaryIO, offset: int, size: int) -> Parsed | str:
     if zlib.crc32(meta_bytes) != meta_crc:
         return "metadata checksum mismatch"
     try:
-        meta = json.loads(meta_bytes)
+        meta = compactjson.loads(meta_bytes)
     except ValueError:
         return "metadata is not JSON"
     if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):

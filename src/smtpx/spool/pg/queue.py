@@ -22,7 +22,6 @@ first.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
+from smtpx import compactjson
 from smtpx.errors import SMTPXError
 from smtpx.spool.pg.schema import DUE_CHANNEL
 
@@ -134,12 +134,17 @@ async def _no_reset(conn: Connection) -> None:
 
 async def _init(conn: Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "jsonb", encoder=_dumps, decoder=compactjson.loads, schema="pg_catalog", format="text"
     )
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(_storable(value), ensure_ascii=False, separators=(",", ":"))
+    data = compactjson.dumps(value)
+    # An escape may be a NUL's or a lone surrogate's, which jsonb refuses (rare: a remote
+    # reply's text): then once more, cleaned. The usual value is walked by orjson only.
+    if b"\\u" in data:
+        data = compactjson.dumps(_storable(value))
+    return data.decode()
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
