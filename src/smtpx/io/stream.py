@@ -64,9 +64,12 @@ def _read_buffer() -> memoryview:
 # compiled build (this module is compiled) a Python class may still subclass it.
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Stream(abc.ABC):
-    """A bidirectional byte stream."""
+    """A bidirectional byte stream. ``proxy_peer``: the address of the proxy the
+    connection came through, when a PROXY header named the client behind it (the
+    server's ``ProxiedStream``)."""
 
     tls: bool = False
+    proxy_peer: tuple[str, int] | None = None
 
     @abc.abstractmethod
     async def read(self, timeout: float | None = None) -> bytes:

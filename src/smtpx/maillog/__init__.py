@@ -59,11 +59,16 @@ _MAIL = logging.getLogger("smtpx.mail")  # looked up once: getLogger takes a loc
 _ADDRESS_TAGS = frozenset({"sender", "recipient", "recipients"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Flows:
     """A set of flow ids, newest first."""
 
     ids: tuple[str, ...] = ()
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(self, ids: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "ids", ids)
 
     @classmethod
     def create(cls, kind: str) -> Flows:

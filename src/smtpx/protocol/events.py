@@ -42,7 +42,7 @@ NEED_DATA = Sentinel.NEED_DATA
 PAUSED = Sentinel.PAUSED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DataChunk:
     """Part of a message body.
 
@@ -52,6 +52,11 @@ class DataChunk:
     """
 
     data: bytes
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(self, data: bytes) -> None:
+        object.__setattr__(self, "data", data)
 
     def __repr__(self) -> str:
         return f"DataChunk(<{len(self.data)} bytes>)"

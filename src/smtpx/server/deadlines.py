@@ -29,10 +29,16 @@ class TimedOut(enum.Enum):
     UNREAD_REPLIES = "unread_replies"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Deadline:
     at: float  # loop time
     reason: TimedOut
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(self, at: float, reason: TimedOut) -> None:
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "reason", reason)
 
 
 class ReadDeadlines:

@@ -56,12 +56,17 @@ class Refused(enum.Enum):
     RATE = "rate_per_client"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Admitted:
     """A connection let in; give it back to :meth:`ClientLimiter.release` at its end.
     ``key`` is None for a client that is not counted (exempt, or no IP)."""
 
     key: str | None
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(self, key: str | None) -> None:
+        object.__setattr__(self, "key", key)
 
 
 KEY_CACHE = 4096  # client addresses whose key ClientLimiter remembers

@@ -59,7 +59,6 @@ from smtpx.server.config import MalformedMessages, ServerConfig
 from smtpx.server.deadlines import ReadDeadlines, TimedOut
 from smtpx.server.events import EnvelopeReceived
 from smtpx.server.plugin import Offer, Plugin, Reject, Session, Transaction
-from smtpx.server.proxy import ProxiedStream
 
 if TYPE_CHECKING:
     from smtpx.auth import ServerMechanism
@@ -99,7 +98,7 @@ class SessionRunner:
             tls=stream.tls,
             tls_version=stream.tls_version(),
             flows=Flows.create("srv"),
-            proxy_peer=stream.proxy_peer if isinstance(stream, ProxiedStream) else None,
+            proxy_peer=stream.proxy_peer,
         )
         if stream.tls:
             server.stats["tls_sessions"] += 1  # implicit TLS: the handshake is done

@@ -138,18 +138,30 @@ class DiskOps:
 _Locations = list[list[Location | None]]  # each pending append's body locations
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Encoded:
     """A record ready to write; ``body`` is (offset within data, length, crc)."""
 
     data: bytes
     body: tuple[int, int, int] | None
 
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(self, data: bytes, body: tuple[int, int, int] | None) -> None:
+        self.data = data
+        self.body = body
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class _Pending:
     records: list[_Encoded | Record]  # a Record: a streamed body, encoded as it is written
     future: asyncio.Future[list[Location | None]]
+
+    def __init__(
+        self, records: list[_Encoded | Record], future: asyncio.Future[list[Location | None]]
+    ) -> None:  # (written out, as _Encoded's)
+        self.records = records
+        self.future = future
 
 
 # After a failed write, appends are refused at once for this long (seconds; a journal's

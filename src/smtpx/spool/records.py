@@ -88,7 +88,7 @@ class WireSource(Protocol):
     def wire_chunks(self) -> Iterator[bytes]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     """One record to append. ``body_crc`` keeps a body's original checksum when it is
     copied forward (compaction), so damage is never laundered into a fresh checksum. A
@@ -100,6 +100,22 @@ class Record:
     body: bytes = b""
     body_crc: int | None = None
     stream: WireSource | None = None
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(
+        self,
+        kind: RecordKind,
+        meta: dict[str, Any],
+        body: bytes = b"",
+        body_crc: int | None = None,
+        stream: WireSource | None = None,
+    ) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "meta", meta)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "body_crc", body_crc)
+        object.__setattr__(self, "stream", stream)
 
 
 class BodyDamaged(SMTPXError):
