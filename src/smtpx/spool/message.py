@@ -49,15 +49,18 @@ class Status(enum.Enum):
 
     @property
     def queue(self) -> str:
-        return {
-            "send_now": "active",
-            "send_at": "active",
-            "sending": "active",
-            "frozen": "frozen",
-            "removed": "removed",
-            "quarantined": "quarantine",
-            "delivered": "delivered",
-        }[self.value]
+        return _QUEUES[self.value]
+
+
+_QUEUES = {  # (one dict, not one per call: every event asks)
+    "send_now": "active",
+    "send_at": "active",
+    "sending": "active",
+    "frozen": "frozen",
+    "removed": "removed",
+    "quarantined": "quarantine",
+    "delivered": "delivered",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,10 @@ PresendHook = Callable[[SpooledMessage], Awaitable[Presend]]
 OnError = Callable[[SpooledMessage, Reply], Awaitable[Outcome]]
 
 
-@dataclass(frozen=True, slots=True)
+_NO_FLOWS = Flows()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Delivery:
     """A message to spool: the envelope, and where it goes (explicit next hops, or a route
     key, usually the recipients' domain, for the router). Retry intervals default to the
@@ -194,7 +197,23 @@ class Delivery:
     next_hops: tuple[HostPort, ...] = ()
     route: str | None = None
     retry_intervals: tuple[RetryInterval, ...] | None = None
-    flows: Flows = field(default_factory=Flows)  # mail log flows; an ``out##`` id is added
+    flows: Flows = _NO_FLOWS  # mail log flows; an ``out##`` id is added
+
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (ten times the cost; docs/performance.md, "Writing code that compiles").
+    def __init__(
+        self,
+        envelope: Envelope,
+        next_hops: tuple[HostPort, ...] = (),
+        route: str | None = None,
+        retry_intervals: tuple[RetryInterval, ...] | None = None,
+        flows: Flows = _NO_FLOWS,
+    ) -> None:
+        object.__setattr__(self, "envelope", envelope)
+        object.__setattr__(self, "next_hops", next_hops)
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "retry_intervals", retry_intervals)
+        object.__setattr__(self, "flows", flows)
 
 
 class EventKind(enum.Enum):
@@ -213,7 +232,7 @@ class EventKind(enum.Enum):
     PING = "ping"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SpoolEvent:
     time: float
     kind: EventKind
@@ -227,6 +246,27 @@ class SpoolEvent:
     # Why, for a deferral: the last attempt's error (this process's events, and other
     # nodes' of a shared queue; not in the events stream).
     reason: str = ""
+
+    def __init__(  # (written out, as Delivery's)
+        self,
+        time: float,
+        kind: EventKind,
+        id: str = "",
+        detail: str = "",
+        spool_date: float | None = None,
+        *,
+        node: str = "",
+        queue: str = "",
+        reason: str = "",
+    ) -> None:
+        object.__setattr__(self, "time", time)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "detail", detail)
+        object.__setattr__(self, "spool_date", spool_date)
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "queue", queue)
+        object.__setattr__(self, "reason", reason)
 
     def __str__(self) -> str:
         return f"{self.id} {self.kind.value}{': ' + self.detail if self.detail else ''}".strip()
