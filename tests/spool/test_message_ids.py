@@ -3,11 +3,14 @@ it by that id without the spool reading any body), through a restart and a compa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from smtpx.envelope import Envelope
+from smtpx.envelope import MAX_MESSAGE_ID, Envelope, message_id_in
 from smtpx.spool.message import SpooledMessage, Status
 from smtpx.spool.records import Location
 from smtpx.spool.spool import Delivery, Spool
@@ -81,3 +84,28 @@ def test_message_id(message: bytes, expected: str | None) -> None:
         sender="a@example.com", recipients=["b@example.org"], message=message
     )
     assert envelope.message_id() == expected
+
+
+# What message_id_in is meant to find, written as the one pattern it once was: the last
+# "Message-ID:" at a line start (any case) in the header section, its continuation lines
+# unfolded. The function finds it with a literal search instead; they must agree.
+_REFERENCE = re.compile(rb"^message-id:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _reference(start: bytes) -> str | None:
+    if start.startswith(b"\r\n"):
+        return None
+    end = start.find(b"\r\n\r\n")
+    found = _REFERENCE.findall(start, 0, len(start) if end < 0 else end)
+    value = found[-1].replace(b"\r\n", b"").strip().decode("utf-8", "replace") if found else ""
+    return value if 0 < len(value) <= MAX_MESSAGE_ID else None
+
+
+_PIECES = [b"Message-ID:", b"message-id:", b"MESSAGE-ID: ", b"\r\n", b"\n", b"\r", b" ", b"\t"]
+_PIECES += [b"<a@b>", b"x", b"\r\n\r\n", b"\xff", b"m", b"Message-IDs:", b"X-Message-ID: "]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_message_id_in_agrees_with_the_pattern(pieces: list[bytes]) -> None:
+    start = b"".join(pieces)
+    assert message_id_in(start) == _reference(start)
