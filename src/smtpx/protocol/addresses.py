@@ -219,7 +219,7 @@ class _SenderBase:
     NULL: ClassVar[Sender]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Sender(_SenderBase):
     """A reverse-path (RFC 5321 4.1.1.2): an :class:`Address`, or None for the null path ``<>``.
 
@@ -228,6 +228,10 @@ class Sender(_SenderBase):
     """
 
     address: Address | None = None
+
+    # Written out: the dataclass's runs interpreted in the compiled build (performance.md).
+    def __init__(self, address: Address | None = None) -> None:
+        object.__setattr__(self, "address", address)
 
     @property
     def is_null(self) -> bool:

@@ -67,7 +67,7 @@ class RecordKind(enum.IntEnum):
     FORGET = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Location:
     """Where a body lies: segment number, offset of its first octet, length, and the
     body's CRC32 (from its record header)."""
@@ -76,6 +76,12 @@ class Location:
     offset: int
     length: int
     crc: int | None = field(default=None, compare=False)
+
+    def __init__(self, segment: int, offset: int, length: int, crc: int | None = None) -> None:
+        object.__setattr__(self, "segment", segment)  # (written out, as Record's)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "length", length)
+        object.__setattr__(self, "crc", crc)
 
     def __str__(self) -> str:
         return f"segment {self.segment} offset {self.offset} ({self.length} octets)"
