@@ -85,6 +85,33 @@ async def test_one_id_for_the_transaction_in_the_reply_received_and_spool(
             assert match is not None and match[1] == queued, received
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"plain text.\r\n", b".a line with a dot\r\n..two\r\n.\r\n", b"end\r\n\r\n"],
+    ids=repr,
+)
+async def test_a_relayed_message_reads_back_from_the_spool_as_sent(
+    tmp_path: Path, body: bytes
+) -> None:
+    """Content the server took as it came is stored without a second stuffing pass
+    (smtpx.protocol.data.WireForm); lines that start with a dot must still come back."""
+    cfg = config(
+        tmp_path,
+        routing={"routes": {"example.net": ["127.0.0.1:9"]}},
+        spool={"retry_intervals": ["1h"]},
+    )
+    content = b"Subject: dots\r\nMessage-ID: <d@t>\r\n\r\n" + body
+    envelope = Envelope.create(
+        sender="a@example.org", recipients=["x@example.net"], message=content
+    )
+    async with Mta(cfg, dns=FakeDns()) as mta:
+        async with connect("127.0.0.1", mta.server.ports[0], config=PLAIN) as client:
+            assert isinstance(await client.send(envelope), Accepted)
+        (spooled,) = mta.spool.status()
+        stored = await mta.spool.read_message(spooled.id)
+    assert stored.startswith(b"Received: from ") and stored.endswith(b"\r\n" + content)
+
+
 async def test_bare_postmaster_reaches_the_first_local_domain(tmp_path: Path) -> None:
     # Accepted from anyone (RFC 5321 4.5.1), and spooled as postmaster@example.org so the
     # maildir, the mail log and any bounce see an ordinary mailbox.

@@ -16,11 +16,15 @@ from smtpx.protocol.data import (
     DotUnstuffer,
     EightBitCheck,
     LineEndings,
+    WireForm,
     dot_stuff,
     dot_unstuff,
     fits_8bit,
     has_bare_newline,
+    is_wire_form,
     normalize_newlines,
+    prepend_head,
+    stored_form,
 )
 
 
@@ -440,3 +444,92 @@ def test_the_8bit_check_keeps_no_more_than_a_line() -> None:
         tracemalloc.stop()
     assert not check.result()
     assert peak < 3 << 20
+
+
+# -- content that is its own DATA form (WireForm) ---------------------------------------
+
+# Lines as a client may send them: some start with a dot, some end bare (NORMALIZE).
+_LINE = st.sampled_from([b"", b".", b"..", b".x", b"x.", b"a b", b"\xc3\xa9", b"x\r", b"\ry"])
+_END = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r"])
+any_bodies = st.lists(st.tuples(_LINE, _END), max_size=12).map(
+    lambda ls: b"".join(line + end for line, end in ls)
+)
+
+
+@given(any_bodies, st.sampled_from([None, 1, 2, 3, 5]))
+@settings(max_examples=300)
+def test_content_taken_verbatim_is_exactly_its_own_data_form(body: bytes, step: int | None) -> None:
+    """The reader says the content was taken as it came exactly when the octets on the
+    wire (a client's DotStuffer, or a sloppy client's raw lines) were the content and
+    its terminator; then the content is a WireForm, and stored as it is."""
+    for wire in (dot_stuff(body), normalize_newlines(body) + b".\r\n"):
+        if not wire.endswith(b"\r\n.\r\n") and wire != b".\r\n":
+            continue  # (a raw body without a final line break has no terminator)
+        content, finished, reader, rest = decode_all(
+            wire, step, max_line=None, bare_newlines=BareNewlines.NORMALIZE
+        )
+        assert finished
+        taken = wire[: len(wire) - len(rest)]  # (a raw "." line ends the data early)
+        assert reader.verbatim == (taken == content + b".\r\n")
+        if reader.verbatim:
+            assert is_wire_form(content)
+            assert stored_form(WireForm(content)) == dot_stuff(content)[:-3] == content
+            assert dot_stuff(WireForm(content)) == dot_stuff(content)
+
+
+@pytest.mark.parametrize(
+    ("wire", "verbatim"),
+    [
+        (b"a\r\nb\r\n.\r\n", True),
+        (b".\r\n", True),  # no content at all
+        (b"..a\r\n.\r\n", False),  # a stuffed first line
+        (b"a\r\n..\r\n.\r\n", False),  # a stuffed line
+        (b".a\r\n.\r\n", False),  # a sloppy client's dot, dropped
+        (b"a\nb\r\n.\r\n", False),  # a bare LF made CRLF
+    ],
+)
+def test_verbatim(wire: bytes, verbatim: bool) -> None:
+    _, finished, reader, _ = decode_all(wire, bare_newlines=BareNewlines.NORMALIZE)
+    assert finished and reader.verbatim is verbatim
+
+
+@pytest.mark.parametrize(
+    ("data", "ready"),
+    [
+        (b"", True),
+        (b"a\r\n", True),
+        (b"a\r\nb.c\r\n", True),
+        (b"a", False),  # no final CRLF
+        (b".a\r\n", False),
+        (b"a\r\n.b\r\n", False),
+        (b"a\nb\r\n", False),
+        (b"a\rb\r\n", False),
+    ],
+)
+def test_is_wire_form(data: bytes, ready: bool) -> None:
+    assert is_wire_form(data) is ready
+    assert (dot_stuff(data)[:-3] == data) is ready
+
+
+def test_a_head_keeps_the_wire_form_only_when_it_is_one_too() -> None:
+    content = WireForm(b"Subject: x\r\n\r\nbody\r\n")
+    kept = prepend_head(b"Received: from a\r\n\tby b\r\n", content)
+    assert type(kept) is WireForm and kept == b"Received: from a\r\n\tby b\r\n" + content
+    for head in (b".X: y\r\n", b"X: y\n", b"X: y"):
+        joined = prepend_head(head, content)
+        assert type(joined) is bytes and joined == head + content
+        assert stored_form(joined) == dot_stuff(head + content)[:-3]
+    plain = prepend_head(b"X: y\r\n", bytes(content))
+    assert type(plain) is bytes
+
+
+def test_whatever_is_done_to_a_wire_form_gives_plain_bytes() -> None:
+    content = WireForm(b"a\r\nb\r\n")
+    for edited in (
+        content + b".x\r\n",
+        b".x\r\n" + content,
+        content[2:],
+        content.replace(b"b", b"."),
+    ):
+        assert type(edited) is bytes
+    assert stored_form(b".x\r\n" + content) == b"..x\r\na\r\nb\r\n"

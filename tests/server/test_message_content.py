@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpx.protocol import Reply
+from smtpx.protocol.data import WireForm, dot_stuff, stored_form
 from tests.server.helpers import Keep, raw_session, server
 
 EHLO = b"EHLO client.example\r\n"
@@ -110,3 +111,27 @@ def test_a_line_that_is_no_field_is_refused_wherever_it_is(
     assert reply.code == 550 and str(reply.enhanced) == "5.6.0", (reply, content)
     assert f"bad header line {bad!r}" in str(reply)
     assert plugin.kept == []
+
+
+@pytest.mark.parametrize(
+    ("content", "verbatim"),
+    [
+        (b"Subject: hi\r\n\r\nbody. with dots.\r\n", True),
+        (b"", True),
+        (b"Subject: hi\r\n\r\n.a line with a dot\r\n", False),  # its dot was doubled
+        (b"Subject: hi\r\n\r\n.\r\n", False),
+    ],
+    ids=repr,
+)
+async def test_content_taken_as_it_came_reaches_the_plugin_as_its_own_data_form(
+    content: bytes, verbatim: bool
+) -> None:
+    """The spool stores a WireForm as it is (no second pass to stuff it): only content
+    that arrived with nothing to unstuff is one, and it is the message all the same."""
+    reply, plugin = await _send(content)
+    assert reply.code == 250, reply
+    (envelope,) = plugin.kept
+    assert envelope.message == content
+    kept = envelope.content
+    assert isinstance(kept, bytes) and (type(kept) is WireForm) is verbatim
+    assert stored_form(kept) == dot_stuff(content)[:-3]

@@ -51,6 +51,7 @@ from smtpx.mta.recipients import Deliver, RecipientTable
 from smtpx.mta.users import Users
 from smtpx.protocol import replies
 from smtpx.protocol.addresses import Address
+from smtpx.protocol.data import prepend_head
 from smtpx.protocol.params import RcptParams
 from smtpx.protocol.replies import Reply
 from smtpx.server import Offer, Plugin, Reject, Session, Transaction, password_mechanisms
@@ -350,7 +351,8 @@ class RelayPlugin(Plugin):
 
 
 def _prepend(head: bytes, content: bytes | SpilledMessage) -> bytes | SpilledMessage:
-    return head + content if isinstance(content, bytes) else content.prepend(head)
+    # (Content the server took as it came stays a WireForm: the spool stores it as is.)
+    return prepend_head(head, content) if isinstance(content, bytes) else content.prepend(head)
 
 
 def _route_key(recipient: Address) -> str:

@@ -181,6 +181,9 @@ class ServerConnection:
         self._pending_command: Command | None = None
         self._queued: ServerEvent | None = None
         self._reader: DataReader | None = None
+        # The last DATA content was taken as it came: nothing dot-unstuffed, no line ending
+        # changed (DataReader.verbatim): it is its own DATA form. False after BDAT.
+        self.content_verbatim = False
         self._chunk_left: int | None = None  # octets of the current BDAT chunk still to read
         self._chunk_command: Bdat | None = None  # None while discarding a refused chunk
         self._chunk_error: Reply | None = None
@@ -460,6 +463,7 @@ class ServerConnection:
         # The chunk's octets follow the command line whatever the reply will be, so they are
         # always read (RFC 3030 section 2); a refused chunk is read and dropped.
         kind = kind_of("BDAT", last=command.last)
+        self.content_verbatim = False
         self._chunk_left = command.size
         self._chunk_error = None
         self._chunk_command = command
@@ -514,6 +518,7 @@ class ServerConnection:
         if finished:
             self._reader = None
             self.message_size = reader.size
+            self.content_verbatim = reader.verbatim
             if reader.error is not None:
                 raise self._refuse("message content refused", reader.error, END_OF_DATA)
             self._pending = END_OF_DATA

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 
+from smtpx.compiled import mypyc_attr
 from smtpx.protocol import replies
 from smtpx.protocol.replies import Reply
 
@@ -30,10 +31,13 @@ __all__ = [
     "EightBitCheck",
     "LfLines",
     "LineEndings",
+    "WireForm",
     "dot_stuff",
     "dot_unstuff",
     "fits_8bit",
     "normalize_newlines",
+    "prepend_head",
+    "stored_form",
 ]
 
 CRLF = b"\r\n"
@@ -123,8 +127,50 @@ def _drop(raw: bytes, dots: list[int], *, at_line_start: bool) -> bytes:
 
 def dot_stuff(body: bytes) -> bytes:
     """Encode a whole message for DATA: CRLF line endings, dots doubled, terminator added."""
+    if type(body) is WireForm:
+        return body + b".\r\n"
     stuffer = DotStuffer()
     return stuffer.encode(body) + stuffer.end()
+
+
+@mypyc_attr(native_class=False)  # (a native class cannot derive from bytes)
+class WireForm(bytes):
+    """Message content that is its own DATA form: CRLF line endings only, no line that
+    starts with a dot, and a final CRLF (or no octet at all). Dot-stuffing changes none
+    of it, so :func:`dot_stuff` and :func:`stored_form` skip the two passes over it that
+    would find so. Made only where that is known: the server, for content that arrived
+    with no dot or line ending to undo (:attr:`DataReader.verbatim`), and
+    :func:`prepend_head`, which checks the head it adds. Whatever is done to it gives
+    plain ``bytes``, so an edited message is stuffed as any other."""
+
+    __slots__ = ()
+
+
+def is_wire_form(data: bytes) -> bool:
+    """True if ``data`` could be a :class:`WireForm` (it checks every octet)."""
+    if not data:
+        return True
+    return (
+        data[-2:] == CRLF
+        and data[:1] != b"."
+        and b"\r\n." not in data
+        and not has_bare_newline(data)
+    )
+
+
+def prepend_head(head: bytes, content: bytes) -> bytes:
+    """``head + content``: a :class:`WireForm` when ``content`` is one and ``head`` (header
+    fields ending with CRLF) would be one too."""
+    if type(content) is WireForm and is_wire_form(head):
+        return WireForm(head + content)
+    return head + content
+
+
+def stored_form(content: bytes) -> bytes:
+    """``content`` as the spool stores it: dot-stuffed, CRLF line endings, no ``.CRLF``."""
+    if type(content) is WireForm:
+        return content
+    return dot_stuff(content)[:-3]
 
 
 class _Cuts:
@@ -307,6 +353,7 @@ class DataReader:
         "max_line",
         "max_size",
         "size",
+        "verbatim",
     )
 
     def __init__(
@@ -324,6 +371,9 @@ class DataReader:
         # The DATA command line ended with CRLF: ".CRLF" right away is an empty message.
         self._prev_crlf = True
         self._line_start = True
+        # Nothing read so far was changed: no stuffed dot removed, no line ending made
+        # CRLF. Still so at the end, the content is its own DATA form (WireForm).
+        self.verbatim = True
 
     def read(self, buf: bytearray) -> tuple[bytes, bool]:
         """Consume from ``buf``; return (decoded content, finished)."""
@@ -378,8 +428,11 @@ class DataReader:
             raw = raw.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
             # Lines that began after a bare LF may start with a dot too: unstuff by search.
             content = dot_unstuff(raw, at_line_start=self._line_start)
+            self.verbatim = False
         else:
             content = _drop(raw, dots, at_line_start=self._line_start)
+            if len(content) != len(raw):  # (a stuffed dot dropped)
+                self.verbatim = False
         if raw:
             self._line_start = raw[-1:] == b"\n"
         self.size += len(content)

@@ -43,6 +43,7 @@ from smtpx.protocol.commands import (
     Vrfy,
 )
 from smtpx.protocol.connection import Limits, ServerConnection, ServerEvent
+from smtpx.protocol.data import WireForm
 from smtpx.protocol.events import (
     NEED_DATA,
     AuthResponse,
@@ -558,7 +559,10 @@ class SessionRunner:
                 zip(transaction.recipients, transaction.recipient_params, strict=True)
             ),
         )
-        envelope = Envelope(info=info, content=buffer.result())
+        content = buffer.result()
+        if self.conn.content_verbatim and isinstance(content, bytes):
+            content = WireForm(content)  # (the spool stores it as it is: no second pass)
+        envelope = Envelope(info=info, content=content)
         start = envelope.start()
         problem = _malformed(start)
         if problem is not None:

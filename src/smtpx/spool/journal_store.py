@@ -32,7 +32,7 @@ from typing import Any
 from smtpx.client import WireFile
 from smtpx.content import SpilledMessage
 from smtpx.io.tasks import cancel_and_wait
-from smtpx.protocol.data import dot_stuff, dot_unstuff
+from smtpx.protocol.data import dot_unstuff, stored_form
 from smtpx.spool.journal import (
     BodyDamaged,
     Journal,
@@ -128,7 +128,7 @@ class JournalStore:
             # Stored wire-ready: dot-stuffed with CRLF, without the final ".CRLF"; a
             # spilled message is copied from its file a chunk at a time.
             if isinstance(content, bytes):
-                body = dot_stuff(content)[:-3]
+                body = stored_form(content)
                 records.append(Record(RecordKind.MESSAGE, entry.to_meta(), body))
             else:
                 records.append(Record(RecordKind.MESSAGE, entry.to_meta(), stream=content))
