@@ -35,6 +35,7 @@ __all__ = [
     "dot_stuff",
     "dot_unstuff",
     "fits_8bit",
+    "is_wire_form",
     "normalize_newlines",
     "prepend_head",
     "stored_form",
