@@ -125,6 +125,45 @@ async def test_a_worker_that_is_busy_leaves_new_connections_to_the_others(
     assert sessions[1] >= 12 and min(sessions) > 0, sessions
 
 
+@pytest.mark.timeout(180)
+async def test_connections_queued_when_a_worker_dies_are_served_by_the_others(
+    tmp_path: Path,
+) -> None:
+    """What the operators' guide says of the shared socket: connections waiting in its
+    queue are nobody's until taken. Both workers stopped, six clients connect (the
+    kernel queues them); one worker is killed, the other goes on: every client is
+    greeted. (With a socket of its own per worker, SO_REUSEPORT, the connections queued
+    on the dead worker's would have been reset.)"""
+    config, port = workers_config(tmp_path, workers=2, sink=free_port())
+    daemon = Supervised(config)
+    stopped: list[int] = []
+    try:
+        await daemon.start()
+        dead, other = (worker["pid"] for worker in await daemon.workers())
+        for pid in (dead, other):
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        while any((proc_stat(pid) or ["T"])[0] != "T" for pid in stopped):
+            await asyncio.sleep(0.01)  # (stopped for sure: no accept from here on)
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+        os.kill(dead, signal.SIGKILL)
+        stopped.remove(dead)
+        os.kill(other, signal.SIGCONT)
+        stopped.remove(other)
+        for reader, _ in clients:
+            greeting = await asyncio.wait_for(reader.readline(), 10)
+            assert greeting.startswith(b"220 "), greeting
+        for _, writer in clients:
+            writer.close()
+        await daemon.wait_healthy()  # (the supervisor starts the dead one again)
+        assert [w["restarts"] for w in await daemon.workers()] == [1, 0]
+        assert await daemon.terminate() == 0
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        daemon.cleanup()
+
+
 def fsync_helpers(pid: int) -> list[int]:
     """The fsync helper processes whose parent is ``pid``."""
     found = []
