@@ -40,6 +40,7 @@ COMPILED_TESTS = [
     "tests/test_maillog_record.py",
     "tests/test_maillog_tags.py",
     "tests/mta/test_mta.py",
+    "tests/mta/test_console.py",
 ]
 
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from smtpx.io.tasks import cancel_and_wait
-from smtpx.mta.console.rates import COUNTED, Rates
+from smtpx.mta.console.rates import Rates, RatesFeed
 from smtpx.spool.filter import message_json
 from smtpx.spool.shape import BY, shape
 from smtpx.spool.spool import SpoolError
@@ -78,7 +78,7 @@ def install(app: web.Application, plane: ControlPlane) -> None:
 
     async def feeding(app: web.Application) -> AsyncIterator[None]:
         feed = _Feed(plane, rates)
-        with plane.mta.spool.events.listen(feed.count):
+        with plane.mta.spool.events.listen(feed.counting.count):
             yield
         await feed.close()
 
@@ -137,27 +137,20 @@ def _cross_origin(request: web.Request) -> bool:
 
 
 class _Feed:
-    """Counts the spool's events into ``rates`` as they are published (a listener: no
-    queue, no task woken per event). A deferral whose event does not say why (an older
-    node's) is counted once its reason is looked up, in a task of its own."""
+    """The rates' listener (:class:`RatesFeed`, compiled) and the lookups it asks for: a
+    deferral whose event does not say why (an older node's) is counted once its reason
+    is looked up, in a task of its own."""
 
     def __init__(self, plane: ControlPlane, rates: Rates) -> None:
         self.plane = plane
         self.rates = rates
+        self.counting = RatesFeed(rates, self._look_up)
         self._lookups: set[asyncio.Task[None]] = set()
 
-    def count(self, event: SpoolEvent) -> None:
-        name = COUNTED.get(event.kind)
-        if name is None:
-            return
-        if name != "deferred":
-            self.rates.count(event.kind, event.time)
-        elif event.reason:
-            self.rates.count(event.kind, event.time, event.reason)
-        else:
-            task = asyncio.get_running_loop().create_task(self._count_looked_up(event))
-            self._lookups.add(task)
-            task.add_done_callback(self._lookups.discard)
+    def _look_up(self, event: SpoolEvent) -> None:
+        task = asyncio.get_running_loop().create_task(self._count_looked_up(event))
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
 
     async def _count_looked_up(self, event: SpoolEvent) -> None:
         self.rates.count(event.kind, event.time, await _reason(self.plane, event))

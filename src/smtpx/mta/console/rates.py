@@ -2,9 +2,10 @@
 the spool's events (the web console draws it; ``GET /v1/console/rates``).
 
 Nothing here reads a clock: each event brings its time, and :meth:`Rates.as_json` is
-given ``now``. Memory is bounded: :data:`MINUTES` minutes are kept, and at most
-:data:`REASONS_PER_MINUTE` distinct deferral reasons a minute (the rest count as
-:data:`OTHER`).
+given ``now``. :class:`RatesFeed` is the spool's listener: two events a message, so this
+module is in the compiled build (docs/performance.md). Memory is bounded:
+:data:`MINUTES` minutes are kept, and at most :data:`REASONS_PER_MINUTE` distinct
+deferral reasons a minute (the rest count as :data:`OTHER`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,23 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smtpx.spool.types import EventKind
+from smtpx.spool.types import EventKind, SpoolEvent
 from smtpx.spool.unreachable import SUSPENDED
 
-__all__ = ["COUNTED", "MINUTES", "OTHER", "REASONS_PER_MINUTE", "Rates", "merge_rates", "reason_of"]
+__all__ = [
+    "COUNTED",
+    "MINUTES",
+    "OTHER",
+    "REASONS_PER_MINUTE",
+    "Rates",
+    "RatesFeed",
+    "merge_rates",
+    "reason_of",
+]
 
 MINUTES = 60
 REASONS_PER_MINUTE = 20
@@ -36,10 +47,14 @@ COUNTED = {
 SERIES = ("spooled", "delivered", "deferred", "bounced")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Minute:
     counts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+
+    def __init__(self) -> None:  # (written out: the dataclass's runs interpreted, compiled)
+        self.counts = Counter()
+        self.reasons = Counter()
 
 
 @functools.lru_cache(maxsize=256)  # (deferrals repeat the same few errors)
@@ -104,6 +119,27 @@ class Rates:
             for text, total in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
         ]
         return {"minute_seconds": 60, "series": series, "reasons": reasons}
+
+
+class RatesFeed:
+    """Counts the spool's events into ``rates`` as they are published (a listener: no
+    queue, no task woken per event). A deferral whose event does not say why (an older
+    node's) goes to ``look_up``, which counts it once its reason is known."""
+
+    def __init__(self, rates: Rates, look_up: Callable[[SpoolEvent], None]) -> None:
+        self.rates = rates
+        self.look_up = look_up
+
+    def count(self, event: SpoolEvent) -> None:
+        name = COUNTED.get(event.kind)
+        if name is None:
+            return
+        if name != "deferred":
+            self.rates.count(event.kind, event.time)
+        elif event.reason:
+            self.rates.count(event.kind, event.time, event.reason)
+        else:
+            self.look_up(event)
 
 
 def merge_rates(parts: list[dict[str, Any]], minutes: int = MINUTES) -> dict[str, Any]:
