@@ -108,3 +108,32 @@ def test_an_envelope_takes_message_or_content_not_both() -> None:
         Envelope(info=info)
     with pytest.raises(TypeError):
         Envelope(info=info, message=b"x", content=b"x")
+
+
+def _spilled(data: bytes) -> tuple[SpilledMessage, Spill]:
+    buffer = Spill(threshold=0)
+    buffer.add(data)
+    result = buffer.result()
+    assert isinstance(result, SpilledMessage)
+    return result, buffer
+
+
+def test_a_spilled_wire_form_is_written_as_it_is_until_its_head_or_file_part_is_not() -> None:
+    body = b"Subject: x\r\n\r\nline one.\r\nline two\r\n"
+    message, buffer = _spilled(body)
+    try:
+        taken = message.as_wire_form()
+        assert taken.wire_form and not message.wire_form
+        stuffed = dot_stuff(body)[:-3]
+        assert list(taken.wire_chunks()) == list(taken.chunks())  # no pass over them
+        assert b"".join(taken.wire_chunks()) == stuffed
+        clean = taken.prepend(b"Received: by us\r\n")
+        assert clean.wire_form and list(clean.wire_chunks()) == list(clean.chunks())
+        for head in (b".X: y\r\n", b"X: y\n", b"X: y"):  # a head that is not one: stuffed
+            edited = taken.prepend(head)
+            assert b"".join(edited.wire_chunks()) == dot_stuff(head + body)[:-3]
+        cut = taken.skip(3)  # into the file: its part is no longer known to be one
+        assert not cut.wire_form
+        assert b"".join(cut.wire_chunks()) == dot_stuff(body[3:])[:-3]
+    finally:
+        buffer.close()

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol, TypeAlias, TypeVar
 
 from smtpx.errors import SMTPXError
-from smtpx.protocol.data import DotStuffer
+from smtpx.protocol.data import DotStuffer, is_wire_form
 
 __all__ = [
     "CHUNK",
@@ -161,15 +161,27 @@ _EMPTY = SpillFile(-1)
 
 
 class SpilledMessage:
-    """``head`` then ``length`` octets of ``file`` from ``start``."""
+    """``head`` then ``length`` octets of ``file`` from ``start``. ``wire_form``: those
+    octets of the file are their own DATA form (the server took them as they came: see
+    :class:`smtpx.protocol.data.WireForm`), so :meth:`wire_chunks` need not stuff them
+    when the head is one too."""
 
-    __slots__ = ("file", "head", "length", "start")
+    __slots__ = ("file", "head", "length", "start", "wire_form")
 
-    def __init__(self, file: SpillFile, length: int, *, start: int = 0, head: bytes = b"") -> None:
+    def __init__(
+        self,
+        file: SpillFile,
+        length: int,
+        *,
+        start: int = 0,
+        head: bytes = b"",
+        wire_form: bool = False,
+    ) -> None:
         self.file = file
         self.start = start
         self.length = length
         self.head = head
+        self.wire_form = wire_form
 
     def __len__(self) -> int:
         return len(self.head) + self.length
@@ -191,7 +203,15 @@ class SpilledMessage:
 
     def with_head(self, head: bytes) -> SpilledMessage:
         """The same file content after another ``head``."""
-        return SpilledMessage(self.file, self.length, start=self.start, head=head)
+        return SpilledMessage(
+            self.file, self.length, start=self.start, head=head, wire_form=self.wire_form
+        )
+
+    def as_wire_form(self) -> SpilledMessage:
+        """The same content, its file part known to be its own DATA form."""
+        return SpilledMessage(
+            self.file, self.length, start=self.start, head=self.head, wire_form=True
+        )
 
     def prepend(self, octets: bytes) -> SpilledMessage:
         return self.with_head(octets + self.head)
@@ -217,6 +237,9 @@ class SpilledMessage:
 
     def wire_chunks(self) -> Iterator[bytes]:
         """The content as the spool stores it: dot-stuffed, ending with CRLF (no ``.CRLF``)."""
+        if self.wire_form and is_wire_form(self.head):
+            yield from self.chunks()  # (nothing to stuff: no pass over each chunk)
+            return
         stuffer = DotStuffer()
         for chunk in self.chunks():
             encoded = stuffer.encode(chunk)

@@ -560,8 +560,8 @@ class SessionRunner:
             ),
         )
         content = buffer.result()
-        if self.conn.content_verbatim and isinstance(content, bytes):
-            content = WireForm(content)  # (the spool stores it as it is: no second pass)
+        if self.conn.content_verbatim:  # (the spool stores it as it is: no second pass)
+            content = WireForm(content) if isinstance(content, bytes) else content.as_wire_form()
         envelope = Envelope(info=info, content=content)
         start = envelope.start()
         problem = _malformed(start)
