@@ -521,6 +521,7 @@ def test_a_head_keeps_the_wire_form_only_when_it_is_one_too() -> None:
         assert stored_form(joined) == dot_stuff(head + content)[:-3]
     plain = prepend_head(b"X: y\r\n", bytes(content))
     assert type(plain) is bytes
+    assert prepend_head(b"", content) is content
 
 
 def test_whatever_is_done_to_a_wire_form_gives_plain_bytes() -> None:

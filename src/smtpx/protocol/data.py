@@ -161,7 +161,10 @@ def is_wire_form(data: bytes) -> bool:
 
 def prepend_head(head: bytes, content: bytes) -> bytes:
     """``head + content``: a :class:`WireForm` when ``content`` is one and ``head`` (header
-    fields ending with CRLF) would be one too."""
+    fields ending with CRLF) would be one too. No head (the relay's DKIM signature when it
+    does not sign) gives ``content`` itself: no copy."""
+    if not head:
+        return content
     if type(content) is WireForm and is_wire_form(head):
         return WireForm(head + content)
     return head + content
