@@ -1,5 +1,5 @@
-"""Compact JSON for what smtpx stores: the journal's record metadata, the shared queue's
-``jsonb`` columns.
+"""Compact JSON for what smtpx stores: the journal's record metadata and manifest, the
+shared queue's ``jsonb`` columns.
 
 :func:`dumps` gives what ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``
 gives, encoded in UTF-8 (a float may be written another way for the same number:

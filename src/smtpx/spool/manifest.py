@@ -22,12 +22,12 @@ synced.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtpx import compactjson
 from smtpx.errors import SMTPXError
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ManifestError", "load_manifest", "store_manifest"]
@@ -67,12 +67,12 @@ class Manifest:
             "current": self.current,
             "sealed": {str(n): size for n, size in sorted(self.sealed.items())},
         }
-        return json.dumps(data, separators=(",", ":")).encode()
+        return compactjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
-            data = json.loads(raw)
+            data = compactjson.loads(raw)
             if data.get("v") != VERSION:
                 raise ManifestError(f"manifest version {data.get('v')!r} is not {VERSION}")
             sealed = {int(n): int(size) for n, size in data["sealed"].items()}
