@@ -81,7 +81,7 @@ def _status(text: str) -> EnhancedStatus:
     return EnhancedStatus(int(k), int(s), int(d))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reply:
     """One SMTP reply.
 
@@ -96,18 +96,24 @@ class Reply:
     # few replies over and over).
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if not 200 <= self.code <= 599:
-            raise ValueError(f"reply code must be 200..599, not {self.code}")
-        if not self.lines:
+    # Written out: the dataclass's constructor runs interpreted in the compiled build
+    # (docs/performance.md, "Writing code that compiles"); several replies a message.
+    def __init__(
+        self, code: int, lines: tuple[str, ...] = ("",), enhanced: EnhancedStatus | None = None
+    ) -> None:
+        if not 200 <= code <= 599:
+            raise ValueError(f"reply code must be 200..599, not {code}")
+        if not lines:
             raise ValueError("a reply has at least one line (it may be empty)")
-        for line in self.lines:
+        for line in lines:
             if "\r" in line or "\n" in line:
                 raise ValueError("reply text may not contain CR or LF; use several lines")
-        if self.enhanced is not None and self.enhanced.klass != self.code // 100:
-            raise ValueError(
-                f"enhanced status {self.enhanced} does not match the class of {self.code}"
-            )
+        if enhanced is not None and enhanced.klass != code // 100:
+            raise ValueError(f"enhanced status {enhanced} does not match the class of {code}")
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "enhanced", enhanced)
+        object.__setattr__(self, "_wire", None)
 
     def __reduce__(
         self,
