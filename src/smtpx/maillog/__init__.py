@@ -348,15 +348,15 @@ class _Direct:
             return True
         for extra in added:
             fields.update(extra.fields)
-        handler.acquire()
-        try:
-            name = logging.getLevelName(got)
-            text = self.formatter.line(time.time(), name, _MAIL.name, message, fields)
-            handler.add_line(text, urgent=got >= logging.WARNING)
-        except Exception:  # as StreamHandler.emit: reported, never raised into mail
-            handler.handleError(make_record(_MAIL, got, message, fields))
-        finally:
-            handler.release()
+        lock = handler.lock  # (held as ``acquire`` would, without two interpreted calls)
+        assert lock is not None  # (``Handler.__init__`` made it)
+        with lock:
+            try:
+                name = logging.getLevelName(got)
+                text = self.formatter.line(time.time(), name, _MAIL.name, message, fields)
+                handler.add_line(text, urgent=got >= logging.WARNING)
+            except Exception:  # as StreamHandler.emit: reported, never raised into mail
+                handler.handleError(make_record(_MAIL, got, message, fields))
         return True
 
     def alone(self, level: int) -> list[FieldsFilter] | None:

@@ -28,6 +28,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = ["FsyncHelper", "HelperGone", "HelperUnreachable", "helper_supported"]
 
 log = logging.getLogger("smtpx.spool")
 _PROGRAM = Path(__file__).with_name("fsync_helper.py")
+_DESCRIPTOR = struct.Struct("i")  # one file descriptor in SCM_RIGHTS data
 
 
 @mypyc_attr(native_class=False)
@@ -92,7 +94,9 @@ class FsyncHelper:
         self._sequence += 1
         future: asyncio.Future[None] = self._loop.create_future()
         try:
-            socket.send_fds(self._channel, [REQUEST.pack(self._sequence)], [fd])
+            # (what ``socket.send_fds`` sends, without its interpreted frame)
+            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, _DESCRIPTOR.pack(fd))
+            self._channel.sendmsg([REQUEST.pack(self._sequence)], [rights])
         except OSError as exc:
             why = f"cannot reach the fsync helper: {exc}"
             self._end(why)
