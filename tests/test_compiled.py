@@ -39,6 +39,7 @@ COMPILED_TESTS = [
     "tests/test_maillog_direct.py",
     "tests/test_maillog_record.py",
     "tests/test_maillog_tags.py",
+    "tests/test_compactjson.py",
     "tests/mta/test_mta.py",
     "tests/mta/test_console.py",
 ]
