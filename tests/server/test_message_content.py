@@ -135,3 +135,22 @@ async def test_content_taken_as_it_came_reaches_the_plugin_as_its_own_data_form(
     kept = envelope.content
     assert isinstance(kept, bytes) and (type(kept) is WireForm) is verbatim
     assert stored_form(kept) == dot_stuff(content)[:-3]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([b"\r\n", b"\r", b"\n", b":", b" ", b"\t", b" :", b"\r\r\n"]),
+            st.binary(min_size=1, max_size=4),
+            NAME.map(str.encode),
+        ),
+        max_size=14,
+    ).map(b"".join)
+)
+@settings(max_examples=400, deadline=None)
+def test_the_one_pattern_agrees_with_a_check_per_line(header: bytes) -> None:
+    # _malformed's shortcut: one match of the whole section stands for a match per line.
+    from smtpx.server import session
+
+    per_line = all(session._FIELD.match(line) for line in header.split(b"\r\n"))
+    assert (session._WELL_FORMED.fullmatch(header) is not None) == per_line

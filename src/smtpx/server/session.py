@@ -70,7 +70,12 @@ __all__ = ["SessionRunner"]
 log = logging.getLogger("smtpx.server")
 
 # A header field, or the continuation of one (RFC 5322 2.2 and 2.2.3).
-_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|[ \t]")
+_FIELD_START = rb"[\x21-\x39\x3b-\x7e]+[ \t]*:|[ \t]"
+_FIELD = re.compile(_FIELD_START)
+# A whole header section whose every line (split at CRLF) starts as _FIELD allows: one
+# match, where a match per line took a split and a call each (the usual case).
+_LINE = rb"(?:" + _FIELD_START + rb")[^\r]*(?:\r(?!\n)[^\r]*)*"
+_WELL_FORMED = re.compile(_LINE + rb"(?:\r\n" + _LINE + rb")*")
 
 
 class _Closing(Exception):
@@ -785,10 +790,11 @@ def _malformed(data: bytes) -> str | None:
     header = _header_section(data)
     if not header:
         return None
-    for line in header.split(b"\r\n"):
-        if not _FIELD.match(line):
-            shown = line[:40].decode("ascii", "replace")
-            return f"bad header line {shown!r}"
+    if _WELL_FORMED.fullmatch(header) is None:  # (then some line is not: which)
+        for line in header.split(b"\r\n"):
+            if not _FIELD.match(line):
+                shown = line[:40].decode("ascii", "replace")
+                return f"bad header line {shown!r}"
     if header[:1] in (b" ", b"\t"):
         return "the message starts with a continuation line"
     return None
