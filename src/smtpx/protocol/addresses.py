@@ -132,16 +132,18 @@ class Address:
     The special recipient ``<Postmaster>`` (RFC 5321 4.5.1) has an empty domain.
     """
 
-    __slots__ = ("_key", "domain", "local_part")
+    __slots__ = ("_key", "_text", "domain", "local_part")
 
     local_part: str
     domain: str
     _key: tuple[str, str]
+    _text: str | None  # the written form, made on first use (several times a message)
 
     def __init__(self, local_part: str, domain: str) -> None:
         object.__setattr__(self, "local_part", local_part)
         object.__setattr__(self, "domain", domain)
         object.__setattr__(self, "_key", (local_part, domain.lower()))
+        object.__setattr__(self, "_text", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Address is immutable")
@@ -161,8 +163,12 @@ class Address:
         return f"Address({str(self)!r})"
 
     def __str__(self) -> str:
-        local = _quote_local(self.local_part)
-        return f"{local}@{self.domain}" if self.domain else local
+        text = self._text
+        if text is None:
+            local = _quote_local(self.local_part)
+            text = f"{local}@{self.domain}" if self.domain else local
+            object.__setattr__(self, "_text", text)
+        return text
 
     def __reduce__(self) -> tuple[type[Address], tuple[str, str]]:
         return (Address, (self.local_part, self.domain))
