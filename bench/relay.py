@@ -73,6 +73,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -236,26 +237,61 @@ class Load:
     messages: int
     size: int
     sessions: int
+    # smtp-source processes that share the messages and the sessions. One is one core:
+    # past some thousands of new connections a second it is the limit, not the MTA
+    # (Intake.load_busy tells).
+    sources: int = 1
 
     def argv(self, port: int, messages: int | None = None, *, reuse: bool = True) -> list[str]:
         """smtp-source's command: ``reuse``, each session keeps its connection (``-d``);
         else a new connection per message."""
-        argv = [tool("smtp-source"), "-s", str(self.sessions), "-m", str(messages or self.messages)]
+        return self._argv(port, messages or self.messages, self.sessions, reuse=reuse)
+
+    def argvs(
+        self, port: int, messages: int | None = None, *, reuse: bool = True
+    ) -> list[list[str]]:
+        """The commands of the :attr:`sources` processes: the messages and the sessions
+        shared out (the first takes what does not divide)."""
+        total = messages or self.messages
+        count = max(1, min(self.sources, total, self.sessions))
+        return [
+            self._argv(
+                port,
+                total // count + (total % count if index == 0 else 0),
+                self.sessions // count + (self.sessions % count if index == 0 else 0),
+                reuse=reuse,
+            )
+            for index in range(count)
+        ]
+
+    def _argv(self, port: int, messages: int, sessions: int, *, reuse: bool) -> list[str]:
+        argv = [tool("smtp-source"), "-s", str(sessions), "-m", str(messages)]
         argv += ["-l", str(self.size), *(["-d"] if reuse else [])]
         argv += ["-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
         return argv
 
 
-def smtp_source(load: Load, port: int, messages: int | None = None, *, reuse: bool = True) -> None:
-    result = subprocess.run(
-        load.argv(port, messages, reuse=reuse),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"smtp-source failed ({result.returncode}): {result.stderr.strip()}")
+def smtp_source(load: Load, port: int, messages: int | None = None, *, reuse: bool = True) -> float:
+    """Run the load's smtp-source processes at once, to their end; the CPU seconds they
+    used (all of them)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for argv in load.argvs(port, messages, reuse=reuse)
+    ]
+    failures = []
+    for process in processes:
+        try:
+            _, errors = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, errors = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"({process.returncode}): {errors.strip()}")
+    if failures:
+        raise RuntimeError(f"smtp-source failed {'; '.join(failures)}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 @contextlib.contextmanager
@@ -277,6 +313,9 @@ def smtp_sink(port: int, count: int) -> Iterator[subprocess.Popen[bytes]]:
 class Intake:
     rate: float  # messages/s (smtp-source wall time)
     cpu_us: float  # the MTA's CPU time per message (all its processes and threads)
+    # How busy the smtp-source processes were: their CPU over the wall time, per process
+    # (1.0: each used a whole core, and the figure is the load generator's limit).
+    load_busy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -284,6 +323,7 @@ class Relay:
     rate: float  # messages/s, until smtp-sink has all of them
     intake: float  # messages/s, smtp-source's own wall time
     cpu_us: float
+    load_busy: float = 0.0  # as Intake's, over smtp-source's own wall time
 
 
 def timed_intake(
@@ -295,15 +335,20 @@ def timed_intake(
     if probe is not None:
         probe.start()
     start = time.perf_counter()
+    source_cpu = 0.0
     try:
-        smtp_source(load, port, reuse=reuse)
+        source_cpu = smtp_source(load, port, reuse=reuse)
     finally:
         elapsed = time.perf_counter() - start
         probed = 0
         if probe is not None:
             probe.stop()
             probed = probe.sent
-    return Intake(load.messages / elapsed, (cpu() - cpu_before) / (load.messages + probed) * 1e6)
+    return Intake(
+        load.messages / elapsed,
+        (cpu() - cpu_before) / (load.messages + probed) * 1e6,
+        source_cpu / elapsed / len(load.argvs(port, reuse=reuse)),
+    )
 
 
 PROBES = 200  # round trips timed on the idle MTA
@@ -333,7 +378,7 @@ def intake_cases(load: Load, port: int, cpu: CpuMeter) -> IntakeRun:
 def timed_relay(load: Load, port: int, sink: subprocess.Popen[bytes], cpu: CpuMeter) -> Relay:
     cpu_before = cpu()
     start = time.perf_counter()
-    smtp_source(load, port)
+    source_cpu = smtp_source(load, port)
     accepted = time.perf_counter() - start
     patience = 30 + load.messages / 100  # far below any relay worth measuring
     try:
@@ -348,6 +393,7 @@ def timed_relay(load: Load, port: int, sink: subprocess.Popen[bytes], cpu: CpuMe
         load.messages / elapsed,
         load.messages / accepted,
         (cpu() - cpu_before) / load.messages * 1e6,
+        source_cpu / accepted / len(load.argvs(port)),
     )
 
 

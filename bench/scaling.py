@@ -1,6 +1,7 @@
 """Scaling of ``smtpx serve`` with ``[server] workers``: 1 .. the machine's cores, one run.
 
-    .venv/bin/python bench/scaling.py [--messages 10000] [--size 4096] [--sessions 20]
+    .venv/bin/python bench/scaling.py [--messages 10000] [--size 4096]
+                                      [--sessions-per-worker 10] [--sources N]
                                       [--max-workers N] [--fsync batch|always]
                                       [--loop auto|asyncio|uvloop] [--quick]
 
@@ -8,14 +9,19 @@ For each worker count N from 1 to ``--max-workers`` (default: ``os.cpu_count()``
 cases of bench/relay.py on ``smtpx serve`` with ``workers = N`` in its config (left out for
 1): intake with delivery paused (kept connections, then a new connection per message,
 with one message's round trip timed idle and under load) and relay end to end into
-smtp-sink. It prints messages/s and the speed-up over one worker for each case, and the
-CPU time per message of the MTA's whole process tree.
+smtp-sink. It prints messages/s and the speed-up over one worker for each case, the CPU
+time per message of the MTA's whole process tree, and how busy the load generators were.
 
-Run it on machines with more cores too: the load generator (smtp-source, one process)
-and the MTA share the machine, so on 2 cores the speed-up is bounded by the cores left
-for smtp-source; raise ``--sessions`` with the cores (each worker wants concurrent
-sessions to fill it). A build whose ``smtpx serve --check`` refuses the workers key prints
-"workers=N: not supported by this build" for those counts.
+The load grows with N, so that each count is measured full: N x ``--messages`` messages
+in ``--sessions-per-worker`` x N sessions (20 at least), from ``--sources`` smtp-source
+processes (default: one per four cores) that share them. One smtp-source is one core, and
+past some thousands of new connections a second it is the limit, not the MTA: the
+``load busy`` column is the share of a core each used (near 100%: add sources). With 8
+or more cores the last line checks issue 15's target: workers = cores gives at least
+0.7 x cores the one-worker rate. On fewer cores the load generators and the MTA share
+them, and the speed-up is bounded by the cores left for smtp-source. A build whose
+``smtpx serve --check`` refuses the workers key prints "workers=N: not supported by this
+build" for those counts.
 """
 
 from __future__ import annotations
@@ -34,12 +40,20 @@ from relay import IntakeRun, Load, Relay, Smtpx, note, smtpx_intake, smtpx_relay
 CASES = ("intake, kept connections", "intake, new connection per message", "relay end to end")
 
 
-def rates(intake: IntakeRun, relay: Relay) -> list[tuple[float, float]]:
-    """(messages/s, CPU us per message) of each case, in CASES order."""
+# The target (issue 15): on 8 cores or more, workers = cores at 0.7 x cores the rate of one.
+TARGET_CORES = 8
+TARGET_SHARE = 0.7
+
+# (messages/s, CPU us per message, load generators' busy share) of each case, CASES order
+Figures = list[tuple[float, float, float]]
+
+
+def rates(intake: IntakeRun, relay: Relay) -> Figures:
+    """The figures of each case."""
     return [
-        (intake.kept.rate, intake.kept.cpu_us),
-        (intake.new.rate, intake.new.cpu_us),
-        (relay.rate, relay.cpu_us),
+        (intake.kept.rate, intake.kept.cpu_us, intake.kept.load_busy),
+        (intake.new.rate, intake.new.cpu_us, intake.new.load_busy),
+        (relay.rate, relay.cpu_us, relay.load_busy),
     ]
 
 
@@ -54,7 +68,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--sessions-per-worker", type=int, default=10)
+    parser.add_argument("--sources", type=int, default=max(1, (os.cpu_count() or 1) // 4))
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fsync", choices=("always", "batch"), default="batch")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
@@ -63,19 +78,22 @@ def main() -> int:
     tool("smtp-source")
     tool("smtp-sink")
     loop = event_loop(args.loop)
-    load = Load(1_000 if args.quick else args.messages, args.size, args.sessions)
+    messages = 1_000 if args.quick else args.messages
     print(
-        f"scaling benchmark: smtpx serve, workers 1..{args.max_workers}; smtp-source -s "
-        f"{load.sessions} -m {load.messages} -l {load.size}; python "
+        f"scaling benchmark: smtpx serve, workers 1..{args.max_workers}; per worker "
+        f"{messages} messages of {args.size} octets in {args.sessions_per_worker} sessions "
+        f"(20 at least), {args.sources} smtp-source process(es); python "
         f"{platform.python_version()}, {loop}, {os.cpu_count()} CPUs, fsync={args.fsync}",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="smtpx-scaling-bench-", dir="/tmp"))
-    results: dict[int, list[tuple[float, float]] | str] = {}
+    results: dict[int, Figures | str] = {}
     latencies: dict[int, str] = {}
     try:
         mta = Smtpx(work, args.fsync, loop)
         for count in range(1, args.max_workers + 1):
+            sessions = max(20, args.sessions_per_worker * count)
+            load = Load(messages * count, args.size, sessions, args.sources)
             note(f"workers={count}: intake, delivery paused")
             intake = smtpx_intake(mta, load, count)
             if isinstance(intake, str):
@@ -91,24 +109,47 @@ def main() -> int:
     print("one message's round trip (MAIL to the 250 after the content), p50 / p99:")
     for count, text in latencies.items():
         print(f"  workers={count}: {text}")
+    print(verdict(results, os.cpu_count() or 1))
     return 0
 
 
-def print_table(results: dict[int, list[tuple[float, float]] | str]) -> None:
+def print_table(results: dict[int, Figures | str]) -> None:
     base = results.get(1)
-    print(f"{'case':<38}{'workers':>8}{'msg/s':>10}{'speed-up':>10}{'CPU/msg':>12}")
+    print(
+        f"{'case':<38}{'workers':>8}{'msg/s':>10}{'speed-up':>10}{'CPU/msg':>12}{'load busy':>11}"
+    )
     for index, case in enumerate(CASES):
         for count, figures in results.items():
             if isinstance(figures, str):
                 continue
-            rate, cpu_us = figures[index]
+            rate, cpu_us, busy = figures[index]
             speedup = (
                 "" if isinstance(base, str) or base is None else f"{rate / base[index][0]:.2f}x"
             )
-            print(f"{case:<38}{count:>8}{rate:>10,.0f}{speedup:>10}{cpu_us:>9,.0f} us")
+            print(f"{case:<38}{count:>8}{rate:>10,.0f}{speedup:>10}{cpu_us:>9,.0f} us{busy:>10.0%}")
     for figures in results.values():
         if isinstance(figures, str):
             print(figures)
+
+
+def verdict(results: dict[int, Figures | str], cores: int) -> str:
+    """The target's line: each case's speed-up at the most workers measured against 0.7
+    times that count, on a machine of 8 cores or more."""
+    base, top = results.get(1), max(results)
+    last = results[top]
+    if isinstance(base, str) or base is None or isinstance(last, str) or top < 2:
+        return "target: not measured (one worker count, or a count not supported)"
+    if cores < TARGET_CORES or top < cores:
+        where = f"{cores} cores" if cores < TARGET_CORES else f"{top} of {cores} cores"
+        return f"target (>= {TARGET_CORES} cores, workers = cores): not tested here ({where})"
+    need = TARGET_SHARE * top
+    parts = []
+    for index, case in enumerate(CASES):
+        speedup = last[index][0] / base[index][0]
+        bound = " (the load generators were busy: add --sources)" if last[index][2] > 0.9 else ""
+        met = "met" if speedup >= need else "NOT MET"
+        parts.append(f"{case} {speedup:.2f}x {met}{bound}")
+    return f"target: workers={top} >= {need:.1f}x one worker: " + "; ".join(parts)
 
 
 if __name__ == "__main__":
