@@ -18,6 +18,7 @@ import pytest
 
 from smtpx.mta.users import Users
 from tests.cli.helpers import free_port, smtpx_process
+from tests.conftest import require_tool
 
 CONFIG = """
 hostname = "mx.test"
@@ -193,3 +194,24 @@ def test_log_level_accepts_what_the_file_accepts() -> None:
     assert tuple(option.type.choices) == LOG_LEVELS
     for word in ("CRITICAL", "Warning"):
         assert option.type.convert(word, option, None).lower() == word.lower()
+
+
+def test_the_unit_file_is_read_whole_by_systemd(tmp_path: Path) -> None:
+    # systemd reads every line of contrib/smtpx.service (an unknown key or a bad value
+    # would be ignored with a warning), and the unit lifts journald's per-service limit,
+    # which would drop mail log lines past a few hundred messages a second.
+    analyze = require_tool("systemd-analyze")
+    service = (Path(__file__).parents[2] / "contrib" / "smtpx.service").read_text()
+    assert "\nLogRateLimitIntervalSec=0\n" in service
+    # (ExecStart must name a program that exists here; the rest is as shipped)
+    unit = tmp_path / "smtpx.service"
+    unit.write_text(
+        "\n".join(
+            "ExecStart=/bin/true" if line.startswith("ExecStart=") else line
+            for line in service.splitlines()
+        )
+    )
+    done = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.stdout + done.stderr == "", done.stdout + done.stderr
