@@ -8,21 +8,36 @@ wake. So each worker keeps its count of live sessions in a slot of a small share
 :data:`SLACK` sessions over the least busy worker leaves new connections to the others
 for a moment (:data:`smtpx.io.accept.DEFER`), then takes them again itself.
 
-Each worker writes its own slot only (8 aligned octets: a single store), and reads the
-others' as they are: a count one connection old changes nothing that matters.
+Only the workers that take connections count: each stamps a beat (the system's monotonic
+clock, which every process reads alike) next to its count when it starts serving and
+every :data:`BEAT_EVERY` seconds after, and clears it when it stops. A worker whose beat
+is older than :data:`STALE` (stopped, hung in a long call, not serving yet, gone) is left
+out of "the least busy": its count, frozen low, would otherwise have the others leave
+every new connection waiting for it.
+
+Each worker writes its own slots only (8 aligned octets each: a single store), and reads
+the others' as they are: a count one connection old changes nothing that matters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
+import time
+from collections.abc import Callable
 
-__all__ = ["SLACK", "SessionBalance", "make_balance"]
+__all__ = ["BEAT_EVERY", "SLACK", "STALE", "SessionBalance", "make_balance"]
 
 # A worker takes connections while it has at most this many sessions over the least busy.
 SLACK = 6
+# How often a serving worker stamps its beat, and the age past which the others leave it
+# out (seconds).
+BEAT_EVERY = 0.5
+STALE = 2.0
 
-_SLOT = 8  # octets a count
+_FIELDS = 2  # a count and a beat per worker, 8 octets each
+_SLOT = 8 * _FIELDS
 
 
 def make_balance(count: int) -> int | None:
@@ -41,41 +56,72 @@ def make_balance(count: int) -> int | None:
 
 
 class SessionBalance:
-    """Worker ``index``'s view of the ``count`` workers' counts in the memory of ``fd``."""
+    """Worker ``index``'s view of the ``count`` workers' counts in the memory of ``fd``
+    (``clock``: the monotonic clock the beats are stamped with, in seconds)."""
 
-    def __init__(self, fd: int, index: int, count: int) -> None:
+    def __init__(
+        self, fd: int, index: int, count: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not 0 <= index < count:
             raise ValueError(f"worker {index} of {count}?")
         self._memory = mmap.mmap(fd, count * _SLOT)
-        self._counts = memoryview(self._memory).cast("q")
+        self._slots = memoryview(self._memory).cast("q")  # count, beat (ms); per worker
         self._index = index
         self._others = [i for i in range(count) if i != index]
-        self._counts[index] = 0  # a restarted worker's sessions ended with it
+        self._clock = clock
+        self._slots[_FIELDS * index] = 0  # a restarted worker's sessions ended with it
+        self._slots[_FIELDS * index + 1] = 0  # and it is not serving yet
+        self._beating: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
     def sessions(self) -> int:
-        return 0 if self._closed else int(self._counts[self._index])
+        return 0 if self._closed else int(self._slots[_FIELDS * self._index])
 
     def change(self, by: int) -> None:
         """This worker has ``by`` sessions more (or fewer); nothing once closed (a
         session cut off at shutdown may end after its server let go of the counts)."""
         if not self._closed:
-            self._counts[self._index] += by
+            self._slots[_FIELDS * self._index] += by
+
+    def start_beating(self, loop: asyncio.AbstractEventLoop) -> None:
+        """This worker serves: stamp its beat now and every :data:`BEAT_EVERY` seconds
+        on ``loop`` until :meth:`close` (again: nothing)."""
+        if self._closed or self._beating is not None:
+            return
+        self._beat(loop)
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._slots[_FIELDS * self._index + 1] = self._now()
+        self._beating = loop.call_later(BEAT_EVERY, self._beat, loop)
+
+    def _now(self) -> int:
+        return max(1, int(self._clock() * 1000))  # (0 is "no beat")
 
     def takes_more(self, pending: int = 0) -> bool:
         """Whether this worker should take the next connection now: with the ``pending``
         connections it took whose sessions are not counted yet, it has at most
-        :data:`SLACK` sessions over the least busy other (always, once closed)."""
+        :data:`SLACK` sessions over the least busy other that beats (always, once
+        closed, or when no other does)."""
         if self._closed:
             return True
-        counts = self._counts
-        mine = counts[self._index] + pending
-        least = min((counts[i] for i in self._others), default=mine)
+        slots = self._slots
+        mine = slots[_FIELDS * self._index] + pending
+        fresh = self._now() - int(STALE * 1000)
+        least = mine
+        for other in self._others:
+            at = _FIELDS * other
+            if slots[at + 1] >= fresh and slots[at] < least:
+                least = slots[at]
         return bool(mine <= least + SLACK)
 
     def close(self) -> None:
+        """Stop beating and let go of the memory (this worker no longer serves)."""
         if not self._closed:
             self._closed = True
-            self._counts.release()
+            if self._beating is not None:
+                self._beating.cancel()
+                self._beating = None
+            self._slots[_FIELDS * self._index + 1] = 0
+            self._slots.release()
             self._memory.close()

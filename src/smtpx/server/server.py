@@ -160,6 +160,8 @@ class Server:
             self._servers.append((listener, server))
             if serving:
                 _log_listening(server)
+        if serving:
+            self._beat()
 
     async def start_serving(self) -> None:
         """Listen and accept on every listener bound by ``start(serving=False)``."""
@@ -167,6 +169,12 @@ class Server:
             if not server.is_serving():
                 await server.start_serving()
                 _log_listening(server)
+        self._beat()
+
+    def _beat(self) -> None:
+        """A worker that serves says so to the others (smtpx.io.balance), from now on."""
+        if self.balance is not None:
+            self.balance.start_beating(asyncio.get_running_loop())
 
     @property
     def ports(self) -> list[int]:
