@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from smtpx.io.balance import BEAT_EVERY, SLACK, STALE, SessionBalance, make_balance
+from smtpx.io.balance import BEAT_EVERY, SLACK, STALE, Beats, SessionBalance, make_balance
 from smtpx.testing import run_virtual
 
 
@@ -98,3 +98,33 @@ def test_a_single_worker_always_takes_and_a_bad_index_is_refused() -> None:
             SessionBalance(fd, 1, 1)
     finally:
         os.close(fd)
+
+
+def test_the_supervisor_finds_the_workers_whose_loop_stood_still() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stuck = asyncio.new_event_loop()  # (never run: a beat is stamped once, then stands)
+        fd = _memory(3)
+        try:
+            hung, alive, idle = (SessionBalance(fd, i, 3, clock=loop.time) for i in range(3))
+            beats = Beats(fd, 3, clock=loop.time)
+            hung.start_beating(stuck)
+            alive.start_beating(loop)  # idle does not serve: never "stalled"
+            assert beats.stalled(60.0) == []
+            await asyncio.sleep(59.0)
+            assert beats.stalled(60.0) == []
+            await asyncio.sleep(2.0)
+            assert beats.stalled(60.0) == [0]  # its loop stood still 61 s; alive's turned
+            beats.clear(0)  # killed: not found again; its next run beats anew
+            assert beats.stalled(60.0) == []
+            alive.close()  # one that stops serving is not stalled either
+            await asyncio.sleep(100.0)
+            assert beats.stalled(60.0) == []
+            beats.close()
+            for view in (hung, idle):
+                view.close()
+        finally:
+            os.close(fd)
+            stuck.close()
+
+    run_virtual(main())

@@ -18,11 +18,19 @@ import pytest
 
 from smtpx.envelope import Envelope
 from smtpx.errors import ConfigError
+from smtpx.io.balance import Beats, SessionBalance, make_balance
 from smtpx.mta.app import Mta
 from smtpx.mta.config import ListenAddress, MtaConfig
 from smtpx.mta.config_toml import to_toml
 from smtpx.mta.fanout import merge_cache, merge_metrics, sum_counts
-from smtpx.mta.supervisor import DRAIN_DEADLINE, Supervisor, split_state_warnings, watch_parent
+from smtpx.mta.supervisor import (
+    DRAIN_DEADLINE,
+    WATCHDOG,
+    WATCHDOG_EVERY,
+    Supervisor,
+    split_state_warnings,
+    watch_parent,
+)
 from smtpx.mta.tlsrpt import SUCCESS, PolicyRef, TlsEvent
 from smtpx.mta.workermetrics import WorkerMetrics
 from smtpx.mta.workers import (
@@ -461,6 +469,56 @@ def test_a_worker_that_does_not_drain_is_killed_at_the_deadline(
     assert status == -signal.SIGKILL
     assert took == pytest.approx(DRAIN_DEADLINE, abs=1.0)
     assert "worker 0 (pid" in caplog.text and "still running 120 s after SIGTERM" in caplog.text
+    assert "worker 1" not in caplog.text
+
+
+def test_a_worker_whose_loop_stands_still_is_killed_by_the_watchdog(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Worker 0 serves (it beat once) and its loop then stands still; worker 1's turns.
+    WATCHDOG seconds on (the virtual clock), the supervisor kills worker 0 (its restart
+    is _watch's, as for any worker that dies) and leaves worker 1 alone."""
+    config = MtaConfig.from_toml("[server]\nworkers = 2\n")
+    sleeper = "import time\nprint('ready', flush=True)\ntime.sleep(3600)\n"
+
+    async def scenario() -> tuple[bool, int | None, int | None]:
+        loop = asyncio.get_running_loop()
+        stuck = asyncio.new_event_loop()  # worker 0's loop: never turns after its beat
+        supervisor = Supervisor(config, ["unused"])
+        fd = make_balance(2)
+        assert fd is not None
+        views = [SessionBalance(fd, i, 2, clock=loop.time) for i in range(2)]
+        try:
+            for index in range(2):
+                await started_worker(supervisor, index, sleeper)
+            views[0].start_beating(stuck)
+            views[1].start_beating(loop)
+            beats = Beats(fd, 2, clock=loop.time)
+            watchdog = loop.create_task(supervisor._watchdog(beats))
+            first = supervisor.workers[0].process
+            assert first is not None
+            await asyncio.sleep(WATCHDOG - WATCHDOG_EVERY)  # (checked meanwhile: too early)
+            early = "has not turned" in caplog.text
+            await first.wait()
+            supervisor.stop()
+            await watchdog
+            beats.close()
+            other = supervisor.workers[1].process
+            assert other is not None
+            alive = other.returncode
+            other.kill()
+            await other.wait()
+            return early, first.returncode, alive
+        finally:
+            for view in views:
+                view.close()
+            os.close(fd)
+            stuck.close()
+
+    with caplog.at_level(logging.ERROR, logger="smtpx"):
+        early, killed, alive = run_virtual(scenario())
+    assert not early and killed == -signal.SIGKILL and alive is None
+    assert "worker 0 (pid" in caplog.text and "has not turned its event loop" in caplog.text
     assert "worker 1" not in caplog.text
 
 

@@ -16,7 +16,9 @@ out of "the least busy": its count, frozen low, would otherwise have the others 
 every new connection waiting for it.
 
 Each worker writes its own slots only (8 aligned octets each: a single store), and reads
-the others' as they are: a count one connection old changes nothing that matters.
+the others' as they are: a count one connection old changes nothing that matters. The
+supervisor reads the beats (:class:`Beats`) to find a worker whose loop has stood still
+for long: it kills it, and restarts it as one that died.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 
-__all__ = ["BEAT_EVERY", "SLACK", "STALE", "SessionBalance", "make_balance"]
+__all__ = ["BEAT_EVERY", "SLACK", "STALE", "Beats", "SessionBalance", "make_balance"]
 
 # A worker takes connections while it has at most this many sessions over the least busy.
 SLACK = 6
@@ -125,3 +127,29 @@ class SessionBalance:
             self._slots[_FIELDS * self._index + 1] = 0
             self._slots.release()
             self._memory.close()
+
+
+class Beats:
+    """The supervisor's view of the ``count`` workers' beats in the memory of ``fd``
+    (``clock``: the monotonic clock they are stamped with, in seconds)."""
+
+    def __init__(self, fd: int, count: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._memory = mmap.mmap(fd, count * _SLOT)
+        self._slots = memoryview(self._memory).cast("q")
+        self._count = count
+        self._clock = clock
+
+    def stalled(self, older_than: float) -> list[int]:
+        """The workers that serve (they beat) and whose last beat is more than
+        ``older_than`` seconds old: their event loop has not turned since."""
+        before = int(self._clock() * 1000) - int(older_than * 1000)
+        slots = self._slots
+        return [index for index in range(self._count) if 0 < slots[_FIELDS * index + 1] < before]
+
+    def clear(self, index: int) -> None:
+        """Worker ``index`` no longer serves (it was killed; its next run beats anew)."""
+        self._slots[_FIELDS * index + 1] = 0
+
+    def close(self) -> None:
+        self._slots.release()
+        self._memory.close()

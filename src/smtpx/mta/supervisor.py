@@ -16,7 +16,10 @@ sockets and share them, :mod:`smtpx.io.accept`, with their counts of sessions,
 (:mod:`smtpx.mta.aggregate`), and restarts a worker that dies, after a pause that doubles
 from :data:`RESTART_MIN` up to :data:`RESTART_MAX` while it keeps dying young (a worker
 that ran :data:`STABLE_AFTER` seconds starts over at the minimum). A restarted worker
-replays its shard: the journal holds everything it acknowledged.
+replays its shard: the journal holds everything it acknowledged. A worker that serves
+but whose event loop has not turned for :data:`WATCHDOG` seconds (its beat in the shared
+counts is that old: stuck in a call that does not return, or stopped) is killed and
+restarted the same way, as Postfix's daemons' watchdog (``daemon_timeout``) does.
 
 SIGTERM and SIGINT are passed to every worker (each finishes its sessions and deliveries,
 as a single MTA does) and the supervisor waits for all of them; SIGHUP is passed on (each
@@ -36,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from smtpx.errors import SMTPXError
-from smtpx.io.balance import make_balance
+from smtpx.io.balance import Beats, make_balance
 from smtpx.io.tasks import cancel_and_wait
 from smtpx.mta.aggregate import Aggregator
 from smtpx.mta.config import MtaConfig, SpoolBackend
@@ -47,6 +50,7 @@ __all__ = [
     "RESTART_MAX",
     "RESTART_MIN",
     "STABLE_AFTER",
+    "WATCHDOG",
     "Supervisor",
     "WorkerFailed",
     "split_state_warnings",
@@ -64,6 +68,11 @@ ORPHAN_GRACE = 60.0  # a worker whose supervisor is gone exits this long after, 
 # spool's close is bounded; past this it hangs, and what it acknowledged is durable.
 DRAIN_DEADLINE = 120.0
 CONFIG_ERROR = 2  # the exit status of smtpx serve for a bad configuration
+# A serving worker whose loop has not turned (no beat, smtpx.io.balance) for this long is
+# killed and restarted; checked every WATCHDOG_EVERY seconds. Nothing a worker does on its
+# loop takes seconds (files and DKIM go to threads), so this is a hang, not a slow spell.
+WATCHDOG = 120.0
+WATCHDOG_EVERY = 5.0
 
 
 class WorkerFailed(SMTPXError):
@@ -106,6 +115,7 @@ class Supervisor:
         self.ports: list[int] = []
         self._held: list[socket.socket] = []
         self._balance: int | None = None  # the workers' counts of sessions (smtpx.io.balance)
+        self._beats: Beats | None = None  # and their beats, as the watchdog reads them
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         control = config.control
@@ -152,6 +162,9 @@ class Supervisor:
             raise
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch(worker)) for worker in self.workers]
+        if self._balance is not None:
+            self._beats = Beats(self._balance, self.count, loop.time)
+            self._tasks.append(loop.create_task(self._watchdog(self._beats)))
 
     async def close(self) -> None:
         """Stop every worker (SIGTERM: each drains) and wait for them."""
@@ -161,12 +174,15 @@ class Supervisor:
         for sock in self._held:
             sock.close()
         self._held = []
-        if self._balance is not None:
-            os.close(self._balance)  # (the workers have theirs)
-            self._balance = None
         for worker in self.workers:
             worker.signal(signal.SIGTERM)
         await cancel_and_wait(self._tasks)
+        if self._beats is not None:
+            self._beats.close()
+            self._beats = None
+        if self._balance is not None:
+            os.close(self._balance)  # (the workers have theirs)
+            self._balance = None
         await asyncio.gather(*(self._drained(worker) for worker in self.workers))
         await self.control.close()
 
@@ -288,6 +304,30 @@ class Supervisor:
                 log.error("workers: %s", exc)
                 continue
             await self._serve(worker)
+
+    async def _watchdog(self, beats: Beats) -> None:
+        """Every :data:`WATCHDOG_EVERY` seconds: kill each worker that serves and whose
+        loop has stood still for :data:`WATCHDOG` seconds (:meth:`_watch` restarts it)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCHDOG_EVERY):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
+            for index in beats.stalled(WATCHDOG):
+                beats.clear(index)  # (its next run beats anew)
+                process = self.workers[index].process
+                if process is None or process.returncode is not None:
+                    continue
+                log.error(
+                    "workers: worker %d (pid %d) has not turned its event loop for %g s: "
+                    "killed (it is restarted; what it acknowledged is on disk)",
+                    index,
+                    process.pid,
+                    WATCHDOG,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
 
     # -- signals ------------------------------------------------------------------------
 
