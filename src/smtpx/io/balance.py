@@ -42,6 +42,27 @@ _FIELDS = 2  # a count and a beat per worker, 8 octets each
 _SLOT = 8 * _FIELDS
 
 
+def _count_at(index: int) -> int:
+    """Where worker ``index``'s count is, in the memory's 8-octet slots."""
+    return _FIELDS * index
+
+
+def _beat_at(index: int) -> int:
+    """Where worker ``index``'s beat is: its clock in milliseconds, 0 when it does not
+    serve."""
+    return _FIELDS * index + 1
+
+
+def _millis(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+def _mapped(fd: int, count: int) -> tuple[mmap.mmap, memoryview]:
+    """The memory of ``fd`` for ``count`` workers, and its 8-octet slots."""
+    memory = mmap.mmap(fd, count * _SLOT)
+    return memory, memoryview(memory).cast("q")
+
+
 def make_balance(count: int) -> int | None:
     """The shared memory for ``count`` workers' counts (all zero): its file descriptor,
     for the workers to inherit; None where there is no ``memfd`` (not Linux: the
@@ -66,25 +87,24 @@ class SessionBalance:
     ) -> None:
         if not 0 <= index < count:
             raise ValueError(f"worker {index} of {count}?")
-        self._memory = mmap.mmap(fd, count * _SLOT)
-        self._slots = memoryview(self._memory).cast("q")  # count, beat (ms); per worker
+        self._memory, self._slots = _mapped(fd, count)
         self._index = index
         self._others = [i for i in range(count) if i != index]
         self._clock = clock
-        self._slots[_FIELDS * index] = 0  # a restarted worker's sessions ended with it
-        self._slots[_FIELDS * index + 1] = 0  # and it is not serving yet
+        self._slots[_count_at(index)] = 0  # a restarted worker's sessions ended with it
+        self._slots[_beat_at(index)] = 0  # and it is not serving yet
         self._beating: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
     def sessions(self) -> int:
-        return 0 if self._closed else int(self._slots[_FIELDS * self._index])
+        return 0 if self._closed else int(self._slots[_count_at(self._index)])
 
     def change(self, by: int) -> None:
         """This worker has ``by`` sessions more (or fewer); nothing once closed (a
         session cut off at shutdown may end after its server let go of the counts)."""
         if not self._closed:
-            self._slots[_FIELDS * self._index] += by
+            self._slots[_count_at(self._index)] += by
 
     def start_beating(self, loop: asyncio.AbstractEventLoop) -> None:
         """This worker serves: stamp its beat now and every :data:`BEAT_EVERY` seconds
@@ -94,11 +114,8 @@ class SessionBalance:
         self._beat(loop)
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._slots[_FIELDS * self._index + 1] = self._now()
+        self._slots[_beat_at(self._index)] = max(1, _millis(self._clock))  # (0: no beat)
         self._beating = loop.call_later(BEAT_EVERY, self._beat, loop)
-
-    def _now(self) -> int:
-        return max(1, int(self._clock() * 1000))  # (0 is "no beat")
 
     def takes_more(self, pending: int = 0) -> bool:
         """Whether this worker should take the next connection now: with the ``pending``
@@ -108,13 +125,13 @@ class SessionBalance:
         if self._closed:
             return True
         slots = self._slots
-        mine = slots[_FIELDS * self._index] + pending
-        fresh = self._now() - int(STALE * 1000)
+        mine = slots[_count_at(self._index)] + pending
+        fresh = _millis(self._clock) - int(STALE * 1000)
         least = mine
         for other in self._others:
-            at = _FIELDS * other
-            if slots[at + 1] >= fresh and slots[at] < least:
-                least = slots[at]
+            count = slots[_count_at(other)]
+            if count < least and slots[_beat_at(other)] >= fresh:
+                least = count
         return bool(mine <= least + SLACK)
 
     def close(self) -> None:
@@ -124,7 +141,7 @@ class SessionBalance:
             if self._beating is not None:
                 self._beating.cancel()
                 self._beating = None
-            self._slots[_FIELDS * self._index + 1] = 0
+            self._slots[_beat_at(self._index)] = 0
             self._slots.release()
             self._memory.close()
 
@@ -134,21 +151,20 @@ class Beats:
     (``clock``: the monotonic clock they are stamped with, in seconds)."""
 
     def __init__(self, fd: int, count: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._memory = mmap.mmap(fd, count * _SLOT)
-        self._slots = memoryview(self._memory).cast("q")
+        self._memory, self._slots = _mapped(fd, count)
         self._count = count
         self._clock = clock
 
     def stalled(self, older_than: float) -> list[int]:
         """The workers that serve (they beat) and whose last beat is more than
         ``older_than`` seconds old: their event loop has not turned since."""
-        before = int(self._clock() * 1000) - int(older_than * 1000)
+        before = _millis(self._clock) - int(older_than * 1000)
         slots = self._slots
-        return [index for index in range(self._count) if 0 < slots[_FIELDS * index + 1] < before]
+        return [index for index in range(self._count) if 0 < slots[_beat_at(index)] < before]
 
     def clear(self, index: int) -> None:
         """Worker ``index`` no longer serves (it was killed; its next run beats anew)."""
-        self._slots[_FIELDS * index + 1] = 0
+        self._slots[_beat_at(index)] = 0
 
     def close(self) -> None:
         self._slots.release()
